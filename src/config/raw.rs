@@ -1,0 +1,78 @@
+//! The config file exactly as written: serde types that mirror the TOML,
+//! with spans kept on every value that validation may need to point at.
+//!
+//! Nothing here is checked beyond TOML syntax, types and unknown keys
+//! (`deny_unknown_fields`); `validate.rs` turns these into a `Config`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A human duration ("500ms", "30s", "5m") with its place in the file.
+pub type RawDuration = Spanned<humantime_serde::Serde<Duration>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub broker: Spanned<RawBroker>,
+    pub presence: Option<Spanned<RawPresence>>,
+    #[serde(default)]
+    pub defaults: RawDefaults,
+    #[serde(default)]
+    pub device: Vec<Spanned<RawDevice>>,
+    #[serde(default)]
+    pub action: BTreeMap<String, Spanned<RawAction>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBroker {
+    pub url: Spanned<String>,
+    pub client_id: Option<Spanned<String>>,
+    pub keep_alive: Option<RawDuration>,
+    pub username: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
+    pub ca_file: Option<Spanned<String>>,
+    pub cert_file: Option<Spanned<String>>,
+    pub key_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPresence {
+    pub topic: Option<Spanned<String>>,
+    pub online: Option<Spanned<String>>,
+    pub offline: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDefaults {
+    pub online: Option<Spanned<Vec<Spanned<String>>>>,
+    pub offline: Option<Spanned<Vec<Spanned<String>>>>,
+    pub actions: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDevice {
+    pub id: Option<Spanned<String>>,
+    pub topic: Spanned<String>,
+    pub online: Option<Spanned<Vec<Spanned<String>>>>,
+    pub offline: Option<Spanned<Vec<Spanned<String>>>>,
+    pub actions: Option<Spanned<Vec<Spanned<String>>>>,
+}
+
+/// `[action.NAME]`. One struct for every kind, rather than an enum tagged by
+/// `type`: serde's tagged enums buffer their input and lose the spans, and
+/// validation wants to say "`url` is not a setting of a `log` action" with
+/// a line number anyway.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAction {
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    pub on: Option<Spanned<Vec<Spanned<String>>>>,
+}

@@ -1,0 +1,593 @@
+//! Raw TOML → `Config`: every rule of the schema, each broken one reported
+//! with the span of the value that breaks it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::{Problem, did_you_mean};
+use super::raw::{
+    RawAction, RawBroker, RawConfig, RawDefaults, RawDevice, RawDuration, RawPresence,
+};
+use super::{
+    ActionKind, ActionSpec, BUILTIN_LOG, Broker, Config, DeviceSpec, Presence, Rules, Secret, Tls,
+    Watch,
+};
+use crate::event::EventKind;
+use crate::topic::{TopicError, WatchedTopic};
+
+/// Read when the config names no `password_file`.
+pub const PASSWORD_ENV: &str = "WILLWATCH_MQTT_PASSWORD";
+
+const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
+const ACTION_TYPES: [&str; 1] = ["log"];
+
+type SpannedList = Spanned<Vec<Spanned<String>>>;
+
+pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        vec![Problem::new(span, e.message().trim_end().to_string())]
+    })?;
+    let mut v = Validator {
+        base: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        text,
+        problems: Vec::new(),
+    };
+    let broker = v.broker(raw.broker);
+    let presence = v.presence(raw.presence, broker.as_ref().map(|b| b.client_id.as_str()));
+    let actions = v.actions(raw.action);
+    let defaults = v.defaults(raw.defaults, &actions);
+    let devices = v.devices(raw.device, &defaults, &actions);
+    match (broker, presence) {
+        (Some(broker), Some(presence)) if v.problems.is_empty() => {
+            let exact = devices
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| match &d.watch {
+                    Watch::Device { topic, .. } => Some((topic.clone(), i)),
+                    Watch::Pattern(_) => None,
+                })
+                .collect();
+            Ok(Config {
+                source: path.to_path_buf(),
+                broker,
+                presence,
+                devices,
+                actions,
+                exact,
+            })
+        }
+        _ => Err(v.problems),
+    }
+}
+
+struct Validator<'t> {
+    text: &'t str,
+    /// Relative file paths in the config are relative to the config's folder.
+    base: PathBuf,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, problem: Problem) {
+        self.problems.push(problem);
+    }
+
+    fn broker(&mut self, raw: Spanned<RawBroker>) -> Option<Broker> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let client_id = match raw.client_id {
+            Some(id) if id.get_ref().trim().is_empty() => {
+                self.problem(
+                    Problem::new(id.span(), "`client_id` is empty")
+                        .hint("leave it out to use willwatch-<hostname>"),
+                );
+                None
+            }
+            Some(id) => Some(id.into_inner()),
+            None => Some(default_client_id()),
+        };
+        let keep_alive = self.keep_alive(raw.keep_alive);
+        let username = raw.username.map(Spanned::into_inner);
+        let password = self.password(raw.password_file);
+        if password.is_some() && username.is_none() {
+            self.problem(
+                Problem::new(span.clone(), "a broker password is set but no `username`")
+                    .hint("MQTT sends a password only with a user name"),
+            );
+        }
+        let (url, host, port, tls_wanted) = self.url(&raw.url)?;
+        let tls = self.tls(
+            tls_wanted,
+            &raw.url,
+            raw.ca_file,
+            raw.cert_file,
+            raw.key_file,
+        );
+        Some(Broker {
+            url,
+            host,
+            port,
+            tls: tls?,
+            client_id: client_id?,
+            keep_alive: keep_alive?,
+            username,
+            password,
+        })
+    }
+
+    fn url(&mut self, raw: &Spanned<String>) -> Option<(String, String, u16, bool)> {
+        let bad = |message: String| {
+            Problem::new(raw.span(), message)
+                .hint("write it as mqtt://host:1883 or mqtts://host:8883")
+        };
+        let url = match url::Url::parse(raw.get_ref()) {
+            Ok(url) => url,
+            Err(e) => {
+                self.problem(bad(format!("`url` is not a valid URL: {e}")));
+                return None;
+            }
+        };
+        let (tls, default_port) = match url.scheme() {
+            "mqtt" => (false, 1883),
+            "mqtts" => (true, 8883),
+            other => {
+                self.problem(bad(format!("`url` scheme `{other}` is not supported")));
+                return None;
+            }
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            self.problem(
+                Problem::new(raw.span(), "credentials in the broker URL would end up in logs")
+                    .hint("use `username` and `password_file` (or the WILLWATCH_MQTT_PASSWORD environment variable)"),
+            );
+            return None;
+        }
+        if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+            self.problem(bad("`url` must have no path, query or fragment".into()));
+            return None;
+        }
+        let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+            self.problem(bad("`url` has no host".into()));
+            return None;
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        Some((
+            raw.get_ref().clone(),
+            host,
+            url.port().unwrap_or(default_port),
+            tls,
+        ))
+    }
+
+    fn keep_alive(&mut self, raw: Option<RawDuration>) -> Option<Duration> {
+        let Some(raw) = raw else {
+            return Some(DEFAULT_KEEP_ALIVE);
+        };
+        let value = raw.get_ref().clone().into_inner();
+        if value < Duration::from_secs(1)
+            || value > Duration::from_secs(u16::MAX.into())
+            || value.subsec_nanos() != 0
+        {
+            self.problem(
+                Problem::new(raw.span(), format!("`keep_alive` {} is out of range", humantime::format_duration(value)))
+                    .hint("MQTT counts keep-alive in whole seconds, from 1s to 65535s; 30s suits most brokers"),
+            );
+            return None;
+        }
+        Some(value)
+    }
+
+    fn password(&mut self, file: Option<Spanned<String>>) -> Option<Secret> {
+        let Some(file) = file else {
+            return std::env::var(PASSWORD_ENV)
+                .ok()
+                .filter(|p| !p.is_empty())
+                .map(Secret);
+        };
+        let path = self.base.join(file.get_ref());
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Some(Secret(text.trim_end_matches(['\r', '\n']).to_string())),
+            Err(e) => {
+                self.problem(Problem::new(
+                    file.span(),
+                    format!("cannot read `password_file` {}: {e}", path.display()),
+                ));
+                None
+            }
+        }
+    }
+
+    fn tls(
+        &mut self,
+        wanted: bool,
+        url: &Spanned<String>,
+        ca: Option<Spanned<String>>,
+        cert: Option<Spanned<String>>,
+        key: Option<Spanned<String>>,
+    ) -> Option<Option<Tls>> {
+        if !wanted {
+            if let Some(file) = ca.as_ref().or(cert.as_ref()).or(key.as_ref()) {
+                self.problem(
+                    Problem::new(
+                        file.span(),
+                        "TLS files are set but the broker URL is mqtt://",
+                    )
+                    .hint(format!(
+                        "use mqtts://{} to connect with TLS",
+                        url.get_ref().trim_start_matches("mqtt://")
+                    )),
+                );
+                return None;
+            }
+            return Some(None);
+        }
+        let client = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(one), None) | (None, Some(one)) => {
+                self.problem(
+                    Problem::new(one.span(), "`cert_file` and `key_file` go together")
+                        .hint("a client certificate needs its private key"),
+                );
+                return None;
+            }
+        };
+        let ca_path = ca.as_ref().map(|c| self.base.join(c.get_ref()));
+        let client_paths = client
+            .as_ref()
+            .map(|(c, k)| (self.base.join(c.get_ref()), self.base.join(k.get_ref())));
+        match crate::tls::client_config(
+            ca_path.as_deref(),
+            client_paths
+                .as_ref()
+                .map(|(c, k)| (c.as_path(), k.as_path())),
+        ) {
+            Ok(config) => Some(Some(Tls {
+                ca_file: ca_path,
+                client_cert: client_paths.map(|(c, _)| c),
+                client_config: Arc::new(config),
+            })),
+            Err(e) => {
+                let span = match e.file {
+                    crate::tls::TlsFile::Ca => ca.map(|c| c.span()),
+                    crate::tls::TlsFile::Cert => client.as_ref().map(|(c, _)| c.span()),
+                    crate::tls::TlsFile::Key => client.as_ref().map(|(_, k)| k.span()),
+                    crate::tls::TlsFile::SystemRoots => None,
+                }
+                .unwrap_or_else(|| url.span());
+                self.problem(Problem::new(span, e.to_string()));
+                None
+            }
+        }
+    }
+
+    fn presence(
+        &mut self,
+        raw: Option<Spanned<RawPresence>>,
+        client_id: Option<&str>,
+    ) -> Option<Presence> {
+        let (span, raw) = match raw {
+            Some(r) => (r.span(), r.into_inner()),
+            None => (
+                0..0,
+                RawPresence {
+                    topic: None,
+                    online: None,
+                    offline: None,
+                },
+            ),
+        };
+        let topic = match raw.topic {
+            Some(t) => match WatchedTopic::parse(t.get_ref()) {
+                Ok(WatchedTopic::Exact(topic)) => Some(topic),
+                Ok(WatchedTopic::Pattern(_)) => {
+                    self.problem(Problem::new(
+                        t.span(),
+                        "the presence topic is the daemon's own; it cannot have `{id}`",
+                    ));
+                    None
+                }
+                Err(e) => {
+                    self.problem(Problem::new(t.span(), format!("presence `topic`: {e}")));
+                    None
+                }
+            },
+            None => client_id.map(|id| format!("willwatch/{id}/status")),
+        };
+        let online = self.payload(raw.online, "online");
+        let offline = self.payload(raw.offline, "offline");
+        if online.is_some() && online == offline {
+            self.problem(Problem::new(
+                span,
+                "presence `online` and `offline` are the same payload",
+            ));
+            return None;
+        }
+        Some(Presence {
+            topic: topic?,
+            online: online?,
+            offline: offline?,
+        })
+    }
+
+    fn payload(&mut self, raw: Option<Spanned<String>>, default: &str) -> Option<String> {
+        match raw {
+            None => Some(default.to_string()),
+            Some(p) if p.get_ref().is_empty() => {
+                self.problem(Problem::new(
+                    p.span(),
+                    "an empty payload clears a retained message; it cannot mean a state",
+                ));
+                None
+            }
+            Some(p) => Some(p.into_inner()),
+        }
+    }
+
+    fn payloads(&mut self, raw: Option<SpannedList>, default: &[String], key: &str) -> Vec<String> {
+        let Some(list) = raw else {
+            return default.to_vec();
+        };
+        if list.get_ref().is_empty() {
+            self.problem(Problem::new(
+                list.span(),
+                format!("`{key}` lists no payloads"),
+            ));
+        }
+        let mut out = Vec::new();
+        for p in list.into_inner() {
+            match self.payload(Some(p), "") {
+                Some(p) if !out.contains(&p) => out.push(p),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn actions(
+        &mut self,
+        raw: BTreeMap<String, Spanned<RawAction>>,
+    ) -> BTreeMap<String, ActionSpec> {
+        let mut out = BTreeMap::new();
+        for (name, action) in raw {
+            let span = action.span();
+            let action = action.into_inner();
+            if name == BUILTIN_LOG {
+                self.problem(Problem::new(span, "`log` is the built-in action").hint(
+                    "define your own log action under another name, e.g. [action.log-offline]",
+                ));
+                continue;
+            }
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                self.problem(Problem::new(
+                    span,
+                    format!("action name `{name}` may use only letters, digits, `-` and `_`"),
+                ));
+                continue;
+            }
+            let kind = match action.kind.get_ref().as_str() {
+                "log" => Some(ActionKind::Log),
+                other => {
+                    let mut p =
+                        Problem::new(action.kind.span(), format!("unknown action type `{other}`"));
+                    p = match did_you_mean(other, ACTION_TYPES) {
+                        Some(s) => p.hint(format!("did you mean `{s}`?")),
+                        None => p.hint(format!("known types: {}", ACTION_TYPES.join(", "))),
+                    };
+                    self.problem(p);
+                    None
+                }
+            };
+            let on = self.event_filter(action.on);
+            if let (Some(kind), Some(on)) = (kind, on) {
+                out.insert(name, ActionSpec { kind, on });
+            }
+        }
+        out
+    }
+
+    fn event_filter(&mut self, raw: Option<SpannedList>) -> Option<Vec<EventKind>> {
+        let Some(list) = raw else {
+            return Some(EventKind::ALL.to_vec());
+        };
+        if list.get_ref().is_empty() {
+            self.problem(Problem::new(
+                list.span(),
+                "`on` lists no events, so the action would never run",
+            ));
+            return None;
+        }
+        let mut out = Vec::new();
+        for name in list.into_inner() {
+            match name.get_ref().parse::<EventKind>() {
+                Ok(kind) if !out.contains(&kind) => out.push(kind),
+                Ok(_) => {}
+                Err(()) => {
+                    let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                    self.problem(
+                        Problem::new(name.span(), format!("unknown event `{}`", name.get_ref()))
+                            .hint(format!("events: {}", known.join(", "))),
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    fn defaults(&mut self, raw: RawDefaults, actions: &BTreeMap<String, ActionSpec>) -> Rules {
+        let rules = Rules {
+            online: self.payloads(raw.online, &["online".to_string()], "online"),
+            offline: self.payloads(raw.offline, &["offline".to_string()], "offline"),
+            actions: self.action_names(raw.actions, &[BUILTIN_LOG.to_string()], actions),
+        };
+        self.disjoint(&rules, 0..0);
+        rules
+    }
+
+    fn action_names(
+        &mut self,
+        raw: Option<SpannedList>,
+        default: &[String],
+        actions: &BTreeMap<String, ActionSpec>,
+    ) -> Vec<String> {
+        let Some(list) = raw else {
+            return default.to_vec();
+        };
+        let mut out = Vec::new();
+        for name in list.into_inner() {
+            let known = name.get_ref() == BUILTIN_LOG || actions.contains_key(name.get_ref());
+            if !known {
+                let names = std::iter::once(BUILTIN_LOG).chain(actions.keys().map(String::as_str));
+                let hint = match did_you_mean(name.get_ref(), names.clone()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => format!(
+                        "defined actions: {}; define others as [action.NAME]",
+                        names.collect::<Vec<_>>().join(", ")
+                    ),
+                };
+                self.problem(
+                    Problem::new(name.span(), format!("unknown action `{}`", name.get_ref()))
+                        .hint(hint),
+                );
+            } else if !out.contains(name.get_ref()) {
+                out.push(name.into_inner());
+            }
+        }
+        out
+    }
+
+    /// A payload cannot mean both online and offline.
+    fn disjoint(&mut self, rules: &Rules, span: std::ops::Range<usize>) {
+        if let Some(both) = rules.online.iter().find(|p| rules.offline.contains(p)) {
+            self.problem(Problem::new(
+                span,
+                format!("payload `{both}` is listed as both online and offline"),
+            ));
+        }
+    }
+
+    fn devices(
+        &mut self,
+        raw: Vec<Spanned<RawDevice>>,
+        defaults: &Rules,
+        actions: &BTreeMap<String, ActionSpec>,
+    ) -> Vec<DeviceSpec> {
+        let mut ids: HashMap<String, usize> = HashMap::new();
+        let mut topics: HashMap<String, usize> = HashMap::new();
+        let mut out = Vec::new();
+        for device in raw {
+            let span = device.span();
+            let device = device.into_inner();
+            let rules = Rules {
+                online: self.payloads(device.online, &defaults.online, "online"),
+                offline: self.payloads(device.offline, &defaults.offline, "offline"),
+                actions: self.action_names(device.actions, &defaults.actions, actions),
+            };
+            self.disjoint(&rules, span.clone());
+            let watch = match (WatchedTopic::parse(device.topic.get_ref()), device.id) {
+                (Err(e), _) => {
+                    let mut p = Problem::new(device.topic.span(), format!("`topic`: {e}"));
+                    if e == TopicError::WildcardInExactTopic {
+                        p = p.hint(
+                            "for one device per matching topic write e.g. sensors/{id}/status",
+                        );
+                    }
+                    self.problem(p);
+                    continue;
+                }
+                (Ok(WatchedTopic::Exact(_)), None) => {
+                    self.problem(
+                        Problem::new(span, "this device has an exact topic but no `id`").hint(
+                            "add id = \"...\", or put `{id}` in the topic to make it a pattern",
+                        ),
+                    );
+                    continue;
+                }
+                (Ok(WatchedTopic::Pattern(_)), Some(id)) => {
+                    self.problem(
+                        Problem::new(
+                            id.span(),
+                            "a pattern device takes its id from the `{id}` level of its topic",
+                        )
+                        .hint("remove `id`, or write the exact topic"),
+                    );
+                    continue;
+                }
+                (Ok(WatchedTopic::Exact(topic)), Some(id)) => {
+                    let id_span = id.span();
+                    let id = id.into_inner();
+                    if id.trim().is_empty()
+                        || id.chars().any(char::is_control)
+                        || id.contains(['/', '+', '#'])
+                    {
+                        self.problem(Problem::new(id_span, format!("device id `{id}` must be non-empty, without `/`, `+`, `#` or control characters")));
+                        continue;
+                    }
+                    if let Some(first) = ids.insert(id.clone(), id_span.start) {
+                        self.problem(
+                            Problem::new(id_span, format!("device id `{id}` is used twice"))
+                                .hint(self.first_at(first)),
+                        );
+                        continue;
+                    }
+                    Watch::Device { id, topic }
+                }
+                (Ok(WatchedTopic::Pattern(p)), None) => Watch::Pattern(p),
+            };
+            let key = watch.filter_key();
+            if let Some(first) = topics.insert(key.clone(), device.topic.span().start) {
+                self.problem(
+                    Problem::new(
+                        device.topic.span(),
+                        format!("topic `{key}` is watched twice"),
+                    )
+                    .hint(self.first_at(first)),
+                );
+                continue;
+            }
+            out.push(DeviceSpec {
+                watch,
+                rules: Arc::new(rules),
+            });
+        }
+        out
+    }
+
+    fn first_at(&self, offset: usize) -> String {
+        let (line, col) = super::error::line_col(self.text, offset);
+        format!("first used at line {line}, column {col}")
+    }
+}
+
+impl Watch {
+    /// What makes two devices the same watch: the topic or the pattern text.
+    fn filter_key(&self) -> String {
+        match self {
+            Watch::Device { topic, .. } => topic.clone(),
+            Watch::Pattern(p) => p.to_string(),
+        }
+    }
+}
+
+fn default_client_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host = host.trim();
+    if host.is_empty() {
+        "willwatch".to_string()
+    } else {
+        format!("willwatch-{host}")
+    }
+}

@@ -1,0 +1,184 @@
+//! Wires the tasks together and runs them until a signal says stop.
+//!
+//! ```text
+//! signals ─▶ daemon ──reload──▶ monitor ──events──▶ dispatcher ─▶ actions
+//!              │                   ▲
+//!              └─filters─▶ mqtt session (owns the broker connection)
+//! ```
+//! Signals become an `Intent` here, at the edge. Shutdown runs in order:
+//! the session says goodbye to the broker (retained offline, clean
+//! disconnect), then the monitor's input closes, then the dispatcher drains
+//! the action queues within a deadline.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_tokio::Signals;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Broker, Config, ConfigError, Watch};
+use crate::monitor::{self, Counts, Monitor};
+use crate::mqtt::{Link, Session};
+use crate::{actions, systemd};
+
+/// Messages waiting for the monitor before the session waits for it.
+const MONITOR_QUEUE: usize = 8192;
+/// Events waiting for the dispatcher.
+const DISPATCH_QUEUE: usize = 8192;
+/// How long shutdown waits for queued actions to finish.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// What a signal asks of the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Intent {
+    Shutdown,
+    Reload,
+}
+
+fn intent(signal: i32) -> Intent {
+    if signal == SIGHUP {
+        Intent::Reload
+    } else {
+        Intent::Shutdown
+    }
+}
+
+/// Loads the config at `path` and runs until SIGTERM or SIGINT.
+pub async fn run(path: &Path) -> Result<(), DaemonError> {
+    let mut config = Arc::new(Config::load(path)?);
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
+
+    let (filters_tx, filters_rx) = watch::channel(config.filters());
+    let (link_tx, mut link_rx) = watch::channel(Link {
+        connected: false,
+        since: Instant::now(),
+        reconnects: 0,
+    });
+    let (counts_tx, mut counts_rx) = watch::channel(Counts::default());
+    let (monitor_tx, monitor_rx) = mpsc::channel(MONITOR_QUEUE);
+    let (dispatch_tx, dispatch_rx) = mpsc::channel(DISPATCH_QUEUE);
+    let cancel = CancellationToken::new();
+
+    let dispatcher = tokio::spawn(actions::dispatch(Arc::clone(&config), dispatch_rx));
+    let monitor =
+        tokio::spawn(Monitor::new(Arc::clone(&config), dispatch_tx, counts_tx).run(monitor_rx));
+    let session = Session::new(
+        config.broker.clone(),
+        config.presence.clone(),
+        filters_rx,
+        monitor_tx.clone(),
+        link_tx,
+    );
+    let session = tokio::spawn(session.run(cancel.clone()));
+
+    log_started(&config);
+    systemd::ready();
+    let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
+    loop {
+        tokio::select! {
+            signal = signals.next() => match signal.map(intent) {
+                Some(Intent::Reload) => {
+                    systemd::reloading();
+                    if let Some(new) = reload(path, &config) {
+                        config = new;
+                        filters_tx.send_replace(config.filters());
+                        let _ = monitor_tx.send(monitor::Input::Reload(Arc::clone(&config))).await;
+                    }
+                    systemd::ready();
+                }
+                Some(Intent::Shutdown) | None => break,
+            },
+            Ok(()) = link_rx.changed() => systemd::status(&status_line(&config.broker, &link_rx.borrow(), &counts_rx.borrow())),
+            Ok(()) = counts_rx.changed() => systemd::status(&status_line(&config.broker, &link_rx.borrow(), &counts_rx.borrow())),
+            _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => systemd::watchdog(),
+        }
+    }
+
+    tracing::info!("shutting down");
+    systemd::stopping();
+    cancel.cancel();
+    let _ = session.await;
+    drop(monitor_tx);
+    let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
+        let _ = monitor.await;
+        let _ = dispatcher.await;
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(deadline = ?DRAIN_DEADLINE, "actions still running at shutdown were abandoned");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The new config, or `None` (logged) when the file is broken.
+fn reload(path: &Path, current: &Config) -> Option<Arc<Config>> {
+    match Config::load(path) {
+        Ok(new) => {
+            if connection_changed(&current.broker, &new.broker) || current.presence != new.presence
+            {
+                tracing::warn!(
+                    "[broker] and [presence] changes take effect at the next restart; the rest is applied now"
+                );
+            }
+            Some(Arc::new(new))
+        }
+        Err(e) => {
+            tracing::error!("reload failed, still running on the previous config:\n{e}");
+            None
+        }
+    }
+}
+
+fn connection_changed(a: &Broker, b: &Broker) -> bool {
+    let tls = |t: &Broker| {
+        t.tls
+            .as_ref()
+            .map(|t| (t.ca_file.clone(), t.client_cert.clone()))
+    };
+    (&a.url, &a.client_id, a.keep_alive, &a.username, &a.password)
+        != (&b.url, &b.client_id, b.keep_alive, &b.username, &b.password)
+        || tls(a) != tls(b)
+}
+
+fn log_started(config: &Config) {
+    let patterns = config
+        .devices
+        .iter()
+        .filter(|d| matches!(d.watch, Watch::Pattern(_)))
+        .count();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %config.source.display(),
+        broker = %config.broker.url,
+        devices = config.devices.len() - patterns,
+        patterns,
+        presence = %config.presence.topic,
+        "willwatch started"
+    );
+}
+
+/// The one-line STATUS= text systemctl shows.
+fn status_line(broker: &Broker, link: &Link, counts: &Counts) -> String {
+    let link = if link.connected {
+        format!("connected to {}", broker.url)
+    } else {
+        format!("not connected to {}", broker.url)
+    };
+    format!(
+        "{link}; devices: {} online, {} offline, {} unknown",
+        counts.online, counts.offline, counts.unknown
+    )
+}

@@ -1,0 +1,31 @@
+//! willwatch watches MQTT devices' presence (Last Will / status topics) and
+//! runs actions when a device goes offline or comes back.
+//!
+//! Layout:
+//! - `config`: the TOML schema, validated into types that can't be wrong.
+//! - `topic`: exact topics and `{id}` patterns; filters and matching.
+//! - `device`: one device's state and the pure rules of its transitions.
+//! - `event`: a transition as the actions see it.
+//! - `monitor`: the task that owns every device and emits events.
+//! - `mqtt`: the broker session (birth, will, subscriptions, reconnects).
+//! - `backoff`: reconnect delays with jitter.
+//! - `tls`: rustls client settings for `mqtts://`.
+//! - `actions`: the dispatcher and one file per kind of action.
+//! - `daemon`: wires the tasks together; signals, reload and shutdown.
+//! - `systemd`: sd_notify glue.
+//! - `logging`: terminal, journal and JSON output.
+//! - `summary`: what `willwatch check` prints.
+
+pub mod actions;
+pub mod backoff;
+pub mod config;
+pub mod daemon;
+pub mod device;
+pub mod event;
+pub mod logging;
+pub mod monitor;
+pub mod mqtt;
+pub mod summary;
+pub mod systemd;
+pub mod tls;
+pub mod topic;

@@ -1,0 +1,113 @@
+//! Log output: human lines on a terminal, syslog-prefixed lines for the
+//! journal, JSON for machines.
+//!
+//! Under systemd, stderr goes to the journal, which stamps its own time and
+//! reads a `<N>` prefix as the line's priority; so journal lines carry no
+//! timestamp and `journalctl -p warning` shows exactly the warnings.
+
+use std::fmt;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// `journal` when stderr is the journal, else `text`.
+    Auto,
+    /// Timestamped lines for a terminal.
+    Text,
+    /// `<N>`-prefixed lines without timestamps, for journald.
+    Journal,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Installs the global subscriber. `level` (a `RUST_LOG`-style filter)
+/// wins over `RUST_LOG`; the default is `info`.
+pub fn init(format: Format, level: Option<&str>) -> Result<(), String> {
+    let filter = match level {
+        Some(level) => {
+            EnvFilter::try_new(level).map_err(|e| format!("bad --log-level `{level}`: {e}"))?
+        }
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let format = match format {
+        Format::Auto if stderr_is_journal() => Format::Journal,
+        Format::Auto => Format::Text,
+        other => other,
+    };
+    let result = match format {
+        Format::Json => builder.json().flatten_event(true).try_init(),
+        Format::Journal => builder
+            .with_ansi(false)
+            .event_format(Journal(
+                tracing_subscriber::fmt::format()
+                    .without_time()
+                    .with_target(false)
+                    .with_ansi(false),
+            ))
+            .try_init(),
+        Format::Text | Format::Auto => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
+    result.map_err(|e| e.to_string())
+}
+
+/// systemd sets `JOURNAL_STREAM=DEV:INODE` to the stream it connected to
+/// stderr; it is ours only if stderr is still that very stream.
+fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(meta) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
+}
+
+/// Prefixes each line with its syslog priority.
+struct Journal<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for Journal<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        write!(writer, "<{}>", priority(*event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+/// syslog(3) priorities: err, warning, info, debug.
+fn priority(level: Level) -> u8 {
+    match level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        _ => 7,
+    }
+}

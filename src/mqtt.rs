@@ -1,0 +1,304 @@
+//! The broker session: owns rumqttc's `EventLoop` and nothing else polls it.
+//!
+//! It connects with the daemon's own retained will, publishes the retained
+//! birth after every CONNACK, (re)subscribes every watched filter in batches
+//! after every CONNACK (a clean session forgets them), follows filter changes
+//! from reloads, reconnects with backoff, and forwards every message to the
+//! monitor. On shutdown it publishes its own retained offline, waits for the
+//! PUBACK (bounded) and disconnects cleanly, because a clean DISCONNECT
+//! suppresses the will.
+//!
+//! It never awaits a client call: rumqttc's request channel is drained by
+//! this very loop, so an awaited `publish` here deadlocks once it fills.
+//! Requests are made with `try_*` and a full channel is logged.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
+    Outgoing, Packet, QoS, SubscribeReasonCode, Transport,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::config::{Broker, Presence};
+use crate::monitor;
+
+/// Requests rumqttc may queue before `try_*` calls fail.
+const REQUEST_CAPACITY: usize = 4096;
+/// Filters per SUBSCRIBE packet: keeps packets small and SUBACKs readable.
+const FILTERS_PER_SUBSCRIBE: usize = 256;
+/// The largest packet accepted. A bigger one makes rumqttc drop the
+/// connection, so this is set far above any status payload rather than at
+/// rumqttc's 10 KiB default.
+const MAX_INCOMING_PACKET: usize = 16 << 20;
+const MAX_OUTGOING_PACKET: usize = 1 << 20;
+const RECONNECT_FIRST: Duration = Duration::from_millis(500);
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// How long shutdown waits for the broker to acknowledge our offline.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The session's link to the broker, for status lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub connected: bool,
+    pub since: Instant,
+    pub reconnects: u64,
+}
+
+pub struct Session {
+    broker: Broker,
+    presence: Presence,
+    filters: watch::Receiver<Vec<String>>,
+    inbound: mpsc::Sender<monitor::Input>,
+    link: watch::Sender<Link>,
+}
+
+impl Session {
+    pub fn new(
+        broker: Broker,
+        presence: Presence,
+        filters: watch::Receiver<Vec<String>>,
+        inbound: mpsc::Sender<monitor::Input>,
+        link: watch::Sender<Link>,
+    ) -> Session {
+        Session {
+            broker,
+            presence,
+            filters,
+            inbound,
+            link,
+        }
+    }
+
+    /// Runs until `cancel` fires, then says goodbye to the broker.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let (client, mut eventloop) =
+            AsyncClient::new(options(&self.broker, &self.presence), REQUEST_CAPACITY);
+        let mut subscriptions = Subscriptions::default();
+        let mut subscribed: BTreeSet<String> =
+            self.filters.borrow_and_update().iter().cloned().collect();
+        let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
+        let mut connected = false;
+        loop {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                Ok(()) = self.filters.changed() => {
+                    let wanted: BTreeSet<String> = self.filters.borrow_and_update().iter().cloned().collect();
+                    if connected {
+                        let added: Vec<String> = wanted.difference(&subscribed).cloned().collect();
+                        subscriptions.subscribe(&client, added);
+                        for gone in subscribed.difference(&wanted) {
+                            if let Err(e) = client.try_unsubscribe(gone.clone()) {
+                                tracing::error!(topic = %gone, error = %e, "could not queue unsubscribe");
+                            }
+                        }
+                    }
+                    subscribed = wanted;
+                }
+                polled = eventloop.poll() => match polled {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        connected = true;
+                        let attempts = backoff.attempts();
+                        backoff.reset();
+                        self.set_link(true);
+                        tracing::info!(broker = %self.broker.url, client_id = %self.broker.client_id,
+                            filters = subscribed.len(), attempts, "connected to broker");
+                        self.announce(&client, &self.presence.online);
+                        subscriptions.reset();
+                        subscriptions.subscribe(&client, subscribed.iter().cloned().collect());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let topic = p.topic;
+                        if self.inbound.send(monitor::Input::Message { topic, payload: p.payload }).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => subscriptions.acknowledged(ack.pkid, &ack.return_codes),
+                    Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => subscriptions.sent(pkid),
+                    Ok(_) => {}
+                    Err(e) => {
+                        if connected {
+                            connected = false;
+                            self.set_link(false);
+                            tracing::warn!(broker = %self.broker.url, error = %e, "lost the broker connection");
+                        }
+                        subscriptions.reset();
+                        let delay = backoff.next_delay();
+                        log_connect_error(&self.broker.url, &e, backoff.attempts(), delay);
+                        tokio::select! {
+                            () = cancel.cancelled() => break,
+                            () = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                },
+            }
+        }
+        if connected {
+            self.goodbye(&client, &mut eventloop).await;
+        }
+        self.set_link(false);
+    }
+
+    /// Publishes the daemon's own retained presence payload.
+    fn announce(&self, client: &AsyncClient, payload: &str) {
+        if let Err(e) = client.try_publish(
+            &self.presence.topic,
+            QoS::AtLeastOnce,
+            true,
+            payload.as_bytes().to_vec(),
+        ) {
+            tracing::error!(topic = %self.presence.topic, error = %e, "could not queue the presence message");
+        }
+    }
+
+    /// Retained offline, its PUBACK, then a clean DISCONNECT; all bounded.
+    async fn goodbye(&self, client: &AsyncClient, eventloop: &mut EventLoop) {
+        self.announce(client, &self.presence.offline);
+        let acked = tokio::time::timeout(GOODBYE_TIMEOUT, async {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) if eventloop.state.inflight() == 0 => {
+                        return true;
+                    }
+                    Ok(_) => {}
+                    Err(_) => return false,
+                }
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if !acked {
+            tracing::warn!(topic = %self.presence.topic, "the broker did not acknowledge our offline message; its will covers us");
+            return;
+        }
+        if client.try_disconnect().is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Ok(event) = eventloop.poll().await {
+                    if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        tracing::info!(topic = %self.presence.topic, "published our offline and disconnected");
+    }
+
+    fn set_link(&self, connected: bool) {
+        self.link.send_modify(|link| {
+            if link.connected != connected {
+                link.connected = connected;
+                link.since = Instant::now();
+                if connected {
+                    link.reconnects += 1;
+                }
+            }
+        });
+    }
+}
+
+/// Subscribe requests in flight, so a refused filter can be named.
+#[derive(Default)]
+struct Subscriptions {
+    queued: VecDeque<Vec<String>>,
+    sent: HashMap<u16, Vec<String>>,
+}
+
+impl Subscriptions {
+    fn subscribe(&mut self, client: &AsyncClient, filters: Vec<String>) {
+        for batch in filters.chunks(FILTERS_PER_SUBSCRIBE) {
+            let request = batch
+                .iter()
+                .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+            match client.try_subscribe_many(request) {
+                Ok(()) => self.queued.push_back(batch.to_vec()),
+                Err(e) => {
+                    tracing::error!(filters = batch.len(), first = %batch[0], error = %e, "could not queue subscribe")
+                }
+            }
+        }
+    }
+
+    fn sent(&mut self, pkid: u16) {
+        if let Some(batch) = self.queued.pop_front() {
+            self.sent.insert(pkid, batch);
+        }
+    }
+
+    fn acknowledged(&mut self, pkid: u16, codes: &[SubscribeReasonCode]) {
+        let Some(batch) = self.sent.remove(&pkid) else {
+            return;
+        };
+        for (filter, code) in batch.iter().zip(codes) {
+            if matches!(code, SubscribeReasonCode::Failure) {
+                tracing::error!(topic = %filter, "the broker refused the subscription; this topic is not watched (check the broker's ACL)");
+            }
+        }
+    }
+
+    /// Forgets requests that a reconnect with a clean session discarded.
+    fn reset(&mut self) {
+        self.queued.clear();
+        self.sent.clear();
+    }
+}
+
+/// rumqttc options from the config: client id, keep-alive, credentials, TLS
+/// and the daemon's retained will.
+pub fn options(broker: &Broker, presence: &Presence) -> MqttOptions {
+    let mut options = MqttOptions::new(&broker.client_id, &broker.host, broker.port);
+    options
+        .set_keep_alive(broker.keep_alive)
+        .set_clean_session(true)
+        .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
+        .set_last_will(LastWill::new(
+            &presence.topic,
+            presence.offline.as_bytes().to_vec(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+    if let Some(user) = &broker.username {
+        let password = broker
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_string())
+            .unwrap_or_default();
+        options.set_credentials(user, password);
+    }
+    if let Some(tls) = &broker.tls {
+        options.set_transport(Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.client_config.clone()),
+        ));
+    }
+    options
+}
+
+/// One line per failed attempt, saying what is wrong in words a person can
+/// act on: credentials and TLS problems are errors, network ones warnings.
+fn log_connect_error(url: &str, error: &ConnectionError, attempt: u32, retry_in: Duration) {
+    let retry_in =
+        humantime::format_duration(Duration::from_millis(retry_in.as_millis() as u64)).to_string();
+    match error {
+        ConnectionError::ConnectionRefused(code) => {
+            let reason = match code {
+                ConnectReturnCode::BadUserNamePassword => "bad user name or password",
+                ConnectReturnCode::NotAuthorized => "not authorized",
+                ConnectReturnCode::BadClientId => "client id rejected",
+                ConnectReturnCode::ServiceUnavailable => "service unavailable",
+                ConnectReturnCode::RefusedProtocolVersion => "protocol version refused",
+                ConnectReturnCode::Success => "success",
+            };
+            tracing::error!(broker = %url, reason, attempt, retry_in = %retry_in, "the broker refused the connection: {reason}");
+        }
+        ConnectionError::Tls(e) => {
+            tracing::error!(broker = %url, error = %e, attempt, retry_in = %retry_in, "TLS connection to the broker failed: {e}");
+        }
+        e => {
+            tracing::warn!(broker = %url, error = %e, attempt, retry_in = %retry_in, "cannot reach the broker: {e}")
+        }
+    }
+}
