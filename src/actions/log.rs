@@ -36,6 +36,7 @@ impl Log {
                     device = %event.device,
                     topic = %event.topic,
                     event = "online",
+                    previous = event.previous,
                     offline_for_s = event.offline_for.map(|d| d.as_secs_f64()),
                     "device online after {} offline",
                     offline_for.as_deref().unwrap_or("an unknown time")

@@ -1,0 +1,268 @@
+//! A real MQTT broker per test, on its own free port.
+//!
+//! mosquitto when installed (found on PATH or in /usr/sbin); otherwise the
+//! in-process rumqttd, so `cargo test` passes on a fresh machine. With
+//! `WILLWATCH_TEST_REQUIRE_MOSQUITTO=1` (set by CI) a missing mosquitto is a
+//! failure, never a silent fallback. `WILLWATCH_TEST_BROKER=rumqttd` forces
+//! the fallback, to test the tests.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// What the broker should require or keep.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerOptions {
+    /// Keep retained messages across restarts.
+    pub persistence: bool,
+    /// Require this user and password.
+    pub user: Option<(String, String)>,
+    /// Serve TLS with these PEM files and require a client certificate.
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+pub struct Broker {
+    pub port: u16,
+    dir: TempDir,
+    options: BrokerOptions,
+    mosquitto: Option<Child>,
+}
+
+impl Broker {
+    /// A plain broker: mosquitto where there is one, else rumqttd.
+    pub fn start() -> Broker {
+        match mosquitto_path() {
+            Some(bin) => Broker::start_mosquitto(&bin, BrokerOptions::default()),
+            None => Broker::start_rumqttd(),
+        }
+    }
+
+    /// A mosquitto broker, for tests that need what only it does (restarts,
+    /// passwords, TLS). `None` (after saying so) when it is not installed
+    /// and not required.
+    pub fn mosquitto(options: BrokerOptions) -> Option<Broker> {
+        match mosquitto_path() {
+            Some(bin) => Some(Broker::start_mosquitto(&bin, options)),
+            None => {
+                eprintln!("SKIPPED: this test needs mosquitto, which is not installed");
+                None
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// A folder that lives as long as the broker, for test files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Kills the broker at once, as a crash would.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.mosquitto.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts mosquitto again on the same port with the same settings.
+    pub fn restart(&mut self) {
+        self.stop();
+        let bin = mosquitto_path().expect("restart needs mosquitto");
+        self.mosquitto = Some(
+            spawn_mosquitto(&bin, self.dir.path(), self.port, &self.options)
+                .expect("mosquitto restarts on its port"),
+        );
+        wait_for_port(self.port, self.mosquitto.as_mut());
+    }
+
+    fn start_mosquitto(bin: &Path, options: BrokerOptions) -> Broker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        for _ in 0..5 {
+            let port = free_port();
+            let Ok(mut child) = spawn_mosquitto(bin, dir.path(), port, &options) else {
+                continue;
+            };
+            if wait_for_port(port, Some(&mut child)) {
+                return Broker {
+                    port,
+                    dir,
+                    options,
+                    mosquitto: Some(child),
+                };
+            }
+        }
+        panic!(
+            "mosquitto did not start; see {}",
+            dir.path().join("mosquitto.log").display()
+        );
+    }
+
+    fn start_rumqttd() -> Broker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let config = format!(
+            r#"
+            id = 0
+            [router]
+            id = 0
+            max_connections = 10010
+            max_outgoing_packet_count = 200
+            max_segment_size = 104857600
+            max_segment_count = 10
+            [v4.1]
+            name = "v4-1"
+            listen = "127.0.0.1:{port}"
+            next_connection_delay_ms = 1
+            [v4.1.connections]
+            connection_timeout_ms = 60000
+            max_payload_size = 20971520
+            max_inflight_count = 100
+            dynamic_filters = true
+            "#
+        );
+        let config: rumqttd::Config = toml::from_str(&config).expect("rumqttd config");
+        std::thread::spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            let _ = broker.start();
+        });
+        assert!(
+            wait_for_port(port, None),
+            "rumqttd did not listen on {port}"
+        );
+        Broker {
+            port,
+            dir,
+            options: BrokerOptions::default(),
+            mosquitto: None,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn mosquitto_path() -> Option<PathBuf> {
+    let required = std::env::var("WILLWATCH_TEST_REQUIRE_MOSQUITTO").is_ok_and(|v| v == "1");
+    let forced_fallback = std::env::var("WILLWATCH_TEST_BROKER").is_ok_and(|v| v == "rumqttd");
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|d| d.join("mosquitto"))
+        .find(|p| p.is_file());
+    match found {
+        Some(_) if forced_fallback && !required => None,
+        Some(path) => Some(path),
+        None if required => {
+            panic!("WILLWATCH_TEST_REQUIRE_MOSQUITTO=1 but mosquitto is not installed")
+        }
+        None => None,
+    }
+}
+
+fn spawn_mosquitto(
+    bin: &Path,
+    dir: &Path,
+    port: u16,
+    options: &BrokerOptions,
+) -> std::io::Result<Child> {
+    let mut conf = format!(
+        "listener {port} 127.0.0.1\nlog_dest file {}\nlog_type all\n",
+        dir.join("mosquitto.log").display()
+    );
+    // Started as root, mosquitto drops to its own user unless told not to;
+    // the test's temp files are root's.
+    if is_root() {
+        conf.push_str("user root\n");
+    }
+    if options.persistence {
+        conf.push_str(&format!(
+            "persistence true\npersistence_location {}/\nautosave_interval 1\n",
+            dir.display()
+        ));
+    }
+    match &options.user {
+        Some((user, password)) => {
+            let file = dir.join("passwords");
+            std::fs::write(&file, format!("{user}:{password}\n"))?;
+            let status = Command::new("mosquitto_passwd")
+                .arg("-U")
+                .arg(&file)
+                .status()?;
+            assert!(status.success(), "mosquitto_passwd failed");
+            conf.push_str(&format!(
+                "allow_anonymous false\npassword_file {}\n",
+                file.display()
+            ));
+        }
+        None => conf.push_str("allow_anonymous true\n"),
+    }
+    if let Some(tls) = &options.tls {
+        conf.push_str(&format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            tls.ca.display(),
+            tls.cert.display(),
+            tls.key.display()
+        ));
+    }
+    let conf_path = dir.join("mosquitto.conf");
+    std::fs::write(&conf_path, conf)?;
+    Command::new(bin)
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Polls until the port accepts connections; false if the broker died.
+fn wait_for_port(port: u16, mut child: Option<&mut Child>) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        if let Some(child) = child.as_deref_mut()
+            && let Ok(Some(_)) = child.try_wait()
+        {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}

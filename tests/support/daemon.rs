@@ -1,0 +1,153 @@
+//! The real `willwatch` binary under test, with its JSON log captured.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use super::wait::eventually;
+
+pub struct Daemon {
+    child: Child,
+    logs: Arc<Mutex<Vec<Value>>>,
+    dir: TempDir,
+}
+
+impl Daemon {
+    /// Writes `config` to a temp file and runs `willwatch run` on it.
+    pub fn start(config: &str) -> Daemon {
+        Daemon::start_with(config, &[])
+    }
+
+    /// As `start`, with extra environment variables.
+    pub fn start_with(config: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("willwatch.toml"), config).expect("write config");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_willwatch"));
+        command
+            .args(["run", "--log-format", "json", "--log-level", "debug", "-c"])
+            .arg(dir.path().join("willwatch.toml"))
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("WILLWATCH_MQTT_PASSWORD")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn willwatch");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| serde_json::json!({ "raw": line }));
+                sink.lock().unwrap().push(value);
+            }
+        });
+        Daemon { child, logs, dir }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("willwatch.toml")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Replaces the config file (for reload tests).
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(self.config_path(), config).expect("write config");
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit.
+    pub async fn exit_status(&mut self, timeout: Duration) -> ExitStatus {
+        let child = &mut self.child;
+        eventually("the daemon to exit", timeout, || {
+            child.try_wait().expect("try_wait")
+        })
+        .await
+    }
+
+    /// Log lines so far that satisfy `matches`.
+    pub fn logs(&self, matches: impl Fn(&Value) -> bool) -> Vec<Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| matches(v))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until some log line satisfies `matches` and returns it.
+    pub async fn wait_log(
+        &self,
+        what: &str,
+        timeout: Duration,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Value {
+        eventually(what, timeout, || self.logs(&matches).into_iter().next()).await
+    }
+
+    /// Waits until the daemon has subscribed and is connected.
+    pub async fn wait_connected(&self) {
+        self.wait_log("the daemon to connect", Duration::from_secs(10), |l| {
+            message(l) == "connected to broker"
+        })
+        .await;
+    }
+
+    /// `event` ("offline"/"online") lines of the built-in log action for `device`.
+    pub fn events(&self, device: &str, event: &str) -> Vec<Value> {
+        self.logs(|l| l["action"] == "log" && l["device"] == device && l["event"] == event)
+    }
+
+    /// Waits for the `n`th `event` of `device` from the built-in log action.
+    pub async fn wait_event(&self, device: &str, event: &str, n: usize) -> Value {
+        let what = format!("{event} event #{n} for {device}");
+        eventually(&what, Duration::from_secs(10), || {
+            self.events(device, event).into_iter().nth(n - 1)
+        })
+        .await
+    }
+
+    /// All log text, for failure messages.
+    pub fn dump(&self) -> String {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The message of a log line.
+pub fn message(line: &Value) -> &str {
+    line["message"].as_str().unwrap_or_default()
+}

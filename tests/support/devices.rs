@@ -1,0 +1,151 @@
+//! Simulated devices and one-shot MQTT helpers, all real MQTT clients.
+//!
+//! A `SimDevice` connects with a Last Will on its status topic; `kill()`
+//! drops its TCP connection without DISCONNECT, as a device losing power
+//! does, so the broker publishes the will.
+
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct SimDevice {
+    pub client: AsyncClient,
+    task: JoinHandle<()>,
+}
+
+impl SimDevice {
+    /// Connects with a retained will of `will` on `topic` and publishes
+    /// `birth` there, retained; returns once the broker has acknowledged
+    /// the birth.
+    pub async fn connect(
+        port: u16,
+        client_id: &str,
+        topic: &str,
+        birth: &str,
+        will: &str,
+    ) -> SimDevice {
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_last_will(LastWill::new(
+            topic,
+            will.as_bytes().to_vec(),
+            QoS::AtLeastOnce,
+            true,
+        ));
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        client
+            .publish(topic, QoS::AtLeastOnce, true, birth.as_bytes().to_vec())
+            .await
+            .expect("queue birth");
+        let (acked_tx, acked_rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut acked = Some(acked_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        if let Some(tx) = acked.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), acked_rx)
+            .await
+            .expect("birth acknowledged in time")
+            .expect("device task alive");
+        SimDevice { client, task }
+    }
+
+    /// Drops the connection without DISCONNECT: the broker sends the will.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+}
+
+/// Publishes one message with a fresh client and waits for its PUBACK.
+pub async fn publish(port: u16, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
+    publish_many(port, &[(topic, payload.into())], retain).await;
+}
+
+/// Publishes messages in order from one client (so the broker delivers
+/// them in that order) and waits until all are acknowledged.
+pub async fn publish_many(port: u16, messages: &[(&str, Vec<u8>)], retain: bool) {
+    let id = format!("pub-{}", rand_suffix());
+    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    options.set_max_packet_size(32 << 20, 32 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, messages.len() + 8);
+    for (topic, payload) in messages {
+        client
+            .publish(*topic, QoS::AtLeastOnce, retain, payload.clone())
+            .await
+            .expect("queue publish");
+    }
+    let mut acks = 0;
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while acks < messages.len() {
+            if let Event::Incoming(Packet::PubAck(_)) =
+                eventloop.poll().await.expect("publisher connection")
+            {
+                acks += 1;
+            }
+        }
+    })
+    .await
+    .expect("publishes acknowledged in time");
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
+}
+
+/// The retained payload on `topic`, or `None` if there is none (as far as
+/// a fresh subscriber can tell within half a second).
+pub async fn retained(port: u16, topic: &str) -> Option<String> {
+    let mut options = MqttOptions::new(format!("peek-{}", rand_suffix()), "127.0.0.1", port);
+    options.set_clean_session(true);
+    let (client, mut eventloop) = AsyncClient::new(options, 8);
+    client
+        .subscribe(topic, QoS::AtLeastOnce)
+        .await
+        .expect("queue subscribe");
+    let found = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) if p.retain => {
+                    return Some(String::from_utf8_lossy(&p.payload).into_owned());
+                }
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+    found
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    u64::from(std::process::id()) << 20 | NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Waits until the retained payload on `topic` is `expected`.
+pub async fn wait_retained(port: u16, topic: &str, expected: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if retained(port, topic).await.as_deref() == Some(expected) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retained {topic} never became {expected}"
+        );
+    }
+}

@@ -1,0 +1,29 @@
+//! What the integration tests share: a real broker per test, the real
+//! daemon binary, simulated devices, and polling with deadlines.
+//!
+//! Each test binary uses only part of this, hence the `dead_code` allowance.
+#![allow(dead_code, unused_imports)]
+
+pub mod broker;
+pub mod daemon;
+pub mod devices;
+pub mod wait;
+
+pub use broker::{Broker, BrokerOptions};
+pub use daemon::Daemon;
+pub use devices::{SimDevice, publish, publish_many, retained, wait_retained};
+pub use wait::eventually;
+
+/// A config for `broker` with the daemon's presence on `willwatch/test/status`,
+/// followed by `rest` (devices, actions, defaults).
+pub fn config(broker: &Broker, rest: &str) -> String {
+    format!(
+        "[broker]\nurl = \"{}\"\nclient_id = \"willwatch-test-{}\"\nkeep_alive = \"5s\"\n\n\
+         [presence]\ntopic = \"willwatch/test/status\"\n\n{rest}",
+        broker.url(),
+        broker.port
+    )
+}
+
+/// How long a test waits for something that should take milliseconds.
+pub const SOON: std::time::Duration = std::time::Duration::from_secs(10);
