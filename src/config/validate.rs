@@ -30,7 +30,13 @@ type SpannedList = Spanned<Vec<Spanned<String>>>;
 pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
-        vec![Problem::new(span, e.message().trim_end().to_string())]
+        let problem = Problem::new(span, e.message().trim_end().to_string());
+        if e.message().contains("expected a duration") {
+            return vec![
+                problem.hint("write durations like \"500ms\", \"30s\", \"5m\" or \"1h 30m\""),
+            ];
+        }
+        vec![problem]
     })?;
     let mut v = Validator {
         base: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
