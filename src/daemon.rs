@@ -60,7 +60,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let mut config = Arc::new(Config::load(path)?);
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
 
-    let (filters_tx, filters_rx) = watch::channel(config.filters());
+    let (filters_tx, _) = watch::channel(config.filters());
     let (link_tx, mut link_rx) = watch::channel(Link {
         connected: false,
         since: Instant::now(),
@@ -69,19 +69,21 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let (counts_tx, mut counts_rx) = watch::channel(Counts::default());
     let (monitor_tx, monitor_rx) = mpsc::channel(MONITOR_QUEUE);
     let (dispatch_tx, dispatch_rx) = mpsc::channel(DISPATCH_QUEUE);
-    let cancel = CancellationToken::new();
-
     let dispatcher = tokio::spawn(actions::dispatch(Arc::clone(&config), dispatch_rx));
     let monitor =
         tokio::spawn(Monitor::new(Arc::clone(&config), dispatch_tx, counts_tx).run(monitor_rx));
-    let session = Session::new(
-        config.broker.clone(),
-        config.presence.clone(),
-        filters_rx,
-        monitor_tx.clone(),
-        link_tx,
-    );
-    let session = tokio::spawn(session.run(cancel.clone()));
+    let start_session = |config: &Config| {
+        let cancel = CancellationToken::new();
+        let session = Session::new(
+            config.broker.clone(),
+            config.presence.clone(),
+            filters_tx.subscribe(),
+            monitor_tx.clone(),
+            link_tx.clone(),
+        );
+        (cancel.clone(), tokio::spawn(session.run(cancel)))
+    };
+    let (mut cancel, mut session) = start_session(&config);
 
     log_started(&config);
     systemd::ready();
@@ -91,10 +93,17 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
             signal = signals.next() => match signal.map(intent) {
                 Some(Intent::Reload) => {
                     systemd::reloading();
-                    if let Some(new) = reload(path, &config) {
+                    if let Some(new) = reload(path) {
+                        let reconnect = connection_changed(&config, &new);
                         config = new;
                         filters_tx.send_replace(config.filters());
                         let _ = monitor_tx.send(monitor::Input::Reload(Arc::clone(&config))).await;
+                        if reconnect {
+                            tracing::info!(broker = %config.broker.url, "broker or presence settings changed; reconnecting");
+                            cancel.cancel();
+                            let _ = session.await;
+                            (cancel, session) = start_session(&config);
+                        }
                     }
                     systemd::ready();
                 }
@@ -124,17 +133,9 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
 }
 
 /// The new config, or `None` (logged) when the file is broken.
-fn reload(path: &Path, current: &Config) -> Option<Arc<Config>> {
+fn reload(path: &Path) -> Option<Arc<Config>> {
     match Config::load(path) {
-        Ok(new) => {
-            if connection_changed(&current.broker, &new.broker) || current.presence != new.presence
-            {
-                tracing::warn!(
-                    "[broker] and [presence] changes take effect at the next restart; the rest is applied now"
-                );
-            }
-            Some(Arc::new(new))
-        }
+        Ok(new) => Some(Arc::new(new)),
         Err(e) => {
             tracing::error!("reload failed, still running on the previous config:\n{e}");
             None
@@ -142,15 +143,25 @@ fn reload(path: &Path, current: &Config) -> Option<Arc<Config>> {
     }
 }
 
-fn connection_changed(a: &Broker, b: &Broker) -> bool {
-    let tls = |t: &Broker| {
-        t.tls
+/// Whether a reload must reconnect: the session's settings changed. TLS
+/// files are compared by path, so a certificate replaced in place is picked
+/// up at the next restart rather than by a reload.
+fn connection_changed(old: &Config, new: &Config) -> bool {
+    let key = |b: &Broker| {
+        let tls = b
+            .tls
             .as_ref()
-            .map(|t| (t.ca_file.clone(), t.client_cert.clone()))
+            .map(|t| (t.ca_file.clone(), t.client_cert.clone()));
+        (
+            b.url.clone(),
+            b.client_id.clone(),
+            b.keep_alive,
+            b.username.clone(),
+            b.password.clone(),
+            tls,
+        )
     };
-    (&a.url, &a.client_id, a.keep_alive, &a.username, &a.password)
-        != (&b.url, &b.client_id, b.keep_alive, &b.username, &b.password)
-        || tls(a) != tls(b)
+    key(&old.broker) != key(&new.broker) || old.presence != new.presence
 }
 
 fn log_started(config: &Config) {

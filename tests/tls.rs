@@ -1,0 +1,173 @@
+//! `mqtts://` to mosquitto with a CA and a client certificate made by the
+//! test, and clear errors when TLS cannot work.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use support::broker::TlsFiles;
+use support::daemon::message;
+use support::{Broker, BrokerOptions, Daemon, eventually};
+
+/// A CA, a server certificate for 127.0.0.1/localhost and a client
+/// certificate, as PEM files in `dir`.
+struct Pki {
+    ca: std::path::PathBuf,
+    server: TlsFiles,
+    client_cert: std::path::PathBuf,
+    client_key: std::path::PathBuf,
+}
+
+fn make_pki(dir: &Path, name: &str) -> Pki {
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, format!("{name} test CA"));
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let leaf = |names: Vec<String>, cn: &str| {
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()], "localhost");
+    let (client_cert, client_key) = leaf(Vec::new(), "willwatch");
+
+    let write = |file: &str, text: &str| {
+        let path = dir.join(format!("{name}-{file}"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ca = write("ca.pem", &ca_cert.pem());
+    Pki {
+        server: TlsFiles {
+            ca: ca.clone(),
+            cert: write("server.pem", &server_cert),
+            key: write("server.key", &server_key),
+        },
+        ca,
+        client_cert: write("client.pem", &client_cert),
+        client_key: write("client.key", &client_key),
+    }
+}
+
+fn tls_config(broker: &Broker, ca: &Path, client: Option<(&Path, &Path)>) -> String {
+    let mut broker_section = format!(
+        "[broker]\nurl = \"mqtts://127.0.0.1:{}\"\nclient_id = \"willwatch-tls\"\nca_file = \"{}\"\n",
+        broker.port,
+        ca.display()
+    );
+    if let Some((cert, key)) = client {
+        broker_section.push_str(&format!(
+            "cert_file = \"{}\"\nkey_file = \"{}\"\n",
+            cert.display(),
+            key.display()
+        ));
+    }
+    format!("{broker_section}\n[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n")
+}
+
+fn tls_broker() -> Option<(Broker, Pki)> {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let pki = make_pki(&dir, "good");
+    let broker = Broker::mosquitto(BrokerOptions {
+        tls: Some(pki.server.clone()),
+        ..Default::default()
+    })?;
+    Some((broker, pki))
+}
+
+#[tokio::test]
+async fn mutual_tls_connects_and_detects() {
+    let Some((broker, pki)) = tls_broker() else {
+        return;
+    };
+    let daemon = Daemon::start(&tls_config(
+        &broker,
+        &pki.ca,
+        Some((&pki.client_cert, &pki.client_key)),
+    ));
+    daemon.wait_connected().await;
+    publish_over_tls(&broker, &pki, "plant/pump-7/status", "offline").await;
+    daemon.wait_event("pump-7", "offline", 1).await;
+    assert!(
+        daemon.logs(|l| l["level"] == "ERROR").is_empty(),
+        "{}",
+        daemon.dump()
+    );
+}
+
+async fn publish_over_tls(broker: &Broker, pki: &Pki, topic: &str, payload: &str) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+    let mut options = MqttOptions::new("tls-publisher", "127.0.0.1", broker.port);
+    let read = |p: &Path| std::fs::read(p).unwrap();
+    options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+        ca: read(&pki.ca),
+        alpn: None,
+        client_auth: Some((read(&pki.client_cert), read(&pki.client_key))),
+    }));
+    let (client, mut eventloop) = AsyncClient::new(options, 8);
+    client
+        .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !matches!(
+            eventloop.poll().await.expect("TLS publisher"),
+            Event::Incoming(Packet::PubAck(_))
+        ) {}
+    })
+    .await
+    .expect("publish acknowledged");
+}
+
+#[tokio::test]
+async fn an_untrusted_broker_certificate_is_a_clear_tls_error() {
+    let Some((broker, pki)) = tls_broker() else {
+        return;
+    };
+    let other = make_pki(broker.dir(), "other");
+    let daemon = Daemon::start(&tls_config(
+        &broker,
+        &other.ca,
+        Some((&pki.client_cert, &pki.client_key)),
+    ));
+    let error = daemon
+        .wait_log("a TLS error", Duration::from_secs(10), |l| {
+            message(l).starts_with("TLS connection to the broker failed")
+        })
+        .await;
+    assert_eq!(error["level"], "ERROR");
+    assert!(
+        error["error"].as_str().unwrap().contains("UnknownIssuer"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_client_certificate_is_refused_and_retried() {
+    let Some((broker, pki)) = tls_broker() else {
+        return;
+    };
+    let daemon = Daemon::start(&tls_config(&broker, &pki.ca, None));
+    eventually("two failed attempts", Duration::from_secs(20), || {
+        let failures =
+            daemon.logs(|l| l["attempt"].as_u64().is_some() && l["retry_in"].is_string());
+        (failures.len() >= 2).then_some(())
+    })
+    .await;
+    assert!(
+        daemon
+            .logs(|l| message(l) == "connected to broker")
+            .is_empty(),
+        "{}",
+        daemon.dump()
+    );
+}
