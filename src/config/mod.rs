@@ -180,3 +180,96 @@ impl Config {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(rest: &str) -> Config {
+        let text = format!("[broker]\nurl = \"mqtt://b\"\nclient_id = \"w\"\n{rest}");
+        Config::parse(Path::new("w.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn devices_inherit_defaults_unless_they_override_them() {
+        let config = parse(
+            "[defaults]\noffline = [\"dead\"]\n[action.quiet]\ntype = \"log\"\non = [\"offline\"]\n\
+             [[device]]\nid = \"a\"\ntopic = \"x/a\"\n\
+             [[device]]\nid = \"b\"\ntopic = \"x/b\"\nonline = [\"up\"]\nactions = [\"quiet\"]\n",
+        );
+        let a = &config.devices[0].rules;
+        let b = &config.devices[1].rules;
+        assert_eq!(
+            (
+                a.online.as_slice(),
+                a.offline.as_slice(),
+                a.actions.as_slice()
+            ),
+            (
+                &["online".to_string()][..],
+                &["dead".to_string()][..],
+                &["log".to_string()][..]
+            )
+        );
+        assert_eq!(
+            (
+                b.online.as_slice(),
+                b.offline.as_slice(),
+                b.actions.as_slice()
+            ),
+            (
+                &["up".to_string()][..],
+                &["dead".to_string()][..],
+                &["quiet".to_string()][..]
+            )
+        );
+        assert_eq!(
+            config.actions["quiet"].on,
+            vec![crate::event::EventKind::Offline]
+        );
+    }
+
+    #[test]
+    fn broker_url_defaults_port_and_presence_topic() {
+        let config = parse("");
+        assert_eq!(
+            (config.broker.host.as_str(), config.broker.port),
+            ("b", 1883)
+        );
+        assert_eq!(config.broker.keep_alive, Duration::from_secs(30));
+        assert_eq!(config.presence.topic, "willwatch/w/status");
+        assert!(config.broker.tls.is_none());
+    }
+
+    #[test]
+    fn exact_topics_win_over_patterns_and_filters_are_unique() {
+        let config = parse(
+            "[[device]]\ntopic = \"s/{id}/status\"\n[[device]]\ntopic = \"s/+/{id}\"\n\
+             [[device]]\nid = \"special\"\ntopic = \"s/t-1/status\"\n",
+        );
+        let (id, _) = config.resolve("s/t-1/status").unwrap();
+        assert_eq!(id, "special");
+        let (id, spec) = config.resolve("s/t-2/status").unwrap();
+        assert_eq!(id, "t-2");
+        assert!(matches!(spec.watch, Watch::Pattern(_)));
+        assert!(config.resolve("other/t-2/status").is_none());
+        assert_eq!(
+            config.filters(),
+            vec!["s/+/status", "s/+/+", "s/t-1/status"]
+        );
+    }
+
+    #[test]
+    fn problems_carry_line_and_column() {
+        let text = "[broker]\nurl = \"mqtt://b\"\n[[device]]\ntopic = \"a/#\"\n";
+        let err = Config::parse(Path::new("w.toml"), text).unwrap_err();
+        assert_eq!(
+            err.locations(),
+            vec![(
+                4,
+                9,
+                "`topic`: `#` is not allowed: a device is one topic, not a subtree".to_string()
+            )]
+        );
+    }
+}

@@ -177,7 +177,7 @@ impl Validator<'_> {
         let Some(raw) = raw else {
             return Some(DEFAULT_KEEP_ALIVE);
         };
-        let value = raw.get_ref().clone().into_inner();
+        let value = raw.get_ref().into_inner();
         if value < Duration::from_secs(1)
             || value > Duration::from_secs(u16::MAX.into())
             || value.subsec_nanos() != 0

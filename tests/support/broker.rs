@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+#[path = "../../examples/demo/embedded_broker.rs"]
+mod embedded_broker;
+
 /// What the broker should require or keep.
 #[derive(Debug, Clone, Default)]
 pub struct BrokerOptions {
@@ -113,31 +116,7 @@ impl Broker {
     fn start_rumqttd() -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let config = format!(
-            r#"
-            id = 0
-            [router]
-            id = 0
-            max_connections = 10010
-            max_outgoing_packet_count = 200
-            max_segment_size = 104857600
-            max_segment_count = 10
-            [v4.1]
-            name = "v4-1"
-            listen = "127.0.0.1:{port}"
-            next_connection_delay_ms = 1
-            [v4.1.connections]
-            connection_timeout_ms = 60000
-            max_payload_size = 20971520
-            max_inflight_count = 100
-            dynamic_filters = true
-            "#
-        );
-        let config: rumqttd::Config = toml::from_str(&config).expect("rumqttd config");
-        std::thread::spawn(move || {
-            let mut broker = rumqttd::Broker::new(config);
-            let _ = broker.start();
-        });
+        embedded_broker::start(port);
         assert!(
             wait_for_port(port, None),
             "rumqttd did not listen on {port}"
