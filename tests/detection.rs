@@ -22,6 +22,28 @@ topic = "sensors/{id}/status"
 offline = ["offline", "lost"]
 "#;
 
+/// A broker and a connected daemon watching `DEVICES`.
+async fn watching() -> (Broker, Daemon) {
+    let broker = Broker::start();
+    let daemon = Daemon::start(&config(&broker, DEVICES));
+    daemon.wait_connected().await;
+    (broker, daemon)
+}
+
+/// pump-7 connected with its will, and seen online by the daemon.
+async fn pump_online(broker: &Broker, daemon: &Daemon) -> SimDevice {
+    let device = SimDevice::connect(
+        broker.port,
+        "pump-7",
+        "plant/pump-7/status",
+        "online",
+        "offline",
+    )
+    .await;
+    wait_state(daemon, "pump-7", "online").await;
+    device
+}
+
 /// Waits until the daemon has seen `device` in `state`.
 async fn wait_state(daemon: &Daemon, device: &str, state: &str) {
     let what = format!("{device} to be {state}");
@@ -50,18 +72,8 @@ async fn publish_then_sync(broker: &Broker, daemon: &Daemon, messages: &[(&str, 
 
 #[tokio::test]
 async fn device_will_fires_exactly_one_offline() {
-    let broker = Broker::start();
-    let daemon = Daemon::start(&config(&broker, DEVICES));
-    daemon.wait_connected().await;
-    let device = SimDevice::connect(
-        broker.port,
-        "pump-7",
-        "plant/pump-7/status",
-        "online",
-        "offline",
-    )
-    .await;
-    wait_state(&daemon, "pump-7", "online").await;
+    let (broker, daemon) = watching().await;
+    let device = pump_online(&broker, &daemon).await;
 
     device.kill();
     let event = daemon.wait_event("pump-7", "offline", 1).await;
@@ -82,18 +94,8 @@ async fn device_will_fires_exactly_one_offline() {
 
 #[tokio::test]
 async fn recovery_fires_one_online_with_its_offline_duration() {
-    let broker = Broker::start();
-    let daemon = Daemon::start(&config(&broker, DEVICES));
-    daemon.wait_connected().await;
-    let device = SimDevice::connect(
-        broker.port,
-        "pump-7",
-        "plant/pump-7/status",
-        "online",
-        "offline",
-    )
-    .await;
-    wait_state(&daemon, "pump-7", "online").await;
+    let (broker, daemon) = watching().await;
+    let device = pump_online(&broker, &daemon).await;
     device.kill();
     daemon.wait_event("pump-7", "offline", 1).await;
     let went_offline = tokio::time::Instant::now();
@@ -131,9 +133,7 @@ async fn recovery_fires_one_online_with_its_offline_duration() {
 
 #[tokio::test]
 async fn duplicate_messages_fire_nothing_more() {
-    let broker = Broker::start();
-    let daemon = Daemon::start(&config(&broker, DEVICES));
-    daemon.wait_connected().await;
+    let (broker, daemon) = watching().await;
     let t = "plant/pump-7/status";
     publish_then_sync(
         &broker,
@@ -170,9 +170,7 @@ async fn duplicate_messages_fire_nothing_more() {
 
 #[tokio::test]
 async fn pattern_device_takes_its_id_from_the_topic() {
-    let broker = Broker::start();
-    let daemon = Daemon::start(&config(&broker, DEVICES));
-    daemon.wait_connected().await;
+    let (broker, daemon) = watching().await;
     let device =
         SimDevice::connect(broker.port, "t-9", "sensors/t-9/status", "online", "lost").await;
     wait_state(&daemon, "t-9", "online").await;
@@ -221,9 +219,7 @@ async fn retained_state_at_startup_sets_the_initial_state() {
 
 #[tokio::test]
 async fn cleared_retained_message_makes_the_device_unknown() {
-    let broker = Broker::start();
-    let daemon = Daemon::start(&config(&broker, DEVICES));
-    daemon.wait_connected().await;
+    let (broker, daemon) = watching().await;
     publish(broker.port, "plant/pump-7/status", "offline", true).await;
     daemon.wait_event("pump-7", "offline", 1).await;
     publish(broker.port, "plant/pump-7/status", "", true).await;
@@ -237,9 +233,7 @@ async fn cleared_retained_message_makes_the_device_unknown() {
 
 #[tokio::test]
 async fn unrecognised_binary_and_oversized_payloads_change_nothing() {
-    let broker = Broker::start();
-    let daemon = Daemon::start(&config(&broker, DEVICES));
-    daemon.wait_connected().await;
+    let (broker, daemon) = watching().await;
     publish(broker.port, "plant/pump-7/status", "online", false).await;
     wait_state(&daemon, "pump-7", "online").await;
 
