@@ -117,7 +117,11 @@ impl Session {
                             break;
                         }
                     }
-                    Ok(Event::Incoming(Packet::SubAck(ack))) => subscriptions.acknowledged(ack.pkid, &ack.return_codes),
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        for topic in subscriptions.refused(ack.pkid, &ack.return_codes) {
+                            tracing::error!(topic = %topic, "the broker refused the subscription; this topic is not watched (check the broker's ACL)");
+                        }
+                    }
                     Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => subscriptions.sent(pkid),
                     Ok(_) => {}
                     Err(e) => {
@@ -229,15 +233,15 @@ impl Subscriptions {
         }
     }
 
-    fn acknowledged(&mut self, pkid: u16, codes: &[SubscribeReasonCode]) {
-        let Some(batch) = self.sent.remove(&pkid) else {
-            return;
-        };
-        for (filter, code) in batch.iter().zip(codes) {
-            if matches!(code, SubscribeReasonCode::Failure) {
-                tracing::error!(topic = %filter, "the broker refused the subscription; this topic is not watched (check the broker's ACL)");
-            }
-        }
+    /// The filters of SUBACK `pkid` that the broker refused.
+    fn refused(&mut self, pkid: u16, codes: &[SubscribeReasonCode]) -> Vec<String> {
+        let batch = self.sent.remove(&pkid).unwrap_or_default();
+        batch
+            .into_iter()
+            .zip(codes)
+            .filter(|(_, code)| matches!(code, SubscribeReasonCode::Failure))
+            .map(|(filter, _)| filter)
+            .collect()
     }
 
     /// Forgets requests that a reconnect with a clean session discarded.
@@ -300,5 +304,34 @@ fn log_connect_error(url: &str, error: &ConnectionError, attempt: u32, retry_in:
         e => {
             tracing::warn!(broker = %url, error = %e, attempt, retry_in = %retry_in, "cannot reach the broker: {e}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rumqttc::SubscribeReasonCode::{Failure, Success};
+
+    #[test]
+    fn refused_filters_are_named_by_their_suback() {
+        let mut subs = Subscriptions::default();
+        subs.queued
+            .push_back(vec!["a".into(), "b".into(), "c".into()]);
+        subs.queued.push_back(vec!["d".into()]);
+        subs.sent(7);
+        subs.sent(8);
+        assert_eq!(
+            subs.refused(8, &[Success(QoS::AtLeastOnce)]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            subs.refused(7, &[Success(QoS::AtLeastOnce), Failure, Failure]),
+            vec!["b", "c"]
+        );
+        assert_eq!(
+            subs.refused(7, &[Failure]),
+            Vec::<String>::new(),
+            "an unknown pkid refuses nothing"
+        );
     }
 }
