@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Broker, Config, ConfigError, Watch};
 use crate::monitor::{self, Counts, Monitor};
-use crate::mqtt::{Link, Session};
+use crate::mqtt::{Link, Publisher, Session, Wiring};
 use crate::{actions, systemd};
 
 /// Messages waiting for the monitor before the session waits for it.
@@ -69,18 +69,24 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let (counts_tx, mut counts_rx) = watch::channel(Counts::default());
     let (monitor_tx, monitor_rx) = mpsc::channel(MONITOR_QUEUE);
     let (dispatch_tx, dispatch_rx) = mpsc::channel(DISPATCH_QUEUE);
-    let dispatcher = tokio::spawn(actions::dispatch(Arc::clone(&config), dispatch_rx));
+    let (client_tx, client_rx) = watch::channel(None);
+    let context = actions::Context::new(
+        dispatch_tx.downgrade(),
+        Publisher::new(client_rx, link_rx.clone()),
+        config.state_dir.clone(),
+    );
+    let dispatcher = tokio::spawn(actions::dispatch(Arc::clone(&config), context, dispatch_rx));
     let monitor =
         tokio::spawn(Monitor::new(Arc::clone(&config), dispatch_tx, counts_tx).run(monitor_rx));
     let start_session = |config: &Config| {
         let cancel = CancellationToken::new();
-        let session = Session::new(
-            config.broker.clone(),
-            config.presence.clone(),
-            filters_tx.subscribe(),
-            monitor_tx.clone(),
-            link_tx.clone(),
-        );
+        let wiring = Wiring {
+            filters: filters_tx.subscribe(),
+            inbound: monitor_tx.clone(),
+            link: link_tx.clone(),
+            client: client_tx.clone(),
+        };
+        let session = Session::new(config.broker.clone(), config.presence.clone(), wiring);
         (cancel.clone(), tokio::spawn(session.run(cancel)))
     };
     let (mut cancel, mut session) = start_session(&config);
@@ -135,7 +141,10 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
 /// The new config, or `None` (logged) when the file is broken.
 fn reload(path: &Path) -> Option<Arc<Config>> {
     match Config::load(path) {
-        Ok(new) => Some(Arc::new(new)),
+        Ok(new) => {
+            log_warnings(&new);
+            Some(Arc::new(new))
+        }
         Err(e) => {
             tracing::error!("reload failed, still running on the previous config:\n{e}");
             None
@@ -164,7 +173,14 @@ fn connection_changed(old: &Config, new: &Config) -> bool {
     key(&old.broker) != key(&new.broker) || old.presence != new.presence
 }
 
+fn log_warnings(config: &Config) {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+}
+
 fn log_started(config: &Config) {
+    log_warnings(config);
     let patterns = config
         .devices
         .iter()

@@ -59,10 +59,15 @@ pub struct Device {
     pub state: State,
     /// When the current state began (`None` while never seen).
     pub since: Option<Now>,
+    /// When a message last arrived on the topic, and what it said (shortened).
+    pub last_seen: Option<Now>,
+    pub last_payload: String,
     /// When the device went offline, kept while an `offline` is unresolved.
     offline_since: Option<Now>,
     /// An `offline` has fired and no `online` has resolved it yet.
     alerted: bool,
+    /// An offline waiting out its grace period, with the state it left.
+    pending: Option<State>,
     last_warning: Option<Instant>,
     suppressed_warnings: u64,
 }
@@ -74,6 +79,8 @@ pub enum Outcome {
     Fire(Transition),
     /// The state changed (or was confirmed) but nobody needs telling.
     Quiet,
+    /// Offline, within its grace period: call `on_tick` at this moment.
+    Wait(Instant),
     /// The payload means neither online nor offline. `warn` is false while
     /// the warning is rate-limited; `suppressed` counts warnings withheld
     /// since the last one shown.
@@ -96,8 +103,11 @@ impl Device {
             rules,
             state: State::Unknown,
             since: None,
+            last_seen: None,
+            last_payload: String::new(),
             offline_since: None,
             alerted: false,
+            pending: None,
             last_warning: None,
             suppressed_warnings: 0,
         }
@@ -105,6 +115,8 @@ impl Device {
 
     /// Applies one message on the device's status topic.
     pub fn on_message(&mut self, payload: &[u8], now: Now) -> Outcome {
+        self.last_seen = Some(now);
+        self.last_payload = preview(payload);
         if payload.is_empty() {
             // A cleared retained message: we no longer know. An unresolved
             // offline stays unresolved so a later online still closes it.
@@ -125,13 +137,41 @@ impl Device {
         let previous = self.state;
         if previous != State::Offline {
             self.enter(State::Offline, now);
-            if !self.alerted {
+            if !self.alerted && self.pending.is_none() {
                 self.offline_since = Some(now);
             }
         }
-        if self.alerted {
+        if self.alerted || self.pending.is_some() {
             return Outcome::Quiet;
         }
+        if !self.rules.grace.is_zero() {
+            self.pending = Some(previous);
+            return Outcome::Wait(now.mono + self.rules.grace);
+        }
+        self.fire_offline(previous)
+    }
+
+    /// Time passing: an offline that outlasted its grace fires now, late by
+    /// the grace, with the moment it really went offline.
+    pub fn on_tick(&mut self, now: Now) -> Outcome {
+        let (Some(previous), Some(since)) = (self.pending, self.offline_since) else {
+            return Outcome::Quiet;
+        };
+        if self.state != State::Offline {
+            // Cleared while waiting: nothing to report.
+            self.pending = None;
+            self.offline_since = None;
+            return Outcome::Quiet;
+        }
+        let due = since.mono + self.rules.grace;
+        if now.mono < due {
+            return Outcome::Wait(due);
+        }
+        self.pending = None;
+        self.fire_offline(previous)
+    }
+
+    fn fire_offline(&mut self, previous: State) -> Outcome {
         self.alerted = true;
         Outcome::Fire(Transition {
             kind: EventKind::Offline,
@@ -145,6 +185,11 @@ impl Device {
         let previous = self.state;
         if previous != State::Online {
             self.enter(State::Online, now);
+        }
+        if self.pending.take().is_some() {
+            // Back within the grace period: a flap, not an outage.
+            self.offline_since = None;
+            return Outcome::Quiet;
         }
         if !self.alerted {
             return Outcome::Quiet;
@@ -191,20 +236,83 @@ fn trim(payload: &[u8]) -> &[u8] {
     payload.trim_ascii()
 }
 
+/// A payload as it may be shown: lossy UTF-8, at most 64 characters.
+pub fn preview(payload: &[u8]) -> String {
+    const MAX: usize = 64;
+    let text = String::from_utf8_lossy(&payload[..payload.len().min(MAX * 4)]);
+    let mut out: String = text.chars().take(MAX).collect();
+    if payload.len() > out.len() {
+        out.push_str(&format!("… ({} bytes)", payload.len()));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rules() -> Arc<Rules> {
+    fn rules(grace: u64) -> Arc<Rules> {
         Arc::new(Rules {
             online: vec!["online".into()],
             offline: vec!["offline".into(), "lost".into()],
             actions: vec!["log".into()],
+            grace: Duration::from_secs(grace),
         })
     }
 
     fn device() -> Device {
-        Device::new("pump-7", "plant/pump-7/status", rules())
+        Device::new("pump-7", "plant/pump-7/status", rules(0))
+    }
+
+    fn device_with_grace(secs: u64) -> Device {
+        Device::new("pump-7", "plant/pump-7/status", rules(secs))
+    }
+
+    #[test]
+    fn offline_within_grace_waits_and_recovery_within_it_fires_nothing() {
+        let clock = Clock::new();
+        let mut d = device_with_grace(30);
+        d.on_message(b"online", clock.after(0));
+        assert_eq!(
+            d.on_message(b"offline", clock.after(10)),
+            Outcome::Wait(clock.after(40).mono)
+        );
+        assert_eq!(d.on_message(b"offline", clock.after(20)), Outcome::Quiet);
+        assert_eq!(
+            d.on_tick(clock.after(25)),
+            Outcome::Wait(clock.after(40).mono)
+        );
+        assert_eq!(d.on_message(b"online", clock.after(30)), Outcome::Quiet);
+        assert_eq!(d.on_tick(clock.after(40)), Outcome::Quiet);
+        assert_eq!(d.state, State::Online);
+    }
+
+    #[test]
+    fn offline_outlasting_grace_fires_once_late_with_the_true_start() {
+        let clock = Clock::new();
+        let mut d = device_with_grace(30);
+        d.on_message(b"online", clock.after(0));
+        d.on_message(b"offline", clock.after(10));
+        let Outcome::Fire(t) = d.on_tick(clock.after(40)) else {
+            panic!("no event")
+        };
+        assert_eq!((t.kind, t.previous), (EventKind::Offline, State::Online));
+        assert_eq!(t.offline_since, Some(clock.after(10).wall));
+        assert_eq!(d.on_tick(clock.after(41)), Outcome::Quiet);
+        let Outcome::Fire(t) = d.on_message(b"online", clock.after(100)) else {
+            panic!("no event")
+        };
+        assert_eq!(t.offline_for, Some(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn cleared_message_during_grace_cancels_the_pending_offline() {
+        let clock = Clock::new();
+        let mut d = device_with_grace(30);
+        d.on_message(b"offline", clock.after(0));
+        d.on_message(b"", clock.after(5));
+        assert_eq!(d.on_tick(clock.after(30)), Outcome::Quiet);
+        assert_eq!(d.state, State::Unknown);
     }
 
     struct Clock(Now);

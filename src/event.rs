@@ -1,27 +1,37 @@
 //! A device transition as the actions see it.
 //!
-//! The monitor makes one `Event` per transition; every action gets the same
-//! value, so they all agree on what happened and when.
+//! The monitor makes one `Event` per transition (the reconnect action makes
+//! `reconnect_failed` ones); every action gets the same value, so they all
+//! agree on what happened and when, and its `id` stays the same through
+//! every retry of every delivery.
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use serde_json::{Value, json};
+
 /// What happened to a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EventKind {
     Offline,
     Online,
+    ReconnectFailed,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 2] = [EventKind::Offline, EventKind::Online];
+    pub const ALL: [EventKind; 3] = [
+        EventKind::Offline,
+        EventKind::Online,
+        EventKind::ReconnectFailed,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Offline => "offline",
             EventKind::Online => "online",
+            EventKind::ReconnectFailed => "reconnect_failed",
         }
     }
 }
@@ -46,6 +56,8 @@ impl FromStr for EventKind {
 /// One transition of one device, with everything an action may report.
 #[derive(Debug, Clone)]
 pub struct Event {
+    /// Unique per event; the same on every retry of its deliveries.
+    pub id: String,
     pub kind: EventKind,
     pub device: String,
     pub topic: String,
@@ -58,6 +70,85 @@ pub struct Event {
     pub offline_since: Option<SystemTime>,
     /// On `online`: how long it was offline.
     pub offline_for: Option<Duration>,
-    /// The actions configured for the device at the time.
+    /// On `reconnect_failed`: how many commands were sent.
+    pub attempts: Option<u32>,
+    /// The actions to run for it.
     pub actions: Arc<[String]>,
+}
+
+/// A fresh event id.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// RFC 3339 with milliseconds, in UTC.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+impl Event {
+    /// The event as it leaves the process (webhooks, exec stdin, publish).
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "id": self.id,
+            "event": self.kind.as_str(),
+            "device": self.device,
+            "topic": self.topic,
+            "payload": self.payload,
+            "previous": self.previous,
+            "at": rfc3339(self.at),
+        });
+        if let Some(since) = self.offline_since {
+            v["offline_since"] = json!(rfc3339(since));
+        }
+        if let Some(d) = self.offline_for {
+            v["offline_for_s"] = json!((d.as_secs_f64() * 1000.0).round() / 1000.0);
+        }
+        if let Some(n) = self.attempts {
+            v["attempts"] = json!(n);
+        }
+        v
+    }
+}
+
+/// An event for unit tests.
+#[cfg(test)]
+pub fn test_event(kind: EventKind, device: &str) -> Event {
+    Event {
+        id: "00000000-0000-4000-8000-000000000000".into(),
+        kind,
+        device: device.into(),
+        topic: format!("plant/{device}/status"),
+        payload: kind.as_str().into(),
+        previous: "online",
+        at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        offline_since: None,
+        offline_for: None,
+        attempts: None,
+        actions: Arc::from(vec!["log".to_string()]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_has_the_documented_fields_and_only_known_optionals() {
+        let mut e = test_event(EventKind::Online, "pump-7");
+        e.offline_since = Some(e.at - Duration::from_secs(65));
+        e.offline_for = Some(Duration::from_millis(65_250));
+        let v = e.to_json();
+        assert_eq!(v["event"], "online");
+        assert_eq!(v["device"], "pump-7");
+        assert_eq!(v["at"], "2027-01-15T08:00:00.000Z");
+        assert_eq!(v["offline_since"], "2027-01-15T07:58:55.000Z");
+        assert_eq!(v["offline_for_s"], 65.25);
+        assert!(v.get("attempts").is_none());
+        let failed = test_event(EventKind::ReconnectFailed, "pump-7");
+        let mut failed = failed;
+        failed.attempts = Some(6);
+        assert_eq!(failed.to_json()["attempts"], 6);
+        assert_eq!(failed.to_json()["event"], "reconnect_failed");
+    }
 }

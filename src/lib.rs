@@ -5,7 +5,8 @@
 //! - `config`: the TOML schema, validated into types that can't be wrong.
 //! - `topic`: exact topics and `{id}` patterns; filters and matching.
 //! - `device`: one device's state and the pure rules of its transitions.
-//! - `event`: a transition as the actions see it.
+//! - `event`: a transition as the actions see it, and its JSON.
+//! - `template`: `{id}`-style placeholders in action settings.
 //! - `monitor`: the task that owns every device and emits events.
 //! - `mqtt`: the broker session (birth, will, subscriptions, reconnects).
 //! - `backoff`: reconnect delays with jitter.
@@ -27,5 +28,6 @@ pub mod monitor;
 pub mod mqtt;
 pub mod summary;
 pub mod systemd;
+pub mod template;
 pub mod tls;
 pub mod topic;

@@ -60,6 +60,9 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("{warning}");
+            }
             print!("{}", willwatch::summary::summary(&config));
             ExitCode::SUCCESS
         }

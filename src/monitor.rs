@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
@@ -35,6 +36,8 @@ pub struct Counts {
 pub struct Monitor {
     config: Arc<Config>,
     devices: BTreeMap<String, Device>,
+    /// Grace periods running out: when, and for which device.
+    timers: BTreeSet<(Instant, String)>,
     /// Topics already reported as clashing with another device's id.
     clashes: HashSet<String>,
     events: mpsc::Sender<actions::Input>,
@@ -50,6 +53,7 @@ impl Monitor {
         let mut monitor = Monitor {
             config,
             devices: BTreeMap::new(),
+            timers: BTreeSet::new(),
             clashes: HashSet::new(),
             events,
             counts,
@@ -62,10 +66,18 @@ impl Monitor {
     /// Runs until `input` closes; dropping the monitor then closes the
     /// dispatcher's input, which drains the actions.
     pub async fn run(mut self, mut input: mpsc::Receiver<Input>) {
-        while let Some(message) = input.recv().await {
-            match message {
-                Input::Message { topic, payload } => self.on_message(topic, &payload).await,
-                Input::Reload(config) => self.reload(config).await,
+        loop {
+            let next_timer = self
+                .timers
+                .first()
+                .map(|(at, _)| tokio::time::Instant::from_std(*at));
+            tokio::select! {
+                message = input.recv() => match message {
+                    Some(Input::Message { topic, payload }) => self.on_message(topic, &payload).await,
+                    Some(Input::Reload(config)) => self.reload(config).await,
+                    None => break,
+                },
+                () = sleep_until(next_timer) => self.on_timers().await,
             }
         }
     }
@@ -90,40 +102,71 @@ impl Monitor {
         }
         let before = device.state;
         let outcome = device.on_message(payload, Now::read());
+        if let Outcome::Unrecognised {
+            warn: true,
+            suppressed,
+        } = outcome
+        {
+            tracing::warn!(device = %device.id, topic = %topic, payload = %device.last_payload,
+                suppressed, "payload is neither an online nor an offline payload; state unchanged");
+        }
+        let id = device.id.clone();
+        self.follow(&id, before, outcome).await;
+    }
+
+    /// Acts on what a device reported: fires events, arms grace timers,
+    /// keeps the counts current.
+    async fn follow(&mut self, id: &str, before: State, outcome: Outcome) {
+        let Some(device) = self.devices.get(id) else {
+            return;
+        };
         match outcome {
             Outcome::Fire(t) => {
                 let event = Event {
+                    id: crate::event::new_id(),
                     kind: t.kind,
                     device: device.id.clone(),
                     topic: device.topic.clone(),
-                    payload: String::from_utf8_lossy(payload).into_owned(),
+                    payload: device.last_payload.clone(),
                     previous: t.previous.as_str(),
-                    at: device
-                        .since
-                        .map_or_else(std::time::SystemTime::now, |s| s.wall),
+                    at: std::time::SystemTime::now(),
                     offline_since: t.offline_since,
                     offline_for: t.offline_for,
+                    attempts: None,
                     actions: device.rules.actions.iter().cloned().collect(),
                 };
                 // The dispatcher only enqueues, so this waits for nothing slow.
                 let _ = self.events.send(actions::Input::Event(event)).await;
             }
-            Outcome::Quiet => {
-                if device.state != before {
-                    tracing::debug!(device = %device.id, topic = %topic, state = device.state.as_str(), "device state");
-                }
+            Outcome::Wait(at) => {
+                tracing::debug!(device = %device.id, topic = %device.topic,
+                    grace = ?device.rules.grace, "device offline; waiting out its grace period");
+                self.timers.insert((at, device.id.clone()));
             }
-            Outcome::Unrecognised {
-                warn: true,
-                suppressed,
-            } => {
-                tracing::warn!(device = %device.id, topic = %topic, payload = %preview(payload),
-                    suppressed, "payload is neither an online nor an offline payload; state unchanged");
+            Outcome::Quiet if device.state != before => {
+                tracing::debug!(device = %device.id, topic = %device.topic, state = device.state.as_str(), "device state");
             }
-            Outcome::Unrecognised { warn: false, .. } => {}
+            Outcome::Quiet | Outcome::Unrecognised { .. } => {}
         }
         if device.state != before {
             self.publish_counts();
+        }
+    }
+
+    /// Fires the grace timers that are due.
+    async fn on_timers(&mut self) {
+        let now = Now::read();
+        while let Some(first) = self.timers.first().cloned() {
+            if first.0 > now.mono {
+                break;
+            }
+            self.timers.pop_first();
+            let Some(device) = self.devices.get_mut(&first.1) else {
+                continue;
+            };
+            let before = device.state;
+            let outcome = device.on_tick(now);
+            self.follow(&first.1, before, outcome).await;
         }
     }
 
@@ -183,13 +226,10 @@ impl Monitor {
     }
 }
 
-/// A payload as it may be shown in a log line: lossy UTF-8, at most 64 chars.
-fn preview(payload: &[u8]) -> String {
-    const MAX: usize = 64;
-    let text = String::from_utf8_lossy(&payload[..payload.len().min(MAX * 4)]);
-    let mut out: String = text.chars().take(MAX).collect();
-    if payload.len() > out.len() {
-        out.push_str(&format!("… ({} bytes)", payload.len()));
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
-    out
 }

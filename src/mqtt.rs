@@ -48,28 +48,37 @@ pub struct Link {
     pub reconnects: u64,
 }
 
+/// What a session is connected to on the daemon's side.
+#[derive(Clone)]
+pub struct Wiring {
+    /// The filters to subscribe; changes on reload.
+    pub filters: watch::Receiver<Vec<String>>,
+    /// Where messages go.
+    pub inbound: mpsc::Sender<monitor::Input>,
+    /// Where the link state is reported.
+    pub link: watch::Sender<Link>,
+    /// Where the session's client is offered to publishers.
+    pub client: watch::Sender<Option<AsyncClient>>,
+}
+
 pub struct Session {
     broker: Broker,
     presence: Presence,
     filters: watch::Receiver<Vec<String>>,
     inbound: mpsc::Sender<monitor::Input>,
     link: watch::Sender<Link>,
+    client: watch::Sender<Option<AsyncClient>>,
 }
 
 impl Session {
-    pub fn new(
-        broker: Broker,
-        presence: Presence,
-        filters: watch::Receiver<Vec<String>>,
-        inbound: mpsc::Sender<monitor::Input>,
-        link: watch::Sender<Link>,
-    ) -> Session {
+    pub fn new(broker: Broker, presence: Presence, wiring: Wiring) -> Session {
         Session {
             broker,
             presence,
-            filters,
-            inbound,
-            link,
+            filters: wiring.filters,
+            inbound: wiring.inbound,
+            link: wiring.link,
+            client: wiring.client,
         }
     }
 
@@ -77,6 +86,7 @@ impl Session {
     pub async fn run(mut self, cancel: CancellationToken) {
         let (client, mut eventloop) =
             AsyncClient::new(options(&self.broker, &self.presence), REQUEST_CAPACITY);
+        self.client.send_replace(Some(client.clone()));
         let mut subscriptions = Subscriptions::default();
         let mut subscribed: BTreeSet<String> =
             self.filters.borrow_and_update().iter().cloned().collect();
@@ -333,5 +343,51 @@ mod tests {
             Vec::<String>::new(),
             "an unknown pkid refuses nothing"
         );
+    }
+}
+
+/// A handle for actions that publish through the daemon's own session.
+///
+/// Publishing waits (bounded) for the session to be connected: a request
+/// queued while disconnected would be dropped with the clean session.
+#[derive(Clone)]
+pub struct Publisher {
+    client: watch::Receiver<Option<AsyncClient>>,
+    link: watch::Receiver<Link>,
+}
+
+/// How long a publish waits for the broker connection.
+const PUBLISH_WAIT: Duration = Duration::from_secs(30);
+
+impl Publisher {
+    pub fn new(
+        client: watch::Receiver<Option<AsyncClient>>,
+        link: watch::Receiver<Link>,
+    ) -> Publisher {
+        Publisher { client, link }
+    }
+
+    pub async fn publish(
+        &self,
+        topic: String,
+        qos: u8,
+        retain: bool,
+        payload: Vec<u8>,
+    ) -> Result<(), String> {
+        let mut link = self.link.clone();
+        tokio::time::timeout(PUBLISH_WAIT, link.wait_for(|l| l.connected))
+            .await
+            .map_err(|_| format!("not connected to the broker for {PUBLISH_WAIT:?}"))?
+            .map_err(|_| "the broker session has ended".to_string())?;
+        let client = self.client.borrow().clone().ok_or("no broker session")?;
+        let qos = match qos {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        };
+        client
+            .publish(topic, qos, retain, payload)
+            .await
+            .map_err(|e| e.to_string())
     }
 }

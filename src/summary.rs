@@ -87,12 +87,20 @@ pub fn summary(config: &Config) -> String {
     }
     let mut actions = vec![format!("{BUILTIN_LOG} (built in)")];
     actions.extend(config.actions.iter().map(|(name, spec)| {
-        let kind = match spec.kind {
-            ActionKind::Log => "log",
-        };
         let on: Vec<&str> = spec.on.iter().map(|k| k.as_str()).collect();
-        format!("{name} ({kind}, on {})", on.join("+"))
+        let detail = match &spec.kind {
+            ActionKind::Log => String::new(),
+            // Only scheme and host: webhook URLs often carry a token.
+            ActionKind::Webhook(w) => {
+                format!(" {}://{}", w.url.scheme(), w.url.host_str().unwrap_or(""))
+            }
+            ActionKind::Reconnect(r) => format!(" → {}", r.topic),
+            ActionKind::Exec(e) => format!(" {}", e.program.display()),
+            ActionKind::Publish(p) => format!(" → {}", p.topic),
+        };
+        format!("{name} ({}{detail}, on {})", spec.kind.name(), on.join("+"))
     }));
-    let _ = writeln!(out, "actions   {}", actions.join(", "));
+    let _ = writeln!(out, "actions   {}", actions.join("\n          "));
+    let _ = writeln!(out, "state     {}", config.state_dir.display());
     out
 }

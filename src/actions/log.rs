@@ -1,51 +1,59 @@
-//! The `log` action: one line per transition, naming the device, its topic
-//! and the word `offline` or `online`. Offline is a warning (so
-//! `journalctl -p warning` lists outages); coming back is info.
+//! The `log` action: one line per event, naming the device, its topic and
+//! the event. Offline and failed reconnects are warnings (so `journalctl -p
+//! warning` lists outages); coming back is info.
 
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::Job;
 use crate::event::{Event, EventKind};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Log {
-    name: String,
-}
-
-impl Log {
-    pub fn new(name: &str) -> Log {
-        Log {
-            name: name.to_string(),
+pub async fn run(name: String, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(job) = jobs.recv().await {
+        if let Job::Event(event) = job {
+            write(&name, &event);
         }
     }
+}
 
-    pub fn run(&self, event: &Event) {
-        match event.kind {
-            EventKind::Offline => tracing::warn!(
-                action = %self.name,
+fn write(name: &str, event: &Event) {
+    match event.kind {
+        EventKind::Offline => tracing::warn!(
+            action = %name,
+            device = %event.device,
+            topic = %event.topic,
+            event = "offline",
+            payload = %event.payload,
+            previous = event.previous,
+            event_id = %event.id,
+            "device offline"
+        ),
+        EventKind::Online => {
+            let offline_for = event.offline_for.map(|d| {
+                humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+            });
+            tracing::info!(
+                action = %name,
                 device = %event.device,
                 topic = %event.topic,
-                event = "offline",
-                payload = %event.payload,
+                event = "online",
                 previous = event.previous,
-                "device offline"
-            ),
-            EventKind::Online => {
-                let offline_for = event
-                    .offline_for
-                    .map(|d| humantime::format_duration(round_to_ms(d)).to_string());
-                tracing::info!(
-                    action = %self.name,
-                    device = %event.device,
-                    topic = %event.topic,
-                    event = "online",
-                    previous = event.previous,
-                    offline_for_s = event.offline_for.map(|d| d.as_secs_f64()),
-                    "device online after {} offline",
-                    offline_for.as_deref().unwrap_or("an unknown time")
-                )
-            }
+                offline_for_s = event.offline_for.map(|d| d.as_secs_f64()),
+                event_id = %event.id,
+                "device online after {} offline",
+                offline_for.as_deref().unwrap_or("an unknown time")
+            )
         }
+        EventKind::ReconnectFailed => tracing::warn!(
+            action = %name,
+            device = %event.device,
+            topic = %event.topic,
+            event = "reconnect_failed",
+            attempts = event.attempts,
+            event_id = %event.id,
+            "device still offline after {} reconnect attempts",
+            event.attempts.unwrap_or(0)
+        ),
     }
-}
-
-fn round_to_ms(d: std::time::Duration) -> std::time::Duration {
-    std::time::Duration::from_millis(d.as_millis() as u64)
 }

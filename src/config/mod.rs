@@ -6,6 +6,7 @@
 //! Layout: `raw.rs` mirrors the TOML, `validate.rs` checks it and builds these
 //! types, `error.rs` says what is wrong and where.
 
+mod actions;
 mod error;
 mod raw;
 mod validate;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 pub use error::{ConfigError, Problem};
 
+use crate::template::Template;
 use crate::topic::WatchedTopic;
 
 /// The default config path of `run`, `check` and `status`.
@@ -34,6 +36,10 @@ pub struct Config {
     pub presence: Presence,
     pub devices: Vec<DeviceSpec>,
     pub actions: BTreeMap<String, ActionSpec>,
+    /// Where the dead-letter file (and later the state file) live.
+    pub state_dir: PathBuf,
+    /// Things that work but look wrong, as `PATH:LINE:COL: warning: …`.
+    pub warnings: Vec<String>,
     /// Exact topic → index in `devices`, so a message finds its device in
     /// O(1) however many devices are watched.
     exact: HashMap<String, usize>,
@@ -122,18 +128,88 @@ pub struct Rules {
     pub online: Vec<String>,
     pub offline: Vec<String>,
     pub actions: Vec<String>,
+    /// An offline must last this long before offline actions fire.
+    pub grace: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ActionSpec {
     pub kind: ActionKind,
     /// Which events fire it.
     pub on: Vec<crate::event::EventKind>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ActionKind {
     Log,
+    Webhook(Webhook),
+    Reconnect(Reconnect),
+    Exec(Exec),
+    Publish(Publish),
+}
+
+impl ActionKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ActionKind::Log => "log",
+            ActionKind::Webhook(_) => "webhook",
+            ActionKind::Reconnect(_) => "reconnect",
+            ActionKind::Exec(_) => "exec",
+            ActionKind::Publish(_) => "publish",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookFormat {
+    /// The event JSON (an array of events when batched).
+    Willwatch,
+    /// Alertmanager's webhook payload, version 4.
+    Alertmanager,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhook {
+    pub url: url::Url,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    /// Signs requests the Standard Webhooks way when set.
+    pub secret: Option<Secret>,
+    pub headers: Vec<(String, Template)>,
+    pub format: WebhookFormat,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Collect events this long and send them as one request.
+    pub batch: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reconnect {
+    pub topic: Template,
+    pub payload: Template,
+    pub qos: u8,
+    pub retain: bool,
+    pub first_after: Duration,
+    pub backoff: f64,
+    pub max_interval: Duration,
+    pub max_attempts: u32,
+    pub escalate: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exec {
+    /// The program (never templated) and its templated arguments.
+    pub program: PathBuf,
+    pub args: Vec<Template>,
+    pub timeout: Duration,
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publish {
+    pub topic: Template,
+    pub qos: u8,
+    pub retain: bool,
 }
 
 impl Config {

@@ -13,6 +13,9 @@ use toml::Spanned;
 /// A human duration ("500ms", "30s", "5m") with its place in the file.
 pub type RawDuration = Spanned<humantime_serde::Serde<Duration>>;
 
+/// A list of strings, each with its place in the file.
+pub type SpannedList = Spanned<Vec<Spanned<String>>>;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -24,6 +27,7 @@ pub struct RawConfig {
     pub device: Vec<Spanned<RawDevice>>,
     #[serde(default)]
     pub action: BTreeMap<String, Spanned<RawAction>>,
+    pub state_dir: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,9 +54,10 @@ pub struct RawPresence {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDefaults {
-    pub online: Option<Spanned<Vec<Spanned<String>>>>,
-    pub offline: Option<Spanned<Vec<Spanned<String>>>>,
-    pub actions: Option<Spanned<Vec<Spanned<String>>>>,
+    pub online: Option<SpannedList>,
+    pub offline: Option<SpannedList>,
+    pub actions: Option<SpannedList>,
+    pub grace: Option<RawDuration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,9 +65,10 @@ pub struct RawDefaults {
 pub struct RawDevice {
     pub id: Option<Spanned<String>>,
     pub topic: Spanned<String>,
-    pub online: Option<Spanned<Vec<Spanned<String>>>>,
-    pub offline: Option<Spanned<Vec<Spanned<String>>>>,
-    pub actions: Option<Spanned<Vec<Spanned<String>>>>,
+    pub online: Option<SpannedList>,
+    pub offline: Option<SpannedList>,
+    pub actions: Option<SpannedList>,
+    pub grace: Option<RawDuration>,
 }
 
 /// `[action.NAME]`. One struct for every kind, rather than an enum tagged by
@@ -74,5 +80,25 @@ pub struct RawDevice {
 pub struct RawAction {
     #[serde(rename = "type")]
     pub kind: Spanned<String>,
-    pub on: Option<Spanned<Vec<Spanned<String>>>>,
+    pub on: Option<SpannedList>,
+    // webhook
+    pub url: Option<Spanned<String>>,
+    pub timeout: Option<RawDuration>,
+    pub max_attempts: Option<Spanned<i64>>,
+    pub secret_file: Option<Spanned<String>>,
+    pub headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+    pub format: Option<Spanned<String>>,
+    pub concurrency: Option<Spanned<i64>>,
+    pub batch: Option<RawDuration>,
+    // reconnect and publish
+    pub topic: Option<Spanned<String>>,
+    pub payload: Option<Spanned<String>>,
+    pub first_after: Option<RawDuration>,
+    pub backoff: Option<Spanned<f64>>,
+    pub max_interval: Option<RawDuration>,
+    pub escalate: Option<SpannedList>,
+    pub retain: Option<Spanned<bool>>,
+    pub qos: Option<Spanned<i64>>,
+    // exec
+    pub command: Option<SpannedList>,
 }

@@ -10,22 +10,17 @@ use toml::Spanned;
 
 use super::error::{Problem, did_you_mean};
 use super::raw::{
-    RawAction, RawBroker, RawConfig, RawDefaults, RawDevice, RawDuration, RawPresence,
+    RawBroker, RawConfig, RawDefaults, RawDevice, RawDuration, RawPresence, SpannedList,
 };
 use super::{
-    ActionKind, ActionSpec, BUILTIN_LOG, Broker, Config, DeviceSpec, Presence, Rules, Secret, Tls,
-    Watch,
+    ActionSpec, BUILTIN_LOG, Broker, Config, DeviceSpec, Presence, Rules, Secret, Tls, Watch,
 };
-use crate::event::EventKind;
 use crate::topic::{TopicError, WatchedTopic};
 
 /// Read when the config names no `password_file`.
 pub const PASSWORD_ENV: &str = "WILLWATCH_MQTT_PASSWORD";
 
 const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
-const ACTION_TYPES: [&str; 1] = ["log"];
-
-type SpannedList = Spanned<Vec<Spanned<String>>>;
 
 pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
@@ -42,12 +37,22 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
         base: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
         text,
         problems: Vec::new(),
+        warnings: Vec::new(),
     };
     let broker = v.broker(raw.broker);
     let presence = v.presence(raw.presence, broker.as_ref().map(|b| b.client_id.as_str()));
     let actions = v.actions(raw.action);
     let defaults = v.defaults(raw.defaults, &actions);
     let devices = v.devices(raw.device, &defaults, &actions);
+    let state_dir = v.state_dir(raw.state_dir);
+    let warnings = v
+        .warnings
+        .iter()
+        .map(|w| {
+            let (line, col) = super::error::line_col(text, w.span.start);
+            format!("{}:{line}:{col}: warning: {}", path.display(), w.message)
+        })
+        .collect();
     match (broker, presence) {
         (Some(broker), Some(presence)) if v.problems.is_empty() => {
             let exact = devices
@@ -64,6 +69,8 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
                 presence,
                 devices,
                 actions,
+                state_dir,
+                warnings,
                 exact,
             })
         }
@@ -71,16 +78,21 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
     }
 }
 
-struct Validator<'t> {
+pub(super) struct Validator<'t> {
     text: &'t str,
     /// Relative file paths in the config are relative to the config's folder.
-    base: PathBuf,
+    pub(super) base: PathBuf,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl Validator<'_> {
-    fn problem(&mut self, problem: Problem) {
+    pub(super) fn problem(&mut self, problem: Problem) {
         self.problems.push(problem);
+    }
+
+    pub(super) fn warning(&mut self, problem: Problem) {
+        self.warnings.push(problem);
     }
 
     fn broker(&mut self, raw: Spanned<RawBroker>) -> Option<Broker> {
@@ -358,86 +370,12 @@ impl Validator<'_> {
         out
     }
 
-    fn actions(
-        &mut self,
-        raw: BTreeMap<String, Spanned<RawAction>>,
-    ) -> BTreeMap<String, ActionSpec> {
-        let mut out = BTreeMap::new();
-        for (name, action) in raw {
-            let span = action.span();
-            let action = action.into_inner();
-            if name == BUILTIN_LOG {
-                self.problem(Problem::new(span, "`log` is the built-in action").hint(
-                    "define your own log action under another name, e.g. [action.log-offline]",
-                ));
-                continue;
-            }
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                self.problem(Problem::new(
-                    span,
-                    format!("action name `{name}` may use only letters, digits, `-` and `_`"),
-                ));
-                continue;
-            }
-            let kind = match action.kind.get_ref().as_str() {
-                "log" => Some(ActionKind::Log),
-                other => {
-                    let mut p =
-                        Problem::new(action.kind.span(), format!("unknown action type `{other}`"));
-                    p = match did_you_mean(other, ACTION_TYPES) {
-                        Some(s) => p.hint(format!("did you mean `{s}`?")),
-                        None => p.hint(format!("known types: {}", ACTION_TYPES.join(", "))),
-                    };
-                    self.problem(p);
-                    None
-                }
-            };
-            let on = self.event_filter(action.on);
-            if let (Some(kind), Some(on)) = (kind, on) {
-                out.insert(name, ActionSpec { kind, on });
-            }
-        }
-        out
-    }
-
-    fn event_filter(&mut self, raw: Option<SpannedList>) -> Option<Vec<EventKind>> {
-        let Some(list) = raw else {
-            return Some(EventKind::ALL.to_vec());
-        };
-        if list.get_ref().is_empty() {
-            self.problem(Problem::new(
-                list.span(),
-                "`on` lists no events, so the action would never run",
-            ));
-            return None;
-        }
-        let mut out = Vec::new();
-        for name in list.into_inner() {
-            match name.get_ref().parse::<EventKind>() {
-                Ok(kind) if !out.contains(&kind) => out.push(kind),
-                Ok(_) => {}
-                Err(()) => {
-                    let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-                    self.problem(
-                        Problem::new(name.span(), format!("unknown event `{}`", name.get_ref()))
-                            .hint(format!("events: {}", known.join(", "))),
-                    );
-                    return None;
-                }
-            }
-        }
-        Some(out)
-    }
-
     fn defaults(&mut self, raw: RawDefaults, actions: &BTreeMap<String, ActionSpec>) -> Rules {
         let rules = Rules {
             online: self.payloads(raw.online, &["online".to_string()], "online"),
             offline: self.payloads(raw.offline, &["offline".to_string()], "offline"),
             actions: self.action_names(raw.actions, &[BUILTIN_LOG.to_string()], actions),
+            grace: self.grace(raw.grace, Duration::ZERO),
         };
         self.disjoint(&rules, 0..0);
         rules
@@ -501,6 +439,7 @@ impl Validator<'_> {
                 online: self.payloads(device.online, &defaults.online, "online"),
                 offline: self.payloads(device.offline, &defaults.offline, "offline"),
                 actions: self.action_names(device.actions, &defaults.actions, actions),
+                grace: self.grace(device.grace, defaults.grace),
             };
             self.disjoint(&rules, span.clone());
             let watch = match (WatchedTopic::parse(device.topic.get_ref()), device.id) {
@@ -570,6 +509,34 @@ impl Validator<'_> {
             });
         }
         out
+    }
+
+    fn grace(&mut self, raw: Option<RawDuration>, default: Duration) -> Duration {
+        let Some(raw) = raw else { return default };
+        let value = raw.get_ref().into_inner();
+        if value > Duration::from_secs(24 * 3600) {
+            self.problem(Problem::new(raw.span(), "`grace` must be at most 24h"));
+        }
+        value
+    }
+
+    /// `state_dir`, else systemd's `$STATE_DIRECTORY`, else /var/lib/willwatch.
+    fn state_dir(&mut self, raw: Option<Spanned<String>>) -> PathBuf {
+        match raw {
+            Some(dir) if dir.get_ref().is_empty() => {
+                self.problem(Problem::new(dir.span(), "`state_dir` is empty"));
+                PathBuf::new()
+            }
+            Some(dir) => self.base.join(dir.get_ref()),
+            None => std::env::var_os("STATE_DIRECTORY")
+                // systemd may pass several, separated by colons; ours is the first.
+                .and_then(|v| {
+                    v.to_str()
+                        .and_then(|v| v.split(':').next())
+                        .map(PathBuf::from)
+                })
+                .unwrap_or_else(|| PathBuf::from("/var/lib/willwatch")),
+        }
     }
 
     fn first_at(&self, offset: usize) -> String {

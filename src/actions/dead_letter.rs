@@ -1,0 +1,27 @@
+//! The dead-letter file: deliveries that ran out of attempts, one JSON line
+//! each in `dead-letter.jsonl` in the state directory, so nothing given up
+//! on is lost without a trace.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::Value;
+
+pub const FILE_NAME: &str = "dead-letter.jsonl";
+
+/// Appends `record` as one line; failures are logged, never fatal.
+pub fn append(state_dir: &Path, record: &Value) {
+    let path = state_dir.join(FILE_NAME);
+    let result = std::fs::create_dir_all(state_dir).and_then(|()| {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        let mut line = record.to_string();
+        line.push('\n');
+        file.write_all(line.as_bytes())
+    });
+    if let Err(e) = result {
+        tracing::error!(file = %path.display(), error = %e, "cannot write the dead-letter file; the record is only in this log: {record}");
+    }
+}

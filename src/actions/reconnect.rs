@@ -1,0 +1,183 @@
+//! The `reconnect` action: tries to bring an offline device back by
+//! publishing a command to it, on a backoff ladder.
+//!
+//! On `offline` a ladder starts for that device (one at a time): the command
+//! goes out after `first_after`, then again after each interval, multiplied
+//! by `backoff` up to `max_interval`. The device's `online` stops it at once.
+//! After `max_attempts` commands and one more interval without the device,
+//! the `escalate` actions get a `reconnect_failed` event. A reload that
+//! drops the device, or drops this action from it, cancels the ladder.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{Context, Job};
+use crate::config::{Config, Reconnect};
+use crate::event::{Event, EventKind, new_id};
+
+struct Ladder {
+    topic: String,
+    attempts: Arc<AtomicU32>,
+    task: JoinHandle<()>,
+}
+
+pub async fn run(name: String, spec: Reconnect, context: Context, mut jobs: mpsc::Receiver<Job>) {
+    let spec = Arc::new(spec);
+    let mut ladders: HashMap<String, Ladder> = HashMap::new();
+    while let Some(job) = jobs.recv().await {
+        ladders.retain(|_, l| !l.task.is_finished());
+        match job {
+            Job::Event(event) if event.kind == EventKind::Offline => {
+                if ladders.contains_key(&event.device) {
+                    continue;
+                }
+                let attempts = Arc::new(AtomicU32::new(0));
+                let task = tokio::spawn(climb(
+                    name.clone(),
+                    Arc::clone(&spec),
+                    context.clone(),
+                    event.clone(),
+                    Arc::clone(&attempts),
+                ));
+                ladders.insert(event.device.clone(), Ladder { topic: event.topic.clone(), attempts, task });
+            }
+            Job::Event(event) if event.kind == EventKind::Online => {
+                if let Some(ladder) = ladders.remove(&event.device) {
+                    ladder.task.abort();
+                    let attempts = ladder.attempts.load(Ordering::Relaxed);
+                    tracing::info!(action = %name, device = %event.device, attempts,
+                        "device came back after {attempts} reconnect attempt(s); stopped");
+                }
+            }
+            Job::Event(_) => {}
+            Job::Reload(config) => ladders.retain(|device, ladder| {
+                let keep = still_wanted(&config, &name, device, &ladder.topic);
+                if !keep {
+                    ladder.task.abort();
+                    tracing::info!(action = %name, device = %device, "reconnect attempts cancelled by the reload");
+                }
+                keep
+            }),
+        }
+    }
+    for ladder in ladders.into_values() {
+        ladder.task.abort();
+    }
+}
+
+/// Whether the device is still watched with this action after a reload.
+fn still_wanted(config: &Config, action: &str, device: &str, topic: &str) -> bool {
+    let Some(spec) = config.actions.get(action) else {
+        return false;
+    };
+    if !matches!(spec.kind, crate::config::ActionKind::Reconnect(_)) {
+        return false;
+    }
+    matches!(config.resolve(topic), Some((id, d)) if id == device && d.rules.actions.iter().any(|a| a == action))
+}
+
+/// The waits before each attempt, and then before giving up: `first_after`,
+/// then intervals starting at `first_after` (at least 1 s), multiplied by
+/// `backoff` each time and capped at `max_interval`.
+pub fn schedule(spec: &Reconnect) -> impl Iterator<Item = Duration> + '_ {
+    let mut interval = spec
+        .first_after
+        .max(Duration::from_secs(1))
+        .min(spec.max_interval);
+    std::iter::once(spec.first_after).chain((0..spec.max_attempts).map(move |_| {
+        let wait = interval;
+        interval = interval.mul_f64(spec.backoff).min(spec.max_interval);
+        wait
+    }))
+}
+
+async fn climb(
+    name: String,
+    spec: Arc<Reconnect>,
+    context: Context,
+    event: Arc<Event>,
+    attempts: Arc<AtomicU32>,
+) {
+    let topic = spec.topic.render(&event);
+    let payload = spec.payload.render(&event).into_bytes();
+    for (i, delay) in schedule(&spec).enumerate() {
+        tokio::time::sleep(delay).await;
+        if i as u32 == spec.max_attempts {
+            break;
+        }
+        let attempt = i as u32 + 1;
+        attempts.store(attempt, Ordering::Relaxed);
+        match context
+            .mqtt
+            .publish(topic.clone(), spec.qos, spec.retain, payload.clone())
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(action = %name, device = %event.device, topic = %topic, attempt,
+                max_attempts = spec.max_attempts, "reconnect command sent")
+            }
+            Err(e) => {
+                tracing::warn!(action = %name, device = %event.device, topic = %topic, attempt,
+                error = %e, "could not send the reconnect command")
+            }
+        }
+    }
+    tracing::error!(action = %name, device = %event.device, attempts = spec.max_attempts,
+        escalate = ?spec.escalate, "device still offline after every reconnect attempt; escalating");
+    if spec.escalate.is_empty() {
+        return;
+    }
+    let failed = Event {
+        id: new_id(),
+        kind: EventKind::ReconnectFailed,
+        attempts: Some(spec.max_attempts),
+        at: std::time::SystemTime::now(),
+        actions: spec.escalate.iter().cloned().collect(),
+        ..(*event).clone()
+    };
+    context.fire(failed).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::template::Template;
+
+    fn spec(first: u64, backoff: f64, max_interval: u64, attempts: u32) -> Reconnect {
+        Reconnect {
+            topic: Template::parse("cmd/{id}").unwrap(),
+            payload: Template::parse("reconnect").unwrap(),
+            qos: 1,
+            retain: false,
+            first_after: Duration::from_secs(first),
+            backoff,
+            max_interval: Duration::from_secs(max_interval),
+            max_attempts: attempts,
+            escalate: Vec::new(),
+        }
+    }
+
+    fn secs(spec: &Reconnect) -> Vec<u64> {
+        schedule(spec).map(|d| d.as_secs()).collect()
+    }
+
+    #[test]
+    fn ladder_doubles_from_first_after_up_to_the_cap_then_waits_once_more() {
+        // commands at 10, 20, 40, 80, 160 and 320 s; given up 300 s (the cap) later
+        assert_eq!(
+            secs(&spec(10, 2.0, 300, 6)),
+            vec![10, 10, 20, 40, 80, 160, 300]
+        );
+        assert_eq!(secs(&spec(10, 2.0, 30, 5)), vec![10, 10, 20, 30, 30, 30]);
+    }
+
+    #[test]
+    fn steady_backoff_keeps_the_interval() {
+        assert_eq!(secs(&spec(5, 1.0, 300, 3)), vec![5, 5, 5, 5]);
+    }
+}

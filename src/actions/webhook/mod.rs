@@ -1,0 +1,185 @@
+//! The `webhook` action: an HTTP POST per event (or per batch of events),
+//! retried until delivered or out of attempts.
+//!
+//! Retries follow `retry.rs` (408, 429, 5xx, timeouts and network errors;
+//! `Retry-After` honoured), with exponential backoff and jitter between
+//! them. Every attempt of one delivery carries the same `webhook-id` (the
+//! event's id, or a batch id), so receivers can deduplicate. A delivery out
+//! of attempts is logged at error and written to the dead-letter file.
+//! Deliveries run concurrently up to `concurrency`; past that, events wait
+//! in the action's queue (and the queue, when full, drops with a count).
+//!
+//! With `batch`, the first event opens a window of that length; everything
+//! that arrives in it goes out as one request: an array of events, or one
+//! Alertmanager group. An alert storm then costs one request, not thousands.
+
+mod body;
+mod retry;
+mod signature;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use super::{Context, Job, dead_letter};
+use crate::backoff::Backoff;
+use crate::config::Webhook;
+use crate::event::{Event, new_id, rfc3339};
+use retry::Verdict;
+
+/// First and largest wait between attempts, before jitter.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// One request to make, with everything its attempts share.
+struct Delivery {
+    id: String,
+    events: Vec<Arc<Event>>,
+    body: Vec<u8>,
+}
+
+pub async fn run(name: String, spec: Webhook, context: Context, mut jobs: mpsc::Receiver<Job>) {
+    let spec = Arc::new(spec);
+    let slots = Arc::new(Semaphore::new(spec.concurrency));
+    let mut running = JoinSet::new();
+    while let Some(job) = jobs.recv().await {
+        while running.try_join_next().is_some() {}
+        let Job::Event(first) = job else { continue };
+        let events = match spec.batch {
+            Some(window) => collect(first, window, &mut jobs).await,
+            None => vec![first],
+        };
+        let batched = spec.batch.is_some();
+        let id = if batched {
+            new_id()
+        } else {
+            events[0].id.clone()
+        };
+        let body = body::render(spec.format, &name, &events, batched);
+        let delivery = Delivery { id, events, body };
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        let (name, spec, context) = (name.clone(), Arc::clone(&spec), context.clone());
+        running.spawn(async move {
+            deliver(&name, &spec, &context, delivery).await;
+            drop(slot);
+        });
+    }
+    while running.join_next().await.is_some() {}
+}
+
+/// The events arriving within `window` of the first (the queue closing
+/// ends the window early).
+async fn collect(
+    first: Arc<Event>,
+    window: Duration,
+    jobs: &mut mpsc::Receiver<Job>,
+) -> Vec<Arc<Event>> {
+    let mut events = vec![first];
+    let deadline = tokio::time::Instant::now() + window;
+    loop {
+        match tokio::time::timeout_at(deadline, jobs.recv()).await {
+            Ok(Some(Job::Event(e))) => events.push(e),
+            Ok(Some(Job::Reload(_))) => {}
+            Ok(None) | Err(_) => return events,
+        }
+    }
+}
+
+async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delivery) {
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+    let first = &delivery.events[0];
+    let mut last_error = String::new();
+    for attempt in 1..=spec.max_attempts {
+        let (outcome, retry_after) = match attempt_once(spec, context, &delivery).await {
+            Ok(response) => {
+                let status = response.status();
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| retry::retry_after(v, SystemTime::now()));
+                last_error = format!("HTTP {status}");
+                (retry::verdict(status.as_u16()), retry_after)
+            }
+            Err(e) => {
+                last_error = error_chain(&e);
+                (Verdict::Retry, None)
+            }
+        };
+        match outcome {
+            Verdict::Delivered => {
+                tracing::info!(action = %name, device = %first.device, event = %first.kind,
+                    events = delivery.events.len(), webhook_id = %delivery.id, attempt, "webhook delivered");
+                return;
+            }
+            Verdict::GiveUp => break,
+            Verdict::Retry if attempt == spec.max_attempts => break,
+            Verdict::Retry => {
+                let wait = retry_after.unwrap_or_else(|| backoff.next_delay());
+                tracing::warn!(action = %name, device = %first.device, webhook_id = %delivery.id,
+                    attempt, error = %last_error, retry_in = ?wait, "webhook delivery failed; will retry");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    tracing::error!(action = %name, device = %first.device, event = %first.kind, events = delivery.events.len(),
+        webhook_id = %delivery.id, error = %last_error, file = %context.state_dir.join(dead_letter::FILE_NAME).display(),
+        "webhook delivery given up; written to the dead-letter file");
+    let body: serde_json::Value = serde_json::from_slice(&delivery.body).unwrap_or_default();
+    dead_letter::append(
+        &context.state_dir,
+        &json!({
+            "action": name,
+            "url": spec.url.as_str(),
+            "webhook_id": delivery.id,
+            "failed_at": rfc3339(SystemTime::now()),
+            "error": last_error,
+            "body": body,
+        }),
+    );
+}
+
+async fn attempt_once(
+    spec: &Webhook,
+    context: &Context,
+    delivery: &Delivery,
+) -> reqwest::Result<reqwest::Response> {
+    let mut request = context
+        .http
+        .post(spec.url.clone())
+        .timeout(spec.timeout)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(delivery.body.clone());
+    for (header, value) in &spec.headers {
+        request = request.header(header, value.render(&delivery.events[0]));
+    }
+    if let Some(secret) = &spec.secret {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        for (header, value) in
+            signature::headers(secret.expose(), &delivery.id, now, &delivery.body)
+        {
+            request = request.header(header, value);
+        }
+    }
+    request.send().await
+}
+
+/// reqwest's error with its causes ("error sending request: connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,73 @@
+//! When a failed delivery is tried again, and when it is given up: pure
+//! rules over HTTP status codes and `Retry-After`.
+
+use std::time::{Duration, SystemTime};
+
+/// What a response means for the delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Delivered,
+    /// Worth another attempt: 408, 429, 5xx (and network errors).
+    Retry,
+    /// The receiver said no for good: other 4xx, and 3xx (redirects are
+    /// not followed: a webhook URL that moved is a config error).
+    GiveUp,
+}
+
+pub fn verdict(status: u16) -> Verdict {
+    match status {
+        200..=299 => Verdict::Delivered,
+        408 | 429 | 500..=599 => Verdict::Retry,
+        _ => Verdict::GiveUp,
+    }
+}
+
+/// The longest `Retry-After` honoured; a receiver asking for more is
+/// retried after this instead, so an alert is never parked for hours.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// `Retry-After` as delay-seconds or an HTTP date, capped.
+pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_decide_retry_or_give_up() {
+        assert_eq!(verdict(200), Verdict::Delivered);
+        assert_eq!(verdict(204), Verdict::Delivered);
+        for retry in [408, 429, 500, 502, 503, 504] {
+            assert_eq!(verdict(retry), Verdict::Retry, "{retry}");
+        }
+        for give_up in [301, 302, 400, 401, 403, 404, 410, 422] {
+            assert_eq!(verdict(give_up), Verdict::GiveUp, "{give_up}");
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_and_is_capped() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        assert_eq!(retry_after("3", now), Some(Duration::from_secs(3)));
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("86400", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after("soon", now), None);
+    }
+}
