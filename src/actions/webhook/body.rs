@@ -134,7 +134,7 @@ mod tests {
     fn willwatch_format_is_the_event_or_an_array_of_them() {
         let e = Arc::new(test_event(EventKind::Offline, "a"));
         assert_eq!(
-            parse(render(WebhookFormat::Willwatch, "ops", &[e.clone()], false))["device"],
+            parse(render(WebhookFormat::Willwatch, "ops", std::slice::from_ref(&e), false))["device"],
             "a"
         );
         let batch = parse(render(
