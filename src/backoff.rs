@@ -17,11 +17,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(first: Duration, max: Duration) -> Backoff {
-        Backoff {
-            first,
-            max,
-            attempt: 0,
-        }
+        Backoff { first, max, attempt: 0 }
     }
 
     /// The delay before the next attempt: `first · 2^n`, capped at `max`,
@@ -60,10 +56,7 @@ mod tests {
         for ceiling in ceilings {
             let d = b.next_delay();
             let ceiling = Duration::from_millis(ceiling);
-            assert!(
-                d >= ceiling / 2 && d <= ceiling,
-                "{d:?} not in the upper half of {ceiling:?}"
-            );
+            assert!(d >= ceiling / 2 && d <= ceiling, "{d:?} not in the upper half of {ceiling:?}");
         }
         for _ in 0..100 {
             assert!(b.next_delay() <= Duration::from_secs(30));

@@ -48,11 +48,7 @@ enum Intent {
 }
 
 fn intent(signal: i32) -> Intent {
-    if signal == SIGHUP {
-        Intent::Reload
-    } else {
-        Intent::Shutdown
-    }
+    if signal == SIGHUP { Intent::Reload } else { Intent::Shutdown }
 }
 
 /// Loads the config at `path` and runs until SIGTERM or SIGINT.
@@ -61,11 +57,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
 
     let (filters_tx, _) = watch::channel(config.filters());
-    let (link_tx, mut link_rx) = watch::channel(Link {
-        connected: false,
-        since: Instant::now(),
-        reconnects: 0,
-    });
+    let (link_tx, mut link_rx) = watch::channel(Link { connected: false, since: Instant::now(), reconnects: 0 });
     let (counts_tx, mut counts_rx) = watch::channel(Counts::default());
     let (monitor_tx, monitor_rx) = mpsc::channel(MONITOR_QUEUE);
     let (dispatch_tx, dispatch_rx) = mpsc::channel(DISPATCH_QUEUE);
@@ -76,8 +68,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         config.state_dir.clone(),
     );
     let dispatcher = tokio::spawn(actions::dispatch(Arc::clone(&config), context, dispatch_rx));
-    let monitor =
-        tokio::spawn(Monitor::new(Arc::clone(&config), dispatch_tx, counts_tx).run(monitor_rx));
+    let monitor = tokio::spawn(Monitor::new(Arc::clone(&config), dispatch_tx, counts_tx).run(monitor_rx));
     let start_session = |config: &Config| {
         let cancel = CancellationToken::new();
         let wiring = Wiring {
@@ -157,18 +148,8 @@ fn reload(path: &Path) -> Option<Arc<Config>> {
 /// up at the next restart rather than by a reload.
 fn connection_changed(old: &Config, new: &Config) -> bool {
     let key = |b: &Broker| {
-        let tls = b
-            .tls
-            .as_ref()
-            .map(|t| (t.ca_file.clone(), t.client_cert.clone()));
-        (
-            b.url.clone(),
-            b.client_id.clone(),
-            b.keep_alive,
-            b.username.clone(),
-            b.password.clone(),
-            tls,
-        )
+        let tls = b.tls.as_ref().map(|t| (t.ca_file.clone(), t.client_cert.clone()));
+        (b.url.clone(), b.client_id.clone(), b.keep_alive, b.username.clone(), b.password.clone(), tls)
     };
     key(&old.broker) != key(&new.broker) || old.presence != new.presence
 }
@@ -181,11 +162,7 @@ fn log_warnings(config: &Config) {
 
 fn log_started(config: &Config) {
     log_warnings(config);
-    let patterns = config
-        .devices
-        .iter()
-        .filter(|d| matches!(d.watch, Watch::Pattern(_)))
-        .count();
+    let patterns = config.devices.iter().filter(|d| matches!(d.watch, Watch::Pattern(_))).count();
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %config.source.display(),
@@ -204,8 +181,5 @@ fn status_line(broker: &Broker, link: &Link, counts: &Counts) -> String {
     } else {
         format!("not connected to {}", broker.url)
     };
-    format!(
-        "{link}; devices: {} online, {} offline, {} unknown",
-        counts.online, counts.offline, counts.unknown
-    )
+    format!("{link}; devices: {} online, {} offline, {} unknown", counts.online, counts.offline, counts.unknown)
 }

@@ -44,10 +44,7 @@ pub struct Now {
 
 impl Now {
     pub fn read() -> Now {
-        Now {
-            mono: Instant::now(),
-            wall: SystemTime::now(),
-        }
+        Now { mono: Instant::now(), wall: SystemTime::now() }
     }
 }
 
@@ -205,22 +202,15 @@ impl Device {
     }
 
     fn unrecognised(&mut self, now: Instant) -> Outcome {
-        let due = self
-            .last_warning
-            .is_none_or(|last| now.saturating_duration_since(last) >= UNRECOGNISED_WARNING_EVERY);
+        let due =
+            self.last_warning.is_none_or(|last| now.saturating_duration_since(last) >= UNRECOGNISED_WARNING_EVERY);
         if due {
             self.last_warning = Some(now);
             let suppressed = std::mem::take(&mut self.suppressed_warnings);
-            Outcome::Unrecognised {
-                warn: true,
-                suppressed,
-            }
+            Outcome::Unrecognised { warn: true, suppressed }
         } else {
             self.suppressed_warnings += 1;
-            Outcome::Unrecognised {
-                warn: false,
-                suppressed: self.suppressed_warnings,
-            }
+            Outcome::Unrecognised { warn: false, suppressed: self.suppressed_warnings }
         }
     }
 
@@ -273,15 +263,9 @@ mod tests {
         let clock = Clock::new();
         let mut d = device_with_grace(30);
         d.on_message(b"online", clock.after(0));
-        assert_eq!(
-            d.on_message(b"offline", clock.after(10)),
-            Outcome::Wait(clock.after(40).mono)
-        );
+        assert_eq!(d.on_message(b"offline", clock.after(10)), Outcome::Wait(clock.after(40).mono));
         assert_eq!(d.on_message(b"offline", clock.after(20)), Outcome::Quiet);
-        assert_eq!(
-            d.on_tick(clock.after(25)),
-            Outcome::Wait(clock.after(40).mono)
-        );
+        assert_eq!(d.on_tick(clock.after(25)), Outcome::Wait(clock.after(40).mono));
         assert_eq!(d.on_message(b"online", clock.after(30)), Outcome::Quiet);
         assert_eq!(d.on_tick(clock.after(40)), Outcome::Quiet);
         assert_eq!(d.state, State::Online);
@@ -293,15 +277,11 @@ mod tests {
         let mut d = device_with_grace(30);
         d.on_message(b"online", clock.after(0));
         d.on_message(b"offline", clock.after(10));
-        let Outcome::Fire(t) = d.on_tick(clock.after(40)) else {
-            panic!("no event")
-        };
+        let Outcome::Fire(t) = d.on_tick(clock.after(40)) else { panic!("no event") };
         assert_eq!((t.kind, t.previous), (EventKind::Offline, State::Online));
         assert_eq!(t.offline_since, Some(clock.after(10).wall));
         assert_eq!(d.on_tick(clock.after(41)), Outcome::Quiet);
-        let Outcome::Fire(t) = d.on_message(b"online", clock.after(100)) else {
-            panic!("no event")
-        };
+        let Outcome::Fire(t) = d.on_message(b"online", clock.after(100)) else { panic!("no event") };
         assert_eq!(t.offline_for, Some(Duration::from_secs(90)));
     }
 
@@ -323,10 +303,7 @@ mod tests {
         }
         fn after(&self, secs: u64) -> Now {
             let d = Duration::from_secs(secs);
-            Now {
-                mono: self.0.mono + d,
-                wall: self.0.wall + d,
-            }
+            Now { mono: self.0.mono + d, wall: self.0.wall + d }
         }
     }
 
@@ -350,10 +327,7 @@ mod tests {
         let clock = Clock::new();
         let mut d = device();
         d.on_message(b"online", clock.after(0));
-        assert_eq!(
-            fired(&d.on_message(b"offline", clock.after(1))),
-            Some(EventKind::Offline)
-        );
+        assert_eq!(fired(&d.on_message(b"offline", clock.after(1))), Some(EventKind::Offline));
         assert_eq!(d.on_message(b"offline", clock.after(2)), Outcome::Quiet);
         assert_eq!(d.on_message(b"lost", clock.after(3)), Outcome::Quiet);
         assert_eq!(d.state, State::Offline);
@@ -363,9 +337,7 @@ mod tests {
     fn unknown_device_seen_offline_fires_offline() {
         let clock = Clock::new();
         let mut d = device();
-        let Outcome::Fire(t) = d.on_message(b"offline", clock.after(0)) else {
-            panic!("no event")
-        };
+        let Outcome::Fire(t) = d.on_message(b"offline", clock.after(0)) else { panic!("no event") };
         assert_eq!((t.kind, t.previous), (EventKind::Offline, State::Unknown));
         assert_eq!(t.offline_since, Some(clock.after(0).wall));
     }
@@ -377,9 +349,7 @@ mod tests {
         d.on_message(b"online", clock.after(0));
         d.on_message(b"offline", clock.after(10));
         d.on_message(b"offline", clock.after(20));
-        let Outcome::Fire(t) = d.on_message(b"online", clock.after(75)) else {
-            panic!("no event")
-        };
+        let Outcome::Fire(t) = d.on_message(b"online", clock.after(75)) else { panic!("no event") };
         assert_eq!(t.kind, EventKind::Online);
         assert_eq!(t.previous, State::Offline);
         assert_eq!(t.offline_for, Some(Duration::from_secs(65)));
@@ -394,9 +364,7 @@ mod tests {
         d.on_message(b"offline", clock.after(0));
         assert_eq!(d.on_message(b"", clock.after(5)), Outcome::Quiet);
         assert_eq!(d.state, State::Unknown);
-        let Outcome::Fire(t) = d.on_message(b"online", clock.after(30)) else {
-            panic!("no event")
-        };
+        let Outcome::Fire(t) = d.on_message(b"online", clock.after(30)) else { panic!("no event") };
         assert_eq!(t.previous, State::Unknown);
         assert_eq!(t.offline_for, Some(Duration::from_secs(30)));
     }
@@ -414,10 +382,7 @@ mod tests {
     fn payload_whitespace_is_ignored() {
         let clock = Clock::new();
         let mut d = device();
-        assert_eq!(
-            fired(&d.on_message(b" offline\n", clock.after(0))),
-            Some(EventKind::Offline)
-        );
+        assert_eq!(fired(&d.on_message(b" offline\n", clock.after(0))), Some(EventKind::Offline));
     }
 
     #[test]
@@ -425,34 +390,13 @@ mod tests {
         let clock = Clock::new();
         let mut d = device();
         d.on_message(b"online", clock.after(0));
-        assert_eq!(
-            d.on_message(b"rebooting", clock.after(1)),
-            Outcome::Unrecognised {
-                warn: true,
-                suppressed: 0
-            }
-        );
+        assert_eq!(d.on_message(b"rebooting", clock.after(1)), Outcome::Unrecognised { warn: true, suppressed: 0 });
         assert_eq!(
             d.on_message(&[0xff, 0xfe, 0x00], clock.after(2)),
-            Outcome::Unrecognised {
-                warn: false,
-                suppressed: 1
-            }
+            Outcome::Unrecognised { warn: false, suppressed: 1 }
         );
-        assert_eq!(
-            d.on_message(b"{}", clock.after(30)),
-            Outcome::Unrecognised {
-                warn: false,
-                suppressed: 2
-            }
-        );
-        assert_eq!(
-            d.on_message(b"x", clock.after(61)),
-            Outcome::Unrecognised {
-                warn: true,
-                suppressed: 2
-            }
-        );
+        assert_eq!(d.on_message(b"{}", clock.after(30)), Outcome::Unrecognised { warn: false, suppressed: 2 });
+        assert_eq!(d.on_message(b"x", clock.after(61)), Outcome::Unrecognised { warn: true, suppressed: 2 });
         assert_eq!(d.state, State::Online);
         assert_eq!(d.since, Some(clock.after(0)));
     }
@@ -462,10 +406,7 @@ mod tests {
         let clock = Clock::new();
         let mut d = device();
         let huge = vec![b'x'; 4 << 20];
-        assert!(matches!(
-            d.on_message(&huge, clock.after(0)),
-            Outcome::Unrecognised { .. }
-        ));
+        assert!(matches!(d.on_message(&huge, clock.after(0)), Outcome::Unrecognised { .. }));
         assert_eq!(d.state, State::Unknown);
     }
 }

@@ -21,11 +21,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 3] = [
-        EventKind::Offline,
-        EventKind::Online,
-        EventKind::ReconnectFailed,
-    ];
+    pub const ALL: [EventKind; 3] = [EventKind::Offline, EventKind::Online, EventKind::ReconnectFailed];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,10 +42,7 @@ impl FromStr for EventKind {
     type Err = ();
 
     fn from_str(s: &str) -> Result<EventKind, ()> {
-        EventKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or(())
+        EventKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or(())
     }
 }
 

@@ -32,15 +32,10 @@ pub enum Format {
 /// wins over `RUST_LOG`; the default is `info`.
 pub fn init(format: Format, level: Option<&str>) -> Result<(), String> {
     let filter = match level {
-        Some(level) => {
-            EnvFilter::try_new(level).map_err(|e| format!("bad --log-level `{level}`: {e}"))?
-        }
+        Some(level) => EnvFilter::try_new(level).map_err(|e| format!("bad --log-level `{level}`: {e}"))?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     let format = match format {
         Format::Auto if stderr_is_journal() => Format::Journal,
         Format::Auto => Format::Text,
@@ -50,16 +45,11 @@ pub fn init(format: Format, level: Option<&str>) -> Result<(), String> {
         Format::Json => builder.json().flatten_event(true).try_init(),
         Format::Journal => builder
             .with_ansi(false)
-            .event_format(Journal(
-                tracing_subscriber::fmt::format()
-                    .without_time()
-                    .with_target(false)
-                    .with_ansi(false),
-            ))
+            .event_format(Journal(tracing_subscriber::fmt::format().without_time().with_target(false).with_ansi(false)))
             .try_init(),
-        Format::Text | Format::Auto => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .try_init(),
+        Format::Text | Format::Auto => {
+            builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init()
+        }
     };
     result.map_err(|e| e.to_string())
 }
@@ -91,12 +81,7 @@ where
     N: for<'a> FormatFields<'a> + 'static,
     F: FormatEvent<S, N>,
 {
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         write!(writer, "<{}>", priority(*event.metadata().level()))?;
         self.0.format_event(ctx, writer, event)
     }

@@ -87,9 +87,7 @@ fn run(path: &std::path::Path) -> ExitCode {
             let lines = e.to_string();
             tracing::error!("invalid config, not starting:\n{lines}");
             match e {
-                ConfigError::Read { .. } | ConfigError::Invalid { .. } => {
-                    ExitCode::from(EXIT_CONFIG)
-                }
+                ConfigError::Read { .. } | ConfigError::Invalid { .. } => ExitCode::from(EXIT_CONFIG),
             }
         }
         Err(e) => {

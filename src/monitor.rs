@@ -45,11 +45,7 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    pub fn new(
-        config: Arc<Config>,
-        events: mpsc::Sender<actions::Input>,
-        counts: watch::Sender<Counts>,
-    ) -> Monitor {
+    pub fn new(config: Arc<Config>, events: mpsc::Sender<actions::Input>, counts: watch::Sender<Counts>) -> Monitor {
         let mut monitor = Monitor {
             config,
             devices: BTreeMap::new(),
@@ -67,10 +63,7 @@ impl Monitor {
     /// dispatcher's input, which drains the actions.
     pub async fn run(mut self, mut input: mpsc::Receiver<Input>) {
         loop {
-            let next_timer = self
-                .timers
-                .first()
-                .map(|(at, _)| tokio::time::Instant::from_std(*at));
+            let next_timer = self.timers.first().map(|(at, _)| tokio::time::Instant::from_std(*at));
             tokio::select! {
                 message = input.recv() => match message {
                     Some(Input::Message { topic, payload }) => self.on_message(topic, &payload).await,
@@ -89,10 +82,7 @@ impl Monitor {
         };
         let id = id.into_owned();
         let rules = Arc::clone(&spec.rules);
-        let device = self
-            .devices
-            .entry(id.clone())
-            .or_insert_with(|| Device::new(id, topic.clone(), rules));
+        let device = self.devices.entry(id.clone()).or_insert_with(|| Device::new(id, topic.clone(), rules));
         if device.topic != topic {
             if self.clashes.insert(topic.clone()) {
                 tracing::warn!(device = %device.id, topic = %topic, watched_topic = %device.topic,
@@ -102,11 +92,7 @@ impl Monitor {
         }
         let before = device.state;
         let outcome = device.on_message(payload, Now::read());
-        if let Outcome::Unrecognised {
-            warn: true,
-            suppressed,
-        } = outcome
-        {
+        if let Outcome::Unrecognised { warn: true, suppressed } = outcome {
             tracing::warn!(device = %device.id, topic = %topic, payload = %device.last_payload,
                 suppressed, "payload is neither an online nor an offline payload; state unchanged");
         }
@@ -174,14 +160,13 @@ impl Monitor {
         let before: BTreeSet<String> = self.devices.keys().cloned().collect();
         self.config = config;
         let config = Arc::clone(&self.config);
-        self.devices
-            .retain(|id, device| match config.resolve(&device.topic) {
-                Some((new_id, spec)) if new_id == id.as_str() => {
-                    device.rules = Arc::clone(&spec.rules);
-                    true
-                }
-                _ => false,
-            });
+        self.devices.retain(|id, device| match config.resolve(&device.topic) {
+            Some((new_id, spec)) if new_id == id.as_str() => {
+                device.rules = Arc::clone(&spec.rules);
+                true
+            }
+            _ => false,
+        });
         self.clashes.clear();
         self.add_explicit_devices();
         let after: BTreeSet<String> = self.devices.keys().cloned().collect();
@@ -197,18 +182,15 @@ impl Monitor {
             after.len() - added.len()
         );
         self.publish_counts();
-        let _ = self
-            .events
-            .send(actions::Input::Reload(Arc::clone(&self.config)))
-            .await;
+        let _ = self.events.send(actions::Input::Reload(Arc::clone(&self.config))).await;
     }
 
     fn add_explicit_devices(&mut self) {
         for spec in &self.config.devices {
             if let Watch::Device { id, topic } = &spec.watch {
-                self.devices.entry(id.clone()).or_insert_with(|| {
-                    Device::new(id.clone(), topic.clone(), Arc::clone(&spec.rules))
-                });
+                self.devices
+                    .entry(id.clone())
+                    .or_insert_with(|| Device::new(id.clone(), topic.clone(), Arc::clone(&spec.rules)));
             }
         }
     }

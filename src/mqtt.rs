@@ -16,8 +16,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
-    Outgoing, Packet, QoS, SubscribeReasonCode, Transport,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
+    SubscribeReasonCode, Transport,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -84,12 +84,10 @@ impl Session {
 
     /// Runs until `cancel` fires, then says goodbye to the broker.
     pub async fn run(mut self, cancel: CancellationToken) {
-        let (client, mut eventloop) =
-            AsyncClient::new(options(&self.broker, &self.presence), REQUEST_CAPACITY);
+        let (client, mut eventloop) = AsyncClient::new(options(&self.broker, &self.presence), REQUEST_CAPACITY);
         self.client.send_replace(Some(client.clone()));
         let mut subscriptions = Subscriptions::default();
-        let mut subscribed: BTreeSet<String> =
-            self.filters.borrow_and_update().iter().cloned().collect();
+        let mut subscribed: BTreeSet<String> = self.filters.borrow_and_update().iter().cloned().collect();
         let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
         let mut connected = false;
         loop {
@@ -159,12 +157,7 @@ impl Session {
 
     /// Publishes the daemon's own retained presence payload.
     fn announce(&self, client: &AsyncClient, payload: &str) {
-        if let Err(e) = client.try_publish(
-            &self.presence.topic,
-            QoS::AtLeastOnce,
-            true,
-            payload.as_bytes().to_vec(),
-        ) {
+        if let Err(e) = client.try_publish(&self.presence.topic, QoS::AtLeastOnce, true, payload.as_bytes().to_vec()) {
             tracing::error!(topic = %self.presence.topic, error = %e, "could not queue the presence message");
         }
     }
@@ -225,9 +218,7 @@ struct Subscriptions {
 impl Subscriptions {
     fn subscribe(&mut self, client: &AsyncClient, filters: Vec<String>) {
         for batch in filters.chunks(FILTERS_PER_SUBSCRIBE) {
-            let request = batch
-                .iter()
-                .map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+            let request = batch.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
             match client.try_subscribe_many(request) {
                 Ok(()) => self.queued.push_back(batch.to_vec()),
                 Err(e) => {
@@ -269,24 +260,13 @@ pub fn options(broker: &Broker, presence: &Presence) -> MqttOptions {
         .set_keep_alive(broker.keep_alive)
         .set_clean_session(true)
         .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
-        .set_last_will(LastWill::new(
-            &presence.topic,
-            presence.offline.as_bytes().to_vec(),
-            QoS::AtLeastOnce,
-            true,
-        ));
+        .set_last_will(LastWill::new(&presence.topic, presence.offline.as_bytes().to_vec(), QoS::AtLeastOnce, true));
     if let Some(user) = &broker.username {
-        let password = broker
-            .password
-            .as_ref()
-            .map(|p| p.expose().to_string())
-            .unwrap_or_default();
+        let password = broker.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
         options.set_credentials(user, password);
     }
     if let Some(tls) = &broker.tls {
-        options.set_transport(Transport::tls_with_config(
-            rumqttc::TlsConfiguration::Rustls(tls.client_config.clone()),
-        ));
+        options.set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.client_config.clone())));
     }
     options
 }
@@ -294,8 +274,7 @@ pub fn options(broker: &Broker, presence: &Presence) -> MqttOptions {
 /// One line per failed attempt, saying what is wrong in words a person can
 /// act on: credentials and TLS problems are errors, network ones warnings.
 fn log_connect_error(url: &str, error: &ConnectionError, attempt: u32, retry_in: Duration) {
-    let retry_in =
-        humantime::format_duration(Duration::from_millis(retry_in.as_millis() as u64)).to_string();
+    let retry_in = humantime::format_duration(Duration::from_millis(retry_in.as_millis() as u64)).to_string();
     match error {
         ConnectionError::ConnectionRefused(code) => {
             let reason = match code {
@@ -325,24 +304,13 @@ mod tests {
     #[test]
     fn refused_filters_are_named_by_their_suback() {
         let mut subs = Subscriptions::default();
-        subs.queued
-            .push_back(vec!["a".into(), "b".into(), "c".into()]);
+        subs.queued.push_back(vec!["a".into(), "b".into(), "c".into()]);
         subs.queued.push_back(vec!["d".into()]);
         subs.sent(7);
         subs.sent(8);
-        assert_eq!(
-            subs.refused(8, &[Success(QoS::AtLeastOnce)]),
-            Vec::<String>::new()
-        );
-        assert_eq!(
-            subs.refused(7, &[Success(QoS::AtLeastOnce), Failure, Failure]),
-            vec!["b", "c"]
-        );
-        assert_eq!(
-            subs.refused(7, &[Failure]),
-            Vec::<String>::new(),
-            "an unknown pkid refuses nothing"
-        );
+        assert_eq!(subs.refused(8, &[Success(QoS::AtLeastOnce)]), Vec::<String>::new());
+        assert_eq!(subs.refused(7, &[Success(QoS::AtLeastOnce), Failure, Failure]), vec!["b", "c"]);
+        assert_eq!(subs.refused(7, &[Failure]), Vec::<String>::new(), "an unknown pkid refuses nothing");
     }
 }
 
@@ -360,20 +328,11 @@ pub struct Publisher {
 const PUBLISH_WAIT: Duration = Duration::from_secs(30);
 
 impl Publisher {
-    pub fn new(
-        client: watch::Receiver<Option<AsyncClient>>,
-        link: watch::Receiver<Link>,
-    ) -> Publisher {
+    pub fn new(client: watch::Receiver<Option<AsyncClient>>, link: watch::Receiver<Link>) -> Publisher {
         Publisher { client, link }
     }
 
-    pub async fn publish(
-        &self,
-        topic: String,
-        qos: u8,
-        retain: bool,
-        payload: Vec<u8>,
-    ) -> Result<(), String> {
+    pub async fn publish(&self, topic: String, qos: u8, retain: bool, payload: Vec<u8>) -> Result<(), String> {
         let mut link = self.link.clone();
         tokio::time::timeout(PUBLISH_WAIT, link.wait_for(|l| l.connected))
             .await
@@ -385,9 +344,6 @@ impl Publisher {
             1 => QoS::AtLeastOnce,
             _ => QoS::ExactlyOnce,
         };
-        client
-            .publish(topic, qos, retain, payload)
-            .await
-            .map_err(|e| e.to_string())
+        client.publish(topic, qos, retain, payload).await.map_err(|e| e.to_string())
     }
 }

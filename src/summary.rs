@@ -14,25 +14,13 @@ pub fn summary(config: &Config) -> String {
     let b = &config.broker;
     let mut out = String::new();
     let _ = writeln!(out, "{}: OK", config.source.display());
-    let mut broker = format!(
-        "{} as {}, keep-alive {}",
-        b.url,
-        b.client_id,
-        humantime::format_duration(b.keep_alive)
-    );
+    let mut broker = format!("{} as {}, keep-alive {}", b.url, b.client_id, humantime::format_duration(b.keep_alive));
     if let Some(user) = &b.username {
-        let password = if b.password.is_some() {
-            "password set"
-        } else {
-            "no password"
-        };
+        let password = if b.password.is_some() { "password set" } else { "no password" };
         let _ = write!(broker, ", user {user} ({password})");
     }
     if let Some(tls) = &b.tls {
-        let ca = tls
-            .ca_file
-            .as_ref()
-            .map_or("system roots".to_string(), |p| p.display().to_string());
+        let ca = tls.ca_file.as_ref().map_or("system roots".to_string(), |p| p.display().to_string());
         let _ = write!(broker, ", TLS trusting {ca}");
         if let Some(cert) = &tls.client_cert {
             let _ = write!(broker, ", client certificate {}", cert.display());
@@ -40,23 +28,12 @@ pub fn summary(config: &Config) -> String {
     }
     let _ = writeln!(out, "broker    {broker}");
     let p = &config.presence;
-    let _ = writeln!(
-        out,
-        "presence  {} ({} / will {}, retained)",
-        p.topic, p.online, p.offline
-    );
+    let _ = writeln!(out, "presence  {} ({} / will {}, retained)", p.topic, p.online, p.offline);
 
-    let patterns = config
-        .devices
-        .iter()
-        .filter(|d| matches!(d.watch, Watch::Pattern(_)))
-        .count();
+    let patterns = config.devices.iter().filter(|d| matches!(d.watch, Watch::Pattern(_))).count();
     let exact = config.devices.len() - patterns;
-    let _ = writeln!(
-        out,
-        "devices   {exact} by topic, {patterns} pattern(s), {} subscription(s)",
-        config.filters().len()
-    );
+    let _ =
+        writeln!(out, "devices   {exact} by topic, {patterns} pattern(s), {} subscription(s)", config.filters().len());
     let width = config
         .devices
         .iter()
@@ -72,18 +49,10 @@ pub fn summary(config: &Config) -> String {
             Watch::Device { id, topic } => (id.clone(), topic.clone()),
             Watch::Pattern(p) => ("{id}".to_string(), p.to_string()),
         };
-        let _ = writeln!(
-            out,
-            "  {id:<width$}  {topic}  → {}",
-            device.rules.actions.join(", ")
-        );
+        let _ = writeln!(out, "  {id:<width$}  {topic}  → {}", device.rules.actions.join(", "));
     }
     if config.devices.len() > LISTED_DEVICES {
-        let _ = writeln!(
-            out,
-            "  … and {} more",
-            config.devices.len() - LISTED_DEVICES
-        );
+        let _ = writeln!(out, "  … and {} more", config.devices.len() - LISTED_DEVICES);
     }
     let mut actions = vec![format!("{BUILTIN_LOG} (built in)")];
     actions.extend(config.actions.iter().map(|(name, spec)| {

@@ -47,10 +47,7 @@ impl Template {
                 continue;
             }
             if tail.starts_with('}') {
-                return Err(TemplateError {
-                    offset,
-                    message: "a lone `}` (write `}}` for a literal brace)".into(),
-                });
+                return Err(TemplateError { offset, message: "a lone `}` (write `}}` for a literal brace)".into() });
             }
             let Some(end) = tail.find('}') else {
                 return Err(TemplateError {
@@ -67,10 +64,7 @@ impl Template {
                 other => {
                     return Err(TemplateError {
                         offset,
-                        message: format!(
-                            "unknown placeholder `{{{other}}}`; known: {{{}}}",
-                            PLACEHOLDERS.join("}, {")
-                        ),
+                        message: format!("unknown placeholder `{{{other}}}`; known: {{{}}}", PLACEHOLDERS.join("}, {")),
                     });
                 }
             };
@@ -127,40 +121,27 @@ mod tests {
     fn placeholders_are_substituted() {
         let t = Template::parse("plant/{id}/cmd ({event} on {topic}: {payload})").unwrap();
         let e = test_event(EventKind::Offline, "pump-7");
-        assert_eq!(
-            t.render(&e),
-            "plant/pump-7/cmd (offline on plant/pump-7/status: offline)"
-        );
+        assert_eq!(t.render(&e), "plant/pump-7/cmd (offline on plant/pump-7/status: offline)");
     }
 
     #[test]
     fn doubled_braces_are_literal() {
         let t = Template::parse("{{\"device\": \"{id}\"}}").unwrap();
-        assert_eq!(
-            t.render(&test_event(EventKind::Online, "a")),
-            "{\"device\": \"a\"}"
-        );
+        assert_eq!(t.render(&test_event(EventKind::Online, "a")), "{\"device\": \"a\"}");
         assert_eq!(t.to_string(), "{{\"device\": \"{id}\"}}");
     }
 
     #[test]
     fn hostile_values_stay_text() {
         let t = Template::parse("{id}").unwrap();
-        assert_eq!(
-            t.render(&test_event(EventKind::Online, "$(reboot);rm -rf ~")),
-            "$(reboot);rm -rf ~"
-        );
+        assert_eq!(t.render(&test_event(EventKind::Online, "$(reboot);rm -rf ~")), "$(reboot);rm -rf ~");
     }
 
     #[test]
     fn unknown_and_unclosed_placeholders_are_errors_with_offsets() {
         let e = Template::parse("a/{device}/b").unwrap_err();
         assert_eq!(e.offset, 2);
-        assert!(
-            e.message.starts_with("unknown placeholder `{device}`"),
-            "{}",
-            e.message
-        );
+        assert!(e.message.starts_with("unknown placeholder `{device}`"), "{}", e.message);
         assert_eq!(Template::parse("a{id").unwrap_err().offset, 1);
         assert_eq!(Template::parse("a}b").unwrap_err().offset, 1);
     }

@@ -40,19 +40,13 @@ fn error(file: TlsFile, message: String) -> TlsError {
 
 /// A rustls client config trusting `ca` (else the system roots), with a
 /// client certificate and key when given.
-pub fn client_config(
-    ca: Option<&Path>,
-    client: Option<(&Path, &Path)>,
-) -> Result<ClientConfig, TlsError> {
+pub fn client_config(ca: Option<&Path>, client: Option<(&Path, &Path)>) -> Result<ClientConfig, TlsError> {
     let mut roots = RootCertStore::empty();
     match ca {
         Some(ca) => {
             for cert in read_certs(ca, TlsFile::Ca, "ca_file")? {
                 roots.add(cert).map_err(|e| {
-                    error(
-                        TlsFile::Ca,
-                        format!("`ca_file` {}: unusable certificate: {e}", ca.display()),
-                    )
+                    error(TlsFile::Ca, format!("`ca_file` {}: unusable certificate: {e}", ca.display()))
                 })?;
             }
         }
@@ -62,8 +56,7 @@ pub fn client_config(
             if added == 0 {
                 return Err(error(
                     TlsFile::SystemRoots,
-                    "no system CA certificates found to verify the broker; set `ca_file`"
-                        .to_string(),
+                    "no system CA certificates found to verify the broker; set `ca_file`".to_string(),
                 ));
             }
         }
@@ -78,47 +71,22 @@ pub fn client_config(
         Some((cert, key)) => {
             let chain = read_certs(cert, TlsFile::Cert, "cert_file")?;
             let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-                error(
-                    TlsFile::Key,
-                    format!("`key_file` {}: no usable private key ({e})", key.display()),
-                )
+                error(TlsFile::Key, format!("`key_file` {}: no usable private key ({e})", key.display()))
             })?;
-            builder.with_client_auth_cert(chain, key_der).map_err(|e| {
-                error(
-                    TlsFile::Key,
-                    format!("`key_file` {} does not fit `cert_file`: {e}", key.display()),
-                )
-            })
+            builder
+                .with_client_auth_cert(chain, key_der)
+                .map_err(|e| error(TlsFile::Key, format!("`key_file` {} does not fit `cert_file`: {e}", key.display())))
         }
     }
 }
 
-fn read_certs(
-    path: &Path,
-    file: TlsFile,
-    key: &str,
-) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| error(file, format!("cannot read `{key}` {}: {e}", path.display())))?;
+fn read_certs(path: &Path, file: TlsFile, key: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|e| error(file, format!("cannot read `{key}` {}: {e}", path.display())))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            error(
-                file,
-                format!(
-                    "`{key}` {}: not a PEM certificate file ({e})",
-                    path.display()
-                ),
-            )
-        })?;
+        .map_err(|e| error(file, format!("`{key}` {}: not a PEM certificate file ({e})", path.display())))?;
     if certs.is_empty() {
-        return Err(error(
-            file,
-            format!(
-                "`{key}` {}: no certificate in it (expected PEM)",
-                path.display()
-            ),
-        ));
+        return Err(error(file, format!("`{key}` {}: no certificate in it (expected PEM)", path.display())));
     }
     Ok(certs)
 }

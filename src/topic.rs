@@ -194,21 +194,9 @@ mod tests {
     fn bad_topics_are_rejected_with_a_reason() {
         assert_eq!(WatchedTopic::parse(""), Err(TopicError::Empty));
         assert_eq!(WatchedTopic::parse("a/#"), Err(TopicError::HashWildcard));
-        assert_eq!(
-            WatchedTopic::parse("a/+/b"),
-            Err(TopicError::WildcardInExactTopic)
-        );
-        assert_eq!(
-            WatchedTopic::parse("a/x{id}/b"),
-            Err(TopicError::PartialIdLevel)
-        );
-        assert_eq!(
-            WatchedTopic::parse("{id}/{id}"),
-            Err(TopicError::IdMoreThanOnce)
-        );
-        assert_eq!(
-            WatchedTopic::parse("{id}/a+"),
-            Err(TopicError::PartialWildcardLevel)
-        );
+        assert_eq!(WatchedTopic::parse("a/+/b"), Err(TopicError::WildcardInExactTopic));
+        assert_eq!(WatchedTopic::parse("a/x{id}/b"), Err(TopicError::PartialIdLevel));
+        assert_eq!(WatchedTopic::parse("{id}/{id}"), Err(TopicError::IdMoreThanOnce));
+        assert_eq!(WatchedTopic::parse("{id}/a+"), Err(TopicError::PartialWildcardLevel));
     }
 }

@@ -5,11 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn check_file(path: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_willwatch"))
-        .args(["check", "-c"])
-        .arg(path)
-        .output()
-        .expect("run willwatch check")
+    Command::new(env!("CARGO_BIN_EXE_willwatch")).args(["check", "-c"]).arg(path).output().expect("run willwatch check")
 }
 
 /// Runs `check` on `text`; returns (success, stdout, stderr with the temp
@@ -19,13 +15,8 @@ fn check(text: &str) -> (bool, String, String) {
     let path = dir.path().join("w.toml");
     std::fs::write(&path, text).unwrap();
     let out = check_file(&path);
-    let stderr =
-        String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "w.toml");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr,
-    )
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "w.toml");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
 }
 
 const BROKER: &str = "[broker]\nurl = \"mqtt://127.0.0.1:1883\"\n";
@@ -33,114 +24,66 @@ const BROKER: &str = "[broker]\nurl = \"mqtt://127.0.0.1:1883\"\n";
 fn assert_rejected(text: &str, expected: &str) {
     let (ok, _, stderr) = check(text);
     assert!(!ok, "accepted:\n{text}");
-    assert!(
-        stderr.contains(expected),
-        "expected {expected:?} in:\n{stderr}"
-    );
+    assert!(stderr.contains(expected), "expected {expected:?} in:\n{stderr}");
 }
 
 #[test]
 fn example_config_is_valid_and_summarised() {
     let out = check_file(Path::new("config/willwatch.toml"));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("config/willwatch.toml: OK"), "{stdout}");
-    assert!(
-        stdout.contains("broker    mqtt://127.0.0.1:1883"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("broker    mqtt://127.0.0.1:1883"), "{stdout}");
     assert!(stdout.contains("pump-7  plant/pump-7/status"), "{stdout}");
     assert!(stdout.contains("sensors/{id}/status"), "{stdout}");
-    assert!(
-        stdout.contains("1 by topic, 1 pattern(s), 2 subscription(s)"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("1 by topic, 1 pattern(s), 2 subscription(s)"), "{stdout}");
 }
 
 #[test]
 fn unknown_key_is_pointed_at() {
-    assert_rejected(
-        &format!("{BROKER}kep_alive = \"30s\"\n"),
-        "w.toml:3:1: unknown field `kep_alive`",
-    );
+    assert_rejected(&format!("{BROKER}kep_alive = \"30s\"\n"), "w.toml:3:1: unknown field `kep_alive`");
 }
 
 #[test]
 fn bad_duration_is_pointed_at() {
-    assert_rejected(
-        &format!("{BROKER}keep_alive = \"thirty\"\n"),
-        "w.toml:3:14:",
-    );
-    assert_rejected(
-        &format!("{BROKER}keep_alive = \"200ms\"\n"),
-        "w.toml:3:14: `keep_alive` 200ms is out of range",
-    );
+    assert_rejected(&format!("{BROKER}keep_alive = \"thirty\"\n"), "w.toml:3:14:");
+    assert_rejected(&format!("{BROKER}keep_alive = \"200ms\"\n"), "w.toml:3:14: `keep_alive` 200ms is out of range");
 }
 
 #[test]
 fn duplicate_device_id_names_both_places() {
-    let text = format!(
-        "{BROKER}[[device]]\nid = \"a\"\ntopic = \"x/a\"\n[[device]]\nid = \"a\"\ntopic = \"x/b\"\n"
-    );
-    assert_rejected(
-        &text,
-        "w.toml:7:6: device id `a` is used twice\n  hint: first used at line 4, column 6",
-    );
+    let text = format!("{BROKER}[[device]]\nid = \"a\"\ntopic = \"x/a\"\n[[device]]\nid = \"a\"\ntopic = \"x/b\"\n");
+    assert_rejected(&text, "w.toml:7:6: device id `a` is used twice\n  hint: first used at line 4, column 6");
 }
 
 #[test]
 fn unknown_action_suggests_the_closest_one() {
     let text = format!("{BROKER}[[device]]\nid = \"a\"\ntopic = \"x/a\"\nactions = [\"lgo\"]\n");
-    assert_rejected(
-        &text,
-        "w.toml:6:12: unknown action `lgo`\n  hint: did you mean `log`?",
-    );
+    assert_rejected(&text, "w.toml:6:12: unknown action `lgo`\n  hint: did you mean `log`?");
 }
 
 #[test]
 fn id_placeholder_must_be_a_whole_level() {
     let text = format!("{BROKER}[[device]]\ntopic = \"sensors/x{{id}}/status\"\n");
-    assert_rejected(
-        &text,
-        "w.toml:4:9: `topic`: `{id}` must be a whole topic level",
-    );
+    assert_rejected(&text, "w.toml:4:9: `topic`: `{id}` must be a whole topic level");
 }
 
 #[test]
 fn wildcards_in_exact_topics_are_refused_with_a_hint() {
     let text = format!("{BROKER}[[device]]\nid = \"a\"\ntopic = \"sensors/+/status\"\n");
-    assert_rejected(
-        &text,
-        "w.toml:5:9: `topic`: wildcards are not allowed in a topic",
-    );
-    assert_rejected(
-        &text,
-        "hint: for one device per matching topic write e.g. sensors/{id}/status",
-    );
+    assert_rejected(&text, "w.toml:5:9: `topic`: wildcards are not allowed in a topic");
+    assert_rejected(&text, "hint: for one device per matching topic write e.g. sensors/{id}/status");
 }
 
 #[test]
 fn bad_broker_url_is_pointed_at() {
-    assert_rejected(
-        "[broker]\nurl = \"http://broker:80\"\n",
-        "w.toml:2:7: `url` scheme `http` is not supported",
-    );
-    assert_rejected(
-        "[broker]\nurl = \"mqtt://u:p@broker\"\n",
-        "w.toml:2:7: credentials in the broker URL",
-    );
+    assert_rejected("[broker]\nurl = \"http://broker:80\"\n", "w.toml:2:7: `url` scheme `http` is not supported");
+    assert_rejected("[broker]\nurl = \"mqtt://u:p@broker\"\n", "w.toml:2:7: credentials in the broker URL");
 }
 
 #[test]
 fn missing_broker_section_is_reported() {
-    assert_rejected(
-        "[[device]]\nid = \"a\"\ntopic = \"x\"\n",
-        "missing field `broker`",
-    );
+    assert_rejected("[[device]]\nid = \"a\"\ntopic = \"x\"\n", "missing field `broker`");
 }
 
 #[test]
@@ -161,14 +104,8 @@ fn every_mistake_is_reported_in_one_run() {
     );
     let (ok, _, stderr) = check(&text);
     assert!(!ok);
-    assert!(
-        stderr.contains("w.toml:5:9: `topic`: `#` is not allowed"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("w.toml:9:12: unknown action `nope`"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("w.toml:5:9: `topic`: `#` is not allowed"), "{stderr}");
+    assert!(stderr.contains("w.toml:9:12: unknown action `nope`"), "{stderr}");
 }
 
 #[test]
@@ -177,10 +114,7 @@ fn tls_files_need_mqtts_and_must_exist() {
         &format!("{BROKER}ca_file = \"ca.pem\"\n"),
         "w.toml:3:11: TLS files are set but the broker URL is mqtt://",
     );
-    assert_rejected(
-        "[broker]\nurl = \"mqtts://b\"\nca_file = \"missing.pem\"\n",
-        "w.toml:3:11: cannot read `ca_file`",
-    );
+    assert_rejected("[broker]\nurl = \"mqtts://b\"\nca_file = \"missing.pem\"\n", "w.toml:3:11: cannot read `ca_file`");
 }
 
 #[test]
@@ -188,10 +122,7 @@ fn missing_file_is_a_clear_error() {
     let out = check_file(Path::new("/nonexistent/willwatch.toml"));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("/nonexistent/willwatch.toml: cannot read the config file"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("/nonexistent/willwatch.toml: cannot read the config file"), "{stderr}");
 }
 
 #[test]
@@ -201,11 +132,7 @@ fn the_password_never_appears_in_the_output() {
     let text = format!("{BROKER}username = \"watcher\"\npassword_file = \"pw\"\n");
     std::fs::write(dir.path().join("w.toml"), text).unwrap();
     let out = check_file(&dir.path().join("w.toml"));
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{all}");
     assert!(all.contains("user watcher (password set)"), "{all}");
     assert!(!all.contains("hunter2"), "{all}");

@@ -32,14 +32,7 @@ async fn watching() -> (Broker, Daemon) {
 
 /// pump-7 connected with its will, and seen online by the daemon.
 async fn pump_online(broker: &Broker, daemon: &Daemon) -> SimDevice {
-    let device = SimDevice::connect(
-        broker.port,
-        "pump-7",
-        "plant/pump-7/status",
-        "online",
-        "offline",
-    )
-    .await;
+    let device = SimDevice::connect(broker.port, "pump-7", "plant/pump-7/status", "online", "offline").await;
     wait_state(daemon, "pump-7", "online").await;
     device
 }
@@ -48,9 +41,7 @@ async fn pump_online(broker: &Broker, daemon: &Daemon) -> SimDevice {
 async fn wait_state(daemon: &Daemon, device: &str, state: &str) {
     let what = format!("{device} to be {state}");
     daemon
-        .wait_log(&what, SOON, |l| {
-            message(l) == "device state" && l["device"] == device && l["state"] == state
-        })
+        .wait_log(&what, SOON, |l| message(l) == "device state" && l["device"] == device && l["state"] == state)
         .await;
 }
 
@@ -58,10 +49,7 @@ async fn wait_state(daemon: &Daemon, device: &str, state: &str) {
 /// waits for the sentinel's event: everything before it has been handled.
 async fn publish_then_sync(broker: &Broker, daemon: &Daemon, messages: &[(&str, &str)]) {
     let n = daemon.events("sentinel", "offline").len() + 1;
-    let mut all: Vec<(&str, Vec<u8>)> = messages
-        .iter()
-        .map(|(t, p)| (*t, p.as_bytes().to_vec()))
-        .collect();
+    let mut all: Vec<(&str, Vec<u8>)> = messages.iter().map(|(t, p)| (*t, p.as_bytes().to_vec())).collect();
     all.push(("plant/sentinel/status", b"online".to_vec()));
     all.push(("plant/sentinel/status", b"offline".to_vec()));
     publish_many(broker.port, &all, false).await;
@@ -83,12 +71,7 @@ async fn device_will_fires_exactly_one_offline() {
     assert!(message(&event).contains("offline"));
 
     publish_then_sync(&broker, &daemon, &[("plant/pump-7/status", "offline")]).await;
-    assert_eq!(
-        daemon.events("pump-7", "offline").len(),
-        1,
-        "{}",
-        daemon.dump()
-    );
+    assert_eq!(daemon.events("pump-7", "offline").len(), 1, "{}", daemon.dump());
     assert_eq!(daemon.events("pump-7", "online").len(), 0);
 }
 
@@ -102,33 +85,15 @@ async fn recovery_fires_one_online_with_its_offline_duration() {
 
     let offline_at_least = Duration::from_millis(1200);
     tokio::time::sleep_until(went_offline + offline_at_least).await;
-    let _back = SimDevice::connect(
-        broker.port,
-        "pump-7",
-        "plant/pump-7/status",
-        "online",
-        "offline",
-    )
-    .await;
+    let _back = SimDevice::connect(broker.port, "pump-7", "plant/pump-7/status", "online", "offline").await;
     let event = daemon.wait_event("pump-7", "online", 1).await;
     let offline_for = event["offline_for_s"].as_f64().expect("offline_for_s");
-    assert!(
-        offline_for >= offline_at_least.as_secs_f64() - 0.1,
-        "offline_for_s = {offline_for}"
-    );
+    assert!(offline_for >= offline_at_least.as_secs_f64() - 0.1, "offline_for_s = {offline_for}");
     assert!(offline_for < 10.0, "offline_for_s = {offline_for}");
-    assert!(
-        message(&event).starts_with("device online after 1s"),
-        "{event}"
-    );
+    assert!(message(&event).starts_with("device online after 1s"), "{event}");
 
     publish_then_sync(&broker, &daemon, &[("plant/pump-7/status", "online")]).await;
-    assert_eq!(
-        daemon.events("pump-7", "online").len(),
-        1,
-        "{}",
-        daemon.dump()
-    );
+    assert_eq!(daemon.events("pump-7", "online").len(), 1, "{}", daemon.dump());
 }
 
 #[tokio::test]
@@ -138,62 +103,28 @@ async fn duplicate_messages_fire_nothing_more() {
     publish_then_sync(
         &broker,
         &daemon,
-        &[
-            (t, "online"),
-            (t, "online"),
-            (t, "offline"),
-            (t, "offline"),
-            (t, "offline"),
-        ],
+        &[(t, "online"), (t, "online"), (t, "offline"), (t, "offline"), (t, "offline")],
     )
     .await;
-    assert_eq!(
-        daemon.events("pump-7", "offline").len(),
-        1,
-        "{}",
-        daemon.dump()
-    );
-    publish_then_sync(
-        &broker,
-        &daemon,
-        &[(t, "online"), (t, "online"), (t, "online")],
-    )
-    .await;
-    assert_eq!(
-        daemon.events("pump-7", "online").len(),
-        1,
-        "{}",
-        daemon.dump()
-    );
+    assert_eq!(daemon.events("pump-7", "offline").len(), 1, "{}", daemon.dump());
+    publish_then_sync(&broker, &daemon, &[(t, "online"), (t, "online"), (t, "online")]).await;
+    assert_eq!(daemon.events("pump-7", "online").len(), 1, "{}", daemon.dump());
     assert_eq!(daemon.events("pump-7", "offline").len(), 1);
 }
 
 #[tokio::test]
 async fn pattern_device_takes_its_id_from_the_topic() {
     let (broker, daemon) = watching().await;
-    let device =
-        SimDevice::connect(broker.port, "t-9", "sensors/t-9/status", "online", "lost").await;
+    let device = SimDevice::connect(broker.port, "t-9", "sensors/t-9/status", "online", "lost").await;
     wait_state(&daemon, "t-9", "online").await;
     device.kill();
     let event = daemon.wait_event("t-9", "offline", 1).await;
     assert_eq!(event["topic"], "sensors/t-9/status");
     assert_eq!(event["payload"], "lost");
 
-    publish_then_sync(
-        &broker,
-        &daemon,
-        &[
-            ("sensors/t-9/extra/status", "offline"),
-            ("sensors/t-9/state", "offline"),
-        ],
-    )
-    .await;
-    assert_eq!(
-        daemon
-            .logs(|l| l["action"] == "log" && l["event"] == "offline" && l["device"] != "sentinel")
-            .len(),
-        1
-    );
+    publish_then_sync(&broker, &daemon, &[("sensors/t-9/extra/status", "offline"), ("sensors/t-9/state", "offline")])
+        .await;
+    assert_eq!(daemon.logs(|l| l["action"] == "log" && l["event"] == "offline" && l["device"] != "sentinel").len(), 1);
 }
 
 #[tokio::test]
@@ -208,10 +139,7 @@ async fn retained_state_at_startup_sets_the_initial_state() {
     assert_eq!(event["previous"], "unknown");
     wait_state(&daemon, "a", "online").await;
     publish_then_sync(&broker, &daemon, &[]).await;
-    assert_eq!(
-        daemon.events("a", "offline").len() + daemon.events("a", "online").len(),
-        0
-    );
+    assert_eq!(daemon.events("a", "offline").len() + daemon.events("a", "online").len(), 0);
 
     publish(broker.port, "plant/pump-7/status", "online", true).await;
     daemon.wait_event("pump-7", "online", 1).await;
@@ -239,36 +167,19 @@ async fn unrecognised_binary_and_oversized_payloads_change_nothing() {
 
     let t = "plant/pump-7/status";
     let huge = vec![b'x'; 2 << 20];
-    let messages: Vec<(&str, Vec<u8>)> = vec![
-        (t, b"rebooting".to_vec()),
-        (t, vec![0xff, 0xfe, 0x00, 0x80]),
-        (t, huge),
-        (t, b"{\"state\":".to_vec()),
-    ];
+    let messages: Vec<(&str, Vec<u8>)> =
+        vec![(t, b"rebooting".to_vec()), (t, vec![0xff, 0xfe, 0x00, 0x80]), (t, huge), (t, b"{\"state\":".to_vec())];
     publish_many(broker.port, &messages, false).await;
     let warning = daemon
         .wait_log("an unrecognised-payload warning", SOON, |l| {
-            l["level"] == "WARN"
-                && l["device"] == "pump-7"
-                && message(l).contains("neither an online nor an offline")
+            l["level"] == "WARN" && l["device"] == "pump-7" && message(l).contains("neither an online nor an offline")
         })
         .await;
     assert_eq!(warning["payload"], "rebooting");
     publish_then_sync(&broker, &daemon, &[]).await;
     // Rate-limited: one warning for the four payloads.
-    assert_eq!(
-        daemon
-            .logs(|l| l["device"] == "pump-7" && message(l).contains("neither an online"))
-            .len(),
-        1
-    );
-    assert!(
-        daemon
-            .logs(|l| message(l) == "lost the broker connection")
-            .is_empty(),
-        "{}",
-        daemon.dump()
-    );
+    assert_eq!(daemon.logs(|l| l["device"] == "pump-7" && message(l).contains("neither an online")).len(), 1);
+    assert!(daemon.logs(|l| message(l) == "lost the broker connection").is_empty(), "{}", daemon.dump());
 
     // The state is still online: going offline now reports `previous = online`.
     publish(broker.port, t, "offline", false).await;

@@ -25,17 +25,8 @@ async fn sigterm_publishes_retained_offline_and_exits_zero() {
 
     daemon.signal("TERM");
     let status = daemon.exit_status(SOON).await;
-    assert!(
-        status.success(),
-        "exit status {status:?}\n{}",
-        daemon.dump()
-    );
-    assert_eq!(
-        retained(broker.port, "willwatch/test/status")
-            .await
-            .as_deref(),
-        Some("offline")
-    );
+    assert!(status.success(), "exit status {status:?}\n{}", daemon.dump());
+    assert_eq!(retained(broker.port, "willwatch/test/status").await.as_deref(), Some("offline"));
     let goodbye = daemon.logs(|l| l["message"] == "published our offline and disconnected");
     assert_eq!(goodbye.len(), 1, "{}", daemon.dump());
 }
@@ -48,10 +39,5 @@ async fn sigint_also_shuts_down_cleanly() {
     daemon.signal("INT");
     let status = daemon.exit_status(SOON).await;
     assert!(status.success(), "exit status {status:?}");
-    assert_eq!(
-        retained(broker.port, "willwatch/test/status")
-            .await
-            .as_deref(),
-        Some("offline")
-    );
+    assert_eq!(retained(broker.port, "willwatch/test/status").await.as_deref(), Some("offline"));
 }

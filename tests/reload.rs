@@ -7,18 +7,13 @@ use support::daemon::message;
 use support::{Broker, Daemon, SOON, config, publish};
 
 fn devices(ids: &[&str]) -> String {
-    ids.iter()
-        .map(|id| format!("[[device]]\nid = \"{id}\"\ntopic = \"plant/{id}/status\"\n\n"))
-        .collect()
+    ids.iter().map(|id| format!("[[device]]\nid = \"{id}\"\ntopic = \"plant/{id}/status\"\n\n")).collect()
 }
 
 async fn wait_reloaded(daemon: &Daemon, n: usize) -> serde_json::Value {
     let what = format!("reload #{n}");
     support::eventually(&what, SOON, || {
-        daemon
-            .logs(|l| message(l).starts_with("config reloaded"))
-            .into_iter()
-            .nth(n - 1)
+        daemon.logs(|l| message(l).starts_with("config reloaded")).into_iter().nth(n - 1)
     })
     .await
 }
@@ -41,11 +36,7 @@ async fn sighup_adds_and_removes_devices_and_keeps_the_state_of_the_rest() {
     publish(broker.port, "plant/b/status", "offline", false).await;
     publish(broker.port, "plant/c/status", "offline", false).await;
     daemon.wait_event("c", "offline", 1).await;
-    assert!(
-        daemon.events("b", "offline").is_empty(),
-        "{}",
-        daemon.dump()
-    );
+    assert!(daemon.events("b", "offline").is_empty(), "{}", daemon.dump());
 
     // a kept its open alert: coming back resolves it, and no new offline fires.
     publish(broker.port, "plant/a/status", "offline", false).await;
@@ -60,21 +51,13 @@ async fn sighup_with_a_broken_file_keeps_the_old_config() {
     let daemon = Daemon::start(&config(&broker, &devices(&["a"])));
     daemon.wait_connected().await;
 
-    daemon.write_config(&config(
-        &broker,
-        "[[device]]\nid = \"a\"\ntopic = \"plant/a/status\"\nactoins = [\"log\"]\n",
-    ));
+    daemon.write_config(&config(&broker, "[[device]]\nid = \"a\"\ntopic = \"plant/a/status\"\nactoins = [\"log\"]\n"));
     daemon.signal("HUP");
     let error = daemon
-        .wait_log("the reload error", SOON, |l| {
-            l["level"] == "ERROR" && message(l).starts_with("reload failed")
-        })
+        .wait_log("the reload error", SOON, |l| l["level"] == "ERROR" && message(l).starts_with("reload failed"))
         .await;
     let text = message(&error);
-    assert!(
-        text.contains("willwatch.toml:12:1: unknown field `actoins`"),
-        "{text}"
-    );
+    assert!(text.contains("willwatch.toml:14:1: unknown field `actoins`"), "{text}");
 
     publish(broker.port, "plant/a/status", "offline", false).await;
     daemon.wait_event("a", "offline", 1).await;

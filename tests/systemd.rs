@@ -22,23 +22,14 @@ impl NotifySocket {
         let path = dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&path).unwrap();
         socket.set_nonblocking(true).unwrap();
-        NotifySocket {
-            socket,
-            path,
-            _dir: dir,
-            seen: Vec::new(),
-        }
+        NotifySocket { socket, path, _dir: dir, seen: Vec::new() }
     }
 
     /// Reads what has arrived; each datagram's lines are kept in order.
     fn drain(&mut self) -> &[String] {
         let mut buf = [0u8; 4096];
         while let Ok(n) = self.socket.recv(&mut buf) {
-            self.seen.extend(
-                String::from_utf8_lossy(&buf[..n])
-                    .lines()
-                    .map(str::to_string),
-            );
+            self.seen.extend(String::from_utf8_lossy(&buf[..n]).lines().map(str::to_string));
         }
         &self.seen
     }
@@ -55,10 +46,7 @@ async fn ready_comes_before_the_broker_answers_and_status_follows_the_link() {
     };
     let mut notify = NotifySocket::new();
     broker.stop();
-    let daemon = Daemon::start_with(
-        &config(&broker, ""),
-        &[("NOTIFY_SOCKET", notify.path.to_str().unwrap())],
-    );
+    let daemon = Daemon::start_with(&config(&broker, ""), &[("NOTIFY_SOCKET", notify.path.to_str().unwrap())]);
     notify.wait_for("READY=1", |l| l == "READY=1").await;
     broker.restart();
     daemon.wait_connected().await;
@@ -74,10 +62,7 @@ async fn ready_comes_before_the_broker_answers_and_status_follows_the_link() {
 async fn reload_is_bracketed_by_reloading_and_ready_and_stop_says_stopping() {
     let broker = Broker::start();
     let mut notify = NotifySocket::new();
-    let mut daemon = Daemon::start_with(
-        &config(&broker, ""),
-        &[("NOTIFY_SOCKET", notify.path.to_str().unwrap())],
-    );
+    let mut daemon = Daemon::start_with(&config(&broker, ""), &[("NOTIFY_SOCKET", notify.path.to_str().unwrap())]);
     let first_ready = notify.wait_for("READY=1", |l| l == "READY=1").await;
     daemon.wait_connected().await;
 
@@ -85,18 +70,10 @@ async fn reload_is_bracketed_by_reloading_and_ready_and_stop_says_stopping() {
     let reloading = notify.wait_for("RELOADING=1", |l| l == "RELOADING=1").await;
     assert!(reloading > first_ready);
     let seen = notify.drain().to_vec();
-    let monotonic = seen
-        .iter()
-        .skip(reloading)
-        .any(|l| l.starts_with("MONOTONIC_USEC="));
+    let monotonic = seen.iter().skip(reloading).any(|l| l.starts_with("MONOTONIC_USEC="));
     assert!(monotonic, "RELOADING=1 without MONOTONIC_USEC: {seen:?}");
     eventually("READY=1 after the reload", SOON, || {
-        notify
-            .drain()
-            .iter()
-            .skip(reloading)
-            .any(|l| l == "READY=1")
-            .then_some(())
+        notify.drain().iter().skip(reloading).any(|l| l == "READY=1").then_some(())
     })
     .await;
 
@@ -111,10 +88,7 @@ async fn watchdog_is_pinged_at_half_its_timeout() {
     let mut notify = NotifySocket::new();
     let _daemon = Daemon::start_with(
         &config(&broker, ""),
-        &[
-            ("NOTIFY_SOCKET", notify.path.to_str().unwrap()),
-            ("WATCHDOG_USEC", "300000"),
-        ],
+        &[("NOTIFY_SOCKET", notify.path.to_str().unwrap()), ("WATCHDOG_USEC", "300000")],
     );
     eventually("three WATCHDOG=1 pings", Duration::from_secs(5), || {
         (notify.drain().iter().filter(|l| *l == "WATCHDOG=1").count() >= 3).then_some(())

@@ -23,9 +23,7 @@ struct Pki {
 fn make_pki(dir: &Path, name: &str) -> Pki {
     let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, format!("{name} test CA"));
+    ca_params.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
     let ca_key = KeyPair::generate().unwrap();
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::new(ca_params, ca_key);
@@ -65,11 +63,7 @@ fn tls_config(broker: &Broker, ca: &Path, client: Option<(&Path, &Path)>) -> Str
         ca.display()
     );
     if let Some((cert, key)) = client {
-        broker_section.push_str(&format!(
-            "cert_file = \"{}\"\nkey_file = \"{}\"\n",
-            cert.display(),
-            key.display()
-        ));
+        broker_section.push_str(&format!("cert_file = \"{}\"\nkey_file = \"{}\"\n", cert.display(), key.display()));
     }
     format!("{broker_section}\n[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n")
 }
@@ -77,10 +71,7 @@ fn tls_config(broker: &Broker, ca: &Path, client: Option<(&Path, &Path)>) -> Str
 fn tls_broker() -> Option<(Broker, Pki)> {
     let dir = tempfile::tempdir().unwrap().keep();
     let pki = make_pki(&dir, "good");
-    let broker = Broker::mosquitto(BrokerOptions {
-        tls: Some(pki.server.clone()),
-        ..Default::default()
-    })?;
+    let broker = Broker::mosquitto(BrokerOptions { tls: Some(pki.server.clone()), ..Default::default() })?;
     Some((broker, pki))
 }
 
@@ -89,19 +80,11 @@ async fn mutual_tls_connects_and_detects() {
     let Some((broker, pki)) = tls_broker() else {
         return;
     };
-    let daemon = Daemon::start(&tls_config(
-        &broker,
-        &pki.ca,
-        Some((&pki.client_cert, &pki.client_key)),
-    ));
+    let daemon = Daemon::start(&tls_config(&broker, &pki.ca, Some((&pki.client_cert, &pki.client_key))));
     daemon.wait_connected().await;
     publish_over_tls(&broker, &pki, "plant/pump-7/status", "offline").await;
     daemon.wait_event("pump-7", "offline", 1).await;
-    assert!(
-        daemon.logs(|l| l["level"] == "ERROR").is_empty(),
-        "{}",
-        daemon.dump()
-    );
+    assert!(daemon.logs(|l| l["level"] == "ERROR").is_empty(), "{}", daemon.dump());
 }
 
 async fn publish_over_tls(broker: &Broker, pki: &Pki, topic: &str, payload: &str) {
@@ -114,15 +97,9 @@ async fn publish_over_tls(broker: &Broker, pki: &Pki, topic: &str, payload: &str
         client_auth: Some((read(&pki.client_cert), read(&pki.client_key))),
     }));
     let (client, mut eventloop) = AsyncClient::new(options, 8);
-    client
-        .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
-        .await
-        .unwrap();
+    client.publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec()).await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), async {
-        while !matches!(
-            eventloop.poll().await.expect("TLS publisher"),
-            Event::Incoming(Packet::PubAck(_))
-        ) {}
+        while !matches!(eventloop.poll().await.expect("TLS publisher"), Event::Incoming(Packet::PubAck(_))) {}
     })
     .await
     .expect("publish acknowledged");
@@ -134,21 +111,14 @@ async fn an_untrusted_broker_certificate_is_a_clear_tls_error() {
         return;
     };
     let other = make_pki(broker.dir(), "other");
-    let daemon = Daemon::start(&tls_config(
-        &broker,
-        &other.ca,
-        Some((&pki.client_cert, &pki.client_key)),
-    ));
+    let daemon = Daemon::start(&tls_config(&broker, &other.ca, Some((&pki.client_cert, &pki.client_key))));
     let error = daemon
         .wait_log("a TLS error", Duration::from_secs(10), |l| {
             message(l).starts_with("TLS connection to the broker failed")
         })
         .await;
     assert_eq!(error["level"], "ERROR");
-    assert!(
-        error["error"].as_str().unwrap().contains("UnknownIssuer"),
-        "{error}"
-    );
+    assert!(error["error"].as_str().unwrap().contains("UnknownIssuer"), "{error}");
 }
 
 #[tokio::test]
@@ -158,16 +128,9 @@ async fn a_missing_client_certificate_is_refused_and_retried() {
     };
     let daemon = Daemon::start(&tls_config(&broker, &pki.ca, None));
     eventually("two failed attempts", Duration::from_secs(20), || {
-        let failures =
-            daemon.logs(|l| l["attempt"].as_u64().is_some() && l["retry_in"].is_string());
+        let failures = daemon.logs(|l| l["attempt"].as_u64().is_some() && l["retry_in"].is_string());
         (failures.len() >= 2).then_some(())
     })
     .await;
-    assert!(
-        daemon
-            .logs(|l| message(l) == "connected to broker")
-            .is_empty(),
-        "{}",
-        daemon.dump()
-    );
+    assert!(daemon.logs(|l| message(l) == "connected to broker").is_empty(), "{}", daemon.dump());
 }

@@ -14,14 +14,7 @@ use std::time::Duration;
 use rand::Rng;
 use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS};
 
-const DEVICES: [&str; 6] = [
-    "pump-1",
-    "pump-2",
-    "valve-3",
-    "fan-4",
-    "meter-5",
-    "chiller-6",
-];
+const DEVICES: [&str; 6] = ["pump-1", "pump-2", "valve-3", "fan-4", "meter-5", "chiller-6"];
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,13 +31,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The embedded broker logs through the same subscriber; keep its chatter out.
     willwatch::logging::init(willwatch::logging::Format::Text, Some("info,rumqttd=off"))?;
-    println!(
-        "willwatch demo: broker on 127.0.0.1:{port}, config {}",
-        config.display()
-    );
-    println!(
-        "six devices under plant/<id>/status drop off and come back at random; Ctrl-C to stop.\n"
-    );
+    println!("willwatch demo: broker on 127.0.0.1:{port}, config {}", config.display());
+    println!("six devices under plant/<id>/status drop off and come back at random; Ctrl-C to stop.\n");
     for id in DEVICES {
         tokio::spawn(simulate(port, id));
     }
@@ -79,9 +67,7 @@ async fn simulate(port: u16, id: &'static str) {
         options.set_keep_alive(Duration::from_secs(5));
         options.set_last_will(LastWill::new(&topic, "offline", QoS::AtLeastOnce, true));
         let (client, mut eventloop) = AsyncClient::new(options, 8);
-        let _ = client
-            .publish(&topic, QoS::AtLeastOnce, true, "online")
-            .await;
+        let _ = client.publish(&topic, QoS::AtLeastOnce, true, "online").await;
         let up = Duration::from_millis(rand::rng().random_range(4_000..20_000));
         let _ = tokio::time::timeout(up, async { while eventloop.poll().await.is_ok() {} }).await;
         drop(eventloop);

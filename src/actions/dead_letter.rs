@@ -13,10 +13,7 @@ pub const FILE_NAME: &str = "dead-letter.jsonl";
 pub fn append(state_dir: &Path, record: &Value) {
     let path = state_dir.join(FILE_NAME);
     let result = std::fs::create_dir_all(state_dir).and_then(|()| {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
         let mut line = record.to_string();
         line.push('\n');
         file.write_all(line.as_bytes())

@@ -69,11 +69,7 @@ pub fn environment(event: &Event) -> Vec<(&'static str, String)> {
 }
 
 async fn execute(name: &str, spec: &Exec, event: &Event) {
-    let args: Vec<String> = spec
-        .args
-        .iter()
-        .map(|a| a.render(event).replace('\0', "\u{fffd}"))
-        .collect();
+    let args: Vec<String> = spec.args.iter().map(|a| a.render(event).replace('\0', "\u{fffd}")).collect();
     let mut command = Command::new(&spec.program);
     command
         .args(&args)
@@ -101,16 +97,13 @@ async fn execute(name: &str, spec: &Exec, event: &Event) {
                 let _ = stdin.write_all(body.as_bytes()).await;
             }
         };
-        let (_, out, err, status) =
-            tokio::join!(feed, capped(stdout), capped(stderr), child.wait());
+        let (_, out, err, status) = tokio::join!(feed, capped(stdout), capped(stderr), child.wait());
         (out, err, status)
     })
     .await;
     match finished {
         Ok((out, err, status)) => {
-            let status = status
-                .map(|s| s.to_string())
-                .unwrap_or_else(|e| e.to_string());
+            let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
             let ok = status == "exit status: 0";
             if ok {
                 tracing::info!(action = %name, device = %event.device, event = %event.kind,

@@ -30,9 +30,9 @@ fn write(name: &str, event: &Event) {
             "device offline"
         ),
         EventKind::Online => {
-            let offline_for = event.offline_for.map(|d| {
-                humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
-            });
+            let offline_for = event
+                .offline_for
+                .map(|d| humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string());
             tracing::info!(
                 action = %name,
                 device = %event.device,

@@ -62,12 +62,7 @@ impl Context {
             .user_agent(concat!("willwatch/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client builds with static settings");
-        Context {
-            dispatch,
-            mqtt,
-            state_dir,
-            http,
-        }
+        Context { dispatch, mqtt, state_dir, http }
     }
 
     /// Hands a new event (an escalation) back to the dispatcher.
@@ -127,11 +122,7 @@ fn route(workers: &mut HashMap<String, Worker>, event: Event) {
         if !worker.wants(event.kind) {
             continue;
         }
-        if worker
-            .queue
-            .try_send(Job::Event(Arc::clone(&event)))
-            .is_err()
-        {
+        if worker.queue.try_send(Job::Event(Arc::clone(&event))).is_err() {
             worker.dropped += 1;
             tracing::error!(
                 action = %name,
@@ -146,19 +137,10 @@ fn route(workers: &mut HashMap<String, Worker>, event: Event) {
 
 /// Starts workers for new or changed actions; removed or changed ones get
 /// their queue closed and finish what they hold.
-fn reconcile(
-    workers: &mut HashMap<String, Worker>,
-    tasks: &mut JoinSet<()>,
-    config: &Config,
-    context: &Context,
-) {
-    let builtin = ActionSpec {
-        kind: ActionKind::Log,
-        on: EventKind::ALL.to_vec(),
-    };
-    let wanted: HashMap<&str, &ActionSpec> = std::iter::once((BUILTIN_LOG, &builtin))
-        .chain(config.actions.iter().map(|(n, s)| (n.as_str(), s)))
-        .collect();
+fn reconcile(workers: &mut HashMap<String, Worker>, tasks: &mut JoinSet<()>, config: &Config, context: &Context) {
+    let builtin = ActionSpec { kind: ActionKind::Log, on: EventKind::ALL.to_vec() };
+    let wanted: HashMap<&str, &ActionSpec> =
+        std::iter::once((BUILTIN_LOG, &builtin)).chain(config.actions.iter().map(|(n, s)| (n.as_str(), s))).collect();
     workers.retain(|name, worker| wanted.get(name.as_str()) == Some(&&worker.spec));
     for (name, spec) in wanted {
         if workers.contains_key(name) {
@@ -173,13 +155,6 @@ fn reconcile(
             ActionKind::Exec(e) => tasks.spawn(exec::run(n, e.clone(), jobs)),
             ActionKind::Publish(p) => tasks.spawn(publish::run(n, p.clone(), ctx, jobs)),
         };
-        workers.insert(
-            name.to_string(),
-            Worker {
-                spec: spec.clone(),
-                queue,
-                dropped: 0,
-            },
-        );
+        workers.insert(name.to_string(), Worker { spec: spec.clone(), queue, dropped: 0 });
     }
 }

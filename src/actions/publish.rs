@@ -11,11 +11,7 @@ pub async fn run(name: String, spec: Publish, context: Context, mut jobs: mpsc::
         let Job::Event(event) = job else { continue };
         let topic = spec.topic.render(&event);
         let body = event.to_json().to_string().into_bytes();
-        match context
-            .mqtt
-            .publish(topic.clone(), spec.qos, spec.retain, body)
-            .await
-        {
+        match context.mqtt.publish(topic.clone(), spec.qos, spec.retain, body).await {
             Ok(()) => {
                 tracing::debug!(action = %name, device = %event.device, event = %event.kind, topic = %topic, "event published")
             }

@@ -85,10 +85,7 @@ fn still_wanted(config: &Config, action: &str, device: &str, topic: &str) -> boo
 /// then intervals starting at `first_after` (at least 1 s), multiplied by
 /// `backoff` each time and capped at `max_interval`.
 pub fn schedule(spec: &Reconnect) -> impl Iterator<Item = Duration> + '_ {
-    let mut interval = spec
-        .first_after
-        .max(Duration::from_secs(1))
-        .min(spec.max_interval);
+    let mut interval = spec.first_after.max(Duration::from_secs(1)).min(spec.max_interval);
     std::iter::once(spec.first_after).chain((0..spec.max_attempts).map(move |_| {
         let wait = interval;
         interval = interval.mul_f64(spec.backoff).min(spec.max_interval);
@@ -96,13 +93,7 @@ pub fn schedule(spec: &Reconnect) -> impl Iterator<Item = Duration> + '_ {
     }))
 }
 
-async fn climb(
-    name: String,
-    spec: Arc<Reconnect>,
-    context: Context,
-    event: Arc<Event>,
-    attempts: Arc<AtomicU32>,
-) {
+async fn climb(name: String, spec: Arc<Reconnect>, context: Context, event: Arc<Event>, attempts: Arc<AtomicU32>) {
     let topic = spec.topic.render(&event);
     let payload = spec.payload.render(&event).into_bytes();
     for (i, delay) in schedule(&spec).enumerate() {
@@ -112,11 +103,7 @@ async fn climb(
         }
         let attempt = i as u32 + 1;
         attempts.store(attempt, Ordering::Relaxed);
-        match context
-            .mqtt
-            .publish(topic.clone(), spec.qos, spec.retain, payload.clone())
-            .await
-        {
+        match context.mqtt.publish(topic.clone(), spec.qos, spec.retain, payload.clone()).await {
             Ok(()) => {
                 tracing::info!(action = %name, device = %event.device, topic = %topic, attempt,
                 max_attempts = spec.max_attempts, "reconnect command sent")
@@ -169,10 +156,7 @@ mod tests {
     #[test]
     fn ladder_doubles_from_first_after_up_to_the_cap_then_waits_once_more() {
         // commands at 10, 20, 40, 80, 160 and 320 s; given up 300 s (the cap) later
-        assert_eq!(
-            secs(&spec(10, 2.0, 300, 6)),
-            vec![10, 10, 20, 40, 80, 160, 300]
-        );
+        assert_eq!(secs(&spec(10, 2.0, 300, 6)), vec![10, 10, 20, 40, 80, 160, 300]);
         assert_eq!(secs(&spec(10, 2.0, 30, 5)), vec![10, 10, 20, 30, 30, 30]);
     }
 

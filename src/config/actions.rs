@@ -12,9 +12,7 @@ use toml::Spanned;
 use super::error::{Problem, did_you_mean};
 use super::raw::{RawAction, RawDuration, SpannedList};
 use super::validate::Validator;
-use super::{
-    ActionKind, ActionSpec, BUILTIN_LOG, Exec, Publish, Reconnect, Secret, Webhook, WebhookFormat,
-};
+use super::{ActionKind, ActionSpec, BUILTIN_LOG, Exec, Publish, Reconnect, Secret, Webhook, WebhookFormat};
 use crate::event::EventKind;
 use crate::template::Template;
 
@@ -23,27 +21,10 @@ const ACTION_TYPES: [&str; 5] = ["log", "webhook", "reconnect", "exec", "publish
 /// Which settings each kind takes (besides `type` and `on`).
 fn settings_of(kind: &str) -> &'static [&'static str] {
     match kind {
-        "webhook" => &[
-            "url",
-            "timeout",
-            "max_attempts",
-            "secret_file",
-            "headers",
-            "format",
-            "concurrency",
-            "batch",
-        ],
-        "reconnect" => &[
-            "topic",
-            "payload",
-            "first_after",
-            "backoff",
-            "max_interval",
-            "max_attempts",
-            "escalate",
-            "qos",
-            "retain",
-        ],
+        "webhook" => &["url", "timeout", "max_attempts", "secret_file", "headers", "format", "concurrency", "batch"],
+        "reconnect" => {
+            &["topic", "payload", "first_after", "backoff", "max_interval", "max_attempts", "escalate", "qos", "retain"]
+        }
         "exec" => &["command", "timeout", "concurrency"],
         "publish" => &["topic", "qos", "retain"],
         _ => &[],
@@ -81,26 +62,20 @@ fn present(a: &RawAction) -> Vec<(&'static str, std::ops::Range<usize>)> {
 }
 
 impl Validator<'_> {
-    pub(super) fn actions(
-        &mut self,
-        raw: BTreeMap<String, Spanned<RawAction>>,
-    ) -> BTreeMap<String, ActionSpec> {
+    pub(super) fn actions(&mut self, raw: BTreeMap<String, Spanned<RawAction>>) -> BTreeMap<String, ActionSpec> {
         let names: BTreeSet<String> = raw.keys().cloned().collect();
         let mut out = BTreeMap::new();
         for (name, action) in raw {
             let span = action.span();
             let mut action = action.into_inner();
             if name == BUILTIN_LOG {
-                self.problem(Problem::new(span, "`log` is the built-in action").hint(
-                    "define your own log action under another name, e.g. [action.log-offline]",
-                ));
+                self.problem(
+                    Problem::new(span, "`log` is the built-in action")
+                        .hint("define your own log action under another name, e.g. [action.log-offline]"),
+                );
                 continue;
             }
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
                 self.problem(Problem::new(
                     span,
                     format!("action name `{name}` may use only letters, digits, `-` and `_`"),
@@ -109,41 +84,28 @@ impl Validator<'_> {
             }
             let kind_name = action.kind.get_ref().clone();
             if !ACTION_TYPES.contains(&kind_name.as_str()) {
-                let p = Problem::new(
-                    action.kind.span(),
-                    format!("unknown action type `{kind_name}`"),
-                );
+                let p = Problem::new(action.kind.span(), format!("unknown action type `{kind_name}`"));
                 self.problem(match did_you_mean(&kind_name, ACTION_TYPES) {
                     Some(s) => p.hint(format!("did you mean `{s}`?")),
                     None => p.hint(format!("known types: {}", ACTION_TYPES.join(", "))),
                 });
                 continue;
             }
-            let foreign: Vec<_> = present(&action)
-                .into_iter()
-                .filter(|(field, _)| !settings_of(&kind_name).contains(field))
-                .collect();
+            let foreign: Vec<_> =
+                present(&action).into_iter().filter(|(field, _)| !settings_of(&kind_name).contains(field)).collect();
             for (field, field_span) in &foreign {
-                let owners: Vec<&str> = ACTION_TYPES
-                    .iter()
-                    .copied()
-                    .filter(|k| settings_of(k).contains(field))
-                    .collect();
+                let owners: Vec<&str> =
+                    ACTION_TYPES.iter().copied().filter(|k| settings_of(k).contains(field)).collect();
                 self.problem(
-                    Problem::new(
-                        field_span.clone(),
-                        format!("`{field}` is not a setting of a `{kind_name}` action"),
-                    )
-                    .hint(format!("it belongs to: {}", owners.join(", "))),
+                    Problem::new(field_span.clone(), format!("`{field}` is not a setting of a `{kind_name}` action"))
+                        .hint(format!("it belongs to: {}", owners.join(", "))),
                 );
             }
             let on = self.event_filter(action.on.take());
             let kind = match kind_name.as_str() {
                 "log" => Some(ActionKind::Log),
                 "webhook" => self.webhook(&action, span.clone()).map(ActionKind::Webhook),
-                "reconnect" => self
-                    .reconnect(&action, span.clone(), &names)
-                    .map(ActionKind::Reconnect),
+                "reconnect" => self.reconnect(&action, span.clone(), &names).map(ActionKind::Reconnect),
                 "exec" => self.exec(&action, span.clone()).map(ActionKind::Exec),
                 _ => self.publish(&action, span.clone()).map(ActionKind::Publish),
             };
@@ -160,10 +122,7 @@ impl Validator<'_> {
             return Some(EventKind::ALL.to_vec());
         };
         if list.get_ref().is_empty() {
-            self.problem(Problem::new(
-                list.span(),
-                "`on` lists no events, so the action would never run",
-            ));
+            self.problem(Problem::new(list.span(), "`on` lists no events, so the action would never run"));
             return None;
         }
         let mut out = Vec::new();
@@ -193,21 +152,13 @@ impl Validator<'_> {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
             Ok(_) | Err(_) => {
                 self.problem(
-                    Problem::new(
-                        raw_url.span(),
-                        format!("`url` `{}` is not an http(s) URL", raw_url.get_ref()),
-                    )
-                    .hint("write e.g. https://hooks.example.com/willwatch"),
+                    Problem::new(raw_url.span(), format!("`url` `{}` is not an http(s) URL", raw_url.get_ref()))
+                        .hint("write e.g. https://hooks.example.com/willwatch"),
                 );
                 None
             }
         };
-        let timeout = self.duration(
-            &a.timeout,
-            Duration::from_secs(5),
-            "timeout",
-            Duration::from_millis(1),
-        );
+        let timeout = self.duration(&a.timeout, Duration::from_secs(5), "timeout", Duration::from_millis(1));
         let max_attempts = self.count(&a.max_attempts, 8, 1, 100, "max_attempts");
         let concurrency = self.count(&a.concurrency, 4, 1, 256, "concurrency");
         let secret = match &a.secret_file {
@@ -227,9 +178,7 @@ impl Validator<'_> {
         };
         let batch = match &a.batch {
             None => Some(None),
-            Some(_) => self
-                .duration(&a.batch, Duration::ZERO, "batch", Duration::from_millis(10))
-                .map(Some),
+            Some(_) => self.duration(&a.batch, Duration::ZERO, "batch", Duration::from_millis(10)).map(Some),
         };
         let headers = self.headers(a);
         Some(Webhook {
@@ -252,10 +201,7 @@ impl Validator<'_> {
         let mut ok = true;
         for (name, value) in headers.get_ref() {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                self.problem(Problem::new(
-                    headers.span(),
-                    format!("`{name}` is not a valid HTTP header name"),
-                ));
+                self.problem(Problem::new(headers.span(), format!("`{name}` is not a valid HTTP header name")));
                 ok = false;
                 continue;
             }
@@ -270,10 +216,7 @@ impl Validator<'_> {
             match Template::parse(&expanded) {
                 Ok(t) => out.push((name.clone(), t)),
                 Err(e) => {
-                    self.problem(Problem::new(
-                        value.span(),
-                        format!("header `{name}`: {}", e.message),
-                    ));
+                    self.problem(Problem::new(value.span(), format!("header `{name}`: {}", e.message)));
                     ok = false;
                 }
             }
@@ -292,27 +235,15 @@ impl Validator<'_> {
             Some(p) => self.template(p, "payload"),
             None => Template::parse("reconnect").ok(),
         };
-        let first_after = self.duration(
-            &a.first_after,
-            Duration::from_secs(10),
-            "first_after",
-            Duration::ZERO,
-        );
-        let max_interval = self.duration(
-            &a.max_interval,
-            Duration::from_secs(300),
-            "max_interval",
-            Duration::from_millis(1),
-        );
+        let first_after = self.duration(&a.first_after, Duration::from_secs(10), "first_after", Duration::ZERO);
+        let max_interval =
+            self.duration(&a.max_interval, Duration::from_secs(300), "max_interval", Duration::from_millis(1));
         let max_attempts = self.count(&a.max_attempts, 6, 1, 1000, "max_attempts");
         let backoff = match &a.backoff {
             None => Some(2.0),
             Some(b) if (1.0..=10.0).contains(b.get_ref()) => Some(*b.get_ref()),
             Some(b) => {
-                self.problem(Problem::new(
-                    b.span(),
-                    "`backoff` must be from 1.0 (steady) to 10.0",
-                ));
+                self.problem(Problem::new(b.span(), "`backoff` must be from 1.0 (steady) to 10.0"));
                 None
             }
         };
@@ -342,20 +273,12 @@ impl Validator<'_> {
     }
 
     fn exec(&mut self, a: &RawAction, span: std::ops::Range<usize>) -> Option<Exec> {
-        let timeout = self.duration(
-            &a.timeout,
-            Duration::from_secs(10),
-            "timeout",
-            Duration::from_millis(1),
-        );
+        let timeout = self.duration(&a.timeout, Duration::from_secs(10), "timeout", Duration::from_millis(1));
         let concurrency = self.count(&a.concurrency, 4, 1, 256, "concurrency");
         let Some(command) = a.command.as_ref().filter(|c| !c.get_ref().is_empty()) else {
             self.problem(
-                Problem::new(
-                    a.command.as_ref().map_or(span, Spanned::span),
-                    "an exec action needs a `command`",
-                )
-                .hint("command = [\"/usr/local/bin/page-oncall\", \"{id}\", \"{event}\"]"),
+                Problem::new(a.command.as_ref().map_or(span, Spanned::span), "an exec action needs a `command`")
+                    .hint("command = [\"/usr/local/bin/page-oncall\", \"{id}\", \"{event}\"]"),
             );
             return None;
         };
@@ -371,44 +294,27 @@ impl Validator<'_> {
         if !path.is_absolute() {
             self.warning(Problem::new(
                 program.span(),
-                format!(
-                    "`{}` is not an absolute path; it will be looked up in PATH when it runs",
-                    path.display()
-                ),
+                format!("`{}` is not an absolute path; it will be looked up in PATH when it runs", path.display()),
             ));
         } else {
             match std::fs::metadata(&path) {
                 Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
-                Ok(_) => self.warning(Problem::new(
-                    program.span(),
-                    format!("`{}` is not an executable file", path.display()),
-                )),
-                Err(e) => self.warning(Problem::new(
-                    program.span(),
-                    format!("`{}`: {e}", path.display()),
-                )),
+                Ok(_) => self
+                    .warning(Problem::new(program.span(), format!("`{}` is not an executable file", path.display()))),
+                Err(e) => self.warning(Problem::new(program.span(), format!("`{}`: {e}", path.display()))),
             }
         }
         let mut args = Vec::new();
         for arg in &command.get_ref()[1..] {
             args.push(self.template(arg, "command")?);
         }
-        Some(Exec {
-            program: path,
-            args,
-            timeout: timeout?,
-            concurrency: concurrency? as usize,
-        })
+        Some(Exec { program: path, args, timeout: timeout?, concurrency: concurrency? as usize })
     }
 
     fn publish(&mut self, a: &RawAction, span: std::ops::Range<usize>) -> Option<Publish> {
         let topic = self.topic_template(&a.topic, "a publish action", span);
         let qos = self.qos(&a.qos);
-        Some(Publish {
-            topic: topic?,
-            qos: qos?,
-            retain: a.retain.as_ref().is_some_and(|r| *r.get_ref()),
-        })
+        Some(Publish { topic: topic?, qos: qos?, retain: a.retain.as_ref().is_some_and(|r| *r.get_ref()) })
     }
 
     /// A required topic template without MQTT wildcards.
@@ -423,10 +329,7 @@ impl Validator<'_> {
             return None;
         };
         if topic.get_ref().contains(['+', '#']) || topic.get_ref().is_empty() {
-            self.problem(Problem::new(
-                topic.span(),
-                "`topic` must be non-empty, without `+` or `#`",
-            ));
+            self.problem(Problem::new(topic.span(), "`topic` must be non-empty, without `+` or `#`"));
             return None;
         }
         self.template(topic, "topic")
@@ -444,13 +347,7 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(
-        &mut self,
-        raw: &Option<RawDuration>,
-        default: Duration,
-        key: &str,
-        min: Duration,
-    ) -> Option<Duration> {
+    fn duration(&mut self, raw: &Option<RawDuration>, default: Duration, key: &str, min: Duration) -> Option<Duration> {
         let Some(raw) = raw else { return Some(default) };
         let value = raw.get_ref().into_inner();
         let max = Duration::from_secs(24 * 3600);
@@ -468,22 +365,12 @@ impl Validator<'_> {
         Some(value)
     }
 
-    fn count(
-        &mut self,
-        raw: &Option<Spanned<i64>>,
-        default: u32,
-        min: u32,
-        max: u32,
-        key: &str,
-    ) -> Option<u32> {
+    fn count(&mut self, raw: &Option<Spanned<i64>>, default: u32, min: u32, max: u32, key: &str) -> Option<u32> {
         let Some(raw) = raw else { return Some(default) };
         match u32::try_from(*raw.get_ref()) {
             Ok(n) if (min..=max).contains(&n) => Some(n),
             _ => {
-                self.problem(Problem::new(
-                    raw.span(),
-                    format!("`{key}` must be from {min} to {max}"),
-                ));
+                self.problem(Problem::new(raw.span(), format!("`{key}` must be from {min} to {max}")));
                 None
             }
         }
@@ -505,17 +392,11 @@ impl Validator<'_> {
         match std::fs::read_to_string(&path) {
             Ok(text) if !text.trim().is_empty() => Some(Secret(text.trim().to_string())),
             Ok(_) => {
-                self.problem(Problem::new(
-                    file.span(),
-                    format!("`secret_file` {} is empty", path.display()),
-                ));
+                self.problem(Problem::new(file.span(), format!("`secret_file` {} is empty", path.display())));
                 None
             }
             Err(e) => {
-                self.problem(Problem::new(
-                    file.span(),
-                    format!("cannot read `secret_file` {}: {e}", path.display()),
-                ));
+                self.problem(Problem::new(file.span(), format!("cannot read `secret_file` {}: {e}", path.display())));
                 None
             }
         }
@@ -536,11 +417,8 @@ impl Validator<'_> {
             while let Some(name) = frontier.pop() {
                 if name == *start {
                     self.problem(
-                        Problem::new(
-                            0..0,
-                            format!("`escalate` of action `{start}` leads back to itself"),
-                        )
-                        .hint("an escalation must end in actions that do not escalate"),
+                        Problem::new(0..0, format!("`escalate` of action `{start}` leads back to itself"))
+                            .hint("an escalation must end in actions that do not escalate"),
                     );
                     return;
                 }

@@ -19,11 +19,7 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(span: Range<usize>, message: impl Into<String>) -> Problem {
-        Problem {
-            span,
-            message: message.into(),
-            hint: None,
-        }
+        Problem { span, message: message.into(), hint: None }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Problem {
@@ -36,16 +32,9 @@ impl Problem {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{}: cannot read the config file: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{}", render(path, text, problems))]
-    Invalid {
-        path: PathBuf,
-        text: String,
-        problems: Vec<Problem>,
-    },
+    Invalid { path: PathBuf, text: String, problems: Vec<Problem> },
 }
 
 impl ConfigError {
@@ -65,18 +54,7 @@ impl ConfigError {
 }
 
 fn render(path: &std::path::Path, text: &str, problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(|p| {
-            Located {
-                path,
-                text,
-                problem: p,
-            }
-            .to_string()
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    problems.iter().map(|p| Located { path, text, problem: p }.to_string()).collect::<Vec<_>>().join("\n")
 }
 
 struct Located<'a> {
@@ -88,12 +66,7 @@ struct Located<'a> {
 impl fmt::Display for Located<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (line, col) = line_col(self.text, self.problem.span.start);
-        write!(
-            f,
-            "{}:{line}:{col}: {}",
-            self.path.display(),
-            self.problem.message
-        )?;
+        write!(f, "{}:{line}:{col}: {}", self.path.display(), self.problem.message)?;
         if let Some(hint) = &self.problem.hint {
             write!(f, "\n  hint: {hint}")?;
         }

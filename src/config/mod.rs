@@ -69,10 +69,7 @@ pub struct Tls {
 
 impl fmt::Debug for Tls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tls")
-            .field("ca_file", &self.ca_file)
-            .field("client_cert", &self.client_cert)
-            .finish()
+        f.debug_struct("Tls").field("ca_file", &self.ca_file).field("client_cert", &self.client_cert).finish()
     }
 }
 
@@ -215,10 +212,8 @@ pub struct Publish {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::parse(path, &text)
     }
 
@@ -234,11 +229,7 @@ impl Config {
     /// Every subscription filter, each once, in config order.
     pub fn filters(&self) -> Vec<String> {
         let mut seen = HashSet::new();
-        self.devices
-            .iter()
-            .map(|d| d.watch.filter())
-            .filter(|f| seen.insert(f.clone()))
-            .collect()
+        self.devices.iter().map(|d| d.watch.filter()).filter(|f| seen.insert(f.clone())).collect()
     }
 
     /// The spec that owns `topic` and the device id it gives it. Exact
@@ -276,42 +267,20 @@ mod tests {
         let a = &config.devices[0].rules;
         let b = &config.devices[1].rules;
         assert_eq!(
-            (
-                a.online.as_slice(),
-                a.offline.as_slice(),
-                a.actions.as_slice()
-            ),
-            (
-                &["online".to_string()][..],
-                &["dead".to_string()][..],
-                &["log".to_string()][..]
-            )
+            (a.online.as_slice(), a.offline.as_slice(), a.actions.as_slice()),
+            (&["online".to_string()][..], &["dead".to_string()][..], &["log".to_string()][..])
         );
         assert_eq!(
-            (
-                b.online.as_slice(),
-                b.offline.as_slice(),
-                b.actions.as_slice()
-            ),
-            (
-                &["up".to_string()][..],
-                &["dead".to_string()][..],
-                &["quiet".to_string()][..]
-            )
+            (b.online.as_slice(), b.offline.as_slice(), b.actions.as_slice()),
+            (&["up".to_string()][..], &["dead".to_string()][..], &["quiet".to_string()][..])
         );
-        assert_eq!(
-            config.actions["quiet"].on,
-            vec![crate::event::EventKind::Offline]
-        );
+        assert_eq!(config.actions["quiet"].on, vec![crate::event::EventKind::Offline]);
     }
 
     #[test]
     fn broker_url_defaults_port_and_presence_topic() {
         let config = parse("");
-        assert_eq!(
-            (config.broker.host.as_str(), config.broker.port),
-            ("b", 1883)
-        );
+        assert_eq!((config.broker.host.as_str(), config.broker.port), ("b", 1883));
         assert_eq!(config.broker.keep_alive, Duration::from_secs(30));
         assert_eq!(config.presence.topic, "willwatch/w/status");
         assert!(config.broker.tls.is_none());
@@ -329,10 +298,7 @@ mod tests {
         assert_eq!(id, "t-2");
         assert!(matches!(spec.watch, Watch::Pattern(_)));
         assert!(config.resolve("other/t-2/status").is_none());
-        assert_eq!(
-            config.filters(),
-            vec!["s/+/status", "s/+/+", "s/t-1/status"]
-        );
+        assert_eq!(config.filters(), vec!["s/+/status", "s/+/+", "s/t-1/status"]);
     }
 
     #[test]
@@ -341,11 +307,7 @@ mod tests {
         let err = Config::parse(Path::new("w.toml"), text).unwrap_err();
         assert_eq!(
             err.locations(),
-            vec![(
-                4,
-                9,
-                "`topic`: `#` is not allowed: a device is one topic, not a subtree".to_string()
-            )]
+            vec![(4, 9, "`topic`: `#` is not allowed: a device is one topic, not a subtree".to_string())]
         );
     }
 }

@@ -9,12 +9,8 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{Problem, did_you_mean};
-use super::raw::{
-    RawBroker, RawConfig, RawDefaults, RawDevice, RawDuration, RawPresence, SpannedList,
-};
-use super::{
-    ActionSpec, BUILTIN_LOG, Broker, Config, DeviceSpec, Presence, Rules, Secret, Tls, Watch,
-};
+use super::raw::{RawBroker, RawConfig, RawDefaults, RawDevice, RawDuration, RawPresence, SpannedList};
+use super::{ActionSpec, BUILTIN_LOG, Broker, Config, DeviceSpec, Presence, Rules, Secret, Tls, Watch};
 use crate::topic::{TopicError, WatchedTopic};
 
 /// Read when the config names no `password_file`.
@@ -27,9 +23,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
         let span = e.span().unwrap_or(0..0);
         let problem = Problem::new(span, e.message().trim_end().to_string());
         if e.message().contains("expected a duration") {
-            return vec![
-                problem.hint("write durations like \"500ms\", \"30s\", \"5m\" or \"1h 30m\""),
-            ];
+            return vec![problem.hint("write durations like \"500ms\", \"30s\", \"5m\" or \"1h 30m\"")];
         }
         vec![problem]
     })?;
@@ -63,16 +57,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
                     Watch::Pattern(_) => None,
                 })
                 .collect();
-            Ok(Config {
-                source: path.to_path_buf(),
-                broker,
-                presence,
-                devices,
-                actions,
-                state_dir,
-                warnings,
-                exact,
-            })
+            Ok(Config { source: path.to_path_buf(), broker, presence, devices, actions, state_dir, warnings, exact })
         }
         _ => Err(v.problems),
     }
@@ -101,8 +86,7 @@ impl Validator<'_> {
         let client_id = match raw.client_id {
             Some(id) if id.get_ref().trim().is_empty() => {
                 self.problem(
-                    Problem::new(id.span(), "`client_id` is empty")
-                        .hint("leave it out to use willwatch-<hostname>"),
+                    Problem::new(id.span(), "`client_id` is empty").hint("leave it out to use willwatch-<hostname>"),
                 );
                 None
             }
@@ -119,29 +103,13 @@ impl Validator<'_> {
             );
         }
         let (url, host, port, tls_wanted) = self.url(&raw.url)?;
-        let tls = self.tls(
-            tls_wanted,
-            &raw.url,
-            raw.ca_file,
-            raw.cert_file,
-            raw.key_file,
-        );
-        Some(Broker {
-            url,
-            host,
-            port,
-            tls: tls?,
-            client_id: client_id?,
-            keep_alive: keep_alive?,
-            username,
-            password,
-        })
+        let tls = self.tls(tls_wanted, &raw.url, raw.ca_file, raw.cert_file, raw.key_file);
+        Some(Broker { url, host, port, tls: tls?, client_id: client_id?, keep_alive: keep_alive?, username, password })
     }
 
     fn url(&mut self, raw: &Spanned<String>) -> Option<(String, String, u16, bool)> {
         let bad = |message: String| {
-            Problem::new(raw.span(), message)
-                .hint("write it as mqtt://host:1883 or mqtts://host:8883")
+            Problem::new(raw.span(), message).hint("write it as mqtt://host:1883 or mqtts://host:8883")
         };
         let url = match url::Url::parse(raw.get_ref()) {
             Ok(url) => url,
@@ -173,16 +141,8 @@ impl Validator<'_> {
             self.problem(bad("`url` has no host".into()));
             return None;
         };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        Some((
-            raw.get_ref().clone(),
-            host,
-            url.port().unwrap_or(default_port),
-            tls,
-        ))
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        Some((raw.get_ref().clone(), host, url.port().unwrap_or(default_port), tls))
     }
 
     fn keep_alive(&mut self, raw: Option<RawDuration>) -> Option<Duration> {
@@ -190,10 +150,7 @@ impl Validator<'_> {
             return Some(DEFAULT_KEEP_ALIVE);
         };
         let value = raw.get_ref().into_inner();
-        if value < Duration::from_secs(1)
-            || value > Duration::from_secs(u16::MAX.into())
-            || value.subsec_nanos() != 0
-        {
+        if value < Duration::from_secs(1) || value > Duration::from_secs(u16::MAX.into()) || value.subsec_nanos() != 0 {
             self.problem(
                 Problem::new(raw.span(), format!("`keep_alive` {} is out of range", humantime::format_duration(value)))
                     .hint("MQTT counts keep-alive in whole seconds, from 1s to 65535s; 30s suits most brokers"),
@@ -205,19 +162,13 @@ impl Validator<'_> {
 
     fn password(&mut self, file: Option<Spanned<String>>) -> Option<Secret> {
         let Some(file) = file else {
-            return std::env::var(PASSWORD_ENV)
-                .ok()
-                .filter(|p| !p.is_empty())
-                .map(Secret);
+            return std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()).map(Secret);
         };
         let path = self.base.join(file.get_ref());
         match std::fs::read_to_string(&path) {
             Ok(text) => Some(Secret(text.trim_end_matches(['\r', '\n']).to_string())),
             Err(e) => {
-                self.problem(Problem::new(
-                    file.span(),
-                    format!("cannot read `password_file` {}: {e}", path.display()),
-                ));
+                self.problem(Problem::new(file.span(), format!("cannot read `password_file` {}: {e}", path.display())));
                 None
             }
         }
@@ -234,11 +185,7 @@ impl Validator<'_> {
         if !wanted {
             if let Some(file) = ca.as_ref().or(cert.as_ref()).or(key.as_ref()) {
                 self.problem(
-                    Problem::new(
-                        file.span(),
-                        "TLS files are set but the broker URL is mqtt://",
-                    )
-                    .hint(format!(
+                    Problem::new(file.span(), "TLS files are set but the broker URL is mqtt://").hint(format!(
                         "use mqtts://{} to connect with TLS",
                         url.get_ref().trim_start_matches("mqtt://")
                     )),
@@ -259,14 +206,10 @@ impl Validator<'_> {
             }
         };
         let ca_path = ca.as_ref().map(|c| self.base.join(c.get_ref()));
-        let client_paths = client
-            .as_ref()
-            .map(|(c, k)| (self.base.join(c.get_ref()), self.base.join(k.get_ref())));
+        let client_paths = client.as_ref().map(|(c, k)| (self.base.join(c.get_ref()), self.base.join(k.get_ref())));
         match crate::tls::client_config(
             ca_path.as_deref(),
-            client_paths
-                .as_ref()
-                .map(|(c, k)| (c.as_path(), k.as_path())),
+            client_paths.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
         ) {
             Ok(config) => Some(Some(Tls {
                 ca_file: ca_path,
@@ -287,21 +230,10 @@ impl Validator<'_> {
         }
     }
 
-    fn presence(
-        &mut self,
-        raw: Option<Spanned<RawPresence>>,
-        client_id: Option<&str>,
-    ) -> Option<Presence> {
+    fn presence(&mut self, raw: Option<Spanned<RawPresence>>, client_id: Option<&str>) -> Option<Presence> {
         let (span, raw) = match raw {
             Some(r) => (r.span(), r.into_inner()),
-            None => (
-                0..0,
-                RawPresence {
-                    topic: None,
-                    online: None,
-                    offline: None,
-                },
-            ),
+            None => (0..0, RawPresence { topic: None, online: None, offline: None }),
         };
         let topic = match raw.topic {
             Some(t) => match WatchedTopic::parse(t.get_ref()) {
@@ -323,17 +255,10 @@ impl Validator<'_> {
         let online = self.payload(raw.online, "online");
         let offline = self.payload(raw.offline, "offline");
         if online.is_some() && online == offline {
-            self.problem(Problem::new(
-                span,
-                "presence `online` and `offline` are the same payload",
-            ));
+            self.problem(Problem::new(span, "presence `online` and `offline` are the same payload"));
             return None;
         }
-        Some(Presence {
-            topic: topic?,
-            online: online?,
-            offline: offline?,
-        })
+        Some(Presence { topic: topic?, online: online?, offline: offline? })
     }
 
     fn payload(&mut self, raw: Option<Spanned<String>>, default: &str) -> Option<String> {
@@ -355,10 +280,7 @@ impl Validator<'_> {
             return default.to_vec();
         };
         if list.get_ref().is_empty() {
-            self.problem(Problem::new(
-                list.span(),
-                format!("`{key}` lists no payloads"),
-            ));
+            self.problem(Problem::new(list.span(), format!("`{key}` lists no payloads")));
         }
         let mut out = Vec::new();
         for p in list.into_inner() {
@@ -402,10 +324,7 @@ impl Validator<'_> {
                         names.collect::<Vec<_>>().join(", ")
                     ),
                 };
-                self.problem(
-                    Problem::new(name.span(), format!("unknown action `{}`", name.get_ref()))
-                        .hint(hint),
-                );
+                self.problem(Problem::new(name.span(), format!("unknown action `{}`", name.get_ref())).hint(hint));
             } else if !out.contains(name.get_ref()) {
                 out.push(name.into_inner());
             }
@@ -416,10 +335,7 @@ impl Validator<'_> {
     /// A payload cannot mean both online and offline.
     fn disjoint(&mut self, rules: &Rules, span: std::ops::Range<usize>) {
         if let Some(both) = rules.online.iter().find(|p| rules.offline.contains(p)) {
-            self.problem(Problem::new(
-                span,
-                format!("payload `{both}` is listed as both online and offline"),
-            ));
+            self.problem(Problem::new(span, format!("payload `{both}` is listed as both online and offline")));
         }
     }
 
@@ -446,45 +362,38 @@ impl Validator<'_> {
                 (Err(e), _) => {
                     let mut p = Problem::new(device.topic.span(), format!("`topic`: {e}"));
                     if e == TopicError::WildcardInExactTopic {
-                        p = p.hint(
-                            "for one device per matching topic write e.g. sensors/{id}/status",
-                        );
+                        p = p.hint("for one device per matching topic write e.g. sensors/{id}/status");
                     }
                     self.problem(p);
                     continue;
                 }
                 (Ok(WatchedTopic::Exact(_)), None) => {
                     self.problem(
-                        Problem::new(span, "this device has an exact topic but no `id`").hint(
-                            "add id = \"...\", or put `{id}` in the topic to make it a pattern",
-                        ),
+                        Problem::new(span, "this device has an exact topic but no `id`")
+                            .hint("add id = \"...\", or put `{id}` in the topic to make it a pattern"),
                     );
                     continue;
                 }
                 (Ok(WatchedTopic::Pattern(_)), Some(id)) => {
                     self.problem(
-                        Problem::new(
-                            id.span(),
-                            "a pattern device takes its id from the `{id}` level of its topic",
-                        )
-                        .hint("remove `id`, or write the exact topic"),
+                        Problem::new(id.span(), "a pattern device takes its id from the `{id}` level of its topic")
+                            .hint("remove `id`, or write the exact topic"),
                     );
                     continue;
                 }
                 (Ok(WatchedTopic::Exact(topic)), Some(id)) => {
                     let id_span = id.span();
                     let id = id.into_inner();
-                    if id.trim().is_empty()
-                        || id.chars().any(char::is_control)
-                        || id.contains(['/', '+', '#'])
-                    {
-                        self.problem(Problem::new(id_span, format!("device id `{id}` must be non-empty, without `/`, `+`, `#` or control characters")));
+                    if id.trim().is_empty() || id.chars().any(char::is_control) || id.contains(['/', '+', '#']) {
+                        self.problem(Problem::new(
+                            id_span,
+                            format!("device id `{id}` must be non-empty, without `/`, `+`, `#` or control characters"),
+                        ));
                         continue;
                     }
                     if let Some(first) = ids.insert(id.clone(), id_span.start) {
                         self.problem(
-                            Problem::new(id_span, format!("device id `{id}` is used twice"))
-                                .hint(self.first_at(first)),
+                            Problem::new(id_span, format!("device id `{id}` is used twice")).hint(self.first_at(first)),
                         );
                         continue;
                     }
@@ -495,18 +404,12 @@ impl Validator<'_> {
             let key = watch.filter_key();
             if let Some(first) = topics.insert(key.clone(), device.topic.span().start) {
                 self.problem(
-                    Problem::new(
-                        device.topic.span(),
-                        format!("topic `{key}` is watched twice"),
-                    )
-                    .hint(self.first_at(first)),
+                    Problem::new(device.topic.span(), format!("topic `{key}` is watched twice"))
+                        .hint(self.first_at(first)),
                 );
                 continue;
             }
-            out.push(DeviceSpec {
-                watch,
-                rules: Arc::new(rules),
-            });
+            out.push(DeviceSpec { watch, rules: Arc::new(rules) });
         }
         out
     }
@@ -530,11 +433,7 @@ impl Validator<'_> {
             Some(dir) => self.base.join(dir.get_ref()),
             None => std::env::var_os("STATE_DIRECTORY")
                 // systemd may pass several, separated by colons; ours is the first.
-                .and_then(|v| {
-                    v.to_str()
-                        .and_then(|v| v.split(':').next())
-                        .map(PathBuf::from)
-                })
+                .and_then(|v| v.to_str().and_then(|v| v.split(':').next()).map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from("/var/lib/willwatch")),
         }
     }
@@ -558,9 +457,5 @@ impl Watch {
 fn default_client_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let host = host.trim();
-    if host.is_empty() {
-        "willwatch".to_string()
-    } else {
-        format!("willwatch-{host}")
-    }
+    if host.is_empty() { "willwatch".to_string() } else { format!("willwatch-{host}") }
 }

@@ -85,8 +85,7 @@ impl Broker {
         self.stop();
         let bin = mosquitto_path().expect("restart needs mosquitto");
         self.mosquitto = Some(
-            spawn_mosquitto(&bin, self.dir.path(), self.port, &self.options)
-                .expect("mosquitto restarts on its port"),
+            spawn_mosquitto(&bin, self.dir.path(), self.port, &self.options).expect("mosquitto restarts on its port"),
         );
         wait_for_port(self.port, self.mosquitto.as_mut());
     }
@@ -99,34 +98,18 @@ impl Broker {
                 continue;
             };
             if wait_for_port(port, Some(&mut child)) {
-                return Broker {
-                    port,
-                    dir,
-                    options,
-                    mosquitto: Some(child),
-                };
+                return Broker { port, dir, options, mosquitto: Some(child) };
             }
         }
-        panic!(
-            "mosquitto did not start; see {}",
-            dir.path().join("mosquitto.log").display()
-        );
+        panic!("mosquitto did not start; see {}", dir.path().join("mosquitto.log").display());
     }
 
     fn start_rumqttd() -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         embedded_broker::start(port);
-        assert!(
-            wait_for_port(port, None),
-            "rumqttd did not listen on {port}"
-        );
-        Broker {
-            port,
-            dir,
-            options: BrokerOptions::default(),
-            mosquitto: None,
-        }
+        assert!(wait_for_port(port, None), "rumqttd did not listen on {port}");
+        Broker { port, dir, options: BrokerOptions::default(), mosquitto: None }
     }
 }
 
@@ -155,40 +138,24 @@ fn mosquitto_path() -> Option<PathBuf> {
     }
 }
 
-fn spawn_mosquitto(
-    bin: &Path,
-    dir: &Path,
-    port: u16,
-    options: &BrokerOptions,
-) -> std::io::Result<Child> {
-    let mut conf = format!(
-        "listener {port} 127.0.0.1\nlog_dest file {}\nlog_type all\n",
-        dir.join("mosquitto.log").display()
-    );
+fn spawn_mosquitto(bin: &Path, dir: &Path, port: u16, options: &BrokerOptions) -> std::io::Result<Child> {
+    let mut conf =
+        format!("listener {port} 127.0.0.1\nlog_dest file {}\nlog_type all\n", dir.join("mosquitto.log").display());
     // Started as root, mosquitto drops to its own user unless told not to;
     // the test's temp files are root's.
     if is_root() {
         conf.push_str("user root\n");
     }
     if options.persistence {
-        conf.push_str(&format!(
-            "persistence true\npersistence_location {}/\nautosave_interval 1\n",
-            dir.display()
-        ));
+        conf.push_str(&format!("persistence true\npersistence_location {}/\nautosave_interval 1\n", dir.display()));
     }
     match &options.user {
         Some((user, password)) => {
             let file = dir.join("passwords");
             std::fs::write(&file, format!("{user}:{password}\n"))?;
-            let status = Command::new("mosquitto_passwd")
-                .arg("-U")
-                .arg(&file)
-                .status()?;
+            let status = Command::new("mosquitto_passwd").arg("-U").arg(&file).status()?;
             assert!(status.success(), "mosquitto_passwd failed");
-            conf.push_str(&format!(
-                "allow_anonymous false\npassword_file {}\n",
-                file.display()
-            ));
+            conf.push_str(&format!("allow_anonymous false\npassword_file {}\n", file.display()));
         }
         None => conf.push_str("allow_anonymous true\n"),
     }
@@ -202,31 +169,18 @@ fn spawn_mosquitto(
     }
     let conf_path = dir.join("mosquitto.conf");
     std::fs::write(&conf_path, conf)?;
-    Command::new(bin)
-        .arg("-c")
-        .arg(&conf_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    Command::new(bin).arg("-c").arg(&conf_path).stdout(Stdio::null()).stderr(Stdio::null()).spawn()
 }
 
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1) == Some("0")))
         .unwrap_or(false)
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
 /// Polls until the port accepts connections; false if the broker died.

@@ -34,6 +34,8 @@ impl Daemon {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("JOURNAL_STREAM")
             .env_remove("WILLWATCH_MQTT_PASSWORD")
+            .env_remove("STATE_DIRECTORY")
+            .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -46,8 +48,7 @@ impl Daemon {
         let sink = Arc::clone(&logs);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|_| serde_json::json!({ "raw": line }));
+                let value = serde_json::from_str(&line).unwrap_or_else(|_| serde_json::json!({ "raw": line }));
                 sink.lock().unwrap().push(value);
             }
         });
@@ -68,50 +69,30 @@ impl Daemon {
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill");
+        let status =
+            Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().expect("kill");
         assert!(status.success(), "kill -{signal} failed");
     }
 
     /// Waits for the process to exit.
     pub async fn exit_status(&mut self, timeout: Duration) -> ExitStatus {
         let child = &mut self.child;
-        eventually("the daemon to exit", timeout, || {
-            child.try_wait().expect("try_wait")
-        })
-        .await
+        eventually("the daemon to exit", timeout, || child.try_wait().expect("try_wait")).await
     }
 
     /// Log lines so far that satisfy `matches`.
     pub fn logs(&self, matches: impl Fn(&Value) -> bool) -> Vec<Value> {
-        self.logs
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|v| matches(v))
-            .cloned()
-            .collect()
+        self.logs.lock().unwrap().iter().filter(|v| matches(v)).cloned().collect()
     }
 
     /// Waits until some log line satisfies `matches` and returns it.
-    pub async fn wait_log(
-        &self,
-        what: &str,
-        timeout: Duration,
-        matches: impl Fn(&Value) -> bool,
-    ) -> Value {
+    pub async fn wait_log(&self, what: &str, timeout: Duration, matches: impl Fn(&Value) -> bool) -> Value {
         eventually(what, timeout, || self.logs(&matches).into_iter().next()).await
     }
 
     /// Waits until the daemon has subscribed and is connected.
     pub async fn wait_connected(&self) {
-        self.wait_log("the daemon to connect", Duration::from_secs(10), |l| {
-            message(l) == "connected to broker"
-        })
-        .await;
+        self.wait_log("the daemon to connect", Duration::from_secs(10), |l| message(l) == "connected to broker").await;
     }
 
     /// `event` ("offline"/"online") lines of the built-in log action for `device`.
@@ -122,21 +103,12 @@ impl Daemon {
     /// Waits for the `n`th `event` of `device` from the built-in log action.
     pub async fn wait_event(&self, device: &str, event: &str, n: usize) -> Value {
         let what = format!("{event} event #{n} for {device}");
-        eventually(&what, Duration::from_secs(10), || {
-            self.events(device, event).into_iter().nth(n - 1)
-        })
-        .await
+        eventually(&what, Duration::from_secs(10), || self.events(device, event).into_iter().nth(n - 1)).await
     }
 
     /// All log text, for failure messages.
     pub fn dump(&self) -> String {
-        self.logs
-            .lock()
-            .unwrap()
-            .iter()
-            .map(Value::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
+        self.logs.lock().unwrap().iter().map(Value::to_string).collect::<Vec<_>>().join("\n")
     }
 }
 

@@ -19,26 +19,12 @@ impl SimDevice {
     /// Connects with a retained will of `will` on `topic` and publishes
     /// `birth` there, retained; returns once the broker has acknowledged
     /// the birth.
-    pub async fn connect(
-        port: u16,
-        client_id: &str,
-        topic: &str,
-        birth: &str,
-        will: &str,
-    ) -> SimDevice {
+    pub async fn connect(port: u16, client_id: &str, topic: &str, birth: &str, will: &str) -> SimDevice {
         let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(30));
-        options.set_last_will(LastWill::new(
-            topic,
-            will.as_bytes().to_vec(),
-            QoS::AtLeastOnce,
-            true,
-        ));
+        options.set_last_will(LastWill::new(topic, will.as_bytes().to_vec(), QoS::AtLeastOnce, true));
         let (client, mut eventloop) = AsyncClient::new(options, 64);
-        client
-            .publish(topic, QoS::AtLeastOnce, true, birth.as_bytes().to_vec())
-            .await
-            .expect("queue birth");
+        client.publish(topic, QoS::AtLeastOnce, true, birth.as_bytes().to_vec()).await.expect("queue birth");
         let (acked_tx, acked_rx) = oneshot::channel();
         let task = tokio::spawn(async move {
             let mut acked = Some(acked_tx);
@@ -80,17 +66,12 @@ pub async fn publish_many(port: u16, messages: &[(&str, Vec<u8>)], retain: bool)
     options.set_max_packet_size(32 << 20, 32 << 20);
     let (client, mut eventloop) = AsyncClient::new(options, messages.len() + 8);
     for (topic, payload) in messages {
-        client
-            .publish(*topic, QoS::AtLeastOnce, retain, payload.clone())
-            .await
-            .expect("queue publish");
+        client.publish(*topic, QoS::AtLeastOnce, retain, payload.clone()).await.expect("queue publish");
     }
     let mut acks = 0;
     tokio::time::timeout(Duration::from_secs(10), async {
         while acks < messages.len() {
-            if let Event::Incoming(Packet::PubAck(_)) =
-                eventloop.poll().await.expect("publisher connection")
-            {
+            if let Event::Incoming(Packet::PubAck(_)) = eventloop.poll().await.expect("publisher connection") {
                 acks += 1;
             }
         }
@@ -107,10 +88,7 @@ pub async fn retained(port: u16, topic: &str) -> Option<String> {
     let mut options = MqttOptions::new(format!("peek-{}", rand_suffix()), "127.0.0.1", port);
     options.set_clean_session(true);
     let (client, mut eventloop) = AsyncClient::new(options, 8);
-    client
-        .subscribe(topic, QoS::AtLeastOnce)
-        .await
-        .expect("queue subscribe");
+    client.subscribe(topic, QoS::AtLeastOnce).await.expect("queue subscribe");
     let found = tokio::time::timeout(Duration::from_millis(500), async {
         loop {
             match eventloop.poll().await {
@@ -143,9 +121,6 @@ pub async fn wait_retained(port: u16, topic: &str, expected: &str) {
         if retained(port, topic).await.as_deref() == Some(expected) {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "retained {topic} never became {expected}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "retained {topic} never became {expected}");
     }
 }

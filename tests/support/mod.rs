@@ -7,18 +7,20 @@
 pub mod broker;
 pub mod daemon;
 pub mod devices;
+pub mod receiver;
 pub mod wait;
 
 pub use broker::{Broker, BrokerOptions};
 pub use daemon::Daemon;
 pub use devices::{SimDevice, publish, publish_many, retained, wait_retained};
+pub use receiver::{Behaviour, Receiver};
 pub use wait::eventually;
 
 /// A config for `broker` with the daemon's presence on `willwatch/test/status`,
 /// followed by `rest` (devices, actions, defaults).
 pub fn config(broker: &Broker, rest: &str) -> String {
     format!(
-        "[broker]\nurl = \"{}\"\nclient_id = \"willwatch-test-{}\"\nkeep_alive = \"5s\"\n\n\
+        "state_dir = \"state\"\n\n[broker]\nurl = \"{}\"\nclient_id = \"willwatch-test-{}\"\nkeep_alive = \"5s\"\n\n\
          [presence]\ntopic = \"willwatch/test/status\"\n\n{rest}",
         broker.url(),
         broker.port

@@ -4,11 +4,7 @@ use std::time::Duration;
 
 /// Polls `check` every 20 ms until it returns `Some`, or panics after
 /// `timeout` saying what was awaited.
-pub async fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
+pub async fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(value) = check() {

@@ -18,16 +18,9 @@ use crate::event::{Event, EventKind, rfc3339};
 const NOT_ENDED: &str = "0001-01-01T00:00:00Z";
 
 /// The body for `events`: one event, or a batch.
-pub fn render(
-    format: WebhookFormat,
-    receiver: &str,
-    events: &[Arc<Event>],
-    batched: bool,
-) -> Vec<u8> {
+pub fn render(format: WebhookFormat, receiver: &str, events: &[Arc<Event>], batched: bool) -> Vec<u8> {
     let value = match format {
-        WebhookFormat::Willwatch if batched => {
-            Value::Array(events.iter().map(|e| e.to_json()).collect())
-        }
+        WebhookFormat::Willwatch if batched => Value::Array(events.iter().map(|e| e.to_json()).collect()),
         WebhookFormat::Willwatch => events[0].to_json(),
         WebhookFormat::Alertmanager => alertmanager(receiver, events),
     };
@@ -55,11 +48,7 @@ fn alert(event: &Event) -> Value {
         EventKind::Offline => format!("{} is offline", event.device),
         EventKind::Online => format!("{} is back online", event.device),
         EventKind::ReconnectFailed => {
-            format!(
-                "{} still offline after {} reconnect attempts",
-                event.device,
-                event.attempts.unwrap_or(0)
-            )
+            format!("{} still offline after {} reconnect attempts", event.device, event.attempts.unwrap_or(0))
         }
     };
     json!({
@@ -82,30 +71,18 @@ fn fingerprint(labels: &BTreeMap<&'static str, String>) -> String {
         hash.update(v.as_bytes());
         hash.update([0xff]);
     }
-    hash.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hash.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn alertmanager(receiver: &str, events: &[Arc<Event>]) -> Value {
     let all: Vec<BTreeMap<&'static str, String>> = events.iter().map(|e| labels(e)).collect();
     let mut common = all[0].clone();
     common.retain(|k, v| all.iter().all(|l| l.get(k) == Some(v)));
-    let group: BTreeMap<&str, String> = common
-        .iter()
-        .filter(|(k, _)| **k == "alertname")
-        .map(|(k, v)| (*k, v.clone()))
-        .collect();
+    let group: BTreeMap<&str, String> =
+        common.iter().filter(|(k, _)| **k == "alertname").map(|(k, v)| (*k, v.clone())).collect();
     let firing = events.iter().any(|e| e.kind != EventKind::Online);
-    let group_key = format!(
-        "{{}}:{{{}}}",
-        group
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{v}\""))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let group_key =
+        format!("{{}}:{{{}}}", group.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect::<Vec<_>>().join(","));
     json!({
         "version": "4",
         "groupKey": group_key,
@@ -133,16 +110,8 @@ mod tests {
     #[test]
     fn willwatch_format_is_the_event_or_an_array_of_them() {
         let e = Arc::new(test_event(EventKind::Offline, "a"));
-        assert_eq!(
-            parse(render(WebhookFormat::Willwatch, "ops", std::slice::from_ref(&e), false))["device"],
-            "a"
-        );
-        let batch = parse(render(
-            WebhookFormat::Willwatch,
-            "ops",
-            &[e.clone(), e],
-            true,
-        ));
+        assert_eq!(parse(render(WebhookFormat::Willwatch, "ops", std::slice::from_ref(&e), false))["device"], "a");
+        let batch = parse(render(WebhookFormat::Willwatch, "ops", &[e.clone(), e], true));
         assert_eq!(batch.as_array().unwrap().len(), 2);
     }
 
@@ -152,33 +121,19 @@ mod tests {
         let mut on = test_event(EventKind::Online, "pump-7");
         on.offline_since = Some(on.at - Duration::from_secs(60));
         let firing = parse(render(WebhookFormat::Alertmanager, "ops", &[off], false));
-        let resolved = parse(render(
-            WebhookFormat::Alertmanager,
-            "ops",
-            &[Arc::new(on)],
-            false,
-        ));
+        let resolved = parse(render(WebhookFormat::Alertmanager, "ops", &[Arc::new(on)], false));
         assert_eq!(firing["status"], "firing");
         assert_eq!(firing["alerts"][0]["endsAt"], NOT_ENDED);
         assert_eq!(resolved["status"], "resolved");
-        assert_eq!(
-            resolved["alerts"][0]["startsAt"],
-            "2027-01-15T07:59:00.000Z"
-        );
-        assert_eq!(
-            firing["alerts"][0]["fingerprint"],
-            resolved["alerts"][0]["fingerprint"]
-        );
+        assert_eq!(resolved["alerts"][0]["startsAt"], "2027-01-15T07:59:00.000Z");
+        assert_eq!(firing["alerts"][0]["fingerprint"], resolved["alerts"][0]["fingerprint"]);
         assert_eq!(firing["groupKey"], "{}:{alertname=\"DeviceOffline\"}");
         assert_eq!(firing["commonLabels"]["device"], "pump-7");
     }
 
     #[test]
     fn a_batch_is_one_group_with_only_shared_labels_common() {
-        let events: Vec<_> = ["a", "b"]
-            .iter()
-            .map(|d| Arc::new(test_event(EventKind::Offline, d)))
-            .collect();
+        let events: Vec<_> = ["a", "b"].iter().map(|d| Arc::new(test_event(EventKind::Offline, d))).collect();
         let group = parse(render(WebhookFormat::Alertmanager, "ops", &events, true));
         assert_eq!(group["alerts"].as_array().unwrap().len(), 2);
         assert!(group["commonLabels"].get("device").is_none());

@@ -6,8 +6,10 @@
 //! them. Every attempt of one delivery carries the same `webhook-id` (the
 //! event's id, or a batch id), so receivers can deduplicate. A delivery out
 //! of attempts is logged at error and written to the dead-letter file.
-//! Deliveries run concurrently up to `concurrency`; past that, events wait
-//! in the action's queue (and the queue, when full, drops with a count).
+//! Deliveries run concurrently up to `concurrency`, but one device's events
+//! always arrive in order (its online never overtakes its offline); past
+//! that, events wait in the action's queue (and the queue, when full, drops
+//! with a count).
 //!
 //! With `batch`, the first event opens a window of that length; everything
 //! that arrives in it goes out as one request: an array of events, or one
@@ -17,11 +19,12 @@ mod body;
 mod retry;
 mod signature;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::{Context, Job, dead_letter};
@@ -36,6 +39,9 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// One request to make, with everything its attempts share.
 struct Delivery {
+    /// Deliveries with the same key go out in order (one device's events;
+    /// all batches share one key).
+    key: String,
     id: String,
     events: Vec<Arc<Event>>,
     body: Vec<u8>,
@@ -45,28 +51,31 @@ pub async fn run(name: String, spec: Webhook, context: Context, mut jobs: mpsc::
     let spec = Arc::new(spec);
     let slots = Arc::new(Semaphore::new(spec.concurrency));
     let mut running = JoinSet::new();
+    // The completion signal of the last delivery per key.
+    let mut order: HashMap<String, oneshot::Receiver<()>> = HashMap::new();
     while let Some(job) = jobs.recv().await {
         while running.try_join_next().is_some() {}
+        order.retain(|_, finished| matches!(finished.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
         let Job::Event(first) = job else { continue };
         let events = match spec.batch {
             Some(window) => collect(first, window, &mut jobs).await,
             None => vec![first],
         };
         let batched = spec.batch.is_some();
-        let id = if batched {
-            new_id()
-        } else {
-            events[0].id.clone()
-        };
+        let id = if batched { new_id() } else { events[0].id.clone() };
         let body = body::render(spec.format, &name, &events, batched);
-        let delivery = Delivery { id, events, body };
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            break;
-        };
+        let key = if batched { String::new() } else { events[0].device.clone() };
+        let delivery = Delivery { key, id, events, body };
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { break };
+        let (done, finished) = oneshot::channel::<()>();
+        let before = order.insert(delivery.key.clone(), finished);
         let (name, spec, context) = (name.clone(), Arc::clone(&spec), context.clone());
         running.spawn(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
             deliver(&name, &spec, &context, delivery).await;
-            drop(slot);
+            drop((slot, done));
         });
     }
     while running.join_next().await.is_some() {}
@@ -74,11 +83,7 @@ pub async fn run(name: String, spec: Webhook, context: Context, mut jobs: mpsc::
 
 /// The events arriving within `window` of the first (the queue closing
 /// ends the window early).
-async fn collect(
-    first: Arc<Event>,
-    window: Duration,
-    jobs: &mut mpsc::Receiver<Job>,
-) -> Vec<Arc<Event>> {
+async fn collect(first: Arc<Event>, window: Duration, jobs: &mut mpsc::Receiver<Job>) -> Vec<Arc<Event>> {
     let mut events = vec![first];
     let deadline = tokio::time::Instant::now() + window;
     loop {
@@ -144,11 +149,7 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
     );
 }
 
-async fn attempt_once(
-    spec: &Webhook,
-    context: &Context,
-    delivery: &Delivery,
-) -> reqwest::Result<reqwest::Response> {
+async fn attempt_once(spec: &Webhook, context: &Context, delivery: &Delivery) -> reqwest::Result<reqwest::Response> {
     let mut request = context
         .http
         .post(spec.url.clone())
@@ -158,16 +159,11 @@ async fn attempt_once(
     for (header, value) in &spec.headers {
         request = request.header(header, value.render(&delivery.events[0]));
     }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    request = request.header("webhook-id", &delivery.id).header("webhook-timestamp", now);
     if let Some(secret) = &spec.secret {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        for (header, value) in
-            signature::headers(secret.expose(), &delivery.id, now, &delivery.body)
-        {
-            request = request.header(header, value);
-        }
+        request =
+            request.header("webhook-signature", signature::sign(secret.expose(), &delivery.id, now, &delivery.body));
     }
     request.send().await
 }

@@ -24,18 +24,8 @@ async fn broker_restart_reconnects_resubscribes_and_detects_again() {
     daemon.wait_connected().await;
 
     broker.restart();
-    eventually("a second connection", Duration::from_secs(30), || {
-        (connections(&daemon) >= 2).then_some(())
-    })
-    .await;
-    assert_eq!(
-        daemon
-            .logs(|l| message(l) == "lost the broker connection")
-            .len(),
-        1,
-        "{}",
-        daemon.dump()
-    );
+    eventually("a second connection", Duration::from_secs(30), || (connections(&daemon) >= 2).then_some(())).await;
+    assert_eq!(daemon.logs(|l| message(l) == "lost the broker connection").len(), 1, "{}", daemon.dump());
     // The retained birth is back although the broker kept nothing.
     wait_retained(broker.port, "willwatch/test/status", "online").await;
     // Subscriptions were restored: detection works.
@@ -50,8 +40,7 @@ async fn unreachable_broker_is_retried_with_growing_delays_until_it_appears() {
     };
     broker.stop();
     let daemon = Daemon::start(&config(&broker, PUMP));
-    let attempts =
-        |daemon: &Daemon| daemon.logs(|l| message(l).starts_with("cannot reach the broker"));
+    let attempts = |daemon: &Daemon| daemon.logs(|l| message(l).starts_with("cannot reach the broker"));
     let failures = eventually("three failed attempts", Duration::from_secs(20), || {
         let seen = attempts(&daemon);
         (seen.len() >= 3).then_some(seen)
@@ -59,11 +48,7 @@ async fn unreachable_broker_is_retried_with_growing_delays_until_it_appears() {
     .await;
     let delays: Vec<f64> = failures
         .iter()
-        .map(|l| {
-            humantime::parse_duration(l["retry_in"].as_str().unwrap())
-                .unwrap()
-                .as_secs_f64()
-        })
+        .map(|l| humantime::parse_duration(l["retry_in"].as_str().unwrap()).unwrap().as_secs_f64())
         .collect();
     assert!(delays[2] > delays[0], "delays do not grow: {delays:?}");
     assert_eq!(failures[0]["level"], "WARN");
@@ -76,10 +61,7 @@ async fn unreachable_broker_is_retried_with_growing_delays_until_it_appears() {
 
 #[tokio::test]
 async fn wrong_password_is_a_clear_error_retried_until_fixed_by_reload() {
-    let options = BrokerOptions {
-        user: Some(("watcher".into(), "right-one".into())),
-        ..Default::default()
-    };
+    let options = BrokerOptions { user: Some(("watcher".into(), "right-one".into())), ..Default::default() };
     let Some(broker) = Broker::mosquitto(options) else {
         return;
     };
@@ -87,15 +69,10 @@ async fn wrong_password_is_a_clear_error_retried_until_fixed_by_reload() {
     std::fs::write(&password_file, "wrong-one\n").unwrap();
     let text = config(&broker, PUMP).replace(
         "keep_alive = \"5s\"\n",
-        &format!(
-            "keep_alive = \"5s\"\nusername = \"watcher\"\npassword_file = \"{}\"\n",
-            password_file.display()
-        ),
+        &format!("keep_alive = \"5s\"\nusername = \"watcher\"\npassword_file = \"{}\"\n", password_file.display()),
     );
     let daemon = Daemon::start(&text);
-    let refusals = |daemon: &Daemon| {
-        daemon.logs(|l| message(l).starts_with("the broker refused the connection"))
-    };
+    let refusals = |daemon: &Daemon| daemon.logs(|l| message(l).starts_with("the broker refused the connection"));
     let seen = eventually("two refused attempts", Duration::from_secs(20), || {
         let seen = refusals(&daemon);
         (seen.len() >= 2).then_some(seen)
@@ -103,22 +80,12 @@ async fn wrong_password_is_a_clear_error_retried_until_fixed_by_reload() {
     .await;
     assert_eq!(seen[0]["level"], "ERROR");
     let reason = seen[0]["reason"].as_str().unwrap();
-    assert!(
-        reason == "not authorized" || reason == "bad user name or password",
-        "{reason}"
-    );
-    assert!(
-        !daemon.dump().contains("wrong-one"),
-        "the password leaked into the log"
-    );
+    assert!(reason == "not authorized" || reason == "bad user name or password", "{reason}");
+    assert!(!daemon.dump().contains("wrong-one"), "the password leaked into the log");
 
     std::fs::write(&password_file, "right-one\n").unwrap();
     daemon.signal("HUP");
-    daemon
-        .wait_log("a reconnect after the reload", SOON, |l| {
-            message(l).contains("reconnecting")
-        })
-        .await;
+    daemon.wait_log("a reconnect after the reload", SOON, |l| message(l).contains("reconnecting")).await;
     daemon.wait_connected().await;
     publish_with_password(&broker, "plant/pump-7/status", "offline").await;
     daemon.wait_event("pump-7", "offline", 1).await;
@@ -129,15 +96,9 @@ async fn publish_with_password(broker: &Broker, topic: &str, payload: &str) {
     let mut options = MqttOptions::new("publisher", "127.0.0.1", broker.port);
     options.set_credentials("watcher", "right-one");
     let (client, mut eventloop) = AsyncClient::new(options, 8);
-    client
-        .publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec())
-        .await
-        .unwrap();
+    client.publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec()).await.unwrap();
     tokio::time::timeout(SOON, async {
-        while !matches!(
-            eventloop.poll().await.expect("publisher connection"),
-            Event::Incoming(Packet::PubAck(_))
-        ) {}
+        while !matches!(eventloop.poll().await.expect("publisher connection"), Event::Incoming(Packet::PubAck(_))) {}
     })
     .await
     .expect("publish acknowledged");

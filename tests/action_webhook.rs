@@ -1,0 +1,243 @@
+//! The webhook action against a real HTTP receiver: the event JSON, the
+//! Standard Webhooks signature (checked here independently), retries with
+//! one webhook-id, Retry-After, the dead-letter file, a hanging endpoint
+//! that delays nothing else, and the Alertmanager format.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+use support::receiver::Received;
+use support::{Behaviour, Broker, Daemon, Receiver, SOON, config, publish};
+
+fn hook(name: &str, receiver: &Receiver, extra: &str) -> String {
+    format!("[action.{name}]\ntype = \"webhook\"\nurl = \"{}\"\n{extra}\n", receiver.url)
+}
+
+fn pump(actions: &str) -> String {
+    format!("[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\nactions = [{actions}]\n")
+}
+
+/// Verifies a Standard Webhooks signature from the spec alone.
+fn signature_is_valid(request: &Received, secret: &[u8]) -> bool {
+    let signed = format!(
+        "{}.{}.{}",
+        request.header("webhook-id"),
+        request.header("webhook-timestamp"),
+        String::from_utf8_lossy(&request.body)
+    );
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+    mac.update(signed.as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    request.header("webhook-signature").split(' ').any(|s| s == format!("v1,{expected}"))
+}
+
+fn dead_letters(daemon: &Daemon) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(daemon.dir().join("state/dead-letter.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn webhook_posts_the_signed_event_json_with_templated_headers() {
+    let broker = Broker::start();
+    let receiver = Receiver::start(Behaviour::Accept).await;
+    let key = b"0123456789abcdef0123456789abcdef";
+    let secret = format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(key));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), &secret).unwrap();
+    let extra = format!(
+        "secret_file = \"{}\"\nheaders = {{ \"X-Team\" = \"${{WW_TEAM}}\", \"X-Device\" = \"{{id}}\" }}",
+        dir.path().join("secret").display()
+    );
+    let text = config(&broker, &format!("{}{}", hook("ops", &receiver, &extra), pump("\"ops\"")));
+    let daemon = Daemon::start_with(&text, &[("WW_TEAM", "plant-north")]);
+    daemon.wait_connected().await;
+
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    let request = receiver.wait_for(1, SOON).await.remove(0);
+    let body = request.json();
+    assert_eq!(request.header("content-type"), "application/json");
+    assert_eq!(request.header("x-team"), "plant-north");
+    assert_eq!(request.header("x-device"), "pump-7");
+    assert_eq!(body["event"], "offline");
+    assert_eq!(body["device"], "pump-7");
+    assert_eq!(body["topic"], "plant/pump-7/status");
+    assert_eq!(body["payload"], "offline");
+    assert_eq!(body["previous"], "unknown");
+    assert!(humantime::parse_rfc3339(body["at"].as_str().unwrap()).is_ok(), "{body}");
+    assert!(body["offline_since"].is_string(), "{body}");
+    assert_eq!(request.header("webhook-id"), body["id"].as_str().unwrap());
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let sent: u64 = request.header("webhook-timestamp").parse().unwrap();
+    assert!(now.abs_diff(sent) < 30, "timestamp {sent} vs now {now}");
+    assert!(signature_is_valid(&request, key), "bad signature on {request:?}");
+    assert!(!signature_is_valid(&request, b"another key"));
+
+    publish(broker.port, "plant/pump-7/status", "online", false).await;
+    let online = receiver.wait_for(2, SOON).await.remove(1).json();
+    assert_eq!(online["event"], "online");
+    assert!(online["offline_for_s"].as_f64().unwrap() >= 0.0, "{online}");
+    assert_ne!(online["id"], body["id"]);
+}
+
+#[tokio::test]
+async fn failed_deliveries_are_retried_with_the_same_webhook_id() {
+    let broker = Broker::start();
+    let receiver = Receiver::start(Behaviour::FailFirst { n: 2, status: 503 }).await;
+    let daemon = Daemon::start(&config(&broker, &format!("{}{}", hook("ops", &receiver, ""), pump("\"ops\""))));
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    let requests = receiver.wait_for(3, SOON).await;
+    let ids: Vec<&str> = requests.iter().map(|r| r.header("webhook-id")).collect();
+    assert!(ids.iter().all(|id| *id == ids[0] && !id.is_empty()), "{ids:?}");
+    assert!(requests[2].at - requests[0].at >= Duration::from_millis(500), "no backoff between retries");
+    daemon.wait_log("the delivery", SOON, |l| l["message"] == "webhook delivered" && l["attempt"] == 3).await;
+    assert!(dead_letters(&daemon).is_empty());
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let broker = Broker::start();
+    let receiver = Receiver::start(Behaviour::TooManyFirst { n: 1, retry_after_secs: 2 }).await;
+    let daemon = Daemon::start(&config(&broker, &format!("{}{}", hook("ops", &receiver, ""), pump("\"ops\""))));
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    let requests = receiver.wait_for(2, SOON).await;
+    let waited = requests[1].at - requests[0].at;
+    assert!(waited >= Duration::from_millis(1900) && waited < Duration::from_secs(5), "waited {waited:?}");
+}
+
+#[tokio::test]
+async fn a_final_4xx_is_not_retried_and_goes_to_the_dead_letter_file() {
+    let broker = Broker::start();
+    let receiver = Receiver::start(Behaviour::FailFirst { n: 100, status: 404 }).await;
+    let daemon = Daemon::start(&config(&broker, &format!("{}{}", hook("ops", &receiver, ""), pump("\"ops\""))));
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    daemon
+        .wait_log("the give-up", SOON, |l| l["message"].as_str().unwrap_or("").starts_with("webhook delivery given up"))
+        .await;
+    assert_eq!(receiver.received().len(), 1);
+    let letters = dead_letters(&daemon);
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["action"], "ops");
+    assert_eq!(letters[0]["error"], "HTTP 404 Not Found");
+    assert_eq!(letters[0]["body"]["device"], "pump-7");
+}
+
+#[tokio::test]
+async fn a_delivery_out_of_attempts_goes_to_the_dead_letter_file() {
+    let broker = Broker::start();
+    let receiver = Receiver::start(Behaviour::FailFirst { n: 100, status: 500 }).await;
+    let text = config(&broker, &format!("{}{}", hook("ops", &receiver, "max_attempts = 3"), pump("\"ops\"")));
+    let daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    let given_up = daemon
+        .wait_log("the give-up", SOON, |l| l["message"].as_str().unwrap_or("").starts_with("webhook delivery given up"))
+        .await;
+    assert_eq!(given_up["level"], "ERROR");
+    assert_eq!(receiver.received().len(), 3);
+    let letters = dead_letters(&daemon);
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["webhook_id"], receiver.received()[0].header("webhook-id"));
+}
+
+#[tokio::test]
+async fn a_hanging_endpoint_delays_no_other_action_or_device() {
+    let broker = Broker::start();
+    let stuck = Receiver::start(Behaviour::Hang).await;
+    let fine = Receiver::start(Behaviour::Accept).await;
+    let actions = format!("{}{}", hook("stuck", &stuck, "timeout = \"60s\"\nconcurrency = 1"), hook("fine", &fine, ""));
+    let devices = "[[device]]\ntopic = \"plant/{id}/status\"\nactions = [\"log\", \"stuck\", \"fine\"]\n";
+    let daemon = Daemon::start(&config(&broker, &format!("{actions}{devices}")));
+    daemon.wait_connected().await;
+    for id in ["a", "b", "c", "d"] {
+        publish(broker.port, &format!("plant/{id}/status"), "offline", false).await;
+    }
+    let delivered = fine.wait_for(4, SOON).await;
+    let devices: std::collections::BTreeSet<String> =
+        delivered.iter().map(|r| r.json()["device"].as_str().unwrap().to_string()).collect();
+    assert_eq!(devices.len(), 4);
+    for id in ["a", "b", "c", "d"] {
+        daemon.wait_event(id, "offline", 1).await;
+    }
+    assert_eq!(stuck.received().len(), 1, "concurrency 1: one request hangs, the rest wait");
+}
+
+/// Alertmanager's webhook payload, written from its documentation
+/// (https://prometheus.io/docs/alerting/latest/configuration/#webhook_config).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AlertmanagerMessage {
+    version: String,
+    group_key: String,
+    truncated_alerts: u64,
+    status: String,
+    receiver: String,
+    group_labels: BTreeMap<String, String>,
+    common_labels: BTreeMap<String, String>,
+    common_annotations: BTreeMap<String, String>,
+    #[serde(rename = "externalURL")]
+    external_url: String,
+    alerts: Vec<Alert>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Alert {
+    status: String,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    starts_at: String,
+    ends_at: String,
+    #[serde(rename = "generatorURL")]
+    generator_url: String,
+    fingerprint: String,
+}
+
+fn is_rfc3339(s: &str) -> bool {
+    s == "0001-01-01T00:00:00Z" || humantime::parse_rfc3339(s).is_ok()
+}
+
+#[tokio::test]
+async fn alertmanager_format_fires_then_resolves_one_alert() {
+    let broker = Broker::start();
+    let receiver = Receiver::start(Behaviour::Accept).await;
+    let text = config(&broker, &format!("{}{}", hook("am", &receiver, "format = \"alertmanager\""), pump("\"am\"")));
+    let daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    publish(broker.port, "plant/pump-7/status", "online", false).await;
+    let requests = receiver.wait_for(2, SOON).await;
+    let parsed: Vec<AlertmanagerMessage> =
+        requests.iter().map(|r| serde_json::from_slice(&r.body).expect("an Alertmanager v4 message")).collect();
+    let (firing, resolved) = (&parsed[0], &parsed[1]);
+    assert_eq!(
+        (firing.version.as_str(), firing.status.as_str(), resolved.status.as_str()),
+        ("4", "firing", "resolved")
+    );
+    assert_eq!(firing.receiver, "am");
+    assert_eq!(firing.truncated_alerts, 0);
+    assert!(firing.group_key.contains("DeviceOffline"), "{}", firing.group_key);
+    assert_eq!(firing.group_labels.get("alertname").map(String::as_str), Some("DeviceOffline"));
+    assert_eq!(firing.common_labels.get("device").map(String::as_str), Some("pump-7"));
+    assert!(firing.common_annotations.is_empty() && firing.external_url.is_empty());
+    let (a, b) = (&firing.alerts[0], &resolved.alerts[0]);
+    assert_eq!((a.status.as_str(), b.status.as_str()), ("firing", "resolved"));
+    assert_eq!(a.labels, b.labels);
+    assert_eq!(a.fingerprint, b.fingerprint);
+    assert_eq!(a.starts_at, b.starts_at, "the resolved alert keeps its start");
+    assert_eq!(a.ends_at, "0001-01-01T00:00:00Z");
+    assert!([&a.starts_at, &a.ends_at, &b.starts_at, &b.ends_at].iter().all(|t| is_rfc3339(t)));
+    assert!(a.annotations["summary"].contains("pump-7"));
+    assert!(a.generator_url.is_empty());
+}

@@ -1,0 +1,99 @@
+//! A real HTTP server that receives webhooks, records every request with
+//! its arrival time, and misbehaves on demand: fails the first N requests,
+//! answers 429 with Retry-After, or hangs.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::wait::eventually;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Behaviour {
+    /// 200 to everything.
+    Accept,
+    /// `status` to the first `n` requests, then 200.
+    FailFirst { n: usize, status: u16 },
+    /// 429 with `Retry-After: secs` to the first `n` requests, then 200.
+    TooManyFirst { n: usize, retry_after_secs: u64 },
+    /// Never answers.
+    Hang,
+}
+
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("JSON body")
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    behaviour: Behaviour,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+pub struct Receiver {
+    pub url: String,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    pub async fn start(behaviour: Behaviour) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let shared = Shared { behaviour, received: Arc::clone(&received) };
+        let app = Router::new().fallback(handle).with_state(shared);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { url, received }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests have arrived and returns them all.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let what = format!("{n} webhook request(s)");
+        eventually(&what, timeout, || {
+            let all = self.received();
+            (all.len() >= n).then_some(all)
+        })
+        .await
+    }
+}
+
+async fn handle(State(shared): State<Shared>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let count = {
+        let mut received = shared.received.lock().unwrap();
+        received.push(Received { path: uri.path().to_string(), headers, body: body.to_vec(), at: Instant::now() });
+        received.len()
+    };
+    match shared.behaviour {
+        Behaviour::Accept => StatusCode::OK.into_response(),
+        Behaviour::FailFirst { n, status } if count <= n => StatusCode::from_u16(status).unwrap().into_response(),
+        Behaviour::TooManyFirst { n, retry_after_secs } if count <= n => {
+            (StatusCode::TOO_MANY_REQUESTS, [("retry-after", retry_after_secs.to_string())]).into_response()
+        }
+        Behaviour::Hang => std::future::pending().await,
+        _ => StatusCode::OK.into_response(),
+    }
+}
