@@ -82,10 +82,11 @@ fn still_wanted(config: &Config, action: &str, device: &str, topic: &str) -> boo
 }
 
 /// The waits before each attempt, and then before giving up: `first_after`,
-/// then intervals starting at `first_after` (at least 1 s), multiplied by
-/// `backoff` each time and capped at `max_interval`.
+/// then intervals starting at `first_after` (1 s when that is zero),
+/// multiplied by `backoff` each time and capped at `max_interval`.
 pub fn schedule(spec: &Reconnect) -> impl Iterator<Item = Duration> + '_ {
-    let mut interval = spec.first_after.max(Duration::from_secs(1)).min(spec.max_interval);
+    let start = if spec.first_after.is_zero() { Duration::from_secs(1) } else { spec.first_after };
+    let mut interval = start.min(spec.max_interval);
     std::iter::once(spec.first_after).chain((0..spec.max_attempts).map(move |_| {
         let wait = interval;
         interval = interval.mul_f64(spec.backoff).min(spec.max_interval);

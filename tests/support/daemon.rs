@@ -95,7 +95,8 @@ impl Daemon {
         self.wait_log("the daemon to connect", Duration::from_secs(10), |l| message(l) == "connected to broker").await;
     }
 
-    /// `event` ("offline"/"online") lines of the built-in log action for `device`.
+    /// `event` ("offline", "online", "reconnect_failed") lines of the
+    /// built-in log action for `device`.
     pub fn events(&self, device: &str, event: &str) -> Vec<Value> {
         self.logs(|l| l["action"] == "log" && l["device"] == device && l["event"] == event)
     }
