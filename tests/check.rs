@@ -137,3 +137,59 @@ fn the_password_never_appears_in_the_output() {
     assert!(all.contains("user watcher (password set)"), "{all}");
     assert!(!all.contains("hunter2"), "{all}");
 }
+
+#[test]
+fn unknown_placeholder_is_pointed_at() {
+    let text = format!("{BROKER}[action.kick]\ntype = \"reconnect\"\ntopic = \"plant/{{device}}/cmd\"\n");
+    assert_rejected(&text, "w.toml:5:16: `topic`: unknown placeholder `{device}`");
+}
+
+#[test]
+fn bad_webhook_url_is_pointed_at() {
+    let text = format!("{BROKER}[action.ops]\ntype = \"webhook\"\nurl = \"ftp://x\"\n");
+    assert_rejected(&text, "w.toml:5:7: `url` `ftp://x` is not an http(s) URL");
+}
+
+#[test]
+fn settings_of_another_kind_are_refused() {
+    let text = format!("{BROKER}[action.ops]\ntype = \"log\"\nurl = \"https://x\"\n");
+    assert_rejected(&text, "w.toml:5:7: `url` is not a setting of a `log` action\n  hint: it belongs to: webhook");
+}
+
+#[test]
+fn escalation_loops_are_refused() {
+    let text = format!(
+        "{BROKER}[action.a]\ntype = \"reconnect\"\ntopic = \"x/{{id}}\"\nescalate = [\"b\"]\n\
+         [action.b]\ntype = \"reconnect\"\ntopic = \"y/{{id}}\"\nescalate = [\"a\"]\n"
+    );
+    assert_rejected(&text, "`escalate` of action `a` leads back to itself");
+}
+
+#[test]
+fn missing_header_environment_variable_is_an_error() {
+    let text = format!(
+        "{BROKER}[action.ops]\ntype = \"webhook\"\nurl = \"https://x\"\nheaders = {{ \"X-Key\" = \"${{WILLWATCH_TEST_UNSET_VAR}}\" }}\n"
+    );
+    assert_rejected(&text, "environment variable `WILLWATCH_TEST_UNSET_VAR` is not set");
+}
+
+#[test]
+fn exec_programs_that_are_not_absolute_or_executable_are_warnings() {
+    let text = format!(
+        "{BROKER}[action.a]\ntype = \"exec\"\ncommand = [\"page-oncall\", \"{{id}}\"]\n\
+         [action.b]\ntype = \"exec\"\ncommand = [\"/etc/passwd\"]\n"
+    );
+    let (ok, stdout, stderr) = check(&text);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("w.toml:5:12: warning: `page-oncall` is not an absolute path"), "{stderr}");
+    assert!(stderr.contains("w.toml:8:12: warning: `/etc/passwd` is not an executable file"), "{stderr}");
+    assert!(stdout.contains("a (exec page-oncall, on offline+online+reconnect_failed)"), "{stdout}");
+}
+
+#[test]
+fn out_of_range_numbers_are_pointed_at() {
+    let text = format!("{BROKER}[action.ops]\ntype = \"webhook\"\nurl = \"https://x\"\nmax_attempts = 0\n");
+    assert_rejected(&text, "w.toml:6:16: `max_attempts` must be from 1 to 100");
+    let text = format!("{BROKER}[action.p]\ntype = \"publish\"\ntopic = \"a/{{id}}\"\nqos = 3\n");
+    assert_rejected(&text, "w.toml:6:7: `qos` must be 0, 1 or 2");
+}
