@@ -17,13 +17,13 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Broker, Config, ConfigError, Watch};
-use crate::monitor::{self, Counts, Monitor};
+use crate::monitor::{self, Counts, Monitor, Outputs};
 use crate::mqtt::{Link, Publisher, Session, Wiring};
-use crate::{actions, systemd};
+use crate::{actions, store, systemd};
 
 /// Messages waiting for the monitor before the session waits for it.
 const MONITOR_QUEUE: usize = 8192;
@@ -68,7 +68,13 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         config.state_dir.clone(),
     );
     let dispatcher = tokio::spawn(actions::dispatch(Arc::clone(&config), context, dispatch_rx));
-    let monitor = tokio::spawn(Monitor::new(Arc::clone(&config), dispatch_tx, counts_tx).run(monitor_rx));
+    let saved = store::load(&config.state_dir);
+    let (snapshots_tx, snapshots_rx) = watch::channel(Arc::new(Vec::new()));
+    let store = tokio::spawn(store::run(config.state_dir.clone(), snapshots_rx));
+    let resync = Arc::new(Notify::new());
+    let outputs =
+        Outputs { events: dispatch_tx, counts: counts_tx, snapshots: snapshots_tx, resync: Arc::clone(&resync) };
+    let monitor = tokio::spawn(Monitor::new(Arc::clone(&config), saved, outputs).run(monitor_rx));
     let start_session = |config: &Config| {
         let cancel = CancellationToken::new();
         let wiring = Wiring {
@@ -76,6 +82,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
             inbound: monitor_tx.clone(),
             link: link_tx.clone(),
             client: client_tx.clone(),
+            resync: Arc::clone(&resync),
         };
         let session = Session::new(config.broker.clone(), config.presence.clone(), wiring);
         (cancel.clone(), tokio::spawn(session.run(cancel)))
@@ -119,6 +126,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     drop(monitor_tx);
     let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
         let _ = monitor.await;
+        let _ = store.await;
         let _ = dispatcher.await;
     })
     .await;

@@ -1,22 +1,34 @@
 //! One device's presence and the pure rules of its transitions.
 //!
 //! No I/O and no clock reads: the caller passes the time in, so every rule
-//! here is a fast unit test. The monitor owns the devices and turns the
-//! transitions returned here into events.
+//! here is a fast unit test. The monitor owns the devices, turns the
+//! transitions returned here into events, and calls `on_tick` when a
+//! returned `Wait` falls due.
 //!
 //! The rule that keeps alerts honest: `offline` fires once when a device is
 //! seen offline and nobody has been told yet; `online` fires only to resolve
 //! an `offline` that was fired. Repeats, and a first sighting online, are
-//! silent.
+//! silent. On top of it:
+//! - grace: an offline waits out `grace` (or a longer hold the caller asks
+//!   for, such as the settle window after a reconnect) before it fires; back
+//!   within it, nothing fires;
+//! - silence: with `heartbeat_timeout`, a device heard from by nothing for
+//!   that long is offline even without a will;
+//! - stale wills: with `seq_field`, a death whose sequence is not the
+//!   current birth's is ignored.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::Rules;
 use crate::event::EventKind;
+use crate::payload::{Reading, read};
 
 /// How often, at most, an unrecognised payload is logged per device.
 pub const UNRECOGNISED_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// The payload reported for an offline found by silence.
+pub const SILENCE: &str = "(silent)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -33,9 +45,14 @@ impl State {
             State::Offline => "offline",
         }
     }
+
+    pub fn parse(s: &str) -> Option<State> {
+        [State::Unknown, State::Online, State::Offline].into_iter().find(|k| k.as_str() == s)
+    }
 }
 
-/// A moment on both clocks: monotonic for durations, wall for reports.
+/// A moment on both clocks: monotonic for durations and timers (a wall
+/// clock step changes nothing), wall for reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Now {
     pub mono: Instant,
@@ -46,6 +63,23 @@ impl Now {
     pub fn read() -> Now {
         Now { mono: Instant::now(), wall: SystemTime::now() }
     }
+
+    /// The moment `wall` on this clock pair (for state read back from disk).
+    pub fn at_wall(self, wall: SystemTime) -> Now {
+        let ago = self.wall.duration_since(wall).unwrap_or(Duration::ZERO);
+        Now { mono: self.mono.checked_sub(ago).unwrap_or(self.mono), wall }
+    }
+}
+
+/// What survives a restart, in wall-clock time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Saved {
+    pub topic: String,
+    pub state: State,
+    pub since: Option<SystemTime>,
+    pub offline_since: Option<SystemTime>,
+    pub alerted: bool,
+    pub seq: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,21 +97,29 @@ pub struct Device {
     offline_since: Option<Now>,
     /// An `offline` has fired and no `online` has resolved it yet.
     alerted: bool,
-    /// An offline waiting out its grace period, with the state it left.
-    pending: Option<State>,
+    /// An offline waiting out its grace: the state it left, and when it fires.
+    pending: Option<(State, Instant)>,
+    /// When silence would make the device offline (with `heartbeat_timeout`).
+    silent_at: Option<Instant>,
+    /// Offline because it fell silent, not because it said so.
+    silenced: bool,
+    /// The sequence of the current birth (with `seq_field`).
+    seq: Option<i64>,
     last_warning: Option<Instant>,
     suppressed_warnings: u64,
 }
 
-/// What a message did to a device.
+/// What a message or a tick did to a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// An event to fire.
     Fire(Transition),
     /// The state changed (or was confirmed) but nobody needs telling.
     Quiet,
-    /// Offline, within its grace period: call `on_tick` at this moment.
+    /// Call `on_tick` at this moment (a grace period or a heartbeat).
     Wait(Instant),
+    /// A will from an earlier session than the current birth: ignored.
+    Stale { seq: i64, current: i64 },
     /// The payload means neither online nor offline. `warn` is false while
     /// the warning is rate-limited; `suppressed` counts warnings withheld
     /// since the last one shown.
@@ -105,33 +147,139 @@ impl Device {
             offline_since: None,
             alerted: false,
             pending: None,
+            silent_at: None,
+            silenced: false,
+            seq: None,
             last_warning: None,
             suppressed_warnings: 0,
         }
     }
 
-    /// Applies one message on the device's status topic.
-    pub fn on_message(&mut self, payload: &[u8], now: Now) -> Outcome {
-        self.last_seen = Some(now);
-        self.last_payload = preview(payload);
-        if payload.is_empty() {
-            // A cleared retained message: we no longer know. An unresolved
-            // offline stays unresolved so a later online still closes it.
-            self.enter(State::Unknown, now);
-            return Outcome::Quiet;
-        }
-        let text = trim(payload);
-        if self.rules.offline.iter().any(|p| p.as_bytes() == text) {
-            self.go_offline(now)
-        } else if self.rules.online.iter().any(|p| p.as_bytes() == text) {
-            self.go_online(now)
-        } else {
-            self.unrecognised(now.mono)
+    /// What to write to disk.
+    pub fn saved(&self) -> Saved {
+        Saved {
+            topic: self.topic.clone(),
+            state: self.state,
+            since: self.since.map(|t| t.wall),
+            offline_since: self.offline_since.map(|t| t.wall),
+            alerted: self.alerted,
+            seq: self.seq,
         }
     }
 
-    fn go_offline(&mut self, now: Now) -> Outcome {
+    /// Takes back what was saved before a restart. A pending grace period is
+    /// not saved: the next offline message restarts it from `offline_since`.
+    pub fn restore(&mut self, saved: &Saved, now: Now) {
+        self.state = saved.state;
+        self.since = saved.since.map(|t| now.at_wall(t));
+        self.offline_since = saved.offline_since.map(|t| now.at_wall(t));
+        self.alerted = saved.alerted;
+        self.seq = saved.seq;
+    }
+
+    /// Applies one message on the device's status topic. `hold` is a
+    /// minimum grace the caller imposes (the settle window after a
+    /// reconnect), on top of the device's own.
+    pub fn on_message(&mut self, payload: &[u8], now: Now, hold: Duration) -> Outcome {
+        self.last_seen = Some(now);
+        self.last_payload = preview(payload);
+        match read(payload, &self.rules) {
+            Reading::Cleared => {
+                // We no longer know. An unresolved offline stays unresolved
+                // so a later online still closes it.
+                self.enter(State::Unknown, now);
+                self.quiet_or_heartbeat(now)
+            }
+            Reading::Offline { seq: Some(seq) } if self.seq.is_some_and(|current| current != seq) => {
+                Outcome::Stale { seq, current: self.seq.unwrap_or_default() }
+            }
+            Reading::Offline { .. } => self.go_offline(now, hold),
+            Reading::Online { seq } => {
+                if seq.is_some() {
+                    self.seq = seq;
+                }
+                match self.go_online(now) {
+                    Outcome::Quiet => self.quiet_or_heartbeat(now),
+                    fired => fired,
+                }
+            }
+            Reading::Unrecognised => self.unrecognised(now.mono),
+        }
+    }
+
+    /// A message on the device's heartbeat topic: proof of life only.
+    pub fn on_heartbeat(&mut self, now: Now) -> Outcome {
+        self.last_seen = Some(now);
+        if self.state == State::Offline && self.silenced {
+            // Offline by silence: a heartbeat is the device back.
+            return match self.go_online(now) {
+                Outcome::Quiet => self.quiet_or_heartbeat(now),
+                fired => fired,
+            };
+        }
+        self.quiet_or_heartbeat(now)
+    }
+
+    /// Time passing: a grace period that ran out fires its offline (late by
+    /// the grace, with the moment the device really went offline); a
+    /// device silent past its heartbeat timeout goes offline.
+    pub fn on_tick(&mut self, now: Now) -> Outcome {
+        if let Some((previous, due)) = self.pending {
+            if self.state != State::Offline {
+                // Cleared while waiting: nothing to report.
+                self.pending = None;
+                self.offline_since = None;
+            } else if now.mono < due {
+                return Outcome::Wait(due);
+            } else {
+                self.pending = None;
+                return self.fire_offline(previous);
+            }
+        }
+        match self.silent_at {
+            Some(at) if now.mono >= at && self.state != State::Offline => {
+                self.silent_at = None;
+                self.silenced = true;
+                self.last_payload = SILENCE.to_string();
+                let previous = self.state;
+                self.enter(State::Offline, now);
+                self.offline_since = Some(now);
+                self.fire_offline(previous)
+            }
+            Some(at) if self.state != State::Offline => Outcome::Wait(at),
+            _ => Outcome::Quiet,
+        }
+    }
+
+    /// Restarts the heartbeat clock (after the broker was unreachable: the
+    /// silence was ours, not the device's).
+    pub fn forgive_silence(&mut self, now: Now) -> Outcome {
+        if self.silent_at.is_some() { self.quiet_or_heartbeat(now) } else { Outcome::Quiet }
+    }
+
+    /// The earliest timer this device needs, if any.
+    pub fn next_timer(&self) -> Option<Instant> {
+        match (self.pending.map(|(_, due)| due), self.silent_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn quiet_or_heartbeat(&mut self, now: Now) -> Outcome {
+        match self.rules.heartbeat_timeout {
+            Some(timeout) if self.state != State::Offline => {
+                let at = now.mono + timeout;
+                self.silent_at = Some(at);
+                Outcome::Wait(at)
+            }
+            _ => Outcome::Quiet,
+        }
+    }
+
+    fn go_offline(&mut self, now: Now, hold: Duration) -> Outcome {
         let previous = self.state;
+        self.silent_at = None;
+        self.silenced = false;
         if previous != State::Offline {
             self.enter(State::Offline, now);
             if !self.alerted && self.pending.is_none() {
@@ -141,30 +289,13 @@ impl Device {
         if self.alerted || self.pending.is_some() {
             return Outcome::Quiet;
         }
-        if !self.rules.grace.is_zero() {
-            self.pending = Some(previous);
-            return Outcome::Wait(now.mono + self.rules.grace);
-        }
-        self.fire_offline(previous)
-    }
-
-    /// Time passing: an offline that outlasted its grace fires now, late by
-    /// the grace, with the moment it really went offline.
-    pub fn on_tick(&mut self, now: Now) -> Outcome {
-        let (Some(previous), Some(since)) = (self.pending, self.offline_since) else {
-            return Outcome::Quiet;
-        };
-        if self.state != State::Offline {
-            // Cleared while waiting: nothing to report.
-            self.pending = None;
-            self.offline_since = None;
-            return Outcome::Quiet;
-        }
-        let due = since.mono + self.rules.grace;
-        if now.mono < due {
+        let wait = self.rules.grace.max(hold);
+        if !wait.is_zero() {
+            let from = self.offline_since.map_or(now.mono, |t| t.mono);
+            let due = (from + self.rules.grace).max(now.mono + hold);
+            self.pending = Some((previous, due));
             return Outcome::Wait(due);
         }
-        self.pending = None;
         self.fire_offline(previous)
     }
 
@@ -180,6 +311,7 @@ impl Device {
 
     fn go_online(&mut self, now: Now) -> Outcome {
         let previous = self.state;
+        self.silenced = false;
         if previous != State::Online {
             self.enter(State::Online, now);
         }
@@ -222,10 +354,6 @@ impl Device {
     }
 }
 
-fn trim(payload: &[u8]) -> &[u8] {
-    payload.trim_ascii()
-}
-
 /// A payload as it may be shown: lossy UTF-8, at most 64 characters.
 pub fn preview(payload: &[u8]) -> String {
     const MAX: usize = 64;
@@ -238,175 +366,4 @@ pub fn preview(payload: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rules(grace: u64) -> Arc<Rules> {
-        Arc::new(Rules {
-            online: vec!["online".into()],
-            offline: vec!["offline".into(), "lost".into()],
-            actions: vec!["log".into()],
-            grace: Duration::from_secs(grace),
-        })
-    }
-
-    fn device() -> Device {
-        Device::new("pump-7", "plant/pump-7/status", rules(0))
-    }
-
-    fn device_with_grace(secs: u64) -> Device {
-        Device::new("pump-7", "plant/pump-7/status", rules(secs))
-    }
-
-    #[test]
-    fn offline_within_grace_waits_and_recovery_within_it_fires_nothing() {
-        let clock = Clock::new();
-        let mut d = device_with_grace(30);
-        d.on_message(b"online", clock.after(0));
-        assert_eq!(d.on_message(b"offline", clock.after(10)), Outcome::Wait(clock.after(40).mono));
-        assert_eq!(d.on_message(b"offline", clock.after(20)), Outcome::Quiet);
-        assert_eq!(d.on_tick(clock.after(25)), Outcome::Wait(clock.after(40).mono));
-        assert_eq!(d.on_message(b"online", clock.after(30)), Outcome::Quiet);
-        assert_eq!(d.on_tick(clock.after(40)), Outcome::Quiet);
-        assert_eq!(d.state, State::Online);
-    }
-
-    #[test]
-    fn offline_outlasting_grace_fires_once_late_with_the_true_start() {
-        let clock = Clock::new();
-        let mut d = device_with_grace(30);
-        d.on_message(b"online", clock.after(0));
-        d.on_message(b"offline", clock.after(10));
-        let Outcome::Fire(t) = d.on_tick(clock.after(40)) else { panic!("no event") };
-        assert_eq!((t.kind, t.previous), (EventKind::Offline, State::Online));
-        assert_eq!(t.offline_since, Some(clock.after(10).wall));
-        assert_eq!(d.on_tick(clock.after(41)), Outcome::Quiet);
-        let Outcome::Fire(t) = d.on_message(b"online", clock.after(100)) else { panic!("no event") };
-        assert_eq!(t.offline_for, Some(Duration::from_secs(90)));
-    }
-
-    #[test]
-    fn cleared_message_during_grace_cancels_the_pending_offline() {
-        let clock = Clock::new();
-        let mut d = device_with_grace(30);
-        d.on_message(b"offline", clock.after(0));
-        d.on_message(b"", clock.after(5));
-        assert_eq!(d.on_tick(clock.after(30)), Outcome::Quiet);
-        assert_eq!(d.state, State::Unknown);
-    }
-
-    struct Clock(Now);
-
-    impl Clock {
-        fn new() -> Clock {
-            Clock(Now::read())
-        }
-        fn after(&self, secs: u64) -> Now {
-            let d = Duration::from_secs(secs);
-            Now { mono: self.0.mono + d, wall: self.0.wall + d }
-        }
-    }
-
-    fn fired(outcome: &Outcome) -> Option<EventKind> {
-        match outcome {
-            Outcome::Fire(t) => Some(t.kind),
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn first_online_is_a_quiet_baseline() {
-        let clock = Clock::new();
-        let mut d = device();
-        assert_eq!(d.on_message(b"online", clock.after(0)), Outcome::Quiet);
-        assert_eq!(d.state, State::Online);
-    }
-
-    #[test]
-    fn offline_will_fires_offline_once() {
-        let clock = Clock::new();
-        let mut d = device();
-        d.on_message(b"online", clock.after(0));
-        assert_eq!(fired(&d.on_message(b"offline", clock.after(1))), Some(EventKind::Offline));
-        assert_eq!(d.on_message(b"offline", clock.after(2)), Outcome::Quiet);
-        assert_eq!(d.on_message(b"lost", clock.after(3)), Outcome::Quiet);
-        assert_eq!(d.state, State::Offline);
-    }
-
-    #[test]
-    fn unknown_device_seen_offline_fires_offline() {
-        let clock = Clock::new();
-        let mut d = device();
-        let Outcome::Fire(t) = d.on_message(b"offline", clock.after(0)) else { panic!("no event") };
-        assert_eq!((t.kind, t.previous), (EventKind::Offline, State::Unknown));
-        assert_eq!(t.offline_since, Some(clock.after(0).wall));
-    }
-
-    #[test]
-    fn recovery_fires_online_once_with_offline_duration() {
-        let clock = Clock::new();
-        let mut d = device();
-        d.on_message(b"online", clock.after(0));
-        d.on_message(b"offline", clock.after(10));
-        d.on_message(b"offline", clock.after(20));
-        let Outcome::Fire(t) = d.on_message(b"online", clock.after(75)) else { panic!("no event") };
-        assert_eq!(t.kind, EventKind::Online);
-        assert_eq!(t.previous, State::Offline);
-        assert_eq!(t.offline_for, Some(Duration::from_secs(65)));
-        assert_eq!(t.offline_since, Some(clock.after(10).wall));
-        assert_eq!(d.on_message(b"online", clock.after(80)), Outcome::Quiet);
-    }
-
-    #[test]
-    fn cleared_retained_message_makes_the_device_unknown_and_keeps_the_alert_open() {
-        let clock = Clock::new();
-        let mut d = device();
-        d.on_message(b"offline", clock.after(0));
-        assert_eq!(d.on_message(b"", clock.after(5)), Outcome::Quiet);
-        assert_eq!(d.state, State::Unknown);
-        let Outcome::Fire(t) = d.on_message(b"online", clock.after(30)) else { panic!("no event") };
-        assert_eq!(t.previous, State::Unknown);
-        assert_eq!(t.offline_for, Some(Duration::from_secs(30)));
-    }
-
-    #[test]
-    fn offline_after_cleared_message_does_not_alert_twice() {
-        let clock = Clock::new();
-        let mut d = device();
-        d.on_message(b"offline", clock.after(0));
-        d.on_message(b"", clock.after(1));
-        assert_eq!(d.on_message(b"offline", clock.after(2)), Outcome::Quiet);
-    }
-
-    #[test]
-    fn payload_whitespace_is_ignored() {
-        let clock = Clock::new();
-        let mut d = device();
-        assert_eq!(fired(&d.on_message(b" offline\n", clock.after(0))), Some(EventKind::Offline));
-    }
-
-    #[test]
-    fn unrecognised_payload_changes_nothing_and_warns_at_most_once_a_minute() {
-        let clock = Clock::new();
-        let mut d = device();
-        d.on_message(b"online", clock.after(0));
-        assert_eq!(d.on_message(b"rebooting", clock.after(1)), Outcome::Unrecognised { warn: true, suppressed: 0 });
-        assert_eq!(
-            d.on_message(&[0xff, 0xfe, 0x00], clock.after(2)),
-            Outcome::Unrecognised { warn: false, suppressed: 1 }
-        );
-        assert_eq!(d.on_message(b"{}", clock.after(30)), Outcome::Unrecognised { warn: false, suppressed: 2 });
-        assert_eq!(d.on_message(b"x", clock.after(61)), Outcome::Unrecognised { warn: true, suppressed: 2 });
-        assert_eq!(d.state, State::Online);
-        assert_eq!(d.since, Some(clock.after(0)));
-    }
-
-    #[test]
-    fn oversized_payload_is_just_unrecognised() {
-        let clock = Clock::new();
-        let mut d = device();
-        let huge = vec![b'x'; 4 << 20];
-        assert!(matches!(d.on_message(&huge, clock.after(0)), Outcome::Unrecognised { .. }));
-        assert_eq!(d.state, State::Unknown);
-    }
-}
+mod tests;

@@ -18,16 +18,22 @@ pub enum EventKind {
     Offline,
     Online,
     ReconnectFailed,
+    /// The daemon lost the broker for longer than `broker_alert_after`.
+    BrokerDown,
+    BrokerUp,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 3] = [EventKind::Offline, EventKind::Online, EventKind::ReconnectFailed];
+    pub const ALL: [EventKind; 5] =
+        [EventKind::Offline, EventKind::Online, EventKind::ReconnectFailed, EventKind::BrokerDown, EventKind::BrokerUp];
 
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Offline => "offline",
             EventKind::Online => "online",
             EventKind::ReconnectFailed => "reconnect_failed",
+            EventKind::BrokerDown => "broker_down",
+            EventKind::BrokerUp => "broker_up",
         }
     }
 }
@@ -56,7 +62,9 @@ pub struct Event {
     pub topic: String,
     /// The payload that caused it, lossily decoded for display.
     pub payload: String,
-    /// The state the device left ("unknown", "online", "offline").
+    /// The state the device left ("unknown", "online", "offline"; for the
+    /// broker events "connected" or "disconnected"). For broker events the
+    /// device is the daemon's client id and the topic the broker URL.
     pub previous: &'static str,
     pub at: SystemTime,
     /// When the device went offline, if it is or was.

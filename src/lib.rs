@@ -5,9 +5,11 @@
 //! - `config`: the TOML schema, validated into types that can't be wrong.
 //! - `topic`: exact topics and `{id}` patterns; filters and matching.
 //! - `device`: one device's state and the pure rules of its transitions.
+//! - `payload`: what a status payload says (plain or JSON, with sequence).
 //! - `event`: a transition as the actions see it, and its JSON.
 //! - `template`: `{id}`-style placeholders in action settings.
 //! - `monitor`: the task that owns every device and emits events.
+//! - `store`: the state file, written atomically from the monitor's snapshots.
 //! - `mqtt`: the broker session (birth, will, subscriptions, reconnects).
 //! - `backoff`: reconnect delays with jitter.
 //! - `tls`: rustls client settings for `mqtts://`.
@@ -26,6 +28,8 @@ pub mod event;
 pub mod logging;
 pub mod monitor;
 pub mod mqtt;
+pub mod payload;
+pub mod store;
 pub mod summary;
 pub mod systemd;
 pub mod template;

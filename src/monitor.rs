@@ -1,27 +1,51 @@
 //! The monitor: the single owner of the device table.
 //!
 //! It turns what the MQTT session saw into device transitions (through the
-//! pure rules in `device.rs`) and hands the resulting events to the action
-//! dispatcher. It never does I/O itself and never waits on an action, so it
-//! keeps up with whatever the broker delivers. A reload swaps the config it
-//! reads but keeps the state of every device that is still watched.
+//! pure rules in `device.rs`), runs the devices' timers (grace periods,
+//! heartbeats), and hands the resulting events to the action dispatcher.
+//! It never does I/O and never waits on an action, so it keeps up with
+//! whatever the broker delivers; the disk gets snapshots through the store.
+//!
+//! Around the broker connection:
+//! - after every (re)connect the retained states replay; offlines seen in
+//!   the next `settle` are held that long, so a replay that ends online
+//!   fires nothing, and only real differences from the known state fire;
+//! - while the broker is unreachable no device is declared offline: timers
+//!   wait until it is back (heartbeat clocks restart then), and past
+//!   `broker_alert_after` a `broker_down` event goes to `[broker] actions`;
+//! - a burst of offlines asks the session to re-read the retained states,
+//!   which catches wills the broker dropped under load.
+//!
+//! A reload swaps the config but keeps the state of every device still
+//! watched.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::actions;
 use crate::config::{Config, Watch};
-use crate::device::{Device, Now, Outcome, State};
-use crate::event::Event;
+use crate::device::{Device, Now, Outcome, Saved, State};
+use crate::event::{Event, EventKind, new_id};
+use crate::store::Snapshot;
+
+/// How often, at most, the state is handed to the store.
+const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
+/// This many offlines within `BURST_WINDOW` are a burst...
+const BURST_SIZE: usize = 50;
+const BURST_WINDOW: Duration = Duration::from_secs(10);
+/// ...and the retained states are re-read this long after it began.
+const RESYNC_AFTER_BURST: Duration = Duration::from_secs(3);
 
 /// What the monitor is told, by the MQTT session and by the daemon.
 #[derive(Debug)]
 pub enum Input {
     Message { topic: String, payload: Bytes },
+    Connected,
+    Disconnected,
     Reload(Arc<Config>),
 }
 
@@ -33,54 +57,134 @@ pub struct Counts {
     pub unknown: usize,
 }
 
+impl Counts {
+    fn add(&mut self, state: State, n: isize) {
+        let slot = match state {
+            State::Online => &mut self.online,
+            State::Offline => &mut self.offline,
+            State::Unknown => &mut self.unknown,
+        };
+        *slot = slot.saturating_add_signed(n);
+    }
+}
+
+/// Where the monitor's results go.
+pub struct Outputs {
+    pub events: mpsc::Sender<actions::Input>,
+    pub counts: watch::Sender<Counts>,
+    pub snapshots: watch::Sender<Arc<Snapshot>>,
+    /// Asks the session to re-read the retained states.
+    pub resync: Arc<Notify>,
+}
+
+/// The broker connection as the monitor tracks it.
+struct Link {
+    connected: bool,
+    /// When it was lost (or the daemon started without it).
+    lost_at: Now,
+    /// `broker_down` has fired for this outage.
+    alerted: bool,
+    /// Offlines are held until then after a (re)connect.
+    settle_until: Instant,
+}
+
 pub struct Monitor {
     config: Arc<Config>,
     devices: BTreeMap<String, Device>,
-    /// Grace periods running out: when, and for which device.
+    counts: Counts,
+    /// Device timers: when, and for which device; one per device, in `armed`.
     timers: BTreeSet<(Instant, String)>,
+    armed: HashMap<String, Instant>,
     /// Topics already reported as clashing with another device's id.
     clashes: HashSet<String>,
-    events: mpsc::Sender<actions::Input>,
-    counts: watch::Sender<Counts>,
+    link: Link,
+    recent_offlines: VecDeque<Instant>,
+    resync_at: Option<Instant>,
+    dirty: bool,
+    out: Outputs,
 }
 
 impl Monitor {
-    pub fn new(config: Arc<Config>, events: mpsc::Sender<actions::Input>, counts: watch::Sender<Counts>) -> Monitor {
+    /// A monitor for `config`, taking back the `saved` states of devices it
+    /// still watches.
+    pub fn new(config: Arc<Config>, saved: HashMap<String, Saved>, out: Outputs) -> Monitor {
+        let now = Now::read();
+        let link = Link { connected: false, lost_at: now, alerted: false, settle_until: now.mono };
         let mut monitor = Monitor {
             config,
             devices: BTreeMap::new(),
+            counts: Counts::default(),
             timers: BTreeSet::new(),
+            armed: HashMap::new(),
             clashes: HashSet::new(),
-            events,
-            counts,
+            link,
+            recent_offlines: VecDeque::new(),
+            resync_at: None,
+            dirty: false,
+            out,
         };
+        monitor.restore(saved, now);
         monitor.add_explicit_devices();
-        monitor.publish_counts();
+        monitor.recount();
         monitor
     }
 
-    /// Runs until `input` closes; dropping the monitor then closes the
-    /// dispatcher's input, which drains the actions.
+    /// Runs until `input` closes; then hands over the last snapshot, and
+    /// dropping the monitor closes the dispatcher's input, which drains the
+    /// actions.
     pub async fn run(mut self, mut input: mpsc::Receiver<Input>) {
+        let mut snapshot_tick = tokio::time::interval(SNAPSHOT_EVERY);
+        snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let next_timer = self.timers.first().map(|(at, _)| tokio::time::Instant::from_std(*at));
+            let wake = self.next_wake();
             tokio::select! {
                 message = input.recv() => match message {
                     Some(Input::Message { topic, payload }) => self.on_message(topic, &payload).await,
+                    Some(Input::Connected) => self.on_connected().await,
+                    Some(Input::Disconnected) => self.on_disconnected(),
                     Some(Input::Reload(config)) => self.reload(config).await,
                     None => break,
                 },
-                () = sleep_until(next_timer) => self.on_timers().await,
+                () = sleep_until(wake) => self.on_wake().await,
+                _ = snapshot_tick.tick() => self.snapshot(),
             }
+        }
+        self.dirty = true;
+        self.snapshot();
+    }
+
+    fn restore(&mut self, saved: HashMap<String, Saved>, now: Now) {
+        let mut dropped = 0;
+        for (id, saved) in saved {
+            match self.config.resolve(&saved.topic) {
+                Some((resolved, spec)) if resolved == id.as_str() => {
+                    let mut device = Device::new(id.clone(), saved.topic.clone(), Arc::clone(&spec.rules));
+                    device.restore(&saved, now);
+                    self.devices.insert(id, device);
+                }
+                _ => dropped += 1,
+            }
+        }
+        if dropped > 0 {
+            tracing::info!(dropped, "saved devices no longer in the config were forgotten");
         }
     }
 
     async fn on_message(&mut self, topic: String, payload: &[u8]) {
+        let now = Now::read();
         let Some((id, spec)) = self.config.resolve(&topic) else {
-            tracing::debug!(topic = %topic, "message on a topic no device watches");
+            if let Some(id) = self.config.resolve_heartbeat(&topic).map(|id| id.into_owned()) {
+                self.on_heartbeat(&id, now).await;
+            } else {
+                tracing::debug!(topic = %topic, "message on a topic no device watches");
+            }
             return;
         };
         let id = id.into_owned();
+        if !self.devices.contains_key(&id) {
+            // A pattern device seen for the first time.
+            self.counts.add(State::Unknown, 1);
+        }
         let rules = Arc::clone(&spec.rules);
         let device = self.devices.entry(id.clone()).or_insert_with(|| Device::new(id, topic.clone(), rules));
         if device.topic != topic {
@@ -91,69 +195,207 @@ impl Monitor {
             return;
         }
         let before = device.state;
-        let outcome = device.on_message(payload, Now::read());
-        if let Outcome::Unrecognised { warn: true, suppressed } = outcome {
-            tracing::warn!(device = %device.id, topic = %topic, payload = %device.last_payload,
-                suppressed, "payload is neither an online nor an offline payload; state unchanged");
+        let hold = self.link.settle_until.saturating_duration_since(now.mono);
+        let outcome = device.on_message(payload, now, hold);
+        match &outcome {
+            Outcome::Unrecognised { warn: true, suppressed } => {
+                tracing::warn!(device = %device.id, topic = %topic, payload = %device.last_payload,
+                    suppressed, "payload is neither an online nor an offline payload; state unchanged");
+            }
+            Outcome::Stale { seq, current } => {
+                tracing::info!(device = %device.id, topic = %topic, seq, current,
+                    "ignoring a will from an earlier session (its sequence is not the current birth's)");
+            }
+            _ => {}
         }
         let id = device.id.clone();
-        self.follow(&id, before, outcome).await;
+        self.follow(&id, before, outcome, now).await;
     }
 
-    /// Acts on what a device reported: fires events, arms grace timers,
-    /// keeps the counts current.
-    async fn follow(&mut self, id: &str, before: State, outcome: Outcome) {
-        let Some(device) = self.devices.get(id) else {
+    async fn on_heartbeat(&mut self, id: &str, now: Now) {
+        let Some(device) = self.devices.get_mut(id) else {
+            tracing::debug!(device = %id, "heartbeat from a device not seen on its status topic yet");
             return;
         };
+        let before = device.state;
+        let outcome = device.on_heartbeat(now);
+        self.follow(id, before, outcome, now).await;
+    }
+
+    /// Acts on what a device reported: fires events, arms its timer, keeps
+    /// the counts current, marks the state for saving.
+    async fn follow(&mut self, id: &str, before: State, outcome: Outcome, now: Now) {
+        let Some(device) = self.devices.get(id) else { return };
+        let after = device.state;
         match outcome {
             Outcome::Fire(t) => {
                 let event = Event {
-                    id: crate::event::new_id(),
+                    id: new_id(),
                     kind: t.kind,
                     device: device.id.clone(),
                     topic: device.topic.clone(),
                     payload: device.last_payload.clone(),
                     previous: t.previous.as_str(),
-                    at: std::time::SystemTime::now(),
+                    at: now.wall,
                     offline_since: t.offline_since,
                     offline_for: t.offline_for,
                     attempts: None,
                     actions: device.rules.actions.iter().cloned().collect(),
                 };
+                self.dirty = true;
+                if t.kind == EventKind::Offline {
+                    self.note_offline(now.mono);
+                }
                 // The dispatcher only enqueues, so this waits for nothing slow.
-                let _ = self.events.send(actions::Input::Event(event)).await;
+                let _ = self.out.events.send(actions::Input::Event(event)).await;
             }
-            Outcome::Wait(at) => {
-                tracing::debug!(device = %device.id, topic = %device.topic,
-                    grace = ?device.rules.grace, "device offline; waiting out its grace period");
-                self.timers.insert((at, device.id.clone()));
+            Outcome::Wait(_) if after == State::Offline && before != State::Offline => {
+                tracing::debug!(device = %device.id, topic = %device.topic, "device offline; holding it for its grace period");
             }
-            Outcome::Quiet if device.state != before => {
-                tracing::debug!(device = %device.id, topic = %device.topic, state = device.state.as_str(), "device state");
+            Outcome::Quiet if after != before => {
+                tracing::debug!(device = %device.id, topic = %device.topic, state = after.as_str(), "device state");
             }
-            Outcome::Quiet | Outcome::Unrecognised { .. } => {}
+            _ => {}
         }
-        if device.state != before {
-            self.publish_counts();
+        if after != before {
+            self.dirty = true;
+            self.counts.add(before, -1);
+            self.counts.add(after, 1);
+            self.out.counts.send_replace(self.counts);
+        }
+        self.arm(id);
+    }
+
+    /// Keeps one timer entry per device, at its earliest need.
+    fn arm(&mut self, id: &str) {
+        let next = self.devices.get(id).and_then(Device::next_timer);
+        let current = self.armed.get(id).copied();
+        if let (Some(next), Some(current)) = (next, current)
+            && current <= next
+        {
+            // The earlier entry fires first and re-arms.
+            return;
+        }
+        if let Some(current) = current {
+            self.timers.remove(&(current, id.to_string()));
+            self.armed.remove(id);
+        }
+        if let Some(next) = next {
+            self.timers.insert((next, id.to_string()));
+            self.armed.insert(id.to_string(), next);
         }
     }
 
-    /// Fires the grace timers that are due.
-    async fn on_timers(&mut self) {
+    /// The earliest moment something is due, if any.
+    fn next_wake(&self) -> Option<Instant> {
+        let timers = if self.link.connected {
+            self.timers.first().map(|(at, _)| (*at).max(self.link.settle_until))
+        } else {
+            None
+        };
+        let broker = (!self.link.connected && !self.link.alerted && !self.config.broker.actions.is_empty())
+            .then(|| self.link.lost_at.mono + self.config.broker.alert_after);
+        [timers, broker, self.resync_at].into_iter().flatten().min()
+    }
+
+    async fn on_wake(&mut self) {
         let now = Now::read();
-        while let Some(first) = self.timers.first().cloned() {
-            if first.0 > now.mono {
+        if self.resync_at.is_some_and(|at| at <= now.mono) {
+            self.resync_at = None;
+            tracing::info!("re-reading the retained states after a burst of offlines");
+            self.out.resync.notify_one();
+        }
+        if !self.link.connected {
+            if !self.link.alerted && now.mono >= self.link.lost_at.mono + self.config.broker.alert_after {
+                self.link.alerted = true;
+                self.broker_event(EventKind::BrokerDown, now).await;
+            }
+            return;
+        }
+        if now.mono < self.link.settle_until {
+            return;
+        }
+        while let Some((at, id)) = self.timers.first().cloned() {
+            if at > now.mono {
                 break;
             }
             self.timers.pop_first();
-            let Some(device) = self.devices.get_mut(&first.1) else {
-                continue;
-            };
+            self.armed.remove(&id);
+            let Some(device) = self.devices.get_mut(&id) else { continue };
             let before = device.state;
             let outcome = device.on_tick(now);
-            self.follow(&first.1, before, outcome).await;
+            self.follow(&id, before, outcome, now).await;
         }
+    }
+
+    async fn on_connected(&mut self) {
+        let now = Now::read();
+        self.link.connected = true;
+        self.link.settle_until = now.mono + self.config.broker.settle;
+        if self.link.alerted {
+            self.link.alerted = false;
+            self.broker_event(EventKind::BrokerUp, now).await;
+        }
+        // Silence while we could not hear is ours, not the devices'.
+        let ids: Vec<String> = self.devices.keys().cloned().collect();
+        for id in ids {
+            if let Some(device) = self.devices.get_mut(&id) {
+                device.forgive_silence(now);
+            }
+            self.arm(&id);
+        }
+    }
+
+    fn on_disconnected(&mut self) {
+        if self.link.connected {
+            self.link.connected = false;
+            self.link.lost_at = Now::read();
+        }
+    }
+
+    async fn broker_event(&mut self, kind: EventKind, now: Now) {
+        let broker = &self.config.broker;
+        let down_for = now.mono.saturating_duration_since(self.link.lost_at.mono);
+        let event = Event {
+            id: new_id(),
+            kind,
+            device: broker.client_id.clone(),
+            topic: broker.url.clone(),
+            payload: String::new(),
+            previous: if kind == EventKind::BrokerDown { "connected" } else { "disconnected" },
+            at: now.wall,
+            offline_since: Some(self.link.lost_at.wall),
+            offline_for: (kind == EventKind::BrokerUp).then_some(down_for),
+            attempts: None,
+            actions: broker.actions.iter().cloned().collect(),
+        };
+        if kind == EventKind::BrokerDown {
+            tracing::error!(broker = %broker.url, down_for = ?down_for, "broker unreachable past broker_alert_after");
+        } else {
+            tracing::info!(broker = %broker.url, down_for = ?down_for, "broker reachable again");
+        }
+        let _ = self.out.events.send(actions::Input::Event(event)).await;
+    }
+
+    /// Counts offlines; a burst schedules a re-read of the retained states.
+    fn note_offline(&mut self, now: Instant) {
+        self.recent_offlines.push_back(now);
+        while self.recent_offlines.front().is_some_and(|t| now.saturating_duration_since(*t) > BURST_WINDOW) {
+            self.recent_offlines.pop_front();
+        }
+        if self.recent_offlines.len() >= BURST_SIZE && self.resync_at.is_none() {
+            self.resync_at = Some(now + RESYNC_AFTER_BURST);
+            self.recent_offlines.clear();
+        }
+    }
+
+    /// Hands the state to the store when it changed.
+    fn snapshot(&mut self) {
+        if !std::mem::take(&mut self.dirty) {
+            return;
+        }
+        let snapshot: Snapshot = self.devices.iter().map(|(id, d)| (id.clone(), d.saved())).collect();
+        self.out.snapshots.send_replace(Arc::new(snapshot));
     }
 
     async fn reload(&mut self, config: Arc<Config>) {
@@ -181,8 +423,14 @@ impl Monitor {
             removed.len(),
             after.len() - added.len()
         );
-        self.publish_counts();
-        let _ = self.events.send(actions::Input::Reload(Arc::clone(&self.config))).await;
+        for id in removed {
+            if let Some(at) = self.armed.remove(id) {
+                self.timers.remove(&(at, id.clone()));
+            }
+        }
+        self.recount();
+        self.dirty = true;
+        let _ = self.out.events.send(actions::Input::Reload(Arc::clone(&self.config))).await;
     }
 
     fn add_explicit_devices(&mut self) {
@@ -195,23 +443,20 @@ impl Monitor {
         }
     }
 
-    fn publish_counts(&self) {
+    fn recount(&mut self) {
         let mut counts = Counts::default();
         for device in self.devices.values() {
-            match device.state {
-                State::Online => counts.online += 1,
-                State::Offline => counts.offline += 1,
-                State::Unknown => counts.unknown += 1,
-            }
+            counts.add(device.state, 1);
         }
-        self.counts.send_replace(counts);
+        self.counts = counts;
+        self.out.counts.send_replace(counts);
     }
 }
 
 /// Sleeps until `at`, or for ever without one.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
+async fn sleep_until(at: Option<Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
     }
 }

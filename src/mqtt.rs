@@ -13,13 +13,14 @@
 //! Requests are made with `try_*` and a full channel is logged.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
     SubscribeReasonCode, Transport,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
@@ -59,6 +60,8 @@ pub struct Wiring {
     pub link: watch::Sender<Link>,
     /// Where the session's client is offered to publishers.
     pub client: watch::Sender<Option<AsyncClient>>,
+    /// Rung to re-read the retained states (re-subscribe everything).
+    pub resync: Arc<Notify>,
 }
 
 pub struct Session {
@@ -68,6 +71,7 @@ pub struct Session {
     inbound: mpsc::Sender<monitor::Input>,
     link: watch::Sender<Link>,
     client: watch::Sender<Option<AsyncClient>>,
+    resync: Arc<Notify>,
 }
 
 impl Session {
@@ -79,6 +83,7 @@ impl Session {
             inbound: wiring.inbound,
             link: wiring.link,
             client: wiring.client,
+            resync: wiring.resync,
         }
     }
 
@@ -90,10 +95,20 @@ impl Session {
         let mut subscribed: BTreeSet<String> = self.filters.borrow_and_update().iter().cloned().collect();
         let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
         let mut connected = false;
+        // A zero period is never polled (guarded above); interval needs a non-zero one.
+        let period = self.broker.resync.max(Duration::from_secs(1));
+        let mut resync_every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
+                () = self.resync.notified(), if connected => {
+                    subscriptions.subscribe(&client, subscribed.iter().cloned().collect());
+                }
+                _ = resync_every.tick(), if connected && !self.broker.resync.is_zero() => {
+                    tracing::debug!(filters = subscribed.len(), "periodic re-read of the retained states");
+                    subscriptions.subscribe(&client, subscribed.iter().cloned().collect());
+                }
                 Ok(()) = self.filters.changed() => {
                     let wanted: BTreeSet<String> = self.filters.borrow_and_update().iter().cloned().collect();
                     if connected {
@@ -115,6 +130,10 @@ impl Session {
                         self.set_link(true);
                         tracing::info!(broker = %self.broker.url, client_id = %self.broker.client_id,
                             filters = subscribed.len(), attempts, "connected to broker");
+                        // Before subscribing: the settle window must cover the replay.
+                        if self.inbound.send(monitor::Input::Connected).await.is_err() {
+                            break;
+                        }
                         self.announce(&client, &self.presence.online);
                         subscriptions.reset();
                         subscriptions.subscribe(&client, subscribed.iter().cloned().collect());
@@ -137,6 +156,7 @@ impl Session {
                             connected = false;
                             self.set_link(false);
                             tracing::warn!(broker = %self.broker.url, error = %e, "lost the broker connection");
+                            let _ = self.inbound.send(monitor::Input::Disconnected).await;
                         }
                         subscriptions.reset();
                         let delay = backoff.next_delay();

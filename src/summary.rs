@@ -57,6 +57,7 @@ pub fn summary(config: &Config) -> String {
     let mut actions = vec![format!("{BUILTIN_LOG} (built in)")];
     actions.extend(config.actions.iter().map(|(name, spec)| {
         let on: Vec<&str> = spec.on.iter().map(|k| k.as_str()).collect();
+        let on = if spec.on.len() == crate::event::EventKind::ALL.len() { vec!["all events"] } else { on };
         let detail = match &spec.kind {
             ActionKind::Log => String::new(),
             // Only scheme and host: webhook URLs often carry a token.

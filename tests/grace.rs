@@ -31,7 +31,7 @@ async fn a_flap_within_the_grace_period_fires_nothing() {
     publish(broker.port, "plant/pump-7/status", "offline", false).await;
     let waiting = daemon
         .wait_log("the grace period to start", SOON, |l| {
-            message(l).starts_with("device offline; waiting out its grace")
+            message(l).starts_with("device offline; holding it for its grace period")
         })
         .await;
     assert_eq!(waiting["device"], "pump-7");

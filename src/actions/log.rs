@@ -45,6 +45,22 @@ fn write(name: &str, event: &Event) {
                 offline_for.as_deref().unwrap_or("an unknown time")
             )
         }
+        EventKind::BrokerDown => tracing::error!(
+            action = %name,
+            broker = %event.topic,
+            event = "broker_down",
+            event_id = %event.id,
+            "broker down: unreachable since {}",
+            crate::event::rfc3339(event.offline_since.unwrap_or(event.at))
+        ),
+        EventKind::BrokerUp => tracing::info!(
+            action = %name,
+            broker = %event.topic,
+            event = "broker_up",
+            down_for_s = event.offline_for.map(|d| d.as_secs_f64()),
+            event_id = %event.id,
+            "broker up again"
+        ),
         EventKind::ReconnectFailed => tracing::warn!(
             action = %name,
             device = %event.device,

@@ -347,7 +347,13 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(&mut self, raw: &Option<RawDuration>, default: Duration, key: &str, min: Duration) -> Option<Duration> {
+    pub(super) fn duration(
+        &mut self,
+        raw: &Option<RawDuration>,
+        default: Duration,
+        key: &str,
+        min: Duration,
+    ) -> Option<Duration> {
         let Some(raw) = raw else { return Some(default) };
         let value = raw.get_ref().into_inner();
         let max = Duration::from_secs(24 * 3600);

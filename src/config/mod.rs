@@ -58,6 +58,14 @@ pub struct Broker {
     pub keep_alive: Duration,
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// After a (re)connect, offlines wait this long for the replayed
+    /// retained states to settle.
+    pub settle: Duration,
+    /// Re-read the retained states this often (zero: never).
+    pub resync: Duration,
+    /// Unreachable this long: fire `broker_down` to `actions`.
+    pub alert_after: Duration,
+    pub actions: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -101,6 +109,9 @@ pub struct Presence {
 #[derive(Debug, Clone)]
 pub struct DeviceSpec {
     pub watch: Watch,
+    /// Where proof of life arrives besides the status topic (same shape:
+    /// exact for a device, a `{id}` pattern for a pattern).
+    pub heartbeat: Option<Watch>,
     pub rules: Arc<Rules>,
 }
 
@@ -127,6 +138,12 @@ pub struct Rules {
     pub actions: Vec<String>,
     /// An offline must last this long before offline actions fire.
     pub grace: Duration,
+    /// Silent this long (no message on the status or heartbeat topic): offline.
+    pub heartbeat_timeout: Option<Duration>,
+    /// JSON pointer to the state string, for JSON status payloads.
+    pub state_field: Option<String>,
+    /// JSON pointer to the session sequence (Sparkplug `bdSeq` style).
+    pub seq_field: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -229,7 +246,20 @@ impl Config {
     /// Every subscription filter, each once, in config order.
     pub fn filters(&self) -> Vec<String> {
         let mut seen = HashSet::new();
-        self.devices.iter().map(|d| d.watch.filter()).filter(|f| seen.insert(f.clone())).collect()
+        let status = self.devices.iter().map(|d| d.watch.filter());
+        let heartbeat = self.devices.iter().filter_map(|d| d.heartbeat.as_ref().map(Watch::filter));
+        status.chain(heartbeat).filter(|f| seen.insert(f.clone())).collect()
+    }
+
+    /// The id of the device whose heartbeat topic `topic` is.
+    pub fn resolve_heartbeat<'t>(&self, topic: &'t str) -> Option<Cow<'t, str>> {
+        self.devices.iter().find_map(|d| match (&d.heartbeat, &d.watch) {
+            (Some(Watch::Device { topic: hb, .. }), Watch::Device { id, .. }) if hb == topic => {
+                Some(Cow::Owned(id.clone()))
+            }
+            (Some(Watch::Pattern(hb)), Watch::Pattern(_)) => hb.device_id(topic).map(Cow::Borrowed),
+            _ => None,
+        })
     }
 
     /// The spec that owns `topic` and the device id it gives it. Exact

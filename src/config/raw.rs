@@ -41,6 +41,10 @@ pub struct RawBroker {
     pub ca_file: Option<Spanned<String>>,
     pub cert_file: Option<Spanned<String>>,
     pub key_file: Option<Spanned<String>>,
+    pub settle: Option<RawDuration>,
+    pub resync: Option<RawDuration>,
+    pub broker_alert_after: Option<RawDuration>,
+    pub actions: Option<SpannedList>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +62,9 @@ pub struct RawDefaults {
     pub offline: Option<SpannedList>,
     pub actions: Option<SpannedList>,
     pub grace: Option<RawDuration>,
+    pub heartbeat_timeout: Option<RawDuration>,
+    pub state_field: Option<Spanned<String>>,
+    pub seq_field: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -65,6 +72,10 @@ pub struct RawDefaults {
 pub struct RawDevice {
     pub id: Option<Spanned<String>>,
     pub topic: Spanned<String>,
+    pub heartbeat_topic: Option<Spanned<String>>,
+    pub heartbeat_timeout: Option<RawDuration>,
+    pub state_field: Option<Spanned<String>>,
+    pub seq_field: Option<Spanned<String>>,
     pub online: Option<SpannedList>,
     pub offline: Option<SpannedList>,
     pub actions: Option<SpannedList>,

@@ -33,9 +33,9 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
         problems: Vec::new(),
         warnings: Vec::new(),
     };
-    let broker = v.broker(raw.broker);
-    let presence = v.presence(raw.presence, broker.as_ref().map(|b| b.client_id.as_str()));
     let actions = v.actions(raw.action);
+    let broker = v.broker(raw.broker, &actions);
+    let presence = v.presence(raw.presence, broker.as_ref().map(|b| b.client_id.as_str()));
     let defaults = v.defaults(raw.defaults, &actions);
     let devices = v.devices(raw.device, &defaults, &actions);
     let state_dir = v.state_dir(raw.state_dir);
@@ -80,7 +80,7 @@ impl Validator<'_> {
         self.warnings.push(problem);
     }
 
-    fn broker(&mut self, raw: Spanned<RawBroker>) -> Option<Broker> {
+    fn broker(&mut self, raw: Spanned<RawBroker>, actions: &BTreeMap<String, ActionSpec>) -> Option<Broker> {
         let span = raw.span();
         let raw = raw.into_inner();
         let client_id = match raw.client_id {
@@ -104,7 +104,25 @@ impl Validator<'_> {
         }
         let (url, host, port, tls_wanted) = self.url(&raw.url)?;
         let tls = self.tls(tls_wanted, &raw.url, raw.ca_file, raw.cert_file, raw.key_file);
-        Some(Broker { url, host, port, tls: tls?, client_id: client_id?, keep_alive: keep_alive?, username, password })
+        let settle = self.duration(&raw.settle, Duration::from_secs(2), "settle", Duration::ZERO);
+        let resync = self.duration(&raw.resync, Duration::from_secs(600), "resync", Duration::ZERO);
+        let alert_after =
+            self.duration(&raw.broker_alert_after, Duration::from_secs(60), "broker_alert_after", Duration::ZERO);
+        let broker_actions = self.action_names(raw.actions, &[], actions);
+        Some(Broker {
+            url,
+            host,
+            port,
+            tls: tls?,
+            client_id: client_id?,
+            keep_alive: keep_alive?,
+            username,
+            password,
+            settle: settle?,
+            resync: resync?,
+            alert_after: alert_after?,
+            actions: broker_actions,
+        })
     }
 
     fn url(&mut self, raw: &Spanned<String>) -> Option<(String, String, u16, bool)> {
@@ -298,7 +316,11 @@ impl Validator<'_> {
             offline: self.payloads(raw.offline, &["offline".to_string()], "offline"),
             actions: self.action_names(raw.actions, &[BUILTIN_LOG.to_string()], actions),
             grace: self.grace(raw.grace, Duration::ZERO),
+            heartbeat_timeout: self.heartbeat(raw.heartbeat_timeout, None),
+            state_field: self.pointer(raw.state_field, None),
+            seq_field: self.pointer(raw.seq_field, None),
         };
+        self.fields_fit(&rules, 0..0);
         self.disjoint(&rules, 0..0);
         rules
     }
@@ -356,7 +378,11 @@ impl Validator<'_> {
                 offline: self.payloads(device.offline, &defaults.offline, "offline"),
                 actions: self.action_names(device.actions, &defaults.actions, actions),
                 grace: self.grace(device.grace, defaults.grace),
+                heartbeat_timeout: self.heartbeat(device.heartbeat_timeout, defaults.heartbeat_timeout),
+                state_field: self.pointer(device.state_field, defaults.state_field.clone()),
+                seq_field: self.pointer(device.seq_field, defaults.seq_field.clone()),
             };
+            self.fields_fit(&rules, span.clone());
             self.disjoint(&rules, span.clone());
             let watch = match (WatchedTopic::parse(device.topic.get_ref()), device.id) {
                 (Err(e), _) => {
@@ -409,9 +435,60 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            out.push(DeviceSpec { watch, rules: Arc::new(rules) });
+            let heartbeat = self.heartbeat_topic(device.heartbeat_topic, &watch);
+            out.push(DeviceSpec { watch, heartbeat, rules: Arc::new(rules) });
         }
         out
+    }
+
+    /// A heartbeat topic of the same shape as the status topic.
+    fn heartbeat_topic(&mut self, raw: Option<Spanned<String>>, status: &Watch) -> Option<Watch> {
+        let raw = raw?;
+        match (WatchedTopic::parse(raw.get_ref()), status) {
+            (Ok(WatchedTopic::Exact(topic)), Watch::Device { id, .. }) => Some(Watch::Device { id: id.clone(), topic }),
+            (Ok(WatchedTopic::Pattern(p)), Watch::Pattern(_)) => Some(Watch::Pattern(p)),
+            (Ok(_), _) => {
+                self.problem(Problem::new(
+                    raw.span(),
+                    "`heartbeat_topic` must be exact for a device with an exact topic, and have `{id}` for a pattern",
+                ));
+                None
+            }
+            (Err(e), _) => {
+                self.problem(Problem::new(raw.span(), format!("`heartbeat_topic`: {e}")));
+                None
+            }
+        }
+    }
+
+    fn heartbeat(&mut self, raw: Option<RawDuration>, default: Option<Duration>) -> Option<Duration> {
+        if raw.is_none() {
+            return default;
+        }
+        self.duration(&raw, Duration::ZERO, "heartbeat_timeout", Duration::from_secs(1))
+    }
+
+    /// A JSON pointer such as `/bdSeq` or `/status/state`.
+    fn pointer(&mut self, raw: Option<Spanned<String>>, default: Option<String>) -> Option<String> {
+        let Some(raw) = raw else { return default };
+        if !raw.get_ref().starts_with('/') {
+            self.problem(
+                Problem::new(raw.span(), format!("`{}` is not a JSON pointer", raw.get_ref()))
+                    .hint("write it like \"/state\" or \"/metrics/bdSeq\""),
+            );
+            return None;
+        }
+        Some(raw.into_inner())
+    }
+
+    /// `seq_field` needs `state_field`: a JSON payload has no plain state.
+    fn fields_fit(&mut self, rules: &Rules, span: std::ops::Range<usize>) {
+        if rules.seq_field.is_some() && rules.state_field.is_none() {
+            self.problem(
+                Problem::new(span, "`seq_field` needs `state_field`")
+                    .hint("JSON payloads carry the state in a field, e.g. state_field = \"/state\""),
+            );
+        }
     }
 
     fn grace(&mut self, raw: Option<RawDuration>, default: Duration) -> Duration {

@@ -31,6 +31,7 @@ fn labels(event: &Event) -> BTreeMap<&'static str, String> {
     let alertname = match event.kind {
         EventKind::Offline | EventKind::Online => "DeviceOffline",
         EventKind::ReconnectFailed => "DeviceReconnectFailed",
+        EventKind::BrokerDown | EventKind::BrokerUp => "BrokerDown",
     };
     BTreeMap::from([
         ("alertname", alertname.to_string()),
@@ -42,7 +43,7 @@ fn labels(event: &Event) -> BTreeMap<&'static str, String> {
 
 fn alert(event: &Event) -> Value {
     let labels = labels(event);
-    let resolved = event.kind == EventKind::Online;
+    let resolved = matches!(event.kind, EventKind::Online | EventKind::BrokerUp);
     let starts = event.offline_since.unwrap_or(event.at);
     let summary = match event.kind {
         EventKind::Offline => format!("{} is offline", event.device),
@@ -50,6 +51,8 @@ fn alert(event: &Event) -> Value {
         EventKind::ReconnectFailed => {
             format!("{} still offline after {} reconnect attempts", event.device, event.attempts.unwrap_or(0))
         }
+        EventKind::BrokerDown => format!("willwatch {} cannot reach the broker {}", event.device, event.topic),
+        EventKind::BrokerUp => format!("willwatch {} reaches the broker {} again", event.device, event.topic),
     };
     json!({
         "status": if resolved { "resolved" } else { "firing" },
@@ -80,7 +83,7 @@ fn alertmanager(receiver: &str, events: &[Arc<Event>]) -> Value {
     common.retain(|k, v| all.iter().all(|l| l.get(k) == Some(v)));
     let group: BTreeMap<&str, String> =
         common.iter().filter(|(k, _)| **k == "alertname").map(|(k, v)| (*k, v.clone())).collect();
-    let firing = events.iter().any(|e| e.kind != EventKind::Online);
+    let firing = events.iter().any(|e| !matches!(e.kind, EventKind::Online | EventKind::BrokerUp));
     let group_key =
         format!("{{}}:{{{}}}", group.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect::<Vec<_>>().join(","));
     json!({
