@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Broker, Config, ConfigError, Watch};
@@ -38,6 +38,8 @@ pub enum DaemonError {
     Config(#[from] ConfigError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("the broker session failed: {0}")]
+    Session(String),
 }
 
 /// What a signal asks of the daemon.
@@ -71,23 +73,22 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let saved = store::load(&config.state_dir);
     let (snapshots_tx, snapshots_rx) = watch::channel(Arc::new(Vec::new()));
     let store = tokio::spawn(store::run(config.state_dir.clone(), snapshots_rx));
-    let resync = Arc::new(Notify::new());
-    let outputs =
-        Outputs { events: dispatch_tx, counts: counts_tx, snapshots: snapshots_tx, resync: Arc::clone(&resync) };
+    let (resync_tx, resync_rx) = mpsc::channel(4);
+    let outputs = Outputs { events: dispatch_tx, counts: counts_tx, snapshots: snapshots_tx, resync: resync_tx };
     let monitor = tokio::spawn(Monitor::new(Arc::clone(&config), saved, outputs).run(monitor_rx));
-    let start_session = |config: &Config| {
+    let start_session = |config: &Config, resync: mpsc::Receiver<Vec<String>>| {
         let cancel = CancellationToken::new();
         let wiring = Wiring {
             filters: filters_tx.subscribe(),
             inbound: monitor_tx.clone(),
             link: link_tx.clone(),
             client: client_tx.clone(),
-            resync: Arc::clone(&resync),
+            resync,
         };
         let session = Session::new(config.broker.clone(), config.presence.clone(), wiring);
         (cancel.clone(), tokio::spawn(session.run(cancel)))
     };
-    let (mut cancel, mut session) = start_session(&config);
+    let (mut cancel, mut session) = start_session(&config, resync_rx);
 
     log_started(&config);
     systemd::ready();
@@ -105,8 +106,10 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
                         if reconnect {
                             tracing::info!(broker = %config.broker.url, "broker or presence settings changed; reconnecting");
                             cancel.cancel();
-                            let _ = session.await;
-                            (cancel, session) = start_session(&config);
+                            match session.await {
+                                Ok(resync) => (cancel, session) = start_session(&config, resync),
+                                Err(e) => return Err(DaemonError::Session(e.to_string())),
+                            }
                         }
                     }
                     systemd::ready();

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::actions;
 use crate::config::{Config, Watch};
@@ -73,8 +73,8 @@ pub struct Outputs {
     pub events: mpsc::Sender<actions::Input>,
     pub counts: watch::Sender<Counts>,
     pub snapshots: watch::Sender<Arc<Snapshot>>,
-    /// Asks the session to re-read the retained states.
-    pub resync: Arc<Notify>,
+    /// Asks the session to re-read the retained states of these topics.
+    pub resync: mpsc::Sender<Vec<String>>,
 }
 
 /// The broker connection as the monitor tracks it.
@@ -99,7 +99,11 @@ pub struct Monitor {
     clashes: HashSet<String>,
     link: Link,
     recent_offlines: VecDeque<Instant>,
+    /// A re-read of every known device's retained state is due then: after
+    /// a burst of offlines, and every `resync`.
     resync_at: Option<Instant>,
+    /// The same for devices known only through patterns, after a connect.
+    resync_patterns_at: Option<Instant>,
     dirty: bool,
     out: Outputs,
 }
@@ -120,6 +124,7 @@ impl Monitor {
             link,
             recent_offlines: VecDeque::new(),
             resync_at: None,
+            resync_patterns_at: None,
             dirty: false,
             out,
         };
@@ -295,15 +300,21 @@ impl Monitor {
         };
         let broker = (!self.link.connected && !self.link.alerted && !self.config.broker.actions.is_empty())
             .then(|| self.link.lost_at.mono + self.config.broker.alert_after);
-        [timers, broker, self.resync_at].into_iter().flatten().min()
+        let resync =
+            [self.resync_at, self.resync_patterns_at].into_iter().flatten().min().filter(|_| self.link.connected);
+        [timers, broker, resync].into_iter().flatten().min()
     }
 
     async fn on_wake(&mut self) {
         let now = Now::read();
-        if self.resync_at.is_some_and(|at| at <= now.mono) {
-            self.resync_at = None;
-            tracing::info!("re-reading the retained states after a burst of offlines");
-            self.out.resync.notify_one();
+        if self.link.connected && self.resync_at.is_some_and(|at| at <= now.mono) {
+            self.resync_at = self.periodic_resync(now.mono);
+            self.resync_patterns_at = None;
+            self.request_resync(false);
+        }
+        if self.link.connected && self.resync_patterns_at.is_some_and(|at| at <= now.mono) {
+            self.resync_patterns_at = None;
+            self.request_resync(true);
         }
         if !self.link.connected {
             if !self.link.alerted && now.mono >= self.link.lost_at.mono + self.config.broker.alert_after {
@@ -332,6 +343,10 @@ impl Monitor {
         let now = Now::read();
         self.link.connected = true;
         self.link.settle_until = now.mono + self.config.broker.settle;
+        // The wildcard replay may have been cut short by the broker's queue
+        // limit; known pattern devices are re-read exactly, once it is in.
+        self.resync_patterns_at = Some(now.mono + self.config.broker.settle.max(Duration::from_secs(1)));
+        self.resync_at = self.periodic_resync(now.mono);
         if self.link.alerted {
             self.link.alerted = false;
             self.broker_event(EventKind::BrokerUp, now).await;
@@ -377,14 +392,46 @@ impl Monitor {
         let _ = self.out.events.send(actions::Input::Event(event)).await;
     }
 
+    fn periodic_resync(&self, now: Instant) -> Option<Instant> {
+        let every = self.config.broker.resync;
+        (!every.is_zero()).then(|| now + every)
+    }
+
+    /// Asks the session to re-read the retained states of known devices
+    /// (only those found through patterns, with `patterns_only`).
+    fn request_resync(&mut self, patterns_only: bool) {
+        let exact: HashSet<&str> = self
+            .config
+            .devices
+            .iter()
+            .filter_map(|d| match &d.watch {
+                Watch::Device { topic, .. } => Some(topic.as_str()),
+                Watch::Pattern(_) => None,
+            })
+            .collect();
+        let topics: Vec<String> = self
+            .devices
+            .values()
+            .filter(|d| !patterns_only || !exact.contains(d.topic.as_str()))
+            .map(|d| d.topic.clone())
+            .collect();
+        if topics.is_empty() {
+            return;
+        }
+        tracing::info!(devices = topics.len(), patterns_only, "re-reading the retained states of known devices");
+        // Full: a re-read is already queued, which covers this one.
+        let _ = self.out.resync.try_send(topics);
+    }
+
     /// Counts offlines; a burst schedules a re-read of the retained states.
     fn note_offline(&mut self, now: Instant) {
         self.recent_offlines.push_back(now);
         while self.recent_offlines.front().is_some_and(|t| now.saturating_duration_since(*t) > BURST_WINDOW) {
             self.recent_offlines.pop_front();
         }
-        if self.recent_offlines.len() >= BURST_SIZE && self.resync_at.is_none() {
-            self.resync_at = Some(now + RESYNC_AFTER_BURST);
+        let soon = now + RESYNC_AFTER_BURST;
+        if self.recent_offlines.len() >= BURST_SIZE && self.resync_at.is_none_or(|at| at > soon) {
+            self.resync_at = Some(soon);
             self.recent_offlines.clear();
         }
     }

@@ -33,6 +33,10 @@ async fn sighup_adds_and_removes_devices_and_keeps_the_state_of_the_rest() {
     assert_eq!(reloaded["removed"], "[\"b\"]");
 
     // c is watched now; b is not.
+    support::eventually("the new topic to be subscribed", SOON, || {
+        (daemon.logs(|l| message(l) == "subscribed to every watched topic").len() >= 2).then_some(())
+    })
+    .await;
     publish(broker.port, "plant/b/status", "offline", false).await;
     publish(broker.port, "plant/c/status", "offline", false).await;
     daemon.wait_event("c", "offline", 1).await;

@@ -27,32 +27,27 @@ impl Daemon {
     pub fn start_with(config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("willwatch.toml"), config).expect("write config");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_willwatch"));
-        command
-            .args(["run", "--log-format", "json", "--log-level", "debug", "-c"])
-            .arg(dir.path().join("willwatch.toml"))
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("WILLWATCH_MQTT_PASSWORD")
-            .env_remove("STATE_DIRECTORY")
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("spawn willwatch");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = Arc::clone(&logs);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let value = serde_json::from_str(&line).unwrap_or_else(|_| serde_json::json!({ "raw": line }));
-                sink.lock().unwrap().push(value);
-            }
-        });
+        let (child, logs) = spawn(dir.path(), env);
         Daemon { child, logs, dir }
+    }
+
+    /// Kills the daemon with SIGKILL: no goodbye, no last state write.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the daemon again on the same config and state directory,
+    /// with a fresh log.
+    pub fn restart(&mut self) {
+        let (child, logs) = spawn(self.dir.path(), &[]);
+        self.child = child;
+        self.logs = logs;
+    }
+
+    pub fn kill_and_restart(&mut self) {
+        self.kill();
+        self.restart();
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -90,9 +85,12 @@ impl Daemon {
         eventually(what, timeout, || self.logs(&matches).into_iter().next()).await
     }
 
-    /// Waits until the daemon has subscribed and is connected.
+    /// Waits until the daemon is connected and subscribed to every topic.
     pub async fn wait_connected(&self) {
-        self.wait_log("the daemon to connect", Duration::from_secs(10), |l| message(l) == "connected to broker").await;
+        self.wait_log("the daemon to subscribe", Duration::from_secs(10), |l| {
+            message(l) == "subscribed to every watched topic"
+        })
+        .await;
     }
 
     /// `event` ("offline", "online", "reconnect_failed") lines of the
@@ -118,6 +116,36 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `willwatch run` on `dir/willwatch.toml`, collecting its JSON log.
+fn spawn(dir: &Path, env: &[(&str, &str)]) -> (Child, Arc<Mutex<Vec<Value>>>) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_willwatch"));
+    command
+        .args(["run", "--log-format", "json", "--log-level", "debug", "-c"])
+        .arg(dir.join("willwatch.toml"))
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("WILLWATCH_MQTT_PASSWORD")
+        .env_remove("STATE_DIRECTORY")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("spawn willwatch");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let stderr = child.stderr.take().expect("stderr");
+    let sink = Arc::clone(&logs);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let value = serde_json::from_str(&line).unwrap_or_else(|_| serde_json::json!({ "raw": line }));
+            sink.lock().unwrap().push(value);
+        }
+    });
+    (child, logs)
 }
 
 /// The message of a log line.

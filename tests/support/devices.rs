@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -20,8 +20,20 @@ impl SimDevice {
     /// `birth` there, retained; returns once the broker has acknowledged
     /// the birth.
     pub async fn connect(port: u16, client_id: &str, topic: &str, birth: &str, will: &str) -> SimDevice {
+        SimDevice::connect_with(port, client_id, topic, birth, will, Duration::from_secs(30)).await
+    }
+
+    /// As `connect`, with a keep-alive of one's choosing.
+    pub async fn connect_with(
+        port: u16,
+        client_id: &str,
+        topic: &str,
+        birth: &str,
+        will: &str,
+        keep_alive: Duration,
+    ) -> SimDevice {
         let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(30));
+        options.set_keep_alive(keep_alive);
         options.set_last_will(LastWill::new(topic, will.as_bytes().to_vec(), QoS::AtLeastOnce, true));
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         client.publish(topic, QoS::AtLeastOnce, true, birth.as_bytes().to_vec()).await.expect("queue birth");
@@ -35,6 +47,7 @@ impl SimDevice {
                             let _ = tx.send(());
                         }
                     }
+                    Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
                     Ok(_) => {}
                     Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
@@ -50,6 +63,12 @@ impl SimDevice {
     /// Drops the connection without DISCONNECT: the broker sends the will.
     pub fn kill(self) {
         self.task.abort();
+    }
+
+    /// Disconnects cleanly: the broker discards the will.
+    pub async fn disconnect(self) {
+        let _ = self.client.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
     }
 }
 

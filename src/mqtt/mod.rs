@@ -1,10 +1,11 @@
 //! The broker session: owns rumqttc's `EventLoop` and nothing else polls it.
 //!
 //! It connects with the daemon's own retained will, publishes the retained
-//! birth after every CONNACK, (re)subscribes every watched filter in batches
-//! after every CONNACK (a clean session forgets them), follows filter changes
-//! from reloads, reconnects with backoff, and forwards every message to the
-//! monitor. On shutdown it publishes its own retained offline, waits for the
+//! birth after every CONNACK, (re)subscribes every watched filter after
+//! every CONNACK (a clean session forgets them) at a pace the broker can
+//! deliver (`subscriptions.rs`), re-reads retained states when the monitor
+//! asks, follows filter changes from reloads, reconnects with backoff, and
+//! forwards every message to the monitor. On shutdown it publishes its own retained offline, waits for the
 //! PUBACK (bounded) and disconnects cleanly, because a clean DISCONNECT
 //! suppresses the will.
 //!
@@ -12,25 +13,27 @@
 //! this very loop, so an awaited `publish` here deadlocks once it fills.
 //! Requests are made with `try_*` and a full channel is logged.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::Arc;
+mod publisher;
+mod subscriptions;
+
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    SubscribeReasonCode, Transport,
+    Transport,
 };
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::{Broker, Presence};
 use crate::monitor;
+pub use publisher::Publisher;
+use subscriptions::Subscriptions;
 
 /// Requests rumqttc may queue before `try_*` calls fail.
 const REQUEST_CAPACITY: usize = 4096;
-/// Filters per SUBSCRIBE packet: keeps packets small and SUBACKs readable.
-const FILTERS_PER_SUBSCRIBE: usize = 256;
 /// The largest packet accepted. A bigger one makes rumqttc drop the
 /// connection, so this is set far above any status payload rather than at
 /// rumqttc's 10 KiB default.
@@ -50,7 +53,6 @@ pub struct Link {
 }
 
 /// What a session is connected to on the daemon's side.
-#[derive(Clone)]
 pub struct Wiring {
     /// The filters to subscribe; changes on reload.
     pub filters: watch::Receiver<Vec<String>>,
@@ -60,8 +62,8 @@ pub struct Wiring {
     pub link: watch::Sender<Link>,
     /// Where the session's client is offered to publishers.
     pub client: watch::Sender<Option<AsyncClient>>,
-    /// Rung to re-read the retained states (re-subscribe everything).
-    pub resync: Arc<Notify>,
+    /// Exact topics of known devices whose retained states to re-read.
+    pub resync: mpsc::Receiver<Vec<String>>,
 }
 
 pub struct Session {
@@ -71,7 +73,7 @@ pub struct Session {
     inbound: mpsc::Sender<monitor::Input>,
     link: watch::Sender<Link>,
     client: watch::Sender<Option<AsyncClient>>,
-    resync: Arc<Notify>,
+    resync: mpsc::Receiver<Vec<String>>,
 }
 
 impl Session {
@@ -87,33 +89,35 @@ impl Session {
         }
     }
 
-    /// Runs until `cancel` fires, then says goodbye to the broker.
-    pub async fn run(mut self, cancel: CancellationToken) {
+    /// Runs until `cancel` fires, then says goodbye to the broker. Returns
+    /// the resync queue for the next session.
+    pub async fn run(mut self, cancel: CancellationToken) -> mpsc::Receiver<Vec<String>> {
         let (client, mut eventloop) = AsyncClient::new(options(&self.broker, &self.presence), REQUEST_CAPACITY);
         self.client.send_replace(Some(client.clone()));
         let mut subscriptions = Subscriptions::default();
         let mut subscribed: BTreeSet<String> = self.filters.borrow_and_update().iter().cloned().collect();
         let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
         let mut connected = false;
-        // A zero period is never polled (guarded above); interval needs a non-zero one.
-        let period = self.broker.resync.max(Duration::from_secs(1));
-        let mut resync_every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // Between a CONNACK and the last SUBACK of its subscriptions.
+        let mut settling = false;
         loop {
+            let step_at = subscriptions.due().filter(|_| connected).map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
-                () = self.resync.notified(), if connected => {
-                    subscriptions.subscribe(&client, subscribed.iter().cloned().collect());
-                }
-                _ = resync_every.tick(), if connected && !self.broker.resync.is_zero() => {
-                    tracing::debug!(filters = subscribed.len(), "periodic re-read of the retained states");
-                    subscriptions.subscribe(&client, subscribed.iter().cloned().collect());
+                () = sleep_until(step_at) => subscriptions.step(&client),
+                Some(topics) = self.resync.recv() => {
+                    if connected {
+                        tracing::debug!(topics = topics.len(), "re-reading retained states");
+                        subscriptions.resync(topics, &subscribed);
+                    }
                 }
                 Ok(()) = self.filters.changed() => {
                     let wanted: BTreeSet<String> = self.filters.borrow_and_update().iter().cloned().collect();
                     if connected {
-                        let added: Vec<String> = wanted.difference(&subscribed).cloned().collect();
-                        subscriptions.subscribe(&client, added);
+                        subscriptions.subscribe(wanted.difference(&subscribed).cloned().collect());
+                        subscriptions.step(&client);
+                        settling = !report_subscribed(&subscriptions, wanted.len());
                         for gone in subscribed.difference(&wanted) {
                             if let Err(e) = client.try_unsubscribe(gone.clone()) {
                                 tracing::error!(topic = %gone, error = %e, "could not queue unsubscribe");
@@ -136,7 +140,9 @@ impl Session {
                         }
                         self.announce(&client, &self.presence.online);
                         subscriptions.reset();
-                        subscriptions.subscribe(&client, subscribed.iter().cloned().collect());
+                        subscriptions.subscribe(subscribed.iter().cloned().collect());
+                        subscriptions.step(&client);
+                        settling = !report_subscribed(&subscriptions, subscribed.len());
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         let topic = p.topic;
@@ -145,8 +151,11 @@ impl Session {
                         }
                     }
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                        for topic in subscriptions.refused(ack.pkid, &ack.return_codes) {
+                        for topic in subscriptions.acknowledged(ack.pkid, &ack.return_codes, Instant::now()) {
                             tracing::error!(topic = %topic, "the broker refused the subscription; this topic is not watched (check the broker's ACL)");
+                        }
+                        if settling {
+                            settling = !report_subscribed(&subscriptions, subscribed.len());
                         }
                     }
                     Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => subscriptions.sent(pkid),
@@ -173,6 +182,7 @@ impl Session {
             self.goodbye(&client, &mut eventloop).await;
         }
         self.set_link(false);
+        self.resync
     }
 
     /// Publishes the daemon's own retained presence payload.
@@ -228,50 +238,6 @@ impl Session {
     }
 }
 
-/// Subscribe requests in flight, so a refused filter can be named.
-#[derive(Default)]
-struct Subscriptions {
-    queued: VecDeque<Vec<String>>,
-    sent: HashMap<u16, Vec<String>>,
-}
-
-impl Subscriptions {
-    fn subscribe(&mut self, client: &AsyncClient, filters: Vec<String>) {
-        for batch in filters.chunks(FILTERS_PER_SUBSCRIBE) {
-            let request = batch.iter().map(|f| rumqttc::SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
-            match client.try_subscribe_many(request) {
-                Ok(()) => self.queued.push_back(batch.to_vec()),
-                Err(e) => {
-                    tracing::error!(filters = batch.len(), first = %batch[0], error = %e, "could not queue subscribe")
-                }
-            }
-        }
-    }
-
-    fn sent(&mut self, pkid: u16) {
-        if let Some(batch) = self.queued.pop_front() {
-            self.sent.insert(pkid, batch);
-        }
-    }
-
-    /// The filters of SUBACK `pkid` that the broker refused.
-    fn refused(&mut self, pkid: u16, codes: &[SubscribeReasonCode]) -> Vec<String> {
-        let batch = self.sent.remove(&pkid).unwrap_or_default();
-        batch
-            .into_iter()
-            .zip(codes)
-            .filter(|(_, code)| matches!(code, SubscribeReasonCode::Failure))
-            .map(|(filter, _)| filter)
-            .collect()
-    }
-
-    /// Forgets requests that a reconnect with a clean session discarded.
-    fn reset(&mut self) {
-        self.queued.clear();
-        self.sent.clear();
-    }
-}
-
 /// rumqttc options from the config: client id, keep-alive, credentials, TLS
 /// and the daemon's retained will.
 pub fn options(broker: &Broker, presence: &Presence) -> MqttOptions {
@@ -316,54 +282,20 @@ fn log_connect_error(url: &str, error: &ConnectionError, attempt: u32, retry_in:
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rumqttc::SubscribeReasonCode::{Failure, Success};
-
-    #[test]
-    fn refused_filters_are_named_by_their_suback() {
-        let mut subs = Subscriptions::default();
-        subs.queued.push_back(vec!["a".into(), "b".into(), "c".into()]);
-        subs.queued.push_back(vec!["d".into()]);
-        subs.sent(7);
-        subs.sent(8);
-        assert_eq!(subs.refused(8, &[Success(QoS::AtLeastOnce)]), Vec::<String>::new());
-        assert_eq!(subs.refused(7, &[Success(QoS::AtLeastOnce), Failure, Failure]), vec!["b", "c"]);
-        assert_eq!(subs.refused(7, &[Failure]), Vec::<String>::new(), "an unknown pkid refuses nothing");
+/// Says so when the subscriptions of a connect are all acknowledged, and
+/// returns whether they are.
+fn report_subscribed(subscriptions: &Subscriptions, filters: usize) -> bool {
+    let done = subscriptions.idle();
+    if done {
+        tracing::info!(filters, "subscribed to every watched topic");
     }
+    done
 }
 
-/// A handle for actions that publish through the daemon's own session.
-///
-/// Publishing waits (bounded) for the session to be connected: a request
-/// queued while disconnected would be dropped with the clean session.
-#[derive(Clone)]
-pub struct Publisher {
-    client: watch::Receiver<Option<AsyncClient>>,
-    link: watch::Receiver<Link>,
-}
-
-/// How long a publish waits for the broker connection.
-const PUBLISH_WAIT: Duration = Duration::from_secs(30);
-
-impl Publisher {
-    pub fn new(client: watch::Receiver<Option<AsyncClient>>, link: watch::Receiver<Link>) -> Publisher {
-        Publisher { client, link }
-    }
-
-    pub async fn publish(&self, topic: String, qos: u8, retain: bool, payload: Vec<u8>) -> Result<(), String> {
-        let mut link = self.link.clone();
-        tokio::time::timeout(PUBLISH_WAIT, link.wait_for(|l| l.connected))
-            .await
-            .map_err(|_| format!("not connected to the broker for {PUBLISH_WAIT:?}"))?
-            .map_err(|_| "the broker session has ended".to_string())?;
-        let client = self.client.borrow().clone().ok_or("no broker session")?;
-        let qos = match qos {
-            0 => QoS::AtMostOnce,
-            1 => QoS::AtLeastOnce,
-            _ => QoS::ExactlyOnce,
-        };
-        client.publish(topic, qos, retain, payload).await.map_err(|e| e.to_string())
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -1,0 +1,341 @@
+//! The fault-injection suite: what happens in the field, against a real
+//! mosquitto, real devices and the real daemon, asserting exactly which
+//! events fire. (SIGKILLed devices, retained offline at startup, malformed
+//! payloads and cleared retained messages are in `detection.rs`.)
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::daemon::message;
+use support::proxy::Proxy;
+use support::{Broker, BrokerOptions, Daemon, SOON, SimDevice, config, eventually, publish, publish_many};
+
+const PUMP: &str = "[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n";
+
+fn offline_events(daemon: &Daemon) -> usize {
+    daemon.logs(|l| l["action"] == "log" && l["event"] == "offline").len()
+}
+
+/// Publishes `messages` then a sentinel offline from the same client and
+/// waits for its event: everything before it has been handled.
+async fn sync_with_sentinel(broker: &Broker, daemon: &Daemon, messages: &[(&str, &str)]) {
+    let n = daemon.events("sentinel", "offline").len() + 1;
+    let mut all: Vec<(&str, Vec<u8>)> = messages.iter().map(|(t, p)| (*t, p.as_bytes().to_vec())).collect();
+    all.push(("plant/sentinel/status", b"online".to_vec()));
+    all.push(("plant/sentinel/status", b"offline".to_vec()));
+    publish_many(broker.port, &all, false).await;
+    daemon.wait_event("sentinel", "offline", n).await;
+}
+
+const SENTINEL: &str = "[[device]]\nid = \"sentinel\"\ntopic = \"plant/sentinel/status\"\n";
+
+#[tokio::test]
+async fn a_half_open_device_is_detected_at_about_one_and_a_half_keepalives() {
+    let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
+    let daemon = Daemon::start(&config(&broker, PUMP));
+    daemon.wait_connected().await;
+    let proxy = Proxy::start(broker.port).await;
+    let keep_alive = Duration::from_secs(2);
+    let _device =
+        SimDevice::connect_with(proxy.port, "pump-7", "plant/pump-7/status", "online", "offline", keep_alive).await;
+    proxy.go_silent();
+    let silent_at = Instant::now();
+    daemon.wait_event("pump-7", "offline", 1).await;
+    let took = silent_at.elapsed();
+    assert!(took >= keep_alive && took < keep_alive * 4, "detected after {took:?}");
+}
+
+#[tokio::test]
+async fn a_clean_disconnect_fires_nothing_without_a_heartbeat_timeout() {
+    let broker = Broker::start();
+    let daemon = Daemon::start(&config(&broker, &format!("{PUMP}{SENTINEL}")));
+    daemon.wait_connected().await;
+    let device = SimDevice::connect(broker.port, "pump-7", "plant/pump-7/status", "online", "offline").await;
+    device.disconnect().await;
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    assert!(daemon.events("pump-7", "offline").is_empty(), "{}", daemon.dump());
+}
+
+#[tokio::test]
+async fn a_silent_device_is_offline_after_its_heartbeat_timeout_and_back_on_its_heartbeat() {
+    let broker = Broker::start();
+    let devices = "[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n\
+                   heartbeat_topic = \"plant/pump-7/telemetry\"\nheartbeat_timeout = \"1s\"\n";
+    let daemon = Daemon::start(&config(&broker, devices));
+    daemon.wait_connected().await;
+    let device = SimDevice::connect(broker.port, "pump-7", "plant/pump-7/status", "online", "offline").await;
+    let last_heard = Instant::now();
+    device.disconnect().await;
+    let event = daemon.wait_event("pump-7", "offline", 1).await;
+    assert!(last_heard.elapsed() >= Duration::from_millis(950));
+    assert_eq!(event["payload"], "(silent)");
+    publish(broker.port, "plant/pump-7/telemetry", "{\"temp\": 21}", false).await;
+    daemon.wait_event("pump-7", "online", 1).await;
+}
+
+#[tokio::test]
+async fn a_session_takeover_within_the_grace_period_fires_nothing() {
+    let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
+    let text = format!("[defaults]\ngrace = \"2s\"\n\n{PUMP}{SENTINEL}grace = \"0s\"\n");
+    let daemon = Daemon::start(&config(&broker, &text));
+    daemon.wait_connected().await;
+    // The device's old link dies silently (it rebooted), and it reconnects
+    // with the same client id before the broker noticed: mosquitto publishes
+    // the old session's will at the takeover, then the new session its birth.
+    let proxy = Proxy::start(broker.port).await;
+    let _old = SimDevice::connect(proxy.port, "pump-7", "plant/pump-7/status", "online", "offline").await;
+    proxy.go_silent();
+    let _new = SimDevice::connect(broker.port, "pump-7", "plant/pump-7/status", "online", "offline").await;
+    daemon
+        .wait_log("the takeover's will", SOON, |l| {
+            message(l).starts_with("device offline; holding it for its grace period") && l["device"] == "pump-7"
+        })
+        .await;
+    let past_grace = Instant::now() + Duration::from_millis(2500);
+    eventually("the grace period to pass", SOON, || (Instant::now() >= past_grace).then_some(())).await;
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    assert!(daemon.events("pump-7", "offline").is_empty(), "{}", daemon.dump());
+    assert!(daemon.events("pump-7", "online").is_empty());
+}
+
+#[tokio::test]
+async fn a_stale_will_with_an_old_sequence_is_ignored() {
+    let broker = Broker::start();
+    let text = format!(
+        "[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\nstate_field = \"/state\"\nseq_field = \"/bdSeq\"\n\n{SENTINEL}"
+    );
+    let daemon = Daemon::start(&config(&broker, &text));
+    daemon.wait_connected().await;
+    let t = "plant/pump-7/status";
+    // Session 1's birth, session 2's birth, then session 1's will, late.
+    let late = [
+        (t, r#"{"state":"online","bdSeq":1}"#),
+        (t, r#"{"state":"online","bdSeq":2}"#),
+        (t, r#"{"state":"offline","bdSeq":1}"#),
+    ];
+    sync_with_sentinel(&broker, &daemon, &late).await;
+    assert!(daemon.events("pump-7", "offline").is_empty(), "{}", daemon.dump());
+    let ignored = daemon.logs(|l| message(l).starts_with("ignoring a will from an earlier session"));
+    assert_eq!(ignored.len(), 1);
+    // The current session's will counts.
+    publish(broker.port, t, r#"{"state":"offline","bdSeq":2}"#, false).await;
+    daemon.wait_event("pump-7", "offline", 1).await;
+}
+
+#[tokio::test]
+async fn a_daemon_killed_mid_incident_neither_repeats_nor_loses_the_alert() {
+    let broker = Broker::start();
+    let mut daemon = Daemon::start(&config(&broker, &format!("{PUMP}{SENTINEL}")));
+    daemon.wait_connected().await;
+    let went_offline = Instant::now();
+    publish(broker.port, "plant/pump-7/status", "offline", true).await;
+    let first = daemon.wait_event("pump-7", "offline", 1).await;
+    eventually("the state file to hold the alert", SOON, || {
+        let text = std::fs::read_to_string(daemon.dir().join("state/state.json")).ok()?;
+        text.contains("\"alerted\":true").then_some(())
+    })
+    .await;
+
+    daemon.kill_and_restart();
+    daemon.wait_connected().await;
+    daemon.wait_log("the state to be restored", SOON, |l| message(l) == "state restored").await;
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    assert!(daemon.events("pump-7", "offline").is_empty(), "a duplicate offline after the restart");
+
+    publish(broker.port, "plant/pump-7/status", "online", true).await;
+    let online = daemon.wait_event("pump-7", "online", 1).await;
+    let offline_for = online["offline_for_s"].as_f64().unwrap();
+    assert!(offline_for >= went_offline.elapsed().as_secs_f64() - 1.0, "offline_for_s {offline_for} is too short");
+    assert!(first["event_id"].is_string());
+}
+
+#[tokio::test]
+async fn a_device_that_recovered_while_the_daemon_was_down_fires_one_online() {
+    let broker = Broker::start();
+    let mut daemon = Daemon::start(&config(&broker, &format!("{PUMP}{SENTINEL}")));
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "offline", true).await;
+    daemon.wait_event("pump-7", "offline", 1).await;
+    eventually("the state file to hold the alert", SOON, || {
+        let text = std::fs::read_to_string(daemon.dir().join("state/state.json")).ok()?;
+        text.contains("\"alerted\":true").then_some(())
+    })
+    .await;
+    daemon.kill();
+    publish(broker.port, "plant/pump-7/status", "online", true).await;
+    daemon.restart();
+    daemon.wait_connected().await;
+    daemon.wait_event("pump-7", "online", 1).await;
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    assert_eq!(daemon.events("pump-7", "online").len(), 1);
+    assert!(daemon.events("pump-7", "offline").is_empty());
+}
+
+async fn broker_restart_fires_nothing(persistence: bool) {
+    let options = BrokerOptions { persistence, ..Default::default() };
+    let Some(mut broker) = Broker::mosquitto(options) else { return };
+    let text = format!("[[device]]\ntopic = \"fleet/{{id}}/status\"\n\n{SENTINEL}");
+    let daemon = Daemon::start(&config(&broker, &text));
+    daemon.wait_connected().await;
+    let mut devices = Vec::new();
+    for i in 0..20 {
+        let id = format!("d{i}");
+        devices.push(SimDevice::connect(broker.port, &id, &format!("fleet/{id}/status"), "online", "offline").await);
+    }
+    eventually("all devices online", SOON, || {
+        (daemon.logs(|l| message(l) == "device state" && l["state"] == "online").len() >= 20).then_some(())
+    })
+    .await;
+
+    broker.restart();
+    eventually("the daemon to reconnect", Duration::from_secs(30), || {
+        (daemon.logs(|l| message(l) == "connected to broker").len() >= 2).then_some(())
+    })
+    .await;
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    assert_eq!(offline_events(&daemon), 1, "only the sentinel's offline: {}", daemon.dump());
+
+    // Detection works after the restart: the devices reconnected with their wills.
+    eventually("a device to reconnect", Duration::from_secs(30), || {
+        std::fs::read_to_string(broker.dir().join("mosquitto.log")).ok()?.contains("d3").then_some(())
+    })
+    .await;
+    devices.remove(3).kill();
+    daemon.wait_event("d3", "offline", 1).await;
+}
+
+#[tokio::test]
+async fn a_broker_restart_without_persistence_fires_no_storm() {
+    broker_restart_fires_nothing(false).await;
+}
+
+#[tokio::test]
+async fn a_broker_restart_with_persistence_fires_no_storm() {
+    broker_restart_fires_nothing(true).await;
+}
+
+#[tokio::test]
+async fn a_broker_down_past_its_alert_time_fires_broker_down_and_no_device_alert() {
+    let Some(mut broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
+    let text = config(&broker, &format!("{PUMP}{SENTINEL}"))
+        .replace("settle = \"0s\"\n", "settle = \"0s\"\nbroker_alert_after = \"1s\"\nactions = [\"log\"]\n");
+    let daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "online", true).await;
+    broker.stop();
+    let down = daemon.wait_log("broker_down", SOON, |l| l["action"] == "log" && l["event"] == "broker_down").await;
+    assert_eq!(down["level"], "ERROR");
+    broker.restart();
+    daemon.wait_log("broker_up", Duration::from_secs(40), |l| l["action"] == "log" && l["event"] == "broker_up").await;
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    assert_eq!(offline_events(&daemon), 1, "only the sentinel's: {}", daemon.dump());
+}
+
+#[tokio::test]
+async fn a_corrupt_state_file_is_set_aside_and_the_daemon_starts_clean() {
+    let broker = Broker::start();
+    let mut daemon = Daemon::start(&config(&broker, PUMP));
+    daemon.wait_connected().await;
+    std::fs::create_dir_all(daemon.dir().join("state")).unwrap();
+    std::fs::write(daemon.dir().join("state/state.json"), b"{\"version\":1,\"devices\":{\"pump-7\":").unwrap();
+    daemon.kill_and_restart();
+    let error =
+        daemon.wait_log("the corrupt-file error", SOON, |l| message(l).starts_with("state file is corrupt")).await;
+    assert_eq!(error["level"], "ERROR");
+    daemon.wait_connected().await;
+    let aside = std::fs::read_dir(daemon.dir().join("state"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("state.json.corrupt-"));
+    assert!(aside, "the corrupt file was not kept for inspection");
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    daemon.wait_event("pump-7", "offline", 1).await;
+}
+
+#[tokio::test]
+async fn an_unwritable_state_dir_is_reported_and_monitoring_goes_on() {
+    let broker = Broker::start();
+    let blocker = tempfile::NamedTempFile::new().unwrap();
+    // A file where the folder should be: no user, not even root, can write there.
+    let text = config(&broker, PUMP)
+        .replace("state_dir = \"state\"", &format!("state_dir = \"{}/state\"", blocker.path().display()));
+    let daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    daemon.wait_event("pump-7", "offline", 1).await;
+    let error =
+        daemon.wait_log("the write error", SOON, |l| message(l).starts_with("cannot write the state file")).await;
+    assert_eq!(error["level"], "ERROR");
+    publish(broker.port, "plant/pump-7/status", "online", false).await;
+    daemon.wait_event("pump-7", "online", 1).await;
+    assert_eq!(
+        daemon.logs(|l| message(l).starts_with("cannot write the state file")).len(),
+        1,
+        "logged once per streak"
+    );
+}
+
+#[tokio::test]
+async fn ten_reloads_in_a_second_leave_one_consistent_daemon() {
+    let broker = Broker::start();
+    let daemon = Daemon::start(&config(&broker, &format!("{PUMP}{SENTINEL}")));
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    daemon.wait_event("pump-7", "offline", 1).await;
+    for _ in 0..10 {
+        daemon.signal("HUP");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eventually("the reloads to be applied", SOON, || {
+        (daemon.logs(|l| message(l).starts_with("config reloaded")).len() >= 2).then_some(())
+    })
+    .await;
+    sync_with_sentinel(&broker, &daemon, &[("plant/pump-7/status", "offline")]).await;
+    assert_eq!(daemon.events("pump-7", "offline").len(), 1, "the alert survived every reload, once");
+    publish(broker.port, "plant/pump-7/status", "online", false).await;
+    daemon.wait_event("pump-7", "online", 1).await;
+    assert!(daemon.logs(|l| l["level"] == "ERROR").is_empty(), "{}", daemon.dump());
+}
+
+#[tokio::test]
+async fn two_thousand_devices_killed_at_once_are_every_one_detected() {
+    const N: usize = 2000;
+    let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
+    let daemon = Daemon::start(&config(&broker, "[[device]]\ntopic = \"fleet/{id}/status\"\n"));
+    daemon.wait_connected().await;
+    // Devices come online in waves, as a fleet does, and the daemon knows
+    // every one before the outage.
+    let mut devices = Vec::new();
+    for wave in 0..N / 200 {
+        let mut connecting = tokio::task::JoinSet::new();
+        for i in wave * 200..(wave + 1) * 200 {
+            let port = broker.port;
+            connecting.spawn(async move {
+                let id = format!("dev-{i}");
+                SimDevice::connect(port, &id, &format!("fleet/{id}/status"), "online", "offline").await
+            });
+        }
+        devices.extend(connecting.join_all().await);
+        let known = (wave + 1) * 200;
+        eventually("the wave to be seen online", SOON, || {
+            (daemon.logs(|l| message(l) == "device state" && l["state"] == "online").len() >= known).then_some(())
+        })
+        .await;
+    }
+
+    for device in devices {
+        device.kill();
+    }
+    let detected = eventually("every device detected offline", Duration::from_secs(60), || {
+        let seen: std::collections::HashSet<String> = daemon
+            .logs(|l| l["action"] == "log" && l["event"] == "offline")
+            .iter()
+            .map(|l| l["device"].as_str().unwrap().to_string())
+            .collect();
+        (seen.len() >= N).then_some(seen.len())
+    })
+    .await;
+    assert_eq!(detected, N);
+    assert_eq!(offline_events(&daemon), N, "no device reported twice");
+}
