@@ -242,3 +242,18 @@ fn saved_state_survives_a_restart_without_a_second_alert() {
     assert_eq!(t.offline_for, Some(Duration::from_secs(120)));
     assert_eq!(t.offline_since, Some(clock.after(10).wall));
 }
+
+#[test]
+fn a_wall_clock_step_changes_no_timer() {
+    let clock = Clock::new();
+    let mut d = device_with(Rules { heartbeat_timeout: Some(Duration::from_secs(60)), ..rules(30) });
+    msg(&mut d, b"online", clock.after(0));
+    // The wall clock jumps a day ahead (an NTP step); the monotonic one does not.
+    let stepped = |secs: u64| {
+        let t = clock.after(secs);
+        Now { mono: t.mono, wall: t.wall + Duration::from_secs(86_400) }
+    };
+    assert_eq!(d.on_tick(stepped(10)), Outcome::Wait(clock.after(60).mono), "no mass timeout");
+    assert_eq!(msg(&mut d, b"offline", stepped(20)), Outcome::Wait(clock.after(50).mono));
+    assert_eq!(d.on_tick(stepped(49)), Outcome::Wait(clock.after(50).mono));
+}
