@@ -36,7 +36,7 @@ fn example_config_is_valid_and_summarised() {
     assert!(stdout.contains("broker    mqtt://127.0.0.1:1883"), "{stdout}");
     assert!(stdout.contains("pump-7  plant/pump-7/status"), "{stdout}");
     assert!(stdout.contains("sensors/{id}/status"), "{stdout}");
-    assert!(stdout.contains("1 by topic, 1 pattern(s), 2 subscription(s)"), "{stdout}");
+    assert!(stdout.contains("1 by topic, 2 pattern(s), 4 subscription(s)"), "{stdout}");
 }
 
 #[test]
