@@ -12,7 +12,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -21,9 +21,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Broker, Config, ConfigError, Watch};
+use crate::metrics::Metrics;
 use crate::monitor::{self, Counts, Monitor, Outputs};
 use crate::mqtt::{Link, Publisher, Session, Wiring};
-use crate::{actions, store, systemd};
+use crate::{actions, http, store, systemd};
 
 /// Messages waiting for the monitor before the session waits for it.
 const MONITOR_QUEUE: usize = 8192;
@@ -59,23 +60,45 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
 
     let (filters_tx, _) = watch::channel(config.filters());
-    let (link_tx, mut link_rx) = watch::channel(Link { connected: false, since: Instant::now(), reconnects: 0 });
+    let (link_tx, mut link_rx) =
+        watch::channel(Link { connected: false, since: std::time::SystemTime::now(), reconnects: 0 });
     let (counts_tx, mut counts_rx) = watch::channel(Counts::default());
     let (monitor_tx, monitor_rx) = mpsc::channel(MONITOR_QUEUE);
     let (dispatch_tx, dispatch_rx) = mpsc::channel(DISPATCH_QUEUE);
     let (client_tx, client_rx) = watch::channel(None);
+    let metrics = Metrics::new();
     let context = actions::Context::new(
         dispatch_tx.downgrade(),
         Publisher::new(client_rx, link_rx.clone()),
         config.state_dir.clone(),
+        Arc::clone(&metrics),
     );
     let dispatcher = tokio::spawn(actions::dispatch(Arc::clone(&config), context, dispatch_rx));
     let saved = store::load(&config.state_dir);
     let (snapshots_tx, snapshots_rx) = watch::channel(Arc::new(Vec::new()));
     let store = tokio::spawn(store::run(config.state_dir.clone(), snapshots_rx));
     let (resync_tx, resync_rx) = mpsc::channel(4);
-    let outputs = Outputs { events: dispatch_tx, counts: counts_tx, snapshots: snapshots_tx, resync: resync_tx };
-    let monitor = tokio::spawn(Monitor::new(Arc::clone(&config), saved, outputs).run(monitor_rx));
+    let outputs = Outputs {
+        events: dispatch_tx,
+        counts: counts_tx,
+        snapshots: snapshots_tx,
+        resync: resync_tx,
+        metrics: Arc::clone(&metrics),
+    };
+    let (queries_tx, queries_rx) = mpsc::channel(16);
+    let monitor = tokio::spawn(Monitor::new(Arc::clone(&config), saved, outputs).run(monitor_rx, queries_rx));
+    let http_cancel = CancellationToken::new();
+    let http = config.http_listen.map(|listen| {
+        let serve = http::serve(
+            listen,
+            config.broker.url.clone(),
+            link_rx.clone(),
+            queries_tx.clone(),
+            Arc::clone(&metrics),
+            http_cancel.clone(),
+        );
+        tokio::spawn(serve)
+    });
     let start_session = |config: &Config, resync: mpsc::Receiver<Vec<String>>| {
         let cancel = CancellationToken::new();
         let wiring = Wiring {
@@ -93,6 +116,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     log_started(&config);
     systemd::ready();
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
+    let mut reconnects = 0;
     loop {
         tokio::select! {
             signal = signals.next() => match signal.map(intent) {
@@ -116,7 +140,15 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
                 }
                 Some(Intent::Shutdown) | None => break,
             },
-            Ok(()) = link_rx.changed() => systemd::status(&status_line(&config.broker, &link_rx.borrow(), &counts_rx.borrow())),
+            Ok(()) = link_rx.changed() => {
+                let link = *link_rx.borrow();
+                metrics.broker_connected.set(i64::from(link.connected));
+                if link.reconnects > reconnects {
+                    metrics.broker_reconnects.inc_by(link.reconnects - reconnects);
+                    reconnects = link.reconnects;
+                }
+                systemd::status(&status_line(&config.broker, &link, &counts_rx.borrow()));
+            }
             Ok(()) = counts_rx.changed() => systemd::status(&status_line(&config.broker, &link_rx.borrow(), &counts_rx.borrow())),
             _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => systemd::watchdog(),
         }
@@ -124,6 +156,10 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
 
     tracing::info!("shutting down");
     systemd::stopping();
+    http_cancel.cancel();
+    if let Some(http) = http {
+        let _ = http.await;
+    }
     cancel.cancel();
     let _ = session.await;
     drop(monitor_tx);

@@ -15,9 +15,12 @@
 //! - `tls`: rustls client settings for `mqtts://`.
 //! - `actions`: the dispatcher and one file per kind of action.
 //! - `daemon`: wires the tasks together; signals, reload and shutdown.
+//! - `http`: `/healthz`, `/status` and `/metrics`.
+//! - `metrics`: the Prometheus counters and gauges.
 //! - `systemd`: sd_notify glue.
 //! - `logging`: terminal, journal and JSON output.
 //! - `summary`: what `willwatch check` prints.
+//! - `status`: the `willwatch status` client of `/status`.
 
 pub mod actions;
 pub mod backoff;
@@ -25,10 +28,13 @@ pub mod config;
 pub mod daemon;
 pub mod device;
 pub mod event;
+pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod monitor;
 pub mod mqtt;
 pub mod payload;
+pub mod status;
 pub mod store;
 pub mod summary;
 pub mod systemd;

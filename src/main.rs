@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use willwatch::config::{self, Config, ConfigError};
 use willwatch::daemon::{self, DaemonError};
-use willwatch::logging;
+use willwatch::{logging, status};
 
 /// The config is invalid (sysexits' EX_CONFIG); the unit file tells systemd
 /// not to restart-loop on it.
@@ -41,12 +41,29 @@ enum Command {
         #[arg(short, long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Show what a running daemon knows: exit 0 when every device is online,
+    /// 1 when any is offline or unknown, 2 when the daemon cannot be reached.
+    Status {
+        /// The config file, for the address of the daemon's HTTP endpoint.
+        #[arg(short, long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// The daemon's status URL (default: from the config's [http] listen).
+        #[arg(long)]
+        url: Option<String>,
+        /// Only offline devices.
+        #[arg(long)]
+        offline: bool,
+        /// Print the JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Status { config, url, offline, json } => status(&config, url, offline, json),
         Command::Run { config } => {
             if let Err(e) = logging::init(cli.log_format, cli.log_level.as_deref()) {
                 eprintln!("willwatch: {e}");
@@ -69,6 +86,34 @@ fn check(path: &std::path::Path) -> ExitCode {
         Err(e) => {
             eprintln!("{e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn status(path: &std::path::Path, url: Option<String>, offline: bool, json: bool) -> ExitCode {
+    let url = url.unwrap_or_else(|| {
+        let listen = Config::load(path).ok().and_then(|c| c.http_listen);
+        let default = config::DEFAULT_HTTP_LISTEN.parse().expect("a valid default address");
+        status::url_for(listen.unwrap_or(default))
+    });
+    let url = if offline { format!("{url}?state=offline") } else { url };
+    let fetched = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| rt.block_on(status::fetch(&url)));
+    match fetched {
+        Ok(doc) => {
+            if json {
+                println!("{doc:#}");
+            } else {
+                print!("{}", status::table(&doc, std::time::SystemTime::now()));
+            }
+            ExitCode::from(status::exit_code(&doc))
+        }
+        Err(e) => {
+            eprintln!("willwatch: {e}");
+            ExitCode::from(status::EXIT_UNREACHABLE)
         }
     }
 }

@@ -21,15 +21,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::actions;
 use crate::config::{Config, Watch};
 use crate::device::{Device, Now, Outcome, Saved, State};
 use crate::event::{Event, EventKind, new_id};
+use crate::metrics::{EventLabel, Metrics, StateLabel};
 use crate::store::Snapshot;
 
 /// How often, at most, the state is handed to the store.
@@ -47,6 +48,23 @@ pub enum Input {
     Connected,
     Disconnected,
     Reload(Arc<Config>),
+}
+
+/// A request for every device's state, answered from the monitor's table.
+#[derive(Debug)]
+pub struct StatusQuery {
+    pub reply: oneshot::Sender<Vec<DeviceView>>,
+}
+
+/// One device as `/status` shows it.
+#[derive(Debug, Clone)]
+pub struct DeviceView {
+    pub id: String,
+    pub topic: String,
+    pub state: &'static str,
+    pub since: Option<SystemTime>,
+    pub last_seen: Option<SystemTime>,
+    pub last_payload: String,
 }
 
 /// How many devices are in each state; for status lines.
@@ -75,6 +93,7 @@ pub struct Outputs {
     pub snapshots: watch::Sender<Arc<Snapshot>>,
     /// Asks the session to re-read the retained states of these topics.
     pub resync: mpsc::Sender<Vec<String>>,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The broker connection as the monitor tracks it.
@@ -137,7 +156,7 @@ impl Monitor {
     /// Runs until `input` closes; then hands over the last snapshot, and
     /// dropping the monitor closes the dispatcher's input, which drains the
     /// actions.
-    pub async fn run(mut self, mut input: mpsc::Receiver<Input>) {
+    pub async fn run(mut self, mut input: mpsc::Receiver<Input>, mut queries: mpsc::Receiver<StatusQuery>) {
         let mut snapshot_tick = tokio::time::interval(SNAPSHOT_EVERY);
         snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -151,6 +170,9 @@ impl Monitor {
                     None => break,
                 },
                 () = sleep_until(wake) => self.on_wake().await,
+                Some(query) = queries.recv() => {
+                    let _ = query.reply.send(self.view());
+                }
                 _ = snapshot_tick.tick() => self.snapshot(),
             }
         }
@@ -177,6 +199,7 @@ impl Monitor {
 
     async fn on_message(&mut self, topic: String, payload: &[u8]) {
         let now = Now::read();
+        self.out.metrics.messages.inc();
         let Some((id, spec)) = self.config.resolve(&topic) else {
             if let Some(id) = self.config.resolve_heartbeat(&topic).map(|id| id.into_owned()) {
                 self.on_heartbeat(&id, now).await;
@@ -203,9 +226,12 @@ impl Monitor {
         let hold = self.link.settle_until.saturating_duration_since(now.mono);
         let outcome = device.on_message(payload, now, hold);
         match &outcome {
-            Outcome::Unrecognised { warn: true, suppressed } => {
-                tracing::warn!(device = %device.id, topic = %topic, payload = %device.last_payload,
-                    suppressed, "payload is neither an online nor an offline payload; state unchanged");
+            Outcome::Unrecognised { warn, suppressed } => {
+                self.out.metrics.unrecognized.inc();
+                if *warn {
+                    tracing::warn!(device = %device.id, topic = %topic, payload = %device.last_payload,
+                        suppressed, "payload is neither an online nor an offline payload; state unchanged");
+                }
             }
             Outcome::Stale { seq, current } => {
                 tracing::info!(device = %device.id, topic = %topic, seq, current,
@@ -248,6 +274,7 @@ impl Monitor {
                     actions: device.rules.actions.iter().cloned().collect(),
                 };
                 self.dirty = true;
+                self.out.metrics.transitions.get_or_create(&EventLabel { event: t.kind.as_str() }).inc();
                 if t.kind == EventKind::Offline {
                     self.note_offline(now.mono);
                 }
@@ -266,7 +293,7 @@ impl Monitor {
             self.dirty = true;
             self.counts.add(before, -1);
             self.counts.add(after, 1);
-            self.out.counts.send_replace(self.counts);
+            self.publish_counts();
         }
         self.arm(id);
     }
@@ -496,7 +523,29 @@ impl Monitor {
             counts.add(device.state, 1);
         }
         self.counts = counts;
-        self.out.counts.send_replace(counts);
+        self.publish_counts();
+    }
+
+    fn publish_counts(&self) {
+        let c = self.counts;
+        for (state, n) in [("online", c.online), ("offline", c.offline), ("unknown", c.unknown)] {
+            self.out.metrics.devices.get_or_create(&StateLabel { state }).set(n as i64);
+        }
+        self.out.counts.send_replace(c);
+    }
+
+    fn view(&self) -> Vec<DeviceView> {
+        self.devices
+            .values()
+            .map(|d| DeviceView {
+                id: d.id.clone(),
+                topic: d.topic.clone(),
+                state: d.state.as_str(),
+                since: d.since.map(|t| t.wall),
+                last_seen: d.last_seen.map(|t| t.wall),
+                last_payload: d.last_payload.clone(),
+            })
+            .collect()
     }
 }
 

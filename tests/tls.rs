@@ -65,7 +65,7 @@ fn tls_config(broker: &Broker, ca: &Path, client: Option<(&Path, &Path)>) -> Str
     if let Some((cert, key)) = client {
         broker_section.push_str(&format!("cert_file = \"{}\"\nkey_file = \"{}\"\n", cert.display(), key.display()));
     }
-    format!("{broker_section}\n[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n")
+    format!("{broker_section}\n[http]\nlisten = \"\"\n\n[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n")
 }
 
 fn tls_broker() -> Option<(Broker, Pki)> {

@@ -17,14 +17,14 @@ use tokio::process::Command;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use super::Job;
+use super::{Context, Job};
 use crate::config::Exec;
 use crate::event::{Event, rfc3339};
 
 /// Output kept per stream and run; the rest is counted, not kept.
 const OUTPUT_CAP: usize = 4096;
 
-pub async fn run(name: String, spec: Exec, mut jobs: mpsc::Receiver<Job>) {
+pub async fn run(name: String, spec: Exec, context: Context, mut jobs: mpsc::Receiver<Job>) {
     let spec = Arc::new(spec);
     let slots = Arc::new(Semaphore::new(spec.concurrency));
     let mut running = JoinSet::new();
@@ -34,9 +34,10 @@ pub async fn run(name: String, spec: Exec, mut jobs: mpsc::Receiver<Job>) {
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
             break;
         };
-        let (name, spec) = (name.clone(), Arc::clone(&spec));
+        let (name, spec, context) = (name.clone(), Arc::clone(&spec), context.clone());
         running.spawn(async move {
-            execute(&name, &spec, &event).await;
+            let outcome = execute(&name, &spec, &event).await;
+            context.metrics.action_run(&name, outcome);
             drop(slot);
         });
     }
@@ -68,7 +69,8 @@ pub fn environment(event: &Event) -> Vec<(&'static str, String)> {
     env
 }
 
-async fn execute(name: &str, spec: &Exec, event: &Event) {
+/// Runs the command once; returns the outcome for the metrics.
+async fn execute(name: &str, spec: &Exec, event: &Event) -> &'static str {
     let args: Vec<String> = spec.args.iter().map(|a| a.render(event).replace('\0', "\u{fffd}")).collect();
     let mut command = Command::new(&spec.program);
     command
@@ -84,7 +86,7 @@ async fn execute(name: &str, spec: &Exec, event: &Event) {
         Err(e) => {
             tracing::error!(action = %name, device = %event.device, event = %event.kind,
                 program = %spec.program.display(), error = %e, "could not start the command");
-            return;
+            return "failed";
         }
     };
     let group = child.id().map(|id| Pid::from_raw(id as i32));
@@ -102,16 +104,16 @@ async fn execute(name: &str, spec: &Exec, event: &Event) {
     })
     .await;
     match finished {
+        Ok((out, err, Ok(status))) if status.success() => {
+            tracing::info!(action = %name, device = %event.device, event = %event.kind,
+                stdout = %out, stderr = %err, "command finished");
+            "ok"
+        }
         Ok((out, err, status)) => {
             let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-            let ok = status == "exit status: 0";
-            if ok {
-                tracing::info!(action = %name, device = %event.device, event = %event.kind,
-                    stdout = %out, stderr = %err, "command finished");
-            } else {
-                tracing::error!(action = %name, device = %event.device, event = %event.kind,
-                    status = %status, stdout = %out, stderr = %err, "command failed");
-            }
+            tracing::error!(action = %name, device = %event.device, event = %event.kind,
+                status = %status, stdout = %out, stderr = %err, "command failed");
+            "failed"
         }
         Err(_) => {
             if let Some(group) = group {
@@ -120,6 +122,7 @@ async fn execute(name: &str, spec: &Exec, event: &Event) {
             let _ = child.wait().await;
             tracing::error!(action = %name, device = %event.device, event = %event.kind,
                 timeout = ?spec.timeout, "command timed out; killed it and its process group");
+            "timeout"
         }
     }
 }

@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::Job;
+use super::{Context, Job};
 use crate::event::{Event, EventKind};
 
-pub async fn run(name: String, mut jobs: mpsc::Receiver<Job>) {
+pub async fn run(name: String, context: Context, mut jobs: mpsc::Receiver<Job>) {
     while let Some(job) = jobs.recv().await {
         if let Job::Event(event) = job {
             write(&name, &event);
+            context.metrics.action_run(&name, "ok");
         }
     }
 }

@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 
 use crate::config::{ActionKind, ActionSpec, BUILTIN_LOG, Config};
 use crate::event::{Event, EventKind};
+use crate::metrics::{ActionLabel, Metrics};
 use crate::mqtt::Publisher;
 
 /// Events waiting per action before new ones are dropped.
@@ -53,16 +54,22 @@ pub struct Context {
     mqtt: Publisher,
     state_dir: PathBuf,
     http: reqwest::Client,
+    metrics: Arc<Metrics>,
 }
 
 impl Context {
-    pub fn new(dispatch: mpsc::WeakSender<Input>, mqtt: Publisher, state_dir: PathBuf) -> Context {
+    pub fn new(
+        dispatch: mpsc::WeakSender<Input>,
+        mqtt: Publisher,
+        state_dir: PathBuf,
+        metrics: Arc<Metrics>,
+    ) -> Context {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("willwatch/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client builds with static settings");
-        Context { dispatch, mqtt, state_dir, http }
+        Context { dispatch, mqtt, state_dir, http, metrics }
     }
 
     /// Hands a new event (an escalation) back to the dispatcher.
@@ -99,7 +106,7 @@ pub async fn dispatch(config: Arc<Config>, context: Context, mut input: mpsc::Re
     reconcile(&mut workers, &mut tasks, &config, &context);
     while let Some(message) = input.recv().await {
         match message {
-            Input::Event(event) => route(&mut workers, event),
+            Input::Event(event) => route(&mut workers, event, &context.metrics),
             Input::Reload(config) => {
                 reconcile(&mut workers, &mut tasks, &config, &context);
                 for worker in workers.values() {
@@ -113,7 +120,7 @@ pub async fn dispatch(config: Arc<Config>, context: Context, mut input: mpsc::Re
     while tasks.join_next().await.is_some() {}
 }
 
-fn route(workers: &mut HashMap<String, Worker>, event: Event) {
+fn route(workers: &mut HashMap<String, Worker>, event: Event, metrics: &Metrics) {
     let event = Arc::new(event);
     for name in event.actions.iter() {
         let Some(worker) = workers.get_mut(name) else {
@@ -124,6 +131,7 @@ fn route(workers: &mut HashMap<String, Worker>, event: Event) {
         }
         if worker.queue.try_send(Job::Event(Arc::clone(&event))).is_err() {
             worker.dropped += 1;
+            metrics.action_dropped.get_or_create(&ActionLabel { action: name.clone() }).inc();
             tracing::error!(
                 action = %name,
                 device = %event.device,
@@ -149,10 +157,10 @@ fn reconcile(workers: &mut HashMap<String, Worker>, tasks: &mut JoinSet<()>, con
         let (queue, jobs) = mpsc::channel::<Job>(QUEUE_PER_ACTION);
         let (n, ctx) = (name.to_string(), context.clone());
         match &spec.kind {
-            ActionKind::Log => tasks.spawn(log::run(n, jobs)),
+            ActionKind::Log => tasks.spawn(log::run(n, ctx, jobs)),
             ActionKind::Webhook(w) => tasks.spawn(webhook::run(n, w.clone(), ctx, jobs)),
             ActionKind::Reconnect(r) => tasks.spawn(reconnect::run(n, r.clone(), ctx, jobs)),
-            ActionKind::Exec(e) => tasks.spawn(exec::run(n, e.clone(), jobs)),
+            ActionKind::Exec(e) => tasks.spawn(exec::run(n, e.clone(), ctx, jobs)),
             ActionKind::Publish(p) => tasks.spawn(publish::run(n, p.clone(), ctx, jobs)),
         };
         workers.insert(name.to_string(), Worker { spec: spec.clone(), queue, dropped: 0 });

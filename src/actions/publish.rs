@@ -13,10 +13,13 @@ pub async fn run(name: String, spec: Publish, context: Context, mut jobs: mpsc::
         let body = event.to_json().to_string().into_bytes();
         match context.mqtt.publish(topic.clone(), spec.qos, spec.retain, body).await {
             Ok(()) => {
-                tracing::debug!(action = %name, device = %event.device, event = %event.kind, topic = %topic, "event published")
+                context.metrics.action_run(&name, "ok");
+                tracing::debug!(action = %name, device = %event.device, event = %event.kind, topic = %topic, "event published");
             }
             Err(e) => {
-                tracing::error!(action = %name, device = %event.device, event = %event.kind, topic = %topic, error = %e, "could not publish the event")
+                context.metrics.action_run(&name, "failed");
+                tracing::error!(action = %name, device = %event.device, event = %event.kind, topic = %topic,
+                    error = %e, "could not publish the event");
             }
         }
     }

@@ -106,12 +106,14 @@ async fn climb(name: String, spec: Arc<Reconnect>, context: Context, event: Arc<
         attempts.store(attempt, Ordering::Relaxed);
         match context.mqtt.publish(topic.clone(), spec.qos, spec.retain, payload.clone()).await {
             Ok(()) => {
+                context.metrics.action_run(&name, "ok");
                 tracing::info!(action = %name, device = %event.device, topic = %topic, attempt,
-                max_attempts = spec.max_attempts, "reconnect command sent")
+                    max_attempts = spec.max_attempts, "reconnect command sent");
             }
             Err(e) => {
+                context.metrics.action_run(&name, "failed");
                 tracing::warn!(action = %name, device = %event.device, topic = %topic, attempt,
-                error = %e, "could not send the reconnect command")
+                    error = %e, "could not send the reconnect command");
             }
         }
     }

@@ -26,6 +26,9 @@ use crate::topic::WatchedTopic;
 /// The default config path of `run`, `check` and `status`.
 pub const DEFAULT_PATH: &str = "/etc/willwatch/willwatch.toml";
 
+/// Where the HTTP endpoint listens unless the config says otherwise.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9818";
+
 /// The action every device may name without defining it.
 pub const BUILTIN_LOG: &str = "log";
 
@@ -36,8 +39,10 @@ pub struct Config {
     pub presence: Presence,
     pub devices: Vec<DeviceSpec>,
     pub actions: BTreeMap<String, ActionSpec>,
-    /// Where the dead-letter file (and later the state file) live.
+    /// Where the state file and the dead-letter file live.
     pub state_dir: PathBuf,
+    /// Where `/status`, `/healthz` and `/metrics` are served; `None`: off.
+    pub http_listen: Option<std::net::SocketAddr>,
     /// Things that work but look wrong, as `PATH:LINE:COL: warning: …`.
     pub warnings: Vec<String>,
     /// Exact topic → index in `devices`, so a message finds its device in

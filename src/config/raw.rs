@@ -28,6 +28,13 @@ pub struct RawConfig {
     #[serde(default)]
     pub action: BTreeMap<String, Spanned<RawAction>>,
     pub state_dir: Option<Spanned<String>>,
+    pub http: Option<RawHttp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

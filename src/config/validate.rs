@@ -39,6 +39,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
     let defaults = v.defaults(raw.defaults, &actions);
     let devices = v.devices(raw.device, &defaults, &actions);
     let state_dir = v.state_dir(raw.state_dir);
+    let http_listen = v.http_listen(raw.http.and_then(|h| h.listen));
     let warnings = v
         .warnings
         .iter()
@@ -57,7 +58,17 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
                     Watch::Pattern(_) => None,
                 })
                 .collect();
-            Ok(Config { source: path.to_path_buf(), broker, presence, devices, actions, state_dir, warnings, exact })
+            Ok(Config {
+                source: path.to_path_buf(),
+                broker,
+                presence,
+                devices,
+                actions,
+                state_dir,
+                http_listen,
+                warnings,
+                exact,
+            })
         }
         _ => Err(v.problems),
     }
@@ -498,6 +509,28 @@ impl Validator<'_> {
             self.problem(Problem::new(raw.span(), "`grace` must be at most 24h"));
         }
         value
+    }
+
+    /// `[http] listen`: an address, or "" for no endpoint.
+    fn http_listen(&mut self, raw: Option<Spanned<String>>) -> Option<std::net::SocketAddr> {
+        let (text, span) = match &raw {
+            Some(l) => (l.get_ref().as_str(), l.span()),
+            None => (super::DEFAULT_HTTP_LISTEN, 0..0),
+        };
+        if text.is_empty() {
+            return None;
+        }
+        match text.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.problem(
+                    Problem::new(span, format!("`listen` `{text}` is not an address")).hint(
+                        "write host:port with an IP address, e.g. \"127.0.0.1:9818\" or \"[::1]:9818\"; \"\" turns the endpoint off",
+                    ),
+                );
+                None
+            }
+        }
     }
 
     /// `state_dir`, else systemd's `$STATE_DIRECTORY`, else /var/lib/willwatch.

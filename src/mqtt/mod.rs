@@ -17,7 +17,7 @@ mod publisher;
 mod subscriptions;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
@@ -48,7 +48,7 @@ const GOODBYE_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Link {
     pub connected: bool,
-    pub since: Instant,
+    pub since: SystemTime,
     pub reconnects: u64,
 }
 
@@ -229,7 +229,7 @@ impl Session {
         self.link.send_modify(|link| {
             if link.connected != connected {
                 link.connected = connected;
-                link.since = Instant::now();
+                link.since = SystemTime::now();
                 if connected {
                     link.reconnects += 1;
                 }

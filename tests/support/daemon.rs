@@ -11,6 +11,8 @@ use tempfile::TempDir;
 
 use super::wait::eventually;
 
+const SOON_ENOUGH: Duration = Duration::from_secs(10);
+
 pub struct Daemon {
     child: Child,
     logs: Arc<Mutex<Vec<Value>>>,
@@ -91,6 +93,13 @@ impl Daemon {
             message(l) == "subscribed to every watched topic"
         })
         .await;
+    }
+
+    /// The base URL of the daemon's HTTP endpoint, once it listens.
+    pub async fn http_url(&self) -> String {
+        let line =
+            self.wait_log("the HTTP endpoint", SOON_ENOUGH, |l| message(l) == "HTTP status endpoint listening").await;
+        format!("http://{}", line["listen"].as_str().expect("listen address"))
     }
 
     /// `event` ("offline", "online", "reconnect_failed") lines of the

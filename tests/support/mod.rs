@@ -18,12 +18,12 @@ pub use receiver::{Behaviour, Receiver};
 pub use wait::eventually;
 
 /// A config for `broker` with the daemon's presence on `willwatch/test/status`,
-/// no settle window (tests of it set their own), followed by `rest`
-/// (devices, actions, defaults).
+/// no settle window (tests of it set their own), its HTTP endpoint on a
+/// free port, followed by `rest` (devices, actions, defaults).
 pub fn config(broker: &Broker, rest: &str) -> String {
     format!(
         "state_dir = \"state\"\n\n[broker]\nurl = \"{}\"\nclient_id = \"willwatch-test-{}\"\nkeep_alive = \"5s\"\nsettle = \"0s\"\n\n\
-         [presence]\ntopic = \"willwatch/test/status\"\n\n{rest}",
+         [presence]\ntopic = \"willwatch/test/status\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n{rest}",
         broker.url(),
         broker.port
     )

@@ -118,6 +118,7 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
         };
         match outcome {
             Verdict::Delivered => {
+                context.metrics.action_run(name, "ok");
                 tracing::info!(action = %name, device = %first.device, event = %first.kind,
                     events = delivery.events.len(), webhook_id = %delivery.id, attempt, "webhook delivered");
                 return;
@@ -135,6 +136,7 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
     tracing::error!(action = %name, device = %first.device, event = %first.kind, events = delivery.events.len(),
         webhook_id = %delivery.id, error = %last_error, file = %context.state_dir.join(dead_letter::FILE_NAME).display(),
         "webhook delivery given up; written to the dead-letter file");
+    context.metrics.action_run(name, "failed");
     let body: serde_json::Value = serde_json::from_slice(&delivery.body).unwrap_or_default();
     dead_letter::append(
         &context.state_dir,

@@ -1,0 +1,148 @@
+//! What operators see: `/healthz`, `/status`, `/metrics` and the
+//! `willwatch status` command, against the running daemon.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{Broker, BrokerOptions, Daemon, SOON, SimDevice, config, eventually, publish};
+
+const DEVICES: &str = "[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n\n\
+                       [[device]]\ntopic = \"sensors/{id}/status\"\n";
+
+async fn get(url: &str) -> (u16, String) {
+    let response = reqwest::get(url).await.expect("the endpoint answers");
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+async fn status_json(base: &str, query: &str) -> serde_json::Value {
+    serde_json::from_str(&get(&format!("{base}/status{query}")).await.1).unwrap()
+}
+
+fn status_command(url: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_willwatch"))
+        .args(["status", "--url", url])
+        .args(args)
+        .output()
+        .expect("run willwatch status");
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn status_reflects_a_will_within_a_second() {
+    let broker = Broker::start();
+    let daemon = Daemon::start(&config(&broker, DEVICES));
+    daemon.wait_connected().await;
+    let base = daemon.http_url().await;
+    let device = SimDevice::connect(broker.port, "pump-7", "plant/pump-7/status", "online", "offline").await;
+    publish(broker.port, "sensors/t-1/status", "online", true).await;
+    let mut doc = status_json(&base, "").await;
+    let deadline = Instant::now() + SOON;
+    while doc["counts"]["online"] != 2 && Instant::now() < deadline {
+        doc = status_json(&base, "").await;
+    }
+    assert_eq!(doc["counts"], serde_json::json!({"online": 2, "offline": 0, "unknown": 0}), "{doc}");
+    assert_eq!(doc["broker"]["connected"], true);
+
+    device.kill();
+    let killed = Instant::now();
+    loop {
+        let doc = status_json(&base, "").await;
+        if doc["devices"][0]["state"] == "offline" {
+            let d = &doc["devices"][0];
+            assert_eq!(d["id"], "pump-7", "offline devices come first: {doc}");
+            assert_eq!(d["topic"], "plant/pump-7/status");
+            assert_eq!(d["last_payload"], "offline");
+            assert!(d["since"].is_string() && d["last_seen"].is_string(), "{doc}");
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(1), "status still said online after 1 s: {doc}");
+    }
+    let offline = status_json(&base, "?state=offline").await;
+    assert_eq!(offline["devices"].as_array().unwrap().len(), 1);
+    assert_eq!(offline["counts"]["online"], 1);
+}
+
+#[tokio::test]
+async fn metrics_counters_move() {
+    let broker = Broker::start();
+    let daemon = Daemon::start(&config(&broker, DEVICES));
+    daemon.wait_connected().await;
+    let base = daemon.http_url().await;
+    let (code, before) = get(&format!("{base}/metrics")).await;
+    assert_eq!(code, 200);
+    assert!(before.contains("willwatch_broker_connected 1"), "{before}");
+    assert!(!before.contains("willwatch_transitions_total{event=\"offline\"} 1"), "{before}");
+
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    publish(broker.port, "plant/pump-7/status", "garbage", false).await;
+    daemon.wait_event("pump-7", "offline", 1).await;
+    let deadline = Instant::now() + SOON;
+    loop {
+        let (_, after) = get(&format!("{base}/metrics")).await;
+        let moved = [
+            "willwatch_transitions_total{event=\"offline\"} 1",
+            "willwatch_devices{state=\"offline\"} 1",
+            "willwatch_messages_total 2",
+            "willwatch_unrecognized_payloads_total 1",
+            "willwatch_action_runs_total{action=\"log\",outcome=\"ok\"} 1",
+            "willwatch_broker_reconnects_total 1",
+            "willwatch_build_info{version=\"",
+        ];
+        if moved.iter().all(|m| after.contains(m)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all of {moved:?} in\n{after}");
+    }
+}
+
+#[tokio::test]
+async fn healthz_follows_the_broker_connection() {
+    let Some(mut broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
+    let daemon = Daemon::start(&config(&broker, DEVICES));
+    daemon.wait_connected().await;
+    let base = daemon.http_url().await;
+    assert_eq!(get(&format!("{base}/healthz")).await, (200, "ok\n".to_string()));
+    broker.stop();
+    let deadline = Instant::now() + SOON;
+    loop {
+        let (code, body) = get(&format!("{base}/healthz")).await;
+        if code == 503 {
+            assert!(body.starts_with("not connected to the broker mqtt://127.0.0.1:"), "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "healthz still {code}");
+    }
+}
+
+#[tokio::test]
+async fn status_command_exit_codes_tell_scripts_what_is_wrong() {
+    let broker = Broker::start();
+    let daemon = Daemon::start(&config(&broker, "[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n"));
+    daemon.wait_connected().await;
+    let url = format!("{}/status", daemon.http_url().await);
+
+    let (code, table) = status_command(&url, &[]);
+    assert_eq!(code, 1, "an unknown device is not all online:\n{table}");
+    assert!(table.contains("unknown  pump-7"), "{table}");
+
+    publish(broker.port, "plant/pump-7/status", "online", true).await;
+    eventually("the daemon to see pump-7 online", SOON, || {
+        (!daemon.logs(|l| l["message"] == "device state" && l["state"] == "online").is_empty()).then_some(())
+    })
+    .await;
+    let (code, table) = status_command(&url, &[]);
+    assert_eq!(code, 0, "{table}");
+    assert!(table.contains("online   pump-7"), "{table}");
+
+    publish(broker.port, "plant/pump-7/status", "offline", true).await;
+    daemon.wait_event("pump-7", "offline", 1).await;
+    let (code, json) = status_command(&url, &["--offline", "--json"]);
+    assert_eq!(code, 1);
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(doc["devices"][0]["id"], "pump-7");
+
+    let (code, _) = status_command("http://127.0.0.1:9/status", &[]);
+    assert_eq!(code, 2, "an unreachable daemon");
+}
