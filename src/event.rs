@@ -38,6 +38,20 @@ impl EventKind {
     }
 }
 
+impl EventKind {
+    /// The journal's MESSAGE_ID for this kind of event, fixed for ever so
+    /// `journalctl MESSAGE_ID=…` finds every one of them.
+    pub fn message_id(self) -> &'static str {
+        match self {
+            EventKind::Offline => "6f0c2a4e9b1d4c7a8e35d1f0b2a9c401",
+            EventKind::Online => "6f0c2a4e9b1d4c7a8e35d1f0b2a9c402",
+            EventKind::ReconnectFailed => "6f0c2a4e9b1d4c7a8e35d1f0b2a9c403",
+            EventKind::BrokerDown => "6f0c2a4e9b1d4c7a8e35d1f0b2a9c404",
+            EventKind::BrokerUp => "6f0c2a4e9b1d4c7a8e35d1f0b2a9c405",
+        }
+    }
+}
+
 impl fmt::Display for EventKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -1,9 +1,12 @@
-//! Log output: human lines on a terminal, syslog-prefixed lines for the
-//! journal, JSON for machines.
+//! Log output: human lines on a terminal, the journal's native protocol
+//! under systemd, JSON for machines.
 //!
-//! Under systemd, stderr goes to the journal, which stamps its own time and
-//! reads a `<N>` prefix as the line's priority; so journal lines carry no
-//! timestamp and `journalctl -p warning` shows exactly the warnings.
+//! Under systemd (stderr is the journal stream), entries go through the
+//! journal socket with every field as a journal field (`DEVICE=`, `EVENT=`,
+//! `TOPIC=`, `MESSAGE_ID=`...), so `journalctl -u willwatch DEVICE=pump-7`
+//! shows one device's history. Without the socket they go to stderr with a
+//! `<N>` priority prefix and no timestamp (the journal stamps its own), so
+//! `journalctl -p warning` still works.
 
 use std::fmt;
 use std::os::fd::AsFd;
@@ -18,8 +21,11 @@ use tracing_subscriber::registry::LookupSpan;
 /// How log lines look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
-    /// `journal` when stderr is the journal, else `text`.
+    /// `journald` when stderr is the journal (`journal` if its socket is
+    /// missing), else `text`.
     Auto,
+    /// The journal's native protocol, with structured fields.
+    Journald,
     /// Timestamped lines for a terminal.
     Text,
     /// `<N>`-prefixed lines without timestamps, for journald.
@@ -35,15 +41,30 @@ pub fn init(format: Format, level: Option<&str>) -> Result<(), String> {
         Some(level) => EnvFilter::try_new(level).map_err(|e| format!("bad --log-level `{level}`: {e}"))?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     let format = match format {
-        Format::Auto if stderr_is_journal() => Format::Journal,
+        Format::Auto if stderr_is_journal() => Format::Journald,
         Format::Auto => Format::Text,
         other => other,
     };
+    if format == Format::Journald {
+        match tracing_journald::layer() {
+            Ok(journald) => {
+                use tracing_subscriber::layer::SubscriberExt;
+                use tracing_subscriber::util::SubscriberInitExt;
+                let journald = journald.with_field_prefix(None).with_syslog_identifier("willwatch".into());
+                return tracing_subscriber::registry()
+                    .with(filter)
+                    .with(journald)
+                    .try_init()
+                    .map_err(|e| e.to_string());
+            }
+            Err(e) => eprintln!("<4>willwatch: no journal socket ({e}); logging to stderr"),
+        }
+    }
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     let result = match format {
         Format::Json => builder.json().flatten_event(true).try_init(),
-        Format::Journal => builder
+        Format::Journal | Format::Journald => builder
             .with_ansi(false)
             .event_format(Journal(tracing_subscriber::fmt::format().without_time().with_target(false).with_ansi(false)))
             .try_init(),

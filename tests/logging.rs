@@ -51,7 +51,7 @@ fn line_with<'a>(lines: &'a [String], text: &str) -> &'a str {
 }
 
 #[tokio::test]
-async fn journal_stream_on_stderr_gets_priority_prefixes_and_no_timestamps() {
+async fn without_the_journal_socket_the_journal_stream_gets_priority_prefixes_and_no_timestamps() {
     let lines = run_and_read(&[], true, "device offline").await;
     assert!(line_with(&lines, "willwatch started").starts_with("<6>"), "{lines:#?}");
     let offline = line_with(&lines, "device offline");
@@ -80,4 +80,78 @@ async fn log_level_flag_shows_debug_lines() {
     assert!(lines.iter().any(|l| l.contains("DEBUG")), "{lines:#?}");
     let quiet = run_and_read(&[], false, "device offline").await;
     assert!(!quiet.iter().any(|l| l.contains("DEBUG")), "{quiet:#?}");
+}
+
+/// One native-protocol journal entry as `KEY -> value`.
+fn parse_journal_entry(datagram: &[u8]) -> std::collections::HashMap<String, String> {
+    let mut fields = std::collections::HashMap::new();
+    let mut rest = datagram;
+    while !rest.is_empty() {
+        let line_end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+        let line = &rest[..line_end];
+        if let Some(eq) = line.iter().position(|b| *b == b'=') {
+            fields.insert(String::from_utf8_lossy(&line[..eq]).into(), String::from_utf8_lossy(&line[eq + 1..]).into());
+            rest = &rest[(line_end + 1).min(rest.len())..];
+        } else {
+            // KEY\n<64-bit little-endian length><value>\n
+            let key = String::from_utf8_lossy(line).into_owned();
+            let after = &rest[line_end + 1..];
+            let len = u64::from_le_bytes(after[..8].try_into().unwrap()) as usize;
+            fields.insert(key, String::from_utf8_lossy(&after[8..8 + len]).into());
+            rest = &after[(8 + len + 1).min(after.len())..];
+        }
+    }
+    fields
+}
+
+#[tokio::test]
+async fn under_systemd_entries_go_to_the_journal_with_structured_fields() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(run.join("systemd/journal")).unwrap();
+    let socket = std::os::unix::net::UnixDatagram::bind(run.join("systemd/journal/socket")).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let config_path = dir.path().join("w.toml");
+    std::fs::write(&config_path, config(&broker, "[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n"))
+        .unwrap();
+    // The daemon sees our socket as /run/systemd/journal/socket, in a mount
+    // namespace of its own.
+    let mut child = Command::new("unshare")
+        .args([
+            "--mount",
+            "sh",
+            "-c",
+            "mount --bind \"$1\" /run && exec \"$2\" run --log-format journald -c \"$3\"",
+            "sh",
+        ])
+        .arg(&run)
+        .arg(env!("CARGO_BIN_EXE_willwatch"))
+        .arg(&config_path)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare runs");
+    support::publish(broker.port, "plant/pump-7/status", "offline", true).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut entries = Vec::new();
+    let offline = loop {
+        let mut buf = vec![0u8; 65536];
+        if let Ok(n) = socket.recv(&mut buf) {
+            let entry = parse_journal_entry(&buf[..n]);
+            if entry.get("MESSAGE").is_some_and(|m| m == "device offline") {
+                break entry;
+            }
+            entries.push(entry);
+        }
+        assert!(std::time::Instant::now() < deadline, "no offline entry in the journal; got {entries:?}");
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(offline["DEVICE"], "pump-7");
+    assert_eq!(offline["EVENT"], "offline");
+    assert_eq!(offline["TOPIC"], "plant/pump-7/status");
+    assert_eq!(offline["PRIORITY"], "4");
+    assert_eq!(offline["MESSAGE_ID"], "6f0c2a4e9b1d4c7a8e35d1f0b2a9c401");
+    assert_eq!(offline["SYSLOG_IDENTIFIER"], "willwatch");
+    assert!(entries.iter().any(|e| e.get("MESSAGE").is_some_and(|m| m == "willwatch started")), "{entries:?}");
 }

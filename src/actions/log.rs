@@ -1,6 +1,7 @@
 //! The `log` action: one line per event, naming the device, its topic and
 //! the event. Offline and failed reconnects are warnings (so `journalctl -p
-//! warning` lists outages); coming back is info.
+//! warning` lists outages); coming back is info. In the journal the fields
+//! become DEVICE=, TOPIC=, EVENT= and a fixed MESSAGE_ID= per event kind.
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ fn write(name: &str, event: &Event) {
             payload = %event.payload,
             previous = event.previous,
             event_id = %event.id,
+            message_id = event.kind.message_id(),
             "device offline"
         ),
         EventKind::Online => {
@@ -42,6 +44,8 @@ fn write(name: &str, event: &Event) {
                 previous = event.previous,
                 offline_for_s = event.offline_for.map(|d| d.as_secs_f64()),
                 event_id = %event.id,
+                message_id = event.kind.message_id(),
+            message_id = event.kind.message_id(),
                 "device online after {} offline",
                 offline_for.as_deref().unwrap_or("an unknown time")
             )
@@ -51,6 +55,7 @@ fn write(name: &str, event: &Event) {
             broker = %event.topic,
             event = "broker_down",
             event_id = %event.id,
+            message_id = event.kind.message_id(),
             "broker down: unreachable since {}",
             crate::event::rfc3339(event.offline_since.unwrap_or(event.at))
         ),
@@ -60,6 +65,7 @@ fn write(name: &str, event: &Event) {
             event = "broker_up",
             down_for_s = event.offline_for.map(|d| d.as_secs_f64()),
             event_id = %event.id,
+            message_id = event.kind.message_id(),
             "broker up again"
         ),
         EventKind::ReconnectFailed => tracing::warn!(
@@ -69,6 +75,7 @@ fn write(name: &str, event: &Event) {
             event = "reconnect_failed",
             attempts = event.attempts,
             event_id = %event.id,
+            message_id = event.kind.message_id(),
             "device still offline after {} reconnect attempts",
             event.attempts.unwrap_or(0)
         ),
