@@ -40,6 +40,12 @@ enum Command {
         /// The config file.
         #[arg(short, long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// Also print each device's effective settings.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Print a JSON Schema of the config file (for editors) and exit.
+        #[arg(long)]
+        json_schema: bool,
     },
     /// Show what a running daemon knows: exit 0 when every device is online,
     /// 1 when any is offline or unknown, 2 when the daemon cannot be reached.
@@ -62,7 +68,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { json_schema: true, .. } => {
+            print!("{}", config::JSON_SCHEMA);
+            ExitCode::SUCCESS
+        }
+        Command::Check { config, verbose, .. } => check(&config, verbose),
         Command::Status { config, url, offline, json } => status(&config, url, offline, json),
         Command::Run { config } => {
             if let Err(e) = logging::init(cli.log_format, cli.log_level.as_deref()) {
@@ -74,13 +84,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path, verbose: bool) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
             for warning in &config.warnings {
                 eprintln!("{warning}");
             }
             print!("{}", willwatch::summary::summary(&config));
+            if verbose {
+                print!("{}", willwatch::summary::effective(&config));
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

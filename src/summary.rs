@@ -72,5 +72,36 @@ pub fn summary(config: &Config) -> String {
     }));
     let _ = writeln!(out, "actions   {}", actions.join("\n          "));
     let _ = writeln!(out, "state     {}", config.state_dir.display());
+    let http = config.http_listen.map_or("off".to_string(), |a| format!("http://{a} (/status, /healthz, /metrics)"));
+    let _ = writeln!(out, "http      {http}");
+    out
+}
+
+/// Every device's effective settings, after `[defaults]` are applied.
+pub fn effective(config: &Config) -> String {
+    let mut out = String::from("\neffective settings\n");
+    let duration = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    for device in &config.devices {
+        let (id, topic) = match &device.watch {
+            Watch::Device { id, topic } => (id.clone(), topic.clone()),
+            Watch::Pattern(p) => ("{id}".to_string(), p.to_string()),
+        };
+        let r = &device.rules;
+        let _ = writeln!(out, "  {id} on {topic}");
+        let _ = writeln!(out, "    online     {}", r.online.join(", "));
+        let _ = writeln!(out, "    offline    {}", r.offline.join(", "));
+        let _ = writeln!(out, "    actions    {}", r.actions.join(", "));
+        let _ = writeln!(out, "    grace      {}", duration(r.grace));
+        if let Some(hb) = r.heartbeat_timeout {
+            let topic = device.heartbeat.as_ref().map(|h| format!(" (also {})", h.filter())).unwrap_or_default();
+            let _ = writeln!(out, "    heartbeat  {}{topic}", duration(hb));
+        }
+        if let Some(field) = &r.state_field {
+            let _ = writeln!(out, "    state at   {field}");
+        }
+        if let Some(field) = &r.seq_field {
+            let _ = writeln!(out, "    sequence   {field}");
+        }
+    }
     out
 }

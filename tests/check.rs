@@ -193,3 +193,41 @@ fn out_of_range_numbers_are_pointed_at() {
     let text = format!("{BROKER}[action.p]\ntype = \"publish\"\ntopic = \"a/{{id}}\"\nqos = 3\n");
     assert_rejected(&text, "w.toml:6:7: `qos` must be 0, 1 or 2");
 }
+
+fn schema() -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_willwatch")).args(["check", "--json-schema"]).output().unwrap();
+    assert!(out.status.success());
+    serde_json::from_slice(&out.stdout).expect("the schema is JSON")
+}
+
+fn as_json(toml_text: &str) -> serde_json::Value {
+    serde_json::to_value(toml::from_str::<toml::Value>(toml_text).unwrap()).unwrap()
+}
+
+#[test]
+fn the_json_schema_accepts_the_example_and_rejects_a_broken_config() {
+    let validator = jsonschema::validator_for(&schema()).expect("a valid JSON Schema");
+    let example = as_json(&std::fs::read_to_string("config/willwatch.toml").unwrap());
+    let errors: Vec<String> = validator.iter_errors(&example).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+
+    let broken = as_json(
+        "[broker]\nurl = \"http://x\"\nkep_alive = \"30s\"\n[action.a]\ntype = \"webhok\"\n[[device]]\nid = \"a\"\n",
+    );
+    let errors: Vec<String> = validator.iter_errors(&broken).map(|e| e.to_string()).collect();
+    assert!(errors.len() >= 4, "{errors:?}");
+}
+
+#[test]
+fn verbose_check_prints_each_devices_effective_settings() {
+    let out = Command::new(env!("CARGO_BIN_EXE_willwatch"))
+        .args(["check", "--verbose", "-c", "config/willwatch.toml"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("  {id} on sensors/{id}/status\n    online     online\n    offline    offline, lost"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("    heartbeat  2m (also plant/pump-7/telemetry)"), "{stdout}");
+}

@@ -26,6 +26,9 @@ use crate::topic::WatchedTopic;
 /// The default config path of `run`, `check` and `status`.
 pub const DEFAULT_PATH: &str = "/etc/willwatch/willwatch.toml";
 
+/// A JSON Schema of the config file, for editors (`willwatch check --json-schema`).
+pub const JSON_SCHEMA: &str = include_str!("../../config/willwatch.schema.json");
+
 /// Where the HTTP endpoint listens unless the config says otherwise.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9818";
 
