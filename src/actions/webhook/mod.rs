@@ -119,7 +119,7 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
         match outcome {
             Verdict::Delivered => {
                 context.metrics.action_run(name, "ok");
-                tracing::info!(action = %name, device = %first.device, event = %first.kind,
+                tracing::debug!(action = %name, device = %first.device, event = %first.kind,
                     events = delivery.events.len(), webhook_id = %delivery.id, attempt, "webhook delivered");
                 return;
             }
