@@ -121,8 +121,6 @@ pub struct Monitor {
     /// A re-read of every known device's retained state is due then: after
     /// a burst of offlines, and every `resync`.
     resync_at: Option<Instant>,
-    /// The same for devices known only through patterns, after a connect.
-    resync_patterns_at: Option<Instant>,
     dirty: bool,
     out: Outputs,
 }
@@ -143,7 +141,6 @@ impl Monitor {
             link,
             recent_offlines: VecDeque::new(),
             resync_at: None,
-            resync_patterns_at: None,
             dirty: false,
             out,
         };
@@ -327,8 +324,7 @@ impl Monitor {
         };
         let broker = (!self.link.connected && !self.link.alerted && !self.config.broker.actions.is_empty())
             .then(|| self.link.lost_at.mono + self.config.broker.alert_after);
-        let resync =
-            [self.resync_at, self.resync_patterns_at].into_iter().flatten().min().filter(|_| self.link.connected);
+        let resync = self.resync_at.filter(|_| self.link.connected);
         [timers, broker, resync].into_iter().flatten().min()
     }
 
@@ -336,12 +332,7 @@ impl Monitor {
         let now = Now::read();
         if self.link.connected && self.resync_at.is_some_and(|at| at <= now.mono) {
             self.resync_at = self.periodic_resync(now.mono);
-            self.resync_patterns_at = None;
-            self.request_resync(false);
-        }
-        if self.link.connected && self.resync_patterns_at.is_some_and(|at| at <= now.mono) {
-            self.resync_patterns_at = None;
-            self.request_resync(true);
+            self.request_resync();
         }
         if !self.link.connected {
             if !self.link.alerted && now.mono >= self.link.lost_at.mono + self.config.broker.alert_after {
@@ -370,9 +361,6 @@ impl Monitor {
         let now = Now::read();
         self.link.connected = true;
         self.link.settle_until = now.mono + self.config.broker.settle;
-        // The wildcard replay may have been cut short by the broker's queue
-        // limit; known pattern devices are re-read exactly, once it is in.
-        self.resync_patterns_at = Some(now.mono + self.config.broker.settle.max(Duration::from_secs(1)));
         self.resync_at = self.periodic_resync(now.mono);
         if self.link.alerted {
             self.link.alerted = false;
@@ -424,28 +412,13 @@ impl Monitor {
         (!every.is_zero()).then(|| now + every)
     }
 
-    /// Asks the session to re-read the retained states of known devices
-    /// (only those found through patterns, with `patterns_only`).
-    fn request_resync(&mut self, patterns_only: bool) {
-        let exact: HashSet<&str> = self
-            .config
-            .devices
-            .iter()
-            .filter_map(|d| match &d.watch {
-                Watch::Device { topic, .. } => Some(topic.as_str()),
-                Watch::Pattern(_) => None,
-            })
-            .collect();
-        let topics: Vec<String> = self
-            .devices
-            .values()
-            .filter(|d| !patterns_only || !exact.contains(d.topic.as_str()))
-            .map(|d| d.topic.clone())
-            .collect();
+    /// Asks the session to re-read the retained states of known devices.
+    fn request_resync(&mut self) {
+        let topics: Vec<String> = self.devices.values().map(|d| d.topic.clone()).collect();
         if topics.is_empty() {
             return;
         }
-        tracing::info!(devices = topics.len(), patterns_only, "re-reading the retained states of known devices");
+        tracing::info!(devices = topics.len(), "re-reading the retained states of known devices");
         // Full: a re-read is already queued, which covers this one.
         let _ = self.out.resync.try_send(topics);
     }
