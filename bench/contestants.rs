@@ -1,0 +1,275 @@
+//! The contestants and how each is timed: `mosquitto_sub`, a bare rumqttc
+//! subscriber, and the real willwatch binary, measured from outside
+//! (`/metrics`, `/proc`, a webhook receiver) so nothing is instrumented.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+use crate::load;
+
+const LIMIT: Duration = Duration::from_secs(600);
+
+/// The daemon built next to this example (target/<profile>/willwatch).
+pub fn willwatch_binary() -> Result<PathBuf, String> {
+    if let Ok(bin) = std::env::var("WILLWATCH_BIN") {
+        return Ok(bin.into());
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let bin = exe.parent().and_then(Path::parent).map(|d| d.join("willwatch")).ok_or("no target folder")?;
+    if !bin.exists() {
+        return Err(format!("{} is missing: build it first (cargo build --release)", bin.display()));
+    }
+    Ok(bin)
+}
+
+pub async fn mosquitto_sub_burst(port: u16, n: usize) -> Result<Duration, String> {
+    let start = Instant::now();
+    let status = tokio::process::Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "bench/+/status", "-q", "1", "-C", &n.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .map_err(|e| format!("mosquitto_sub: {e}"))?;
+    if !status.success() {
+        return Err(format!("mosquitto_sub exited {status}"));
+    }
+    Ok(start.elapsed())
+}
+
+/// A subscriber that does nothing but count: the floor for a Rust client.
+pub async fn rumqttc_burst(port: u16, n: usize) -> Result<Duration, String> {
+    let start = Instant::now();
+    let mut o = MqttOptions::new(format!("bench-counter-{}", start.elapsed().as_nanos()), "127.0.0.1", port);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(o, 16);
+    client.subscribe("bench/+/status", QoS::AtLeastOnce).await.map_err(|e| e.to_string())?;
+    let mut seen = 0;
+    while seen < n {
+        if let Event::Incoming(Packet::Publish(_)) = eventloop.poll().await.map_err(|e| e.to_string())? {
+            seen += 1;
+        }
+    }
+    Ok(start.elapsed())
+}
+
+/// A running daemon, killed when dropped.
+struct Daemon {
+    child: Child,
+    metrics_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(bin: &Path, port: u16, rest: &str) -> Result<Daemon, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let http =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?;
+        let config = format!(
+            "state_dir = \"{}\"\n\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"bench-willwatch-{}\"\n\
+             settle = \"0s\"\nresync = \"0s\"\n\n[http]\nlisten = \"{http}\"\n\n{rest}",
+            dir.path().display(),
+            http.port()
+        );
+        let path = dir.path().join("willwatch.toml");
+        std::fs::write(&path, config).map_err(|e| e.to_string())?;
+        let child = Command::new(bin)
+            .args(["run", "--log-level", "warn", "--log-format", "text", "-c"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", bin.display()))?;
+        Ok(Daemon { child, metrics_url: format!("http://{http}/metrics"), _dir: dir })
+    }
+
+    async fn metric(&self, client: &reqwest::Client, name: &str) -> Option<f64> {
+        let text = client.get(&self.metrics_url).send().await.ok()?.text().await.ok()?;
+        text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+    }
+
+    async fn wait_metric(&self, name: &str, at_least: f64) -> Result<(), String> {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if self.metric(&client, name).await.is_some_and(|v| v >= at_least) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{name} never reached {at_least}"));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn proc_field(&self, file: &str, key: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/{file}", self.child.id())).unwrap_or_default();
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// User plus system CPU time so far.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let after_name = stat.rsplit(')').next().unwrap_or("");
+        let fields: Vec<u64> = after_name.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        // utime and stime are fields 14 and 15 of stat; here (after the
+        // name and the state letter) they are at 10 and 11.
+        let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
+        Duration::from_millis(ticks * 10)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct BurstRun {
+    pub elapsed: Duration,
+    pub peak_rss_kib: u64,
+    pub cpu_per_100k_messages: Duration,
+}
+
+const PATTERN: &str = "[[device]]\ntopic = \"bench/{id}/status\"\nactions = []\n";
+
+pub async fn willwatch_burst(bin: &Path, port: u16, n: usize) -> Result<BurstRun, String> {
+    let start = Instant::now();
+    let daemon = Daemon::start(bin, port, PATTERN)?;
+    daemon.wait_metric("willwatch_devices{state=\"online\"}", n as f64).await?;
+    let elapsed = start.elapsed();
+    let cpu = daemon.cpu();
+    Ok(BurstRun {
+        elapsed,
+        peak_rss_kib: daemon.proc_field("status", "VmHWM:"),
+        cpu_per_100k_messages: cpu.mul_f64(100_000.0 / n as f64),
+    })
+}
+
+pub struct Latency {
+    pub samples: usize,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+/// From a plain subscriber seeing each will to the webhook for it arriving.
+pub async fn detection_latency(bin: &Path, port: u16, k: usize) -> Result<Latency, String> {
+    let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let sink = Arc::clone(&arrivals);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let hook = format!("http://{}/hook", listener.local_addr().map_err(|e| e.to_string())?);
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let sink = Arc::clone(&sink);
+        async move {
+            let at = Instant::now();
+            let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if event["event"] == "offline" {
+                sink.lock().unwrap().insert(event["topic"].as_str().unwrap_or("").to_string(), at);
+            }
+            "ok"
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let wills: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let (observer, mut events) = AsyncClient::new(MqttOptions::new("bench-observer", "127.0.0.1", port), 16);
+    observer.subscribe("bench/+/status", QoS::AtMostOnce).await.map_err(|e| e.to_string())?;
+    let seen = Arc::clone(&wills);
+    tokio::spawn(async move {
+        while let Ok(event) = events.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = event
+                && p.payload.as_ref() == b"offline"
+            {
+                seen.lock().unwrap().entry(p.topic.clone()).or_insert_with(Instant::now);
+            }
+        }
+    });
+
+    let rest = format!(
+        "[action.hook]\ntype = \"webhook\"\nurl = \"{hook}\"\n\n[[device]]\ntopic = \"bench/{{id}}/status\"\nactions = [\"hook\"]\n"
+    );
+    let daemon = Daemon::start(bin, port, &rest)?;
+    let mut devices = Vec::new();
+    for i in 0..k {
+        devices.push(load::Device::connect(port, i).await?);
+    }
+    daemon.wait_metric("willwatch_devices{state=\"online\"}", k as f64).await?;
+    for device in devices {
+        device.kill();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while arrivals.lock().unwrap().len() < k && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let arrivals = arrivals.lock().unwrap();
+    let wills = wills.lock().unwrap();
+    let mut samples: Vec<Duration> =
+        arrivals.iter().filter_map(|(topic, at)| wills.get(topic).map(|w| at.saturating_duration_since(*w))).collect();
+    if samples.is_empty() {
+        return Err("no webhook arrived".into());
+    }
+    samples.sort();
+    let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    Ok(Latency { samples: samples.len(), p50: pick(0.5), p99: pick(0.99), max: *samples.last().unwrap() })
+}
+
+pub struct Steady {
+    pub rate: u64,
+    pub sent: u64,
+    pub willwatch: u64,
+    pub counter: u64,
+    pub cpu: Duration,
+}
+
+/// Open-loop flips at `rate`: what willwatch and a bare counter received.
+pub async fn steady(bin: &Path, port: u16, rate: u64, duration: Duration) -> Result<Steady, String> {
+    const DEVICES: usize = 1000;
+    let daemon = Daemon::start(bin, port, PATTERN)?;
+    let client = reqwest::Client::new();
+    daemon.wait_metric("willwatch_broker_connected", 1.0).await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = daemon.metric(&client, "willwatch_messages_total").await.unwrap_or(0.0) as u64;
+    let cpu_before = daemon.cpu();
+
+    let counted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (counter, mut events) =
+        AsyncClient::new(MqttOptions::new(format!("bench-steady-{rate}"), "127.0.0.1", port), 16);
+    counter.subscribe("bench/+/status", QoS::AtMostOnce).await.map_err(|e| e.to_string())?;
+    let count = Arc::clone(&counted);
+    let mut subscribed = false;
+    while !subscribed {
+        subscribed = matches!(events.poll().await, Ok(Event::Incoming(Packet::SubAck(_))));
+    }
+    let counting = tokio::spawn(async move {
+        while let Ok(event) = events.poll().await {
+            if let Event::Incoming(Packet::Publish(p)) = event
+                && !p.retain
+            {
+                count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    let sent = load::flip(port, DEVICES, rate, duration).await?;
+    // Let both drain what is in flight.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    counting.abort();
+    let after = daemon.metric(&client, "willwatch_messages_total").await.unwrap_or(0.0) as u64;
+    Ok(Steady {
+        rate,
+        sent,
+        willwatch: after.saturating_sub(before),
+        counter: counted.load(std::sync::atomic::Ordering::Relaxed),
+        cpu: daemon.cpu().saturating_sub(cpu_before),
+    })
+}

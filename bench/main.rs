@@ -1,0 +1,87 @@
+//! `cargo run --release --example bench`: how close willwatch comes to what
+//! the broker itself can deliver, written to BENCHMARKS.md.
+//!
+//! Everything runs against one mosquitto started here with a recorded
+//! config, contestants interleaved round by round, medians reported:
+//! - retained burst: N retained statuses, from subscribe to all N known
+//!   (willwatch via `/metrics`) vs `mosquitto_sub -C N` vs a bare rumqttc
+//!   subscriber that only counts;
+//! - detection latency: from a plain subscriber seeing a will to the
+//!   webhook request arriving at a local receiver;
+//! - footprint: peak RSS per fleet size, CPU seconds per 100k messages;
+//! - steady throughput: open-loop flips at fixed rates, received vs sent.
+//!
+//! `--smoke` runs every measurement at toy sizes in seconds (CI does, so
+//! this never rots) and writes nothing unless `--out` is given.
+
+mod broker;
+mod contestants;
+mod load;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Parser)]
+struct Args {
+    /// Tiny sizes, one round: checks that the benchmark still works.
+    #[arg(long)]
+    smoke: bool,
+    /// Where to write the report (default: BENCHMARKS.md, unless --smoke).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Rounds per measurement (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let (sizes, rounds, latency_devices, rates, rate_secs): (Vec<usize>, usize, usize, Vec<u64>, u64) = if args.smoke {
+        (vec![200], 1, 10, vec![500], 1)
+    } else {
+        (vec![1_000, 10_000, 100_000], args.rounds, 200, vec![5_000, 10_000, 20_000, 40_000], 3)
+    };
+    let willwatch = contestants::willwatch_binary()?;
+    let mut report = report::Report::new(&willwatch, args.smoke);
+
+    for &n in &sizes {
+        let broker = broker::Broker::start()?;
+        load::publish_retained(broker.port, n, "online").await?;
+        let mut times = report::Times::default();
+        for round in 0..rounds {
+            eprintln!("burst n={n} round {}", round + 1);
+            times.mosquitto_sub.push(contestants::mosquitto_sub_burst(broker.port, n).await?);
+            times.rumqttc.push(contestants::rumqttc_burst(broker.port, n).await?);
+            let run = contestants::willwatch_burst(&willwatch, broker.port, n).await?;
+            times.willwatch.push(run.elapsed);
+            times.rss_kib = times.rss_kib.max(run.peak_rss_kib);
+            if round == 0 && n == *sizes.last().unwrap() {
+                report.cpu_per_100k = Some(run.cpu_per_100k_messages);
+            }
+        }
+        report.bursts.push((n, times));
+    }
+
+    let broker = broker::Broker::start()?;
+    eprintln!("detection latency, {latency_devices} devices");
+    report.latency = Some(contestants::detection_latency(&willwatch, broker.port, latency_devices).await?);
+    for &rate in &rates {
+        eprintln!("steady flips at {rate}/s");
+        report
+            .throughput
+            .push(contestants::steady(&willwatch, broker.port, rate, Duration::from_secs(rate_secs)).await?);
+    }
+
+    let text = report.render();
+    print!("{text}");
+    let out = args.out.or_else(|| (!args.smoke).then(|| PathBuf::from("BENCHMARKS.md")));
+    if let Some(out) = out {
+        std::fs::write(&out, text)?;
+        eprintln!("written to {}", out.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! BENCHMARKS.md: the figures with the machine, versions, broker settings
+//! and the command that reproduces them.
+
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::broker;
+use crate::contestants::{Latency, Steady};
+
+#[derive(Default)]
+pub struct Times {
+    pub mosquitto_sub: Vec<Duration>,
+    pub rumqttc: Vec<Duration>,
+    pub willwatch: Vec<Duration>,
+    pub rss_kib: u64,
+}
+
+pub struct Report {
+    machine: String,
+    versions: String,
+    smoke: bool,
+    pub bursts: Vec<(usize, Times)>,
+    pub cpu_per_100k: Option<Duration>,
+    pub latency: Option<Latency>,
+    pub throughput: Vec<Steady>,
+}
+
+fn median(v: &[Duration]) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+fn command(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(if o.stdout.is_empty() { &o.stderr } else { &o.stdout })
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+impl Report {
+    pub fn new(willwatch: &Path, smoke: bool) -> Report {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| {
+                c.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+            })
+            .unwrap_or_default();
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .next()
+                    .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse::<u64>().unwrap_or(0) / 1024 / 1024)
+            })
+            .unwrap_or(0);
+        let machine = format!("{cpu}, {cores} cores, {memory} GiB, {}", command("uname", &["-sr"]));
+        let versions = format!(
+            "{}; mosquitto {}; {}",
+            command(willwatch.to_str().unwrap_or("willwatch"), &["--version"]),
+            command("sh", &["-c", "mosquitto -h | head -1 | sed 's/.*version //'"]),
+            command("rustc", &["--version"])
+        );
+        Report {
+            machine,
+            versions,
+            smoke,
+            bursts: Vec::new(),
+            cpu_per_100k: None,
+            latency: None,
+            throughput: Vec::new(),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::from("# willwatch benchmarks\n\n");
+        if self.smoke {
+            out.push_str("**Smoke run: toy sizes, figures mean nothing.**\n\n");
+        }
+        let _ = writeln!(
+            out,
+            "Reproduce: `cargo build --release && cargo run --release --example bench` (writes this file).\n"
+        );
+        let _ = writeln!(out, "- Machine: {}", self.machine);
+        let _ = writeln!(out, "- Versions: {}", self.versions);
+        let _ = writeln!(
+            out,
+            "- Broker: one local mosquitto started by the benchmark with:\n\n```\n{}```\n",
+            broker::CONFIG
+        );
+        let _ = writeln!(
+            out,
+            "Contestants run interleaved (mosquitto_sub, rumqttc, willwatch, then again), medians of the rounds.\n"
+        );
+
+        out.push_str("## Retained burst: subscribe → every status known\n\n");
+        out.push_str("| devices | mosquitto_sub -C N (ms) | bare rumqttc (ms) | willwatch (ms) | willwatch / mosquitto_sub | willwatch peak RSS |\n|---:|---:|---:|---:|---:|---:|\n");
+        for (n, t) in &self.bursts {
+            let (m, r, w) = (median(&t.mosquitto_sub), median(&t.rumqttc), median(&t.willwatch));
+            let _ = writeln!(
+                out,
+                "| {n} | {} | {} | {} | {:.2}× | {:.1} MB |",
+                ms(m),
+                ms(r),
+                ms(w),
+                w.as_secs_f64() / m.as_secs_f64(),
+                t.rss_kib as f64 / 1024.0
+            );
+        }
+        out.push_str("\nwillwatch is timed from process start (config load included) until `/metrics` reports every device online.\n");
+        if let Some(cpu) = self.cpu_per_100k {
+            let _ = writeln!(
+                out,
+                "CPU per 100k messages (burst of the largest fleet, user + system): {:.2} s.\n",
+                cpu.as_secs_f64()
+            );
+        }
+        if let Some(l) = &self.latency {
+            out.push_str("## Detection latency: will seen by a plain subscriber → webhook request received\n\n");
+            let _ = writeln!(
+                out,
+                "| samples | p50 (ms) | p99 (ms) | max (ms) |\n|---:|---:|---:|---:|\n| {} | {:.2} | {:.2} | {:.2} |\n",
+                l.samples,
+                l.p50.as_secs_f64() * 1e3,
+                l.p99.as_secs_f64() * 1e3,
+                l.max.as_secs_f64() * 1e3
+            );
+            out.push_str("Devices are killed 20 ms apart; `grace = 0`, `settle = 0`.\n\n");
+        }
+        if !self.throughput.is_empty() {
+            out.push_str("## Steady flips (open loop, QoS 0, 1,000 devices)\n\n| rate (msg/s) | sent | bare counter received | willwatch received | willwatch / counter | willwatch CPU (s) |\n|---:|---:|---:|---:|---:|---:|\n");
+            for s in &self.throughput {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {:.3} | {:.2} |",
+                    s.rate,
+                    s.sent,
+                    s.counter,
+                    s.willwatch,
+                    s.willwatch as f64 / s.counter.max(1) as f64,
+                    s.cpu.as_secs_f64()
+                );
+            }
+        }
+        out
+    }
+}
