@@ -21,7 +21,6 @@ use std::time::Duration;
 pub use error::{ConfigError, Problem};
 
 use crate::template::Template;
-use crate::topic::WatchedTopic;
 
 /// The default config path of `run`, `check` and `status`.
 pub const DEFAULT_PATH: &str = "/etc/willwatch/willwatch.toml";
@@ -132,7 +131,7 @@ pub enum Watch {
 impl Watch {
     pub fn filter(&self) -> String {
         match self {
-            Watch::Device { topic, .. } => WatchedTopic::Exact(topic.clone()).filter(),
+            Watch::Device { topic, .. } => topic.clone(),
             Watch::Pattern(p) => p.filter(),
         }
     }
