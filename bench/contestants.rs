@@ -148,6 +148,8 @@ pub async fn willwatch_burst(bin: &Path, port: u16, n: usize) -> Result<BurstRun
     daemon.wait_metric("willwatch_devices{state=\"online\"}", n as f64).await?;
     let elapsed = start.elapsed();
     let cpu = daemon.cpu();
+    // The peak includes the state file written after the burst.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     Ok(BurstRun {
         elapsed,
         peak_rss_kib: daemon.proc_field("status", "VmHWM:"),
@@ -232,9 +234,12 @@ pub struct Steady {
     pub cpu: Duration,
 }
 
-/// Open-loop flips at `rate`: what willwatch and a bare counter received.
-pub async fn steady(bin: &Path, port: u16, rate: u64, duration: Duration) -> Result<Steady, String> {
+/// Open-loop flips at `rate` on a fresh broker: what willwatch and a bare
+/// counter received.
+pub async fn steady(bin: &Path, rate: u64, duration: Duration) -> Result<Steady, String> {
     const DEVICES: usize = 1000;
+    let broker = crate::broker::Broker::start().map_err(|e| e.to_string())?;
+    let port = broker.port;
     let daemon = Daemon::start(bin, port, PATTERN)?;
     let client = reqwest::Client::new();
     daemon.wait_metric("willwatch_broker_connected", 1.0).await?;

@@ -35,6 +35,9 @@ struct Args {
     /// Rounds per measurement (medians are reported).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Fleet sizes for the retained burst (default 1000,10000,100000).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<usize>,
 }
 
 #[tokio::main]
@@ -43,7 +46,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (sizes, rounds, latency_devices, rates, rate_secs): (Vec<usize>, usize, usize, Vec<u64>, u64) = if args.smoke {
         (vec![200], 1, 10, vec![500], 1)
     } else {
-        (vec![1_000, 10_000, 100_000], args.rounds, 200, vec![5_000, 10_000, 20_000, 40_000], 3)
+        let sizes = if args.sizes.is_empty() { vec![1_000, 10_000, 100_000] } else { args.sizes.clone() };
+        (sizes, args.rounds, 200, vec![5_000, 10_000, 20_000, 40_000], 3)
     };
     let willwatch = contestants::willwatch_binary()?;
     let mut report = report::Report::new(&willwatch, args.smoke);
@@ -71,9 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     report.latency = Some(contestants::detection_latency(&willwatch, broker.port, latency_devices).await?);
     for &rate in &rates {
         eprintln!("steady flips at {rate}/s");
-        report
-            .throughput
-            .push(contestants::steady(&willwatch, broker.port, rate, Duration::from_secs(rate_secs)).await?);
+        report.throughput.push(contestants::steady(&willwatch, rate, Duration::from_secs(rate_secs)).await?);
     }
 
     let text = report.render();

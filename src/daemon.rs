@@ -27,7 +27,7 @@ use crate::mqtt::{Link, Publisher, Session, Wiring};
 use crate::{actions, http, store, systemd};
 
 /// Messages waiting for the monitor before the session waits for it.
-const MONITOR_QUEUE: usize = 8192;
+const MONITOR_QUEUE: usize = 1024;
 /// Events waiting for the dispatcher.
 const DISPATCH_QUEUE: usize = 8192;
 /// How long shutdown waits for queued actions to finish.
@@ -75,16 +75,11 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     );
     let dispatcher = tokio::spawn(actions::dispatch(Arc::clone(&config), context, dispatch_rx));
     let saved = store::load(&config.state_dir);
-    let (snapshots_tx, snapshots_rx) = watch::channel(Arc::new(Vec::new()));
-    let store = tokio::spawn(store::run(config.state_dir.clone(), snapshots_rx));
+    let snapshots = store::Mailbox::default();
+    let store = tokio::spawn(store::run(config.state_dir.clone(), snapshots.clone()));
     let (resync_tx, resync_rx) = mpsc::channel(4);
-    let outputs = Outputs {
-        events: dispatch_tx,
-        counts: counts_tx,
-        snapshots: snapshots_tx,
-        resync: resync_tx,
-        metrics: Arc::clone(&metrics),
-    };
+    let outputs =
+        Outputs { events: dispatch_tx, counts: counts_tx, snapshots, resync: resync_tx, metrics: Arc::clone(&metrics) };
     let (queries_tx, queries_rx) = mpsc::channel(16);
     let monitor = tokio::spawn(Monitor::new(Arc::clone(&config), saved, outputs).run(monitor_rx, queries_rx));
     let http_cancel = CancellationToken::new();

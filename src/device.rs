@@ -91,7 +91,7 @@ pub struct Device {
     /// When the current state began (`None` while never seen).
     pub since: Option<Now>,
     /// When a message last arrived on the topic, and what it said (shortened).
-    pub last_seen: Option<Now>,
+    pub last_seen: Option<SystemTime>,
     pub last_payload: String,
     /// When the device went offline, kept while an `offline` is unresolved.
     offline_since: Option<Now>,
@@ -105,8 +105,9 @@ pub struct Device {
     silenced: bool,
     /// The sequence of the current birth (with `seq_field`).
     seq: Option<i64>,
-    last_warning: Option<Instant>,
-    suppressed_warnings: u64,
+    /// When an unrecognised payload was last logged, and how many since
+    /// were not (boxed: most devices never need it).
+    warnings: Option<Box<(Instant, u64)>>,
 }
 
 /// What a message or a tick did to a device.
@@ -150,8 +151,7 @@ impl Device {
             silent_at: None,
             silenced: false,
             seq: None,
-            last_warning: None,
-            suppressed_warnings: 0,
+            warnings: None,
         }
     }
 
@@ -181,7 +181,7 @@ impl Device {
     /// minimum grace the caller imposes (the settle window after a
     /// reconnect), on top of the device's own.
     pub fn on_message(&mut self, payload: &[u8], now: Now, hold: Duration) -> Outcome {
-        self.last_seen = Some(now);
+        self.last_seen = Some(now.wall);
         self.last_payload = preview(payload);
         match read(payload, &self.rules) {
             Reading::Cleared => {
@@ -209,7 +209,7 @@ impl Device {
 
     /// A message on the device's heartbeat topic: proof of life only.
     pub fn on_heartbeat(&mut self, now: Now) -> Outcome {
-        self.last_seen = Some(now);
+        self.last_seen = Some(now.wall);
         if self.state == State::Offline && self.silenced {
             // Offline by silence: a heartbeat is the device back.
             return match self.go_online(now) {
@@ -334,15 +334,19 @@ impl Device {
     }
 
     fn unrecognised(&mut self, now: Instant) -> Outcome {
-        let due =
-            self.last_warning.is_none_or(|last| now.saturating_duration_since(last) >= UNRECOGNISED_WARNING_EVERY);
-        if due {
-            self.last_warning = Some(now);
-            let suppressed = std::mem::take(&mut self.suppressed_warnings);
-            Outcome::Unrecognised { warn: true, suppressed }
-        } else {
-            self.suppressed_warnings += 1;
-            Outcome::Unrecognised { warn: false, suppressed: self.suppressed_warnings }
+        match self.warnings.as_deref_mut() {
+            Some((last, suppressed)) if now.saturating_duration_since(*last) < UNRECOGNISED_WARNING_EVERY => {
+                *suppressed += 1;
+                Outcome::Unrecognised { warn: false, suppressed: *suppressed }
+            }
+            Some((last, suppressed)) => {
+                *last = now;
+                Outcome::Unrecognised { warn: true, suppressed: std::mem::take(suppressed) }
+            }
+            None => {
+                self.warnings = Some(Box::new((now, 0)));
+                Outcome::Unrecognised { warn: true, suppressed: 0 }
+            }
         }
     }
 

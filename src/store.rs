@@ -17,27 +17,54 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 use crate::device::{Saved, State};
 
 pub const FILE_NAME: &str = "state.json";
 const VERSION: u32 = 1;
 
-/// Every device's saved state, by id.
-pub type Snapshot = Vec<(String, Saved)>;
+/// A state file's bytes, encoded by the monitor (a compact copy: a fleet of
+/// 100k devices is a few MB, where a copy of the table would be tens).
+pub type Snapshot = Vec<u8>;
 
-#[derive(Serialize, Deserialize)]
+/// Where the monitor leaves the newest snapshot for the writer. A newer one
+/// replaces one not yet taken, and the writer takes it out, so at most one
+/// waits while one is written.
+#[derive(Clone, Default)]
+pub struct Mailbox {
+    slot: Arc<std::sync::Mutex<(Option<Snapshot>, bool)>>,
+    ready: Arc<Notify>,
+}
+
+impl Mailbox {
+    pub fn put(&self, snapshot: Snapshot) {
+        self.slot.lock().expect("never poisoned: no panics under the lock").0 = Some(snapshot);
+        self.ready.notify_one();
+    }
+
+    /// No more snapshots will come.
+    pub fn close(&self) {
+        self.slot.lock().expect("never poisoned: no panics under the lock").1 = true;
+        self.ready.notify_one();
+    }
+
+    fn take(&self) -> (Option<Snapshot>, bool) {
+        let mut slot = self.slot.lock().expect("never poisoned: no panics under the lock");
+        (slot.0.take(), slot.1)
+    }
+}
+
+#[derive(Deserialize)]
 struct File {
     version: u32,
-    saved_at_ms: u64,
-    devices: HashMap<String, Record>,
+    devices: HashMap<String, Record<String>>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct Record {
-    topic: String,
-    state: String,
+struct Record<T> {
+    topic: T,
+    state: T,
     since_ms: Option<u64>,
     offline_since_ms: Option<u64>,
     alerted: bool,
@@ -52,23 +79,28 @@ fn from_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-/// The file's bytes for a snapshot.
-pub fn encode(snapshot: &Snapshot, now: SystemTime) -> Vec<u8> {
-    let devices = snapshot
-        .iter()
-        .map(|(id, s)| {
-            let record = Record {
-                topic: s.topic.clone(),
-                state: s.state.as_str().to_string(),
-                since_ms: s.since.map(to_ms),
-                offline_since_ms: s.offline_since.map(to_ms),
-                alerted: s.alerted,
-                seq: s.seq,
-            };
-            (id.clone(), record)
-        })
-        .collect();
-    serde_json::to_vec(&File { version: VERSION, saved_at_ms: to_ms(now), devices }).expect("plain data serialises")
+/// The file's bytes for every device's saved state, written one device at
+/// a time so no second copy of the fleet is ever built.
+pub fn encode<'a>(devices: impl IntoIterator<Item = (&'a str, Saved)>, now: SystemTime) -> Snapshot {
+    let mut out = format!("{{\"version\":{VERSION},\"saved_at_ms\":{},\"devices\":{{", to_ms(now)).into_bytes();
+    for (i, (id, s)) in devices.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let record = Record {
+            topic: s.topic.as_str(),
+            state: s.state.as_str(),
+            since_ms: s.since.map(to_ms),
+            offline_since_ms: s.offline_since.map(to_ms),
+            alerted: s.alerted,
+            seq: s.seq,
+        };
+        serde_json::to_writer(&mut out, id).expect("writing to a Vec cannot fail");
+        out.push(b':');
+        serde_json::to_writer(&mut out, &record).expect("writing to a Vec cannot fail");
+    }
+    out.extend_from_slice(b"}}");
+    out
 }
 
 /// The saved devices in a file's bytes, or why they cannot be trusted.
@@ -121,33 +153,33 @@ pub fn load(dir: &Path) -> HashMap<String, Saved> {
     }
 }
 
-/// Writes each new snapshot until the monitor hangs up, then writes the
-/// last one. A failing disk is logged once per failing streak.
-pub async fn run(dir: PathBuf, mut snapshots: watch::Receiver<Arc<Snapshot>>) {
+/// Writes each new snapshot until the mailbox is closed and empty. A
+/// failing disk is logged once per failing streak.
+pub async fn run(dir: PathBuf, mailbox: Mailbox) {
     let mut failing = false;
     loop {
-        // An error means the monitor is gone; its last snapshot is still
-        // there to write.
-        let closed = snapshots.changed().await.is_err();
-        let snapshot = Arc::clone(&snapshots.borrow_and_update());
-        let dir2 = dir.clone();
-        let result = tokio::task::spawn_blocking(move || write_atomic(&dir2, &encode(&snapshot, SystemTime::now())))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        match result {
-            Ok(()) if failing => {
-                failing = false;
-                tracing::info!(dir = %dir.display(), "state file written again");
+        mailbox.ready.notified().await;
+        let (snapshot, closed) = mailbox.take();
+        if let Some(snapshot) = snapshot {
+            let target = dir.clone();
+            let result = tokio::task::spawn_blocking(move || write_atomic(&target, &snapshot))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            match result {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!(dir = %dir.display(), "state file written again");
+                }
+                Ok(()) => {}
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::error!(dir = %dir.display(), error = %e,
+                        "cannot write the state file; monitoring goes on, but a restart will not remember alerts");
+                }
+                Err(_) => {}
             }
-            Ok(()) => {}
-            Err(e) if !failing => {
-                failing = true;
-                tracing::error!(dir = %dir.display(), error = %e,
-                    "cannot write the state file; monitoring goes on, but a restart will not remember alerts");
-            }
-            Err(_) => {}
         }
-        if closed {
+        if closed && mailbox.take().0.is_none() {
             return;
         }
     }
@@ -180,16 +212,15 @@ mod tests {
 
     #[test]
     fn a_snapshot_reads_back_as_it_was_written() {
-        let snapshot =
-            vec![("pump-7".to_string(), saved(State::Offline, true)), ("fan".into(), saved(State::Online, false))];
-        let back = decode(&encode(&snapshot, SystemTime::now())).unwrap();
-        assert_eq!(back["pump-7"], snapshot[0].1);
-        assert_eq!(back["fan"], snapshot[1].1);
+        let devices = [("pump-7", saved(State::Offline, true)), ("fa\"n", saved(State::Online, false))];
+        let back = decode(&encode(devices.clone(), SystemTime::now())).unwrap();
+        assert_eq!(back["pump-7"], devices[0].1);
+        assert_eq!(back["fa\"n"], devices[1].1);
     }
 
     #[test]
     fn truncated_or_foreign_files_are_refused() {
-        let bytes = encode(&vec![("a".to_string(), saved(State::Online, false))], SystemTime::now());
+        let bytes = encode([("a", saved(State::Online, false))], SystemTime::now());
         assert!(decode(&bytes[..bytes.len() / 2]).is_err());
         assert!(decode(b"{}").is_err());
         assert!(decode(br#"{"version":9,"saved_at_ms":0,"devices":{}}"#).is_err());
