@@ -41,6 +41,24 @@ pub async fn mosquitto_sub_burst(port: u16, n: usize) -> Result<Duration, String
     Ok(start.elapsed())
 }
 
+/// The plain paho-mqtt script (`bench/peer_paho.py`): its time to know
+/// every device, and its peak RSS in KiB. `None` when Python or paho-mqtt
+/// is missing.
+pub async fn paho_burst(port: u16, n: usize) -> Option<(Duration, u64)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peer_paho.py");
+    let start = Instant::now();
+    let out = tokio::process::Command::new("python3")
+        .arg(script)
+        .args([port.to_string(), n.to_string()])
+        .stderr(Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    let elapsed = start.elapsed();
+    let rss = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    out.status.success().then_some((elapsed, rss))
+}
+
 /// A subscriber that does nothing but count: the floor for a Rust client.
 pub async fn rumqttc_burst(port: u16, n: usize) -> Result<Duration, String> {
     let start = Instant::now();

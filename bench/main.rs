@@ -9,7 +9,9 @@
 //! - detection latency: from a plain subscriber seeing a will to the
 //!   webhook request arriving at a local receiver;
 //! - footprint: peak RSS per fleet size, CPU seconds per 100k messages;
-//! - steady throughput: open-loop flips at fixed rates, received vs sent.
+//! - steady throughput: open-loop flips at fixed rates, received vs sent;
+//! - a peer: the plain paho-mqtt script users write for this job, in the
+//!   retained burst (when Python and paho-mqtt are installed).
 //!
 //! `--smoke` runs every measurement at toy sizes in seconds (CI does, so
 //! this never rots) and writes nothing unless `--out` is given.
@@ -63,6 +65,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let run = contestants::willwatch_burst(&willwatch, broker.port, n).await?;
             times.willwatch.push(run.elapsed);
             times.rss_kib = times.rss_kib.max(run.peak_rss_kib);
+            if let Some((elapsed, rss)) = contestants::paho_burst(broker.port, n).await {
+                times.paho.push(elapsed);
+                times.paho_rss_kib = times.paho_rss_kib.max(rss);
+            }
             if round == 0 && n == *sizes.last().unwrap() {
                 report.cpu_per_100k = Some(run.cpu_per_100k_messages);
             }
