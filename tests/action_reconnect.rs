@@ -103,9 +103,7 @@ async fn ladder_stops_when_the_device_comes_back() {
         daemon.wait_log("the ladder to stop", SOON, |l| message(l).starts_with("device came back after")).await;
     assert_eq!(stopped["attempts"], 1);
     // Past the time the whole ladder would have taken: nothing more was sent.
-    let quiet_until = Instant::now() + Duration::from_millis(2500);
-    eventually("the ladder's would-be end", Duration::from_secs(5), || (Instant::now() >= quiet_until).then_some(()))
-        .await;
+    support::observe(Duration::from_millis(2500)).await;
     assert_eq!(commands.lock().unwrap().len(), 1);
     assert!(receiver.received().is_empty());
     assert!(daemon.events("pump-7", "reconnect_failed").is_empty());
@@ -124,8 +122,6 @@ async fn ladder_is_cancelled_by_a_reload_that_removes_the_device() {
     daemon.write_config(&config(&broker, &without_kick));
     daemon.signal("HUP");
     daemon.wait_log("the cancellation", SOON, |l| message(l) == "reconnect attempts cancelled by the reload").await;
-    let quiet_until = Instant::now() + Duration::from_millis(2500);
-    eventually("the ladder's would-be end", Duration::from_secs(5), || (Instant::now() >= quiet_until).then_some(()))
-        .await;
+    support::observe(Duration::from_millis(2500)).await;
     assert!(receiver.received().is_empty());
 }

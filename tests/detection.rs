@@ -6,26 +6,27 @@ mod support;
 use std::time::Duration;
 
 use support::daemon::message;
-use support::{Broker, Daemon, SOON, SimDevice, config, publish, publish_many};
+use support::{Broker, Daemon, SENTINEL, SOON, SimDevice, config, publish, publish_many, sync_with_sentinel};
 
-const DEVICES: &str = r#"
+const OWN_DEVICES: &str = r#"
 [[device]]
 id = "pump-7"
 topic = "plant/pump-7/status"
 
-[[device]]
-id = "sentinel"
-topic = "plant/sentinel/status"
 
 [[device]]
 topic = "sensors/{id}/status"
 offline = ["offline", "lost"]
 "#;
 
-/// A broker and a connected daemon watching `DEVICES`.
+fn devices() -> String {
+    format!("{OWN_DEVICES}\n{SENTINEL}")
+}
+
+/// A broker and a connected daemon watching `devices()`.
 async fn watching() -> (Broker, Daemon) {
     let broker = Broker::start();
-    let daemon = Daemon::start(&config(&broker, DEVICES));
+    let daemon = Daemon::start(&config(&broker, &devices()));
     daemon.wait_connected().await;
     (broker, daemon)
 }
@@ -45,19 +46,6 @@ async fn wait_state(daemon: &Daemon, device: &str, state: &str) {
         .await;
 }
 
-/// Publishes `messages` then a sentinel offline from the same client, and
-/// waits for the sentinel's event: everything before it has been handled.
-async fn publish_then_sync(broker: &Broker, daemon: &Daemon, messages: &[(&str, &str)]) {
-    let n = daemon.events("sentinel", "offline").len() + 1;
-    let mut all: Vec<(&str, Vec<u8>)> = messages.iter().map(|(t, p)| (*t, p.as_bytes().to_vec())).collect();
-    all.push(("plant/sentinel/status", b"online".to_vec()));
-    all.push(("plant/sentinel/status", b"offline".to_vec()));
-    publish_many(broker.port, &all, false).await;
-    daemon.wait_event("sentinel", "offline", n).await;
-    publish(broker.port, "plant/sentinel/status", "online", false).await;
-    daemon.wait_event("sentinel", "online", n).await;
-}
-
 #[tokio::test]
 async fn device_will_fires_exactly_one_offline() {
     let (broker, daemon) = watching().await;
@@ -70,7 +58,7 @@ async fn device_will_fires_exactly_one_offline() {
     assert_eq!(event["level"], "WARN");
     assert!(message(&event).contains("offline"));
 
-    publish_then_sync(&broker, &daemon, &[("plant/pump-7/status", "offline")]).await;
+    sync_with_sentinel(&broker, &daemon, &[("plant/pump-7/status", "offline")]).await;
     assert_eq!(daemon.events("pump-7", "offline").len(), 1, "{}", daemon.dump());
     assert_eq!(daemon.events("pump-7", "online").len(), 0);
 }
@@ -92,7 +80,7 @@ async fn recovery_fires_one_online_with_its_offline_duration() {
     assert!(offline_for < 10.0, "offline_for_s = {offline_for}");
     assert!(message(&event).starts_with("device online after 1s"), "{event}");
 
-    publish_then_sync(&broker, &daemon, &[("plant/pump-7/status", "online")]).await;
+    sync_with_sentinel(&broker, &daemon, &[("plant/pump-7/status", "online")]).await;
     assert_eq!(daemon.events("pump-7", "online").len(), 1, "{}", daemon.dump());
 }
 
@@ -100,14 +88,14 @@ async fn recovery_fires_one_online_with_its_offline_duration() {
 async fn duplicate_messages_fire_nothing_more() {
     let (broker, daemon) = watching().await;
     let t = "plant/pump-7/status";
-    publish_then_sync(
+    sync_with_sentinel(
         &broker,
         &daemon,
         &[(t, "online"), (t, "online"), (t, "offline"), (t, "offline"), (t, "offline")],
     )
     .await;
     assert_eq!(daemon.events("pump-7", "offline").len(), 1, "{}", daemon.dump());
-    publish_then_sync(&broker, &daemon, &[(t, "online"), (t, "online"), (t, "online")]).await;
+    sync_with_sentinel(&broker, &daemon, &[(t, "online"), (t, "online"), (t, "online")]).await;
     assert_eq!(daemon.events("pump-7", "online").len(), 1, "{}", daemon.dump());
     assert_eq!(daemon.events("pump-7", "offline").len(), 1);
 }
@@ -122,7 +110,7 @@ async fn pattern_device_takes_its_id_from_the_topic() {
     assert_eq!(event["topic"], "sensors/t-9/status");
     assert_eq!(event["payload"], "lost");
 
-    publish_then_sync(&broker, &daemon, &[("sensors/t-9/extra/status", "offline"), ("sensors/t-9/state", "offline")])
+    sync_with_sentinel(&broker, &daemon, &[("sensors/t-9/extra/status", "offline"), ("sensors/t-9/state", "offline")])
         .await;
     assert_eq!(daemon.logs(|l| l["action"] == "log" && l["event"] == "offline" && l["device"] != "sentinel").len(), 1);
 }
@@ -132,13 +120,13 @@ async fn retained_state_at_startup_sets_the_initial_state() {
     let broker = Broker::start();
     publish(broker.port, "plant/pump-7/status", "offline", true).await;
     publish(broker.port, "sensors/a/status", "online", true).await;
-    let daemon = Daemon::start(&config(&broker, DEVICES));
+    let daemon = Daemon::start(&config(&broker, &devices()));
     daemon.wait_connected().await;
 
     let event = daemon.wait_event("pump-7", "offline", 1).await;
     assert_eq!(event["previous"], "unknown");
     wait_state(&daemon, "a", "online").await;
-    publish_then_sync(&broker, &daemon, &[]).await;
+    sync_with_sentinel(&broker, &daemon, &[]).await;
     assert_eq!(daemon.events("a", "offline").len() + daemon.events("a", "online").len(), 0);
 
     publish(broker.port, "plant/pump-7/status", "online", true).await;
@@ -176,7 +164,7 @@ async fn unrecognised_binary_and_oversized_payloads_change_nothing() {
         })
         .await;
     assert_eq!(warning["payload"], "rebooting");
-    publish_then_sync(&broker, &daemon, &[]).await;
+    sync_with_sentinel(&broker, &daemon, &[]).await;
     // Rate-limited: one warning for the four payloads.
     assert_eq!(daemon.logs(|l| l["device"] == "pump-7" && message(l).contains("neither an online")).len(), 1);
     assert!(daemon.logs(|l| message(l) == "lost the broker connection").is_empty(), "{}", daemon.dump());

@@ -9,26 +9,15 @@ use std::time::{Duration, Instant};
 
 use support::daemon::message;
 use support::proxy::Proxy;
-use support::{Broker, BrokerOptions, Daemon, SOON, SimDevice, config, eventually, publish, publish_many};
+use support::{
+    Broker, BrokerOptions, Daemon, SENTINEL, SOON, SimDevice, config, eventually, publish, sync_with_sentinel,
+};
 
 const PUMP: &str = "[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n";
 
 fn offline_events(daemon: &Daemon) -> usize {
     daemon.logs(|l| l["action"] == "log" && l["event"] == "offline").len()
 }
-
-/// Publishes `messages` then a sentinel offline from the same client and
-/// waits for its event: everything before it has been handled.
-async fn sync_with_sentinel(broker: &Broker, daemon: &Daemon, messages: &[(&str, &str)]) {
-    let n = daemon.events("sentinel", "offline").len() + 1;
-    let mut all: Vec<(&str, Vec<u8>)> = messages.iter().map(|(t, p)| (*t, p.as_bytes().to_vec())).collect();
-    all.push(("plant/sentinel/status", b"online".to_vec()));
-    all.push(("plant/sentinel/status", b"offline".to_vec()));
-    publish_many(broker.port, &all, false).await;
-    daemon.wait_event("sentinel", "offline", n).await;
-}
-
-const SENTINEL: &str = "[[device]]\nid = \"sentinel\"\ntopic = \"plant/sentinel/status\"\n";
 
 #[tokio::test]
 async fn a_half_open_device_is_detected_at_about_one_and_a_half_keepalives() {
@@ -92,8 +81,7 @@ async fn a_session_takeover_within_the_grace_period_fires_nothing() {
             message(l).starts_with("device offline; holding it for its grace period") && l["device"] == "pump-7"
         })
         .await;
-    let past_grace = Instant::now() + Duration::from_millis(2500);
-    eventually("the grace period to pass", SOON, || (Instant::now() >= past_grace).then_some(())).await;
+    support::observe(Duration::from_millis(2500)).await;
     sync_with_sentinel(&broker, &daemon, &[]).await;
     assert!(daemon.events("pump-7", "offline").is_empty(), "{}", daemon.dump());
     assert!(daemon.events("pump-7", "online").is_empty());

@@ -15,7 +15,7 @@ pub use broker::{Broker, BrokerOptions};
 pub use daemon::Daemon;
 pub use devices::{SimDevice, publish, publish_many, retained, wait_retained};
 pub use receiver::{Behaviour, Receiver};
-pub use wait::eventually;
+pub use wait::{eventually, observe};
 
 /// A config for `broker` with the daemon's presence on `willwatch/test/status`,
 /// no settle window (tests of it set their own), its HTTP endpoint on a
@@ -31,3 +31,18 @@ pub fn config(broker: &Broker, rest: &str) -> String {
 
 /// How long a test waits for something that should take milliseconds.
 pub const SOON: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The device `sync_with_sentinel` uses; add it to a test's config.
+pub const SENTINEL: &str = "[[device]]\nid = \"sentinel\"\ntopic = \"plant/sentinel/status\"\n";
+
+/// Publishes `messages`, then a sentinel offline, from one client (so the
+/// broker delivers them in that order), and waits for the sentinel's event:
+/// everything before it has been handled. Needs `SENTINEL` in the config.
+pub async fn sync_with_sentinel(broker: &Broker, daemon: &Daemon, messages: &[(&str, &str)]) {
+    let n = daemon.events("sentinel", "offline").len() + 1;
+    let mut all: Vec<(&str, Vec<u8>)> = messages.iter().map(|(t, p)| (*t, p.as_bytes().to_vec())).collect();
+    all.push(("plant/sentinel/status", b"online".to_vec()));
+    all.push(("plant/sentinel/status", b"offline".to_vec()));
+    devices::publish_many(broker.port, &all, false).await;
+    daemon.wait_event("sentinel", "offline", n).await;
+}

@@ -16,3 +16,10 @@ pub async fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Lets `window` pass, for asserting that something does *not* happen in
+/// it (a ladder that must stay stopped, a grace period that must stay
+/// quiet). Waiting *for* something is `eventually`'s job.
+pub async fn observe(window: Duration) {
+    tokio::time::sleep(window).await;
+}
