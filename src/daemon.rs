@@ -153,15 +153,15 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     systemd::stopping();
     http_cancel.cancel();
     if let Some(http) = http {
-        let _ = http.await;
+        joined("the HTTP endpoint", http.await);
     }
     cancel.cancel();
-    let _ = session.await;
+    joined("the broker session", session.await);
     drop(monitor_tx);
     let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
-        let _ = monitor.await;
-        let _ = store.await;
-        let _ = dispatcher.await;
+        joined("the monitor", monitor.await);
+        joined("the state writer", store.await);
+        joined("the action dispatcher", dispatcher.await);
     })
     .await;
     if drained.is_err() {
@@ -169,6 +169,13 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Logs a task that ended by panicking (its work is lost; the log says so).
+fn joined<T>(task: &str, result: Result<T, tokio::task::JoinError>) {
+    if let Err(e) = result {
+        tracing::error!(error = %e, "{task} failed");
+    }
 }
 
 /// The new config, or `None` (logged) when the file is broken.

@@ -109,8 +109,10 @@ pub async fn dispatch(config: Arc<Config>, context: Context, mut input: mpsc::Re
             Input::Event(event) => route(&mut workers, event, &context.metrics),
             Input::Reload(config) => {
                 reconcile(&mut workers, &mut tasks, &config, &context);
-                for worker in workers.values() {
-                    let _ = worker.queue.try_send(Job::Reload(Arc::clone(&config)));
+                for (name, worker) in &workers {
+                    if worker.queue.try_send(Job::Reload(Arc::clone(&config))).is_err() {
+                        tracing::warn!(action = %name, "action queue full: this action did not see the reload");
+                    }
                 }
             }
         }

@@ -72,7 +72,10 @@ impl Subscriptions {
         if !self.to_unsubscribe.is_empty() {
             let gone = std::mem::take(&mut self.to_unsubscribe);
             for topic in gone {
-                let _ = client.try_unsubscribe(topic);
+                if let Err(e) = client.try_unsubscribe(topic.clone()) {
+                    // Harmless but wasteful: the broker keeps a duplicate subscription.
+                    tracing::warn!(topic = %topic, error = %e, "could not drop a re-read subscription");
+                }
             }
         }
         let Some(batch) = self.waiting.pop_front() else { return };
