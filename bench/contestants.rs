@@ -124,13 +124,8 @@ impl Daemon {
         }
     }
 
-    fn proc_field(&self, file: &str, key: &str) -> u64 {
-        let text = std::fs::read_to_string(format!("/proc/{}/{file}", self.child.id())).unwrap_or_default();
-        text.lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+    fn peak_rss_kib(&self) -> u64 {
+        proc_status(self.child.id(), "VmHWM:")
     }
 
     /// User plus system CPU time so far.
@@ -170,31 +165,70 @@ pub async fn willwatch_burst(bin: &Path, port: u16, n: usize) -> Result<BurstRun
     tokio::time::sleep(Duration::from_secs(1)).await;
     Ok(BurstRun {
         elapsed,
-        peak_rss_kib: daemon.proc_field("status", "VmHWM:"),
+        peak_rss_kib: daemon.peak_rss_kib(),
         cpu_per_100k_messages: cpu.mul_f64(100_000.0 / n as f64),
     })
 }
 
 pub struct Latency {
+    pub watcher: &'static str,
     pub samples: usize,
     pub p50: Duration,
     pub p99: Duration,
     pub max: Duration,
+    pub peak_rss_kib: u64,
+}
+
+/// Who turns wills into webhooks in a latency run.
+#[derive(Clone, Copy)]
+pub enum Watcher {
+    Willwatch,
+    /// mqttwarn (PyPI) with its `http_urllib` service.
+    Mqttwarn,
+}
+
+/// What the receiver saw: per topic, when an offline arrived, and how
+/// many onlines (births) arrived.
+#[derive(Default)]
+struct Received {
+    offline: HashMap<String, Instant>,
+    online: usize,
 }
 
 /// From a plain subscriber seeing each will to the webhook for it arriving.
-pub async fn detection_latency(bin: &Path, port: u16, k: usize) -> Result<Latency, String> {
-    let arrivals: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let sink = Arc::clone(&arrivals);
+/// Devices `first..first + k` are used, so runs do not share retained wills.
+pub async fn detection_latency(
+    bin: &Path,
+    port: u16,
+    first: usize,
+    k: usize,
+    watcher: Watcher,
+) -> Result<Latency, String> {
+    let received: Arc<Mutex<Received>> = Arc::default();
+    let sink = Arc::clone(&received);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let hook = format!("http://{}/hook", listener.local_addr().map_err(|e| e.to_string())?);
-    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+    let base = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+    // willwatch POSTs its event JSON; mqttwarn GETs /<topic>/<payload>.
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
         let sink = Arc::clone(&sink);
         async move {
             let at = Instant::now();
             let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            if event["event"] == "offline" {
-                sink.lock().unwrap().insert(event["topic"].as_str().unwrap_or("").to_string(), at);
+            let (topic, payload) = match event["event"].as_str() {
+                Some(kind) => (event["topic"].as_str().unwrap_or("").to_string(), kind.to_string()),
+                None => {
+                    let path = uri.path().trim_start_matches('/');
+                    let (topic, payload) = path.rsplit_once('/').unwrap_or((path, ""));
+                    (topic.to_string(), payload.to_string())
+                }
+            };
+            let mut seen = sink.lock().unwrap();
+            match payload.as_str() {
+                "offline" => {
+                    seen.offline.entry(topic).or_insert(at);
+                }
+                "online" => seen.online += 1,
+                _ => {}
             }
             "ok"
         }
@@ -202,46 +236,120 @@ pub async fn detection_latency(bin: &Path, port: u16, k: usize) -> Result<Latenc
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let wills: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-    let (observer, mut events) = AsyncClient::new(MqttOptions::new("bench-observer", "127.0.0.1", port), 16);
+    let (observer, mut events) =
+        AsyncClient::new(MqttOptions::new(format!("bench-observer-{first}"), "127.0.0.1", port), 16);
     observer.subscribe("bench/+/status", QoS::AtMostOnce).await.map_err(|e| e.to_string())?;
     let seen = Arc::clone(&wills);
-    tokio::spawn(async move {
+    let observing = tokio::spawn(async move {
         while let Ok(event) = events.poll().await {
             if let Event::Incoming(Packet::Publish(p)) = event
                 && p.payload.as_ref() == b"offline"
+                && !p.retain
             {
                 seen.lock().unwrap().entry(p.topic.clone()).or_insert_with(Instant::now);
             }
         }
     });
 
-    let rest = format!(
-        "[action.hook]\ntype = \"webhook\"\nurl = \"{hook}\"\n\n[[device]]\ntopic = \"bench/{{id}}/status\"\nactions = [\"hook\"]\n"
-    );
-    let daemon = Daemon::start(bin, port, &rest)?;
+    // Whichever runs, it lives until the end of the measurement.
+    let mut daemon = None;
+    let mut mqttwarn = None;
+    let pid = match watcher {
+        Watcher::Willwatch => {
+            let rest = format!(
+                "[action.hook]\ntype = \"webhook\"\nurl = \"{base}/hook\"\n\n[[device]]\ntopic = \"bench/{{id}}/status\"\nactions = [\"hook\"]\n"
+            );
+            let started = Daemon::start(bin, port, &rest)?;
+            started.wait_metric("willwatch_broker_connected", 1.0).await?;
+            daemon.insert(started).child.id()
+        }
+        Watcher::Mqttwarn => {
+            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+            let ini = format!(
+                "[defaults]\nhostname = '127.0.0.1'\nport = {port}\nclientid = 'bench-mqttwarn'\nlaunch = http_urllib\n\n\
+                 [config:http_urllib]\ntimeout = 5\ntargets = {{\n    'hook': [ 'get', '{base}/{{topic}}/{{payload}}', None, None ],\n  }}\n\n\
+                 [bench/+/status]\ntargets = http_urllib:hook\n"
+            );
+            std::fs::write(dir.path().join("mqttwarn.ini"), ini).map_err(|e| e.to_string())?;
+            let child = Command::new("mqttwarn")
+                .env("MQTTWARNINI", dir.path().join("mqttwarn.ini"))
+                .current_dir(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("mqttwarn (pip install mqttwarn): {e}"))?;
+            let pid = child.id();
+            mqttwarn = Some((KillOnDrop(child), dir));
+            pid
+        }
+    };
     let mut devices = Vec::new();
-    for i in 0..k {
+    for i in first..first + k {
         devices.push(load::Device::connect(port, i).await?);
     }
-    daemon.wait_metric("willwatch_devices{state=\"online\"}", k as f64).await?;
+    match &daemon {
+        Some(daemon) => daemon.wait_metric("willwatch_devices{state=\"online\"}", k as f64).await?,
+        None => {
+            // mqttwarn has nothing to ask: wait until it has relayed every birth.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while received.lock().unwrap().online < k && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
     for device in devices {
         device.kill();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while arrivals.lock().unwrap().len() < k && Instant::now() < deadline {
+    while received.lock().unwrap().offline.len() < k && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let arrivals = arrivals.lock().unwrap();
+    observing.abort();
+    let peak_rss_kib = proc_status(pid, "VmHWM:");
+    drop((daemon, mqttwarn));
+    let received = received.lock().unwrap();
     let wills = wills.lock().unwrap();
-    let mut samples: Vec<Duration> =
-        arrivals.iter().filter_map(|(topic, at)| wills.get(topic).map(|w| at.saturating_duration_since(*w))).collect();
+    let mut samples: Vec<Duration> = received
+        .offline
+        .iter()
+        .filter_map(|(topic, at)| wills.get(topic).map(|w| at.saturating_duration_since(*w)))
+        .collect();
     if samples.is_empty() {
         return Err("no webhook arrived".into());
     }
     samples.sort();
     let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
-    Ok(Latency { samples: samples.len(), p50: pick(0.5), p99: pick(0.99), max: *samples.last().unwrap() })
+    let watcher = match watcher {
+        Watcher::Willwatch => "willwatch",
+        Watcher::Mqttwarn => "mqttwarn",
+    };
+    Ok(Latency {
+        watcher,
+        samples: samples.len(),
+        p50: pick(0.5),
+        p99: pick(0.99),
+        max: *samples.last().unwrap(),
+        peak_rss_kib,
+    })
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn proc_status(pid: u32, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 pub struct Steady {

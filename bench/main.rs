@@ -78,7 +78,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let broker = broker::Broker::start()?;
     eprintln!("detection latency, {latency_devices} devices");
-    report.latency = Some(contestants::detection_latency(&willwatch, broker.port, latency_devices).await?);
+    report.latency.push(
+        contestants::detection_latency(&willwatch, broker.port, 0, latency_devices, contestants::Watcher::Willwatch)
+            .await?,
+    );
+    if !args.smoke {
+        eprintln!("detection latency through mqttwarn");
+        match contestants::detection_latency(
+            &willwatch,
+            broker.port,
+            latency_devices,
+            latency_devices,
+            contestants::Watcher::Mqttwarn,
+        )
+        .await
+        {
+            Ok(latency) => report.latency.push(latency),
+            Err(e) => eprintln!("mqttwarn not measured: {e}"),
+        }
+    }
     for &rate in &rates {
         eprintln!("steady flips at {rate}/s");
         report.throughput.push(contestants::steady(&willwatch, rate, Duration::from_secs(rate_secs)).await?);

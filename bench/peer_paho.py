@@ -19,7 +19,7 @@ webhook = sys.argv[3] if len(sys.argv) > 3 else None
 states = {}
 
 
-def on_connect(client, userdata, flags, reason_code, properties):
+def on_connect(client, userdata, flags, *_reason):
     client.subscribe("bench/+/status", qos=1)
 
 
@@ -36,7 +36,11 @@ def on_message(client, userdata, msg):
         client.disconnect()
 
 
-client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-paho-{port}")
+# paho-mqtt 2 wants the callback API named; 1.x (which mqttwarn pins) has none.
+if hasattr(mqtt, "CallbackAPIVersion"):
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-paho-{port}")
+else:
+    client = mqtt.Client(client_id=f"bench-paho-{port}")
 client.on_connect = on_connect
 client.on_message = on_message
 client.connect("127.0.0.1", port)

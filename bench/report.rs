@@ -24,7 +24,7 @@ pub struct Report {
     smoke: bool,
     pub bursts: Vec<(usize, Times)>,
     pub cpu_per_100k: Option<Duration>,
-    pub latency: Option<Latency>,
+    pub latency: Vec<Latency>,
     pub throughput: Vec<Steady>,
 }
 
@@ -85,7 +85,7 @@ impl Report {
             smoke,
             bursts: Vec::new(),
             cpu_per_100k: None,
-            latency: None,
+            latency: Vec::new(),
             throughput: Vec::new(),
         }
     }
@@ -138,17 +138,24 @@ impl Report {
                 cpu.as_secs_f64()
             );
         }
-        if let Some(l) = &self.latency {
+        if !self.latency.is_empty() {
             out.push_str("## Detection latency: will seen by a plain subscriber → webhook request received\n\n");
-            let _ = writeln!(
-                out,
-                "| samples | p50 (ms) | p99 (ms) | max (ms) |\n|---:|---:|---:|---:|\n| {} | {:.2} | {:.2} | {:.2} |\n",
-                l.samples,
-                l.p50.as_secs_f64() * 1e3,
-                l.p99.as_secs_f64() * 1e3,
-                l.max.as_secs_f64() * 1e3
+            out.push_str(
+                "| watcher | samples | p50 (ms) | p99 (ms) | max (ms) | peak RSS |\n|---|---:|---:|---:|---:|---:|\n",
             );
-            out.push_str("Devices are killed 20 ms apart; `grace = 0`, `settle = 0`.\n\n");
+            for l in &self.latency {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.2} | {:.2} | {:.2} | {:.1} MB |",
+                    l.watcher,
+                    l.samples,
+                    l.p50.as_secs_f64() * 1e3,
+                    l.p99.as_secs_f64() * 1e3,
+                    l.max.as_secs_f64() * 1e3,
+                    l.peak_rss_kib as f64 / 1024.0
+                );
+            }
+            out.push_str("\nDevices are killed 20 ms apart; willwatch with `grace = 0`, `settle = 0`; mqttwarn (PyPI) with its `http_urllib` service, one GET per message.\n\n");
         }
         if !self.throughput.is_empty() {
             out.push_str("## Steady flips (open loop, QoS 0, 1,000 devices)\n\n| rate (msg/s) | sent | bare counter received | willwatch received | willwatch / counter | willwatch CPU (s) |\n|---:|---:|---:|---:|---:|---:|\n");
