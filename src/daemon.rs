@@ -62,7 +62,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let (filters_tx, _) = watch::channel(config.filters());
     let (link_tx, mut link_rx) =
         watch::channel(Link { connected: false, since: std::time::SystemTime::now(), reconnects: 0 });
-    let (counts_tx, mut counts_rx) = watch::channel(Counts::default());
+    let (counts_tx, counts_rx) = watch::channel(Counts::default());
     let (monitor_tx, monitor_rx) = mpsc::channel(MONITOR_QUEUE);
     let (dispatch_tx, dispatch_rx) = mpsc::channel(DISPATCH_QUEUE);
     let (client_tx, client_rx) = watch::channel(None);
@@ -112,6 +112,8 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     systemd::ready();
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
     let mut reconnects = 0;
+    let mut status_every = tokio::time::interval(Duration::from_secs(1));
+    let mut status = String::new();
     loop {
         tokio::select! {
             signal = signals.next() => match signal.map(intent) {
@@ -142,9 +144,15 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
                     metrics.broker_reconnects.inc_by(link.reconnects - reconnects);
                     reconnects = link.reconnects;
                 }
-                systemd::status(&status_line(&config.broker, &link, &counts_rx.borrow()));
             }
-            Ok(()) = counts_rx.changed() => systemd::status(&status_line(&config.broker, &link_rx.borrow(), &counts_rx.borrow())),
+            // At most once a second: a storm changes the counts thousands of times.
+            _ = status_every.tick() => {
+                let line = status_line(&config.broker, &link_rx.borrow(), &counts_rx.borrow());
+                if line != status {
+                    systemd::status(&line);
+                    status = line;
+                }
+            }
             _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => systemd::watchdog(),
         }
     }
