@@ -233,6 +233,11 @@ pub async fn detection_latency(
             "ok"
         }
     });
+    // No Nagle delay on responses: a kept-alive connection's next request
+    // must not wait for the previous response's last segment.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let wills: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();

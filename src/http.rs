@@ -51,6 +51,12 @@ pub async fn serve(
     };
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(listen = %bound, "HTTP status endpoint listening");
+    // Small answers go out at once, not after a delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY refused");
+        }
+    });
     let shared = Shared { broker_url, link, queries, metrics };
     let app = Router::new()
         .route("/healthz", get(healthz))
