@@ -61,13 +61,20 @@ fn setup(receiver: &Receiver) -> String {
     )
 }
 
-#[tokio::test]
-async fn ladder_sends_commands_with_backoff_then_escalates() {
+/// A broker, a webhook receiver for escalations, a listener on the command
+/// topics, and a connected daemon running the ladder.
+async fn ladder_bed() -> (Broker, Receiver, Arc<Mutex<Vec<(Instant, String, String)>>>, Daemon) {
     let broker = Broker::start();
     let receiver = Receiver::start(Behaviour::Accept).await;
     let commands = listen(broker.port, "plant/+/cmd").await;
     let daemon = Daemon::start(&config(&broker, &setup(&receiver)));
     daemon.wait_connected().await;
+    (broker, receiver, commands, daemon)
+}
+
+#[tokio::test]
+async fn ladder_sends_commands_with_backoff_then_escalates() {
+    let (broker, receiver, commands, daemon) = ladder_bed().await;
 
     publish(broker.port, "plant/pump-7/status", "offline", false).await;
     let offline_at = Instant::now();
@@ -90,11 +97,7 @@ async fn ladder_sends_commands_with_backoff_then_escalates() {
 
 #[tokio::test]
 async fn ladder_stops_when_the_device_comes_back() {
-    let broker = Broker::start();
-    let receiver = Receiver::start(Behaviour::Accept).await;
-    let commands = listen(broker.port, "plant/+/cmd").await;
-    let daemon = Daemon::start(&config(&broker, &setup(&receiver)));
-    daemon.wait_connected().await;
+    let (broker, receiver, commands, daemon) = ladder_bed().await;
 
     publish(broker.port, "plant/pump-7/status", "offline", false).await;
     eventually("the first command", SOON, || (!commands.lock().unwrap().is_empty()).then_some(())).await;
@@ -111,10 +114,7 @@ async fn ladder_stops_when_the_device_comes_back() {
 
 #[tokio::test]
 async fn ladder_is_cancelled_by_a_reload_that_removes_the_device() {
-    let broker = Broker::start();
-    let receiver = Receiver::start(Behaviour::Accept).await;
-    let daemon = Daemon::start(&config(&broker, &setup(&receiver)));
-    daemon.wait_connected().await;
+    let (broker, receiver, commands, daemon) = ladder_bed().await;
     publish(broker.port, "plant/pump-7/status", "offline", false).await;
     daemon.wait_event("pump-7", "offline", 1).await;
 
@@ -122,6 +122,8 @@ async fn ladder_is_cancelled_by_a_reload_that_removes_the_device() {
     daemon.write_config(&config(&broker, &without_kick));
     daemon.signal("HUP");
     daemon.wait_log("the cancellation", SOON, |l| message(l) == "reconnect attempts cancelled by the reload").await;
+    let sent_before = commands.lock().unwrap().len();
     support::observe(Duration::from_millis(2500)).await;
-    assert!(receiver.received().is_empty());
+    assert_eq!(commands.lock().unwrap().len(), sent_before, "commands after the cancellation");
+    assert!(receiver.received().is_empty(), "an escalation after the cancellation");
 }
