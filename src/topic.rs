@@ -93,14 +93,6 @@ impl WatchedTopic {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(WatchedTopic::Pattern(TopicPattern { levels }))
     }
-
-    /// The MQTT subscription filter for this topic.
-    pub fn filter(&self) -> String {
-        match self {
-            WatchedTopic::Exact(topic) => topic.clone(),
-            WatchedTopic::Pattern(pattern) => pattern.filter(),
-        }
-    }
 }
 
 impl TopicPattern {
@@ -165,10 +157,9 @@ mod tests {
     }
 
     #[test]
-    fn exact_topic_is_its_own_filter() {
+    fn exact_topic_is_kept_as_written() {
         let topic = WatchedTopic::parse("plant/pump-7/status").unwrap();
         assert_eq!(topic, WatchedTopic::Exact("plant/pump-7/status".into()));
-        assert_eq!(topic.filter(), "plant/pump-7/status");
     }
 
     #[test]

@@ -38,7 +38,8 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    /// The problems with their 1-based line and column, for tests and tools.
+    /// The problems with their 1-based line and column.
+    #[cfg(test)]
     pub fn locations(&self) -> Vec<(usize, usize, String)> {
         match self {
             ConfigError::Read { .. } => Vec::new(),
