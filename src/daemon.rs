@@ -5,10 +5,14 @@
 //!              │                   ▲
 //!              └─filters─▶ mqtt session (owns the broker connection)
 //! ```
-//! Signals become an `Intent` here, at the edge. Shutdown runs in order:
-//! the session says goodbye to the broker (retained offline, clean
-//! disconnect), then the monitor's input closes, then the dispatcher drains
-//! the action queues within a deadline.
+//! Signals become an `Intent` here, at the edge. Shutdown runs in order,
+//! so that actions that need the broker still have it and nothing owed is
+//! lost: the monitor stops taking messages; the state writer commits what
+//! it decided; the dispatcher drains the action queues with the broker
+//! link still up, within a deadline (what is not done by then stays owed
+//! in the state database and resumes at the next start); the session says
+//! goodbye (retained offline, clean disconnect); the HTTP endpoint closes
+//! last, with a short deadline of its own.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,8 +34,12 @@ use crate::{actions, http, store, systemd};
 const MONITOR_QUEUE: usize = 1024;
 /// Events waiting for the dispatcher.
 const DISPATCH_QUEUE: usize = 8192;
+/// Decisions and records waiting for the state writer.
+const STORE_QUEUE: usize = 8192;
 /// How long shutdown waits for queued actions to finish.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the HTTP endpoint gets to finish its requests at shutdown.
+const HTTP_DEADLINE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -63,25 +71,39 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let (link_tx, mut link_rx) =
         watch::channel(Link { connected: false, since: std::time::SystemTime::now(), reconnects: 0 });
     let (counts_tx, counts_rx) = watch::channel(Counts::default());
-    let (monitor_tx, monitor_rx) = mpsc::channel(MONITOR_QUEUE);
+    let (inbound_tx, inbound_rx) = mpsc::channel(MONITOR_QUEUE);
+    let (reload_tx, reload_rx) = mpsc::channel(4);
+    let (store_tx, store_rx) = mpsc::channel(STORE_QUEUE);
+    let (ack_tx, ack_rx) = mpsc::unbounded_channel();
     let (dispatch_tx, dispatch_rx) = mpsc::channel(DISPATCH_QUEUE);
     let (client_tx, client_rx) = watch::channel(None);
     let metrics = Metrics::new();
     let context = actions::Context::new(
-        dispatch_tx.downgrade(),
+        store_tx.downgrade(),
+        ack_tx,
         Publisher::new(client_rx, link_rx.clone()),
         config.state_dir.clone(),
         Arc::clone(&metrics),
     );
-    let dispatcher = tokio::spawn(actions::dispatch(Arc::clone(&config), context, dispatch_rx));
-    let saved = store::load(&config.state_dir);
-    let snapshots = store::Mailbox::default();
-    let store = tokio::spawn(store::run(config.state_dir.clone(), snapshots.clone()));
-    let (resync_tx, resync_rx) = mpsc::channel(4);
-    let outputs =
-        Outputs { events: dispatch_tx, counts: counts_tx, snapshots, resync: resync_tx, metrics: Arc::clone(&metrics) };
+    let mut dispatcher = tokio::spawn(actions::dispatch(Arc::clone(&config), context, dispatch_rx));
+    let (db, loaded) = store::open(&config.state_dir);
+    let writer = store::Writer {
+        dir: config.state_dir.clone(),
+        db,
+        ops: store_rx,
+        acks: ack_rx,
+        dispatch: dispatch_tx,
+        metrics: Arc::clone(&metrics),
+    };
+    let finish_writing = CancellationToken::new();
+    let writer = tokio::spawn(writer.run(loaded.pending, finish_writing.clone()));
+    let (resync_tx, resync_rx) = mpsc::channel(16);
+    let outputs = Outputs { store: store_tx, counts: counts_tx, resync: resync_tx, metrics: Arc::clone(&metrics) };
     let (queries_tx, queries_rx) = mpsc::channel(16);
-    let monitor = tokio::spawn(Monitor::new(Arc::clone(&config), saved, outputs).run(monitor_rx, queries_rx));
+    let inputs = monitor::Inputs { inbound: inbound_rx, reloads: reload_rx, queries: queries_rx };
+    let stop_intake = CancellationToken::new();
+    let monitor =
+        tokio::spawn(Monitor::new(Arc::clone(&config), loaded.devices, outputs).run(inputs, stop_intake.clone()));
     let http_cancel = CancellationToken::new();
     let http = config.http_listen.map(|listen| {
         let serve = http::serve(
@@ -98,7 +120,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         let cancel = CancellationToken::new();
         let wiring = Wiring {
             filters: filters_tx.subscribe(),
-            inbound: monitor_tx.clone(),
+            inbound: inbound_tx.clone(),
             link: link_tx.clone(),
             client: client_tx.clone(),
             resync,
@@ -123,7 +145,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
                         let reconnect = connection_changed(&config, &new);
                         config = new;
                         filters_tx.send_replace(config.filters());
-                        let _ = monitor_tx.send(monitor::Input::Reload(Arc::clone(&config))).await;
+                        let _ = reload_tx.send(Arc::clone(&config)).await;
                         if reconnect {
                             tracing::info!(broker = %config.broker.url, "broker or presence settings changed; reconnecting");
                             cancel.cancel();
@@ -159,21 +181,25 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
 
     tracing::info!("shutting down");
     systemd::stopping();
-    http_cancel.cancel();
-    if let Some(http) = http {
-        joined("the HTTP endpoint", http.await);
+    stop_intake.cancel();
+    joined("the monitor", monitor.await);
+    match tokio::time::timeout(DRAIN_DEADLINE, &mut dispatcher).await {
+        Ok(result) => joined("the action dispatcher", result),
+        Err(_) => {
+            dispatcher.abort();
+            tracing::warn!(deadline = ?DRAIN_DEADLINE, "actions still running at the drain deadline were stopped");
+        }
     }
+    finish_writing.cancel();
+    joined("the state writer", writer.await);
     cancel.cancel();
     joined("the broker session", session.await);
-    drop(monitor_tx);
-    let drained = tokio::time::timeout(DRAIN_DEADLINE, async {
-        joined("the monitor", monitor.await);
-        joined("the state writer", store.await);
-        joined("the action dispatcher", dispatcher.await);
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(deadline = ?DRAIN_DEADLINE, "actions still running at shutdown were abandoned");
+    http_cancel.cancel();
+    if let Some(mut http) = http
+        && tokio::time::timeout(HTTP_DEADLINE, &mut http).await.is_err()
+    {
+        http.abort();
+        tracing::info!(deadline = ?HTTP_DEADLINE, "HTTP requests still open at shutdown were closed");
     }
     tracing::info!("stopped");
     Ok(())

@@ -71,6 +71,10 @@ impl Now {
     }
 }
 
+/// The part of a device a restart remembers, for telling cheaply whether
+/// it changed.
+pub type Durable = (State, bool, Option<i64>, Option<Instant>);
+
 /// What survives a restart, in wall-clock time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Saved {
@@ -108,6 +112,10 @@ pub struct Device {
     /// When an unrecognised payload was last logged, and how many since
     /// were not (boxed: most devices never need it).
     warnings: Option<Box<(Instant, u64)>>,
+    /// The monitor's count of broker connections when a message on the
+    /// status topic last arrived: tells whose retained state the replay
+    /// after a connect has not delivered.
+    pub heard_in: u32,
 }
 
 /// What a message or a tick did to a device.
@@ -152,6 +160,7 @@ impl Device {
             silenced: false,
             seq: None,
             warnings: None,
+            heard_in: 0,
         }
     }
 
@@ -169,12 +178,21 @@ impl Device {
 
     /// Takes back what was saved before a restart. A pending grace period is
     /// not saved: the next offline message restarts it from `offline_since`.
-    pub fn restore(&mut self, saved: &Saved, now: Now) {
+    /// A device that was not offline gets a fresh heartbeat clock, so one
+    /// that hangs without a will is still found by its silence.
+    pub fn restore(&mut self, saved: &Saved, now: Now) -> Outcome {
         self.state = saved.state;
         self.since = saved.since.map(|t| now.at_wall(t));
         self.offline_since = saved.offline_since.map(|t| now.at_wall(t));
         self.alerted = saved.alerted;
         self.seq = saved.seq;
+        self.quiet_or_heartbeat(now)
+    }
+
+    /// What a restart must remember changed: the fields of `saved` but the
+    /// topic, compared cheaply on every message.
+    pub fn durable(&self) -> Durable {
+        (self.state, self.alerted, self.seq, self.offline_since.map(|t| t.mono))
     }
 
     /// Applies one message on the device's status topic. `hold` is a
@@ -243,6 +261,11 @@ impl Device {
                 self.last_payload = SILENCE.to_string();
                 let previous = self.state;
                 self.enter(State::Offline, now);
+                if self.alerted {
+                    // Still the outage already notified (its retained will
+                    // was cleared, then nothing): not a second one.
+                    return Outcome::Quiet;
+                }
                 self.offline_since = Some(now);
                 self.fire_offline(previous)
             }

@@ -91,6 +91,26 @@ pub struct Event {
     pub actions: Arc<[String]>,
 }
 
+/// The `previous` values an event can carry, as the static strings events
+/// hold (for events read back from disk).
+pub fn previous_state(s: &str) -> Option<&'static str> {
+    ["unknown", "online", "offline", "connected", "disconnected"].into_iter().find(|p| *p == s)
+}
+
+/// An id that follows from others (a batch from its events, an escalation
+/// from the offline it escalates): made again from the same parts after a
+/// restart, it is the same, so receivers still deduplicate.
+pub fn derived_id<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    let bytes: [u8; 16] = hash.finalize()[..16].try_into().expect("a SHA-256 has 32 bytes");
+    uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
+}
+
 /// A fresh event id.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()

@@ -8,8 +8,10 @@
 //! - `payload`: what a status payload says (plain or JSON, with sequence).
 //! - `event`: a transition as the actions see it, and its JSON.
 //! - `template`: `{id}`-style placeholders in action settings.
-//! - `monitor`: the task that owns every device and emits events.
-//! - `store`: the state file, written atomically from the monitor's snapshots.
+//! - `monitor`: the fleet core (every device, every policy; pure) and the
+//!   task around it that owns the devices and decides events.
+//! - `store`: the state database (SQLite, WAL) and its writer, which
+//!   commits each decision before any action sees it (the outbox).
 //! - `mqtt`: the broker session (birth, will, subscriptions, reconnects).
 //! - `backoff`: reconnect delays with jitter.
 //! - `tls`: rustls client settings for `mqtts://`.

@@ -43,6 +43,7 @@ pub struct Metrics {
     pub action_dropped: Family<ActionLabel, Counter>,
     pub broker_connected: Gauge,
     pub broker_reconnects: Counter,
+    pub state_write_errors: Counter,
 }
 
 impl Metrics {
@@ -56,6 +57,7 @@ impl Metrics {
         let action_dropped = Family::<ActionLabel, Counter>::default();
         let broker_connected = Gauge::default();
         let broker_reconnects = Counter::<u64, AtomicU64>::default();
+        let state_write_errors = Counter::<u64, AtomicU64>::default();
         registry.register("willwatch_devices", "Watched devices by state", devices.clone());
         registry.register("willwatch_transitions", "Events fired, by kind", transitions.clone());
         registry.register("willwatch_messages", "Messages received on watched topics", messages.clone());
@@ -72,6 +74,11 @@ impl Metrics {
         );
         registry.register("willwatch_broker_connected", "1 while connected to the broker", broker_connected.clone());
         registry.register("willwatch_broker_reconnects", "Connections to the broker made", broker_reconnects.clone());
+        registry.register(
+            "willwatch_state_write_errors",
+            "State commits that failed (each is retried until the disk takes it)",
+            state_write_errors.clone(),
+        );
         registry.register(
             "willwatch_build",
             "willwatch's version",
@@ -90,6 +97,7 @@ impl Metrics {
             action_dropped,
             broker_connected,
             broker_reconnects,
+            state_write_errors,
         })
     }
 

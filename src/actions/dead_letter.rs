@@ -5,7 +5,9 @@
 use std::io::Write;
 use std::path::Path;
 
-use serde_json::Value;
+use serde_json::{Value, json};
+
+use crate::event::{Event, rfc3339};
 
 pub const FILE_NAME: &str = "dead-letter.jsonl";
 
@@ -21,4 +23,15 @@ pub fn append(state_dir: &Path, record: &Value) {
     if let Err(e) = result {
         tracing::error!(file = %path.display(), error = %e, "cannot write the dead-letter file; the record is only in this log: {record}");
     }
+}
+
+/// The record of an event an action could not take at all.
+pub fn record(action: &str, event: &Event, error: &str) -> Value {
+    json!({
+        "action": action,
+        "event_id": event.id,
+        "failed_at": rfc3339(std::time::SystemTime::now()),
+        "error": error,
+        "event": event.to_json(),
+    })
 }

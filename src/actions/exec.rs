@@ -38,6 +38,7 @@ pub async fn run(name: String, spec: Exec, context: Context, mut jobs: mpsc::Rec
         running.spawn(async move {
             let outcome = execute(&name, &spec, &event).await;
             context.metrics.action_run(&name, outcome);
+            context.done(&name, &event);
             drop(slot);
         });
     }

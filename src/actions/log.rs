@@ -15,6 +15,7 @@ pub async fn run(name: String, context: Context, mut jobs: mpsc::Receiver<Job>) 
         if let Job::Event(event) = job {
             write(&name, &event);
             context.metrics.action_run(&name, "ok");
+            context.done(&name, &event);
         }
     }
 }
@@ -45,7 +46,6 @@ fn write(name: &str, event: &Event) {
                 offline_for_s = event.offline_for.map(|d| d.as_secs_f64()),
                 event_id = %event.id,
                 message_id = event.kind.message_id(),
-            message_id = event.kind.message_id(),
                 "device online after {} offline",
                 offline_for.as_deref().unwrap_or("an unknown time")
             )

@@ -1,10 +1,17 @@
 //! Actions: what runs when a device goes offline or comes back.
 //!
 //! Every configured action gets its own worker task fed by a bounded queue;
-//! `dispatch` routes each event to the workers of the actions its device
-//! names. A slow action (a hanging webhook, a stuck command) fills only its
-//! own queue: further events for it are dropped, counted and logged at
-//! error, and every other action and the monitor go on unhindered.
+//! `dispatch` routes each event to the workers of the actions it names
+//! (decided with the event, so the outbox knows what is owed). A slow
+//! action (a hanging webhook, a stuck command) fills only its own queue:
+//! further events for it are dead-lettered, counted and logged at error,
+//! and every other action and the monitor go on unhindered.
+//!
+//! Every event an action takes is acknowledged when the action is done with
+//! it (delivered, given up and dead-lettered, or not its kind), through
+//! `Context::done`; the state writer then stops owing it. What is not
+//! acknowledged when the daemon stops, or dies, is sent again at the next
+//! start with the same id.
 //!
 //! One file per kind: `log`, `webhook/`, `reconnect`, `exec`, `publish`.
 //! Each exposes `run(name, settings, context, jobs)`, the worker loop.
@@ -27,14 +34,15 @@ use crate::config::{ActionKind, ActionSpec, BUILTIN_LOG, Config};
 use crate::event::{Event, EventKind};
 use crate::metrics::{ActionLabel, Metrics};
 use crate::mqtt::Publisher;
+use crate::store::{Ack, Op};
 
 /// Events waiting per action before new ones are dropped.
 pub const QUEUE_PER_ACTION: usize = 1024;
 
-/// What the dispatcher is told.
+/// What the dispatcher is told (by the state writer, once recorded).
 #[derive(Debug)]
 pub enum Input {
-    Event(Event),
+    Event(Arc<Event>),
     Reload(Arc<Config>),
 }
 
@@ -45,12 +53,14 @@ pub enum Job {
     Reload(Arc<Config>),
 }
 
-/// What workers share: a way back to the dispatcher (for escalations), the
-/// daemon's MQTT session, the state directory and one HTTP client.
+/// What workers share: a way to decide new events (escalations) and to
+/// acknowledge finished ones, the daemon's MQTT session, the state
+/// directory and one HTTP client.
 #[derive(Clone)]
 pub struct Context {
-    /// Weak, so the dispatcher still ends when the monitor hangs up.
-    dispatch: mpsc::WeakSender<Input>,
+    /// Weak, so the writer's input still closes when the monitor hangs up.
+    store: mpsc::WeakSender<Op>,
+    acks: mpsc::UnboundedSender<Ack>,
     mqtt: Publisher,
     state_dir: PathBuf,
     http: reqwest::Client,
@@ -59,7 +69,8 @@ pub struct Context {
 
 impl Context {
     pub fn new(
-        dispatch: mpsc::WeakSender<Input>,
+        store: mpsc::WeakSender<Op>,
+        acks: mpsc::UnboundedSender<Ack>,
         mqtt: Publisher,
         state_dir: PathBuf,
         metrics: Arc<Metrics>,
@@ -69,14 +80,21 @@ impl Context {
             .user_agent(concat!("willwatch/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("the HTTP client builds with static settings");
-        Context { dispatch, mqtt, state_dir, http, metrics }
+        Context { store, acks, mqtt, state_dir, http, metrics }
     }
 
-    /// Hands a new event (an escalation) back to the dispatcher.
+    /// Decides a new event (an escalation): recorded, then dispatched.
     async fn fire(&self, event: Event) {
-        if let Some(dispatch) = self.dispatch.upgrade() {
-            let _ = dispatch.send(Input::Event(event)).await;
+        match self.store.upgrade() {
+            Some(store) if store.send(Op::Event(event, None)).await.is_ok() => {}
+            _ => tracing::warn!("stopping: an escalation was not recorded"),
         }
+    }
+
+    /// `action` is done with `event`: it is no longer owed.
+    pub fn done(&self, action: &str, event: &Event) {
+        // Closed only at the very end of a shutdown: then it stays owed.
+        let _ = self.acks.send((event.id.clone(), action.to_string()));
     }
 }
 
@@ -87,17 +105,6 @@ struct Worker {
     dropped: u64,
 }
 
-impl Worker {
-    /// Whether `kind` is for this worker. Reconnect ladders start on offline
-    /// and must hear the online that stops them, whatever `on` says.
-    fn wants(&self, kind: EventKind) -> bool {
-        match self.spec.kind {
-            ActionKind::Reconnect(_) => matches!(kind, EventKind::Offline | EventKind::Online),
-            _ => self.spec.on.contains(&kind),
-        }
-    }
-}
-
 /// Routes events to action workers until `input` closes, then lets every
 /// worker drain its queue and returns.
 pub async fn dispatch(config: Arc<Config>, context: Context, mut input: mpsc::Receiver<Input>) {
@@ -106,7 +113,7 @@ pub async fn dispatch(config: Arc<Config>, context: Context, mut input: mpsc::Re
     reconcile(&mut workers, &mut tasks, &config, &context);
     while let Some(message) = input.recv().await {
         match message {
-            Input::Event(event) => route(&mut workers, event, &context.metrics),
+            Input::Event(event) => route(&mut workers, event, &context),
             Input::Reload(config) => {
                 reconcile(&mut workers, &mut tasks, &config, &context);
                 for (name, worker) in &workers {
@@ -122,25 +129,32 @@ pub async fn dispatch(config: Arc<Config>, context: Context, mut input: mpsc::Re
     while tasks.join_next().await.is_some() {}
 }
 
-fn route(workers: &mut HashMap<String, Worker>, event: Event, metrics: &Metrics) {
-    let event = Arc::new(event);
+fn route(workers: &mut HashMap<String, Worker>, event: Arc<Event>, context: &Context) {
     for name in event.actions.iter() {
         let Some(worker) = workers.get_mut(name) else {
+            tracing::warn!(action = %name, device = %event.device, event = %event.kind, event_id = %event.id,
+                "an event is owed to an action no longer configured; dropped");
+            context.done(name, &event);
             continue;
         };
-        if !worker.wants(event.kind) {
+        if !worker.spec.runs_on(event.kind) {
+            context.done(name, &event);
             continue;
         }
         if worker.queue.try_send(Job::Event(Arc::clone(&event))).is_err() {
             worker.dropped += 1;
-            metrics.action_dropped.get_or_create(&ActionLabel { action: name.clone() }).inc();
+            context.metrics.action_dropped.get_or_create(&ActionLabel { action: name.clone() }).inc();
             tracing::error!(
                 action = %name,
                 device = %event.device,
                 event = %event.kind,
+                event_id = %event.id,
                 dropped_total = worker.dropped,
-                "action queue full, event dropped for this action"
+                file = %context.state_dir.join(dead_letter::FILE_NAME).display(),
+                "action queue full, event dead-lettered for this action"
             );
+            dead_letter::append(&context.state_dir, &dead_letter::record(name, &event, "the action's queue was full"));
+            context.done(name, &event);
         }
     }
 }

@@ -22,5 +22,6 @@ pub async fn run(name: String, spec: Publish, context: Context, mut jobs: mpsc::
                     error = %e, "could not publish the event");
             }
         }
+        context.done(&name, &event);
     }
 }

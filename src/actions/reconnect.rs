@@ -18,10 +18,12 @@ use tokio::task::JoinHandle;
 
 use super::{Context, Job};
 use crate::config::{Config, Reconnect};
-use crate::event::{Event, EventKind, new_id};
+use crate::event::{Event, EventKind, derived_id};
 
+/// A ladder under way; its offline stays owed until the ladder ends, so
+/// one cut short by a stop or a crash starts again at the next start.
 struct Ladder {
-    topic: String,
+    offline: Arc<Event>,
     attempts: Arc<AtomicU32>,
     task: JoinHandle<()>,
 }
@@ -34,6 +36,7 @@ pub async fn run(name: String, spec: Reconnect, context: Context, mut jobs: mpsc
         match job {
             Job::Event(event) if event.kind == EventKind::Offline => {
                 if ladders.contains_key(&event.device) {
+                    context.done(&name, &event);
                     continue;
                 }
                 let attempts = Arc::new(AtomicU32::new(0));
@@ -44,21 +47,23 @@ pub async fn run(name: String, spec: Reconnect, context: Context, mut jobs: mpsc
                     event.clone(),
                     Arc::clone(&attempts),
                 ));
-                ladders.insert(event.device.clone(), Ladder { topic: event.topic.clone(), attempts, task });
+                ladders.insert(event.device.clone(), Ladder { offline: event, attempts, task });
             }
-            Job::Event(event) if event.kind == EventKind::Online => {
-                if let Some(ladder) = ladders.remove(&event.device) {
+            Job::Event(event) => {
+                if let Some(ladder) = ladders.remove(&event.device).filter(|_| event.kind == EventKind::Online) {
                     ladder.task.abort();
+                    context.done(&name, &ladder.offline);
                     let attempts = ladder.attempts.load(Ordering::Relaxed);
                     tracing::info!(action = %name, device = %event.device, attempts,
                         "device came back after {attempts} reconnect attempt(s); stopped");
                 }
+                context.done(&name, &event);
             }
-            Job::Event(_) => {}
             Job::Reload(config) => ladders.retain(|device, ladder| {
-                let keep = still_wanted(&config, &name, device, &ladder.topic);
+                let keep = still_wanted(&config, &name, device, &ladder.offline.topic);
                 if !keep {
                     ladder.task.abort();
+                    context.done(&name, &ladder.offline);
                     tracing::info!(action = %name, device = %device, "reconnect attempts cancelled by the reload");
                 }
                 keep
@@ -119,16 +124,23 @@ async fn climb(name: String, spec: Arc<Reconnect>, context: Context, event: Arc<
     }
     tracing::error!(action = %name, device = %event.device, attempts = spec.max_attempts,
         escalate = ?spec.escalate, "device still offline after every reconnect attempt; escalating");
-    if spec.escalate.is_empty() {
-        return;
+    if !spec.escalate.is_empty() {
+        escalate(&name, &spec, &context, &event).await;
     }
+    context.done(&name, &event);
+}
+
+/// The `reconnect_failed` event for the escalation actions, with an id that
+/// follows from the offline's, so a ladder run again after a restart
+/// escalates under the same id.
+async fn escalate(name: &str, spec: &Reconnect, context: &Context, event: &Event) {
     let failed = Event {
-        id: new_id(),
+        id: derived_id([event.id.as_str(), name, EventKind::ReconnectFailed.as_str()]),
         kind: EventKind::ReconnectFailed,
         attempts: Some(spec.max_attempts),
         at: std::time::SystemTime::now(),
         actions: spec.escalate.iter().cloned().collect(),
-        ..(*event).clone()
+        ..event.clone()
     };
     context.fire(failed).await;
 }

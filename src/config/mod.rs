@@ -160,6 +160,18 @@ pub struct ActionSpec {
     pub on: Vec<crate::event::EventKind>,
 }
 
+impl ActionSpec {
+    /// Whether `kind` runs this action. Reconnect ladders start on offline
+    /// and must hear the online that stops them, whatever `on` says.
+    pub fn runs_on(&self, kind: crate::event::EventKind) -> bool {
+        use crate::event::EventKind::{Offline, Online};
+        match self.kind {
+            ActionKind::Reconnect(_) => matches!(kind, Offline | Online),
+            _ => self.on.contains(&kind),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActionKind {
     Log,

@@ -28,7 +28,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::{Broker, Presence};
-use crate::monitor;
 pub use publisher::Publisher;
 use subscriptions::Subscriptions;
 
@@ -44,6 +43,20 @@ const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// How long shutdown waits for the broker to acknowledge our offline.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// What the session tells whoever watches the devices (the monitor).
+#[derive(Debug)]
+pub enum Inbound {
+    /// A CONNACK: the retained states are about to replay.
+    Connected,
+    /// Every subscription of this connection is acknowledged.
+    Subscribed,
+    Disconnected,
+    Message {
+        topic: String,
+        payload: bytes::Bytes,
+    },
+}
+
 /// The session's link to the broker, for status lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Link {
@@ -57,7 +70,7 @@ pub struct Wiring {
     /// The filters to subscribe; changes on reload.
     pub filters: watch::Receiver<Vec<String>>,
     /// Where messages go.
-    pub inbound: mpsc::Sender<monitor::Input>,
+    pub inbound: mpsc::Sender<Inbound>,
     /// Where the link state is reported.
     pub link: watch::Sender<Link>,
     /// Where the session's client is offered to publishers.
@@ -70,7 +83,7 @@ pub struct Session {
     broker: Broker,
     presence: Presence,
     filters: watch::Receiver<Vec<String>>,
-    inbound: mpsc::Sender<monitor::Input>,
+    inbound: mpsc::Sender<Inbound>,
     link: watch::Sender<Link>,
     client: watch::Sender<Option<AsyncClient>>,
     resync: mpsc::Receiver<Vec<String>>,
@@ -117,7 +130,7 @@ impl Session {
                     if connected {
                         subscriptions.subscribe(wanted.difference(&subscribed).cloned().collect());
                         subscriptions.step(&client);
-                        settling = !report_subscribed(&subscriptions, wanted.len());
+                        settling = !self.report_subscribed(&subscriptions, wanted.len()).await;
                         for gone in subscribed.difference(&wanted) {
                             if let Err(e) = client.try_unsubscribe(gone.clone()) {
                                 tracing::error!(topic = %gone, error = %e, "could not queue unsubscribe");
@@ -135,27 +148,22 @@ impl Session {
                         tracing::info!(broker = %self.broker.url, client_id = %self.broker.client_id,
                             filters = subscribed.len(), attempts, "connected to broker");
                         // Before subscribing: the settle window must cover the replay.
-                        if self.inbound.send(monitor::Input::Connected).await.is_err() {
-                            break;
-                        }
+                        self.tell(Inbound::Connected).await;
                         self.announce(&client, &self.presence.online);
                         subscriptions.reset();
                         subscriptions.subscribe(subscribed.iter().cloned().collect());
                         subscriptions.step(&client);
-                        settling = !report_subscribed(&subscriptions, subscribed.len());
+                        settling = !self.report_subscribed(&subscriptions, subscribed.len()).await;
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let topic = p.topic;
-                        if self.inbound.send(monitor::Input::Message { topic, payload: p.payload }).await.is_err() {
-                            break;
-                        }
+                        self.tell(Inbound::Message { topic: p.topic, payload: p.payload }).await;
                     }
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
                         for topic in subscriptions.acknowledged(ack.pkid, &ack.return_codes, Instant::now()) {
                             tracing::error!(topic = %topic, "the broker refused the subscription; this topic is not watched (check the broker's ACL)");
                         }
                         if settling {
-                            settling = !report_subscribed(&subscriptions, subscribed.len());
+                            settling = !self.report_subscribed(&subscriptions, subscribed.len()).await;
                         }
                     }
                     Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => subscriptions.sent(pkid),
@@ -165,7 +173,7 @@ impl Session {
                             connected = false;
                             self.set_link(false);
                             tracing::warn!(broker = %self.broker.url, error = %e, "lost the broker connection");
-                            let _ = self.inbound.send(monitor::Input::Disconnected).await;
+                            self.tell(Inbound::Disconnected).await;
                         }
                         subscriptions.reset();
                         let delay = backoff.next_delay();
@@ -183,6 +191,24 @@ impl Session {
         }
         self.set_link(false);
         self.resync
+    }
+
+    /// Passes `inbound` on. Once the monitor has stopped (shutdown stops
+    /// the intake first) the session goes on, for the actions that publish
+    /// through it, and what arrives is dropped.
+    async fn tell(&self, inbound: Inbound) {
+        let _ = self.inbound.send(inbound).await;
+    }
+
+    /// Says so when the subscriptions of a connect are all acknowledged, and
+    /// returns whether they are.
+    async fn report_subscribed(&self, subscriptions: &Subscriptions, filters: usize) -> bool {
+        let done = subscriptions.idle();
+        if done {
+            tracing::info!(filters, "subscribed to every watched topic");
+            self.tell(Inbound::Subscribed).await;
+        }
+        done
     }
 
     /// Publishes the daemon's own retained presence payload.
@@ -280,16 +306,6 @@ fn log_connect_error(url: &str, error: &ConnectionError, attempt: u32, retry_in:
             tracing::warn!(broker = %url, error = %e, attempt, retry_in = %retry_in, "cannot reach the broker: {e}")
         }
     }
-}
-
-/// Says so when the subscriptions of a connect are all acknowledged, and
-/// returns whether they are.
-fn report_subscribed(subscriptions: &Subscriptions, filters: usize) -> bool {
-    let done = subscriptions.idle();
-    if done {
-        tracing::info!(filters, "subscribed to every watched topic");
-    }
-    done
 }
 
 /// Sleeps until `at`, or for ever without one.

@@ -9,7 +9,7 @@
 //! batch later. Each SUBACK is matched to its batch so a refused filter can
 //! be named.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, QoS, SubscribeFilter, SubscribeReasonCode};
@@ -32,6 +32,9 @@ pub struct Subscriptions {
     in_flight: Option<(Option<u16>, Batch)>,
     /// Temporary filters to drop with the next step.
     to_unsubscribe: Vec<String>,
+    /// Topics waiting in temporary batches: a re-read asked for again
+    /// before it went out is not queued twice (re-reads coalesce).
+    rereads_waiting: HashSet<String>,
     next_at: Option<Instant>,
 }
 
@@ -45,6 +48,7 @@ impl Subscriptions {
     /// those among the permanent `filters`, which a plain re-subscribe covers.
     pub fn resync(&mut self, topics: Vec<String>, filters: &BTreeSet<String>) {
         let (permanent, temporary): (Vec<String>, Vec<String>) = topics.into_iter().partition(|t| filters.contains(t));
+        let temporary: Vec<String> = temporary.into_iter().filter(|t| self.rereads_waiting.insert(t.clone())).collect();
         self.enqueue(permanent, false);
         self.enqueue(temporary, true);
     }
@@ -79,11 +83,19 @@ impl Subscriptions {
             }
         }
         let Some(batch) = self.waiting.pop_front() else { return };
+        if batch.temporary {
+            for topic in &batch.filters {
+                self.rereads_waiting.remove(topic);
+            }
+        }
         let request = batch.filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
         match client.try_subscribe_many(request) {
             Ok(()) => self.in_flight = Some((None, batch)),
             Err(e) => {
                 tracing::error!(filters = batch.filters.len(), error = %e, "could not queue subscribe; retrying");
+                if batch.temporary {
+                    self.rereads_waiting.extend(batch.filters.iter().cloned());
+                }
                 self.waiting.push_front(batch);
                 self.next_at = Some(Instant::now() + PACE);
             }
@@ -177,6 +189,20 @@ mod tests {
         subs.step(&client);
         assert!(subs.to_unsubscribe.is_empty());
         assert!(subs.due().is_none());
+    }
+
+    #[test]
+    fn a_reread_asked_for_again_before_it_went_out_is_queued_once() {
+        let (client, _requests) = client();
+        let mut subs = Subscriptions::default();
+        let none = BTreeSet::new();
+        subs.resync(vec!["a".into(), "b".into()], &none);
+        subs.resync(vec!["b".into(), "c".into()], &none);
+        let queued: Vec<String> = subs.waiting.iter().flat_map(|b| b.filters.clone()).collect();
+        assert_eq!(queued, ["a", "b", "c"]);
+        subs.step(&client);
+        subs.resync(vec!["a".into()], &none);
+        assert_eq!(subs.waiting.len(), 2, "once sent, a topic may be re-read again");
     }
 
     #[test]

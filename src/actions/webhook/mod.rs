@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 use super::{Context, Job, dead_letter};
 use crate::backoff::Backoff;
 use crate::config::Webhook;
-use crate::event::{Event, new_id, rfc3339};
+use crate::event::{Event, derived_id, rfc3339};
 use retry::Verdict;
 
 /// First and largest wait between attempts, before jitter.
@@ -62,7 +62,9 @@ pub async fn run(name: String, spec: Webhook, context: Context, mut jobs: mpsc::
             None => vec![first],
         };
         let batched = spec.batch.is_some();
-        let id = if batched { new_id() } else { events[0].id.clone() };
+        // A batch's id follows from its events, so the same batch sent
+        // again after a restart carries the same id.
+        let id = if batched { derived_id(events.iter().map(|e| e.id.as_str())) } else { events[0].id.clone() };
         let body = body::render(spec.format, &name, &events, batched);
         let key = if batched { String::new() } else { events[0].device.clone() };
         let delivery = Delivery { key, id, events, body };
@@ -74,7 +76,10 @@ pub async fn run(name: String, spec: Webhook, context: Context, mut jobs: mpsc::
             if let Some(before) = before {
                 let _ = before.await;
             }
-            deliver(&name, &spec, &context, delivery).await;
+            let events = deliver(&name, &spec, &context, delivery).await;
+            for event in &events {
+                context.done(&name, event);
+            }
             drop((slot, done));
         });
     }
@@ -95,7 +100,8 @@ async fn collect(first: Arc<Event>, window: Duration, jobs: &mut mpsc::Receiver<
     }
 }
 
-async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delivery) {
+/// Delivers, or gives up and dead-letters; returns the events, done either way.
+async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delivery) -> Vec<Arc<Event>> {
     let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
     let first = &delivery.events[0];
     let mut last_error = String::new();
@@ -121,7 +127,7 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
                 context.metrics.action_run(name, "ok");
                 tracing::debug!(action = %name, device = %first.device, event = %first.kind,
                     events = delivery.events.len(), webhook_id = %delivery.id, attempt, "webhook delivered");
-                return;
+                return delivery.events;
             }
             Verdict::GiveUp => break,
             Verdict::Retry if attempt == spec.max_attempts => break,
@@ -149,6 +155,7 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
             "body": body,
         }),
     );
+    delivery.events
 }
 
 async fn attempt_once(spec: &Webhook, context: &Context, delivery: &Delivery) -> reqwest::Result<reqwest::Response> {

@@ -1,70 +1,60 @@
-//! The monitor: the single owner of the device table.
+//! The fleet core: every device, the broker link as the monitor sees it,
+//! and the policies over them, with no I/O, no awaits and no clock reads.
 //!
-//! It turns what the MQTT session saw into device transitions (through the
-//! pure rules in `device.rs`), runs the devices' timers (grace periods,
-//! heartbeats), and hands the resulting events to the action dispatcher.
-//! It never does I/O and never waits on an action, so it keeps up with
-//! whatever the broker delivers; the disk gets snapshots through the store.
+//! The shell (`mod.rs`) reads the clock once per turn, calls one method
+//! here with that time, and carries out the `Effect`s it takes back with
+//! `drain`. So settle, re-reads, broker down/up, grace, heartbeats and
+//! reloads are millisecond unit tests (`tests.rs`).
 //!
-//! Around the broker connection:
-//! - after every (re)connect the retained states replay; offlines seen in
-//!   the next `settle` are held that long, so a replay that ends online
-//!   fires nothing, and only real differences from the known state fire;
+//! The policies around the broker connection:
+//! - after every (re)connect the retained states replay; offlines seen
+//!   within `settle` are held that long, so a replay that ends online fires
+//!   nothing, and only real differences from the known state fire;
+//! - once the subscriptions are acknowledged and the replay had time to
+//!   arrive, every known device whose retained state did not come is
+//!   re-read, and only those: a replay cut short by the broker's queue
+//!   limit is completed within seconds;
 //! - while the broker is unreachable no device is declared offline: timers
 //!   wait until it is back (heartbeat clocks restart then), and past
-//!   `broker_alert_after` a `broker_down` event goes to `[broker] actions`;
-//! - a burst of offlines asks the session to re-read the retained states,
-//!   which catches wills the broker dropped under load.
+//!   `broker_alert_after` a `broker_down` event fires;
+//! - a storm of offlines big enough for the broker to have dropped some of
+//!   its wills schedules one re-read of the devices not known offline.
 //!
-//! A reload swaps the config but keeps the state of every device still
-//! watched.
+//! What a restart must remember goes out as `Save` (coalesced by the
+//! writer); a decided event carries its device's record, so both are
+//! committed in one transaction.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, watch};
-
-use crate::actions;
 use crate::config::{Config, Watch};
-use crate::device::{Device, Now, Outcome, Saved, State};
+use crate::device::{Device, Durable, Now, Outcome, Saved, State};
 use crate::event::{Event, EventKind, new_id};
-use crate::metrics::{EventLabel, Metrics, StateLabel};
-use crate::store;
+use crate::metrics::{EventLabel, Metrics};
 
-/// How often, at most, the state is handed to the store.
-const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
-/// This many offlines within `BURST_WINDOW` are a burst...
-const BURST_SIZE: usize = 50;
-const BURST_WINDOW: Duration = Duration::from_secs(10);
-/// ...and the retained states are re-read this long after it began.
-const RESYNC_AFTER_BURST: Duration = Duration::from_secs(3);
+/// This many offlines within `BURST_WINDOW` may have overflowed a broker's
+/// queue for us (mosquitto's default is 1,000 messages)...
+pub const BURST_SIZE: usize = 500;
+pub const BURST_WINDOW: Duration = Duration::from_secs(10);
+/// ...so the devices not known offline are re-read this long after.
+pub const RESYNC_AFTER_BURST: Duration = Duration::from_secs(3);
+/// The least time left for a replay to arrive after the last SUBACK.
+pub const REPLAY_WAIT: Duration = Duration::from_secs(1);
 
-/// What the monitor is told, by the MQTT session and by the daemon.
+/// What the shell is asked to do.
 #[derive(Debug)]
-pub enum Input {
-    Message { topic: String, payload: Bytes },
-    Connected,
-    Disconnected,
+pub enum Effect {
+    /// Commit the event (and its device's record with it), then send it.
+    Fire(Event, Option<(String, Saved)>),
+    /// Remember a device's new record.
+    Save(String, Saved),
+    /// Forget a device no longer watched.
+    Forget(String),
+    /// Re-read the retained states of these exact topics.
+    Resync(Vec<String>),
+    /// Hand the new config to the actions (in order with the events).
     Reload(Arc<Config>),
-}
-
-/// A request for every device's state, answered from the monitor's table.
-#[derive(Debug)]
-pub struct StatusQuery {
-    pub reply: oneshot::Sender<Vec<DeviceView>>,
-}
-
-/// One device as `/status` shows it.
-#[derive(Debug, Clone)]
-pub struct DeviceView {
-    pub id: String,
-    pub topic: String,
-    pub state: &'static str,
-    pub since: Option<SystemTime>,
-    pub last_seen: Option<SystemTime>,
-    pub last_payload: String,
 }
 
 /// How many devices are in each state; for status lines.
@@ -86,17 +76,18 @@ impl Counts {
     }
 }
 
-/// Where the monitor's results go.
-pub struct Outputs {
-    pub events: mpsc::Sender<actions::Input>,
-    pub counts: watch::Sender<Counts>,
-    pub snapshots: store::Mailbox,
-    /// Asks the session to re-read the retained states of these topics.
-    pub resync: mpsc::Sender<Vec<String>>,
-    pub metrics: Arc<Metrics>,
+/// One device as `/status` shows it.
+#[derive(Debug, Clone)]
+pub struct DeviceView {
+    pub id: String,
+    pub topic: String,
+    pub state: &'static str,
+    pub since: Option<SystemTime>,
+    pub last_seen: Option<SystemTime>,
+    pub last_payload: String,
 }
 
-/// The broker connection as the monitor tracks it.
+/// The broker connection as the fleet tracks it.
 struct Link {
     connected: bool,
     /// When it was lost (or the daemon started without it).
@@ -105,9 +96,13 @@ struct Link {
     alerted: bool,
     /// Offlines are held until then after a (re)connect.
     settle_until: Instant,
+    /// Connections so far; a device heard in this one has `heard_in` equal.
+    connects: u32,
+    /// When to look for known devices the replay did not deliver.
+    replay_check_at: Option<Instant>,
 }
 
-pub struct Monitor {
+pub struct Fleet {
     config: Arc<Config>,
     /// Boxed: the tree's nodes then hold pointers, not half-empty slots of
     /// whole devices (a third less memory for a large fleet).
@@ -120,20 +115,26 @@ pub struct Monitor {
     clashes: HashSet<String>,
     link: Link,
     recent_offlines: VecDeque<Instant>,
-    /// A re-read of every known device's retained state is due then: after
-    /// a burst of offlines, and every `resync`.
+    /// A re-read of the devices not known offline is due then: after a
+    /// storm, and every `resync`.
     resync_at: Option<Instant>,
-    dirty: bool,
-    out: Outputs,
+    metrics: Arc<Metrics>,
+    effects: Vec<Effect>,
 }
 
-impl Monitor {
-    /// A monitor for `config`, taking back the `saved` states of devices it
-    /// still watches.
-    pub fn new(config: Arc<Config>, saved: HashMap<String, Saved>, out: Outputs) -> Monitor {
-        let now = Now::read();
-        let link = Link { connected: false, lost_at: now, alerted: false, settle_until: now.mono };
-        let mut monitor = Monitor {
+impl Fleet {
+    /// A fleet for `config`, taking back the `saved` states of devices it
+    /// still watches (the others are forgotten on disk too).
+    pub fn new(config: Arc<Config>, saved: HashMap<String, Saved>, metrics: Arc<Metrics>, now: Now) -> Fleet {
+        let link = Link {
+            connected: false,
+            lost_at: now,
+            alerted: false,
+            settle_until: now.mono,
+            connects: 0,
+            replay_check_at: None,
+        };
+        let mut fleet = Fleet {
             config,
             devices: BTreeMap::new(),
             counts: Counts::default(),
@@ -143,41 +144,26 @@ impl Monitor {
             link,
             recent_offlines: VecDeque::new(),
             resync_at: None,
-            dirty: false,
-            out,
+            metrics,
+            effects: Vec::new(),
         };
-        monitor.restore(saved, now);
-        monitor.add_explicit_devices();
-        monitor.recount();
-        monitor
+        fleet.restore(saved, now);
+        fleet.add_explicit_devices();
+        fleet.recount();
+        fleet
     }
 
-    /// Runs until `input` closes; then hands over the last snapshot, and
-    /// dropping the monitor closes the dispatcher's input, which drains the
-    /// actions.
-    pub async fn run(mut self, mut input: mpsc::Receiver<Input>, mut queries: mpsc::Receiver<StatusQuery>) {
-        let mut snapshot_tick = tokio::time::interval(SNAPSHOT_EVERY);
-        snapshot_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let wake = self.next_wake();
-            tokio::select! {
-                message = input.recv() => match message {
-                    Some(Input::Message { topic, payload }) => self.on_message(topic, &payload).await,
-                    Some(Input::Connected) => self.on_connected().await,
-                    Some(Input::Disconnected) => self.on_disconnected(),
-                    Some(Input::Reload(config)) => self.reload(config).await,
-                    None => break,
-                },
-                () = sleep_until(wake) => self.on_wake().await,
-                Some(query) = queries.recv() => {
-                    let _ = query.reply.send(self.view());
-                }
-                _ = snapshot_tick.tick() => self.snapshot(),
-            }
-        }
-        self.dirty = true;
-        self.snapshot();
-        self.out.snapshots.close();
+    /// The effects of the calls since the last drain, in order.
+    pub fn drain(&mut self) -> std::vec::Drain<'_, Effect> {
+        self.effects.drain(..)
+    }
+
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
     }
 
     fn restore(&mut self, saved: HashMap<String, Saved>, now: Now) {
@@ -187,9 +173,13 @@ impl Monitor {
                 Some((resolved, spec)) if resolved == id.as_str() => {
                     let mut device = Device::new(id.clone(), saved.topic.clone(), Arc::clone(&spec.rules));
                     device.restore(&saved, now);
-                    self.devices.insert(id, Box::new(device));
+                    self.devices.insert(id.clone(), Box::new(device));
+                    self.arm(&id);
                 }
-                _ => dropped += 1,
+                _ => {
+                    dropped += 1;
+                    self.effects.push(Effect::Forget(id));
+                }
             }
         }
         if dropped > 0 {
@@ -197,12 +187,11 @@ impl Monitor {
         }
     }
 
-    async fn on_message(&mut self, topic: String, payload: &[u8]) {
-        let now = Now::read();
-        self.out.metrics.messages.inc();
-        let Some((id, spec)) = self.config.resolve(&topic) else {
-            if let Some(id) = self.config.resolve_heartbeat(&topic).map(|id| id.into_owned()) {
-                self.on_heartbeat(&id, now).await;
+    pub fn on_message(&mut self, topic: &str, payload: &[u8], now: Now) {
+        self.metrics.messages.inc();
+        let Some((id, spec)) = self.config.resolve(topic) else {
+            if let Some(id) = self.config.resolve_heartbeat(topic).map(|id| id.into_owned()) {
+                self.on_heartbeat(&id, now);
             } else {
                 tracing::debug!(topic = %topic, "message on a topic no device watches");
             }
@@ -214,20 +203,22 @@ impl Monitor {
             self.counts.add(State::Unknown, 1);
         }
         let rules = Arc::clone(&spec.rules);
-        let device = self.devices.entry(id.clone()).or_insert_with(|| Box::new(Device::new(id, topic.clone(), rules)));
+        let device = self.devices.entry(id.clone()).or_insert_with(|| Box::new(Device::new(id, topic, rules)));
         if device.topic != topic {
-            if self.clashes.insert(topic.clone()) {
+            if self.clashes.insert(topic.to_string()) {
                 tracing::warn!(device = %device.id, topic = %topic, watched_topic = %device.topic,
                     "ignoring topic: its device id is already watched on another topic");
             }
             return;
         }
+        device.heard_in = self.link.connects;
         let before = device.state;
+        let durable = device.durable();
         let hold = self.link.settle_until.saturating_duration_since(now.mono);
         let outcome = device.on_message(payload, now, hold);
         match &outcome {
             Outcome::Unrecognised { warn, suppressed } => {
-                self.out.metrics.unrecognized.inc();
+                self.metrics.unrecognized.inc();
                 if *warn {
                     tracing::warn!(device = %device.id, topic = %topic, payload = %device.last_payload,
                         suppressed, "payload is neither an online nor an offline payload; state unchanged");
@@ -240,24 +231,25 @@ impl Monitor {
             _ => {}
         }
         let id = device.id.clone();
-        self.follow(&id, before, outcome, now).await;
+        self.follow(&id, before, durable, outcome, now);
     }
 
-    async fn on_heartbeat(&mut self, id: &str, now: Now) {
+    fn on_heartbeat(&mut self, id: &str, now: Now) {
         let Some(device) = self.devices.get_mut(id) else {
             tracing::debug!(device = %id, "heartbeat from a device not seen on its status topic yet");
             return;
         };
-        let before = device.state;
+        let (before, durable) = (device.state, device.durable());
         let outcome = device.on_heartbeat(now);
-        self.follow(id, before, outcome, now).await;
+        self.follow(id, before, durable, outcome, now);
     }
 
-    /// Acts on what a device reported: fires events, arms its timer, keeps
-    /// the counts current, marks the state for saving.
-    async fn follow(&mut self, id: &str, before: State, outcome: Outcome, now: Now) {
+    /// Acts on what a device reported: fires events, saves what changed,
+    /// arms its timer, keeps the counts current.
+    fn follow(&mut self, id: &str, before: State, durable: Durable, outcome: Outcome, now: Now) {
         let Some(device) = self.devices.get(id) else { return };
         let after = device.state;
+        let changed = device.durable() != durable;
         match outcome {
             Outcome::Fire(t) => {
                 let event = Event {
@@ -271,31 +263,43 @@ impl Monitor {
                     offline_since: t.offline_since,
                     offline_for: t.offline_for,
                     attempts: None,
-                    actions: device.rules.actions.iter().cloned().collect(),
+                    actions: self.actions_for(&device.rules.actions, t.kind),
                 };
-                self.dirty = true;
-                self.out.metrics.transitions.get_or_create(&EventLabel { event: t.kind.as_str() }).inc();
+                let record = (device.id.clone(), device.saved());
+                self.metrics.transitions.get_or_create(&EventLabel { event: t.kind.as_str() }).inc();
                 if t.kind == EventKind::Offline {
                     self.note_offline(now.mono);
                 }
-                // The dispatcher only enqueues, so this waits for nothing slow.
-                let _ = self.out.events.send(actions::Input::Event(event)).await;
+                self.effects.push(Effect::Fire(event, Some(record)));
             }
             Outcome::Wait(_) if after == State::Offline && before != State::Offline => {
                 tracing::debug!(device = %device.id, topic = %device.topic, "device offline; holding it for its grace period");
+                self.effects.push(Effect::Save(device.id.clone(), device.saved()));
             }
-            Outcome::Quiet if after != before => {
-                tracing::debug!(device = %device.id, topic = %device.topic, state = after.as_str(), "device state");
+            _ if changed => {
+                if after != before {
+                    tracing::debug!(device = %device.id, topic = %device.topic, state = after.as_str(), "device state");
+                }
+                self.effects.push(Effect::Save(device.id.clone(), device.saved()));
             }
             _ => {}
         }
         if after != before {
-            self.dirty = true;
             self.counts.add(before, -1);
             self.counts.add(after, 1);
-            self.publish_counts();
         }
         self.arm(id);
+    }
+
+    /// The actions of `names` that run on `kind`: each gets one
+    /// notification to acknowledge.
+    fn actions_for(&self, names: &[String], kind: EventKind) -> Arc<[String]> {
+        // The built-in log (not in `actions`) takes every event.
+        names
+            .iter()
+            .filter(|name| self.config.actions.get(name.as_str()).is_none_or(|s| s.runs_on(kind)))
+            .cloned()
+            .collect()
     }
 
     /// Keeps one timer entry per device, at its earliest need.
@@ -319,30 +323,36 @@ impl Monitor {
     }
 
     /// The earliest moment something is due, if any.
-    fn next_wake(&self) -> Option<Instant> {
-        let timers = if self.link.connected {
-            self.timers.first().map(|(at, _)| (*at).max(self.link.settle_until))
-        } else {
-            None
-        };
-        let broker = (!self.link.connected && !self.link.alerted && !self.config.broker.actions.is_empty())
-            .then(|| self.link.lost_at.mono + self.config.broker.alert_after);
-        let resync = self.resync_at.filter(|_| self.link.connected);
-        [timers, broker, resync].into_iter().flatten().min()
+    pub fn next_wake(&self) -> Option<Instant> {
+        let link = &self.link;
+        let timers =
+            if link.connected { self.timers.first().map(|(at, _)| (*at).max(link.settle_until)) } else { None };
+        let broker = (!link.connected && !link.alerted && !self.config.broker.actions.is_empty())
+            .then(|| link.lost_at.mono + self.config.broker.alert_after);
+        let resync = self.resync_at.filter(|_| link.connected);
+        let replay = link.replay_check_at.filter(|_| link.connected);
+        [timers, broker, resync, replay].into_iter().flatten().min()
     }
 
-    async fn on_wake(&mut self) {
-        let now = Now::read();
-        if self.link.connected && self.resync_at.is_some_and(|at| at <= now.mono) {
-            self.resync_at = self.periodic_resync(now.mono);
-            self.request_resync();
-        }
+    /// Time passing: whatever `next_wake` promised and is due by `now`.
+    pub fn on_tick(&mut self, now: Now) {
         if !self.link.connected {
-            if !self.link.alerted && now.mono >= self.link.lost_at.mono + self.config.broker.alert_after {
+            if !self.link.alerted
+                && !self.config.broker.actions.is_empty()
+                && now.mono >= self.link.lost_at.mono + self.config.broker.alert_after
+            {
                 self.link.alerted = true;
-                self.broker_event(EventKind::BrokerDown, now).await;
+                self.broker_event(EventKind::BrokerDown, now);
             }
             return;
+        }
+        if self.link.replay_check_at.is_some_and(|at| at <= now.mono) {
+            self.link.replay_check_at = None;
+            self.reread_unheard();
+        }
+        if self.resync_at.is_some_and(|at| at <= now.mono) {
+            self.resync_at = self.periodic_resync(now.mono);
+            self.reread_not_offline();
         }
         if now.mono < self.link.settle_until {
             return;
@@ -354,20 +364,22 @@ impl Monitor {
             self.timers.pop_first();
             self.armed.remove(&id);
             let Some(device) = self.devices.get_mut(&id) else { continue };
-            let before = device.state;
+            let (before, durable) = (device.state, device.durable());
             let outcome = device.on_tick(now);
-            self.follow(&id, before, outcome, now).await;
+            self.follow(&id, before, durable, outcome, now);
         }
     }
 
-    async fn on_connected(&mut self) {
-        let now = Now::read();
-        self.link.connected = true;
-        self.link.settle_until = now.mono + self.config.broker.settle;
+    pub fn on_connected(&mut self, now: Now) {
+        let link = &mut self.link;
+        link.connected = true;
+        link.connects = link.connects.wrapping_add(1);
+        link.settle_until = now.mono + self.config.broker.settle;
+        link.replay_check_at = None;
         self.resync_at = self.periodic_resync(now.mono);
         if self.link.alerted {
             self.link.alerted = false;
-            self.broker_event(EventKind::BrokerUp, now).await;
+            self.broker_event(EventKind::BrokerUp, now);
         }
         // Silence while we could not hear is ours, not the devices'.
         let ids: Vec<String> = self.devices.keys().cloned().collect();
@@ -379,14 +391,23 @@ impl Monitor {
         }
     }
 
-    fn on_disconnected(&mut self) {
+    /// Every subscription of this connection is acknowledged: the replay
+    /// is under way, and what has not come soon will be re-read.
+    pub fn on_subscribed(&mut self, now: Now) {
         if self.link.connected {
-            self.link.connected = false;
-            self.link.lost_at = Now::read();
+            self.link.replay_check_at = Some(now.mono + self.config.broker.settle.max(REPLAY_WAIT));
         }
     }
 
-    async fn broker_event(&mut self, kind: EventKind, now: Now) {
+    pub fn on_disconnected(&mut self, now: Now) {
+        if self.link.connected {
+            self.link.connected = false;
+            self.link.lost_at = now;
+            self.link.replay_check_at = None;
+        }
+    }
+
+    fn broker_event(&mut self, kind: EventKind, now: Now) {
         let broker = &self.config.broker;
         let down_for = now.mono.saturating_duration_since(self.link.lost_at.mono);
         let event = Event {
@@ -400,14 +421,14 @@ impl Monitor {
             offline_since: Some(self.link.lost_at.wall),
             offline_for: (kind == EventKind::BrokerUp).then_some(down_for),
             attempts: None,
-            actions: broker.actions.iter().cloned().collect(),
+            actions: self.actions_for(&broker.actions, kind),
         };
         if kind == EventKind::BrokerDown {
             tracing::error!(broker = %broker.url, down_for = ?down_for, "broker unreachable past broker_alert_after");
         } else {
             tracing::info!(broker = %broker.url, down_for = ?down_for, "broker reachable again");
         }
-        let _ = self.out.events.send(actions::Input::Event(event)).await;
+        self.effects.push(Effect::Fire(event, None));
     }
 
     fn periodic_resync(&self, now: Instant) -> Option<Instant> {
@@ -415,18 +436,34 @@ impl Monitor {
         (!every.is_zero()).then(|| now + every)
     }
 
-    /// Asks the session to re-read the retained states of known devices.
-    fn request_resync(&mut self) {
-        let topics: Vec<String> = self.devices.values().map(|d| d.topic.clone()).collect();
-        if topics.is_empty() {
-            return;
+    /// Re-reads the known devices the replay of this connection missed.
+    fn reread_unheard(&mut self) {
+        let connects = self.link.connects;
+        let topics: Vec<String> =
+            self.devices.values().filter(|d| d.heard_in != connects).map(|d| d.topic.clone()).collect();
+        if !topics.is_empty() {
+            tracing::info!(
+                devices = topics.len(),
+                known = self.devices.len(),
+                "known devices whose retained state did not arrive after the connect; re-reading just those"
+            );
+            self.effects.push(Effect::Resync(topics));
         }
-        tracing::info!(devices = topics.len(), "re-reading the retained states of known devices");
-        // Full: a re-read is already queued, which covers this one.
-        let _ = self.out.resync.try_send(topics);
     }
 
-    /// Counts offlines; a burst schedules a re-read of the retained states.
+    /// Re-reads every device not known offline: a will the broker dropped
+    /// can only hide among them.
+    fn reread_not_offline(&mut self) {
+        let topics: Vec<String> =
+            self.devices.values().filter(|d| d.state != State::Offline).map(|d| d.topic.clone()).collect();
+        if !topics.is_empty() {
+            tracing::info!(devices = topics.len(), "re-reading the retained states of the devices not known offline");
+            self.effects.push(Effect::Resync(topics));
+        }
+    }
+
+    /// Counts offlines; a storm schedules one re-read (never sooner than a
+    /// re-read already due).
     fn note_offline(&mut self, now: Instant) {
         self.recent_offlines.push_back(now);
         while self.recent_offlines.front().is_some_and(|t| now.saturating_duration_since(*t) > BURST_WINDOW) {
@@ -439,16 +476,8 @@ impl Monitor {
         }
     }
 
-    /// Hands the state to the store when it changed.
-    fn snapshot(&mut self) {
-        if !std::mem::take(&mut self.dirty) {
-            return;
-        }
-        let snapshot = store::encode(self.devices.iter().map(|(id, d)| (id.as_str(), d.saved())), SystemTime::now());
-        self.out.snapshots.put(snapshot);
-    }
-
-    async fn reload(&mut self, config: Arc<Config>) {
+    /// Swaps the config, keeping the state of every device still watched.
+    pub fn reload(&mut self, config: Arc<Config>) {
         let before: BTreeSet<String> = self.devices.keys().cloned().collect();
         self.config = config;
         let config = Arc::clone(&self.config);
@@ -477,10 +506,10 @@ impl Monitor {
             if let Some(at) = self.armed.remove(id) {
                 self.timers.remove(&(at, id.clone()));
             }
+            self.effects.push(Effect::Forget(id.clone()));
         }
         self.recount();
-        self.dirty = true;
-        let _ = self.out.events.send(actions::Input::Reload(Arc::clone(&self.config))).await;
+        self.effects.push(Effect::Reload(Arc::clone(&self.config)));
     }
 
     fn add_explicit_devices(&mut self) {
@@ -499,18 +528,9 @@ impl Monitor {
             counts.add(device.state, 1);
         }
         self.counts = counts;
-        self.publish_counts();
     }
 
-    fn publish_counts(&self) {
-        let c = self.counts;
-        for (state, n) in [("online", c.online), ("offline", c.offline), ("unknown", c.unknown)] {
-            self.out.metrics.devices.get_or_create(&StateLabel { state }).set(n as i64);
-        }
-        self.out.counts.send_replace(c);
-    }
-
-    fn view(&self) -> Vec<DeviceView> {
+    pub fn view(&self) -> Vec<DeviceView> {
         self.devices
             .values()
             .map(|d| DeviceView {
@@ -525,10 +545,5 @@ impl Monitor {
     }
 }
 
-/// Sleeps until `at`, or for ever without one.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
-        None => std::future::pending().await,
-    }
-}
+#[cfg(test)]
+mod tests;

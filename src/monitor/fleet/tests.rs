@@ -1,0 +1,392 @@
+//! The fleet's policies, one per test, with time passed in; and a property
+//! test: random messages, restarts from what was saved, broker outages and
+//! time jumps never notify two offlines without an online between, never
+//! an online without an offline, and a settled device's last notification
+//! matches its retained state.
+
+use std::path::Path;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const DEVICES: &str = "[[device]]\ntopic = \"plant/{id}/status\"\n";
+
+fn config(rest: &str) -> Arc<Config> {
+    let text = format!("[broker]\nurl = \"mqtt://b\"\nclient_id = \"w\"\nsettle = \"2s\"\n{rest}");
+    Arc::new(Config::parse(Path::new("w.toml"), &text).unwrap_or_else(|e| panic!("{e}")))
+}
+
+struct Clock(Now);
+
+impl Clock {
+    fn new() -> Clock {
+        Clock(Now::read())
+    }
+    fn at_ms(&self, ms: u64) -> Now {
+        let d = Duration::from_millis(ms);
+        Now { mono: self.0.mono + d, wall: self.0.wall + d }
+    }
+}
+
+fn fleet(rest: &str, clock: &Clock) -> Fleet {
+    Fleet::new(config(rest), HashMap::new(), Metrics::new(), clock.at_ms(0))
+}
+
+/// (device, event) of every event fired, in order.
+fn fired(effects: &[Effect]) -> Vec<(String, &'static str)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Fire(event, _) => Some((event.device.clone(), event.kind.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn resyncs(effects: &[Effect]) -> Vec<Vec<String>> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Resync(t) => Some(t.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn drain(fleet: &mut Fleet) -> Vec<Effect> {
+    fleet.drain().collect()
+}
+
+fn saved(effects: &[Effect]) -> HashMap<String, Saved> {
+    let mut out = HashMap::new();
+    for e in effects {
+        match e {
+            Effect::Fire(_, Some((id, s))) | Effect::Save(id, s) => {
+                out.insert(id.clone(), s.clone());
+            }
+            Effect::Forget(id) => {
+                out.remove(id);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn connected(rest: &str, clock: &Clock) -> Fleet {
+    let mut f = fleet(rest, clock);
+    f.on_connected(clock.at_ms(0));
+    f.on_tick(clock.at_ms(2_000));
+    drain(&mut f);
+    f
+}
+
+#[test]
+fn an_offline_in_the_settle_window_is_held_and_a_replay_ending_online_fires_nothing() {
+    let clock = Clock::new();
+    let mut f = fleet(DEVICES, &clock);
+    f.on_connected(clock.at_ms(0));
+    f.on_message("plant/a/status", b"online", clock.at_ms(10));
+    f.on_message("plant/a/status", b"offline", clock.at_ms(20));
+    assert_eq!(f.next_wake(), Some(clock.at_ms(2_000).mono));
+    f.on_message("plant/a/status", b"online", clock.at_ms(500));
+    f.on_tick(clock.at_ms(2_000));
+    assert!(fired(&drain(&mut f)).is_empty());
+}
+
+#[test]
+fn an_offline_that_outlasts_the_settle_window_fires_once_when_it_ends() {
+    let clock = Clock::new();
+    let mut f = fleet(DEVICES, &clock);
+    f.on_connected(clock.at_ms(0));
+    f.on_message("plant/a/status", b"offline", clock.at_ms(20));
+    f.on_tick(clock.at_ms(1_999));
+    assert!(fired(&drain(&mut f)).is_empty());
+    f.on_tick(clock.at_ms(2_000));
+    assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "offline")]);
+}
+
+#[test]
+fn a_fired_event_carries_its_devices_record_for_the_same_commit() {
+    let clock = Clock::new();
+    let mut f = connected(DEVICES, &clock);
+    f.on_message("plant/a/status", b"offline", clock.at_ms(3_000));
+    let effects = drain(&mut f);
+    let [Effect::Fire(event, Some((id, record)))] = effects.as_slice() else { panic!("{effects:?}") };
+    assert_eq!((id.as_str(), record.alerted, record.state), ("a", true, State::Offline));
+    assert_eq!(&*event.actions, ["log".to_string()]);
+}
+
+#[test]
+fn only_the_known_devices_a_replay_missed_are_reread() {
+    let clock = Clock::new();
+    let saved: HashMap<String, Saved> = ["a", "b", "c"]
+        .iter()
+        .map(|id| {
+            let s = Saved {
+                topic: format!("plant/{id}/status"),
+                state: State::Online,
+                since: None,
+                offline_since: None,
+                alerted: false,
+                seq: None,
+            };
+            (id.to_string(), s)
+        })
+        .collect();
+    let mut f = Fleet::new(config(DEVICES), saved, Metrics::new(), clock.at_ms(0));
+    f.on_connected(clock.at_ms(0));
+    f.on_message("plant/a/status", b"online", clock.at_ms(10));
+    f.on_subscribed(clock.at_ms(100));
+    f.on_message("plant/c/status", b"offline", clock.at_ms(200));
+    assert_eq!(f.next_wake(), Some(clock.at_ms(2_000).mono), "settle, then the replay check");
+    f.on_tick(clock.at_ms(2_100));
+    let effects = drain(&mut f);
+    assert_eq!(resyncs(&effects), [vec!["plant/b/status".to_string()]]);
+    assert_eq!(fired(&effects), [("c".to_string(), "offline")]);
+    f.on_tick(clock.at_ms(60_000));
+    assert!(resyncs(&drain(&mut f)).is_empty(), "once per connect");
+}
+
+#[test]
+fn a_few_offlines_reread_nothing_and_a_storm_rereads_only_devices_not_known_offline() {
+    let clock = Clock::new();
+    let mut f = connected(DEVICES, &clock);
+    for i in 0..60 {
+        f.on_message(&format!("plant/d{i}/status"), b"offline", clock.at_ms(3_000 + i));
+    }
+    f.on_tick(clock.at_ms(10_000));
+    assert!(resyncs(&drain(&mut f)).is_empty(), "60 offlines cannot overflow a broker queue");
+    f.on_message("plant/up/status", b"online", clock.at_ms(10_000));
+    for i in 0..BURST_SIZE as u64 {
+        f.on_message(&format!("plant/s{i}/status"), b"offline", clock.at_ms(20_000 + i));
+    }
+    drain(&mut f);
+    f.on_tick(clock.at_ms(20_000 + BURST_SIZE as u64 + RESYNC_AFTER_BURST.as_millis() as u64));
+    assert_eq!(resyncs(&drain(&mut f)), [vec!["plant/up/status".to_string()]]);
+}
+
+#[test]
+fn broker_down_fires_once_past_the_alert_delay_and_broker_up_on_return() {
+    let clock = Clock::new();
+    let rest = format!("broker_alert_after = \"5s\"\nactions = [\"log\"]\n{DEVICES}");
+    let mut f = fleet(&rest, &clock);
+    f.on_connected(clock.at_ms(0));
+    f.on_disconnected(clock.at_ms(1_000));
+    assert_eq!(f.next_wake(), Some(clock.at_ms(6_000).mono));
+    f.on_tick(clock.at_ms(5_999));
+    assert!(fired(&drain(&mut f)).is_empty());
+    f.on_tick(clock.at_ms(6_000));
+    f.on_tick(clock.at_ms(9_000));
+    assert_eq!(fired(&drain(&mut f)), [("w".to_string(), "broker_down")]);
+    f.on_connected(clock.at_ms(10_000));
+    assert_eq!(fired(&drain(&mut f)), [("w".to_string(), "broker_up")]);
+}
+
+#[test]
+fn no_device_is_declared_offline_while_the_broker_is_unreachable() {
+    let clock = Clock::new();
+    let rest = "[[device]]\ntopic = \"plant/{id}/status\"\nheartbeat_timeout = \"5s\"\n";
+    let mut f = connected(rest, &clock);
+    f.on_message("plant/a/status", b"online", clock.at_ms(2_000));
+    f.on_disconnected(clock.at_ms(3_000));
+    f.on_tick(clock.at_ms(60_000));
+    assert!(fired(&drain(&mut f)).is_empty());
+    f.on_connected(clock.at_ms(60_000));
+    f.on_tick(clock.at_ms(64_000));
+    assert!(fired(&drain(&mut f)).is_empty(), "a fresh heartbeat clock after the outage");
+    f.on_tick(clock.at_ms(65_000));
+    assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "offline")]);
+}
+
+#[test]
+fn a_device_restored_from_disk_gets_a_heartbeat_clock_without_publishing_again() {
+    let clock = Clock::new();
+    let rest = "[[device]]\ntopic = \"plant/{id}/status\"\nheartbeat_timeout = \"5s\"\n";
+    let saved = HashMap::from([(
+        "a".to_string(),
+        Saved {
+            topic: "plant/a/status".into(),
+            state: State::Online,
+            since: None,
+            offline_since: None,
+            alerted: false,
+            seq: None,
+        },
+    )]);
+    let mut f = Fleet::new(config(rest), saved, Metrics::new(), clock.at_ms(0));
+    f.on_connected(clock.at_ms(0));
+    f.on_tick(clock.at_ms(5_000));
+    assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "offline")]);
+}
+
+#[test]
+fn grace_holds_an_offline_and_its_record_is_saved_meanwhile() {
+    let clock = Clock::new();
+    let mut f = connected("[defaults]\ngrace = \"10s\"\n[[device]]\ntopic = \"plant/{id}/status\"\n", &clock);
+    f.on_message("plant/a/status", b"offline", clock.at_ms(3_000));
+    let effects = drain(&mut f);
+    assert!(fired(&effects).is_empty());
+    assert_eq!(saved(&effects)["a"].state, State::Offline);
+    f.on_tick(clock.at_ms(13_000));
+    assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "offline")]);
+}
+
+#[test]
+fn actions_not_run_on_a_kind_are_not_owed_it() {
+    let clock = Clock::new();
+    let rest = "[action.page]\ntype = \"log\"\non = [\"offline\"]\n\
+                [[device]]\ntopic = \"plant/{id}/status\"\nactions = [\"log\", \"page\"]\n";
+    let mut f = connected(rest, &clock);
+    f.on_message("plant/a/status", b"offline", clock.at_ms(3_000));
+    f.on_message("plant/a/status", b"online", clock.at_ms(4_000));
+    let actions: Vec<Vec<String>> = drain(&mut f)
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Fire(event, _) => Some(event.actions.to_vec()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(actions, [vec!["log".to_string(), "page".to_string()], vec!["log".to_string()]]);
+}
+
+#[test]
+fn a_reload_forgets_removed_devices_on_disk_and_keeps_the_others() {
+    let clock = Clock::new();
+    let two = "[[device]]\nid = \"a\"\ntopic = \"x/a\"\n[[device]]\nid = \"b\"\ntopic = \"x/b\"\n";
+    let mut f = connected(two, &clock);
+    f.on_message("x/a", b"offline", clock.at_ms(3_000));
+    drain(&mut f);
+    f.reload(config("[[device]]\nid = \"a\"\ntopic = \"x/a\"\n"));
+    let effects = drain(&mut f);
+    assert!(effects.iter().any(|e| matches!(e, Effect::Forget(id) if id == "b")));
+    assert!(matches!(effects.last(), Some(Effect::Reload(_))));
+    f.on_message("x/a", b"online", clock.at_ms(4_000));
+    assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "online")], "the open alert survived the reload");
+}
+
+#[test]
+fn saved_devices_no_longer_configured_are_forgotten_on_disk() {
+    let clock = Clock::new();
+    let saved = HashMap::from([(
+        "gone".to_string(),
+        Saved {
+            topic: "old/gone".into(),
+            state: State::Online,
+            since: None,
+            offline_since: None,
+            alerted: false,
+            seq: None,
+        },
+    )]);
+    let mut f = Fleet::new(config(DEVICES), saved, Metrics::new(), clock.at_ms(0));
+    assert!(matches!(drain(&mut f).as_slice(), [Effect::Forget(id)] if id == "gone"));
+}
+
+/// One step of the property test.
+#[derive(Debug, Clone)]
+enum Step {
+    /// Device `n` says online (true) or offline (false), and the broker
+    /// keeps that as its retained state.
+    Say(u8, bool),
+    /// Time passes.
+    Wait(u32),
+    /// The broker link drops and comes back; the broker replays what it
+    /// retains, possibly cut short after `n` messages.
+    Reconnect(u8),
+    /// The daemon dies and starts again from what it saved; the replay
+    /// may be cut short after `n` messages.
+    Restart(u8),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0u8..4, any::<bool>()).prop_map(|(n, up)| Step::Say(n, up)),
+        3 => (0u32..20_000).prop_map(Step::Wait),
+        1 => (0u8..5).prop_map(Step::Reconnect),
+        1 => (0u8..5).prop_map(Step::Restart),
+    ]
+}
+
+/// Replays `retained` (cut after `cut` messages), acknowledges the
+/// subscriptions, and answers the re-read the fleet asks for in full.
+fn replay(f: &mut Fleet, retained: &BTreeMap<u8, bool>, cut: u8, clock: &Clock, t: &mut u64, sent: &mut Vec<Effect>) {
+    f.on_connected(clock.at_ms(*t));
+    for (n, up) in retained.iter().take(cut as usize) {
+        *t += 1;
+        f.on_message(&format!("plant/d{n}/status"), if *up { b"online" } else { b"offline" }, clock.at_ms(*t));
+    }
+    f.on_subscribed(clock.at_ms(*t));
+    *t += 3_000;
+    f.on_tick(clock.at_ms(*t));
+    let effects: Vec<Effect> = f.drain().collect();
+    for topics in resyncs(&effects) {
+        for topic in topics {
+            let n: u8 = topic.trim_start_matches("plant/d").trim_end_matches("/status").parse().unwrap();
+            if let Some(up) = retained.get(&n) {
+                *t += 1;
+                f.on_message(&topic, if *up { b"online" } else { b"offline" }, clock.at_ms(*t));
+            }
+        }
+    }
+    sent.extend(effects);
+    sent.extend(f.drain());
+}
+
+proptest! {
+    #[test]
+    fn notifications_alternate_and_end_where_the_devices_are(steps in prop::collection::vec(step(), 1..60)) {
+        let clock = Clock::new();
+        let mut t = 0u64;
+        let mut retained: BTreeMap<u8, bool> = BTreeMap::new();
+        let mut disk: HashMap<String, Saved> = HashMap::new();
+        let mut sent: Vec<Effect> = Vec::new();
+        let mut f = Fleet::new(config(DEVICES), HashMap::new(), Metrics::new(), clock.at_ms(0));
+        replay(&mut f, &retained, u8::MAX, &clock, &mut t, &mut sent);
+        for step in steps {
+            match step {
+                Step::Say(n, up) => {
+                    retained.insert(n, up);
+                    t += 1;
+                    f.on_message(&format!("plant/d{n}/status"), if up { b"online" } else { b"offline" }, clock.at_ms(t));
+                }
+                Step::Wait(ms) => {
+                    t += u64::from(ms);
+                    f.on_tick(clock.at_ms(t));
+                }
+                Step::Reconnect(cut) => {
+                    t += 1;
+                    f.on_disconnected(clock.at_ms(t));
+                    replay(&mut f, &retained, cut, &clock, &mut t, &mut sent);
+                }
+                Step::Restart(cut) => {
+                    // Everything decided so far was committed (the writer
+                    // commits before anything is sent).
+                    sent.extend(f.drain());
+                    disk.extend(saved(&sent));
+                    f = Fleet::new(config(DEVICES), disk.clone(), Metrics::new(), clock.at_ms(t));
+                    replay(&mut f, &retained, cut, &clock, &mut t, &mut sent);
+                }
+            }
+            sent.extend(f.drain());
+            disk.extend(saved(&sent));
+        }
+        t += 10_000;
+        f.on_tick(clock.at_ms(t));
+        sent.extend(f.drain());
+        let mut last: HashMap<String, &'static str> = HashMap::new();
+        for (device, kind) in fired(&sent) {
+            let before = last.insert(device.clone(), kind);
+            match kind {
+                "offline" => prop_assert_ne!(before, Some("offline"), "two offlines for {}", device),
+                "online" => prop_assert_eq!(before, Some("offline"), "an online for {} without an offline", device),
+                _ => {}
+            }
+        }
+        for (n, up) in &retained {
+            let notified = last.get(&format!("d{n}")).copied().unwrap_or("online");
+            prop_assert_eq!(notified, if *up { "online" } else { "offline" }, "device d{} ends notified wrong", n);
+        }
+    }
+}

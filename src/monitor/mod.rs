@@ -1,0 +1,141 @@
+//! The monitor: the single owner of the device table.
+//!
+//! - `fleet`: the pure core, every device and every policy (settle,
+//!   re-reads, broker down/up, grace, heartbeats, reload), time passed in;
+//! - this file: the thin async shell around it. Each turn it takes one
+//!   input (a message, a link change, a reload, a timer, a status query),
+//!   reads the clock once, calls the core, and carries out its effects:
+//!   decisions and device records to the state writer (which commits them
+//!   before any action sees them), re-read requests to the MQTT session,
+//!   counts to whoever shows them.
+//!
+//! It never touches the disk and never waits on an action, so it keeps up
+//! with whatever the broker delivers.
+
+mod fleet;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::device::{Now, Saved};
+use crate::metrics::{Metrics, StateLabel};
+use crate::mqtt::Inbound;
+use crate::store::Op;
+pub use fleet::{Counts, DeviceView, Effect, Fleet};
+
+/// A request for every device's state, answered from the monitor's table.
+#[derive(Debug)]
+pub struct StatusQuery {
+    pub reply: oneshot::Sender<Vec<DeviceView>>,
+}
+
+/// What the monitor listens to.
+pub struct Inputs {
+    /// The MQTT session's traffic.
+    pub inbound: mpsc::Receiver<Inbound>,
+    /// New configs, from the daemon.
+    pub reloads: mpsc::Receiver<Arc<Config>>,
+    pub queries: mpsc::Receiver<StatusQuery>,
+}
+
+/// Where the monitor's results go.
+pub struct Outputs {
+    /// Decisions and records, to the state writer.
+    pub store: mpsc::Sender<Op>,
+    pub counts: watch::Sender<Counts>,
+    /// Asks the session to re-read the retained states of these topics.
+    pub resync: mpsc::Sender<Vec<String>>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub struct Monitor {
+    fleet: Fleet,
+    out: Outputs,
+}
+
+impl Monitor {
+    /// A monitor for `config`, taking back the `saved` states of devices it
+    /// still watches.
+    pub fn new(config: Arc<Config>, saved: std::collections::HashMap<String, Saved>, out: Outputs) -> Monitor {
+        let fleet = Fleet::new(config, saved, Arc::clone(&out.metrics), Now::read());
+        Monitor { fleet, out }
+    }
+
+    /// Runs until `stop` fires (the daemon stops its intake) or the session
+    /// hangs up. Dropping the monitor then closes the writer's input, which
+    /// commits what is left and lets the actions drain.
+    pub async fn run(mut self, mut inputs: Inputs, stop: CancellationToken) {
+        self.perform().await;
+        loop {
+            let wake = self.fleet.next_wake();
+            tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                message = inputs.inbound.recv() => {
+                    let Some(message) = message else { break };
+                    let now = Now::read();
+                    match message {
+                        Inbound::Message { topic, payload } => self.fleet.on_message(&topic, &payload, now),
+                        Inbound::Connected => self.fleet.on_connected(now),
+                        Inbound::Subscribed => self.fleet.on_subscribed(now),
+                        Inbound::Disconnected => self.fleet.on_disconnected(now),
+                    }
+                }
+                Some(config) = inputs.reloads.recv() => self.fleet.reload(config),
+                () = sleep_until(wake) => self.fleet.on_tick(Now::read()),
+                Some(query) = inputs.queries.recv() => {
+                    let _ = query.reply.send(self.fleet.view());
+                }
+            }
+            self.perform().await;
+        }
+    }
+
+    /// Carries out what the last call decided, then shows the counts.
+    async fn perform(&mut self) {
+        let before = *self.out.counts.borrow();
+        let effects: Vec<Effect> = self.fleet.drain().collect();
+        for effect in effects {
+            let op = match effect {
+                Effect::Fire(event, device) => Op::Event(event, device),
+                Effect::Save(id, saved) => Op::Save(id, saved),
+                Effect::Forget(id) => Op::Forget(id),
+                Effect::Reload(config) => Op::Reload(config),
+                Effect::Resync(topics) => {
+                    // The session takes requests as they come and merges
+                    // them into its queue, so this fails only while it hangs.
+                    if let Err(e) = self.out.resync.try_send(topics) {
+                        tracing::warn!(
+                            topics = e.into_inner().len(),
+                            "the session is not taking re-read requests; this one is dropped"
+                        );
+                    }
+                    continue;
+                }
+            };
+            // The writer only queues, so this waits for nothing slow.
+            if self.out.store.send(op).await.is_err() {
+                tracing::error!("the state writer is gone; decisions are no longer recorded");
+            }
+        }
+        let counts = self.fleet.counts();
+        if counts != before {
+            for (state, n) in [("online", counts.online), ("offline", counts.offline), ("unknown", counts.unknown)] {
+                self.out.metrics.devices.get_or_create(&StateLabel { state }).set(n as i64);
+            }
+            self.out.counts.send_replace(counts);
+        }
+    }
+}
+
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}

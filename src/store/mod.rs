@@ -1,0 +1,119 @@
+//! What survives a restart, even a SIGKILL: every device's state and every
+//! notification decided but not yet acknowledged by its action.
+//!
+//! - `db`: the SQLite file (`state.db`, WAL mode) and its transactions;
+//! - `writer`: the task that commits decisions before they reach the
+//!   actions, and records what the actions finished;
+//! - `legacy`: the JSON state file of earlier versions, imported once.
+//!
+//! Why SQLite rather than a journal of our own: one row per device is
+//! updated in place, so a change costs the same at 100 devices and at a
+//! million, with no compaction to write; a transaction makes a device's
+//! new state and the notifications it decided land together or not at
+//! all; and WAL mode lets `willwatch` commands read the file while the
+//! daemon writes it.
+
+mod db;
+mod legacy;
+mod writer;
+
+use std::path::Path;
+use std::time::SystemTime;
+
+pub use db::{Batch, Db, DbError, FILE_NAME, Loaded};
+pub use writer::{Ack, Op, Writer};
+
+/// Opens the state database in `dir` and reads it back. A corrupt file is
+/// set aside (renamed) and the daemon starts clean; a file that cannot be
+/// opened at all (a missing or read-only disk) is logged, and the writer
+/// keeps trying to open it while monitoring goes on.
+pub fn open(dir: &Path) -> (Option<Db>, Loaded) {
+    let opened = Db::open(dir).and_then(|db| db.load().map(|loaded| (db, loaded)));
+    let (mut db, mut loaded) = match opened {
+        Ok((db, loaded)) => (db, loaded),
+        Err(DbError::Sqlite { source, .. }) if is_corrupt(&source) => {
+            let aside = set_aside(dir);
+            tracing::error!(file = %dir.join(FILE_NAME).display(), set_aside = %aside, error = %source,
+                "state database is corrupt; set it aside and starting clean");
+            match Db::open(dir) {
+                Ok(db) => (db, Loaded::default()),
+                Err(e) => return unavailable(e),
+            }
+        }
+        Err(e) => return unavailable(e),
+    };
+    if loaded.devices.is_empty()
+        && let Some(devices) = legacy::read(dir)
+    {
+        let batch = Batch {
+            devices: devices.iter().map(|(id, s)| (id.clone(), Some(s.clone()))).collect(),
+            ..Batch::default()
+        };
+        match db.commit(&batch) {
+            Ok(()) => {
+                tracing::info!(devices = devices.len(), "imported the state file of an earlier version");
+                legacy::retire(dir);
+                loaded.devices = devices;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot import the state file of an earlier version"),
+        }
+    }
+    tracing::info!(file = %db.path().display(), devices = loaded.devices.len(), owed = loaded.pending.len(), "state restored");
+    (Some(db), loaded)
+}
+
+fn unavailable(e: DbError) -> (Option<Db>, Loaded) {
+    tracing::error!(error = %e, "cannot open the state database; monitoring goes on and the writer keeps trying");
+    (None, Loaded::default())
+}
+
+fn is_corrupt(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt))
+}
+
+/// Renames the database (and its WAL) aside; returns the new name.
+fn set_aside(dir: &Path) -> String {
+    let stamp = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_millis();
+    let aside = dir.join(format!("{FILE_NAME}.corrupt-{stamp}"));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::rename(
+            format!("{}{suffix}", dir.join(FILE_NAME).display()),
+            format!("{}{suffix}", aside.display()),
+        );
+    }
+    aside.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_file_is_set_aside_and_nothing_is_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), b"this is not a database, not even close to one....").unwrap();
+        let (db, loaded) = open(dir.path());
+        assert!(db.is_some(), "a fresh database replaces it");
+        assert!(loaded.devices.is_empty());
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+            .count();
+        assert_eq!(aside, 1);
+    }
+
+    #[test]
+    fn an_old_state_file_is_imported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"{"version":1,"saved_at_ms":0,"devices":{"pump-7":{"topic":"plant/pump-7/status",
+            "state":"offline","since_ms":1000,"offline_since_ms":1000,"alerted":true,"seq":null}}}"#;
+        std::fs::write(dir.path().join(legacy::FILE_NAME), text).unwrap();
+        let (db, loaded) = open(dir.path());
+        assert!(loaded.devices["pump-7"].alerted);
+        assert!(!dir.path().join(legacy::FILE_NAME).exists());
+        drop(db);
+        let (_, again) = open(dir.path());
+        assert!(again.devices["pump-7"].alerted, "kept in the database");
+    }
+}

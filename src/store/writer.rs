@@ -1,0 +1,267 @@
+//! The writer task: the one way from a decision to the actions.
+//!
+//! The monitor (and the reconnect action's escalations) send device
+//! records and decided events here; the actions send their
+//! acknowledgements. Whatever has queued up while the last transaction ran
+//! goes into the next one (a storm of 2,000 offlines is a handful of
+//! commits, not 2,000), and only after it commits are its events handed to
+//! the dispatcher. So a notification is on disk before its first attempt,
+//! and a crash at any moment either loses a decision nobody was told of
+//! (the broker's retained state makes it again at the next start) or
+//! leaves it pending, to be sent again with its id.
+//!
+//! A commit that fails (disk full, read-only, no file descriptors) is
+//! retried with backoff and logged once per outage of the disk; the events
+//! of the failed batch go out anyway, since an alert late is worse than an
+//! alert possibly repeated, and stay in the batch until it commits. A file
+//! deleted under us is written back whole.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::db::{Batch, Db, DbError};
+use crate::actions;
+use crate::backoff::Backoff;
+use crate::config::Config;
+use crate::device::Saved;
+use crate::event::Event;
+use crate::metrics::Metrics;
+
+/// Ops taken into one transaction at most.
+const MAX_BATCH: usize = 50_000;
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+/// How often a quiet writer checks that its file is still there.
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// What the monitor tells the writer, in the order it decided it.
+#[derive(Debug)]
+pub enum Op {
+    /// The newest record of a device.
+    Save(String, Saved),
+    /// A device no longer watched.
+    Forget(String),
+    /// A decided event, with the record of the device that decided it:
+    /// both committed together, the event owed to each of its actions,
+    /// then sent.
+    Event(Event, Option<(String, Saved)>),
+    /// A new config for the dispatcher, in order with the events.
+    Reload(Arc<Config>),
+}
+
+/// An action is done with an event: (event id, action name).
+pub type Ack = (String, String);
+
+pub struct Writer {
+    pub dir: std::path::PathBuf,
+    pub db: Option<Db>,
+    pub ops: mpsc::Receiver<Op>,
+    pub acks: mpsc::UnboundedReceiver<Ack>,
+    pub dispatch: mpsc::Sender<actions::Input>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    /// Sends `pending` (owed since before the start) first, then runs until
+    /// `finish`: commits what is left, says what is still owed, returns.
+    pub async fn run(self, pending: Vec<Event>, finish: CancellationToken) {
+        let Writer { dir, db, mut ops, mut acks, dispatch, metrics } = self;
+        let mut state = State { dir, db, dispatch: Some(dispatch), metrics, failing: false };
+        let mut outgoing: Vec<actions::Input> =
+            pending.into_iter().map(|e| actions::Input::Event(Arc::new(e))).collect();
+        if !outgoing.is_empty() {
+            tracing::info!(
+                events = outgoing.len(),
+                "sending notifications owed since before the restart, with their ids"
+            );
+        }
+        state.forward(&mut outgoing).await;
+        let mut batch = Batch::default();
+        let mut retry = Backoff::new(RETRY_FIRST, RETRY_MAX);
+        let mut retry_at: Option<Instant> = None;
+        let mut ops_open = true;
+        let mut check = tokio::time::interval(CHECK_EVERY);
+        loop {
+            let mut finishing = false;
+            tokio::select! {
+                biased;
+                () = finish.cancelled() => finishing = true,
+                op = ops.recv(), if ops_open => match op {
+                    Some(op) => take(op, &mut batch, &mut outgoing),
+                    None => ops_open = false,
+                },
+                Some(ack) = acks.recv() => batch.acks.push(ack),
+                () = sleep_until(retry_at) => {}
+                _ = check.tick(), if retry_at.is_none() => state.keep_in_place(),
+            }
+            let mut taken = 0;
+            while taken < MAX_BATCH {
+                match ops.try_recv() {
+                    Ok(op) => take(op, &mut batch, &mut outgoing),
+                    Err(_) => match acks.try_recv() {
+                        Ok(ack) => batch.acks.push(ack),
+                        Err(_) => break,
+                    },
+                }
+                taken += 1;
+            }
+            let due = retry_at.is_none_or(|at| at <= Instant::now()) || finishing;
+            if due && !batch.is_empty() {
+                match state.commit(&mut batch).await {
+                    Ok(()) => {
+                        retry.reset();
+                        retry_at = None;
+                    }
+                    Err(e) => {
+                        state.failed(&e, batch.events.len());
+                        retry_at = Some(Instant::now() + retry.next_delay());
+                    }
+                }
+            }
+            if finishing {
+                // What is committed is owed and resumes at the next start.
+                state.finish(&batch);
+                return;
+            }
+            // Sent once committed; while the disk fails, at once: never held.
+            if batch.is_empty() || state.failing {
+                state.forward(&mut outgoing).await;
+            }
+            if !ops_open && outgoing.is_empty() {
+                // Nothing more will be decided: let the dispatcher drain.
+                state.dispatch = None;
+            }
+        }
+    }
+}
+
+/// The writer's own state between turns.
+struct State {
+    dir: std::path::PathBuf,
+    db: Option<Db>,
+    dispatch: Option<mpsc::Sender<actions::Input>>,
+    metrics: Arc<Metrics>,
+    /// The last commit failed; logged once until one succeeds.
+    failing: bool,
+}
+
+impl State {
+    /// Commits `batch` off the async threads; empties it when it committed.
+    async fn commit(&mut self, batch: &mut Batch) -> Result<(), DbError> {
+        let db = self.db.take();
+        let dir = self.dir.clone();
+        let work = std::mem::take(batch);
+        let (db, work, result) = tokio::task::spawn_blocking(move || {
+            let opened = match db {
+                Some(db) if db.still_in_place() => Ok(db),
+                Some(db) => {
+                    tracing::warn!(file = %db.path().display(), "the state database was deleted or replaced; writing it back");
+                    db.rewrite()
+                }
+                None => Db::open(&dir),
+            };
+            match opened {
+                Ok(mut db) => {
+                    let result = db.commit(&work);
+                    (Some(db), work, result)
+                }
+                Err(e) => (None, work, Err(e)),
+            }
+        })
+        .await
+        .expect("the commit never panics");
+        self.db = db;
+        if result.is_err() {
+            *batch = work;
+        } else if std::mem::take(&mut self.failing) {
+            tracing::info!(dir = %self.dir.display(), "state written again; every decision since the failure is recorded");
+        }
+        result
+    }
+
+    fn failed(&mut self, error: &DbError, events: usize) {
+        self.metrics.state_write_errors.inc();
+        if !std::mem::replace(&mut self.failing, true) {
+            tracing::error!(dir = %self.dir.display(), error = %error, events,
+                "cannot write the state; retrying with backoff. Alerts go out meanwhile, but a crash before the disk is back may repeat or miss one");
+        }
+    }
+
+    /// Checks, when idle, that the file is still there; writes it back if not.
+    fn keep_in_place(&mut self) {
+        if let Some(db) = self.db.take() {
+            if db.still_in_place() {
+                self.db = Some(db);
+                return;
+            }
+            tracing::warn!(file = %db.path().display(), "the state database was deleted or replaced; writing it back");
+            match db.rewrite() {
+                Ok(db) => self.db = Some(db),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot write the state database back; retrying at the next change")
+                }
+            }
+        }
+    }
+
+    async fn forward(&mut self, outgoing: &mut Vec<actions::Input>) {
+        let Some(dispatch) = &self.dispatch else {
+            outgoing.clear();
+            return;
+        };
+        for input in std::mem::take(outgoing) {
+            if dispatch.send(input).await.is_err() {
+                tracing::error!("the action dispatcher is gone; notifications stay owed until the next start");
+                self.dispatch = None;
+                return;
+            }
+        }
+    }
+
+    /// Says what the last commit left owed.
+    fn finish(&self, batch: &Batch) {
+        if !batch.is_empty() {
+            tracing::error!(dir = %self.dir.display(), events = batch.events.len(), devices = batch.devices.len(),
+                acknowledgements = batch.acks.len(), "stopping with changes the disk did not take");
+        }
+        match self.db.as_ref().map(Db::pending) {
+            Some(Ok(0)) | None => {}
+            Some(Ok(owed)) => {
+                tracing::warn!(owed, "notifications not yet done are kept; they resume at the next start")
+            }
+            Some(Err(e)) => tracing::error!(error = %e, "cannot count the notifications still owed"),
+        }
+    }
+}
+
+fn take(op: Op, batch: &mut Batch, outgoing: &mut Vec<actions::Input>) {
+    match op {
+        Op::Save(id, saved) => {
+            batch.devices.insert(id, Some(saved));
+        }
+        Op::Forget(id) => {
+            batch.devices.insert(id, None);
+        }
+        Op::Event(event, device) => {
+            if let Some((id, saved)) = device {
+                batch.devices.insert(id, Some(saved));
+            }
+            let event = Arc::new(event);
+            batch.events.push(Arc::clone(&event));
+            outgoing.push(actions::Input::Event(event));
+        }
+        Op::Reload(config) => outgoing.push(actions::Input::Reload(config)),
+    }
+}
+
+/// Sleeps until `at`, or for ever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
