@@ -173,6 +173,22 @@ async fn a_hanging_endpoint_delays_no_other_action_or_device() {
     assert_eq!(stuck.received().len(), 1, "concurrency 1: one request hangs, the rest wait");
 }
 
+#[tokio::test]
+async fn a_receiver_that_answers_too_late_gets_every_attempt_under_one_id_then_a_dead_letter() {
+    let broker = Broker::start();
+    let slow = Receiver::start(Behaviour::Hang).await;
+    let actions = hook("slow", &slow, "timeout = \"200ms\"\nmax_attempts = 3");
+    let daemon = Daemon::start(&config(&broker, &format!("{actions}{}", pump("\"slow\""))));
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    let attempts = slow.wait_for(3, SOON).await;
+    let letter = support::eventually("the dead letter", SOON, || dead_letters(&daemon).into_iter().next()).await;
+    let ids: std::collections::BTreeSet<&str> = attempts.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids.len(), 1, "a timed-out attempt is retried under the same id: {ids:?}");
+    assert_eq!(letter["webhook_id"], *ids.first().unwrap());
+    assert_eq!(slow.received().len(), 3, "no attempt past max_attempts");
+}
+
 /// Alertmanager's webhook payload, written from its documentation
 /// (https://prometheus.io/docs/alerting/latest/configuration/#webhook_config).
 #[derive(Debug, Deserialize)]

@@ -36,8 +36,9 @@ use crate::metrics::{ActionLabel, Metrics};
 use crate::mqtt::Publisher;
 use crate::store::{Ack, Op};
 
-/// Events waiting per action before new ones are dropped.
-pub const QUEUE_PER_ACTION: usize = 1024;
+/// Events waiting per action before new ones are dead-lettered: more than
+/// a storm of every device of a large fleet (the queue grows only as used).
+pub const QUEUE_PER_ACTION: usize = 16_384;
 
 /// What the dispatcher is told (by the state writer, once recorded).
 #[derive(Debug)]

@@ -197,6 +197,29 @@ fn silence_past_the_heartbeat_timeout_is_offline_and_a_heartbeat_brings_it_back(
 }
 
 #[test]
+fn an_outage_whose_retained_will_is_cleared_and_then_stays_silent_fires_no_second_offline() {
+    let clock = Clock::new();
+    let mut d = device_with(Rules { heartbeat_timeout: Some(Duration::from_secs(60)), ..rules(0) });
+    msg(&mut d, b"online", clock.after(0));
+    assert_eq!(fired(&msg(&mut d, b"offline", clock.after(10))), Some(EventKind::Offline));
+    assert_eq!(msg(&mut d, b"", clock.after(20)), Outcome::Wait(clock.after(80).mono), "cleared: unknown");
+    assert_eq!(d.on_tick(clock.after(80)), Outcome::Quiet, "the same outage, not a new one");
+    assert_eq!(d.state, State::Offline);
+    let Outcome::Fire(t) = d.on_heartbeat(clock.after(100)) else { panic!("no online") };
+    assert_eq!(t.offline_since, Some(clock.after(10).wall), "the true start of the outage is kept");
+}
+
+#[test]
+fn a_restored_device_gets_a_heartbeat_clock_at_once() {
+    let clock = Clock::new();
+    let mut d = device_with(Rules { heartbeat_timeout: Some(Duration::from_secs(60)), ..rules(0) });
+    msg(&mut d, b"online", clock.after(0));
+    let mut after = device_with(Rules { heartbeat_timeout: Some(Duration::from_secs(60)), ..rules(0) });
+    assert_eq!(after.restore(&d.saved(), clock.after(5)), Outcome::Wait(clock.after(65).mono));
+    assert_eq!(fired(&after.on_tick(clock.after(65))), Some(EventKind::Offline));
+}
+
+#[test]
 fn a_heartbeat_does_not_overrule_a_will() {
     let clock = Clock::new();
     let mut d = device_with(Rules { heartbeat_timeout: Some(Duration::from_secs(60)), ..rules(0) });

@@ -157,11 +157,7 @@ impl State {
         let work = std::mem::take(batch);
         let (db, work, result) = tokio::task::spawn_blocking(move || {
             let opened = match db {
-                Some(db) if db.still_in_place() => Ok(db),
-                Some(db) => {
-                    tracing::warn!(file = %db.path().display(), "the state database was deleted or replaced; writing it back");
-                    db.rewrite()
-                }
+                Some(db) => in_place(db),
                 None => Db::open(&dir),
             };
             match opened {
@@ -194,12 +190,7 @@ impl State {
     /// Checks, when idle, that the file is still there; writes it back if not.
     fn keep_in_place(&mut self) {
         if let Some(db) = self.db.take() {
-            if db.still_in_place() {
-                self.db = Some(db);
-                return;
-            }
-            tracing::warn!(file = %db.path().display(), "the state database was deleted or replaced; writing it back");
-            match db.rewrite() {
+            match in_place(db) {
                 Ok(db) => self.db = Some(db),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot write the state database back; retrying at the next change")
@@ -238,6 +229,17 @@ impl State {
     }
 }
 
+/// `db`, written back whole first if its file was deleted or replaced.
+fn in_place(db: Db) -> Result<Db, DbError> {
+    if db.still_in_place() {
+        return Ok(db);
+    }
+    let file = db.path().to_path_buf();
+    let db = db.rewrite()?;
+    tracing::warn!(file = %file.display(), "the state database was deleted or replaced; wrote it back whole");
+    Ok(db)
+}
+
 fn take(op: Op, batch: &mut Batch, outgoing: &mut Vec<actions::Input>) {
     match op {
         Op::Save(id, saved) => {
@@ -263,5 +265,88 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::State;
+    use crate::event::{EventKind, test_event};
+
+    fn record() -> (String, Saved) {
+        let saved = Saved {
+            topic: "plant/pump-7/status".into(),
+            state: State::Offline,
+            since: None,
+            offline_since: None,
+            alerted: true,
+            seq: None,
+        };
+        ("pump-7".into(), saved)
+    }
+
+    async fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(value) = check() {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_disk_delays_no_alert_and_the_decision_is_recorded_once_it_is_back() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("state");
+        // A file where the folder should be: nothing can be written there.
+        std::fs::write(&dir, b"").unwrap();
+        let (ops_tx, ops) = mpsc::channel(16);
+        let (_acks_tx, acks) = mpsc::unbounded_channel();
+        let (dispatch, mut dispatched) = mpsc::channel(16);
+        let metrics = Metrics::new();
+        let writer = Writer { dir: dir.clone(), db: None, ops, acks, dispatch, metrics: Arc::clone(&metrics) };
+        let finish = CancellationToken::new();
+        let task = tokio::spawn(writer.run(Vec::new(), finish.clone()));
+
+        ops_tx.send(Op::Event(test_event(EventKind::Offline, "pump-7"), Some(record()))).await.unwrap();
+        let sent = tokio::time::timeout(Duration::from_secs(5), dispatched.recv()).await.unwrap().unwrap();
+        assert!(matches!(sent, actions::Input::Event(e) if e.device == "pump-7"), "sent although not recorded");
+        assert!(metrics.state_write_errors.get() >= 1);
+
+        std::fs::remove_file(&dir).unwrap();
+        let loaded = poll("the retried commit", || {
+            let loaded = Db::open(&dir).ok()?.load().ok()?;
+            (!loaded.pending.is_empty()).then_some(loaded)
+        })
+        .await;
+        assert!(loaded.devices["pump-7"].alerted);
+        let retries = metrics.state_write_errors.get();
+        assert!(dispatched.try_recv().is_err(), "sent once, not again when recorded");
+        finish.cancel();
+        task.await.unwrap();
+        assert_eq!(metrics.state_write_errors.get(), retries);
+    }
+
+    #[tokio::test]
+    async fn an_acknowledged_event_is_no_longer_owed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ops_tx, ops) = mpsc::channel(16);
+        let (acks_tx, acks) = mpsc::unbounded_channel();
+        let (dispatch, mut dispatched) = mpsc::channel(16);
+        let db = Db::open(dir.path()).unwrap();
+        let writer = Writer { dir: dir.path().into(), db: Some(db), ops, acks, dispatch, metrics: Metrics::new() };
+        let finish = CancellationToken::new();
+        let task = tokio::spawn(writer.run(Vec::new(), finish.clone()));
+        ops_tx.send(Op::Event(test_event(EventKind::Offline, "pump-7"), Some(record()))).await.unwrap();
+        let Some(actions::Input::Event(event)) = dispatched.recv().await else { panic!("not sent") };
+        let owed = Db::open(dir.path()).unwrap().load().unwrap().pending;
+        assert_eq!(owed.len(), 1, "recorded before it was sent");
+        acks_tx.send((event.id.clone(), "log".into())).unwrap();
+        poll("the acknowledgement", || Db::open(dir.path()).ok()?.load().ok()?.pending.is_empty().then_some(())).await;
+        finish.cancel();
+        task.await.unwrap();
     }
 }

@@ -1,0 +1,315 @@
+//! Exactly once, through crashes: every transition is notified with one id,
+//! none is missed, none is repeated under a new id. A fault test SIGKILLs
+//! the daemon at random moments (seeded; the seed is printed) while devices
+//! toggle, and checks what the receiver got; regression tests cover each
+//! way this broke before: a notification sent before its state was on
+//! disk, wills that arrived while the daemon was away and a replay cut
+//! short by the broker, deliveries abandoned at shutdown, a state file
+//! deleted while running, and actions that need the broker at shutdown.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use serde_json::Value;
+use support::daemon::message;
+use support::receiver::Received;
+use support::{Behaviour, Broker, BrokerOptions, Daemon, Receiver, SOON, config, eventually, publish_many};
+
+fn hook(receiver: &Receiver) -> String {
+    format!(
+        "[action.hook]\ntype = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\nconcurrency = 8\n\n\
+         [[device]]\ntopic = \"fleet/{{id}}/status\"\nactions = [\"hook\"]\n",
+        receiver.url
+    )
+}
+
+/// What the receiver saw, once per id (the webhook-id receivers
+/// deduplicate by), in the order each id first arrived.
+fn distinct(received: &[Received]) -> Vec<Value> {
+    let mut seen = HashSet::new();
+    received.iter().filter(|r| seen.insert(r.header("webhook-id").to_string())).map(Received::json).collect()
+}
+
+/// Checks the exactly-once invariants over what the receiver saw, given
+/// each device's true final state; returns the number of transitions.
+fn check_exactly_once(received: &[Received], last: &BTreeMap<String, bool>, context: &str) -> usize {
+    for r in received {
+        assert_eq!(r.header("webhook-id"), r.json()["id"], "{context}: webhook-id is the event id");
+    }
+    let events = distinct(received);
+    let mut ids_per_transition: HashMap<(String, String, String), HashSet<String>> = HashMap::new();
+    let mut sequence: HashMap<String, Vec<String>> = HashMap::new();
+    for e in &events {
+        let device = e["device"].as_str().unwrap().to_string();
+        let kind = e["event"].as_str().unwrap().to_string();
+        let since = e["offline_since"].as_str().unwrap_or_default().to_string();
+        ids_per_transition
+            .entry((device.clone(), kind.clone(), since))
+            .or_default()
+            .insert(e["id"].as_str().unwrap().to_string());
+        sequence.entry(device).or_default().push(kind);
+    }
+    for (transition, ids) in &ids_per_transition {
+        assert_eq!(ids.len(), 1, "{context}: {transition:?} notified under {} ids: {ids:?}", ids.len());
+    }
+    for (device, kinds) in &sequence {
+        for (i, kind) in kinds.iter().enumerate() {
+            let expected = if i % 2 == 0 { "offline" } else { "online" };
+            assert_eq!(kind, expected, "{context}: {device} notified {kinds:?}");
+        }
+    }
+    for (device, online) in last {
+        let notified = sequence.get(device).and_then(|k| k.last()).map_or("online", String::as_str);
+        let truth = if *online { "online" } else { "offline" };
+        assert_eq!(notified, truth, "{context}: {device} is {truth} but its last notification says {notified}");
+    }
+    events.len()
+}
+
+/// One client publishing devices' retained states, as their births and
+/// wills would be.
+struct Fleet {
+    client: AsyncClient,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Fleet {
+    async fn connect(port: u16) -> Fleet {
+        let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("fleet-sim", "127.0.0.1", port), 1024);
+        let task = tokio::spawn(async move {
+            loop {
+                if eventloop.poll().await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        Fleet { client, task }
+    }
+
+    async fn say(&self, device: &str, online: bool) {
+        let payload = if online { "online" } else { "offline" };
+        self.client.publish(format!("fleet/{device}/status"), QoS::AtLeastOnce, true, payload).await.unwrap();
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn random_sigkills_while_devices_toggle_notify_every_transition_once_by_id() {
+    const DEVICES: usize = 20;
+    const KILLS: usize = 6;
+    let seed: u64 =
+        std::env::var("WILLWATCH_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("fault test seed: {seed} (WILLWATCH_FAULT_SEED={seed} repeats it)");
+    let context = format!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let broker = Broker::start();
+    let receiver = Receiver::start(Behaviour::Accept).await;
+    let fleet = Fleet::connect(broker.port).await;
+    let mut last: BTreeMap<String, bool> = BTreeMap::new();
+    for i in 0..DEVICES {
+        fleet.say(&format!("d{i}"), true).await;
+        last.insert(format!("d{i}"), true);
+    }
+    let mut daemon = Daemon::start(&config(&broker, &hook(&receiver)));
+    daemon.wait_connected().await;
+
+    // Devices toggle every 5-40 ms; the daemon dies at random moments and
+    // comes back after a random time away.
+    let mut next_kill = tokio::time::Instant::now() + Duration::from_millis(rng.random_range(300..1500));
+    let mut kills = 0;
+    while kills < KILLS {
+        let device = format!("d{}", rng.random_range(0..DEVICES));
+        let online = !last[&device];
+        fleet.say(&device, online).await;
+        last.insert(device, online);
+        tokio::time::sleep(Duration::from_millis(rng.random_range(5..40))).await;
+        if tokio::time::Instant::now() >= next_kill {
+            daemon.kill();
+            kills += 1;
+            // Devices go on changing while it is away.
+            let away = tokio::time::Instant::now() + Duration::from_millis(rng.random_range(100..800));
+            while tokio::time::Instant::now() < away {
+                let device = format!("d{}", rng.random_range(0..DEVICES));
+                let online = !last[&device];
+                fleet.say(&device, online).await;
+                last.insert(device, online);
+                tokio::time::sleep(Duration::from_millis(rng.random_range(5..40))).await;
+            }
+            daemon.restart();
+            next_kill = tokio::time::Instant::now() + Duration::from_millis(rng.random_range(300..1500));
+        }
+    }
+    daemon.wait_connected().await;
+
+    // Settled: every device's last notification matches its true state.
+    let settled = eventually("the receiver to see every device's final state", Duration::from_secs(30), || {
+        let received = receiver.received();
+        let events = distinct(&received);
+        let mut notified: HashMap<&str, &str> = HashMap::new();
+        for e in &events {
+            notified.insert(e["device"].as_str()?, e["event"].as_str()?);
+        }
+        last.iter()
+            .all(|(d, online)| {
+                notified.get(d.as_str()).copied().unwrap_or("online") == if *online { "online" } else { "offline" }
+            })
+            .then_some(received)
+    })
+    .await;
+    let transitions = check_exactly_once(&settled, &last, &context);
+    let duplicates = settled.len() - distinct(&settled).len();
+    eprintln!(
+        "{context}: {KILLS} SIGKILLs, {transitions} transitions notified, {} requests ({duplicates} repeats of an id), 0 missed",
+        settled.len()
+    );
+    assert!(transitions >= KILLS, "{context}: too few transitions to mean anything: {transitions}");
+}
+
+#[tokio::test]
+async fn wills_that_arrive_while_the_daemon_is_away_are_found_when_the_replay_is_cut_short() {
+    // A stock mosquitto queues 1,000 messages for a client and drops the
+    // rest: the replay of 2,000 retained states after a start is cut short.
+    let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
+    let receiver = Receiver::start(Behaviour::Accept).await;
+    let topics: Vec<String> = (0..2000).map(|i| format!("fleet/d{i:04}/status")).collect();
+    let all = |payload: &str, range: std::ops::Range<usize>| -> Vec<(&str, Vec<u8>)> {
+        topics[range].iter().map(|t| (t.as_str(), payload.as_bytes().to_vec())).collect()
+    };
+    let text = config(&broker, &hook(&receiver)).replace("settle = \"0s\"", "settle = \"1s\"");
+    let mut daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    // The fleet comes online in waves, as fleets do, and the daemon knows
+    // every device before the outage.
+    for wave in 0..10 {
+        publish_many(broker.port, &all("online", wave * 200..(wave + 1) * 200), true).await;
+        eventually("the wave to be known", SOON, || {
+            let known = daemon.logs(|l| message(l) == "device state" && l["state"] == "online").len();
+            (known >= (wave + 1) * 200).then_some(())
+        })
+        .await;
+    }
+    publish_many(broker.port, &all("offline", 0..1200), true).await;
+    receiver.wait_for(1200, Duration::from_secs(60)).await;
+
+    daemon.signal("TERM");
+    daemon.exit_status(SOON).await;
+    publish_many(broker.port, &all("offline", 1200..2000), true).await;
+    daemon.restart();
+    let found = eventually("the 800 offlines from while it was away", Duration::from_secs(30), || {
+        let offline: HashSet<String> = distinct(&receiver.received())
+            .iter()
+            .filter(|e| e["event"] == "offline")
+            .map(|e| e["device"].as_str().unwrap().to_string())
+            .collect();
+        (offline.len() >= 2000).then_some(offline.len())
+    })
+    .await;
+    assert_eq!(found, 2000);
+    let last: BTreeMap<String, bool> = (0..2000).map(|i| (format!("d{i:04}"), false)).collect();
+    check_exactly_once(&receiver.received(), &last, "cut replay");
+}
+
+#[tokio::test]
+async fn deliveries_abandoned_at_shutdown_resume_at_the_next_start_with_their_ids() {
+    let broker = Broker::start();
+    let hanging = Receiver::start(Behaviour::Hang).await;
+    let text = |receiver: &Receiver| {
+        config(&broker, &hook(receiver)).replace("timeout = \"2s\"", "timeout = \"60s\"\nmax_attempts = 1")
+    };
+    let mut daemon = Daemon::start(&text(&hanging));
+    daemon.wait_connected().await;
+    let offline: Vec<(String, Vec<u8>)> =
+        (0..20).map(|i| (format!("fleet/d{i}/status"), b"offline".to_vec())).collect();
+    let messages: Vec<(&str, Vec<u8>)> = offline.iter().map(|(t, p)| (t.as_str(), p.clone())).collect();
+    publish_many(broker.port, &messages, true).await;
+    let first = hanging.wait_for(8, SOON).await;
+    daemon.signal("TERM");
+    daemon.exit_status(Duration::from_secs(20)).await;
+    let owed = daemon.logs(|l| message(l).starts_with("notifications not yet done are kept"));
+    assert_eq!(owed.len(), 1, "{}", daemon.dump());
+    assert_eq!(owed[0]["owed"], 20);
+
+    let receiver = Receiver::start(Behaviour::Accept).await;
+    daemon.write_config(&text(&receiver));
+    daemon.restart();
+    let resent = receiver.wait_for(20, SOON).await;
+    let ids: HashSet<&str> = resent.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids.len(), 20);
+    for r in &first {
+        assert!(ids.contains(r.header("webhook-id")), "resent under a new id: {}", r.header("webhook-id"));
+    }
+    let last: BTreeMap<String, bool> = (0..20).map(|i| (format!("d{i}"), false)).collect();
+    check_exactly_once(&resent, &last, "resumed");
+}
+
+#[tokio::test]
+async fn a_state_file_deleted_while_running_is_written_back() {
+    let broker = Broker::start();
+    let receiver = Receiver::start(Behaviour::Accept).await;
+    let mut daemon = Daemon::start(&config(&broker, &hook(&receiver)));
+    daemon.wait_connected().await;
+    publish_many(broker.port, &[("fleet/a/status", b"offline".to_vec())], true).await;
+    receiver.wait_for(1, SOON).await;
+    for suffix in ["", "-wal", "-shm"] {
+        std::fs::remove_file(daemon.dir().join(format!("state/state.db{suffix}"))).ok();
+    }
+    daemon.wait_log("the file written back", SOON, |l| message(l).starts_with("the state database was deleted")).await;
+    assert!(daemon.dir().join("state/state.db").exists());
+    daemon.kill_and_restart();
+    daemon.wait_connected().await;
+    publish_many(broker.port, &[("fleet/a/status", b"online".to_vec())], true).await;
+    let all = receiver.wait_for(2, SOON).await;
+    let last = BTreeMap::from([("a".to_string(), true)]);
+    check_exactly_once(&all, &last, "deleted file");
+}
+
+#[tokio::test]
+async fn shutdown_lets_actions_that_publish_finish_before_the_goodbye() {
+    let broker = Broker::start();
+    let text = config(
+        &broker,
+        "[action.relay]\ntype = \"publish\"\ntopic = \"alerts/{id}\"\n\n\
+         [[device]]\ntopic = \"fleet/{id}/status\"\nactions = [\"relay\"]\n",
+    );
+    let mut daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("alerts-watcher", "127.0.0.1", broker.port), 64);
+    client.subscribe("alerts/#", QoS::AtLeastOnce).await.unwrap();
+    client.subscribe("willwatch/test/status", QoS::AtLeastOnce).await.unwrap();
+    let seen = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Ok(Ok(event)) = tokio::time::timeout(Duration::from_secs(15), eventloop.poll()).await {
+            if let Event::Incoming(Packet::Publish(p)) = event {
+                let payload = String::from_utf8_lossy(&p.payload).into_owned();
+                let done = p.topic == "willwatch/test/status" && payload == "offline";
+                seen.push(p.topic);
+                if done {
+                    break;
+                }
+            }
+        }
+        seen
+    });
+    let offline: Vec<(String, Vec<u8>)> =
+        (0..50).map(|i| (format!("fleet/d{i}/status"), b"offline".to_vec())).collect();
+    let messages: Vec<(&str, Vec<u8>)> = offline.iter().map(|(t, p)| (t.as_str(), p.clone())).collect();
+    publish_many(broker.port, &messages, false).await;
+    daemon.wait_log("the decisions", SOON, |l| l["event"] == "offline").await;
+    daemon.signal("TERM");
+    daemon.exit_status(Duration::from_secs(20)).await;
+    let seen = seen.await.unwrap();
+    let alerts = seen.iter().filter(|t| t.starts_with("alerts/")).count();
+    let decided = daemon.logs(|l| message(l) == "event published").len();
+    assert_eq!(alerts, decided, "every publish the daemon reports arrived: {seen:?}");
+    assert_eq!(seen.last().map(String::as_str), Some("willwatch/test/status"), "the goodbye comes last");
+    assert!(daemon.logs(|l| message(l) == "could not publish the event").is_empty(), "{}", daemon.dump());
+}
