@@ -104,8 +104,10 @@ impl Drop for Fleet {
 
 #[tokio::test]
 async fn random_sigkills_while_devices_toggle_notify_every_transition_once_by_id() {
-    const DEVICES: usize = 20;
-    const KILLS: usize = 6;
+    // The suite's run is short; `WILLWATCH_FAULT_KILLS` and
+    // `WILLWATCH_FAULT_DEVICES` make the longer one BENCHMARKS.md reports.
+    let setting = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (kills_wanted, devices) = (setting("WILLWATCH_FAULT_KILLS", 6), setting("WILLWATCH_FAULT_DEVICES", 20));
     let seed: u64 =
         std::env::var("WILLWATCH_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("fault test seed: {seed} (WILLWATCH_FAULT_SEED={seed} repeats it)");
@@ -115,7 +117,7 @@ async fn random_sigkills_while_devices_toggle_notify_every_transition_once_by_id
     let receiver = Receiver::start(Behaviour::Accept).await;
     let fleet = Fleet::connect(broker.port).await;
     let mut last: BTreeMap<String, bool> = BTreeMap::new();
-    for i in 0..DEVICES {
+    for i in 0..devices {
         fleet.say(&format!("d{i}"), true).await;
         last.insert(format!("d{i}"), true);
     }
@@ -126,8 +128,8 @@ async fn random_sigkills_while_devices_toggle_notify_every_transition_once_by_id
     // comes back after a random time away.
     let mut next_kill = tokio::time::Instant::now() + Duration::from_millis(rng.random_range(300..1500));
     let mut kills = 0;
-    while kills < KILLS {
-        let device = format!("d{}", rng.random_range(0..DEVICES));
+    while kills < kills_wanted {
+        let device = format!("d{}", rng.random_range(0..devices));
         let online = !last[&device];
         fleet.say(&device, online).await;
         last.insert(device, online);
@@ -138,7 +140,7 @@ async fn random_sigkills_while_devices_toggle_notify_every_transition_once_by_id
             // Devices go on changing while it is away.
             let away = tokio::time::Instant::now() + Duration::from_millis(rng.random_range(100..800));
             while tokio::time::Instant::now() < away {
-                let device = format!("d{}", rng.random_range(0..DEVICES));
+                let device = format!("d{}", rng.random_range(0..devices));
                 let online = !last[&device];
                 fleet.say(&device, online).await;
                 last.insert(device, online);
@@ -168,10 +170,10 @@ async fn random_sigkills_while_devices_toggle_notify_every_transition_once_by_id
     let transitions = check_exactly_once(&settled, &last, &context);
     let duplicates = settled.len() - distinct(&settled).len();
     eprintln!(
-        "{context}: {KILLS} SIGKILLs, {transitions} transitions notified, {} requests ({duplicates} repeats of an id), 0 missed",
+        "{context}: {kills_wanted} SIGKILLs, {transitions} transitions notified, {} requests ({duplicates} repeats of an id), 0 missed",
         settled.len()
     );
-    assert!(transitions >= KILLS, "{context}: too few transitions to mean anything: {transitions}");
+    assert!(transitions >= kills_wanted, "{context}: too few transitions to mean anything: {transitions}");
 }
 
 #[tokio::test]
@@ -278,7 +280,7 @@ async fn shutdown_lets_actions_that_publish_finish_before_the_goodbye() {
     let text = config(
         &broker,
         "[action.relay]\ntype = \"publish\"\ntopic = \"alerts/{id}\"\n\n\
-         [[device]]\ntopic = \"fleet/{id}/status\"\nactions = [\"relay\"]\n",
+         [[device]]\ntopic = \"fleet/{id}/status\"\nactions = [\"log\", \"relay\"]\n",
     );
     let mut daemon = Daemon::start(&text);
     daemon.wait_connected().await;
@@ -303,13 +305,14 @@ async fn shutdown_lets_actions_that_publish_finish_before_the_goodbye() {
         (0..50).map(|i| (format!("fleet/d{i}/status"), b"offline".to_vec())).collect();
     let messages: Vec<(&str, Vec<u8>)> = offline.iter().map(|(t, p)| (t.as_str(), p.clone())).collect();
     publish_many(broker.port, &messages, false).await;
-    daemon.wait_log("the decisions", SOON, |l| l["event"] == "offline").await;
+    daemon.wait_log("the decisions", SOON, |l| l["action"] == "log" && l["event"] == "offline").await;
     daemon.signal("TERM");
     daemon.exit_status(Duration::from_secs(20)).await;
     let seen = seen.await.unwrap();
     let alerts = seen.iter().filter(|t| t.starts_with("alerts/")).count();
-    let decided = daemon.logs(|l| message(l) == "event published").len();
-    assert_eq!(alerts, decided, "every publish the daemon reports arrived: {seen:?}");
+    let decided = daemon.logs(|l| l["action"] == "log" && l["event"] == "offline").len();
+    assert!(decided > 0);
+    assert_eq!(alerts, decided, "every offline decided before the stop was published: {seen:?}");
     assert_eq!(seen.last().map(String::as_str), Some("willwatch/test/status"), "the goodbye comes last");
     assert!(daemon.logs(|l| message(l) == "could not publish the event").is_empty(), "{}", daemon.dump());
 }
