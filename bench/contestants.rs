@@ -76,14 +76,14 @@ pub async fn rumqttc_burst(port: u16, n: usize) -> Result<Duration, String> {
 }
 
 /// A running daemon, killed when dropped.
-struct Daemon {
+pub struct Daemon {
     child: Child,
     metrics_url: String,
     _dir: tempfile::TempDir,
 }
 
 impl Daemon {
-    fn start(bin: &Path, port: u16, rest: &str) -> Result<Daemon, String> {
+    pub fn start(bin: &Path, port: u16, rest: &str) -> Result<Daemon, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let http =
             std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?;
@@ -110,7 +110,7 @@ impl Daemon {
         text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
     }
 
-    async fn wait_metric(&self, name: &str, at_least: f64) -> Result<(), String> {
+    pub async fn wait_metric(&self, name: &str, at_least: f64) -> Result<(), String> {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + LIMIT;
         loop {
@@ -124,7 +124,7 @@ impl Daemon {
         }
     }
 
-    fn peak_rss_kib(&self) -> u64 {
+    pub fn peak_rss_kib(&self) -> u64 {
         proc_status(self.child.id(), "VmHWM:")
     }
 

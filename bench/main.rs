@@ -10,6 +10,8 @@
 //!   webhook request arriving at a local receiver;
 //! - footprint: peak RSS per fleet size, CPU seconds per 100k messages;
 //! - steady throughput: open-loop flips at fixed rates, received vs sent;
+//! - an alert storm: every device of a fleet offline at once, to the last
+//!   webhook;
 //! - a peer: the plain paho-mqtt script users write for this job, in the
 //!   retained burst (when Python and paho-mqtt are installed).
 //!
@@ -20,6 +22,7 @@ mod broker;
 mod contestants;
 mod load;
 mod report;
+mod storm;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,11 +48,11 @@ struct Args {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let (sizes, rounds, latency_devices, rates, rate_secs): (Vec<usize>, usize, usize, Vec<u64>, u64) = if args.smoke {
-        (vec![200], 1, 10, vec![500], 1)
+    let (sizes, rounds, latency_devices, rates, rate_secs, storms) = if args.smoke {
+        (vec![200], 1, 10, vec![500], 1, vec![50])
     } else {
         let sizes = if args.sizes.is_empty() { vec![1_000, 10_000, 100_000] } else { args.sizes.clone() };
-        (sizes, args.rounds, 200, vec![5_000, 10_000, 20_000, 40_000], 3)
+        (sizes, args.rounds, 200, vec![5_000, 10_000, 20_000, 40_000], 3, vec![2_000, 10_000])
     };
     let willwatch = contestants::willwatch_binary()?;
     let mut report = report::Report::new(&willwatch, args.smoke);
@@ -102,10 +105,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.throughput.push(contestants::steady(&willwatch, rate, Duration::from_secs(rate_secs)).await?);
     }
 
-    let text = report.render();
+    for &n in &storms {
+        eprintln!("storm of {n} offlines");
+        report.storms.push(storm::storm(&willwatch, n).await?);
+    }
+
+    let mut text = report.render();
     print!("{text}");
     let out = args.out.or_else(|| (!args.smoke).then(|| PathBuf::from("BENCHMARKS.md")));
     if let Some(out) = out {
+        // Figures measured by other means (the crash test) follow a marker
+        // and are kept as they are.
+        if let Some(kept) =
+            std::fs::read_to_string(&out).ok().and_then(|t| t.find(report::KEPT).map(|i| t[i..].to_string()))
+        {
+            text.push('\n');
+            text.push_str(&kept);
+        }
         std::fs::write(&out, text)?;
         eprintln!("written to {}", out.display());
     }

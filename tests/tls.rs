@@ -58,7 +58,7 @@ fn make_pki(dir: &Path, name: &str) -> Pki {
 
 fn tls_config(broker: &Broker, ca: &Path, client: Option<(&Path, &Path)>) -> String {
     let mut broker_section = format!(
-        "[broker]\nurl = \"mqtts://127.0.0.1:{}\"\nclient_id = \"willwatch-tls\"\nca_file = \"{}\"\n",
+        "state_dir = \"state\"\n\n[broker]\nurl = \"mqtts://127.0.0.1:{}\"\nclient_id = \"willwatch-tls\"\nca_file = \"{}\"\n",
         broker.port,
         ca.display()
     );
