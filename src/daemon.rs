@@ -124,6 +124,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
             link: link_tx.clone(),
             client: client_tx.clone(),
             resync,
+            metrics: Arc::clone(&metrics),
         };
         let session = Session::new(config.broker.clone(), config.presence.clone(), wiring);
         (cancel.clone(), tokio::spawn(session.run(cancel)))

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::Rules;
 use crate::event::EventKind;
 use crate::payload::{Reading, read};
+use crate::throttle::Throttle;
 
 /// How often, at most, an unrecognised payload is logged per device.
 pub const UNRECOGNISED_WARNING_EVERY: Duration = Duration::from_secs(60);
@@ -111,7 +112,7 @@ pub struct Device {
     seq: Option<i64>,
     /// When an unrecognised payload was last logged, and how many since
     /// were not (boxed: most devices never need it).
-    warnings: Option<Box<(Instant, u64)>>,
+    warnings: Option<Box<Throttle>>,
     /// The monitor's count of broker connections when a message on the
     /// status topic last arrived: tells whose retained state the replay
     /// after a connect has not delivered.
@@ -130,7 +131,7 @@ pub enum Outcome {
     /// A will from an earlier session than the current birth: ignored.
     Stale { seq: i64, current: i64 },
     /// The payload means neither online nor offline. `warn` is false while
-    /// the warning is rate-limited; `suppressed` counts warnings withheld
+    /// the warning is rate-limited; with `warn`, `suppressed` counts warnings withheld
     /// since the last one shown.
     Unrecognised { warn: bool, suppressed: u64 },
 }
@@ -357,19 +358,10 @@ impl Device {
     }
 
     fn unrecognised(&mut self, now: Instant) -> Outcome {
-        match self.warnings.as_deref_mut() {
-            Some((last, suppressed)) if now.saturating_duration_since(*last) < UNRECOGNISED_WARNING_EVERY => {
-                *suppressed += 1;
-                Outcome::Unrecognised { warn: false, suppressed: *suppressed }
-            }
-            Some((last, suppressed)) => {
-                *last = now;
-                Outcome::Unrecognised { warn: true, suppressed: std::mem::take(suppressed) }
-            }
-            None => {
-                self.warnings = Some(Box::new((now, 0)));
-                Outcome::Unrecognised { warn: true, suppressed: 0 }
-            }
+        let throttle = self.warnings.get_or_insert_with(|| Box::new(Throttle::new(UNRECOGNISED_WARNING_EVERY)));
+        match throttle.allow(now) {
+            Some(suppressed) => Outcome::Unrecognised { warn: true, suppressed },
+            None => Outcome::Unrecognised { warn: false, suppressed: 0 },
         }
     }
 

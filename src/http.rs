@@ -3,26 +3,35 @@
 //!
 //! It holds only handles: the link state, a query channel into the monitor
 //! (which answers from its own table, so nothing is shared under a lock),
-//! and the metrics.
+//! and the metrics. Hostile or idle clients hold nothing for long: at most
+//! `MAX_CONNECTIONS` at once, headers within `HEADER_TIMEOUT`, `/status` in
+//! pages, and at shutdown the daemon gives open requests a short deadline.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
+use crate::device::State as DeviceState;
 use crate::event::rfc3339;
 use crate::metrics::Metrics;
-use crate::monitor::{DeviceView, StatusQuery};
+use crate::monitor::{PageQuery, StatusPage, StatusQuery};
 use crate::mqtt::Link;
+use crate::throttle::Throttle;
 
 #[derive(Clone)]
 struct Shared {
@@ -31,6 +40,16 @@ struct Shared {
     queries: mpsc::Sender<StatusQuery>,
     metrics: Arc<Metrics>,
 }
+
+/// Connections served at once; more are refused (closed at once), counted
+/// and logged, so idle or hostile clients cannot use up file descriptors.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A request's headers must arrive within this, and an idle kept-alive
+/// connection is closed after it: a client that sends half a request and
+/// waits holds nothing for long.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often, at most, refused connections and accept errors are logged.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Serves until `cancel` fires. A port that cannot be bound is logged and
 /// the daemon goes on without the endpoint.
@@ -51,21 +70,67 @@ pub async fn serve(
     };
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(listen = %bound, "HTTP status endpoint listening");
-    // Small answers go out at once, not after a delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY refused");
-        }
-    });
-    let shared = Shared { broker_url, link, queries, metrics };
+    let shared = Shared { broker_url, link, queries, metrics: Arc::clone(&metrics) };
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/status", get(status))
         .route("/metrics", get(prometheus))
         .with_state(shared);
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(cancel.cancelled_owned()).await {
-        tracing::error!(error = %e, "the HTTP endpoint failed");
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    let mut refused = Throttle::new(LOG_EVERY);
+    let mut failing = Throttle::new(LOG_EVERY);
+    let mut pause = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        while connections.try_join_next().is_some() {}
+        let tcp = match accepted {
+            Ok((tcp, _)) => {
+                pause.reset();
+                tcp
+            }
+            Err(e) => {
+                // Out of file descriptors, most likely: wait, then go on.
+                metrics.http_refused.inc();
+                if let Some(suppressed) = failing.allow(Instant::now()) {
+                    tracing::error!(error = %e, suppressed, "cannot accept HTTP connections; retrying");
+                }
+                tokio::time::sleep(pause.next_delay()).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            metrics.http_refused.inc();
+            if let Some(suppressed) = refused.allow(Instant::now()) {
+                tracing::warn!(limit = MAX_CONNECTIONS, suppressed, "too many HTTP connections; refusing new ones");
+            }
+            continue;
+        };
+        // Small answers go out at once, not after a delayed ACK.
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let cancel = cancel.clone();
+        connections.spawn(async move {
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(tcp), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = cancel.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+            drop(slot);
+        });
     }
+    // The daemon bounds this wait; dropping the set closes what is left.
+    while connections.join_next().await.is_some() {}
 }
 
 async fn healthz(State(shared): State<Shared>) -> Response {
@@ -78,21 +143,48 @@ async fn healthz(State(shared): State<Shared>) -> Response {
     }
 }
 
+/// Devices per `/status` page unless `limit` says otherwise, and the most
+/// one page may hold: a fleet of any size costs one page of memory.
+pub const PAGE: usize = 1000;
+pub const MAX_PAGE: usize = 10_000;
+
 #[derive(Deserialize)]
 struct Filter {
     state: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
 }
 
 async fn status(State(shared): State<Shared>, Query(filter): Query<Filter>) -> Response {
+    let page = match page_query(&filter) {
+        Ok(page) => page,
+        Err(problem) => return (StatusCode::BAD_REQUEST, format!("{problem}\n")).into_response(),
+    };
     let (reply, answer) = oneshot::channel();
-    if shared.queries.send(StatusQuery { reply }).await.is_err() {
+    if shared.queries.send(StatusQuery { page, reply }).await.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
-    let Ok(devices) = answer.await else {
+    let Ok(page) = answer.await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
     let link = *shared.link.borrow();
-    Json(render(&shared.broker_url, &link, devices, filter.state.as_deref())).into_response()
+    Json(render(&shared.broker_url, &link, &page)).into_response()
+}
+
+/// The page asked for, or what is wrong with the query.
+fn page_query(filter: &Filter) -> Result<PageQuery, String> {
+    let state = match filter.state.as_deref() {
+        None => None,
+        Some(s) => Some(DeviceState::parse(s).ok_or_else(|| format!("state `{s}`: use online, offline or unknown"))?),
+    };
+    let after = match filter.after.as_deref() {
+        None => None,
+        Some(cursor) => {
+            let parsed = cursor.split_once(':').and_then(|(r, id)| Some((r.parse::<u8>().ok()?, id.to_string())));
+            Some(parsed.ok_or_else(|| format!("after `{cursor}`: pass the `next` of the previous page"))?)
+        }
+    };
+    Ok(PageQuery { state, after, limit: filter.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE) })
 }
 
 async fn prometheus(State(shared): State<Shared>) -> Response {
@@ -100,24 +192,16 @@ async fn prometheus(State(shared): State<Shared>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
 }
 
-/// The `/status` document: offline devices first, then unknown, then
-/// online, each group by id; `state` keeps only one state.
-pub fn render(broker_url: &str, link: &Link, mut devices: Vec<DeviceView>, state: Option<&str>) -> Value {
-    let rank = |s: &str| match s {
-        "offline" => 0,
-        "unknown" => 1,
-        _ => 2,
-    };
-    let mut counts = json!({"online": 0, "offline": 0, "unknown": 0});
-    for d in &devices {
-        counts[d.state] = json!(counts[d.state].as_u64().unwrap_or(0) + 1);
-    }
-    devices.retain(|d| state.is_none_or(|s| s == d.state));
-    devices.sort_by(|a, b| (rank(a.state), &a.id).cmp(&(rank(b.state), &b.id)));
+/// The `/status` document for one page: offline devices first, then
+/// unknown, then online, each group by id; the counts of the whole fleet;
+/// `next` when there are more.
+pub fn render(broker_url: &str, link: &Link, page: &StatusPage) -> Value {
     let time = |t: Option<SystemTime>| t.map(rfc3339);
+    let c = page.counts;
     json!({
         "broker": { "url": broker_url, "connected": link.connected, "since": rfc3339(link.since) },
-        "devices": devices.iter().map(|d| json!({
+        "next": page.next.as_ref().map(|(rank, id)| format!("{rank}:{id}")),
+        "devices": page.devices.iter().map(|d| json!({
             "id": d.id,
             "topic": d.topic,
             "state": d.state,
@@ -125,13 +209,14 @@ pub fn render(broker_url: &str, link: &Link, mut devices: Vec<DeviceView>, state
             "last_seen": time(d.last_seen),
             "last_payload": d.last_payload,
         })).collect::<Vec<_>>(),
-        "counts": counts,
+        "counts": { "online": c.online, "offline": c.offline, "unknown": c.unknown },
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::monitor::DeviceView;
 
     fn view(id: &str, state: &'static str) -> DeviceView {
         DeviceView {
@@ -145,16 +230,31 @@ mod tests {
     }
 
     #[test]
-    fn offline_devices_come_first_and_the_filter_keeps_counts_whole() {
+    fn a_page_shows_the_whole_fleets_counts_and_where_the_next_begins() {
         let link = Link { connected: true, since: SystemTime::UNIX_EPOCH, reconnects: 1 };
-        let devices = vec![view("b", "online"), view("c", "offline"), view("a", "unknown"), view("a2", "offline")];
-        let all = render("mqtt://b", &link, devices.clone(), None);
-        let ids: Vec<&str> = all["devices"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
-        assert_eq!(ids, ["a2", "c", "a", "b"]);
-        assert_eq!(all["counts"], json!({"online": 1, "offline": 2, "unknown": 1}));
-        let offline = render("mqtt://b", &link, devices, Some("offline"));
-        assert_eq!(offline["devices"].as_array().unwrap().len(), 2);
-        assert_eq!(offline["counts"]["online"], 1);
-        assert_eq!(all["broker"]["connected"], true);
+        let page = StatusPage {
+            devices: vec![view("c", "offline"), view("a", "unknown")],
+            counts: crate::monitor::Counts { online: 5, offline: 1, unknown: 1 },
+            next: Some((1, "a".into())),
+        };
+        let doc = render("mqtt://b", &link, &page);
+        let ids: Vec<&str> = doc["devices"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["c", "a"]);
+        assert_eq!(doc["counts"], json!({"online": 5, "offline": 1, "unknown": 1}));
+        assert_eq!(doc["next"], "1:a");
+        assert_eq!(doc["broker"]["connected"], true);
+    }
+
+    #[test]
+    fn bad_page_queries_say_what_is_wrong() {
+        let filter = |state: Option<&str>, after: Option<&str>, limit| Filter {
+            state: state.map(String::from),
+            after: after.map(String::from),
+            limit,
+        };
+        assert!(page_query(&filter(Some("sideways"), None, None)).unwrap_err().contains("sideways"));
+        assert!(page_query(&filter(None, Some("nonsense"), None)).unwrap_err().contains("next"));
+        assert_eq!(page_query(&filter(None, None, Some(1_000_000))).unwrap().limit, MAX_PAGE);
+        assert_eq!(page_query(&filter(None, Some("0:a:b"), None)).unwrap().after, Some((0, "a:b".into())));
     }
 }

@@ -14,6 +14,7 @@
 //!   commits each decision before any action sees it (the outbox).
 //! - `mqtt`: the broker session (birth, will, subscriptions, reconnects).
 //! - `backoff`: reconnect delays with jitter.
+//! - `throttle`: rate-limited logging of floods.
 //! - `tls`: rustls client settings for `mqtts://`.
 //! - `actions`: the dispatcher and one file per kind of action.
 //! - `daemon`: wires the tasks together; signals, reload and shutdown.
@@ -41,5 +42,6 @@ pub mod store;
 pub mod summary;
 pub mod systemd;
 pub mod template;
+pub mod throttle;
 pub mod tls;
 pub mod topic;

@@ -109,12 +109,12 @@ fn status(path: &std::path::Path, url: Option<String>, offline: bool, json: bool
         let default = config::DEFAULT_HTTP_LISTEN.parse().expect("a valid default address");
         status::url_for(listen.unwrap_or(default))
     });
-    let url = if offline { format!("{url}?state=offline") } else { url };
+    let state = offline.then_some("offline");
     let fetched = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(status::fetch(&url)));
+        .and_then(|rt| rt.block_on(status::fetch(&url, state)));
     match fetched {
         Ok(doc) => {
             if json {

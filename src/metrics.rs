@@ -44,6 +44,8 @@ pub struct Metrics {
     pub broker_connected: Gauge,
     pub broker_reconnects: Counter,
     pub state_write_errors: Counter,
+    pub oversized: Counter,
+    pub http_refused: Counter,
 }
 
 impl Metrics {
@@ -58,6 +60,8 @@ impl Metrics {
         let broker_connected = Gauge::default();
         let broker_reconnects = Counter::<u64, AtomicU64>::default();
         let state_write_errors = Counter::<u64, AtomicU64>::default();
+        let oversized = Counter::<u64, AtomicU64>::default();
+        let http_refused = Counter::<u64, AtomicU64>::default();
         registry.register("willwatch_devices", "Watched devices by state", devices.clone());
         registry.register("willwatch_transitions", "Events fired, by kind", transitions.clone());
         registry.register("willwatch_messages", "Messages received on watched topics", messages.clone());
@@ -80,6 +84,16 @@ impl Metrics {
             state_write_errors.clone(),
         );
         registry.register(
+            "willwatch_oversized_messages",
+            "Messages dropped because their payload was over the limit",
+            oversized.clone(),
+        );
+        registry.register(
+            "willwatch_http_refused_connections",
+            "HTTP connections refused (over the limit) or not accepted (out of file descriptors)",
+            http_refused.clone(),
+        );
+        registry.register(
             "willwatch_build",
             "willwatch's version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
@@ -98,6 +112,8 @@ impl Metrics {
             broker_connected,
             broker_reconnects,
             state_write_errors,
+            oversized,
+            http_refused,
         })
     }
 

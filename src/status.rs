@@ -24,15 +24,44 @@ pub fn url_for(listen: std::net::SocketAddr) -> String {
     format!("http://{host}:{}/status", listen.port())
 }
 
-/// GETs the status document.
-pub async fn fetch(url: &str) -> Result<Value, String> {
+/// GETs the status document, every page of it (`state`: one state only).
+pub async fn fetch(url: &str, state: Option<&str>) -> Result<Value, String> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
-    let response = client.get(url).send().await.map_err(|e| format!("cannot reach willwatch at {url}: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("willwatch at {url} answered {}", response.status()));
+    let mut doc: Option<Value> = None;
+    let mut after: Option<String> = None;
+    loop {
+        let mut request = client.get(url);
+        if let Some(state) = state {
+            request = request.query(&[("state", state)]);
+        }
+        if let Some(after) = &after {
+            request = request.query(&[("after", after)]);
+        }
+        let response = request.send().await.map_err(|e| format!("cannot reach willwatch at {url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("willwatch at {url} answered {}", response.status()));
+        }
+        let body = response.bytes().await.map_err(|e| format!("reading from willwatch at {url}: {e}"))?;
+        let mut page: Value =
+            serde_json::from_slice(&body).map_err(|e| format!("willwatch at {url} sent something unreadable: {e}"))?;
+        after = page.get_mut("next").map(Value::take).and_then(|n| n.as_str().map(String::from));
+        match &mut doc {
+            None => doc = Some(page),
+            Some(doc) => {
+                let more = page["devices"].as_array_mut().map(std::mem::take).unwrap_or_default();
+                if let Some(devices) = doc["devices"].as_array_mut() {
+                    devices.extend(more);
+                }
+            }
+        }
+        if after.is_none() {
+            let mut doc = doc.expect("set above");
+            if let Some(map) = doc.as_object_mut() {
+                map.remove("next");
+            }
+            return Ok(doc);
+        }
     }
-    let body = response.bytes().await.map_err(|e| format!("reading from willwatch at {url}: {e}"))?;
-    serde_json::from_slice(&body).map_err(|e| format!("willwatch at {url} sent something unreadable: {e}"))
 }
 
 /// 0 when every device is online, 1 otherwise.

@@ -32,6 +32,7 @@ use crate::config::{Config, Watch};
 use crate::device::{Device, Durable, Now, Outcome, Saved, State};
 use crate::event::{Event, EventKind, new_id};
 use crate::metrics::{EventLabel, Metrics};
+use crate::mqtt::YOUNG;
 
 /// This many offlines within `BURST_WINDOW` may have overflowed a broker's
 /// queue for us (mosquitto's default is 1,000 messages)...
@@ -87,6 +88,34 @@ pub struct DeviceView {
     pub last_payload: String,
 }
 
+/// Which page of the devices `/status` wants: in the order offline,
+/// unknown, online, then by id; those after `after` (a previous page's
+/// `next`), at most `limit`, optionally of one state only.
+#[derive(Debug, Clone, Default)]
+pub struct PageQuery {
+    pub state: Option<State>,
+    pub after: Option<(u8, String)>,
+    pub limit: usize,
+}
+
+/// One page of devices, the whole fleet's counts, and where the next page
+/// starts (if there is one).
+#[derive(Debug)]
+pub struct StatusPage {
+    pub devices: Vec<DeviceView>,
+    pub counts: Counts,
+    pub next: Option<(u8, String)>,
+}
+
+/// Where a state sorts on `/status`: offline first.
+pub fn rank(state: State) -> u8 {
+    match state {
+        State::Offline => 0,
+        State::Unknown => 1,
+        State::Online => 2,
+    }
+}
+
 /// The broker connection as the fleet tracks it.
 struct Link {
     connected: bool,
@@ -94,6 +123,9 @@ struct Link {
     lost_at: Now,
     /// `broker_down` has fired for this outage.
     alerted: bool,
+    /// When the current connection came. One that dies within `YOUNG` did
+    /// not end the outage: `broker_up` waits until a connection lasts.
+    up_since: Instant,
     /// Offlines are held until then after a (re)connect.
     settle_until: Instant,
     /// Connections so far; a device heard in this one has `heard_in` equal.
@@ -130,6 +162,7 @@ impl Fleet {
             connected: false,
             lost_at: now,
             alerted: false,
+            up_since: now.mono,
             settle_until: now.mono,
             connects: 0,
             replay_check_at: None,
@@ -331,7 +364,8 @@ impl Fleet {
             .then(|| link.lost_at.mono + self.config.broker.alert_after);
         let resync = self.resync_at.filter(|_| link.connected);
         let replay = link.replay_check_at.filter(|_| link.connected);
-        [timers, broker, resync, replay].into_iter().flatten().min()
+        let up = (link.connected && link.alerted).then_some(link.up_since + YOUNG);
+        [timers, broker, resync, replay, up].into_iter().flatten().min()
     }
 
     /// Time passing: whatever `next_wake` promised and is due by `now`.
@@ -345,6 +379,10 @@ impl Fleet {
                 self.broker_event(EventKind::BrokerDown, now);
             }
             return;
+        }
+        if self.link.alerted && now.mono >= self.link.up_since + YOUNG {
+            self.link.alerted = false;
+            self.broker_event(EventKind::BrokerUp, now);
         }
         if self.link.replay_check_at.is_some_and(|at| at <= now.mono) {
             self.link.replay_check_at = None;
@@ -376,11 +414,8 @@ impl Fleet {
         link.connects = link.connects.wrapping_add(1);
         link.settle_until = now.mono + self.config.broker.settle;
         link.replay_check_at = None;
+        link.up_since = now.mono;
         self.resync_at = self.periodic_resync(now.mono);
-        if self.link.alerted {
-            self.link.alerted = false;
-            self.broker_event(EventKind::BrokerUp, now);
-        }
         // Silence while we could not hear is ours, not the devices'.
         let ids: Vec<String> = self.devices.keys().cloned().collect();
         for id in ids {
@@ -400,16 +435,20 @@ impl Fleet {
     }
 
     pub fn on_disconnected(&mut self, now: Now) {
-        if self.link.connected {
-            self.link.connected = false;
-            self.link.lost_at = now;
-            self.link.replay_check_at = None;
+        let link = &mut self.link;
+        if link.connected {
+            link.connected = false;
+            link.replay_check_at = None;
+            if now.mono.saturating_duration_since(link.up_since) >= YOUNG {
+                link.lost_at = now;
+            }
         }
     }
 
     fn broker_event(&mut self, kind: EventKind, now: Now) {
         let broker = &self.config.broker;
-        let down_for = now.mono.saturating_duration_since(self.link.lost_at.mono);
+        let end = if kind == EventKind::BrokerUp { self.link.up_since } else { now.mono };
+        let down_for = end.saturating_duration_since(self.link.lost_at.mono);
         let event = Event {
             id: new_id(),
             kind,
@@ -530,9 +569,32 @@ impl Fleet {
         self.counts = counts;
     }
 
-    pub fn view(&self) -> Vec<DeviceView> {
-        self.devices
-            .values()
+    /// One page of `/status`, in memory bounded by the page, not the
+    /// fleet: the smallest `limit` keys after the cursor, kept in a heap.
+    pub fn page(&self, query: &PageQuery) -> StatusPage {
+        let limit = query.limit.max(1);
+        let mut heap: std::collections::BinaryHeap<(u8, &str)> = std::collections::BinaryHeap::new();
+        for d in self.devices.values() {
+            if query.state.is_some_and(|s| s != d.state) {
+                continue;
+            }
+            let key = (rank(d.state), d.id.as_str());
+            if query.after.as_ref().is_some_and(|(r, id)| key <= (*r, id.as_str())) {
+                continue;
+            }
+            heap.push(key);
+            if heap.len() > limit + 1 {
+                heap.pop();
+            }
+        }
+        let mut keys = heap.into_sorted_vec();
+        let next = (keys.len() > limit).then(|| {
+            keys.truncate(limit);
+            keys.last().map(|(r, id)| (*r, id.to_string()))
+        });
+        let devices = keys
+            .iter()
+            .filter_map(|(_, id)| self.devices.get(*id))
             .map(|d| DeviceView {
                 id: d.id.clone(),
                 topic: d.topic.clone(),
@@ -541,7 +603,8 @@ impl Fleet {
                 last_seen: d.last_seen,
                 last_payload: d.last_payload.clone(),
             })
-            .collect()
+            .collect();
+        StatusPage { devices, counts: self.counts, next: next.flatten() }
     }
 }
 

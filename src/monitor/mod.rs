@@ -25,12 +25,13 @@ use crate::device::{Now, Saved};
 use crate::metrics::{Metrics, StateLabel};
 use crate::mqtt::Inbound;
 use crate::store::Op;
-pub use fleet::{Counts, DeviceView, Effect, Fleet};
+pub use fleet::{Counts, DeviceView, Effect, Fleet, PageQuery, StatusPage, rank};
 
-/// A request for every device's state, answered from the monitor's table.
+/// A request for a page of devices, answered from the monitor's table.
 #[derive(Debug)]
 pub struct StatusQuery {
-    pub reply: oneshot::Sender<Vec<DeviceView>>,
+    pub page: PageQuery,
+    pub reply: oneshot::Sender<StatusPage>,
 }
 
 /// What the monitor listens to.
@@ -88,7 +89,7 @@ impl Monitor {
                 Some(config) = inputs.reloads.recv() => self.fleet.reload(config),
                 () = sleep_until(wake) => self.fleet.on_tick(Now::read()),
                 Some(query) = inputs.queries.recv() => {
-                    let _ = query.reply.send(self.fleet.view());
+                    let _ = query.reply.send(self.fleet.page(&query.page));
                 }
             }
             self.perform().await;

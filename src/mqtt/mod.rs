@@ -17,6 +17,7 @@ mod publisher;
 mod subscriptions;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{
@@ -28,15 +29,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::{Broker, Presence};
+use crate::metrics::Metrics;
+use crate::throttle::Throttle;
 pub use publisher::Publisher;
 use subscriptions::Subscriptions;
 
 /// Requests rumqttc may queue before `try_*` calls fail.
 const REQUEST_CAPACITY: usize = 4096;
-/// The largest packet accepted. A bigger one makes rumqttc drop the
-/// connection, so this is set far above any status payload rather than at
-/// rumqttc's 10 KiB default.
-const MAX_INCOMING_PACKET: usize = 16 << 20;
+/// The largest packet MQTT allows. rumqttc drops the connection on a
+/// packet over its limit, and the broker then replays the same retained
+/// message at every reconnect, for ever: so every packet is read whole, and
+/// one whose payload is over `MAX_PAYLOAD` is dropped here instead.
+const MAX_INCOMING_PACKET: usize = 268_435_455 + 5;
+/// Payloads above this are dropped, counted and logged with their topic.
+pub const MAX_PAYLOAD: usize = 1 << 20;
+/// A connection that dies sooner than this after its CONNACK did not work:
+/// the backoff keeps growing (a second client with our id, a packet the
+/// broker refuses), and the outage is not over.
+pub const YOUNG: Duration = Duration::from_secs(5);
+/// How often, at most, dropped oversized messages are logged.
+const OVERSIZED_LOG_EVERY: Duration = Duration::from_secs(10);
 const MAX_OUTGOING_PACKET: usize = 1 << 20;
 const RECONNECT_FIRST: Duration = Duration::from_millis(500);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
@@ -77,6 +89,7 @@ pub struct Wiring {
     pub client: watch::Sender<Option<AsyncClient>>,
     /// Exact topics of known devices whose retained states to re-read.
     pub resync: mpsc::Receiver<Vec<String>>,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct Session {
@@ -87,6 +100,7 @@ pub struct Session {
     link: watch::Sender<Link>,
     client: watch::Sender<Option<AsyncClient>>,
     resync: mpsc::Receiver<Vec<String>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Session {
@@ -99,6 +113,7 @@ impl Session {
             link: wiring.link,
             client: wiring.client,
             resync: wiring.resync,
+            metrics: wiring.metrics,
         }
     }
 
@@ -111,6 +126,9 @@ impl Session {
         let mut subscribed: BTreeSet<String> = self.filters.borrow_and_update().iter().cloned().collect();
         let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
         let mut connected = false;
+        // When the current connection's CONNACK came.
+        let mut connected_at = Instant::now();
+        let mut oversized = Throttle::new(OVERSIZED_LOG_EVERY);
         // Between a CONNACK and the last SUBACK of its subscriptions.
         let mut settling = false;
         loop {
@@ -142,8 +160,8 @@ impl Session {
                 polled = eventloop.poll() => match polled {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         connected = true;
+                        connected_at = Instant::now();
                         let attempts = backoff.attempts();
-                        backoff.reset();
                         self.set_link(true);
                         tracing::info!(broker = %self.broker.url, client_id = %self.broker.client_id,
                             filters = subscribed.len(), attempts, "connected to broker");
@@ -154,6 +172,13 @@ impl Session {
                         subscriptions.subscribe(subscribed.iter().cloned().collect());
                         subscriptions.step(&client);
                         settling = !self.report_subscribed(&subscriptions, subscribed.len()).await;
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.payload.len() > MAX_PAYLOAD => {
+                        self.metrics.oversized.inc();
+                        if let Some(suppressed) = oversized.allow(Instant::now()) {
+                            tracing::warn!(topic = %p.topic, bytes = p.payload.len(), limit = MAX_PAYLOAD, suppressed,
+                                "dropped a message over the payload limit");
+                        }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         self.tell(Inbound::Message { topic: p.topic, payload: p.payload }).await;
@@ -172,7 +197,15 @@ impl Session {
                         if connected {
                             connected = false;
                             self.set_link(false);
-                            tracing::warn!(broker = %self.broker.url, error = %e, "lost the broker connection");
+                            let lasted = connected_at.elapsed();
+                            if lasted >= YOUNG {
+                                backoff.reset();
+                                tracing::warn!(broker = %self.broker.url, error = %e, "lost the broker connection");
+                            } else {
+                                tracing::error!(broker = %self.broker.url, client_id = %self.broker.client_id, error = %e,
+                                    lasted_ms = lasted.as_millis() as u64,
+                                    "the broker closed the connection right after accepting it: another client may be using our client id, or the broker refused a packet of ours; backing off");
+                            }
                             self.tell(Inbound::Disconnected).await;
                         }
                         subscriptions.reset();

@@ -173,15 +173,35 @@ fn broker_down_fires_once_past_the_alert_delay_and_broker_up_on_return() {
     let rest = format!("broker_alert_after = \"5s\"\nactions = [\"log\"]\n{DEVICES}");
     let mut f = fleet(&rest, &clock);
     f.on_connected(clock.at_ms(0));
-    f.on_disconnected(clock.at_ms(1_000));
-    assert_eq!(f.next_wake(), Some(clock.at_ms(6_000).mono));
-    f.on_tick(clock.at_ms(5_999));
+    f.on_disconnected(clock.at_ms(10_000));
+    assert_eq!(f.next_wake(), Some(clock.at_ms(15_000).mono));
+    f.on_tick(clock.at_ms(14_999));
     assert!(fired(&drain(&mut f)).is_empty());
-    f.on_tick(clock.at_ms(6_000));
-    f.on_tick(clock.at_ms(9_000));
+    f.on_tick(clock.at_ms(15_000));
+    f.on_tick(clock.at_ms(18_000));
     assert_eq!(fired(&drain(&mut f)), [("w".to_string(), "broker_down")]);
-    f.on_connected(clock.at_ms(10_000));
-    assert_eq!(fired(&drain(&mut f)), [("w".to_string(), "broker_up")]);
+    f.on_connected(clock.at_ms(19_000));
+    f.on_tick(clock.at_ms(23_999));
+    assert!(fired(&drain(&mut f)).is_empty(), "up only once the connection lasts");
+    f.on_tick(clock.at_ms(24_000));
+    let effects = drain(&mut f);
+    let [Effect::Fire(up, None)] = effects.as_slice() else { panic!("{effects:?}") };
+    assert_eq!((up.kind, up.offline_for), (EventKind::BrokerUp, Some(Duration::from_secs(9))));
+}
+
+#[test]
+fn connections_that_die_young_do_not_end_the_outage() {
+    let clock = Clock::new();
+    let rest = format!("broker_alert_after = \"5s\"\nactions = [\"log\"]\n{DEVICES}");
+    let mut f = fleet(&rest, &clock);
+    // Accepted and dropped again every second (another client with our id).
+    for s in 0..8u64 {
+        f.on_connected(clock.at_ms(s * 1_000));
+        f.on_tick(clock.at_ms(s * 1_000 + 100));
+        f.on_disconnected(clock.at_ms(s * 1_000 + 500));
+        f.on_tick(clock.at_ms(s * 1_000 + 600));
+    }
+    assert_eq!(fired(&drain(&mut f)), [("w".to_string(), "broker_down")], "down after 5 s, never up");
 }
 
 #[test]
@@ -389,4 +409,32 @@ proptest! {
             prop_assert_eq!(notified, if *up { "online" } else { "offline" }, "device d{} ends notified wrong", n);
         }
     }
+}
+
+#[test]
+fn status_pages_go_offline_first_then_by_id_and_cover_every_device_once() {
+    let clock = Clock::new();
+    let mut f = connected(DEVICES, &clock);
+    for (i, payload) in ["online", "offline", "junk", "online", "offline"].iter().cycle().take(23).enumerate() {
+        f.on_message(&format!("plant/d{i:02}/status"), payload.as_bytes(), clock.at_ms(3_000));
+    }
+    let mut seen = Vec::new();
+    let mut query = PageQuery { limit: 5, ..PageQuery::default() };
+    loop {
+        let page = f.page(&query);
+        assert!(page.devices.len() <= 5);
+        assert_eq!(page.counts.online + page.counts.offline + page.counts.unknown, 23);
+        seen.extend(page.devices.iter().map(|d| (rank(State::parse(d.state).unwrap()), d.id.clone())));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => break,
+        }
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted, "in order");
+    assert_eq!(seen.len(), 23, "each once");
+    assert_eq!(seen[0].0, 0, "offline first");
+    let offline = f.page(&PageQuery { state: Some(State::Offline), limit: 100, after: None });
+    assert!(offline.devices.iter().all(|d| d.state == "offline") && offline.next.is_none());
 }
