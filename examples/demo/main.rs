@@ -108,7 +108,7 @@ async fn board(http_port: u16) {
     let url = format!("http://127.0.0.1:{http_port}/status");
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let Ok(doc) = willwatch::status::fetch(&url).await else { continue };
+        let Ok(doc) = willwatch::status::fetch(&url, None).await else { continue };
         let offline: Vec<&str> = doc["devices"]
             .as_array()
             .into_iter()
