@@ -1,0 +1,182 @@
+//! Hostile input and overload, against a real broker and the real daemon:
+//! no message, client or file can blind it, block its shutdown or grow it
+//! without bound. Each test is named after what it guards.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::daemon::message;
+use support::{
+    Broker, BrokerOptions, Daemon, SENTINEL, SOON, config, eventually, publish, publish_many, sync_with_sentinel,
+    wait_retained,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const PUMP: &str = "[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n";
+
+async fn metric(base: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn one_oversized_retained_message_blinds_nothing() {
+    let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
+    let huge = vec![b'x'; 17 << 20];
+    publish_many(broker.port, &[("plant/pump-7/status", huge)], true).await;
+    let daemon = Daemon::start(&config(&broker, &format!("{PUMP}{SENTINEL}")));
+    daemon.wait_connected().await;
+    let dropped = daemon
+        .wait_log("the oversized message dropped", SOON, |l| message(l) == "dropped a message over the payload limit")
+        .await;
+    assert_eq!(dropped["topic"], "plant/pump-7/status");
+    assert_eq!(dropped["bytes"], 17 << 20);
+    // Still watching: the next offline is detected, and the session held.
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    publish(broker.port, "plant/pump-7/status", "offline", true).await;
+    daemon.wait_event("pump-7", "offline", 1).await;
+    let base = daemon.http_url().await;
+    assert_eq!(metric(&base, "willwatch_oversized_messages_total").await, 1.0);
+    assert_eq!(daemon.logs(|l| message(l) == "connected to broker").len(), 1, "{}", daemon.dump());
+}
+
+#[tokio::test]
+async fn an_unfinished_http_request_does_not_delay_shutdown() {
+    let broker = Broker::start();
+    let mut daemon = Daemon::start(&config(&broker, PUMP));
+    daemon.wait_connected().await;
+    let address = daemon.http_url().await.trim_start_matches("http://").to_string();
+    let mut held = TcpStream::connect(&address).await.unwrap();
+    held.write_all(b"GET /status HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let asked = Instant::now();
+    daemon.signal("TERM");
+    let status = daemon.exit_status(Duration::from_secs(10)).await;
+    assert!(status.success());
+    assert!(asked.elapsed() < Duration::from_secs(4), "shutdown took {:?}", asked.elapsed());
+    wait_retained(broker.port, "willwatch/test/status", "offline").await;
+}
+
+#[tokio::test]
+async fn a_half_sent_or_idle_http_connection_is_closed_after_the_header_timeout() {
+    let broker = Broker::start();
+    let daemon = Daemon::start(&config(&broker, PUMP));
+    daemon.wait_connected().await;
+    let address = daemon.http_url().await.trim_start_matches("http://").to_string();
+    let mut half = TcpStream::connect(&address).await.unwrap();
+    half.write_all(b"GET /status HTTP/1.1\r\n").await.unwrap();
+    let mut idle = TcpStream::connect(&address).await.unwrap();
+    let opened = Instant::now();
+    for stream in [&mut half, &mut idle] {
+        let mut buf = [0u8; 1024];
+        // Closed by the daemon: EOF (or a response saying so, then EOF).
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "connection still open after 10 s");
+    }
+    assert!(opened.elapsed() >= Duration::from_secs(4), "closed too early: {:?}", opened.elapsed());
+}
+
+#[tokio::test]
+async fn http_connections_past_the_cap_are_refused_and_counted_and_the_endpoint_recovers() {
+    let broker = Broker::start();
+    let daemon = Daemon::start(&config(&broker, PUMP));
+    daemon.wait_connected().await;
+    let base = daemon.http_url().await;
+    let address = base.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(TcpStream::connect(&address).await.unwrap());
+    }
+    let mut extra = TcpStream::connect(&address).await.unwrap();
+    let mut buf = [0u8; 16];
+    let refused = tokio::time::timeout(Duration::from_secs(3), extra.read(&mut buf)).await;
+    assert!(matches!(refused, Ok(Ok(0)) | Ok(Err(_))), "the 65th connection was not closed at once");
+    daemon.wait_log("the refusal", SOON, |l| message(l) == "too many HTTP connections; refusing new ones").await;
+    drop(held);
+    let healthy = eventually("/healthz again", SOON, || {
+        let url = format!("{base}/healthz");
+        std::thread::spawn(move || blocking::get_status(&url)).join().ok().flatten().filter(|s| *s == 200)
+    })
+    .await;
+    assert_eq!(healthy, 200);
+    assert!(metric(&base, "willwatch_http_refused_connections_total").await >= 1.0);
+}
+
+#[tokio::test]
+async fn status_of_a_large_fleet_comes_in_pages_and_the_command_reads_them_all() {
+    const N: usize = 2500;
+    let broker = Broker::start();
+    let daemon = Daemon::start(&config(&broker, "[[device]]\ntopic = \"fleet/{id}/status\"\n"));
+    daemon.wait_connected().await;
+    let topics: Vec<String> = (0..N).map(|i| format!("fleet/d{i:04}/status")).collect();
+    let messages: Vec<(&str, Vec<u8>)> = topics
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), if i % 10 == 0 { b"offline".to_vec() } else { b"online".to_vec() }))
+        .collect();
+    publish_many(broker.port, &messages, false).await;
+    let base = daemon.http_url().await;
+    let first: serde_json::Value = eventually("every device known", SOON, || {
+        let url = format!("{base}/status");
+        let doc: serde_json::Value = std::thread::spawn(move || blocking::get_json(&url)).join().ok().flatten()?;
+        let c = &doc["counts"];
+        (c["online"].as_u64()? + c["offline"].as_u64()? == N as u64).then_some(doc)
+    })
+    .await;
+    assert_eq!(first["devices"].as_array().unwrap().len(), 1000, "one page");
+    assert_eq!(first["devices"][0]["state"], "offline", "offline first");
+    assert!(first["next"].is_string());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_willwatch"))
+        .args(["status", "--json", "--url", &format!("{base}/status")])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let devices = doc["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), N, "every page read");
+    let ids: std::collections::HashSet<&str> = devices.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), N, "each device once");
+}
+
+#[tokio::test]
+async fn a_second_client_with_our_id_makes_us_back_off_not_flap() {
+    let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
+    let text = config(&broker, PUMP);
+    let first = Daemon::start(&text);
+    first.wait_connected().await;
+    let second = Daemon::start(&text);
+    let watched = Instant::now();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let connects = first.logs(|l| message(l) == "connected to broker").len()
+        + second.logs(|l| message(l) == "connected to broker").len();
+    assert!(connects <= 14, "{connects} connects in {:?}: {}", watched.elapsed(), first.dump());
+    let said = first.logs(|l| message(l).starts_with("the broker closed the connection right after accepting it"));
+    let said2 = second.logs(|l| message(l).starts_with("the broker closed the connection right after accepting it"));
+    assert!(!said.is_empty() || !said2.is_empty(), "the likely cause is named");
+}
+
+/// Blocking helpers for polling inside `eventually` (its check is sync).
+mod blocking {
+    pub fn get_status(url: &str) -> Option<u16> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        rt.block_on(async { reqwest::get(url).await.ok().map(|r| r.status().as_u16()) })
+    }
+
+    pub fn get_json(url: &str) -> Option<serde_json::Value> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        rt.block_on(async { serde_json::from_slice(&reqwest::get(url).await.ok()?.bytes().await.ok()?).ok() })
+    }
+}
