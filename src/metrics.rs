@@ -46,6 +46,7 @@ pub struct Metrics {
     pub state_write_errors: Counter,
     pub oversized: Counter,
     pub http_refused: Counter,
+    pub devices_refused: Counter,
 }
 
 impl Metrics {
@@ -62,6 +63,7 @@ impl Metrics {
         let state_write_errors = Counter::<u64, AtomicU64>::default();
         let oversized = Counter::<u64, AtomicU64>::default();
         let http_refused = Counter::<u64, AtomicU64>::default();
+        let devices_refused = Counter::<u64, AtomicU64>::default();
         registry.register("willwatch_devices", "Watched devices by state", devices.clone());
         registry.register("willwatch_transitions", "Events fired, by kind", transitions.clone());
         registry.register("willwatch_messages", "Messages received on watched topics", messages.clone());
@@ -94,6 +96,11 @@ impl Metrics {
             http_refused.clone(),
         );
         registry.register(
+            "willwatch_devices_refused",
+            "Messages from new pattern devices refused because max_devices was reached",
+            devices_refused.clone(),
+        );
+        registry.register(
             "willwatch_build",
             "willwatch's version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
@@ -114,6 +121,7 @@ impl Metrics {
             state_write_errors,
             oversized,
             http_refused,
+            devices_refused,
         })
     }
 

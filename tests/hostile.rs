@@ -152,6 +152,27 @@ async fn status_of_a_large_fleet_comes_in_pages_and_the_command_reads_them_all()
 }
 
 #[tokio::test]
+async fn invented_ids_past_max_devices_are_refused_counted_and_logged() {
+    let broker = Broker::start();
+    let text = config(&broker, &format!("[[device]]\ntopic = \"fleet/{{id}}/status\"\n{SENTINEL}"))
+        .replace("state_dir = \"state\"\n", "state_dir = \"state\"\nmax_devices = 100\n");
+    let daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    let topics: Vec<String> = (0..500).map(|i| format!("fleet/x{i}/status")).collect();
+    let messages: Vec<(&str, &str)> = topics.iter().map(|t| (t.as_str(), "online")).collect();
+    sync_with_sentinel(&broker, &daemon, &messages).await;
+    let base = daemon.http_url().await;
+    let body = reqwest::get(format!("{base}/status")).await.unwrap().bytes().await.unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let c = &doc["counts"];
+    let known = c["online"].as_u64().unwrap() + c["offline"].as_u64().unwrap() + c["unknown"].as_u64().unwrap();
+    assert_eq!(known, 100, "the sentinel included");
+    assert_eq!(metric(&base, "willwatch_devices_refused_total").await, 401.0);
+    let refused = daemon.logs(|l| message(l) == "new device refused: max_devices reached");
+    assert_eq!(refused.len(), 1, "logged once a minute, not 401 times");
+}
+
+#[tokio::test]
 async fn a_second_client_with_our_id_makes_us_back_off_not_flap() {
     let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
     let text = config(&broker, PUMP);

@@ -33,6 +33,9 @@ pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9818";
 
 /// The action every device may name without defining it.
 pub const BUILTIN_LOG: &str = "log";
+/// Devices watched in all unless `max_devices` says otherwise: anyone who
+/// may publish under a pattern could otherwise invent devices without end.
+pub const DEFAULT_MAX_DEVICES: usize = 100_000;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -43,6 +46,8 @@ pub struct Config {
     pub actions: BTreeMap<String, ActionSpec>,
     /// Where the state file and the dead-letter file live.
     pub state_dir: PathBuf,
+    /// Most devices watched in all: pattern devices past it are refused.
+    pub max_devices: usize,
     /// Where `/status`, `/healthz` and `/metrics` are served; `None`: off.
     pub http_listen: Option<std::net::SocketAddr>,
     /// Things that work but look wrong, as `PATH:LINE:COL: warning: …`.
@@ -120,6 +125,8 @@ pub struct DeviceSpec {
     /// exact for a device, a `{id}` pattern for a pattern).
     pub heartbeat: Option<Watch>,
     pub rules: Arc<Rules>,
+    /// Patterns only: most devices this pattern may add.
+    pub max_devices: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

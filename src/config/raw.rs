@@ -28,6 +28,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub action: BTreeMap<String, Spanned<RawAction>>,
     pub state_dir: Option<Spanned<String>>,
+    pub max_devices: Option<Spanned<i64>>,
     pub http: Option<RawHttp>,
 }
 
@@ -87,6 +88,7 @@ pub struct RawDevice {
     pub offline: Option<SpannedList>,
     pub actions: Option<SpannedList>,
     pub grace: Option<RawDuration>,
+    pub max_devices: Option<Spanned<i64>>,
 }
 
 /// `[action.NAME]`. One struct for every kind, rather than an enum tagged by

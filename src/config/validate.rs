@@ -39,6 +39,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
     let defaults = v.defaults(raw.defaults, &actions);
     let devices = v.devices(raw.device, &defaults, &actions);
     let state_dir = v.state_dir(raw.state_dir);
+    let max_devices = v.max_devices(raw.max_devices.as_ref()).unwrap_or(super::DEFAULT_MAX_DEVICES);
     let http_listen = v.http_listen(raw.http.and_then(|h| h.listen));
     let warnings = v
         .warnings
@@ -65,6 +66,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
                 devices,
                 actions,
                 state_dir,
+                max_devices,
                 http_listen,
                 warnings,
                 exact,
@@ -447,9 +449,31 @@ impl Validator<'_> {
                 continue;
             }
             let heartbeat = self.heartbeat_topic(device.heartbeat_topic, &watch);
-            out.push(DeviceSpec { watch, heartbeat, rules: Arc::new(rules) });
+            let max_devices = match (&device.max_devices, &watch) {
+                (Some(raw), Watch::Device { .. }) => {
+                    self.problem(
+                        Problem::new(raw.span(), "`max_devices` limits a pattern; this device has an exact topic")
+                            .hint("remove it, or put `{id}` in the topic"),
+                    );
+                    None
+                }
+                (raw, _) => self.max_devices(raw.as_ref()),
+            };
+            out.push(DeviceSpec { watch, heartbeat, rules: Arc::new(rules), max_devices });
         }
         out
+    }
+
+    /// A `max_devices` value: a positive count.
+    fn max_devices(&mut self, raw: Option<&Spanned<i64>>) -> Option<usize> {
+        let raw = raw?;
+        match usize::try_from(*raw.get_ref()) {
+            Ok(n) if n >= 1 => Some(n),
+            _ => {
+                self.problem(Problem::new(raw.span(), "`max_devices` must be at least 1"));
+                None
+            }
+        }
     }
 
     /// A heartbeat topic of the same shape as the status topic.

@@ -33,6 +33,7 @@ use crate::device::{Device, Durable, Now, Outcome, Saved, State};
 use crate::event::{Event, EventKind, new_id};
 use crate::metrics::{EventLabel, Metrics};
 use crate::mqtt::YOUNG;
+use crate::throttle::Throttle;
 
 /// This many offlines within `BURST_WINDOW` may have overflowed a broker's
 /// queue for us (mosquitto's default is 1,000 messages)...
@@ -40,6 +41,8 @@ pub const BURST_SIZE: usize = 500;
 pub const BURST_WINDOW: Duration = Duration::from_secs(10);
 /// ...so the devices not known offline are re-read this long after.
 pub const RESYNC_AFTER_BURST: Duration = Duration::from_secs(3);
+/// How often, at most, refused new devices are logged.
+pub const REFUSALS_LOG_EVERY: Duration = Duration::from_secs(60);
 /// The least time left for a replay to arrive after the last SUBACK.
 pub const REPLAY_WAIT: Duration = Duration::from_secs(1);
 
@@ -145,6 +148,10 @@ pub struct Fleet {
     armed: HashMap<String, Instant>,
     /// Topics already reported as clashing with another device's id.
     clashes: HashSet<String>,
+    /// Devices per pattern (by its filter), for `max_devices`.
+    per_pattern: HashMap<String, usize>,
+    /// New devices refused past a limit are logged at most this often.
+    refusals: Throttle,
     link: Link,
     recent_offlines: VecDeque<Instant>,
     /// A re-read of the devices not known offline is due then: after a
@@ -174,6 +181,8 @@ impl Fleet {
             timers: BTreeSet::new(),
             armed: HashMap::new(),
             clashes: HashSet::new(),
+            per_pattern: HashMap::new(),
+            refusals: Throttle::new(REFUSALS_LOG_EVERY),
             link,
             recent_offlines: VecDeque::new(),
             resync_at: None,
@@ -232,7 +241,20 @@ impl Fleet {
         };
         let id = id.into_owned();
         if !self.devices.contains_key(&id) {
-            // A pattern device seen for the first time.
+            // A pattern device seen for the first time, unless one too many.
+            let filter = spec.watch.filter();
+            let in_pattern = self.per_pattern.get(&filter).copied().unwrap_or(0);
+            let limit = spec.max_devices.unwrap_or(self.config.max_devices).min(self.config.max_devices);
+            if self.devices.len() >= self.config.max_devices || in_pattern >= limit {
+                self.metrics.devices_refused.inc();
+                if let Some(suppressed) = self.refusals.allow(now.mono) {
+                    tracing::warn!(topic = %topic, pattern = %filter, devices = self.devices.len(), in_pattern,
+                        max_devices = self.config.max_devices, pattern_max_devices = spec.max_devices, suppressed,
+                        "new device refused: max_devices reached");
+                }
+                return;
+            }
+            self.per_pattern.insert(filter, in_pattern + 1);
             self.counts.add(State::Unknown, 1);
         }
         let rules = Arc::clone(&spec.rules);
@@ -563,10 +585,17 @@ impl Fleet {
 
     fn recount(&mut self) {
         let mut counts = Counts::default();
+        let mut per_pattern: HashMap<String, usize> = HashMap::new();
         for device in self.devices.values() {
             counts.add(device.state, 1);
+            if let Some((_, spec)) = self.config.resolve(&device.topic)
+                && matches!(spec.watch, Watch::Pattern(_))
+            {
+                *per_pattern.entry(spec.watch.filter()).or_default() += 1;
+            }
         }
         self.counts = counts;
+        self.per_pattern = per_pattern;
     }
 
     /// One page of `/status`, in memory bounded by the page, not the

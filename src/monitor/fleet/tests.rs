@@ -438,3 +438,28 @@ fn status_pages_go_offline_first_then_by_id_and_cover_every_device_once() {
     let offline = f.page(&PageQuery { state: Some(State::Offline), limit: 100, after: None });
     assert!(offline.devices.iter().all(|d| d.state == "offline") && offline.next.is_none());
 }
+
+#[test]
+fn new_pattern_devices_past_max_devices_are_refused_and_known_ones_go_on() {
+    let clock = Clock::new();
+    let rest = "max_devices = 5\n[broker]\nurl = \"mqtt://b\"\nclient_id = \"w\"\n\
+                [[device]]\nid = \"pump\"\ntopic = \"x/pump\"\n\
+                [[device]]\ntopic = \"a/{id}/status\"\nmax_devices = 2\n\
+                [[device]]\ntopic = \"b/{id}/status\"\n";
+    let config = Arc::new(Config::parse(Path::new("w.toml"), rest).unwrap_or_else(|e| panic!("{e}")));
+    let metrics = Metrics::new();
+    let mut f = Fleet::new(config, HashMap::new(), Arc::clone(&metrics), clock.at_ms(0));
+    f.on_connected(clock.at_ms(0));
+    for i in 0..4 {
+        f.on_message(&format!("a/d{i}/status"), b"online", clock.at_ms(10));
+    }
+    assert_eq!(f.counts().online, 2, "the pattern's own limit");
+    for i in 0..4 {
+        f.on_message(&format!("b/e{i}/status"), b"online", clock.at_ms(10));
+    }
+    assert_eq!(f.counts().online + f.counts().unknown, 5, "the total, the exact device included");
+    assert_eq!(metrics.devices_refused.get(), 4);
+    f.on_message("a/d0/status", b"offline", clock.at_ms(3_000));
+    f.on_tick(clock.at_ms(3_000));
+    assert_eq!(fired(&drain(&mut f)), [("d0".to_string(), "offline")], "a known device is still watched");
+}
