@@ -174,6 +174,29 @@ async fn a_hanging_endpoint_delays_no_other_action_or_device() {
 }
 
 #[tokio::test]
+async fn a_device_whose_deliveries_keep_failing_delays_another_device_by_no_more_than_a_request() {
+    let broker = Broker::start();
+    let receiver = Receiver::start(Behaviour::FailDevice("a")).await;
+    let actions = hook("hook", &receiver, "concurrency = 2\nmax_attempts = 4");
+    let devices = "[[device]]\ntopic = \"plant/{id}/status\"\nactions = [\"hook\"]\n";
+    let daemon = Daemon::start(&config(&broker, &format!("{actions}{devices}")));
+    daemon.wait_connected().await;
+    // Device a flaps: its deliveries queue up behind its failing first one.
+    let flaps: Vec<(&str, Vec<u8>)> =
+        ["offline", "online"].iter().cycle().take(6).map(|p| ("plant/a/status", p.as_bytes().to_vec())).collect();
+    support::publish_many(broker.port, &flaps, false).await;
+    receiver.wait_for(1, SOON).await;
+    let sent = std::time::Instant::now();
+    publish(broker.port, "plant/b/status", "offline", false).await;
+    let b = support::eventually("b's webhook", SOON, || {
+        receiver.received().into_iter().find(|r| r.json()["device"] == "b").map(|r| r.at)
+    })
+    .await;
+    let waited = b.saturating_duration_since(sent);
+    assert!(waited < std::time::Duration::from_millis(500), "b waited {waited:?} behind a's retries");
+}
+
+#[tokio::test]
 async fn a_receiver_that_answers_too_late_gets_every_attempt_under_one_id_then_a_dead_letter() {
     let broker = Broker::start();
     let slow = Receiver::start(Behaviour::Hang).await;

@@ -173,6 +173,30 @@ async fn invented_ids_past_max_devices_are_refused_counted_and_logged() {
 }
 
 #[tokio::test]
+async fn webhook_url_secrets_never_reach_the_log_or_the_dead_letter_file() {
+    let broker = Broker::start();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text = config(
+        &broker,
+        &format!(
+            "[action.hook]\ntype = \"webhook\"\nurl = \"http://user:pa55word@127.0.0.1:{closed}/h?token=s3cret\"\n\
+             max_attempts = 2\n\n[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\nactions = [\"hook\"]\n"
+        ),
+    );
+    let daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    let file = daemon.dir().join("state/dead-letter.jsonl");
+    let letter = eventually("the dead letter", SOON, || std::fs::read_to_string(&file).ok().filter(|t| !t.is_empty())).await;
+    assert!(letter.contains("token=***") && letter.contains("\"action\":\"hook\""), "{letter}");
+    for secret in ["s3cret", "pa55word"] {
+        assert!(!letter.contains(secret), "{secret} in the dead letter: {letter}");
+        assert!(!daemon.dump().contains(secret), "{secret} in the log");
+    }
+    assert!(!daemon.logs(|l| message(l) == "webhook delivery failed; will retry").is_empty());
+}
+
+#[tokio::test]
 async fn a_second_client_with_our_id_makes_us_back_off_not_flap() {
     let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
     let text = config(&broker, PUMP);

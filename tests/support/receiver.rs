@@ -24,6 +24,8 @@ pub enum Behaviour {
     TooManyFirst { n: usize, retry_after_secs: u64 },
     /// Never answers.
     Hang,
+    /// 500 to every request about this device, 200 to the rest.
+    FailDevice(&'static str),
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +96,11 @@ async fn handle(State(shared): State<Shared>, uri: axum::http::Uri, headers: Hea
             (StatusCode::TOO_MANY_REQUESTS, [("retry-after", retry_after_secs.to_string())]).into_response()
         }
         Behaviour::Hang => std::future::pending().await,
+        Behaviour::FailDevice(device) => {
+            let about = serde_json::from_slice::<Value>(&shared.received.lock().unwrap()[count - 1].body)
+                .is_ok_and(|v| v["device"] == device);
+            if about { StatusCode::INTERNAL_SERVER_ERROR.into_response() } else { StatusCode::OK.into_response() }
+        }
         _ => StatusCode::OK.into_response(),
     }
 }

@@ -16,6 +16,7 @@
 //! Alertmanager group. An alert storm then costs one request, not thousands.
 
 mod body;
+mod redact;
 mod retry;
 mod signature;
 
@@ -47,9 +48,14 @@ struct Delivery {
     body: Vec<u8>,
 }
 
+/// Deliveries taken from the queue but not finished, per request slot:
+/// they wait for their device's earlier delivery, then for a slot.
+const WAITING_PER_SLOT: usize = 64;
+
 pub async fn run(name: String, spec: Webhook, context: Context, mut jobs: mpsc::Receiver<Job>) {
     let spec = Arc::new(spec);
     let slots = Arc::new(Semaphore::new(spec.concurrency));
+    let taken = Arc::new(Semaphore::new(spec.concurrency * WAITING_PER_SLOT));
     let mut running = JoinSet::new();
     // The completion signal of the last delivery per key.
     let mut order: HashMap<String, oneshot::Receiver<()>> = HashMap::new();
@@ -68,19 +74,22 @@ pub async fn run(name: String, spec: Webhook, context: Context, mut jobs: mpsc::
         let body = body::render(spec.format, &name, &events, batched);
         let key = if batched { String::new() } else { events[0].device.clone() };
         let delivery = Delivery { key, id, events, body };
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { break };
+        let Ok(waiting) = Arc::clone(&taken).acquire_owned().await else { break };
         let (done, finished) = oneshot::channel::<()>();
         let before = order.insert(delivery.key.clone(), finished);
-        let (name, spec, context) = (name.clone(), Arc::clone(&spec), context.clone());
+        let (name, spec, context, slots) = (name.clone(), Arc::clone(&spec), context.clone(), Arc::clone(&slots));
         running.spawn(async move {
             if let Some(before) = before {
                 let _ = before.await;
             }
+            // A slot only once it is this delivery's turn: a device whose
+            // deliveries keep failing holds one slot, not all of them.
+            let Ok(slot) = slots.acquire_owned().await else { return };
             let events = deliver(&name, &spec, &context, delivery).await;
             for event in &events {
                 context.done(&name, event);
             }
-            drop((slot, done));
+            drop((slot, waiting, done));
         });
     }
     while running.join_next().await.is_some() {}
@@ -118,7 +127,8 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
                 (retry::verdict(status.as_u16()), retry_after)
             }
             Err(e) => {
-                last_error = error_chain(&e);
+                // Without the URL: its query may hold a token.
+                last_error = error_chain(&e.without_url());
                 (Verdict::Retry, None)
             }
         };
@@ -148,7 +158,7 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
         &context.state_dir,
         &json!({
             "action": name,
-            "url": spec.url.as_str(),
+            "url": redact::redact(&spec.url),
             "webhook_id": delivery.id,
             "failed_at": rfc3339(SystemTime::now()),
             "error": last_error,
