@@ -41,6 +41,7 @@ pub struct Metrics {
     pub unrecognized: Counter,
     pub action_runs: Family<RunLabels, Counter>,
     pub action_dropped: Family<ActionLabel, Counter>,
+    pub action_panics: Family<ActionLabel, Counter>,
     pub broker_connected: Gauge,
     pub broker_reconnects: Counter,
     pub state_write_errors: Counter,
@@ -58,6 +59,7 @@ impl Metrics {
         let unrecognized = Counter::<u64, AtomicU64>::default();
         let action_runs = Family::<RunLabels, Counter>::default();
         let action_dropped = Family::<ActionLabel, Counter>::default();
+        let action_panics = Family::<ActionLabel, Counter>::default();
         let broker_connected = Gauge::default();
         let broker_reconnects = Counter::<u64, AtomicU64>::default();
         let state_write_errors = Counter::<u64, AtomicU64>::default();
@@ -77,6 +79,11 @@ impl Metrics {
             "willwatch_action_queue_dropped",
             "Events dropped because an action's queue was full",
             action_dropped.clone(),
+        );
+        registry.register(
+            "willwatch_action_panics",
+            "Action workers that panicked and were started again",
+            action_panics.clone(),
         );
         registry.register("willwatch_broker_connected", "1 while connected to the broker", broker_connected.clone());
         registry.register("willwatch_broker_reconnects", "Connections to the broker made", broker_reconnects.clone());
@@ -116,6 +123,7 @@ impl Metrics {
             unrecognized,
             action_runs,
             action_dropped,
+            action_panics,
             broker_connected,
             broker_reconnects,
             state_write_errors,

@@ -187,7 +187,8 @@ async fn webhook_url_secrets_never_reach_the_log_or_the_dead_letter_file() {
     daemon.wait_connected().await;
     publish(broker.port, "plant/pump-7/status", "offline", false).await;
     let file = daemon.dir().join("state/dead-letter.jsonl");
-    let letter = eventually("the dead letter", SOON, || std::fs::read_to_string(&file).ok().filter(|t| !t.is_empty())).await;
+    let letter =
+        eventually("the dead letter", SOON, || std::fs::read_to_string(&file).ok().filter(|t| !t.is_empty())).await;
     assert!(letter.contains("token=***") && letter.contains("\"action\":\"hook\""), "{letter}");
     for secret in ["s3cret", "pa55word"] {
         assert!(!letter.contains(secret), "{secret} in the dead letter: {letter}");

@@ -83,24 +83,31 @@ async fn log_level_flag_shows_debug_lines() {
 }
 
 /// One native-protocol journal entry as `KEY -> value`.
+/// A journal entry's fields; a field written twice fails the test (a map
+/// would hide it).
 fn parse_journal_entry(datagram: &[u8]) -> std::collections::HashMap<String, String> {
     let mut fields = std::collections::HashMap::new();
+    let mut insert = |key: String, value: String| {
+        assert!(!fields.contains_key(&key), "{key} written twice in one entry");
+        fields.insert(key, value);
+    };
     let mut rest = datagram;
     while !rest.is_empty() {
         let line_end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
         let line = &rest[..line_end];
         if let Some(eq) = line.iter().position(|b| *b == b'=') {
-            fields.insert(String::from_utf8_lossy(&line[..eq]).into(), String::from_utf8_lossy(&line[eq + 1..]).into());
+            insert(String::from_utf8_lossy(&line[..eq]).into(), String::from_utf8_lossy(&line[eq + 1..]).into());
             rest = &rest[(line_end + 1).min(rest.len())..];
         } else {
             // KEY\n<64-bit little-endian length><value>\n
             let key = String::from_utf8_lossy(line).into_owned();
             let after = &rest[line_end + 1..];
             let len = u64::from_le_bytes(after[..8].try_into().unwrap()) as usize;
-            fields.insert(key, String::from_utf8_lossy(&after[8..8 + len]).into());
+            insert(key, String::from_utf8_lossy(&after[8..8 + len]).into());
             rest = &after[(8 + len + 1).min(after.len())..];
         }
     }
+    drop(insert);
     fields
 }
 
@@ -144,17 +151,26 @@ async fn under_systemd_entries_go_to_the_journal_with_structured_fields() {
     support::publish(broker.port, "plant/pump-7/status", "offline", true).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let mut entries = Vec::new();
-    let offline = loop {
+    let mut offline = None;
+    let online = loop {
         let mut buf = vec![0u8; 65536];
         if let Ok(n) = socket.recv(&mut buf) {
+            // Every entry is parsed: a field written twice in any fails.
             let entry = parse_journal_entry(&buf[..n]);
-            if entry.get("MESSAGE").is_some_and(|m| m == "device offline") {
-                break entry;
+            match entry.get("MESSAGE").map(String::as_str) {
+                Some("device offline") => {
+                    offline = Some(entry);
+                    support::publish(broker.port, "plant/pump-7/status", "online", true).await;
+                    continue;
+                }
+                Some(m) if m.starts_with("device online") => break entry,
+                _ => entries.push(entry),
             }
-            entries.push(entry);
         }
-        assert!(std::time::Instant::now() < deadline, "no offline entry in the journal; got {entries:?}");
+        assert!(std::time::Instant::now() < deadline, "no offline and online entries in the journal; got {entries:?}");
     };
+    let offline = offline.expect("the offline came first");
+    assert_eq!(online["MESSAGE_ID"], "6f0c2a4e9b1d4c7a8e35d1f0b2a9c402");
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(offline["DEVICE"], "pump-7");

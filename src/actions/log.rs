@@ -81,3 +81,78 @@ fn write(name: &str, event: &Event) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    use super::*;
+    use crate::event::test_event;
+
+    /// The keys of a JSON object in the order written, duplicates kept (a
+    /// map would hide them).
+    struct Keys(Vec<String>);
+
+    impl<'de> serde::Deserialize<'de> for Keys {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Keys, D::Error> {
+            struct KeysVisitor;
+            impl<'de> Visitor<'de> for KeysVisitor {
+                type Value = Keys;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                    let mut keys = Vec::new();
+                    while let Some(key) = map.next_key::<String>()? {
+                        map.next_value::<IgnoredAny>()?;
+                        keys.push(key);
+                    }
+                    Ok(Keys(keys))
+                }
+            }
+            d.deserialize_map(KeysVisitor)
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_event_kind_writes_each_field_exactly_once() {
+        let buffer = Buffer::default();
+        let sink = buffer.clone();
+        let subscriber =
+            tracing_subscriber::fmt().json().flatten_event(true).with_writer(move || sink.clone()).finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for kind in EventKind::ALL {
+                let mut event = test_event(kind, "pump-7");
+                event.offline_for = Some(Duration::from_secs(3));
+                event.attempts = Some(2);
+                write("log", &event);
+            }
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), EventKind::ALL.len());
+        for line in lines {
+            let Keys(keys) = serde_json::from_str(line).unwrap();
+            let mut unique = keys.clone();
+            unique.sort();
+            unique.dedup();
+            assert_eq!(unique.len(), keys.len(), "a field written twice: {line}");
+            assert!(keys.contains(&"message_id".to_string()) && keys.contains(&"event_id".to_string()), "{line}");
+        }
+    }
+}

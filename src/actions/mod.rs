@@ -99,87 +99,143 @@ impl Context {
     }
 }
 
-/// A running action: its settings and the queue into its worker.
+/// A running action: its settings, the queue into its worker, its task.
 struct Worker {
     spec: ActionSpec,
     queue: mpsc::Sender<Job>,
+    task: tokio::task::Id,
     dropped: u64,
+}
+
+/// The workers, and the tasks that run them, supervised: a worker that
+/// panics is logged with its action's name, counted and started again.
+struct Dispatcher {
+    config: Arc<Config>,
+    context: Context,
+    workers: HashMap<String, Worker>,
+    tasks: JoinSet<()>,
 }
 
 /// Routes events to action workers until `input` closes, then lets every
 /// worker drain its queue and returns.
 pub async fn dispatch(config: Arc<Config>, context: Context, mut input: mpsc::Receiver<Input>) {
-    let mut tasks = JoinSet::new();
-    let mut workers = HashMap::new();
-    reconcile(&mut workers, &mut tasks, &config, &context);
+    let mut d = Dispatcher { config, context, workers: HashMap::new(), tasks: JoinSet::new() };
+    d.reconcile();
     while let Some(message) = input.recv().await {
+        d.reap();
         match message {
-            Input::Event(event) => route(&mut workers, event, &context),
+            Input::Event(event) => d.route(&event),
             Input::Reload(config) => {
-                reconcile(&mut workers, &mut tasks, &config, &context);
-                for (name, worker) in &workers {
-                    if worker.queue.try_send(Job::Reload(Arc::clone(&config))).is_err() {
+                d.config = config;
+                d.reconcile();
+                for (name, worker) in &d.workers {
+                    if worker.queue.try_send(Job::Reload(Arc::clone(&d.config))).is_err() {
                         tracing::warn!(action = %name, "action queue full: this action did not see the reload");
                     }
                 }
             }
         }
-        while tasks.try_join_next().is_some() {}
     }
-    drop(workers);
-    while tasks.join_next().await.is_some() {}
+    d.workers.clear();
+    while d.tasks.join_next().await.is_some() {}
 }
 
-fn route(workers: &mut HashMap<String, Worker>, event: Arc<Event>, context: &Context) {
-    for name in event.actions.iter() {
-        let Some(worker) = workers.get_mut(name) else {
+impl Dispatcher {
+    fn route(&mut self, event: &Arc<Event>) {
+        for name in event.actions.iter() {
+            self.route_to(name, event, true);
+        }
+    }
+
+    fn route_to(&mut self, name: &str, event: &Arc<Event>, retry: bool) {
+        let context = &self.context;
+        let Some(worker) = self.workers.get_mut(name) else {
             tracing::warn!(action = %name, device = %event.device, event = %event.kind, event_id = %event.id,
                 "an event is owed to an action no longer configured; dropped");
-            context.done(name, &event);
-            continue;
+            context.done(name, event);
+            return;
         };
         if !worker.spec.runs_on(event.kind) {
-            context.done(name, &event);
-            continue;
+            context.done(name, event);
+            return;
         }
-        if worker.queue.try_send(Job::Event(Arc::clone(&event))).is_err() {
-            worker.dropped += 1;
-            context.metrics.action_dropped.get_or_create(&ActionLabel { action: name.clone() }).inc();
-            tracing::error!(
-                action = %name,
-                device = %event.device,
-                event = %event.kind,
-                event_id = %event.id,
-                dropped_total = worker.dropped,
-                file = %context.state_dir.join(dead_letter::FILE_NAME).display(),
-                "action queue full, event dead-lettered for this action"
-            );
-            dead_letter::append(&context.state_dir, &dead_letter::record(name, &event, "the action's queue was full"));
-            context.done(name, &event);
+        match worker.queue.try_send(Job::Event(Arc::clone(event))) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) if retry => {
+                // Its worker died since the last look: restart it, then retry.
+                self.reap();
+                self.route_to(name, event, false);
+            }
+            Err(e) => {
+                worker.dropped += 1;
+                let reason = match e {
+                    mpsc::error::TrySendError::Full(_) => "the action's queue was full",
+                    mpsc::error::TrySendError::Closed(_) => "the action's worker is not running",
+                };
+                context.metrics.action_dropped.get_or_create(&ActionLabel { action: name.to_string() }).inc();
+                tracing::error!(
+                    action = %name,
+                    device = %event.device,
+                    event = %event.kind,
+                    event_id = %event.id,
+                    dropped_total = worker.dropped,
+                    reason,
+                    file = %context.state_dir.join(dead_letter::FILE_NAME).display(),
+                    "action could not take the event; dead-lettered for this action"
+                );
+                dead_letter::append(&context.state_dir, &dead_letter::record(name, event, reason));
+                context.done(name, event);
+            }
         }
     }
-}
 
-/// Starts workers for new or changed actions; removed or changed ones get
-/// their queue closed and finish what they hold.
-fn reconcile(workers: &mut HashMap<String, Worker>, tasks: &mut JoinSet<()>, config: &Config, context: &Context) {
-    let builtin = ActionSpec { kind: ActionKind::Log, on: EventKind::ALL.to_vec() };
-    let wanted: HashMap<&str, &ActionSpec> =
-        std::iter::once((BUILTIN_LOG, &builtin)).chain(config.actions.iter().map(|(n, s)| (n.as_str(), s))).collect();
-    workers.retain(|name, worker| wanted.get(name.as_str()) == Some(&&worker.spec));
-    for (name, spec) in wanted {
-        if workers.contains_key(name) {
-            continue;
+    /// Collects workers that ended; one that panicked is logged, counted
+    /// and started again (what it held stays owed until the next start).
+    fn reap(&mut self) {
+        let mut restart = false;
+        while let Some(ended) = self.tasks.try_join_next_with_id() {
+            let Err(e) = ended else { continue };
+            let Some(name) = self.workers.iter().find(|(_, w)| w.task == e.id()).map(|(n, _)| n.clone()) else {
+                continue;
+            };
+            self.workers.remove(&name);
+            if e.is_panic() {
+                self.context.metrics.action_panics.get_or_create(&ActionLabel { action: name.clone() }).inc();
+                tracing::error!(action = %name, error = %e,
+                    "the action's worker panicked; starting it again (events it held are sent at the next start)");
+                restart = true;
+            }
         }
-        let (queue, jobs) = mpsc::channel::<Job>(QUEUE_PER_ACTION);
-        let (n, ctx) = (name.to_string(), context.clone());
-        match &spec.kind {
-            ActionKind::Log => tasks.spawn(log::run(n, ctx, jobs)),
-            ActionKind::Webhook(w) => tasks.spawn(webhook::run(n, w.clone(), ctx, jobs)),
-            ActionKind::Reconnect(r) => tasks.spawn(reconnect::run(n, r.clone(), ctx, jobs)),
-            ActionKind::Exec(e) => tasks.spawn(exec::run(n, e.clone(), ctx, jobs)),
-            ActionKind::Publish(p) => tasks.spawn(publish::run(n, p.clone(), ctx, jobs)),
-        };
-        workers.insert(name.to_string(), Worker { spec: spec.clone(), queue, dropped: 0 });
+        if restart {
+            self.reconcile();
+        }
+    }
+
+    /// Starts workers for new or changed actions; removed or changed ones
+    /// get their queue closed and finish what they hold.
+    fn reconcile(&mut self) {
+        let builtin = ActionSpec { kind: ActionKind::Log, on: EventKind::ALL.to_vec() };
+        let config = Arc::clone(&self.config);
+        let wanted: HashMap<&str, &ActionSpec> = std::iter::once((BUILTIN_LOG, &builtin))
+            .chain(config.actions.iter().map(|(n, s)| (n.as_str(), s)))
+            .collect();
+        self.workers.retain(|name, worker| wanted.get(name.as_str()) == Some(&&worker.spec));
+        for (name, spec) in wanted {
+            if self.workers.contains_key(name) {
+                continue;
+            }
+            let (queue, jobs) = mpsc::channel::<Job>(QUEUE_PER_ACTION);
+            let (n, ctx) = (name.to_string(), self.context.clone());
+            let tasks = &mut self.tasks;
+            let handle = match &spec.kind {
+                ActionKind::Log => tasks.spawn(log::run(n, ctx, jobs)),
+                ActionKind::Webhook(w) => tasks.spawn(webhook::run(n, w.clone(), ctx, jobs)),
+                ActionKind::Reconnect(r) => tasks.spawn(reconnect::run(n, r.clone(), ctx, jobs)),
+                ActionKind::Exec(e) => tasks.spawn(exec::run(n, e.clone(), ctx, jobs)),
+                ActionKind::Publish(p) => tasks.spawn(publish::run(n, p.clone(), ctx, jobs)),
+            };
+            let worker = Worker { spec: spec.clone(), queue, task: handle.id(), dropped: 0 };
+            self.workers.insert(name.to_string(), worker);
+        }
     }
 }
