@@ -107,7 +107,6 @@ fn parse_journal_entry(datagram: &[u8]) -> std::collections::HashMap<String, Str
             rest = &after[(8 + len + 1).min(after.len())..];
         }
     }
-    drop(insert);
     fields
 }
 
