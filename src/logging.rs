@@ -7,6 +7,11 @@
 //! shows one device's history. Without the socket they go to stderr with a
 //! `<N>` priority prefix and no timestamp (the journal stamps its own), so
 //! `journalctl -p warning` still works.
+//!
+//! Lines are one line each whatever a device sends: in `text` and `journal`
+//! output every control character in a value (a newline that would forge a
+//! second line, ESC, NUL) is written escaped (`\n`, `\u{1b}`). JSON and
+//! journald fields carry values exactly, as those formats delimit them.
 
 use std::fmt;
 use std::os::fd::AsFd;
@@ -66,13 +71,43 @@ pub fn init(format: Format, level: Option<&str>) -> Result<(), String> {
         Format::Json => builder.json().flatten_event(true).try_init(),
         Format::Journal | Format::Journald => builder
             .with_ansi(false)
+            .fmt_fields(escaped_fields())
             .event_format(Journal(tracing_subscriber::fmt::format().without_time().with_target(false).with_ansi(false)))
             .try_init(),
-        Format::Text | Format::Auto => {
-            builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init()
-        }
+        Format::Text | Format::Auto => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .fmt_fields(escaped_fields())
+            .try_init(),
     };
     result.map_err(|e| e.to_string())
+}
+
+/// `message field=value …` with every control character escaped, so a
+/// value cannot end the line or drive the terminal.
+fn escaped_fields() -> impl for<'w> FormatFields<'w> {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+        let raw = format!("{value:?}");
+        let text = escape(&raw);
+        if field.name() == "message" { write!(writer, "{text}") } else { write!(writer, "{field}={text}") }
+    })
+    .delimited(" ")
+}
+
+/// `text` with control characters written as Rust escapes.
+pub fn escape(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// systemd sets `JOURNAL_STREAM=DEV:INODE` to the stream it connected to
@@ -115,5 +150,17 @@ fn priority(level: Level) -> u8 {
         Level::WARN => 4,
         Level::INFO => 6,
         _ => 7,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped_and_the_rest_is_kept() {
+        assert_eq!(escape("junk\n<3>device offline"), "junk\\n<3>device offline");
+        assert_eq!(escape("\u{1b}[31mred\0"), "\\u{1b}[31mred\\u{0}");
+        assert_eq!(escape("plain ünïcode"), "plain ünïcode");
     }
 }

@@ -14,6 +14,11 @@ use support::{Broker, config, eventually};
 /// Runs the daemon with stderr on a pipe we made (so we know its inode),
 /// until `until` has been logged, then kills it and returns the lines.
 async fn run_and_read(args: &[&str], journal_stream: bool, until: &str) -> Vec<String> {
+    run_with_payload(args, journal_stream, "offline", until).await
+}
+
+/// As `run_and_read`, publishing `payload` as pump-7's status.
+async fn run_with_payload(args: &[&str], journal_stream: bool, payload: &str, until: &str) -> Vec<String> {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.toml");
@@ -36,7 +41,7 @@ async fn run_and_read(args: &[&str], journal_stream: bool, until: &str) -> Vec<S
             sink.lock().unwrap().push(line);
         }
     });
-    support::publish(broker.port, "plant/pump-7/status", "offline", true).await;
+    support::publish(broker.port, "plant/pump-7/status", payload, true).await;
     eventually(until, Duration::from_secs(10), || {
         lines.lock().unwrap().iter().any(|l| l.contains(until)).then_some(())
     })
@@ -59,6 +64,18 @@ async fn without_the_journal_socket_the_journal_stream_gets_priority_prefixes_an
     assert!(offline.contains("device=pump-7") && offline.contains("topic=plant/pump-7/status"), "{offline}");
     assert!(lines.iter().all(|l| l.starts_with('<')), "{lines:#?}");
     assert!(!offline.contains("Z "), "a timestamp in {offline}");
+}
+
+#[tokio::test]
+async fn a_payload_cannot_forge_a_log_line_or_drive_the_terminal() {
+    let forged = "junk\n<3>device offline device=pump-7 FORGED\u{1b}[2J\0";
+    for format in ["journal", "text"] {
+        let lines = run_with_payload(&["--log-format", format], false, forged, "neither an online").await;
+        let warning = line_with(&lines, "neither an online");
+        assert!(warning.contains("junk\\n<3>device offline device=pump-7 FORGED\\u{1b}[2J\\u{0}"), "{warning}");
+        assert!(!lines.iter().any(|l| l.contains("FORGED") && !l.contains("neither an online")), "{lines:#?}");
+        assert!(!lines.iter().any(|l| l.contains('\u{1b}') || l.contains('\0')), "{lines:#?}");
+    }
 }
 
 #[tokio::test]
