@@ -5,8 +5,16 @@
 //! state is the string at that JSON pointer; with `seq_field`, the number at
 //! that pointer is the session sequence (Sparkplug's `bdSeq`) that lets a
 //! late will be recognised as stale.
+//!
+//! A JSON payload over `MAX_JSON` is not parsed at all (a status fits in a
+//! few hundred bytes; a parsed document can take tens of times its size),
+//! and a sequence field that is there but not an integer makes the payload
+//! unrecognised rather than a death that no birth can make stale.
 
 use crate::config::Rules;
+
+/// The largest JSON status payload parsed.
+pub const MAX_JSON: usize = 64 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reading {
@@ -25,11 +33,19 @@ pub fn read(payload: &[u8], rules: &Rules) -> Reading {
     if payload.is_empty() {
         return Reading::Cleared;
     }
-    let json = (rules.state_field.is_some() || rules.seq_field.is_some())
-        .then(|| serde_json::from_slice::<serde_json::Value>(payload).ok())
-        .flatten();
+    let wants_json = rules.state_field.is_some() || rules.seq_field.is_some();
+    if wants_json && payload.len() > MAX_JSON {
+        return Reading::Unrecognised;
+    }
+    let json = wants_json.then(|| serde_json::from_slice::<serde_json::Value>(payload).ok()).flatten();
     let seq = match (&rules.seq_field, &json) {
-        (Some(pointer), Some(json)) => json.pointer(pointer).and_then(as_integer),
+        (Some(pointer), Some(json)) => match json.pointer(pointer) {
+            None => None,
+            Some(v) => match as_integer(v) {
+                Some(seq) => Some(seq),
+                None => return Reading::Unrecognised,
+            },
+        },
         _ => None,
     };
     let state: Option<&[u8]> = match &rules.state_field {
@@ -88,5 +104,21 @@ mod tests {
         assert_eq!(read(br#"{"bdSeq":7}"#, &r), Reading::Unrecognised);
         assert_eq!(read(b"offline", &r), Reading::Unrecognised);
         assert_eq!(read(br#"{"state":"#, &r), Reading::Unrecognised);
+    }
+
+    #[test]
+    fn a_sequence_that_is_not_a_number_is_not_a_death_beyond_staleness() {
+        let r = rules(Some("/state"), Some("/bdSeq"));
+        assert_eq!(read(br#"{"state":"offline","bdSeq":"x"}"#, &r), Reading::Unrecognised);
+        assert_eq!(read(br#"{"state":"offline","bdSeq":null}"#, &r), Reading::Unrecognised);
+    }
+
+    #[test]
+    fn json_over_the_limit_is_not_parsed() {
+        let r = rules(Some("/state"), None);
+        let mut big = br#"{"state":"offline","pad":""#.to_vec();
+        big.resize(MAX_JSON + 1, b'x');
+        big.extend_from_slice(br#""}"#);
+        assert_eq!(read(&big, &r), Reading::Unrecognised);
     }
 }

@@ -40,6 +40,28 @@ pub enum TopicError {
     IdMoreThanOnce,
     PartialWildcardLevel,
     NulCharacter,
+    TooLong,
+    WildcardInPublish,
+}
+
+/// The longest topic (and client id) MQTT can carry: a 16-bit length.
+pub const MAX_MQTT_STRING: usize = 65_535;
+
+/// Whether `topic` can be published to: not empty, no wildcard, no NUL,
+/// and short enough for MQTT. Checked on every topic an action builds from
+/// an event, since a device id can make it anything.
+pub fn check_publish_topic(topic: &str) -> Result<(), TopicError> {
+    if topic.is_empty() {
+        Err(TopicError::Empty)
+    } else if topic.len() > MAX_MQTT_STRING {
+        Err(TopicError::TooLong)
+    } else if topic.contains('\0') {
+        Err(TopicError::NulCharacter)
+    } else if topic.contains(['+', '#']) {
+        Err(TopicError::WildcardInPublish)
+    } else {
+        Ok(())
+    }
 }
 
 impl fmt::Display for TopicError {
@@ -54,6 +76,8 @@ impl fmt::Display for TopicError {
             TopicError::IdMoreThanOnce => "`{id}` may appear only once in a topic",
             TopicError::PartialWildcardLevel => "`+` must be a whole topic level",
             TopicError::NulCharacter => "topic contains a NUL character",
+            TopicError::TooLong => "topic is longer than MQTT's 65,535 bytes",
+            TopicError::WildcardInPublish => "a topic to publish to cannot contain `+` or `#`",
         })
     }
 }
@@ -67,6 +91,9 @@ impl WatchedTopic {
         }
         if topic.contains('\0') {
             return Err(TopicError::NulCharacter);
+        }
+        if topic.len() > MAX_MQTT_STRING {
+            return Err(TopicError::TooLong);
         }
         if topic.contains('#') {
             return Err(TopicError::HashWildcard);
@@ -154,6 +181,18 @@ mod tests {
             WatchedTopic::Pattern(p) => p,
             WatchedTopic::Exact(t) => panic!("{t} parsed as exact"),
         }
+    }
+
+    #[test]
+    fn topics_mqtt_cannot_carry_are_refused() {
+        let long = "a/".repeat(40_000);
+        assert_eq!(WatchedTopic::parse(&long).unwrap_err(), TopicError::TooLong);
+        assert_eq!(check_publish_topic(&long), Err(TopicError::TooLong));
+        assert_eq!(check_publish_topic("alerts/+"), Err(TopicError::WildcardInPublish));
+        assert_eq!(check_publish_topic("alerts/#"), Err(TopicError::WildcardInPublish));
+        assert_eq!(check_publish_topic(""), Err(TopicError::Empty));
+        assert_eq!(check_publish_topic("a\0b"), Err(TopicError::NulCharacter));
+        assert_eq!(check_publish_topic("alerts/pump-7"), Ok(()));
     }
 
     #[test]

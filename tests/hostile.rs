@@ -198,6 +198,27 @@ async fn webhook_url_secrets_never_reach_the_log_or_the_dead_letter_file() {
 }
 
 #[tokio::test]
+async fn a_publish_topic_too_long_for_mqtt_is_refused_not_sent() {
+    let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
+    let text = config(
+        &broker,
+        &format!(
+            "[action.relay]\ntype = \"publish\"\ntopic = \"alerts/{{id}}/{{id}}\"\n\n\
+             [[device]]\ntopic = \"fleet/{{id}}/status\"\nactions = [\"log\", \"relay\"]\n{SENTINEL}"
+        ),
+    );
+    let daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    let id = "x".repeat(40_000);
+    let topic = format!("fleet/{id}/status");
+    publish(broker.port, &topic, "offline", false).await;
+    let refused = daemon.wait_log("the refusal", SOON, |l| message(l) == "could not publish the event").await;
+    assert!(refused["error"].as_str().unwrap().contains("longer than MQTT"), "{refused}");
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    assert_eq!(daemon.logs(|l| message(l) == "connected to broker").len(), 1, "the session never broke");
+}
+
+#[tokio::test]
 async fn a_second_client_with_our_id_makes_us_back_off_not_flap() {
     let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
     let text = config(&broker, PUMP);

@@ -103,6 +103,10 @@ impl Validator<'_> {
                 );
                 None
             }
+            Some(id) if id.get_ref().len() > crate::topic::MAX_MQTT_STRING => {
+                self.problem(Problem::new(id.span(), "`client_id` is longer than MQTT's 65,535 bytes"));
+                None
+            }
             Some(id) => Some(id.into_inner()),
             None => Some(default_client_id()),
         };

@@ -6,6 +6,7 @@ use rumqttc::{AsyncClient, QoS};
 use tokio::sync::watch;
 
 use super::Link;
+use crate::topic::{TopicError, check_publish_topic};
 
 /// A handle for actions that publish through the daemon's own session.
 ///
@@ -20,23 +21,40 @@ pub struct Publisher {
 /// How long a publish waits for the broker connection.
 const PUBLISH_WAIT: Duration = Duration::from_secs(30);
 
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("not connected to the broker for {0:?}")]
+    NotConnected(Duration),
+    #[error("the broker session has ended")]
+    SessionEnded,
+    #[error("topic `{topic}` cannot be published to: {reason}")]
+    Topic { topic: String, reason: TopicError },
+    #[error(transparent)]
+    Client(#[from] rumqttc::ClientError),
+}
+
 impl Publisher {
     pub fn new(client: watch::Receiver<Option<AsyncClient>>, link: watch::Receiver<Link>) -> Publisher {
         Publisher { client, link }
     }
 
-    pub async fn publish(&self, topic: String, qos: u8, retain: bool, payload: Vec<u8>) -> Result<(), String> {
+    /// Publishes once connected. A topic that MQTT cannot carry (built from
+    /// a device id that made it too long, or gave it a wildcard) is refused
+    /// here, before it could become a malformed packet.
+    pub async fn publish(&self, topic: String, qos: u8, retain: bool, payload: Vec<u8>) -> Result<(), PublishError> {
+        check_publish_topic(&topic)
+            .map_err(|reason| PublishError::Topic { topic: topic.chars().take(200).collect(), reason })?;
         let mut link = self.link.clone();
         tokio::time::timeout(PUBLISH_WAIT, link.wait_for(|l| l.connected))
             .await
-            .map_err(|_| format!("not connected to the broker for {PUBLISH_WAIT:?}"))?
-            .map_err(|_| "the broker session has ended".to_string())?;
-        let client = self.client.borrow().clone().ok_or("no broker session")?;
+            .map_err(|_| PublishError::NotConnected(PUBLISH_WAIT))?
+            .map_err(|_| PublishError::SessionEnded)?;
+        let client = self.client.borrow().clone().ok_or(PublishError::SessionEnded)?;
         let qos = match qos {
             0 => QoS::AtMostOnce,
             1 => QoS::AtLeastOnce,
             _ => QoS::ExactlyOnce,
         };
-        client.publish(topic, qos, retain, payload).await.map_err(|e| e.to_string())
+        Ok(client.publish(topic, qos, retain, payload).await?)
     }
 }
