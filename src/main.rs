@@ -69,7 +69,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { json_schema: true, .. } => {
-            print!("{}", config::JSON_SCHEMA);
+            out(config::JSON_SCHEMA);
             ExitCode::SUCCESS
         }
         Command::Check { config, verbose, .. } => check(&config, verbose),
@@ -90,9 +90,9 @@ fn check(path: &std::path::Path, verbose: bool) -> ExitCode {
             for warning in &config.warnings {
                 eprintln!("{warning}");
             }
-            print!("{}", willwatch::summary::summary(&config));
+            out(&willwatch::summary::summary(&config));
             if verbose {
-                print!("{}", willwatch::summary::effective(&config));
+                out(&willwatch::summary::effective(&config));
             }
             ExitCode::SUCCESS
         }
@@ -101,6 +101,13 @@ fn check(path: &std::path::Path, verbose: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes to stdout; a reader that went away (`willwatch check | head -1`)
+/// is no error worth a panic.
+fn out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
 fn status(path: &std::path::Path, url: Option<String>, offline: bool, json: bool) -> ExitCode {
@@ -118,9 +125,9 @@ fn status(path: &std::path::Path, url: Option<String>, offline: bool, json: bool
     match fetched {
         Ok(doc) => {
             if json {
-                println!("{doc:#}");
+                out(&format!("{doc:#}\n"));
             } else {
-                print!("{}", status::table(&doc, std::time::SystemTime::now()));
+                out(&status::table(&doc, std::time::SystemTime::now()));
             }
             ExitCode::from(status::exit_code(&doc))
         }

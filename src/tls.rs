@@ -70,7 +70,9 @@ pub fn client_config(ca: Option<&Path>, client: Option<(&Path, &Path)>) -> Resul
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
             let chain = read_certs(cert, TlsFile::Cert, "cert_file")?;
-            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+            let bytes = crate::config::read_small(key, crate::config::MAX_PEM)
+                .map_err(|e| error(TlsFile::Key, format!("cannot read `key_file` {}: {e}", key.display())))?;
+            let key_der = PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
                 error(TlsFile::Key, format!("`key_file` {}: no usable private key ({e})", key.display()))
             })?;
             builder
@@ -81,7 +83,8 @@ pub fn client_config(ca: Option<&Path>, client: Option<(&Path, &Path)>) -> Resul
 }
 
 fn read_certs(path: &Path, file: TlsFile, key: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = std::fs::read(path).map_err(|e| error(file, format!("cannot read `{key}` {}: {e}", path.display())))?;
+    let bytes = crate::config::read_small(path, crate::config::MAX_PEM)
+        .map_err(|e| error(file, format!("cannot read `{key}` {}: {e}", path.display())))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| error(file, format!("`{key}` {}: not a PEM certificate file ({e})", path.display())))?;

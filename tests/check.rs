@@ -231,3 +231,65 @@ fn verbose_check_prints_each_devices_effective_settings() {
     );
     assert!(stdout.contains("    heartbeat  2m (also plant/pump-7/telemetry)"), "{stdout}");
 }
+
+#[test]
+fn a_payload_with_spaces_around_it_is_refused_with_the_fix() {
+    let text = format!("{BROKER}[defaults]\nonline = [\" up \"]\n");
+    assert_rejected(&text, "w.toml:4:11: payload ` up ` has spaces around it");
+    assert_rejected(&text, "hint: write \"up\"");
+}
+
+#[test]
+fn defaults_and_escalation_problems_point_at_their_table_not_at_1_1() {
+    let overlap = format!("{BROKER}[defaults]\nonline = [\"x\"]\noffline = [\"x\"]\n");
+    let (_, _, stderr) = check(&overlap);
+    assert!(stderr.contains("w.toml:3:1:"), "{stderr}");
+    let cycle = format!(
+        "{BROKER}[action.a]\ntype = \"reconnect\"\ntopic = \"c/{{id}}\"\nescalate = [\"b\"]\n\
+         [action.b]\ntype = \"reconnect\"\ntopic = \"c/{{id}}\"\nescalate = [\"a\"]\n"
+    );
+    let (ok, _, stderr) = check(&cycle);
+    assert!(!ok && stderr.contains("leads back to itself") && !stderr.contains(":1:1:"), "{stderr}");
+}
+
+#[test]
+fn on_is_refused_on_a_reconnect_action() {
+    let text = format!("{BROKER}[action.r]\ntype = \"reconnect\"\ntopic = \"c/{{id}}\"\non = [\"offline\"]\n");
+    assert_rejected(&text, "`on` is not a setting of a `reconnect` action");
+}
+
+#[test]
+fn special_and_huge_files_are_refused_not_read() {
+    let text = format!("{BROKER}username = \"u\"\npassword_file = \"/dev/zero\"\n");
+    assert_rejected(&text, "cannot read `password_file` /dev/zero: not a regular file");
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("w.toml");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let out = check_file(&fifo);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a regular file"));
+}
+
+#[test]
+fn a_config_that_is_not_utf8_is_pointed_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.toml");
+    std::fs::write(&path, b"[broker]\nurl = \"mqtt://b\"\nclient_id = \"w\xff\"\n").unwrap();
+    let out = check_file(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("w.toml:3:15: the config file is not UTF-8 text here"), "{stderr}");
+}
+
+#[test]
+fn check_into_a_closed_pipe_exits_quietly() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_willwatch"))
+        .args(["check", "-c", "config/willwatch.toml", "--verbose"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -64,6 +64,7 @@ fn present(a: &RawAction) -> Vec<(&'static str, std::ops::Range<usize>)> {
 impl Validator<'_> {
     pub(super) fn actions(&mut self, raw: BTreeMap<String, Spanned<RawAction>>) -> BTreeMap<String, ActionSpec> {
         let names: BTreeSet<String> = raw.keys().cloned().collect();
+        let spans: BTreeMap<String, std::ops::Range<usize>> = raw.iter().map(|(n, a)| (n.clone(), a.span())).collect();
         let mut out = BTreeMap::new();
         for (name, action) in raw {
             let span = action.span();
@@ -101,6 +102,13 @@ impl Validator<'_> {
                         .hint(format!("it belongs to: {}", owners.join(", "))),
                 );
             }
+            if let (Some(on), "reconnect") = (&action.on, kind_name.as_str()) {
+                self.problem(
+                    Problem::new(on.span(), "`on` is not a setting of a `reconnect` action")
+                        .hint("a reconnect ladder starts on offline and stops on online; remove `on`"),
+                );
+                continue;
+            }
             let on = self.event_filter(action.on.take());
             let kind = match kind_name.as_str() {
                 "log" => Some(ActionKind::Log),
@@ -113,7 +121,7 @@ impl Validator<'_> {
                 out.insert(name, ActionSpec { kind, on });
             }
         }
-        self.escalation_cycles(&out);
+        self.escalation_cycles(&out, &spans);
         out
     }
 
@@ -395,7 +403,7 @@ impl Validator<'_> {
 
     fn read_secret(&mut self, file: &Spanned<String>) -> Option<Secret> {
         let path = self.base.join(file.get_ref());
-        match std::fs::read_to_string(&path) {
+        match super::file::read_small_text(&path, super::file::MAX_SECRET) {
             Ok(text) if !text.trim().is_empty() => Some(Secret(text.trim().to_string())),
             Ok(_) => {
                 self.problem(Problem::new(file.span(), format!("`secret_file` {} is empty", path.display())));
@@ -410,7 +418,11 @@ impl Validator<'_> {
 
     /// A reconnect action whose escalation leads back to itself would page
     /// for ever; refuse the loop.
-    fn escalation_cycles(&mut self, actions: &BTreeMap<String, ActionSpec>) {
+    fn escalation_cycles(
+        &mut self,
+        actions: &BTreeMap<String, ActionSpec>,
+        spans: &BTreeMap<String, std::ops::Range<usize>>,
+    ) {
         let next = |name: &str| -> Vec<String> {
             match actions.get(name).map(|a| &a.kind) {
                 Some(ActionKind::Reconnect(r)) => r.escalate.clone(),
@@ -423,8 +435,11 @@ impl Validator<'_> {
             while let Some(name) = frontier.pop() {
                 if name == *start {
                     self.problem(
-                        Problem::new(0..0, format!("`escalate` of action `{start}` leads back to itself"))
-                            .hint("an escalation must end in actions that do not escalate"),
+                        Problem::new(
+                            spans.get(start).cloned().unwrap_or(0..0),
+                            format!("`escalate` of action `{start}` leads back to itself"),
+                        )
+                        .hint("an escalation must end in actions that do not escalate"),
                     );
                     return;
                 }

@@ -8,6 +8,7 @@
 
 mod actions;
 mod error;
+mod file;
 mod raw;
 mod validate;
 
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ConfigError, Problem};
+pub use file::{MAX_PEM, read_small};
 
 use crate::template::Template;
 
@@ -255,9 +257,17 @@ pub struct Publish {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Config::parse(path, &text)
+        let bytes = file::read_small(path, file::MAX_CONFIG)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        match String::from_utf8(bytes) {
+            Ok(text) => Config::parse(path, &text),
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let text = String::from_utf8_lossy(e.as_bytes()).into_owned();
+                let problem = Problem::new(at..at + 1, "the config file is not UTF-8 text here");
+                Err(ConfigError::Invalid { path: path.to_path_buf(), text, problems: vec![problem] })
+            }
+        }
     }
 
     /// Validates `text` as if read from `path` (which errors will name).

@@ -21,8 +21,7 @@ pub type SpannedList = Spanned<Vec<Spanned<String>>>;
 pub struct RawConfig {
     pub broker: Spanned<RawBroker>,
     pub presence: Option<Spanned<RawPresence>>,
-    #[serde(default)]
-    pub defaults: RawDefaults,
+    pub defaults: Option<Spanned<RawDefaults>>,
     #[serde(default)]
     pub device: Vec<Spanned<RawDevice>>,
     #[serde(default)]

@@ -36,7 +36,11 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
     let actions = v.actions(raw.action);
     let broker = v.broker(raw.broker, &actions);
     let presence = v.presence(raw.presence, broker.as_ref().map(|b| b.client_id.as_str()));
-    let defaults = v.defaults(raw.defaults, &actions);
+    let (defaults_span, raw_defaults) = match raw.defaults {
+        Some(d) => (d.span(), d.into_inner()),
+        None => (0..0, RawDefaults::default()),
+    };
+    let defaults = v.defaults(raw_defaults, defaults_span, &actions);
     let devices = v.devices(raw.device, &defaults, &actions);
     let state_dir = v.state_dir(raw.state_dir);
     let max_devices = v.max_devices(raw.max_devices.as_ref()).unwrap_or(super::DEFAULT_MAX_DEVICES);
@@ -200,7 +204,7 @@ impl Validator<'_> {
             return std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()).map(Secret);
         };
         let path = self.base.join(file.get_ref());
-        match std::fs::read_to_string(&path) {
+        match super::file::read_small_text(&path, super::file::MAX_SECRET) {
             Ok(text) => Some(Secret(text.trim_end_matches(['\r', '\n']).to_string())),
             Err(e) => {
                 self.problem(Problem::new(file.span(), format!("cannot read `password_file` {}: {e}", path.display())));
@@ -299,6 +303,20 @@ impl Validator<'_> {
     fn payload(&mut self, raw: Option<Spanned<String>>, default: &str) -> Option<String> {
         match raw {
             None => Some(default.to_string()),
+            Some(p) if p.get_ref().trim() != p.get_ref() && !p.get_ref().trim().is_empty() => {
+                let trimmed = p.get_ref().trim().to_string();
+                self.problem(
+                    Problem::new(
+                        p.span(),
+                        format!(
+                            "payload `{}` has spaces around it, which are ignored in what devices send",
+                            p.get_ref()
+                        ),
+                    )
+                    .hint(format!("write \"{trimmed}\"")),
+                );
+                None
+            }
             Some(p) if p.get_ref().is_empty() => {
                 self.problem(Problem::new(
                     p.span(),
@@ -327,7 +345,12 @@ impl Validator<'_> {
         out
     }
 
-    fn defaults(&mut self, raw: RawDefaults, actions: &BTreeMap<String, ActionSpec>) -> Rules {
+    fn defaults(
+        &mut self,
+        raw: RawDefaults,
+        span: std::ops::Range<usize>,
+        actions: &BTreeMap<String, ActionSpec>,
+    ) -> Rules {
         let rules = Rules {
             online: self.payloads(raw.online, &["online".to_string()], "online"),
             offline: self.payloads(raw.offline, &["offline".to_string()], "offline"),
@@ -337,8 +360,8 @@ impl Validator<'_> {
             state_field: self.pointer(raw.state_field, None),
             seq_field: self.pointer(raw.seq_field, None),
         };
-        self.fields_fit(&rules, 0..0);
-        self.disjoint(&rules, 0..0);
+        self.fields_fit(&rules, span.clone());
+        self.disjoint(&rules, span);
         rules
     }
 
