@@ -84,11 +84,16 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(bin: &Path, port: u16, rest: &str) -> Result<Daemon, String> {
+        Daemon::start_with(bin, port, "", rest)
+    }
+
+    /// As `start`, with `top` among the top-level settings.
+    pub fn start_with(bin: &Path, port: u16, top: &str, rest: &str) -> Result<Daemon, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let http =
             std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?;
         let config = format!(
-            "state_dir = \"{}\"\n\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"bench-willwatch-{}\"\n\
+            "state_dir = \"{}\"\n{top}\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"bench-willwatch-{}\"\n\
              settle = \"0s\"\nresync = \"0s\"\n\n[http]\nlisten = \"{http}\"\n\n{rest}",
             dir.path().display(),
             http.port()
@@ -105,7 +110,7 @@ impl Daemon {
         Ok(Daemon { child, metrics_url: format!("http://{http}/metrics"), _dir: dir })
     }
 
-    async fn metric(&self, client: &reqwest::Client, name: &str) -> Option<f64> {
+    pub async fn metric(&self, client: &reqwest::Client, name: &str) -> Option<f64> {
         let text = client.get(&self.metrics_url).send().await.ok()?.text().await.ok()?;
         text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
     }
@@ -122,6 +127,14 @@ impl Daemon {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        proc_status(self.child.id(), "VmRSS:")
+    }
+
+    pub fn http_address(&self) -> String {
+        self.metrics_url.trim_start_matches("http://").trim_end_matches("/metrics").to_string()
     }
 
     pub fn peak_rss_kib(&self) -> u64 {

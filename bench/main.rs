@@ -12,6 +12,8 @@
 //! - steady throughput: open-loop flips at fixed rates, received vs sent;
 //! - an alert storm: every device of a fleet offline at once, to the last
 //!   webhook;
+//! - a hostile soak: flood, id blast, oversized message and slow HTTP
+//!   clients at once, with a probe device's detection latency;
 //! - a peer: the plain paho-mqtt script users write for this job, in the
 //!   retained burst (when Python and paho-mqtt are installed).
 //!
@@ -22,6 +24,7 @@ mod broker;
 mod contestants;
 mod load;
 mod report;
+mod soak;
 mod storm;
 
 use std::path::PathBuf;
@@ -54,6 +57,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let sizes = if args.sizes.is_empty() { vec![1_000, 10_000, 100_000] } else { args.sizes.clone() };
         (sizes, args.rounds, 200, vec![5_000, 10_000, 20_000, 40_000], 3, vec![2_000, 10_000])
     };
+    // (duration, flood rate, invented ids)
+    let soak =
+        if args.smoke { (Duration::from_secs(2), 1_000, 2_000) } else { (Duration::from_secs(30), 20_000, 50_000) };
     let willwatch = contestants::willwatch_binary()?;
     let mut report = report::Report::new(&willwatch, args.smoke);
 
@@ -109,6 +115,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("storm of {n} offlines");
         report.storms.push(storm::storm(&willwatch, n).await?);
     }
+
+    eprintln!("hostile soak for {:?}", soak.0);
+    report.soak = Some(soak::soak(&willwatch, soak.0, soak.1, soak.2).await?);
 
     let mut text = report.render();
     print!("{text}");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::broker;
 use crate::contestants::{Latency, Steady};
+use crate::soak::Soak;
 use crate::storm::Storm;
 
 #[derive(Default)]
@@ -28,6 +29,7 @@ pub struct Report {
     pub latency: Vec<Latency>,
     pub throughput: Vec<Steady>,
     pub storms: Vec<Storm>,
+    pub soak: Option<Soak>,
 }
 
 /// BENCHMARKS.md keeps what follows this line when the benchmark rewrites it.
@@ -93,6 +95,7 @@ impl Report {
             latency: Vec::new(),
             throughput: Vec::new(),
             storms: Vec::new(),
+            soak: None,
         }
     }
 
@@ -191,6 +194,31 @@ impl Report {
                 );
             }
             out.push_str("\nEach offline is committed to the state database (fsync) before its webhook goes out; the wills are published back to back by one client, retained, QoS 1; the webhook action at its defaults (concurrency 4).\n");
+        }
+        if let Some(s) = &self.soak {
+            out.push_str("\n## Hostile soak: everything at once\n\n");
+            let _ = writeln!(
+                out,
+                "For {:.0} s: {} QoS 0 flips on 1,000 devices, {} invented device ids (with `max_devices = 5000`), one 17 MiB retained message on a watched topic, and {} HTTP clients that send half a request and hold it (renewed when closed). Meanwhile a probe device goes offline and back once a second.\n",
+                s.duration.as_secs_f64(),
+                s.flood_sent,
+                s.invented_ids,
+                s.slow_clients
+            );
+            out.push_str("| peak RSS | probe offlines | detected | will → webhook p50 (ms) | max (ms) | oversized dropped | devices refused | HTTP connections refused |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            let _ = writeln!(
+                out,
+                "| {:.1} MB | {} | {} | {:.2} | {:.2} | {} | {} | {} |",
+                s.peak_rss_kib as f64 / 1024.0,
+                s.probe_samples + s.probe_missed,
+                s.probe_samples,
+                s.probe_p50.as_secs_f64() * 1e3,
+                s.probe_max.as_secs_f64() * 1e3,
+                s.oversized,
+                s.refused_devices,
+                s.refused_http
+            );
+            out.push_str("\nThe peak RSS includes the 17 MiB message, which is read whole before it is dropped (MQTT cannot skip part of a message).\n");
         }
         out
     }

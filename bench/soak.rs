@@ -1,0 +1,166 @@
+//! A hostile soak: everything the red team threw, at once, for a while.
+//! A flood of flips, a blast of invented device ids past `max_devices`, a
+//! 17 MiB retained message on a watched topic, and slow HTTP clients that
+//! open connections and never finish a request; meanwhile a probe device
+//! goes offline and back once a second, and the time from its will to the
+//! webhook is what detection costs under all that. Reports peak RSS, the
+//! probe's latency and the drop counters from `/metrics`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use tokio::io::AsyncWriteExt;
+
+use crate::contestants::Daemon;
+use crate::load;
+
+pub struct Soak {
+    pub duration: Duration,
+    pub flood_sent: u64,
+    pub invented_ids: usize,
+    pub slow_clients: usize,
+    pub peak_rss_kib: u64,
+    pub probe_samples: usize,
+    pub probe_p50: Duration,
+    pub probe_max: Duration,
+    pub probe_missed: usize,
+    pub oversized: f64,
+    pub refused_devices: f64,
+    pub refused_http: f64,
+}
+
+pub async fn soak(bin: &Path, duration: Duration, rate: u64, invented: usize) -> Result<Soak, String> {
+    let broker = crate::broker::Broker::start().map_err(|e| e.to_string())?;
+    let port = broker.port;
+    // The probe's webhook arrivals, by the moment its offline was sent.
+    let arrived: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let sink = Arc::clone(&arrived);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let url = format!("http://{}/hook", listener.local_addr().map_err(|e| e.to_string())?);
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let sink = Arc::clone(&sink);
+        async move {
+            let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let payload: serde_json::Value =
+                serde_json::from_str(event["payload"].as_str().unwrap_or_default()).unwrap_or_default();
+            if event["event"] == "offline"
+                && let Some(n) = payload["n"].as_u64()
+            {
+                sink.lock().unwrap().entry(n).or_insert_with(Instant::now);
+            }
+            "ok"
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let rest = format!(
+        "[action.hook]\ntype = \"webhook\"\nurl = \"{url}\"\n\n\
+         [[device]]\nid = \"probe\"\ntopic = \"probe/status\"\noffline = [\"offline\"]\nactions = [\"hook\"]\n\
+         state_field = \"/s\"\n\n[[device]]\ntopic = \"bench/{{id}}/status\"\nactions = []\n"
+    );
+    let daemon = Daemon::start_with(bin, port, "max_devices = 5000", &rest)?;
+    daemon.wait_metric("willwatch_broker_connected", 1.0).await?;
+    let start = Instant::now();
+    let until = start + duration;
+
+    // The 17 MiB retained message, on a watched topic.
+    let huge = vec![b'x'; 17 << 20];
+    publish_once(port, "bench/huge/status", huge).await?;
+    // The flood: flips on 1,000 devices at `rate`.
+    let flood = tokio::spawn(load::flip(port, 1000, rate, duration));
+    // The id blast: invented devices, one message each.
+    let blast = tokio::spawn(async move {
+        let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("bench-blast", "127.0.0.1", port), 10_000);
+        let poller = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
+        for i in 0..invented {
+            let _ = client.publish(format!("bench/invented-{i}/status"), QoS::AtMostOnce, false, "online").await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        poller.abort();
+    });
+    // Slow HTTP clients: half a request each, held, renewed when closed.
+    let address = daemon.http_address();
+    let slow_clients = 200;
+    let slow = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while Instant::now() < until {
+            held.retain(|s: &tokio::net::TcpStream| s.peer_addr().is_ok());
+            while held.len() < slow_clients {
+                let Ok(mut s) = tokio::net::TcpStream::connect(&address).await else { break };
+                let _ = s.write_all(b"GET /status HTTP/1.1\r\n").await;
+                held.push(s);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    // The probe: offline (stamped with its number) then online, once a second.
+    let (probe, mut probe_loop) = AsyncClient::new(MqttOptions::new("bench-probe", "127.0.0.1", port), 64);
+    let probe_poller = tokio::spawn(async move { while probe_loop.poll().await.is_ok() {} });
+    let mut sent: HashMap<u64, Instant> = HashMap::new();
+    let mut peak_rss_kib = 0;
+    let mut n = 0u64;
+    while Instant::now() < until {
+        let offline = format!("{{\"s\":\"offline\",\"n\":{n}}}");
+        sent.insert(n, Instant::now());
+        probe.publish("probe/status", QoS::AtLeastOnce, false, offline).await.map_err(|e| e.to_string())?;
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            peak_rss_kib = peak_rss_kib.max(daemon.rss_kib());
+        }
+        probe
+            .publish("probe/status", QoS::AtLeastOnce, false, "{\"s\":\"online\"}")
+            .await
+            .map_err(|e| e.to_string())?;
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            peak_rss_kib = peak_rss_kib.max(daemon.rss_kib());
+        }
+        n += 1;
+    }
+    let flood_sent = flood.await.map_err(|e| e.to_string())??;
+    let _ = blast.await;
+    slow.abort();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    probe_poller.abort();
+    let arrived = arrived.lock().unwrap().clone();
+    let mut samples: Vec<Duration> =
+        sent.iter().filter_map(|(n, at)| arrived.get(n).map(|got| got.saturating_duration_since(*at))).collect();
+    samples.sort();
+    let client = reqwest::Client::new();
+    let counter = |name: &'static str| {
+        let client = client.clone();
+        let daemon = &daemon;
+        async move { daemon.metric(&client, name).await.unwrap_or(0.0) }
+    };
+    Ok(Soak {
+        duration,
+        flood_sent,
+        invented_ids: invented,
+        slow_clients,
+        peak_rss_kib: peak_rss_kib.max(daemon.peak_rss_kib()),
+        probe_samples: samples.len(),
+        probe_p50: samples.get(samples.len() / 2).copied().unwrap_or_default(),
+        probe_max: samples.last().copied().unwrap_or_default(),
+        probe_missed: sent.len() - samples.len(),
+        oversized: counter("willwatch_oversized_messages_total").await,
+        refused_devices: counter("willwatch_devices_refused_total").await,
+        refused_http: counter("willwatch_http_refused_connections_total").await,
+    })
+}
+
+/// One retained message from a fresh client, acknowledged.
+async fn publish_once(port: u16, topic: &str, payload: Vec<u8>) -> Result<(), String> {
+    let mut options = MqttOptions::new("bench-huge", "127.0.0.1", port);
+    options.set_max_packet_size(32 << 20, 32 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, 8);
+    client.publish(topic, QoS::AtLeastOnce, true, payload).await.map_err(|e| e.to_string())?;
+    loop {
+        if let rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) =
+            eventloop.poll().await.map_err(|e| e.to_string())?
+        {
+            return Ok(());
+        }
+    }
+}
