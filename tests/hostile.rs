@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use support::daemon::message;
 use support::{
-    Broker, BrokerOptions, Daemon, SENTINEL, SOON, config, eventually, publish, publish_many, sync_with_sentinel,
-    wait_retained,
+    Broker, BrokerOptions, Daemon, SENTINEL, SOON, config, eventually, observe, publish, publish_many,
+    sync_with_sentinel, wait_retained,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -226,7 +226,7 @@ async fn a_second_client_with_our_id_makes_us_back_off_not_flap() {
     first.wait_connected().await;
     let second = Daemon::start(&text);
     let watched = Instant::now();
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    observe(Duration::from_secs(12)).await;
     let connects = first.logs(|l| message(l) == "connected to broker").len()
         + second.logs(|l| message(l) == "connected to broker").len();
     assert!(connects <= 14, "{connects} connects in {:?}: {}", watched.elapsed(), first.dump());

@@ -31,8 +31,9 @@ use crate::device::Saved;
 use crate::event::Event;
 use crate::metrics::Metrics;
 
-/// Ops taken into one transaction at most.
-const MAX_BATCH: usize = 50_000;
+/// Ops taken into one transaction at most: enough that a storm is a few
+/// commits, few enough that a batch stays a few hundred KiB.
+const MAX_BATCH: usize = 4096;
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 /// How often a quiet writer checks that its file is still there.
