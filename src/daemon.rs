@@ -86,9 +86,10 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         Arc::clone(&metrics),
     );
     let mut dispatcher = tokio::spawn(actions::dispatch(Arc::clone(&config), context, dispatch_rx));
-    let (db, loaded) = store::open(&config.state_dir);
+    let (db, loaded) = store::open(&config.state_dir, config.state_sync);
     let writer = store::Writer {
         dir: config.state_dir.clone(),
+        sync: config.state_sync,
         db,
         ops: store_rx,
         acks: ack_rx,

@@ -117,6 +117,8 @@ pub struct Device {
     /// status topic last arrived: tells whose retained state the replay
     /// after a connect has not delivered.
     pub heard_in: u32,
+    /// What a restart remembers changed since the monitor last saved it.
+    pub dirty: bool,
 }
 
 /// What a message or a tick did to a device.
@@ -162,6 +164,7 @@ impl Device {
             seq: None,
             warnings: None,
             heard_in: 0,
+            dirty: false,
         }
     }
 

@@ -36,6 +36,12 @@ fn distinct(received: &[Received]) -> Vec<Value> {
 
 /// Checks the exactly-once invariants over what the receiver saw, given
 /// each device's true final state; returns the number of transitions.
+///
+/// A transition is known by the message that caused it: its payload (the
+/// fault test numbers every message it publishes) and `offline_since`. The
+/// same message decided again under a new id (a decision forgotten by a
+/// crash) is two ids for one transition; two real outages are two
+/// transitions even when they begin in the same millisecond.
 fn check_exactly_once(received: &[Received], last: &BTreeMap<String, bool>, context: &str) -> usize {
     for r in received {
         assert_eq!(r.header("webhook-id"), r.json()["id"], "{context}: webhook-id is the event id");
@@ -46,15 +52,29 @@ fn check_exactly_once(received: &[Received], last: &BTreeMap<String, bool>, cont
     for e in &events {
         let device = e["device"].as_str().unwrap().to_string();
         let kind = e["event"].as_str().unwrap().to_string();
-        let since = e["offline_since"].as_str().unwrap_or_default().to_string();
+        let since = e["offline_since"].as_str().unwrap_or_default();
+        let cause = format!("{} since {since}", e["payload"].as_str().unwrap_or_default());
         ids_per_transition
-            .entry((device.clone(), kind.clone(), since))
+            .entry((device.clone(), kind.clone(), cause))
             .or_default()
             .insert(e["id"].as_str().unwrap().to_string());
         sequence.entry(device).or_default().push(kind);
     }
     for (transition, ids) in &ids_per_transition {
-        assert_eq!(ids.len(), 1, "{context}: {transition:?} notified under {} ids: {ids:?}", ids.len());
+        let history = || -> Vec<String> {
+            events
+                .iter()
+                .filter(|e| e["device"] == transition.0.as_str())
+                .map(|e| format!("{} {} at {} since {}", e["id"], e["event"], e["at"], e["offline_since"]))
+                .collect()
+        };
+        assert_eq!(
+            ids.len(),
+            1,
+            "{context}: {transition:?} notified under {} ids: {ids:?}\n{:#?}",
+            ids.len(),
+            history()
+        );
     }
     for (device, kinds) in &sequence {
         for (i, kind) in kinds.iter().enumerate() {
@@ -75,6 +95,8 @@ fn check_exactly_once(received: &[Received], last: &BTreeMap<String, bool>, cont
 struct Fleet {
     client: AsyncClient,
     task: tokio::task::JoinHandle<()>,
+    /// Numbers every message, so a notification names its cause.
+    sent: std::sync::atomic::AtomicU64,
 }
 
 impl Fleet {
@@ -87,11 +109,12 @@ impl Fleet {
                 }
             }
         });
-        Fleet { client, task }
+        Fleet { client, task, sent: std::sync::atomic::AtomicU64::new(0) }
     }
 
     async fn say(&self, device: &str, online: bool) {
-        let payload = if online { "online" } else { "offline" };
+        let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let payload = format!("{{\"s\":\"{}\",\"n\":{n}}}", if online { "online" } else { "offline" });
         self.client.publish(format!("fleet/{device}/status"), QoS::AtLeastOnce, true, payload).await.unwrap();
     }
 }
@@ -121,7 +144,9 @@ async fn random_sigkills_while_devices_toggle_notify_every_transition_once_by_id
         fleet.say(&format!("d{i}"), true).await;
         last.insert(format!("d{i}"), true);
     }
-    let mut daemon = Daemon::start(&config(&broker, &hook(&receiver)));
+    let text = config(&broker, &hook(&receiver))
+        .replace("actions = [\"hook\"]\n", "actions = [\"hook\"]\nstate_field = \"/s\"\n");
+    let mut daemon = Daemon::start(&text);
     daemon.wait_connected().await;
 
     // Devices toggle every 5-40 ms; the daemon dies at random moments and

@@ -50,6 +50,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Most devices watched in all: pattern devices past it are refused.
     pub max_devices: usize,
+    /// How far a decision must get before its notification goes out.
+    pub state_sync: StateSync,
     /// Where `/status`, `/healthz` and `/metrics` are served; `None`: off.
     pub http_listen: Option<std::net::SocketAddr>,
     /// Things that work but look wrong, as `PATH:LINE:COL: warning: …`.
@@ -108,6 +110,27 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
+    }
+}
+
+/// How far a decision must get before its notification goes out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StateSync {
+    /// To the disk itself (fsync): survives a power cut.
+    #[default]
+    Full,
+    /// To the operating system: survives the daemon's crash or SIGKILL,
+    /// not a power cut; no fsync in the path of an alert.
+    Normal,
+}
+
+impl StateSync {
+    /// SQLite's `synchronous` setting for it (in WAL mode).
+    pub fn pragma(self) -> &'static str {
+        match self {
+            StateSync::Full => "FULL",
+            StateSync::Normal => "NORMAL",
+        }
     }
 }
 

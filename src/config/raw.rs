@@ -28,6 +28,7 @@ pub struct RawConfig {
     pub action: BTreeMap<String, Spanned<RawAction>>,
     pub state_dir: Option<Spanned<String>>,
     pub max_devices: Option<Spanned<i64>>,
+    pub state_sync: Option<Spanned<String>>,
     pub http: Option<RawHttp>,
 }
 

@@ -44,6 +44,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
     let devices = v.devices(raw.device, &defaults, &actions);
     let state_dir = v.state_dir(raw.state_dir);
     let max_devices = v.max_devices(raw.max_devices.as_ref()).unwrap_or(super::DEFAULT_MAX_DEVICES);
+    let state_sync = v.state_sync(raw.state_sync);
     let http_listen = v.http_listen(raw.http.and_then(|h| h.listen));
     let warnings = v
         .warnings
@@ -71,6 +72,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
                 actions,
                 state_dir,
                 max_devices,
+                state_sync,
                 http_listen,
                 warnings,
                 exact,
@@ -489,6 +491,18 @@ impl Validator<'_> {
             out.push(DeviceSpec { watch, heartbeat, rules: Arc::new(rules), max_devices });
         }
         out
+    }
+
+    fn state_sync(&mut self, raw: Option<Spanned<String>>) -> super::StateSync {
+        match raw.as_ref().map(|r| r.get_ref().as_str()) {
+            None | Some("full") => super::StateSync::Full,
+            Some("normal") => super::StateSync::Normal,
+            Some(other) => {
+                let span = raw.as_ref().map(Spanned::span).unwrap_or(0..0);
+                self.problem(Problem::new(span, format!("`state_sync` `{other}`: use \"full\" or \"normal\"")));
+                super::StateSync::Full
+            }
+        }
     }
 
     /// A `max_devices` value: a positive count.

@@ -20,9 +20,13 @@
 //! - a storm of offlines big enough for the broker to have dropped some of
 //!   its wills schedules one re-read of the devices not known offline.
 //!
-//! What a restart must remember goes out as `Save` (coalesced by the
-//! writer); a decided event carries its device's record, so both are
-//! committed in one transaction.
+//! What a restart must remember is saved two ways. A decided event carries
+//! its device's record, so both are committed in one transaction before
+//! the event goes anywhere. Every other change (a device first seen, a
+//! grace period begun) only marks the device dirty, and the shell saves
+//! the dirty ones in batches (`take_saves`): losing those to a crash costs
+//! nothing the broker's retained states do not tell again, and a retained
+//! burst of 100,000 new devices never waits for the disk.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -51,8 +55,6 @@ pub const REPLAY_WAIT: Duration = Duration::from_secs(1);
 pub enum Effect {
     /// Commit the event (and its device's record with it), then send it.
     Fire(Event, Option<(String, Saved)>),
-    /// Remember a device's new record.
-    Save(String, Saved),
     /// Forget a device no longer watched.
     Forget(String),
     /// Re-read the retained states of these exact topics.
@@ -159,6 +161,8 @@ pub struct Fleet {
     resync_at: Option<Instant>,
     metrics: Arc<Metrics>,
     effects: Vec<Effect>,
+    /// Devices whose record changed since it was last saved.
+    dirty: Vec<String>,
 }
 
 impl Fleet {
@@ -188,6 +192,7 @@ impl Fleet {
             resync_at: None,
             metrics,
             effects: Vec::new(),
+            dirty: Vec::new(),
         };
         fleet.restore(saved, now);
         fleet.add_explicit_devices();
@@ -329,13 +334,13 @@ impl Fleet {
             }
             Outcome::Wait(_) if after == State::Offline && before != State::Offline => {
                 tracing::debug!(device = %device.id, topic = %device.topic, "device offline; holding it for its grace period");
-                self.effects.push(Effect::Save(device.id.clone(), device.saved()));
+                self.mark_dirty(id);
             }
             _ if changed => {
                 if after != before {
                     tracing::debug!(device = %device.id, topic = %device.topic, state = after.as_str(), "device state");
                 }
-                self.effects.push(Effect::Save(device.id.clone(), device.saved()));
+                self.mark_dirty(id);
             }
             _ => {}
         }
@@ -344,6 +349,33 @@ impl Fleet {
             self.counts.add(after, 1);
         }
         self.arm(id);
+    }
+
+    fn mark_dirty(&mut self, id: &str) {
+        if let Some(device) = self.devices.get_mut(id)
+            && !std::mem::replace(&mut device.dirty, true)
+        {
+            self.dirty.push(id.to_string());
+        }
+    }
+
+    /// Whether some device's record waits to be saved.
+    pub fn has_saves(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// The current records of up to `max` dirty devices, now clean.
+    pub fn take_saves(&mut self, max: usize) -> Vec<(String, Saved)> {
+        let from = self.dirty.len().saturating_sub(max);
+        let ids: Vec<String> = self.dirty.drain(from..).collect();
+        ids.into_iter()
+            .filter_map(|id| {
+                let device = self.devices.get_mut(&id)?;
+                device.dirty = false;
+                let saved = device.saved();
+                Some((id, saved))
+            })
+            .collect()
     }
 
     /// The actions of `names` that run on `kind`: each gets one

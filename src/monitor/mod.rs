@@ -15,7 +15,7 @@
 mod fleet;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -33,6 +33,11 @@ pub struct StatusQuery {
     pub page: PageQuery,
     pub reply: oneshot::Sender<StatusPage>,
 }
+
+/// How often the dirty devices' records are handed to the writer...
+const SAVE_EVERY: Duration = Duration::from_millis(100);
+/// ...and how many in one op.
+const SAVE_BATCH: usize = 4096;
 
 /// What the monitor listens to.
 pub struct Inputs {
@@ -71,11 +76,14 @@ impl Monitor {
     /// commits what is left and lets the actions drain.
     pub async fn run(mut self, mut inputs: Inputs, stop: CancellationToken) {
         self.perform().await;
+        let mut save_tick = tokio::time::interval(SAVE_EVERY);
+        save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = self.fleet.next_wake();
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
+                _ = save_tick.tick(), if self.fleet.has_saves() => self.save(false).await,
                 message = inputs.inbound.recv() => {
                     let Some(message) = message else { break };
                     let now = Now::read();
@@ -94,6 +102,28 @@ impl Monitor {
             }
             self.perform().await;
         }
+        self.save(true).await;
+    }
+
+    /// Hands the dirty devices' records to the writer, in batches; only as
+    /// many as the writer has room for, unless `all` (at the end).
+    async fn save(&mut self, all: bool) {
+        while self.fleet.has_saves() {
+            let permit = if all {
+                self.out.store.reserve().await
+            } else {
+                match self.out.store.try_reserve() {
+                    Ok(permit) => Ok(permit),
+                    Err(mpsc::error::TrySendError::Full(())) => return,
+                    Err(mpsc::error::TrySendError::Closed(())) => Err(mpsc::error::SendError(())),
+                }
+            };
+            let Ok(permit) = permit else {
+                tracing::error!("the state writer is gone; device states are no longer saved");
+                return;
+            };
+            permit.send(Op::Save(self.fleet.take_saves(SAVE_BATCH)));
+        }
     }
 
     /// Carries out what the last call decided, then shows the counts.
@@ -103,7 +133,6 @@ impl Monitor {
         for effect in effects {
             let op = match effect {
                 Effect::Fire(event, device) => Op::Event(event, device),
-                Effect::Save(id, saved) => Op::Save(id, saved),
                 Effect::Forget(id) => Op::Forget(id),
                 Effect::Reload(config) => Op::Reload(config),
                 Effect::Resync(topics) => {

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use crate::config::StateSync;
 use crate::device::{Saved, State};
 use crate::event::{Event, EventKind};
 
@@ -65,6 +66,7 @@ pub struct Loaded {
 
 pub struct Db {
     path: PathBuf,
+    sync: StateSync,
     conn: Connection,
     /// The file's inode when opened: a different one (or none) means the
     /// file was deleted or replaced under us.
@@ -72,18 +74,18 @@ pub struct Db {
 }
 
 impl Db {
-    /// Opens (or creates) `dir/state.db`.
-    pub fn open(dir: &Path) -> Result<Db, DbError> {
+    /// Opens (or creates) `dir/state.db`, committing as `sync` says.
+    pub fn open(dir: &Path, sync: StateSync) -> Result<Db, DbError> {
         std::fs::create_dir_all(dir).map_err(|source| DbError::Dir { dir: dir.to_path_buf(), source })?;
         let path = dir.join(FILE_NAME);
         let sqlite = |source| DbError::Sqlite { file: path.clone(), source };
         let conn = Connection::open(&path).map_err(sqlite)?;
         // WAL: readers (`willwatch` commands) never block the writer.
         // FULL: a commit is on the platter, not only in the OS, before the
-        // notification it records goes out. A small cache: the work is
-        // writes of a few rows.
+        // notification it records goes out (NORMAL: in the OS). A small
+        // cache: the work is writes of a few rows.
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(sqlite)?;
+        conn.pragma_update(None, "synchronous", sync.pragma()).map_err(sqlite)?;
         conn.pragma_update(None, "cache_size", -256).map_err(sqlite)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
         let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite)?;
@@ -111,7 +113,7 @@ impl Db {
         .map_err(sqlite)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sqlite)?;
         let inode = inode(&path).unwrap_or_default();
-        Ok(Db { path, conn, inode })
+        Ok(Db { path, sync, conn, inode })
     }
 
     pub fn path(&self) -> &Path {
@@ -259,7 +261,7 @@ impl Db {
         std::fs::create_dir_all(&dir).map_err(|source| DbError::Dir { dir: dir.clone(), source })?;
         let _ = std::fs::remove_file(&rebuilt);
         self.conn.execute("VACUUM INTO ?1", params![rebuilt.to_string_lossy()]).map_err(sqlite)?;
-        let path = self.path.clone();
+        let (path, sync) = (self.path.clone(), self.sync);
         // Closing checkpoints and removes whatever WAL sits at our path, so
         // no stale log is replayed into the rebuilt file.
         drop(self);
@@ -267,7 +269,7 @@ impl Db {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
         std::fs::rename(&rebuilt, &path).map_err(|source| DbError::Dir { dir: dir.clone(), source })?;
-        Db::open(&dir)
+        Db::open(&dir, sync)
     }
 
     /// For tests of failing disks: refuse every write from now on (or again
@@ -368,7 +370,7 @@ mod tests {
     #[test]
     fn devices_and_pending_events_read_back_as_committed() {
         let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(dir.path()).unwrap();
+        let mut db = Db::open(dir.path(), StateSync::Full).unwrap();
         let mut batch = Batch::default();
         batch.devices.insert("pump-7".into(), Some(saved(State::Offline, true)));
         batch.devices.insert("fa\"n".into(), Some(saved(State::Online, false)));
@@ -376,7 +378,7 @@ mod tests {
         batch.events.push(event("e2", &["hook"]));
         db.commit(&batch).unwrap();
         drop(db);
-        let loaded = Db::open(dir.path()).unwrap().load().unwrap();
+        let loaded = Db::open(dir.path(), StateSync::Full).unwrap().load().unwrap();
         assert_eq!(loaded.devices["pump-7"], saved(State::Offline, true));
         assert_eq!(loaded.devices["fa\"n"], saved(State::Online, false));
         let ids: Vec<&str> = loaded.pending.iter().map(|e| e.id.as_str()).collect();
@@ -388,7 +390,7 @@ mod tests {
     #[test]
     fn an_acknowledged_action_is_not_owed_again() {
         let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(dir.path()).unwrap();
+        let mut db = Db::open(dir.path(), StateSync::Full).unwrap();
         let mut batch = Batch::default();
         batch.events.push(event("e1", &["log", "hook"]));
         batch.acks.push(("e1".into(), "log".into()));
@@ -404,7 +406,7 @@ mod tests {
     #[test]
     fn a_forgotten_device_is_gone_and_one_row_per_device_is_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(dir.path()).unwrap();
+        let mut db = Db::open(dir.path(), StateSync::Full).unwrap();
         for state in [State::Online, State::Offline, State::Online] {
             let mut batch = Batch::default();
             batch.devices.insert("pump-7".into(), Some(saved(state, false)));
@@ -420,7 +422,7 @@ mod tests {
     #[test]
     fn a_failed_commit_changes_nothing_and_the_same_batch_commits_later() {
         let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(dir.path()).unwrap();
+        let mut db = Db::open(dir.path(), StateSync::Full).unwrap();
         let mut batch = Batch::default();
         batch.devices.insert("pump-7".into(), Some(saved(State::Offline, true)));
         batch.events.push(event("e1", &["log"]));
@@ -435,7 +437,7 @@ mod tests {
     #[test]
     fn a_file_deleted_while_running_is_written_back_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(dir.path()).unwrap();
+        let mut db = Db::open(dir.path(), StateSync::Full).unwrap();
         let mut batch = Batch::default();
         batch.devices.insert("pump-7".into(), Some(saved(State::Offline, true)));
         batch.events.push(event("e1", &["log"]));
@@ -447,7 +449,7 @@ mod tests {
         let db = db.rewrite().unwrap();
         assert!(db.still_in_place());
         drop(db);
-        let loaded = Db::open(dir.path()).unwrap().load().unwrap();
+        let loaded = Db::open(dir.path(), StateSync::Full).unwrap().load().unwrap();
         assert_eq!(loaded.devices["pump-7"], saved(State::Offline, true));
         assert_eq!(loaded.pending.len(), 1);
     }

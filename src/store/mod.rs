@@ -20,6 +20,8 @@ mod writer;
 use std::path::Path;
 use std::time::SystemTime;
 
+use crate::config::StateSync;
+
 pub use db::{Batch, Db, DbError, FILE_NAME, Loaded};
 pub use writer::{Ack, Op, Writer};
 
@@ -27,15 +29,15 @@ pub use writer::{Ack, Op, Writer};
 /// set aside (renamed) and the daemon starts clean; a file that cannot be
 /// opened at all (a missing or read-only disk) is logged, and the writer
 /// keeps trying to open it while monitoring goes on.
-pub fn open(dir: &Path) -> (Option<Db>, Loaded) {
-    let opened = Db::open(dir).and_then(|db| db.load().map(|loaded| (db, loaded)));
+pub fn open(dir: &Path, sync: StateSync) -> (Option<Db>, Loaded) {
+    let opened = Db::open(dir, sync).and_then(|db| db.load().map(|loaded| (db, loaded)));
     let (mut db, mut loaded) = match opened {
         Ok((db, loaded)) => (db, loaded),
         Err(DbError::Sqlite { source, .. }) if is_corrupt(&source) => {
             let aside = set_aside(dir);
             tracing::error!(file = %dir.join(FILE_NAME).display(), set_aside = %aside, error = %source,
                 "state database is corrupt; set it aside and starting clean");
-            match Db::open(dir) {
+            match Db::open(dir, sync) {
                 Ok(db) => (db, Loaded::default()),
                 Err(e) => return unavailable(e),
             }
@@ -92,7 +94,7 @@ mod tests {
     fn corrupt_file_is_set_aside_and_nothing_is_restored() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE_NAME), b"this is not a database, not even close to one....").unwrap();
-        let (db, loaded) = open(dir.path());
+        let (db, loaded) = open(dir.path(), StateSync::Full);
         assert!(db.is_some(), "a fresh database replaces it");
         assert!(loaded.devices.is_empty());
         let aside = std::fs::read_dir(dir.path())
@@ -109,11 +111,11 @@ mod tests {
         let text = r#"{"version":1,"saved_at_ms":0,"devices":{"pump-7":{"topic":"plant/pump-7/status",
             "state":"offline","since_ms":1000,"offline_since_ms":1000,"alerted":true,"seq":null}}}"#;
         std::fs::write(dir.path().join(legacy::FILE_NAME), text).unwrap();
-        let (db, loaded) = open(dir.path());
+        let (db, loaded) = open(dir.path(), StateSync::Full);
         assert!(loaded.devices["pump-7"].alerted);
         assert!(!dir.path().join(legacy::FILE_NAME).exists());
         drop(db);
-        let (_, again) = open(dir.path());
+        let (_, again) = open(dir.path(), StateSync::Full);
         assert!(again.devices["pump-7"].alerted, "kept in the database");
     }
 }

@@ -26,14 +26,15 @@ use tokio_util::sync::CancellationToken;
 use super::db::{Batch, Db, DbError};
 use crate::actions;
 use crate::backoff::Backoff;
-use crate::config::Config;
+use crate::config::{Config, StateSync};
 use crate::device::Saved;
 use crate::event::Event;
 use crate::metrics::Metrics;
 
-/// Ops taken into one transaction at most: enough that a storm is a few
-/// commits, few enough that a batch stays a few hundred KiB.
-const MAX_BATCH: usize = 4096;
+/// Records taken into one transaction (past this, the rest waits for the
+/// next): enough that a storm is a few commits, few enough that a batch
+/// stays a few MiB.
+const MAX_BATCH: usize = 8192;
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 /// How often a quiet writer checks that its file is still there.
@@ -42,8 +43,8 @@ const CHECK_EVERY: Duration = Duration::from_secs(5);
 /// What the monitor tells the writer, in the order it decided it.
 #[derive(Debug)]
 pub enum Op {
-    /// The newest record of a device.
-    Save(String, Saved),
+    /// The newest records of some devices.
+    Save(Vec<(String, Saved)>),
     /// A device no longer watched.
     Forget(String),
     /// A decided event, with the record of the device that decided it:
@@ -59,6 +60,7 @@ pub type Ack = (String, String);
 
 pub struct Writer {
     pub dir: std::path::PathBuf,
+    pub sync: StateSync,
     pub db: Option<Db>,
     pub ops: mpsc::Receiver<Op>,
     pub acks: mpsc::UnboundedReceiver<Ack>,
@@ -70,8 +72,8 @@ impl Writer {
     /// Sends `pending` (owed since before the start) first, then runs until
     /// `finish`: commits what is left, says what is still owed, returns.
     pub async fn run(self, pending: Vec<Event>, finish: CancellationToken) {
-        let Writer { dir, db, mut ops, mut acks, dispatch, metrics } = self;
-        let mut state = State { dir, db, dispatch: Some(dispatch), metrics, failing: false };
+        let Writer { dir, sync, db, mut ops, mut acks, dispatch, metrics } = self;
+        let mut state = State { dir, sync, db, dispatch: Some(dispatch), metrics, failing: false };
         let mut outgoing: Vec<actions::Input> =
             pending.into_iter().map(|e| actions::Input::Event(Arc::new(e))).collect();
         if !outgoing.is_empty() {
@@ -99,8 +101,7 @@ impl Writer {
                 () = sleep_until(retry_at) => {}
                 _ = check.tick(), if retry_at.is_none() => state.keep_in_place(),
             }
-            let mut taken = 0;
-            while taken < MAX_BATCH {
+            while batch.devices.len() + batch.events.len() + batch.acks.len() < MAX_BATCH {
                 match ops.try_recv() {
                     Ok(op) => take(op, &mut batch, &mut outgoing),
                     Err(_) => match acks.try_recv() {
@@ -108,7 +109,6 @@ impl Writer {
                         Err(_) => break,
                     },
                 }
-                taken += 1;
             }
             let due = retry_at.is_none_or(|at| at <= Instant::now()) || finishing;
             if due && !batch.is_empty() {
@@ -143,6 +143,7 @@ impl Writer {
 /// The writer's own state between turns.
 struct State {
     dir: std::path::PathBuf,
+    sync: StateSync,
     db: Option<Db>,
     dispatch: Option<mpsc::Sender<actions::Input>>,
     metrics: Arc<Metrics>,
@@ -154,12 +155,12 @@ impl State {
     /// Commits `batch` off the async threads; empties it when it committed.
     async fn commit(&mut self, batch: &mut Batch) -> Result<(), DbError> {
         let db = self.db.take();
-        let dir = self.dir.clone();
+        let (dir, sync) = (self.dir.clone(), self.sync);
         let work = std::mem::take(batch);
         let (db, work, result) = tokio::task::spawn_blocking(move || {
             let opened = match db {
                 Some(db) => in_place(db),
-                None => Db::open(&dir),
+                None => Db::open(&dir, sync),
             };
             match opened {
                 Ok(mut db) => {
@@ -243,8 +244,8 @@ fn in_place(db: Db) -> Result<Db, DbError> {
 
 fn take(op: Op, batch: &mut Batch, outgoing: &mut Vec<actions::Input>) {
     match op {
-        Op::Save(id, saved) => {
-            batch.devices.insert(id, Some(saved));
+        Op::Save(records) => {
+            batch.devices.extend(records.into_iter().map(|(id, saved)| (id, Some(saved))));
         }
         Op::Forget(id) => {
             batch.devices.insert(id, None);
@@ -308,7 +309,15 @@ mod tests {
         let (_acks_tx, acks) = mpsc::unbounded_channel();
         let (dispatch, mut dispatched) = mpsc::channel(16);
         let metrics = Metrics::new();
-        let writer = Writer { dir: dir.clone(), db: None, ops, acks, dispatch, metrics: Arc::clone(&metrics) };
+        let writer = Writer {
+            dir: dir.clone(),
+            sync: StateSync::Full,
+            db: None,
+            ops,
+            acks,
+            dispatch,
+            metrics: Arc::clone(&metrics),
+        };
         let finish = CancellationToken::new();
         let task = tokio::spawn(writer.run(Vec::new(), finish.clone()));
 
@@ -319,7 +328,7 @@ mod tests {
 
         std::fs::remove_file(&dir).unwrap();
         let loaded = poll("the retried commit", || {
-            let loaded = Db::open(&dir).ok()?.load().ok()?;
+            let loaded = Db::open(&dir, StateSync::Full).ok()?.load().ok()?;
             (!loaded.pending.is_empty()).then_some(loaded)
         })
         .await;
@@ -337,16 +346,27 @@ mod tests {
         let (ops_tx, ops) = mpsc::channel(16);
         let (acks_tx, acks) = mpsc::unbounded_channel();
         let (dispatch, mut dispatched) = mpsc::channel(16);
-        let db = Db::open(dir.path()).unwrap();
-        let writer = Writer { dir: dir.path().into(), db: Some(db), ops, acks, dispatch, metrics: Metrics::new() };
+        let db = Db::open(dir.path(), StateSync::Full).unwrap();
+        let writer = Writer {
+            dir: dir.path().into(),
+            sync: StateSync::Full,
+            db: Some(db),
+            ops,
+            acks,
+            dispatch,
+            metrics: Metrics::new(),
+        };
         let finish = CancellationToken::new();
         let task = tokio::spawn(writer.run(Vec::new(), finish.clone()));
         ops_tx.send(Op::Event(test_event(EventKind::Offline, "pump-7"), Some(record()))).await.unwrap();
         let Some(actions::Input::Event(event)) = dispatched.recv().await else { panic!("not sent") };
-        let owed = Db::open(dir.path()).unwrap().load().unwrap().pending;
+        let owed = Db::open(dir.path(), StateSync::Full).unwrap().load().unwrap().pending;
         assert_eq!(owed.len(), 1, "recorded before it was sent");
         acks_tx.send((event.id.clone(), "log".into())).unwrap();
-        poll("the acknowledgement", || Db::open(dir.path()).ok()?.load().ok()?.pending.is_empty().then_some(())).await;
+        poll("the acknowledgement", || {
+            Db::open(dir.path(), StateSync::Full).ok()?.load().ok()?.pending.is_empty().then_some(())
+        })
+        .await;
         finish.cancel();
         task.await.unwrap();
     }

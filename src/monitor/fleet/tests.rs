@@ -58,20 +58,21 @@ fn drain(fleet: &mut Fleet) -> Vec<Effect> {
     fleet.drain().collect()
 }
 
-fn saved(effects: &[Effect]) -> HashMap<String, Saved> {
-    let mut out = HashMap::new();
+/// What reaches the disk from `effects` and the fleet's dirty devices,
+/// applied to `disk` in order.
+fn save_into(disk: &mut HashMap<String, Saved>, effects: &[Effect], fleet: &mut Fleet) {
     for e in effects {
         match e {
-            Effect::Fire(_, Some((id, s))) | Effect::Save(id, s) => {
-                out.insert(id.clone(), s.clone());
+            Effect::Fire(_, Some((id, s))) => {
+                disk.insert(id.clone(), s.clone());
             }
             Effect::Forget(id) => {
-                out.remove(id);
+                disk.remove(id);
             }
             _ => {}
         }
     }
-    out
+    disk.extend(fleet.take_saves(usize::MAX));
 }
 
 fn connected(rest: &str, clock: &Clock) -> Fleet {
@@ -248,7 +249,9 @@ fn grace_holds_an_offline_and_its_record_is_saved_meanwhile() {
     f.on_message("plant/a/status", b"offline", clock.at_ms(3_000));
     let effects = drain(&mut f);
     assert!(fired(&effects).is_empty());
-    assert_eq!(saved(&effects)["a"].state, State::Offline);
+    let saves = f.take_saves(10);
+    assert_eq!((saves.len(), saves[0].1.state), (1, State::Offline), "saved, though no event fired");
+    assert!(!f.has_saves());
     f.on_tick(clock.at_ms(13_000));
     assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "offline")]);
 }
@@ -318,6 +321,8 @@ enum Step {
     /// The daemon dies and starts again from what it saved; the replay
     /// may be cut short after `n` messages.
     Restart(u8),
+    /// The shell hands the dirty records to the writer.
+    Save,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -326,6 +331,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (0u32..20_000).prop_map(Step::Wait),
         1 => (0u8..5).prop_map(Step::Reconnect),
         1 => (0u8..5).prop_map(Step::Restart),
+        2 => Just(Step::Save),
     ]
 }
 
@@ -361,6 +367,7 @@ proptest! {
         let mut t = 0u64;
         let mut retained: BTreeMap<u8, bool> = BTreeMap::new();
         let mut disk: HashMap<String, Saved> = HashMap::new();
+        let clean = || Fleet::new(config(DEVICES), HashMap::new(), Metrics::new(), Clock::new().at_ms(0));
         let mut sent: Vec<Effect> = Vec::new();
         let mut f = Fleet::new(config(DEVICES), HashMap::new(), Metrics::new(), clock.at_ms(0));
         replay(&mut f, &retained, u8::MAX, &clock, &mut t, &mut sent);
@@ -381,16 +388,24 @@ proptest! {
                     replay(&mut f, &retained, cut, &clock, &mut t, &mut sent);
                 }
                 Step::Restart(cut) => {
-                    // Everything decided so far was committed (the writer
-                    // commits before anything is sent).
-                    sent.extend(f.drain());
-                    disk.extend(saved(&sent));
+                    // Every decided event was committed with its record
+                    // (the writer commits before anything is sent); dirty
+                    // records not yet saved are lost with the process.
+                    let effects: Vec<Effect> = f.drain().collect();
+                    save_into(&mut disk, &effects, &mut clean());
+                    sent.extend(effects);
                     f = Fleet::new(config(DEVICES), disk.clone(), Metrics::new(), clock.at_ms(t));
                     replay(&mut f, &retained, cut, &clock, &mut t, &mut sent);
                 }
+                Step::Save => {
+                    let effects: Vec<Effect> = f.drain().collect();
+                    save_into(&mut disk, &effects, &mut f);
+                    sent.extend(effects);
+                }
             }
-            sent.extend(f.drain());
-            disk.extend(saved(&sent));
+            let effects: Vec<Effect> = f.drain().collect();
+            save_into(&mut disk, &effects, &mut clean());
+            sent.extend(effects);
         }
         t += 10_000;
         f.on_tick(clock.at_ms(t));
