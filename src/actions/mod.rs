@@ -87,7 +87,7 @@ impl Context {
     /// Decides a new event (an escalation): recorded, then dispatched.
     async fn fire(&self, event: Event) {
         match self.store.upgrade() {
-            Some(store) if store.send(Op::Event(event, None)).await.is_ok() => {}
+            Some(store) if store.send(Op::Event(Box::new(event), None)).await.is_ok() => {}
             _ => tracing::warn!("stopping: an escalation was not recorded"),
         }
     }

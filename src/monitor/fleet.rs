@@ -54,7 +54,7 @@ pub const REPLAY_WAIT: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub enum Effect {
     /// Commit the event (and its device's record with it), then send it.
-    Fire(Event, Option<(String, Saved)>),
+    Fire(Box<Event>, Option<(String, Saved)>),
     /// Forget a device no longer watched.
     Forget(String),
     /// Re-read the retained states of these exact topics.
@@ -330,7 +330,7 @@ impl Fleet {
                 if t.kind == EventKind::Offline {
                     self.note_offline(now.mono);
                 }
-                self.effects.push(Effect::Fire(event, Some(record)));
+                self.effects.push(Effect::Fire(Box::new(event), Some(record)));
             }
             Outcome::Wait(_) if after == State::Offline && before != State::Offline => {
                 tracing::debug!(device = %device.id, topic = %device.topic, "device offline; holding it for its grace period");
@@ -521,7 +521,7 @@ impl Fleet {
         } else {
             tracing::info!(broker = %broker.url, down_for = ?down_for, "broker reachable again");
         }
-        self.effects.push(Effect::Fire(event, None));
+        self.effects.push(Effect::Fire(Box::new(event), None));
     }
 
     fn periodic_resync(&self, now: Instant) -> Option<Instant> {

@@ -50,7 +50,7 @@ pub enum Op {
     /// A decided event, with the record of the device that decided it:
     /// both committed together, the event owed to each of its actions,
     /// then sent.
-    Event(Event, Option<(String, Saved)>),
+    Event(Box<Event>, Option<(String, Saved)>),
     /// A new config for the dispatcher, in order with the events.
     Reload(Arc<Config>),
 }
@@ -254,7 +254,7 @@ fn take(op: Op, batch: &mut Batch, outgoing: &mut Vec<actions::Input>) {
             if let Some((id, saved)) = device {
                 batch.devices.insert(id, Some(saved));
             }
-            let event = Arc::new(event);
+            let event: Arc<Event> = Arc::from(event);
             batch.events.push(Arc::clone(&event));
             outgoing.push(actions::Input::Event(event));
         }
@@ -321,7 +321,7 @@ mod tests {
         let finish = CancellationToken::new();
         let task = tokio::spawn(writer.run(Vec::new(), finish.clone()));
 
-        ops_tx.send(Op::Event(test_event(EventKind::Offline, "pump-7"), Some(record()))).await.unwrap();
+        ops_tx.send(Op::Event(Box::new(test_event(EventKind::Offline, "pump-7")), Some(record()))).await.unwrap();
         let sent = tokio::time::timeout(Duration::from_secs(5), dispatched.recv()).await.unwrap().unwrap();
         assert!(matches!(sent, actions::Input::Event(e) if e.device == "pump-7"), "sent although not recorded");
         assert!(metrics.state_write_errors.get() >= 1);
@@ -358,7 +358,7 @@ mod tests {
         };
         let finish = CancellationToken::new();
         let task = tokio::spawn(writer.run(Vec::new(), finish.clone()));
-        ops_tx.send(Op::Event(test_event(EventKind::Offline, "pump-7"), Some(record()))).await.unwrap();
+        ops_tx.send(Op::Event(Box::new(test_event(EventKind::Offline, "pump-7")), Some(record()))).await.unwrap();
         let Some(actions::Input::Event(event)) = dispatched.recv().await else { panic!("not sent") };
         let owed = Db::open(dir.path(), StateSync::Full).unwrap().load().unwrap().pending;
         assert_eq!(owed.len(), 1, "recorded before it was sent");
