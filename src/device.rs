@@ -20,6 +20,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use compact_str::CompactString;
+
 use crate::config::Rules;
 use crate::event::EventKind;
 use crate::payload::{Reading, read};
@@ -87,17 +89,20 @@ pub struct Saved {
     pub seq: Option<i64>,
 }
 
+/// Ids, topics and payload previews are `CompactString`s: up to 24 bytes
+/// live inline, so most devices of a large fleet cost no allocation for
+/// them (`dev-12345`, `bench/dev-12345/status`, `online`).
 #[derive(Debug, Clone)]
 pub struct Device {
-    pub id: String,
-    pub topic: String,
+    pub id: CompactString,
+    pub topic: CompactString,
     pub rules: Arc<Rules>,
     pub state: State,
     /// When the current state began (`None` while never seen).
     pub since: Option<Now>,
     /// When a message last arrived on the topic, and what it said (shortened).
     pub last_seen: Option<SystemTime>,
-    pub last_payload: String,
+    pub last_payload: CompactString,
     /// When the device went offline, kept while an `offline` is unresolved.
     offline_since: Option<Now>,
     /// An `offline` has fired and no `online` has resolved it yet.
@@ -147,7 +152,7 @@ pub struct Transition {
 }
 
 impl Device {
-    pub fn new(id: impl Into<String>, topic: impl Into<String>, rules: Arc<Rules>) -> Device {
+    pub fn new(id: impl Into<CompactString>, topic: impl Into<CompactString>, rules: Arc<Rules>) -> Device {
         Device {
             id: id.into(),
             topic: topic.into(),
@@ -155,7 +160,7 @@ impl Device {
             state: State::Unknown,
             since: None,
             last_seen: None,
-            last_payload: String::new(),
+            last_payload: CompactString::default(),
             offline_since: None,
             alerted: false,
             pending: None,
@@ -171,7 +176,7 @@ impl Device {
     /// What to write to disk.
     pub fn saved(&self) -> Saved {
         Saved {
-            topic: self.topic.clone(),
+            topic: self.topic.to_string(),
             state: self.state,
             since: self.since.map(|t| t.wall),
             offline_since: self.offline_since.map(|t| t.wall),
@@ -262,7 +267,7 @@ impl Device {
             Some(at) if now.mono >= at && self.state != State::Offline => {
                 self.silent_at = None;
                 self.silenced = true;
-                self.last_payload = SILENCE.to_string();
+                self.last_payload = SILENCE.into();
                 let previous = self.state;
                 self.enter(State::Offline, now);
                 if self.alerted {
@@ -377,10 +382,10 @@ impl Device {
 }
 
 /// A payload as it may be shown: lossy UTF-8, at most 64 characters.
-pub fn preview(payload: &[u8]) -> String {
+pub fn preview(payload: &[u8]) -> CompactString {
     const MAX: usize = 64;
     let text = String::from_utf8_lossy(&payload[..payload.len().min(MAX * 4)]);
-    let mut out: String = text.chars().take(MAX).collect();
+    let mut out: CompactString = text.chars().take(MAX).collect();
     if payload.len() > out.len() {
         out.push_str(&format!("… ({} bytes)", payload.len()));
     }

@@ -32,6 +32,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use compact_str::CompactString;
+
 use crate::config::{Config, Watch};
 use crate::device::{Device, Durable, Now, Outcome, Saved, State};
 use crate::event::{Event, EventKind, new_id};
@@ -143,11 +145,11 @@ pub struct Fleet {
     config: Arc<Config>,
     /// Boxed: the tree's nodes then hold pointers, not half-empty slots of
     /// whole devices (a third less memory for a large fleet).
-    devices: BTreeMap<String, Box<Device>>,
+    devices: BTreeMap<CompactString, Box<Device>>,
     counts: Counts,
     /// Device timers: when, and for which device; one per device, in `armed`.
-    timers: BTreeSet<(Instant, String)>,
-    armed: HashMap<String, Instant>,
+    timers: BTreeSet<(Instant, CompactString)>,
+    armed: HashMap<CompactString, Instant>,
     /// Topics already reported as clashing with another device's id.
     clashes: HashSet<String>,
     /// Devices per pattern (by its filter), for `max_devices`.
@@ -162,7 +164,7 @@ pub struct Fleet {
     metrics: Arc<Metrics>,
     effects: Vec<Effect>,
     /// Devices whose record changed since it was last saved.
-    dirty: Vec<String>,
+    dirty: Vec<CompactString>,
 }
 
 impl Fleet {
@@ -218,9 +220,9 @@ impl Fleet {
         for (id, saved) in saved {
             match self.config.resolve(&saved.topic) {
                 Some((resolved, spec)) if resolved == id.as_str() => {
-                    let mut device = Device::new(id.clone(), saved.topic.clone(), Arc::clone(&spec.rules));
+                    let mut device = Device::new(id.as_str(), saved.topic.as_str(), Arc::clone(&spec.rules));
                     device.restore(&saved, now);
-                    self.devices.insert(id.clone(), Box::new(device));
+                    self.devices.insert(id.as_str().into(), Box::new(device));
                     self.arm(&id);
                 }
                 _ => {
@@ -244,7 +246,7 @@ impl Fleet {
             }
             return;
         };
-        let id = id.into_owned();
+        let id = CompactString::from(id);
         if !self.devices.contains_key(&id) {
             // A pattern device seen for the first time, unless one too many.
             let filter = spec.watch.filter();
@@ -315,9 +317,9 @@ impl Fleet {
                 let event = Event {
                     id: new_id(),
                     kind: t.kind,
-                    device: device.id.clone(),
-                    topic: device.topic.clone(),
-                    payload: device.last_payload.clone(),
+                    device: device.id.to_string(),
+                    topic: device.topic.to_string(),
+                    payload: device.last_payload.to_string(),
                     previous: t.previous.as_str(),
                     at: now.wall,
                     offline_since: t.offline_since,
@@ -325,7 +327,7 @@ impl Fleet {
                     attempts: None,
                     actions: self.actions_for(&device.rules.actions, t.kind),
                 };
-                let record = (device.id.clone(), device.saved());
+                let record = (device.id.to_string(), device.saved());
                 self.metrics.transitions.get_or_create(&EventLabel { event: t.kind.as_str() }).inc();
                 if t.kind == EventKind::Offline {
                     self.note_offline(now.mono);
@@ -355,7 +357,7 @@ impl Fleet {
         if let Some(device) = self.devices.get_mut(id)
             && !std::mem::replace(&mut device.dirty, true)
         {
-            self.dirty.push(id.to_string());
+            self.dirty.push(id.into());
         }
     }
 
@@ -367,13 +369,13 @@ impl Fleet {
     /// The current records of up to `max` dirty devices, now clean.
     pub fn take_saves(&mut self, max: usize) -> Vec<(String, Saved)> {
         let from = self.dirty.len().saturating_sub(max);
-        let ids: Vec<String> = self.dirty.drain(from..).collect();
+        let ids: Vec<CompactString> = self.dirty.drain(from..).collect();
         ids.into_iter()
             .filter_map(|id| {
                 let device = self.devices.get_mut(&id)?;
                 device.dirty = false;
                 let saved = device.saved();
-                Some((id, saved))
+                Some((id.to_string(), saved))
             })
             .collect()
     }
@@ -400,12 +402,12 @@ impl Fleet {
             return;
         }
         if let Some(current) = current {
-            self.timers.remove(&(current, id.to_string()));
+            self.timers.remove(&(current, id.into()));
             self.armed.remove(id);
         }
         if let Some(next) = next {
-            self.timers.insert((next, id.to_string()));
-            self.armed.insert(id.to_string(), next);
+            self.timers.insert((next, id.into()));
+            self.armed.insert(id.into(), next);
         }
     }
 
@@ -471,7 +473,7 @@ impl Fleet {
         link.up_since = now.mono;
         self.resync_at = self.periodic_resync(now.mono);
         // Silence while we could not hear is ours, not the devices'.
-        let ids: Vec<String> = self.devices.keys().cloned().collect();
+        let ids: Vec<CompactString> = self.devices.keys().cloned().collect();
         for id in ids {
             if let Some(device) = self.devices.get_mut(&id) {
                 device.forgive_silence(now);
@@ -533,7 +535,7 @@ impl Fleet {
     fn reread_unheard(&mut self) {
         let connects = self.link.connects;
         let topics: Vec<String> =
-            self.devices.values().filter(|d| d.heard_in != connects).map(|d| d.topic.clone()).collect();
+            self.devices.values().filter(|d| d.heard_in != connects).map(|d| d.topic.to_string()).collect();
         if !topics.is_empty() {
             tracing::info!(
                 devices = topics.len(),
@@ -548,7 +550,7 @@ impl Fleet {
     /// can only hide among them.
     fn reread_not_offline(&mut self) {
         let topics: Vec<String> =
-            self.devices.values().filter(|d| d.state != State::Offline).map(|d| d.topic.clone()).collect();
+            self.devices.values().filter(|d| d.state != State::Offline).map(|d| d.topic.to_string()).collect();
         if !topics.is_empty() {
             tracing::info!(devices = topics.len(), "re-reading the retained states of the devices not known offline");
             self.effects.push(Effect::Resync(topics));
@@ -571,7 +573,7 @@ impl Fleet {
 
     /// Swaps the config, keeping the state of every device still watched.
     pub fn reload(&mut self, config: Arc<Config>) {
-        let before: BTreeSet<String> = self.devices.keys().cloned().collect();
+        let before: BTreeSet<CompactString> = self.devices.keys().cloned().collect();
         self.config = config;
         let config = Arc::clone(&self.config);
         self.devices.retain(|id, device| match config.resolve(&device.topic) {
@@ -583,9 +585,9 @@ impl Fleet {
         });
         self.clashes.clear();
         self.add_explicit_devices();
-        let after: BTreeSet<String> = self.devices.keys().cloned().collect();
-        let added: Vec<&String> = after.difference(&before).collect();
-        let removed: Vec<&String> = before.difference(&after).collect();
+        let after: BTreeSet<CompactString> = self.devices.keys().cloned().collect();
+        let added: Vec<&CompactString> = after.difference(&before).collect();
+        let removed: Vec<&CompactString> = before.difference(&after).collect();
         tracing::info!(
             added = ?added,
             removed = ?removed,
@@ -599,7 +601,7 @@ impl Fleet {
             if let Some(at) = self.armed.remove(id) {
                 self.timers.remove(&(at, id.clone()));
             }
-            self.effects.push(Effect::Forget(id.clone()));
+            self.effects.push(Effect::Forget(id.to_string()));
         }
         self.recount();
         self.effects.push(Effect::Reload(Arc::clone(&self.config)));
@@ -609,8 +611,8 @@ impl Fleet {
         for spec in &self.config.devices {
             if let Watch::Device { id, topic } = &spec.watch {
                 self.devices
-                    .entry(id.clone())
-                    .or_insert_with(|| Box::new(Device::new(id.clone(), topic.clone(), Arc::clone(&spec.rules))));
+                    .entry(id.into())
+                    .or_insert_with(|| Box::new(Device::new(id.as_str(), topic.as_str(), Arc::clone(&spec.rules))));
             }
         }
     }
@@ -657,12 +659,12 @@ impl Fleet {
             .iter()
             .filter_map(|(_, id)| self.devices.get(*id))
             .map(|d| DeviceView {
-                id: d.id.clone(),
-                topic: d.topic.clone(),
+                id: d.id.to_string(),
+                topic: d.topic.to_string(),
                 state: d.state.as_str(),
                 since: d.since.map(|t| t.wall),
                 last_seen: d.last_seen,
-                last_payload: d.last_payload.clone(),
+                last_payload: d.last_payload.to_string(),
             })
             .collect();
         StatusPage { devices, counts: self.counts, next: next.flatten() }
