@@ -46,6 +46,18 @@ struct Args {
     /// Fleet sizes for the retained burst (default 1000,10000,100000).
     #[arg(long, value_delimiter = ',')]
     sizes: Vec<usize>,
+    /// Run only these sections (default: all).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    only: Vec<Section>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    Burst,
+    Latency,
+    Steady,
+    Storm,
+    Soak,
 }
 
 #[tokio::main]
@@ -60,6 +72,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // (duration, flood rate, invented ids)
     let soak =
         if args.smoke { (Duration::from_secs(2), 1_000, 2_000) } else { (Duration::from_secs(30), 20_000, 50_000) };
+    let runs = |s: Section| args.only.is_empty() || args.only.contains(&s);
+    let sizes = if runs(Section::Burst) { sizes } else { Vec::new() };
+    let rates = if runs(Section::Steady) { rates } else { Vec::new() };
+    let storms = if runs(Section::Storm) { storms } else { Vec::new() };
     let willwatch = contestants::willwatch_binary()?;
     let mut report = report::Report::new(&willwatch, args.smoke);
 
@@ -85,25 +101,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.bursts.push((n, times));
     }
 
-    let broker = broker::Broker::start()?;
-    eprintln!("detection latency, {latency_devices} devices");
-    report.latency.push(
-        contestants::detection_latency(&willwatch, broker.port, 0, latency_devices, contestants::Watcher::Willwatch)
+    if runs(Section::Latency) {
+        let broker = broker::Broker::start()?;
+        eprintln!("detection latency, {latency_devices} devices");
+        report.latency.push(
+            contestants::detection_latency(
+                &willwatch,
+                broker.port,
+                0,
+                latency_devices,
+                contestants::Watcher::Willwatch,
+            )
             .await?,
-    );
-    if !args.smoke {
-        eprintln!("detection latency through mqttwarn");
-        match contestants::detection_latency(
-            &willwatch,
-            broker.port,
-            latency_devices,
-            latency_devices,
-            contestants::Watcher::Mqttwarn,
-        )
-        .await
-        {
-            Ok(latency) => report.latency.push(latency),
-            Err(e) => eprintln!("mqttwarn not measured: {e}"),
+        );
+        if !args.smoke {
+            eprintln!("detection latency through mqttwarn");
+            match contestants::detection_latency(
+                &willwatch,
+                broker.port,
+                latency_devices,
+                latency_devices,
+                contestants::Watcher::Mqttwarn,
+            )
+            .await
+            {
+                Ok(latency) => report.latency.push(latency),
+                Err(e) => eprintln!("mqttwarn not measured: {e}"),
+            }
         }
     }
     for &rate in &rates {
@@ -116,8 +140,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.storms.push(storm::storm(&willwatch, n).await?);
     }
 
-    eprintln!("hostile soak for {:?}", soak.0);
-    report.soak = Some(soak::soak(&willwatch, soak.0, soak.1, soak.2).await?);
+    if runs(Section::Soak) {
+        eprintln!("hostile soak for {:?}", soak.0);
+        report.soak = Some(soak::soak(&willwatch, soak.0, soak.1, soak.2).await?);
+    }
 
     let mut text = report.render();
     print!("{text}");
