@@ -23,6 +23,7 @@
 mod broker;
 mod contestants;
 mod load;
+mod receiver;
 mod report;
 mod soak;
 mod storm;

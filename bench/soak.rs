@@ -38,23 +38,16 @@ pub async fn soak(bin: &Path, duration: Duration, rate: u64, invented: usize) ->
     // The probe's webhook arrivals, by the moment its offline was sent.
     let arrived: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
     let sink = Arc::clone(&arrived);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let url = format!("http://{}/hook", listener.local_addr().map_err(|e| e.to_string())?);
-    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
-        let sink = Arc::clone(&sink);
-        async move {
-            let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let payload: serde_json::Value =
-                serde_json::from_str(event["payload"].as_str().unwrap_or_default()).unwrap_or_default();
-            if event["event"] == "offline"
-                && let Some(n) = payload["n"].as_u64()
-            {
-                sink.lock().unwrap().entry(n).or_insert_with(Instant::now);
-            }
-            "ok"
+    let url = crate::receiver::serve(move |event, at| {
+        let payload: serde_json::Value =
+            serde_json::from_str(event["payload"].as_str().unwrap_or_default()).unwrap_or_default();
+        if event["event"] == "offline"
+            && let Some(n) = payload["n"].as_u64()
+        {
+            sink.lock().unwrap().entry(n).or_insert(at);
         }
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    })
+    .await?;
     let rest = format!(
         "[action.hook]\ntype = \"webhook\"\nurl = \"{url}\"\n\n\
          [[device]]\nid = \"probe\"\ntopic = \"probe/status\"\noffline = [\"offline\"]\nactions = [\"hook\"]\n\

@@ -23,22 +23,15 @@ pub async fn storm(bin: &Path, n: usize) -> Result<Storm, String> {
     load::publish_retained(broker.port, n, "online").await?;
     let seen: Arc<Mutex<(HashSet<String>, Option<Instant>)>> = Arc::default();
     let sink = Arc::clone(&seen);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
-    let url = format!("http://{}/hook", listener.local_addr().map_err(|e| e.to_string())?);
-    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
-        let sink = Arc::clone(&sink);
-        async move {
-            let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            if event["event"] == "offline" {
-                let mut seen = sink.lock().unwrap();
-                if seen.0.insert(event["device"].as_str().unwrap_or_default().to_string()) {
-                    seen.1 = Some(Instant::now());
-                }
+    let url = crate::receiver::serve(move |event, at| {
+        if event["event"] == "offline" {
+            let mut seen = sink.lock().unwrap();
+            if seen.0.insert(event["device"].as_str().unwrap_or_default().to_string()) {
+                seen.1 = Some(at);
             }
-            "ok"
         }
-    });
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    })
+    .await?;
     let rest = format!(
         "[action.hook]\ntype = \"webhook\"\nurl = \"{url}\"\n\n[[device]]\ntopic = \"bench/{{id}}/status\"\nactions = [\"hook\"]\n"
     );

@@ -1,0 +1,22 @@
+//! A local webhook receiver for the benchmark: hands each event JSON it is
+//! posted, with its arrival time, to a callback, and answers 200.
+
+use std::time::Instant;
+
+use serde_json::Value;
+
+/// Serves on a free loopback port; returns the URL to post to.
+pub async fn serve(on_event: impl Fn(Value, Instant) + Clone + Send + Sync + 'static) -> Result<String, String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let url = format!("http://{}/hook", listener.local_addr().map_err(|e| e.to_string())?);
+    let app = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+        let on_event = on_event.clone();
+        async move {
+            let at = Instant::now();
+            on_event(serde_json::from_slice(&body).unwrap_or_default(), at);
+            "ok"
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
+}
