@@ -120,32 +120,34 @@ impl Report {
             "Contestants run interleaved (mosquitto_sub, rumqttc, willwatch, then again), medians of the rounds.\n"
         );
 
-        out.push_str("## Retained burst: subscribe → every status known\n\n");
-        out.push_str("| devices | mosquitto_sub -C N (ms) | bare rumqttc (ms) | willwatch (ms) | willwatch / mosquitto_sub | willwatch peak RSS | paho-mqtt script (ms) | its peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-        for (n, t) in &self.bursts {
-            let (m, r, w) = (median(&t.mosquitto_sub), median(&t.rumqttc), median(&t.willwatch));
-            let paho = if t.paho.is_empty() {
-                "not run | -".to_string()
-            } else {
-                format!("{} | {:.1} MB", ms(median(&t.paho)), t.paho_rss_kib as f64 / 1024.0)
-            };
-            let _ = writeln!(
-                out,
-                "| {n} | {} | {} | {} | {:.2}× | {:.1} MB | {paho} |",
-                ms(m),
-                ms(r),
-                ms(w),
-                w.as_secs_f64() / m.as_secs_f64(),
-                t.rss_kib as f64 / 1024.0
-            );
-        }
-        out.push_str("\nwillwatch is timed from process start (config load included) until `/metrics` reports every device online; the paho-mqtt script (`bench/peer_paho.py`, the plain script users write for this job) from process start until it knows every device.\n");
-        if let Some(cpu) = self.cpu_per_100k {
-            let _ = writeln!(
-                out,
-                "CPU per 100k messages (burst of the largest fleet, user + system): {:.2} s.\n",
-                cpu.as_secs_f64()
-            );
+        if !self.bursts.is_empty() {
+            out.push_str("## Retained burst: subscribe → every status known\n\n");
+            out.push_str("| devices | mosquitto_sub -C N (ms) | bare rumqttc (ms) | willwatch (ms) | willwatch / mosquitto_sub | willwatch peak RSS | paho-mqtt script (ms) | its peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            for (n, t) in &self.bursts {
+                let (m, r, w) = (median(&t.mosquitto_sub), median(&t.rumqttc), median(&t.willwatch));
+                let paho = if t.paho.is_empty() {
+                    "not run | -".to_string()
+                } else {
+                    format!("{} | {:.1} MB", ms(median(&t.paho)), t.paho_rss_kib as f64 / 1024.0)
+                };
+                let _ = writeln!(
+                    out,
+                    "| {n} | {} | {} | {} | {:.2}× | {:.1} MB | {paho} |",
+                    ms(m),
+                    ms(r),
+                    ms(w),
+                    w.as_secs_f64() / m.as_secs_f64(),
+                    t.rss_kib as f64 / 1024.0
+                );
+            }
+            out.push_str("\nwillwatch is timed from process start (config load included) until `/metrics` reports every device online; the paho-mqtt script (`bench/peer_paho.py`, the plain script users write for this job) from process start until it knows every device.\n");
+            if let Some(cpu) = self.cpu_per_100k {
+                let _ = writeln!(
+                    out,
+                    "CPU per 100k messages (burst of the largest fleet, user + system): {:.2} s.\n",
+                    cpu.as_secs_f64()
+                );
+            }
         }
         if !self.latency.is_empty() {
             out.push_str("## Detection latency: will seen by a plain subscriber → webhook request received\n\n");
