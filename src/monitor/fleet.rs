@@ -114,6 +114,11 @@ pub struct StatusPage {
     pub next: Option<(u8, String)>,
 }
 
+/// Which `[[device]]` a device came from, for counting per pattern.
+fn pattern_key(spec: &crate::config::DeviceSpec) -> usize {
+    Arc::as_ptr(&spec.rules) as usize
+}
+
 /// Where a state sorts on `/status`: offline first.
 pub fn rank(state: State) -> u8 {
     match state {
@@ -152,8 +157,10 @@ pub struct Fleet {
     armed: HashMap<CompactString, Instant>,
     /// Topics already reported as clashing with another device's id.
     clashes: HashSet<String>,
-    /// Devices per pattern (by its filter), for `max_devices`.
-    per_pattern: HashMap<String, usize>,
+    /// Devices per pattern, for `max_devices`; keyed by the pattern's rules
+    /// (one `Arc` per `[[device]]` of the current config), so a new
+    /// device costs no formatting.
+    per_pattern: HashMap<usize, usize>,
     /// New devices refused past a limit are logged at most this often.
     refusals: Throttle,
     link: Link,
@@ -249,19 +256,19 @@ impl Fleet {
         let id = CompactString::from(id);
         if !self.devices.contains_key(&id) {
             // A pattern device seen for the first time, unless one too many.
-            let filter = spec.watch.filter();
-            let in_pattern = self.per_pattern.get(&filter).copied().unwrap_or(0);
+            let key = pattern_key(spec);
+            let in_pattern = self.per_pattern.get(&key).copied().unwrap_or(0);
             let limit = spec.max_devices.unwrap_or(self.config.max_devices).min(self.config.max_devices);
             if self.devices.len() >= self.config.max_devices || in_pattern >= limit {
                 self.metrics.devices_refused.inc();
                 if let Some(suppressed) = self.refusals.allow(now.mono) {
-                    tracing::warn!(topic = %topic, pattern = %filter, devices = self.devices.len(), in_pattern,
+                    tracing::warn!(topic = %topic, pattern = %spec.watch.filter(), devices = self.devices.len(), in_pattern,
                         max_devices = self.config.max_devices, pattern_max_devices = spec.max_devices, suppressed,
                         "new device refused: max_devices reached");
                 }
                 return;
             }
-            self.per_pattern.insert(filter, in_pattern + 1);
+            self.per_pattern.insert(key, in_pattern + 1);
             self.counts.add(State::Unknown, 1);
         }
         let rules = Arc::clone(&spec.rules);
@@ -619,13 +626,13 @@ impl Fleet {
 
     fn recount(&mut self) {
         let mut counts = Counts::default();
-        let mut per_pattern: HashMap<String, usize> = HashMap::new();
+        let mut per_pattern: HashMap<usize, usize> = HashMap::new();
         for device in self.devices.values() {
             counts.add(device.state, 1);
             if let Some((_, spec)) = self.config.resolve(&device.topic)
                 && matches!(spec.watch, Watch::Pattern(_))
             {
-                *per_pattern.entry(spec.watch.filter()).or_default() += 1;
+                *per_pattern.entry(pattern_key(spec)).or_default() += 1;
             }
         }
         self.counts = counts;

@@ -83,7 +83,6 @@ impl Monitor {
             tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                _ = save_tick.tick(), if self.fleet.has_saves() => self.save(false).await,
                 message = inputs.inbound.recv() => {
                     let Some(message) = message else { break };
                     let now = Now::read();
@@ -99,6 +98,9 @@ impl Monitor {
                 Some(query) = inputs.queries.recv() => {
                     let _ = query.reply.send(self.fleet.page(&query.page));
                 }
+                // Last: a burst of messages is handled before its records
+                // are saved, so the disk's work never slows the burst.
+                _ = save_tick.tick(), if self.fleet.has_saves() => self.save(false).await,
             }
             self.perform().await;
         }
