@@ -128,15 +128,22 @@ async fn status_of_a_large_fleet_comes_in_pages_and_the_command_reads_them_all()
         .enumerate()
         .map(|(i, t)| (t.as_str(), if i % 10 == 0 { b"offline".to_vec() } else { b"online".to_vec() }))
         .collect();
-    publish_many(broker.port, &messages, false).await;
     let base = daemon.http_url().await;
-    let first: serde_json::Value = eventually("every device known", SOON, || {
-        let url = format!("{base}/status");
-        let doc: serde_json::Value = std::thread::spawn(move || blocking::get_json(&url)).join().ok().flatten()?;
-        let c = &doc["counts"];
-        (c["online"].as_u64()? + c["offline"].as_u64()? == N as u64).then_some(doc)
-    })
-    .await;
+    let known = |n: usize| {
+        let base = base.clone();
+        move || {
+            let url = format!("{base}/status");
+            let doc: serde_json::Value = std::thread::spawn(move || blocking::get_json(&url)).join().ok().flatten()?;
+            let c = &doc["counts"];
+            (c["online"].as_u64()? + c["offline"].as_u64()? == n as u64).then_some(doc)
+        }
+    };
+    // In waves a default broker's queue for us (1,000 messages) can take.
+    for (i, wave) in messages.chunks(500).enumerate() {
+        publish_many(broker.port, wave, false).await;
+        eventually("the wave known", SOON, known(i * 500 + wave.len())).await;
+    }
+    let first: serde_json::Value = eventually("every device known", SOON, known(N)).await;
     assert_eq!(first["devices"].as_array().unwrap().len(), 1000, "one page");
     assert_eq!(first["devices"][0]["state"], "offline", "offline first");
     assert!(first["next"].is_string());
@@ -230,8 +237,8 @@ async fn a_second_client_with_our_id_makes_us_back_off_not_flap() {
     let connects = first.logs(|l| message(l) == "connected to broker").len()
         + second.logs(|l| message(l) == "connected to broker").len();
     assert!(connects <= 14, "{connects} connects in {:?}: {}", watched.elapsed(), first.dump());
-    let said = first.logs(|l| message(l).starts_with("the broker closed the connection right after accepting it"));
-    let said2 = second.logs(|l| message(l).starts_with("the broker closed the connection right after accepting it"));
+    let said = first.logs(|l| message(l).starts_with("the broker keeps closing the connection"));
+    let said2 = second.logs(|l| message(l).starts_with("the broker keeps closing the connection"));
     assert!(!said.is_empty() || !said2.is_empty(), "the likely cause is named");
 }
 

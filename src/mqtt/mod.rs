@@ -128,6 +128,8 @@ impl Session {
         let mut connected = false;
         // When the current connection's CONNACK came.
         let mut connected_at = Instant::now();
+        // Connections in a row that died within `YOUNG`.
+        let mut died_young = 0u32;
         let mut oversized = Throttle::new(OVERSIZED_LOG_EVERY);
         // Between a CONNACK and the last SUBACK of its subscriptions.
         let mut settling = false;
@@ -198,13 +200,17 @@ impl Session {
                             connected = false;
                             self.set_link(false);
                             let lasted = connected_at.elapsed();
+                            tracing::warn!(broker = %self.broker.url, error = %e, lasted_ms = lasted.as_millis() as u64,
+                                "lost the broker connection");
                             if lasted >= YOUNG {
                                 backoff.reset();
-                                tracing::warn!(broker = %self.broker.url, error = %e, "lost the broker connection");
+                                died_young = 0;
                             } else {
-                                tracing::error!(broker = %self.broker.url, client_id = %self.broker.client_id, error = %e,
-                                    lasted_ms = lasted.as_millis() as u64,
-                                    "the broker closed the connection right after accepting it: another client may be using our client id, or the broker refused a packet of ours; backing off");
+                                died_young += 1;
+                            }
+                            if died_young >= 2 {
+                                tracing::error!(broker = %self.broker.url, client_id = %self.broker.client_id, times = died_young,
+                                    "the broker keeps closing the connection right after accepting it: another client may be using our client id, or the broker refuses a packet of ours; backing off");
                             }
                             self.tell(Inbound::Disconnected).await;
                         }
