@@ -207,7 +207,7 @@ impl Report {
                 s.invented_ids,
                 s.slow_clients
             );
-            out.push_str("| peak RSS | probe offlines | detected | will → webhook p50 (ms) | max (ms) | oversized dropped | devices refused | HTTP connections refused |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            out.push_str("| peak RSS | probe offlines | detected | will → webhook p50 (ms) | max (ms) | oversized dropped | messages from refused devices | HTTP connections refused |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
             let _ = writeln!(
                 out,
                 "| {:.1} MB | {} | {} | {:.2} | {:.2} | {} | {} | {} |",
