@@ -195,7 +195,11 @@ pub struct Latency {
 /// Who turns wills into webhooks in a latency run.
 #[derive(Clone, Copy)]
 pub enum Watcher {
+    /// willwatch with its default `state_sync = "full"` (an fsync per
+    /// commit in the path of every alert).
     Willwatch,
+    /// willwatch with `state_sync = "normal"` (the commit reaches the OS).
+    WillwatchNormalSync,
     /// mqttwarn (PyPI) with its `http_urllib` service.
     Mqttwarn,
 }
@@ -273,11 +277,12 @@ pub async fn detection_latency(
     let mut daemon = None;
     let mut mqttwarn = None;
     let pid = match watcher {
-        Watcher::Willwatch => {
+        Watcher::Willwatch | Watcher::WillwatchNormalSync => {
             let rest = format!(
                 "[action.hook]\ntype = \"webhook\"\nurl = \"{base}/hook\"\n\n[[device]]\ntopic = \"bench/{{id}}/status\"\nactions = [\"hook\"]\n"
             );
-            let started = Daemon::start(bin, port, &rest)?;
+            let top = if matches!(watcher, Watcher::WillwatchNormalSync) { "state_sync = \"normal\"" } else { "" };
+            let started = Daemon::start_with(bin, port, top, &rest)?;
             started.wait_metric("willwatch_broker_connected", 1.0).await?;
             daemon.insert(started).child.id()
         }
@@ -340,6 +345,7 @@ pub async fn detection_latency(
     let pick = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
     let watcher = match watcher {
         Watcher::Willwatch => "willwatch",
+        Watcher::WillwatchNormalSync => "willwatch, state_sync = normal",
         Watcher::Mqttwarn => "mqttwarn",
     };
     Ok(Latency {

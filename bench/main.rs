@@ -105,22 +105,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if runs(Section::Latency) {
         let broker = broker::Broker::start()?;
         eprintln!("detection latency, {latency_devices} devices");
-        report.latency.push(
-            contestants::detection_latency(
-                &willwatch,
-                broker.port,
-                0,
-                latency_devices,
-                contestants::Watcher::Willwatch,
-            )
-            .await?,
-        );
+        for (i, watcher) in
+            [contestants::Watcher::Willwatch, contestants::Watcher::WillwatchNormalSync].into_iter().enumerate()
+        {
+            let first = i * latency_devices;
+            report
+                .latency
+                .push(contestants::detection_latency(&willwatch, broker.port, first, latency_devices, watcher).await?);
+        }
         if !args.smoke {
             eprintln!("detection latency through mqttwarn");
             match contestants::detection_latency(
                 &willwatch,
                 broker.port,
-                latency_devices,
+                2 * latency_devices,
                 latency_devices,
                 contestants::Watcher::Mqttwarn,
             )

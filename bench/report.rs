@@ -166,7 +166,7 @@ impl Report {
                     l.peak_rss_kib as f64 / 1024.0
                 );
             }
-            out.push_str("\nDevices are killed 20 ms apart; willwatch with `grace = 0`, `settle = 0`; mqttwarn (PyPI) with its `http_urllib` service, one GET per message.\n\n");
+            out.push_str("\nDevices are killed 20 ms apart; willwatch with `grace = 0`, `settle = 0`; each offline is committed to the state database before its webhook goes out: with `state_sync = \"full\"` (the default) that commit waits for an fsync, with `\"normal\"` only for the OS. mqttwarn (PyPI) with its `http_urllib` service, one GET per message.\n\n");
         }
         if !self.throughput.is_empty() {
             out.push_str("## Steady flips (open loop, QoS 0, 1,000 devices)\n\n| rate (msg/s) | sent | bare counter received | willwatch received | willwatch / counter | willwatch CPU (s) |\n|---:|---:|---:|---:|---:|---:|\n");

@@ -326,8 +326,9 @@ async fn shutdown_lets_actions_that_publish_finish_before_the_goodbye() {
         }
         seen
     });
+    // Enough offlines that publishing them is still under way at the stop.
     let offline: Vec<(String, Vec<u8>)> =
-        (0..50).map(|i| (format!("fleet/d{i}/status"), b"offline".to_vec())).collect();
+        (0..3000).map(|i| (format!("fleet/d{i}/status"), b"offline".to_vec())).collect();
     let messages: Vec<(&str, Vec<u8>)> = offline.iter().map(|(t, p)| (t.as_str(), p.clone())).collect();
     publish_many(broker.port, &messages, false).await;
     daemon.wait_log("the decisions", SOON, |l| l["action"] == "log" && l["event"] == "offline").await;
