@@ -99,7 +99,7 @@ impl Writer {
                 },
                 Some(ack) = acks.recv() => batch.acks.push(ack),
                 () = sleep_until(retry_at) => {}
-                _ = check.tick(), if retry_at.is_none() => state.keep_in_place(),
+                _ = check.tick(), if retry_at.is_none() => state.keep_in_place().await,
             }
             while batch.devices.len() + batch.events.len() + batch.acks.len() < MAX_BATCH {
                 match ops.try_recv() {
@@ -189,15 +189,14 @@ impl State {
         }
     }
 
-    /// Checks, when idle, that the file is still there; writes it back if not.
-    fn keep_in_place(&mut self) {
-        if let Some(db) = self.db.take() {
-            match in_place(db) {
-                Ok(db) => self.db = Some(db),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot write the state database back; retrying at the next change")
-                }
-            }
+    /// Checks, when idle, that the file is still there; writes it back if
+    /// not. Off the async threads: writing back is a copy of the file.
+    async fn keep_in_place(&mut self) {
+        let Some(db) = self.db.take() else { return };
+        let checked = tokio::task::spawn_blocking(move || in_place(db)).await.expect("the check never panics");
+        match checked {
+            Ok(db) => self.db = Some(db),
+            Err(e) => tracing::error!(error = %e, "cannot write the state database back; retrying at the next change"),
         }
     }
 
