@@ -1,9 +1,9 @@
 //! Wires the tasks together and runs them until a signal says stop.
 //!
 //! ```text
-//! signals ─▶ daemon ──reload──▶ monitor ──events──▶ dispatcher ─▶ actions
-//!              │                   ▲
-//!              └─filters─▶ mqtt session (owns the broker connection)
+//! signals ─▶ daemon ──reload──▶ monitor ──decisions──▶ state writer ──committed──▶ dispatcher ─▶ actions
+//!              │                   ▲                        ▲                                     │
+//!              └─filters─▶ mqtt session (owns the broker)   └──────────── acknowledgements ───────┘
 //! ```
 //! Signals become an `Intent` here, at the edge. Shutdown runs in order,
 //! so that actions that need the broker still have it and nothing owed is
