@@ -218,10 +218,6 @@ impl Fleet {
         self.counts
     }
 
-    pub fn config(&self) -> &Arc<Config> {
-        &self.config
-    }
-
     fn restore(&mut self, saved: HashMap<String, Saved>, now: Now) {
         let mut dropped = 0;
         for (id, saved) in saved {
