@@ -367,6 +367,20 @@ mod tests {
         Arc::new(e)
     }
 
+    fn fresh() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), StateSync::Full).unwrap();
+        (dir, db)
+    }
+
+    /// pump-7 notified offline, the event owed to the log action.
+    fn an_alert() -> Batch {
+        let mut batch = Batch::default();
+        batch.devices.insert("pump-7".into(), Some(saved(State::Offline, true)));
+        batch.events.push(event("e1", &["log"]));
+        batch
+    }
+
     #[test]
     fn devices_and_pending_events_read_back_as_committed() {
         let dir = tempfile::tempdir().unwrap();
@@ -421,11 +435,8 @@ mod tests {
 
     #[test]
     fn a_failed_commit_changes_nothing_and_the_same_batch_commits_later() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(dir.path(), StateSync::Full).unwrap();
-        let mut batch = Batch::default();
-        batch.devices.insert("pump-7".into(), Some(saved(State::Offline, true)));
-        batch.events.push(event("e1", &["log"]));
+        let (_dir, mut db) = fresh();
+        let batch = an_alert();
         db.refuse_writes(true);
         assert!(db.commit(&batch).is_err());
         db.refuse_writes(false);
@@ -436,11 +447,8 @@ mod tests {
 
     #[test]
     fn a_file_deleted_while_running_is_written_back_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = Db::open(dir.path(), StateSync::Full).unwrap();
-        let mut batch = Batch::default();
-        batch.devices.insert("pump-7".into(), Some(saved(State::Offline, true)));
-        batch.events.push(event("e1", &["log"]));
+        let (dir, mut db) = fresh();
+        let batch = an_alert();
         db.commit(&batch).unwrap();
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", db.path().display()));
