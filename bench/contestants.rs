@@ -83,8 +83,9 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// A daemon for `rest`, with room for any fleet the benchmark makes.
     pub fn start(bin: &Path, port: u16, rest: &str) -> Result<Daemon, String> {
-        Daemon::start_with(bin, port, "", rest)
+        Daemon::start_with(bin, port, "max_devices = 10000000", rest)
     }
 
     /// As `start`, with `top` among the top-level settings.
@@ -281,8 +282,11 @@ pub async fn detection_latency(
             let rest = format!(
                 "[action.hook]\ntype = \"webhook\"\nurl = \"{base}/hook\"\n\n[[device]]\ntopic = \"bench/{{id}}/status\"\nactions = [\"hook\"]\n"
             );
-            let top = if matches!(watcher, Watcher::WillwatchNormalSync) { "state_sync = \"normal\"" } else { "" };
-            let started = Daemon::start_with(bin, port, top, &rest)?;
+            let started = if matches!(watcher, Watcher::WillwatchNormalSync) {
+                Daemon::start_with(bin, port, "state_sync = \"normal\"", &rest)?
+            } else {
+                Daemon::start(bin, port, &rest)?
+            };
             started.wait_metric("willwatch_broker_connected", 1.0).await?;
             daemon.insert(started).child.id()
         }
