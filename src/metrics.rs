@@ -45,6 +45,7 @@ pub struct Metrics {
     pub broker_connected: Gauge,
     pub broker_reconnects: Counter,
     pub state_write_errors: Counter,
+    pub state_acks_dropped: Counter,
     pub oversized: Counter,
     pub http_refused: Counter,
     pub devices_refused: Counter,
@@ -63,6 +64,7 @@ impl Metrics {
         let broker_connected = Gauge::default();
         let broker_reconnects = Counter::<u64, AtomicU64>::default();
         let state_write_errors = Counter::<u64, AtomicU64>::default();
+        let state_acks_dropped = Counter::<u64, AtomicU64>::default();
         let oversized = Counter::<u64, AtomicU64>::default();
         let http_refused = Counter::<u64, AtomicU64>::default();
         let devices_refused = Counter::<u64, AtomicU64>::default();
@@ -91,6 +93,11 @@ impl Metrics {
             "willwatch_state_write_errors",
             "State commits that failed (each is retried until the disk takes it)",
             state_write_errors.clone(),
+        );
+        registry.register(
+            "willwatch_state_acknowledgements_dropped",
+            "Acknowledgements not recorded because the disk failed for long (those notifications are sent again, same id, at the next start)",
+            state_acks_dropped.clone(),
         );
         registry.register(
             "willwatch_oversized_messages",
@@ -127,6 +134,7 @@ impl Metrics {
             broker_connected,
             broker_reconnects,
             state_write_errors,
+            state_acks_dropped,
             oversized,
             http_refused,
             devices_refused,

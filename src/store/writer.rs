@@ -30,6 +30,7 @@ use crate::config::{Config, StateSync};
 use crate::device::Saved;
 use crate::event::Event;
 use crate::metrics::Metrics;
+use crate::throttle::Throttle;
 
 /// Records taken into one transaction (past this, the rest waits for the
 /// next): enough that a storm is a few commits, few enough that a batch
@@ -39,6 +40,9 @@ const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 /// How often a quiet writer checks that its file is still there.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// Records held in memory while the disk fails, at most (about; decisions
+/// are never dropped).
+const MAX_HELD: usize = 100_000;
 
 /// What the monitor tells the writer, in the order it decided it.
 #[derive(Debug)]
@@ -73,7 +77,15 @@ impl Writer {
     /// `finish`: commits what is left, says what is still owed, returns.
     pub async fn run(self, pending: Vec<Event>, finish: CancellationToken) {
         let Writer { dir, sync, db, mut ops, mut acks, dispatch, metrics } = self;
-        let mut state = State { dir, sync, db, dispatch: Some(dispatch), metrics, failing: false };
+        let mut state = State {
+            dir,
+            sync,
+            db,
+            dispatch: Some(dispatch),
+            metrics,
+            failing: false,
+            shedding: Throttle::new(Duration::from_secs(60)),
+        };
         let mut outgoing: Vec<actions::Input> =
             pending.into_iter().map(|e| actions::Input::Event(Arc::new(e))).collect();
         if !outgoing.is_empty() {
@@ -123,6 +135,9 @@ impl Writer {
                     }
                 }
             }
+            if state.failing && batch.len() > MAX_HELD {
+                state.shed(&mut batch);
+            }
             if finishing {
                 // What is committed is owed and resumes at the next start.
                 state.finish(&batch);
@@ -149,6 +164,8 @@ struct State {
     metrics: Arc<Metrics>,
     /// The last commit failed; logged once until one succeeds.
     failing: bool,
+    /// How often shedding is logged.
+    shedding: Throttle,
 }
 
 impl State {
@@ -186,6 +203,29 @@ impl State {
         if !std::mem::replace(&mut self.failing, true) {
             tracing::error!(dir = %self.dir.display(), error = %error, events,
                 "cannot write the state; retrying with backoff. Alerts go out meanwhile, but a crash before the disk is back may repeat or miss one");
+        }
+    }
+
+    /// Keeps what a failing disk makes pile up bounded: events already done
+    /// net out; past that, the oldest acknowledgements go (their events
+    /// stay owed on disk and are sent again, same id, at the next start).
+    /// Decisions are never dropped: they are bounded by what the actions
+    /// hold.
+    fn shed(&mut self, batch: &mut Batch) {
+        let netted = batch.net();
+        let excess = batch.len().saturating_sub(MAX_HELD).min(batch.acks.len());
+        batch.acks.drain(..excess);
+        if excess > 0 {
+            self.metrics.state_acks_dropped.inc_by(excess as u64);
+        }
+        if let Some(suppressed) = self.shedding.allow(std::time::Instant::now()) {
+            tracing::warn!(
+                netted,
+                dropped_acknowledgements = excess,
+                suppressed,
+                held = batch.len(),
+                "the disk is still failing; holding less: notifications done meanwhile may be sent again (same id) at the next start"
+            );
         }
     }
 
