@@ -27,6 +27,10 @@ use crate::event::EventKind;
 use crate::payload::{Reading, read};
 use crate::throttle::Throttle;
 
+mod moment;
+
+pub use moment::{Mono, Stamp, Wall};
+
 /// How often, at most, an unrecognised payload is logged per device.
 pub const UNRECOGNISED_WARNING_EVERY: Duration = Duration::from_secs(60);
 
@@ -76,7 +80,7 @@ impl Now {
 
 /// The part of a device a restart remembers, for telling cheaply whether
 /// it changed.
-pub type Durable = (State, bool, Option<i64>, Option<Instant>);
+pub type Durable = (State, bool, Option<i64>, Option<Mono>);
 
 /// What survives a restart, in wall-clock time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,31 +103,38 @@ pub struct Device {
     pub rules: Arc<Rules>,
     pub state: State,
     /// When the current state began (`None` while never seen).
-    pub since: Option<Now>,
+    since: Option<Stamp>,
     /// When a message last arrived on the topic, and what it said (shortened).
-    pub last_seen: Option<SystemTime>,
+    last_seen: Option<Wall>,
     pub last_payload: CompactString,
     /// When the device went offline, kept while an `offline` is unresolved.
-    offline_since: Option<Now>,
+    offline_since: Option<Stamp>,
     /// An `offline` has fired and no `online` has resolved it yet.
     alerted: bool,
     /// An offline waiting out its grace: the state it left, and when it fires.
-    pending: Option<(State, Instant)>,
+    pending: Option<(State, Mono)>,
     /// When silence would make the device offline (with `heartbeat_timeout`).
-    silent_at: Option<Instant>,
+    silent_at: Option<Mono>,
     /// Offline because it fell silent, not because it said so.
     silenced: bool,
-    /// The sequence of the current birth (with `seq_field`).
-    seq: Option<i64>,
-    /// When an unrecognised payload was last logged, and how many since
-    /// were not (boxed: most devices never need it).
-    warnings: Option<Box<Throttle>>,
+    /// What few devices need, boxed so the others carry one pointer.
+    rare: Option<Box<Rare>>,
     /// The monitor's count of broker connections when a message on the
     /// status topic last arrived: tells whose retained state the replay
     /// after a connect has not delivered.
     pub heard_in: u32,
     /// What a restart remembers changed since the monitor last saved it.
     pub dirty: bool,
+}
+
+/// The part of a device few devices use.
+#[derive(Debug, Clone, Default)]
+struct Rare {
+    /// The sequence of the current birth (with `seq_field`).
+    seq: Option<i64>,
+    /// When an unrecognised payload was last logged, and how many since
+    /// were not.
+    warnings: Option<Throttle>,
 }
 
 /// What a message or a tick did to a device.
@@ -166,11 +177,31 @@ impl Device {
             pending: None,
             silent_at: None,
             silenced: false,
-            seq: None,
-            warnings: None,
+            rare: None,
             heard_in: 0,
             dirty: false,
         }
+    }
+
+    /// The sequence of the current birth (with `seq_field`).
+    fn seq(&self) -> Option<i64> {
+        self.rare.as_ref().and_then(|r| r.seq)
+    }
+
+    fn set_seq(&mut self, seq: Option<i64>) {
+        if seq.is_some() || self.rare.is_some() {
+            self.rare.get_or_insert_default().seq = seq;
+        }
+    }
+
+    /// When the current state began (`None` while never seen).
+    pub fn since(&self) -> Option<SystemTime> {
+        self.since.map(|t| t.wall.into())
+    }
+
+    /// When a message last arrived on the topic.
+    pub fn last_seen(&self) -> Option<SystemTime> {
+        self.last_seen.map(SystemTime::from)
     }
 
     /// What to write to disk.
@@ -178,10 +209,10 @@ impl Device {
         Saved {
             topic: self.topic.to_string(),
             state: self.state,
-            since: self.since.map(|t| t.wall),
-            offline_since: self.offline_since.map(|t| t.wall),
+            since: self.since(),
+            offline_since: self.offline_since.map(|t| t.wall.into()),
             alerted: self.alerted,
-            seq: self.seq,
+            seq: self.seq(),
         }
     }
 
@@ -191,24 +222,24 @@ impl Device {
     /// that hangs without a will is still found by its silence.
     pub fn restore(&mut self, saved: &Saved, now: Now) -> Outcome {
         self.state = saved.state;
-        self.since = saved.since.map(|t| now.at_wall(t));
-        self.offline_since = saved.offline_since.map(|t| now.at_wall(t));
+        self.since = saved.since.map(|t| now.at_wall(t).into());
+        self.offline_since = saved.offline_since.map(|t| now.at_wall(t).into());
         self.alerted = saved.alerted;
-        self.seq = saved.seq;
+        self.set_seq(saved.seq);
         self.quiet_or_heartbeat(now)
     }
 
     /// What a restart must remember changed: the fields of `saved` but the
     /// topic, compared cheaply on every message.
     pub fn durable(&self) -> Durable {
-        (self.state, self.alerted, self.seq, self.offline_since.map(|t| t.mono))
+        (self.state, self.alerted, self.seq(), self.offline_since.map(|t| t.mono))
     }
 
     /// Applies one message on the device's status topic. `hold` is a
     /// minimum grace the caller imposes (the settle window after a
     /// reconnect), on top of the device's own.
     pub fn on_message(&mut self, payload: &[u8], now: Now, hold: Duration) -> Outcome {
-        self.last_seen = Some(now.wall);
+        self.last_seen = Some(now.wall.into());
         self.last_payload = preview(payload);
         match read(payload, &self.rules) {
             Reading::Cleared => {
@@ -217,13 +248,13 @@ impl Device {
                 self.enter(State::Unknown, now);
                 self.quiet_or_heartbeat(now)
             }
-            Reading::Offline { seq: Some(seq) } if self.seq.is_some_and(|current| current != seq) => {
-                Outcome::Stale { seq, current: self.seq.unwrap_or_default() }
+            Reading::Offline { seq: Some(seq) } if self.seq().is_some_and(|current| current != seq) => {
+                Outcome::Stale { seq, current: self.seq().unwrap_or_default() }
             }
             Reading::Offline { .. } => self.go_offline(now, hold),
             Reading::Online { seq } => {
                 if seq.is_some() {
-                    self.seq = seq;
+                    self.set_seq(seq);
                 }
                 match self.go_online(now) {
                     Outcome::Quiet => self.quiet_or_heartbeat(now),
@@ -236,7 +267,7 @@ impl Device {
 
     /// A message on the device's heartbeat topic: proof of life only.
     pub fn on_heartbeat(&mut self, now: Now) -> Outcome {
-        self.last_seen = Some(now.wall);
+        self.last_seen = Some(now.wall.into());
         if self.state == State::Offline && self.silenced {
             // Offline by silence: a heartbeat is the device back.
             return match self.go_online(now) {
@@ -256,15 +287,15 @@ impl Device {
                 // Cleared while waiting: nothing to report.
                 self.pending = None;
                 self.offline_since = None;
-            } else if now.mono < due {
-                return Outcome::Wait(due);
+            } else if now.mono < Instant::from(due) {
+                return Outcome::Wait(due.into());
             } else {
                 self.pending = None;
                 return self.fire_offline(previous);
             }
         }
         match self.silent_at {
-            Some(at) if now.mono >= at && self.state != State::Offline => {
+            Some(at) if now.mono >= Instant::from(at) && self.state != State::Offline => {
                 self.silent_at = None;
                 self.silenced = true;
                 self.last_payload = SILENCE.into();
@@ -275,10 +306,10 @@ impl Device {
                     // was cleared, then nothing): not a second one.
                     return Outcome::Quiet;
                 }
-                self.offline_since = Some(now);
+                self.offline_since = Some(now.into());
                 self.fire_offline(previous)
             }
-            Some(at) if self.state != State::Offline => Outcome::Wait(at),
+            Some(at) if self.state != State::Offline => Outcome::Wait(at.into()),
             _ => Outcome::Quiet,
         }
     }
@@ -291,17 +322,18 @@ impl Device {
 
     /// The earliest timer this device needs, if any.
     pub fn next_timer(&self) -> Option<Instant> {
-        match (self.pending.map(|(_, due)| due), self.silent_at) {
+        let first = match (self.pending.map(|(_, due)| due), self.silent_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
-        }
+        };
+        first.map(Instant::from)
     }
 
     fn quiet_or_heartbeat(&mut self, now: Now) -> Outcome {
         match self.rules.heartbeat_timeout {
             Some(timeout) if self.state != State::Offline => {
                 let at = now.mono + timeout;
-                self.silent_at = Some(at);
+                self.silent_at = Some(at.into());
                 Outcome::Wait(at)
             }
             _ => Outcome::Quiet,
@@ -315,7 +347,7 @@ impl Device {
         if previous != State::Offline {
             self.enter(State::Offline, now);
             if !self.alerted && self.pending.is_none() {
-                self.offline_since = Some(now);
+                self.offline_since = Some(now.into());
             }
         }
         if self.alerted || self.pending.is_some() {
@@ -323,9 +355,9 @@ impl Device {
         }
         let wait = self.rules.grace.max(hold);
         if !wait.is_zero() {
-            let from = self.offline_since.map_or(now.mono, |t| t.mono);
+            let from = self.offline_since.map_or(now.mono, |t| t.mono.into());
             let due = (from + self.rules.grace).max(now.mono + hold);
-            self.pending = Some((previous, due));
+            self.pending = Some((previous, due.into()));
             return Outcome::Wait(due);
         }
         self.fire_offline(previous)
@@ -336,7 +368,7 @@ impl Device {
         Outcome::Fire(Transition {
             kind: EventKind::Offline,
             previous,
-            offline_since: self.offline_since.map(|t| t.wall),
+            offline_since: self.offline_since.map(|t| t.wall.into()),
             offline_for: None,
         })
     }
@@ -360,13 +392,14 @@ impl Device {
         Outcome::Fire(Transition {
             kind: EventKind::Online,
             previous,
-            offline_since: since.map(|t| t.wall),
-            offline_for: since.map(|t| now.mono.saturating_duration_since(t.mono)),
+            offline_since: since.map(|t| t.wall.into()),
+            offline_for: since.map(|t| now.mono.saturating_duration_since(t.mono.into())),
         })
     }
 
     fn unrecognised(&mut self, now: Instant) -> Outcome {
-        let throttle = self.warnings.get_or_insert_with(|| Box::new(Throttle::new(UNRECOGNISED_WARNING_EVERY)));
+        let rare = self.rare.get_or_insert_default();
+        let throttle = rare.warnings.get_or_insert_with(|| Throttle::new(UNRECOGNISED_WARNING_EVERY));
         match throttle.allow(now) {
             Some(suppressed) => Outcome::Unrecognised { warn: true, suppressed },
             None => Outcome::Unrecognised { warn: false, suppressed: 0 },
@@ -376,7 +409,7 @@ impl Device {
     fn enter(&mut self, state: State, now: Now) {
         if self.state != state || self.since.is_none() {
             self.state = state;
-            self.since = Some(now);
+            self.since = Some(now.into());
         }
     }
 }

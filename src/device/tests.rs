@@ -122,7 +122,7 @@ fn unrecognised_payload_changes_nothing_and_warns_at_most_once_a_minute() {
     assert_eq!(msg(&mut d, b"{}", clock.after(30)), Outcome::Unrecognised { warn: false, suppressed: 0 });
     assert_eq!(msg(&mut d, b"x", clock.after(61)), Outcome::Unrecognised { warn: true, suppressed: 2 });
     assert_eq!(d.state, State::Online);
-    assert_eq!(d.since, Some(clock.after(0)));
+    assert_eq!(d.since(), Some(clock.after(0).wall));
 }
 
 #[test]
@@ -279,4 +279,12 @@ fn a_wall_clock_step_changes_no_timer() {
     assert_eq!(d.on_tick(stepped(10)), Outcome::Wait(clock.after(60).mono), "no mass timeout");
     assert_eq!(msg(&mut d, b"offline", stepped(20)), Outcome::Wait(clock.after(50).mono));
     assert_eq!(d.on_tick(stepped(49)), Outcome::Wait(clock.after(50).mono));
+}
+
+/// Guards the footprint of a large fleet: a million devices cost about
+/// this many bytes each (plus their box and table slot), and every field
+/// added here is paid a million times.
+#[test]
+fn a_device_stays_compact() {
+    assert!(size_of::<Device>() <= 160, "a Device is {} bytes", size_of::<Device>());
 }

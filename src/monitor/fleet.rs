@@ -28,7 +28,7 @@
 //! nothing the broker's retained states do not tell again, and a retained
 //! burst of 100,000 new devices never waits for the disk.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -40,6 +40,9 @@ use crate::event::{Event, EventKind, new_id};
 use crate::metrics::{EventLabel, Metrics};
 use crate::mqtt::YOUNG;
 use crate::throttle::Throttle;
+use devices::Devices;
+
+mod devices;
 
 /// This many offlines within `BURST_WINDOW` may have overflowed a broker's
 /// queue for us (mosquitto's default is 1,000 messages)...
@@ -148,9 +151,7 @@ struct Link {
 
 pub struct Fleet {
     config: Arc<Config>,
-    /// Boxed: the tree's nodes then hold pointers, not half-empty slots of
-    /// whole devices (a third less memory for a large fleet).
-    devices: BTreeMap<CompactString, Box<Device>>,
+    devices: Devices,
     counts: Counts,
     /// Device timers: when, and for which device; one per device, in `armed`.
     timers: BTreeSet<(Instant, CompactString)>,
@@ -189,7 +190,7 @@ impl Fleet {
         };
         let mut fleet = Fleet {
             config,
-            devices: BTreeMap::new(),
+            devices: Devices::default(),
             counts: Counts::default(),
             timers: BTreeSet::new(),
             armed: HashMap::new(),
@@ -225,7 +226,7 @@ impl Fleet {
                 Some((resolved, spec)) if resolved == id.as_str() => {
                     let mut device = Device::new(id.as_str(), saved.topic.as_str(), Arc::clone(&spec.rules));
                     device.restore(&saved, now);
-                    self.devices.insert(id.as_str().into(), Box::new(device));
+                    self.devices.get_or_insert_with(&id, || device);
                     self.arm(&id);
                 }
                 _ => {
@@ -250,7 +251,7 @@ impl Fleet {
             return;
         };
         let id = CompactString::from(id);
-        if !self.devices.contains_key(&id) {
+        if !self.devices.contains(&id) {
             // A pattern device seen for the first time, unless one too many.
             let key = pattern_key(spec);
             let in_pattern = self.per_pattern.get(&key).copied().unwrap_or(0);
@@ -268,7 +269,7 @@ impl Fleet {
             self.counts.add(State::Unknown, 1);
         }
         let rules = Arc::clone(&spec.rules);
-        let device = self.devices.entry(id.clone()).or_insert_with(|| Box::new(Device::new(id, topic, rules)));
+        let device = self.devices.get_or_insert_with(&id, || Device::new(id.clone(), topic, rules));
         if device.topic != topic {
             if self.clashes.insert(topic.to_string()) {
                 tracing::warn!(device = %device.id, topic = %topic, watched_topic = %device.topic,
@@ -476,7 +477,7 @@ impl Fleet {
         link.up_since = now.mono;
         self.resync_at = self.periodic_resync(now.mono);
         // Silence while we could not hear is ours, not the devices'.
-        let ids: Vec<CompactString> = self.devices.keys().cloned().collect();
+        let ids: Vec<CompactString> = self.devices.iter().map(|d| d.id.clone()).collect();
         for id in ids {
             if let Some(device) = self.devices.get_mut(&id) {
                 device.forgive_silence(now);
@@ -538,7 +539,7 @@ impl Fleet {
     fn reread_unheard(&mut self) {
         let connects = self.link.connects;
         let topics: Vec<String> =
-            self.devices.values().filter(|d| d.heard_in != connects).map(|d| d.topic.to_string()).collect();
+            self.devices.iter().filter(|d| d.heard_in != connects).map(|d| d.topic.to_string()).collect();
         if !topics.is_empty() {
             tracing::info!(
                 devices = topics.len(),
@@ -553,7 +554,7 @@ impl Fleet {
     /// can only hide among them.
     fn reread_not_offline(&mut self) {
         let topics: Vec<String> =
-            self.devices.values().filter(|d| d.state != State::Offline).map(|d| d.topic.to_string()).collect();
+            self.devices.iter().filter(|d| d.state != State::Offline).map(|d| d.topic.to_string()).collect();
         if !topics.is_empty() {
             tracing::info!(devices = topics.len(), "re-reading the retained states of the devices not known offline");
             self.effects.push(Effect::Resync(topics));
@@ -576,11 +577,11 @@ impl Fleet {
 
     /// Swaps the config, keeping the state of every device still watched.
     pub fn reload(&mut self, config: Arc<Config>) {
-        let before: BTreeSet<CompactString> = self.devices.keys().cloned().collect();
+        let before: BTreeSet<CompactString> = self.devices.iter().map(|d| d.id.clone()).collect();
         self.config = config;
         let config = Arc::clone(&self.config);
-        self.devices.retain(|id, device| match config.resolve(&device.topic) {
-            Some((new_id, spec)) if new_id == id.as_str() => {
+        self.devices.retain(|device| match config.resolve(&device.topic) {
+            Some((new_id, spec)) if new_id == device.id.as_str() => {
                 device.rules = Arc::clone(&spec.rules);
                 true
             }
@@ -588,7 +589,7 @@ impl Fleet {
         });
         self.clashes.clear();
         self.add_explicit_devices();
-        let after: BTreeSet<CompactString> = self.devices.keys().cloned().collect();
+        let after: BTreeSet<CompactString> = self.devices.iter().map(|d| d.id.clone()).collect();
         let added: Vec<&CompactString> = after.difference(&before).collect();
         let removed: Vec<&CompactString> = before.difference(&after).collect();
         tracing::info!(
@@ -614,8 +615,7 @@ impl Fleet {
         for spec in &self.config.devices {
             if let Watch::Device { id, topic } = &spec.watch {
                 self.devices
-                    .entry(id.into())
-                    .or_insert_with(|| Box::new(Device::new(id.as_str(), topic.as_str(), Arc::clone(&spec.rules))));
+                    .get_or_insert_with(id, || Device::new(id.as_str(), topic.as_str(), Arc::clone(&spec.rules)));
             }
         }
     }
@@ -623,7 +623,7 @@ impl Fleet {
     fn recount(&mut self) {
         let mut counts = Counts::default();
         let mut per_pattern: HashMap<usize, usize> = HashMap::new();
-        for device in self.devices.values() {
+        for device in self.devices.iter() {
             counts.add(device.state, 1);
             if let Some((_, spec)) = self.config.resolve(&device.topic)
                 && matches!(spec.watch, Watch::Pattern(_))
@@ -640,7 +640,7 @@ impl Fleet {
     pub fn page(&self, query: &PageQuery) -> StatusPage {
         let limit = query.limit.max(1);
         let mut heap: std::collections::BinaryHeap<(u8, &str)> = std::collections::BinaryHeap::new();
-        for d in self.devices.values() {
+        for d in self.devices.iter() {
             if query.state.is_some_and(|s| s != d.state) {
                 continue;
             }
@@ -665,8 +665,8 @@ impl Fleet {
                 id: d.id.to_string(),
                 topic: d.topic.to_string(),
                 state: d.state.as_str(),
-                since: d.since.map(|t| t.wall),
-                last_seen: d.last_seen,
+                since: d.since(),
+                last_seen: d.last_seen(),
                 last_payload: d.last_payload.to_string(),
             })
             .collect();

@@ -4,6 +4,7 @@
 //! an online without an offline, and a settled device's last notification
 //! matches its retained state.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use proptest::prelude::*;
