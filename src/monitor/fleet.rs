@@ -660,7 +660,7 @@ impl Fleet {
         });
         let devices = keys
             .iter()
-            .filter_map(|(_, id)| self.devices.get(*id))
+            .filter_map(|(_, id)| self.devices.get(id))
             .map(|d| DeviceView {
                 id: d.id.to_string(),
                 topic: d.topic.to_string(),
