@@ -27,7 +27,20 @@ pub fn willwatch_binary() -> Result<PathBuf, String> {
     Ok(bin)
 }
 
-pub async fn mosquitto_sub_burst(port: u16, n: usize) -> Result<Duration, String> {
+/// CPU time (user + system) of the children this process has waited for.
+fn children_cpu() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(Duration::ZERO, |u| {
+        let (user, system) = (u.user_time(), u.system_time());
+        Duration::from_micros((user.tv_sec() * 1_000_000 + user.tv_usec()) as u64)
+            + Duration::from_micros((system.tv_sec() * 1_000_000 + system.tv_usec()) as u64)
+    })
+}
+
+/// `mosquitto_sub -C n`: its time to receive every retained status, and
+/// its CPU time (from the kernel, once it is reaped).
+pub async fn mosquitto_sub_burst(port: u16, n: usize) -> Result<(Duration, Duration), String> {
+    let cpu_before = children_cpu();
     let start = Instant::now();
     let status = tokio::process::Command::new("mosquitto_sub")
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "bench/+/status", "-q", "1", "-C", &n.to_string()])
@@ -38,7 +51,7 @@ pub async fn mosquitto_sub_burst(port: u16, n: usize) -> Result<Duration, String
     if !status.success() {
         return Err(format!("mosquitto_sub exited {status}"));
     }
-    Ok(start.elapsed())
+    Ok((start.elapsed(), children_cpu().saturating_sub(cpu_before)))
 }
 
 /// The plain paho-mqtt script (`bench/peer_paho.py`): its time to know
@@ -143,7 +156,7 @@ impl Daemon {
     }
 
     /// User plus system CPU time so far.
-    fn cpu(&self) -> Duration {
+    pub fn cpu(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         let after_name = stat.rsplit(')').next().unwrap_or("");
         let fields: Vec<u64> = after_name.split_whitespace().filter_map(|f| f.parse().ok()).collect();
@@ -164,10 +177,11 @@ impl Drop for Daemon {
 pub struct BurstRun {
     pub elapsed: Duration,
     pub peak_rss_kib: u64,
-    pub cpu_per_100k_messages: Duration,
+    /// CPU time until every device was known.
+    pub cpu: Duration,
 }
 
-const PATTERN: &str = "[[device]]\ntopic = \"bench/{id}/status\"\nactions = []\n";
+pub const PATTERN: &str = "[[device]]\ntopic = \"bench/{id}/status\"\nactions = []\n";
 
 pub async fn willwatch_burst(bin: &Path, port: u16, n: usize) -> Result<BurstRun, String> {
     let start = Instant::now();
@@ -177,11 +191,7 @@ pub async fn willwatch_burst(bin: &Path, port: u16, n: usize) -> Result<BurstRun
     let cpu = daemon.cpu();
     // The peak includes the state file written after the burst.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    Ok(BurstRun {
-        elapsed,
-        peak_rss_kib: daemon.peak_rss_kib(),
-        cpu_per_100k_messages: cpu.mul_f64(100_000.0 / n as f64),
-    })
+    Ok(BurstRun { elapsed, peak_rss_kib: daemon.peak_rss_kib(), cpu })
 }
 
 pub struct Latency {
@@ -419,7 +429,7 @@ pub async fn steady(bin: &Path, rate: u64, duration: Duration) -> Result<Steady,
             }
         }
     });
-    let sent = load::flip(port, DEVICES, rate, duration).await?;
+    let sent = load::flip(port, DEVICES, rate, duration, QoS::AtMostOnce).await?;
     // Let both drain what is in flight.
     tokio::time::sleep(Duration::from_secs(1)).await;
     counting.abort();

@@ -35,9 +35,9 @@ pub async fn publish_retained(port: u16, n: usize, payload: &str) -> Result<(), 
 
 /// Flips devices 0..n between offline and online at `rate` messages a
 /// second for `duration`, on schedule whatever the receivers do (open
-/// loop, QoS 0 so the publisher is never held back). Returns how many were
-/// sent.
-pub async fn flip(port: u16, n: usize, rate: u64, duration: Duration) -> Result<u64, String> {
+/// loop; with QoS 0 the publisher is never held back, with QoS 1 at most
+/// by the broker's acknowledgements). Returns how many were sent.
+pub async fn flip(port: u16, n: usize, rate: u64, duration: Duration, qos: QoS) -> Result<u64, String> {
     let (client, mut eventloop) = AsyncClient::new(options("bench-flipper", port), 10_000);
     let poller = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     let start = Instant::now();
@@ -49,7 +49,7 @@ pub async fn flip(port: u16, n: usize, rate: u64, duration: Duration) -> Result<
         }
         let i = (k as usize) % n;
         let payload = if (k as usize / n).is_multiple_of(2) { "offline" } else { "online" };
-        client.publish(topic(i), QoS::AtMostOnce, false, payload).await.map_err(|e| e.to_string())?;
+        client.publish(topic(i), qos, false, payload).await.map_err(|e| e.to_string())?;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     poller.abort();

@@ -22,9 +22,11 @@
 
 mod broker;
 mod contestants;
+mod flat;
 mod load;
 mod receiver;
 mod report;
+mod reread;
 mod soak;
 mod storm;
 
@@ -50,6 +52,9 @@ struct Args {
     /// Run only these sections (default: all).
     #[arg(long, value_delimiter = ',', value_enum)]
     only: Vec<Section>,
+    /// Length of each flat-memory run, in seconds.
+    #[arg(long, default_value_t = 600)]
+    flat_secs: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,7 +63,9 @@ enum Section {
     Latency,
     Steady,
     Storm,
+    Reread,
     Soak,
+    Flat,
 }
 
 #[tokio::main]
@@ -73,6 +80,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // (duration, flood rate, invented ids)
     let soak =
         if args.smoke { (Duration::from_secs(2), 1_000, 2_000) } else { (Duration::from_secs(30), 20_000, 50_000) };
+    // (devices, offlines at once)
+    let rereads: &[(usize, usize)] = if args.smoke { &[(200, 6)] } else { &[(100_000, 60), (100_000, 600)] };
+    // (name, devices, flips a second)
+    let flats: [(&str, usize, u64); 2] = if args.smoke {
+        [("QoS 1 saturation", 100, 2_000), ("flapping", 1_000, 500)]
+    } else {
+        [("QoS 1 saturation", 1_000, 30_000), ("flapping", 10_000, 2_000)]
+    };
+    let flat_for = Duration::from_secs(if args.smoke { 2 } else { args.flat_secs });
     let runs = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let sizes = if runs(Section::Burst) { sizes } else { Vec::new() };
     let rates = if runs(Section::Steady) { rates } else { Vec::new() };
@@ -86,17 +102,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut times = report::Times::default();
         for round in 0..rounds {
             eprintln!("burst n={n} round {}", round + 1);
-            times.mosquitto_sub.push(contestants::mosquitto_sub_burst(broker.port, n).await?);
+            let (elapsed, cpu) = contestants::mosquitto_sub_burst(broker.port, n).await?;
+            times.mosquitto_sub.push(elapsed);
+            times.mosquitto_sub_cpu.push(cpu);
             times.rumqttc.push(contestants::rumqttc_burst(broker.port, n).await?);
             let run = contestants::willwatch_burst(&willwatch, broker.port, n).await?;
             times.willwatch.push(run.elapsed);
+            times.willwatch_cpu.push(run.cpu);
             times.rss_kib = times.rss_kib.max(run.peak_rss_kib);
             if let Some((elapsed, rss)) = contestants::paho_burst(broker.port, n).await {
                 times.paho.push(elapsed);
                 times.paho_rss_kib = times.paho_rss_kib.max(rss);
-            }
-            if round == 0 && n == *sizes.last().unwrap() {
-                report.cpu_per_100k = Some(run.cpu_per_100k_messages);
             }
         }
         report.bursts.push((n, times));
@@ -139,9 +155,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.storms.push(storm::storm(&willwatch, n).await?);
     }
 
+    if runs(Section::Reread) {
+        for &(n, offlines) in rereads {
+            eprintln!("re-read cost of {offlines} offlines among {n} devices");
+            report.rereads.push(reread::reread(&willwatch, n, offlines).await?);
+        }
+    }
+
     if runs(Section::Soak) {
         eprintln!("hostile soak for {:?}", soak.0);
         report.soak = Some(soak::soak(&willwatch, soak.0, soak.1, soak.2).await?);
+    }
+
+    if runs(Section::Flat) {
+        for (name, devices, rate) in flats {
+            eprintln!("flat memory: {name}, {devices} devices at {rate}/s for {flat_for:?}");
+            let run = flat::flat(&willwatch, name, devices, rate, rumqttc::QoS::AtLeastOnce, flat_for).await?;
+            report.flats.push(run);
+        }
     }
 
     let mut text = report.render();

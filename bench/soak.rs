@@ -62,7 +62,7 @@ pub async fn soak(bin: &Path, duration: Duration, rate: u64, invented: usize) ->
     let huge = vec![b'x'; 17 << 20];
     publish_once(port, "bench/huge/status", huge).await?;
     // The flood: flips on 1,000 devices at `rate`.
-    let flood = tokio::spawn(load::flip(port, 1000, rate, duration));
+    let flood = tokio::spawn(load::flip(port, 1000, rate, duration, QoS::AtMostOnce));
     // The id blast: invented devices, one message each.
     let blast = tokio::spawn(async move {
         let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("bench-blast", "127.0.0.1", port), 10_000);
