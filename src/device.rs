@@ -320,6 +320,16 @@ impl Device {
         if self.silent_at.is_some() { self.quiet_or_heartbeat(now) } else { Outcome::Quiet }
     }
 
+    /// Whether an `offline` was notified and no `online` resolved it yet.
+    pub fn notified(&self) -> bool {
+        self.alerted
+    }
+
+    /// While an offline waits out its grace period: when it will fire.
+    pub fn grace_until(&self) -> Option<Instant> {
+        self.pending.map(|(_, due)| due.into())
+    }
+
     /// The earliest timer this device needs, if any.
     pub fn next_timer(&self) -> Option<Instant> {
         let first = match (self.pending.map(|(_, due)| due), self.silent_at) {

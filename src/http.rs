@@ -208,8 +208,10 @@ pub fn render(broker_url: &str, link: &Link, page: &StatusPage) -> Value {
             "since": time(d.since),
             "last_seen": time(d.last_seen),
             "last_payload": d.last_payload,
+            "notified": d.notified,
+            "grace_left": d.grace_left.map(|left| left.as_secs_f64()),
         })).collect::<Vec<_>>(),
-        "counts": { "online": c.online, "offline": c.offline, "unknown": c.unknown },
+        "counts": { "online": c.online, "offline": c.offline, "unknown": c.unknown, "notified": c.notified },
     })
 }
 
@@ -226,6 +228,8 @@ mod tests {
             since: None,
             last_seen: None,
             last_payload: String::new(),
+            notified: false,
+            grace_left: None,
         }
     }
 
@@ -234,13 +238,13 @@ mod tests {
         let link = Link { connected: true, since: SystemTime::UNIX_EPOCH, reconnects: 1 };
         let page = StatusPage {
             devices: vec![view("c", "offline"), view("a", "unknown")],
-            counts: crate::monitor::Counts { online: 5, offline: 1, unknown: 1 },
+            counts: crate::monitor::Counts { online: 5, offline: 1, unknown: 1, notified: 1 },
             next: Some((1, "a".into())),
         };
         let doc = render("mqtt://b", &link, &page);
         let ids: Vec<&str> = doc["devices"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
         assert_eq!(ids, ["c", "a"]);
-        assert_eq!(doc["counts"], json!({"online": 5, "offline": 1, "unknown": 1}));
+        assert_eq!(doc["counts"], json!({"online": 5, "offline": 1, "unknown": 1, "notified": 1}));
         assert_eq!(doc["next"], "1:a");
         assert_eq!(doc["broker"]["connected"], true);
     }

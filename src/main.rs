@@ -17,12 +17,6 @@ const EXIT_CONFIG: u8 = 78;
 #[derive(Debug, Parser)]
 #[command(version, about, propagate_version = true)]
 struct Cli {
-    /// Log filter, e.g. `debug` or `info,willwatch=debug` (overrides RUST_LOG).
-    #[arg(long, global = true, value_name = "FILTER")]
-    log_level: Option<String>,
-    /// How log lines look.
-    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Auto)]
-    log_format: logging::Format,
     #[command(subcommand)]
     command: Command,
 }
@@ -34,6 +28,12 @@ enum Command {
         /// The config file.
         #[arg(short, long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// Log filter, e.g. `debug` or `info,willwatch=debug` (overrides RUST_LOG).
+        #[arg(long, value_name = "FILTER")]
+        log_level: Option<String>,
+        /// How log lines look.
+        #[arg(long, value_enum, default_value_t = logging::Format::Auto)]
+        log_format: logging::Format,
     },
     /// Validate a config file and print a summary of it.
     Check {
@@ -47,12 +47,15 @@ enum Command {
         #[arg(long)]
         json_schema: bool,
     },
-    /// Show what a running daemon knows: exit 0 when every device is online,
-    /// 1 when any is offline or unknown, 2 when the daemon cannot be reached.
+    /// Show what a running daemon knows: exit 0 when no device's outage was
+    /// notified, 1 when one was, 2 when the daemon cannot be reached or is not
+    /// connected to its broker.
     Status {
-        /// The config file, for the address of the daemon's HTTP endpoint.
-        #[arg(short, long, default_value = config::DEFAULT_PATH)]
-        config: PathBuf,
+        /// The config file, for the address of the daemon's HTTP endpoint
+        /// (default: /etc/willwatch/willwatch.toml, or the default address
+        /// when that file does not exist).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
         /// The daemon's status URL (default: from the config's [http] listen).
         #[arg(long)]
         url: Option<String>,
@@ -73,9 +76,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Check { config, verbose, .. } => check(&config, verbose),
-        Command::Status { config, url, offline, json } => status(&config, url, offline, json),
-        Command::Run { config } => {
-            if let Err(e) = logging::init(cli.log_format, cli.log_level.as_deref()) {
+        Command::Status { config, url, offline, json } => status(config, url, offline, json),
+        Command::Run { config, log_level, log_format } => {
+            if let Err(e) = logging::init(log_format, log_level.as_deref()) {
                 eprintln!("willwatch: {e}");
                 return ExitCode::from(2);
             }
@@ -110,12 +113,32 @@ fn out(text: &str) {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
-fn status(path: &std::path::Path, url: Option<String>, offline: bool, json: bool) -> ExitCode {
-    let url = url.unwrap_or_else(|| {
-        let listen = Config::load(path).ok().and_then(|c| c.http_listen);
-        let default = config::DEFAULT_HTTP_LISTEN.parse().expect("a valid default address");
-        status::url_for(listen.unwrap_or(default))
-    });
+/// The daemon's status URL: `--url`, else from the config's `[http]
+/// listen`. A config named with `-c` must load; the default one may be
+/// absent (the default address is asked then).
+fn status_url(path: Option<PathBuf>, url: Option<String>) -> Result<String, String> {
+    if let Some(url) = url {
+        return Ok(url);
+    }
+    let default = config::DEFAULT_HTTP_LISTEN.parse().expect("a valid default address");
+    let listen = match Config::load(path.as_deref().unwrap_or(std::path::Path::new(config::DEFAULT_PATH))) {
+        Ok(config) => config.http_listen.ok_or("the config turns the HTTP endpoint off ([http] listen = \"\")")?,
+        Err(ConfigError::Read { source, .. }) if path.is_none() && source.kind() == std::io::ErrorKind::NotFound => {
+            default
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    Ok(status::url_for(listen))
+}
+
+fn status(path: Option<PathBuf>, url: Option<String>, offline: bool, json: bool) -> ExitCode {
+    let url = match status_url(path, url) {
+        Ok(url) => url,
+        Err(e) => {
+            eprintln!("willwatch: {e}");
+            return ExitCode::from(status::EXIT_CANNOT_TELL);
+        }
+    };
     let state = offline.then_some("offline");
     let fetched = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -124,16 +147,21 @@ fn status(path: &std::path::Path, url: Option<String>, offline: bool, json: bool
         .and_then(|rt| rt.block_on(status::fetch(&url, state)));
     match fetched {
         Ok(doc) => {
+            let now = std::time::SystemTime::now();
             if json {
                 out(&format!("{doc:#}\n"));
             } else {
-                out(&status::table(&doc, std::time::SystemTime::now()));
+                out(&status::table(&doc, now));
             }
-            ExitCode::from(status::exit_code(&doc))
+            let (code, why) = status::verdict(&doc, now);
+            if let Some(why) = why {
+                eprintln!("willwatch: {why}");
+            }
+            ExitCode::from(code)
         }
         Err(e) => {
             eprintln!("willwatch: {e}");
-            ExitCode::from(status::EXIT_UNREACHABLE)
+            ExitCode::from(status::EXIT_CANNOT_TELL)
         }
     }
 }

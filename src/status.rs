@@ -1,8 +1,12 @@
 //! `willwatch status`: asks a running daemon for `/status` and prints a
 //! table, offline devices first, with how long each has been in its state.
 //!
-//! Exit codes make it a monitoring check: 0 when every device is online,
-//! 1 when any is offline or unknown, 2 when the daemon cannot be reached.
+//! Exit codes make it a monitoring check (Nagios' OK, WARNING, CRITICAL
+//! order is not followed: these say what an operator acts on): 0 when no
+//! device has an outage notified, 1 when one has, 2 when the picture
+//! cannot be trusted: the daemon cannot be reached, or is not connected to
+//! its broker. A device waiting out its grace period is shown with the
+//! time left and does not make the exit 1.
 
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
@@ -10,8 +14,8 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 pub const EXIT_ALL_ONLINE: u8 = 0;
-pub const EXIT_NOT_ALL_ONLINE: u8 = 1;
-pub const EXIT_UNREACHABLE: u8 = 2;
+pub const EXIT_NOTIFIED_OFFLINE: u8 = 1;
+pub const EXIT_CANNOT_TELL: u8 = 2;
 
 /// The status URL for a listen address (a wildcard listen is asked on loopback).
 pub fn url_for(listen: std::net::SocketAddr) -> String {
@@ -64,11 +68,35 @@ pub async fn fetch(url: &str, state: Option<&str>) -> Result<Value, String> {
     }
 }
 
-/// 0 when every device is online, 1 otherwise.
-pub fn exit_code(doc: &Value) -> u8 {
+/// The exit code for a status document, and why when it is not 0.
+pub fn verdict(doc: &Value, now: SystemTime) -> (u8, Option<String>) {
+    let broker = &doc["broker"];
+    if broker["connected"] != true {
+        let why = format!(
+            "willwatch is not connected to its broker {} (for {}): what it shows may be stale",
+            broker["url"].as_str().unwrap_or(""),
+            ago(&broker["since"], now)
+        );
+        return (EXIT_CANNOT_TELL, Some(why));
+    }
     let counts = &doc["counts"];
-    let not_online = counts["offline"].as_u64().unwrap_or(0) + counts["unknown"].as_u64().unwrap_or(0);
-    if not_online == 0 { EXIT_ALL_ONLINE } else { EXIT_NOT_ALL_ONLINE }
+    // A daemon without the count predates it: its offlines were notified.
+    let notified = counts["notified"].as_u64().or_else(|| counts["offline"].as_u64()).unwrap_or(0);
+    if notified > 0 {
+        (EXIT_NOTIFIED_OFFLINE, Some(format!("{notified} device(s) offline and notified")))
+    } else {
+        (EXIT_ALL_ONLINE, None)
+    }
+}
+
+/// What the state column says: `offline (grace 12s left)` while an
+/// offline waits out its grace period.
+fn state_text(d: &Value) -> String {
+    let state = d["state"].as_str().unwrap_or("");
+    match d["grace_left"].as_f64() {
+        Some(left) => format!("{state} (grace {}s left)", left.ceil() as u64),
+        None => state.to_string(),
+    }
 }
 
 /// The table people read.
@@ -82,12 +110,13 @@ pub fn table(doc: &Value, now: SystemTime) -> String {
     let _ = writeln!(out, "devices {} online, {} offline, {} unknown\n", c["online"], c["offline"], c["unknown"]);
     let devices = doc["devices"].as_array().cloned().unwrap_or_default();
     let width = devices.iter().map(|d| d["id"].as_str().unwrap_or("").chars().count()).max().unwrap_or(0).max(6);
-    let _ = writeln!(out, "{:<8} {:<width$} {:<10} TOPIC", "STATE", "DEVICE", "FOR");
-    for d in &devices {
+    let states: Vec<String> = devices.iter().map(state_text).collect();
+    let state_width = states.iter().map(|s| s.chars().count()).max().unwrap_or(0).max(8);
+    let _ = writeln!(out, "{:<state_width$} {:<width$} {:<10} TOPIC", "STATE", "DEVICE", "FOR");
+    for (d, state) in devices.iter().zip(&states) {
         let _ = writeln!(
             out,
-            "{:<8} {:<width$} {:<10} {}",
-            d["state"].as_str().unwrap_or(""),
+            "{state:<state_width$} {:<width$} {:<10} {}",
             d["id"].as_str().unwrap_or(""),
             ago(&d["since"], now),
             d["topic"].as_str().unwrap_or("")
@@ -108,22 +137,40 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn doc(offline: u64, unknown: u64) -> Value {
+    fn doc(offline: u64, notified: u64) -> Value {
         json!({
             "broker": {"url": "mqtt://b:1883", "connected": true, "since": "2026-01-01T00:00:00Z"},
             "devices": [
                 {"id": "pump-7", "topic": "plant/pump-7/status", "state": "offline", "since": "2026-01-01T00:10:00Z"},
                 {"id": "fan", "topic": "plant/fan/status", "state": "online", "since": null},
             ],
-            "counts": {"online": 1, "offline": offline, "unknown": unknown},
+            "counts": {"online": 1, "offline": offline, "unknown": 1, "notified": notified},
         })
     }
 
     #[test]
-    fn exit_code_says_whether_everything_is_online() {
-        assert_eq!(exit_code(&doc(0, 0)), EXIT_ALL_ONLINE);
-        assert_eq!(exit_code(&doc(1, 0)), EXIT_NOT_ALL_ONLINE);
-        assert_eq!(exit_code(&doc(0, 2)), EXIT_NOT_ALL_ONLINE);
+    fn exit_code_says_whether_an_outage_was_notified_or_the_picture_is_stale() {
+        let now = humantime::parse_rfc3339("2026-01-01T01:00:00Z").unwrap();
+        assert_eq!(verdict(&doc(0, 0), now), (EXIT_ALL_ONLINE, None), "unknown devices are no outage");
+        assert_eq!(verdict(&doc(1, 0), now).0, EXIT_ALL_ONLINE, "an offline in its grace period is not notified");
+        assert_eq!(verdict(&doc(1, 1), now).0, EXIT_NOTIFIED_OFFLINE);
+        let mut stale = doc(0, 0);
+        stale["broker"]["connected"] = json!(false);
+        let (code, why) = verdict(&stale, now);
+        assert_eq!(code, EXIT_CANNOT_TELL);
+        assert_eq!(
+            why.as_deref(),
+            Some("willwatch is not connected to its broker mqtt://b:1883 (for 1h): what it shows may be stale")
+        );
+    }
+
+    #[test]
+    fn a_device_in_its_grace_period_shows_the_time_left() {
+        let mut d = doc(1, 0);
+        d["devices"][0]["grace_left"] = json!(11.2);
+        let now = humantime::parse_rfc3339("2026-01-01T00:10:05Z").unwrap();
+        let text = table(&d, now);
+        assert!(text.contains("offline (grace 12s left) pump-7 5s"), "{text}");
     }
 
     #[test]

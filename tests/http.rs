@@ -42,7 +42,7 @@ async fn status_reflects_a_will_within_a_second() {
     while doc["counts"]["online"] != 2 && Instant::now() < deadline {
         doc = status_json(&base, "").await;
     }
-    assert_eq!(doc["counts"], serde_json::json!({"online": 2, "offline": 0, "unknown": 0}), "{doc}");
+    assert_eq!(doc["counts"], serde_json::json!({"online": 2, "offline": 0, "unknown": 0, "notified": 0}), "{doc}");
     assert_eq!(doc["broker"]["connected"], true);
 
     device.kill();
@@ -118,31 +118,63 @@ async fn healthz_follows_the_broker_connection() {
 
 #[tokio::test]
 async fn status_command_exit_codes_tell_scripts_what_is_wrong() {
-    let broker = Broker::start();
-    let daemon = Daemon::start(&config(&broker, "[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n"));
+    let mut broker = Broker::start();
+    let daemon = Daemon::start(&config(
+        &broker,
+        "[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n\
+         [[device]]\nid = \"fan\"\ntopic = \"plant/fan/status\"\ngrace = \"1h\"\n",
+    ));
     daemon.wait_connected().await;
     let url = format!("{}/status", daemon.http_url().await);
 
     let (code, table) = status_command(&url, &[]);
-    assert_eq!(code, 1, "an unknown device is not all online:\n{table}");
+    assert_eq!(code, 0, "devices never heard from are no outage:\n{table}");
     assert!(table.contains("unknown  pump-7"), "{table}");
 
+    publish(broker.port, "plant/fan/status", "offline", true).await;
     publish(broker.port, "plant/pump-7/status", "online", true).await;
     eventually("the daemon to see pump-7 online", SOON, || {
         (!daemon.logs(|l| l["message"] == "device state" && l["state"] == "online").is_empty()).then_some(())
     })
     .await;
     let (code, table) = status_command(&url, &[]);
-    assert_eq!(code, 0, "{table}");
-    assert!(table.contains("online   pump-7"), "{table}");
+    assert_eq!(code, 0, "an offline inside its grace period is not notified yet:\n{table}");
+    assert!(table.contains("offline (grace 3600s left) fan"), "{table}");
+    assert!(table.contains("online                     pump-7"), "{table}");
 
     publish(broker.port, "plant/pump-7/status", "offline", true).await;
     daemon.wait_event("pump-7", "offline", 1).await;
     let (code, json) = status_command(&url, &["--offline", "--json"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 1, "a notified offline");
     let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(doc["devices"][0]["id"], "pump-7");
+    assert_eq!(doc["counts"]["notified"], 1);
+    assert_eq!(doc["devices"][0]["id"], "fan");
+    assert_eq!(doc["devices"][1]["id"], "pump-7");
+    assert_eq!(doc["devices"][1]["notified"], true);
+
+    broker.stop();
+    eventually("the daemon to notice the broker is gone", SOON, || {
+        let (code, _) = status_command(&url, &[]);
+        (code == 2).then_some(())
+    })
+    .await;
+    let out = Command::new(env!("CARGO_BIN_EXE_willwatch")).args(["status", "--url", &url]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not connected to its broker") && stderr.contains("may be stale"), "{stderr}");
 
     let (code, _) = status_command("http://127.0.0.1:9/status", &[]);
     assert_eq!(code, 2, "an unreachable daemon");
+}
+
+/// Guards against `-c` naming a file that is not there quietly asking the
+/// default address (some other daemon, or none) instead.
+#[test]
+fn status_with_a_missing_config_file_is_an_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_willwatch"))
+        .args(["status", "-c", "/nonexistent/willwatch.toml"])
+        .output()
+        .expect("run willwatch status");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nonexistent/willwatch.toml: cannot read the config file"), "{stderr}");
 }

@@ -74,6 +74,9 @@ pub struct Counts {
     pub online: usize,
     pub offline: usize,
     pub unknown: usize,
+    /// Devices whose offline was notified and is not resolved yet
+    /// (whatever their state now: a cleared retained state leaves it so).
+    pub notified: usize,
 }
 
 impl Counts {
@@ -96,6 +99,10 @@ pub struct DeviceView {
     pub since: Option<SystemTime>,
     pub last_seen: Option<SystemTime>,
     pub last_payload: String,
+    /// Its offline was notified and is not resolved yet.
+    pub notified: bool,
+    /// While an offline waits out its grace period: how long until it fires.
+    pub grace_left: Option<Duration>,
 }
 
 /// Which page of the devices `/status` wants: in the order offline,
@@ -353,6 +360,10 @@ impl Fleet {
         if after != before {
             self.counts.add(before, -1);
             self.counts.add(after, 1);
+        }
+        let (was, is) = (durable.1, self.devices.get(id).is_some_and(Device::notified));
+        if was != is {
+            self.counts.notified = if is { self.counts.notified + 1 } else { self.counts.notified.saturating_sub(1) };
         }
         self.arm(id);
     }
@@ -625,6 +636,7 @@ impl Fleet {
         let mut per_pattern: HashMap<usize, usize> = HashMap::new();
         for device in self.devices.iter() {
             counts.add(device.state, 1);
+            counts.notified += usize::from(device.notified());
             if let Some((_, spec)) = self.config.resolve(&device.topic)
                 && matches!(spec.watch, Watch::Pattern(_))
             {
@@ -637,7 +649,7 @@ impl Fleet {
 
     /// One page of `/status`, in memory bounded by the page, not the
     /// fleet: the smallest `limit` keys after the cursor, kept in a heap.
-    pub fn page(&self, query: &PageQuery) -> StatusPage {
+    pub fn page(&self, query: &PageQuery, now: Instant) -> StatusPage {
         let limit = query.limit.max(1);
         let mut heap: std::collections::BinaryHeap<(u8, &str)> = std::collections::BinaryHeap::new();
         for d in self.devices.iter() {
@@ -668,6 +680,8 @@ impl Fleet {
                 since: d.since(),
                 last_seen: d.last_seen(),
                 last_payload: d.last_payload.to_string(),
+                notified: d.notified(),
+                grace_left: d.grace_until().map(|due| due.saturating_duration_since(now)),
             })
             .collect();
         StatusPage { devices, counts: self.counts, next: next.flatten() }

@@ -96,7 +96,7 @@ impl Monitor {
                 Some(config) = inputs.reloads.recv() => self.fleet.reload(config),
                 () = sleep_until(wake) => self.fleet.on_tick(Now::read()),
                 Some(query) = inputs.queries.recv() => {
-                    let _ = query.reply.send(self.fleet.page(&query.page));
+                    let _ = query.reply.send(self.fleet.page(&query.page, Now::read().mono));
                 }
                 // Last: a burst of messages is handled before its records
                 // are saved, so the disk's work never slows the burst.

@@ -437,7 +437,7 @@ fn status_pages_go_offline_first_then_by_id_and_cover_every_device_once() {
     let mut seen = Vec::new();
     let mut query = PageQuery { limit: 5, ..PageQuery::default() };
     loop {
-        let page = f.page(&query);
+        let page = f.page(&query, clock.at_ms(3_000).mono);
         assert!(page.devices.len() <= 5);
         assert_eq!(page.counts.online + page.counts.offline + page.counts.unknown, 23);
         seen.extend(page.devices.iter().map(|d| (rank(State::parse(d.state).unwrap()), d.id.clone())));
@@ -451,7 +451,7 @@ fn status_pages_go_offline_first_then_by_id_and_cover_every_device_once() {
     assert_eq!(seen, sorted, "in order");
     assert_eq!(seen.len(), 23, "each once");
     assert_eq!(seen[0].0, 0, "offline first");
-    let offline = f.page(&PageQuery { state: Some(State::Offline), limit: 100, after: None });
+    let offline = f.page(&PageQuery { state: Some(State::Offline), limit: 100, after: None }, clock.at_ms(3_000).mono);
     assert!(offline.devices.iter().all(|d| d.state == "offline") && offline.next.is_none());
 }
 
@@ -478,4 +478,26 @@ fn new_pattern_devices_past_max_devices_are_refused_and_known_ones_go_on() {
     f.on_message("a/d0/status", b"offline", clock.at_ms(3_000));
     f.on_tick(clock.at_ms(3_000));
     assert_eq!(fired(&drain(&mut f)), [("d0".to_string(), "offline")], "a known device is still watched");
+}
+
+#[test]
+fn status_says_which_offlines_were_notified_and_how_long_a_grace_has_left() {
+    let clock = Clock::new();
+    let mut f = connected("[defaults]\ngrace = \"10s\"\n[[device]]\ntopic = \"plant/{id}/status\"\n", &clock);
+    f.on_message("plant/a/status", b"offline", clock.at_ms(3_000));
+    f.on_message("plant/b/status", b"offline", clock.at_ms(3_000));
+    f.on_tick(clock.at_ms(13_000));
+    f.on_message("plant/c/status", b"offline", clock.at_ms(13_000));
+    let all = PageQuery { limit: 10, ..PageQuery::default() };
+    let page = f.page(&all, clock.at_ms(14_000).mono);
+    assert_eq!((page.counts.offline, page.counts.notified), (3, 2));
+    let c = page.devices.iter().find(|d| d.id == "c").expect("listed");
+    assert_eq!((c.notified, c.grace_left), (false, Some(Duration::from_secs(9))));
+    let a = page.devices.iter().find(|d| d.id == "a").expect("listed");
+    assert_eq!((a.notified, a.grace_left), (true, None));
+
+    f.on_message("plant/a/status", b"", clock.at_ms(15_000));
+    assert_eq!(f.page(&all, clock.at_ms(15_000).mono).counts.notified, 2, "a cleared state leaves the offline owed");
+    f.on_message("plant/a/status", b"online", clock.at_ms(16_000));
+    assert_eq!(f.page(&all, clock.at_ms(16_000).mono).counts.notified, 1, "an online resolves it");
 }
