@@ -78,6 +78,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let (dispatch_tx, dispatch_rx) = mpsc::channel(DISPATCH_QUEUE);
     let (client_tx, client_rx) = watch::channel(None);
     let metrics = Metrics::new();
+    metrics.config_loaded(true);
     let context = actions::Context::new(
         store_tx.downgrade(),
         ack_tx,
@@ -143,7 +144,9 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
             signal = signals.next() => match signal.map(intent) {
                 Some(Intent::Reload) => {
                     systemd::reloading();
-                    if let Some(new) = reload(path) {
+                    let loaded = reload(path);
+                    metrics.config_loaded(loaded.is_some());
+                    if let Some(new) = loaded {
                         let reconnect = connection_changed(&config, &new);
                         config = new;
                         filters_tx.send_replace(config.filters());

@@ -41,8 +41,12 @@ enum Command {
         #[arg(short, long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
         /// Also print each device's effective settings.
-        #[arg(short, long)]
+        #[arg(short, long, conflicts_with = "quiet")]
         verbose: bool,
+        /// Print only problems (for `ExecReload=`: the journal gets the
+        /// errors, not the summary).
+        #[arg(short, long)]
+        quiet: bool,
         /// Print a JSON Schema of the config file (for editors) and exit.
         #[arg(long)]
         json_schema: bool,
@@ -75,7 +79,7 @@ fn main() -> ExitCode {
             out(config::JSON_SCHEMA);
             ExitCode::SUCCESS
         }
-        Command::Check { config, verbose, .. } => check(&config, verbose),
+        Command::Check { config, verbose, quiet, .. } => check(&config, verbose, quiet),
         Command::Status { config, url, offline, json } => status(config, url, offline, json),
         Command::Run { config, log_level, log_format } => {
             if let Err(e) = logging::init(log_format, log_level.as_deref()) {
@@ -87,13 +91,15 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path, verbose: bool) -> ExitCode {
+fn check(path: &std::path::Path, verbose: bool, quiet: bool) -> ExitCode {
     match Config::load(path) {
         Ok(config) => {
             for warning in &config.warnings {
                 eprintln!("{warning}");
             }
-            out(&willwatch::summary::summary(&config));
+            if !quiet {
+                out(&willwatch::summary::summary(&config));
+            }
             if verbose {
                 out(&willwatch::summary::effective(&config));
             }

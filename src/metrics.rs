@@ -49,6 +49,8 @@ pub struct Metrics {
     pub oversized: Counter,
     pub http_refused: Counter,
     pub devices_refused: Counter,
+    pub reload_successful: Gauge,
+    pub reload_success_timestamp: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -68,6 +70,8 @@ impl Metrics {
         let oversized = Counter::<u64, AtomicU64>::default();
         let http_refused = Counter::<u64, AtomicU64>::default();
         let devices_refused = Counter::<u64, AtomicU64>::default();
+        let reload_successful = Gauge::default();
+        let reload_success_timestamp = Gauge::<f64, AtomicU64>::default();
         registry.register("willwatch_devices", "Watched devices by state", devices.clone());
         registry.register("willwatch_transitions", "Events fired, by kind", transitions.clone());
         registry.register("willwatch_messages", "Messages received on watched topics", messages.clone());
@@ -115,6 +119,16 @@ impl Metrics {
             devices_refused.clone(),
         );
         registry.register(
+            "willwatch_config_last_reload_successful",
+            "1 when the last config load (at start or on reload) succeeded, 0 when it failed and the previous config is in use",
+            reload_successful.clone(),
+        );
+        registry.register(
+            "willwatch_config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded successfully (Unix time)",
+            reload_success_timestamp.clone(),
+        );
+        registry.register(
             "willwatch_build",
             "willwatch's version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
@@ -138,6 +152,8 @@ impl Metrics {
             oversized,
             http_refused,
             devices_refused,
+            reload_successful,
+            reload_success_timestamp,
         })
     }
 
@@ -145,6 +161,16 @@ impl Metrics {
     /// `dropped`...).
     pub fn action_run(&self, action: &str, outcome: &'static str) {
         self.action_runs.get_or_create(&RunLabels { action: action.to_string(), outcome }).inc();
+    }
+
+    /// Records a config load, at start and on every reload: whether it
+    /// succeeded and, if so, when (as Prometheus and Alertmanager do).
+    pub fn config_loaded(&self, ok: bool) {
+        self.reload_successful.set(i64::from(ok));
+        if ok {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            self.reload_success_timestamp.set(now.as_secs_f64());
+        }
     }
 
     /// The text exposition (OpenMetrics, which Prometheus reads).

@@ -16,15 +16,6 @@ use tokio::net::TcpStream;
 
 const PUMP: &str = "[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n";
 
-async fn metric(base: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
-    text.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn one_oversized_retained_message_blinds_nothing() {
     let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
@@ -41,8 +32,7 @@ async fn one_oversized_retained_message_blinds_nothing() {
     sync_with_sentinel(&broker, &daemon, &[]).await;
     publish(broker.port, "plant/pump-7/status", "offline", true).await;
     daemon.wait_event("pump-7", "offline", 1).await;
-    let base = daemon.http_url().await;
-    assert_eq!(metric(&base, "willwatch_oversized_messages_total").await, 1.0);
+    assert_eq!(daemon.metric("willwatch_oversized_messages_total").await, 1.0);
     assert_eq!(daemon.logs(|l| message(l) == "connected to broker").len(), 1, "{}", daemon.dump());
 }
 
@@ -113,7 +103,7 @@ async fn http_connections_past_the_cap_are_refused_and_counted_and_the_endpoint_
     })
     .await;
     assert_eq!(healthy, 200);
-    assert!(metric(&base, "willwatch_http_refused_connections_total").await >= 1.0);
+    assert!(daemon.metric("willwatch_http_refused_connections_total").await >= 1.0);
 }
 
 #[tokio::test]
@@ -174,7 +164,7 @@ async fn invented_ids_past_max_devices_are_refused_counted_and_logged() {
     let c = &doc["counts"];
     let known = c["online"].as_u64().unwrap() + c["offline"].as_u64().unwrap() + c["unknown"].as_u64().unwrap();
     assert_eq!(known, 100, "the sentinel included");
-    assert_eq!(metric(&base, "willwatch_devices_refused_total").await, 401.0);
+    assert_eq!(daemon.metric("willwatch_devices_refused_total").await, 401.0);
     let refused = daemon.logs(|l| message(l) == "new device refused: max_devices reached");
     assert_eq!(refused.len(), 1, "logged once a minute, not 401 times");
 }

@@ -66,4 +66,40 @@ async fn sighup_with_a_broken_file_keeps_the_old_config() {
     publish(broker.port, "plant/a/status", "offline", false).await;
     daemon.wait_event("a", "offline", 1).await;
     assert!(daemon.logs(|l| message(l) == "shutting down").is_empty());
+
+    // Visible to Prometheus, as Prometheus and Alertmanager show their own.
+    assert_eq!(daemon.metric("willwatch_config_last_reload_successful ").await, 0.0);
+    let loaded_at = daemon.metric("willwatch_config_last_reload_success_timestamp_seconds ").await;
+    assert!(loaded_at > 1.7e9, "the start counts as a load: {loaded_at}");
+
+    // `systemctl reload` runs `willwatch check` first (the unit's
+    // ExecReload), so the reload itself fails with the reason.
+    let (code, stderr) = run_exec_reload_check(&daemon);
+    assert_ne!(code, 0, "the check before the HUP fails");
+    assert!(stderr.contains("unknown field `actoins`"), "{stderr}");
+
+    daemon.write_config(&config(&broker, &devices(&["a"])));
+    assert_eq!(run_exec_reload_check(&daemon).0, 0);
+    daemon.signal("HUP");
+    wait_reloaded(&daemon, 1).await;
+    assert_eq!(daemon.metric("willwatch_config_last_reload_successful ").await, 1.0);
+    assert!(daemon.metric("willwatch_config_last_reload_success_timestamp_seconds ").await >= loaded_at);
+}
+
+/// Runs the unit file's first `ExecReload=` (it must be the config check,
+/// before the HUP) with the daemon's config directory; its exit code and
+/// stderr (what the journal shows).
+fn run_exec_reload_check(daemon: &Daemon) -> (i32, String) {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/willwatch.service")).unwrap();
+    let reloads: Vec<&str> = unit.lines().filter_map(|l| l.strip_prefix("ExecReload=")).collect();
+    assert_eq!(reloads.len(), 2, "check, then HUP: {reloads:?}");
+    assert!(reloads[1].contains("kill -HUP $MAINPID"), "{reloads:?}");
+    let words: Vec<String> = reloads[0]
+        .split_whitespace()
+        .map(|w| w.replace("${CONFIGURATION_DIRECTORY}", &daemon.dir().display().to_string()))
+        .collect();
+    assert_eq!(words[0], "/usr/bin/willwatch");
+    assert_eq!(daemon.config_path(), daemon.dir().join("willwatch.toml"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_willwatch")).args(&words[1..]).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }

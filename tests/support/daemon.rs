@@ -102,6 +102,18 @@ impl Daemon {
         format!("http://{}", line["listen"].as_str().expect("listen address"))
     }
 
+    /// The value of the first `/metrics` sample that starts with `sample`
+    /// (a name, with labels when they matter), 0 when there is none.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        let url = format!("{}/metrics", self.http_url().await);
+        let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+        text.lines()
+            .find(|l| l.starts_with(sample))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// `event` ("offline", "online", "reconnect_failed") lines of the
     /// built-in log action for `device`.
     pub fn events(&self, device: &str, event: &str) -> Vec<Value> {
