@@ -69,7 +69,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
 
     let (filters_tx, _) = watch::channel(config.filters());
     let (link_tx, mut link_rx) =
-        watch::channel(Link { connected: false, since: std::time::SystemTime::now(), reconnects: 0 });
+        watch::channel(Link { connected: false, since: std::time::SystemTime::now(), connects: 0 });
     let (counts_tx, counts_rx) = watch::channel(Counts::default());
     let (inbound_tx, inbound_rx) = mpsc::channel(MONITOR_QUEUE);
     let (reload_tx, reload_rx) = mpsc::channel(4);
@@ -136,7 +136,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     log_started(&config);
     systemd::ready();
     let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
-    let mut reconnects = 0;
+    let mut connects = 0;
     let mut status_every = tokio::time::interval(Duration::from_secs(1));
     let mut status = String::new();
     loop {
@@ -167,9 +167,10 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
             Ok(()) = link_rx.changed() => {
                 let link = *link_rx.borrow();
                 metrics.broker_connected.set(i64::from(link.connected));
-                if link.reconnects > reconnects {
-                    metrics.broker_reconnects.inc_by(link.reconnects - reconnects);
-                    reconnects = link.reconnects;
+                // Every connection but the first is a reconnect.
+                if link.connects > connects {
+                    metrics.broker_reconnects.inc_by(link.connects.saturating_sub(connects.max(1)));
+                    connects = link.connects;
                 }
             }
             // At most once a second: a storm changes the counts thousands of times.

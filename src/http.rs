@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::device::State as DeviceState;
 use crate::event::rfc3339;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, exposition};
 use crate::monitor::{PageQuery, StatusPage, StatusQuery};
 use crate::mqtt::Link;
 use crate::throttle::Throttle;
@@ -187,9 +187,13 @@ fn page_query(filter: &Filter) -> Result<PageQuery, String> {
     Ok(PageQuery { state, after, limit: filter.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE) })
 }
 
-async fn prometheus(State(shared): State<Shared>) -> Response {
-    let body = shared.metrics.render();
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+/// Prometheus text 0.0.4, or OpenMetrics when the scraper asks for it.
+async fn prometheus(State(shared): State<Shared>, headers: axum::http::HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let openmetrics = exposition::wants_openmetrics(accept);
+    let body = shared.metrics.render(openmetrics);
+    let kind = if openmetrics { exposition::OPENMETRICS_TYPE } else { exposition::PROMETHEUS_TYPE };
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
 /// The `/status` document for one page: offline devices first, then
@@ -235,7 +239,7 @@ mod tests {
 
     #[test]
     fn a_page_shows_the_whole_fleets_counts_and_where_the_next_begins() {
-        let link = Link { connected: true, since: SystemTime::UNIX_EPOCH, reconnects: 1 };
+        let link = Link { connected: true, since: SystemTime::UNIX_EPOCH, connects: 1 };
         let page = StatusPage {
             devices: vec![view("c", "offline"), view("a", "unknown")],
             counts: crate::monitor::Counts { online: 5, offline: 1, unknown: 1, notified: 1 },

@@ -1,5 +1,11 @@
 //! Prometheus metrics: counters the tasks bump as they work, read by
 //! `GET /metrics`. Cheap to share (an `Arc` of atomics); no task waits on it.
+//!
+//! Every label set known from the config exists from the start at 0 (each
+//! event kind, each action × outcome), so `increase()` sees the first
+//! failure. The exposition is Prometheus text 0.0.4 unless the scraper
+//! asks for OpenMetrics (`exposition.rs`); the process metrics are read at
+//! each scrape (`process.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -10,6 +16,14 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+
+use crate::event::EventKind;
+
+pub mod exposition;
+mod process;
+
+/// How an action run ends, as `willwatch_action_runs_total` counts it.
+pub const OUTCOMES: [&str; 3] = ["ok", "failed", "timeout"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
@@ -51,6 +65,8 @@ pub struct Metrics {
     pub devices_refused: Counter,
     pub reload_successful: Gauge,
     pub reload_success_timestamp: Gauge<f64, AtomicU64>,
+    pub action_queue_depth: Family<ActionLabel, Gauge>,
+    pub last_message: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -71,6 +87,8 @@ impl Metrics {
         let http_refused = Counter::<u64, AtomicU64>::default();
         let devices_refused = Counter::<u64, AtomicU64>::default();
         let reload_successful = Gauge::default();
+        let action_queue_depth = Family::<ActionLabel, Gauge>::default();
+        let last_message = Gauge::<f64, AtomicU64>::default();
         let reload_success_timestamp = Gauge::<f64, AtomicU64>::default();
         registry.register("willwatch_devices", "Watched devices by state", devices.clone());
         registry.register("willwatch_transitions", "Events fired, by kind", transitions.clone());
@@ -92,7 +110,22 @@ impl Metrics {
             action_panics.clone(),
         );
         registry.register("willwatch_broker_connected", "1 while connected to the broker", broker_connected.clone());
-        registry.register("willwatch_broker_reconnects", "Connections to the broker made", broker_reconnects.clone());
+        registry.register(
+            "willwatch_broker_reconnects",
+            "Connections to the broker made after the first",
+            broker_reconnects.clone(),
+        );
+        registry.register(
+            "willwatch_action_queue_depth",
+            "Events waiting in each action's queue",
+            action_queue_depth.clone(),
+        );
+        registry.register(
+            "willwatch_last_message_timestamp_seconds",
+            "When the last message on a watched topic arrived (Unix time; 0 before the first)",
+            last_message.clone(),
+        );
+        registry.register_collector(Box::new(process::Process::new()));
         registry.register(
             "willwatch_state_write_errors",
             "State commits that failed (each is retried until the disk takes it)",
@@ -136,6 +169,9 @@ impl Metrics {
         for state in ["online", "offline", "unknown"] {
             devices.get_or_create(&StateLabel { state }).set(0);
         }
+        for kind in EventKind::ALL {
+            let _ = transitions.get_or_create(&EventLabel { event: kind.as_str() });
+        }
         Arc::new(Metrics {
             registry,
             devices,
@@ -154,6 +190,8 @@ impl Metrics {
             devices_refused,
             reload_successful,
             reload_success_timestamp,
+            action_queue_depth,
+            last_message,
         })
     }
 
@@ -173,11 +211,25 @@ impl Metrics {
         }
     }
 
-    /// The text exposition (OpenMetrics, which Prometheus reads).
-    pub fn render(&self) -> String {
+    /// Makes the series of these actions exist (at 0 until they move).
+    pub fn actions_known<'a>(&self, actions: impl IntoIterator<Item = &'a str>) {
+        let known: Vec<&str> = actions.into_iter().collect();
+        for &action in &known {
+            for outcome in OUTCOMES {
+                let _ = self.action_runs.get_or_create(&RunLabels { action: action.to_string(), outcome });
+            }
+            let label = ActionLabel { action: action.to_string() };
+            let _ = self.action_dropped.get_or_create(&label);
+            let _ = self.action_panics.get_or_create(&label);
+            let _ = self.action_queue_depth.get_or_create(&label);
+        }
+    }
+
+    /// The text exposition: OpenMetrics, or Prometheus text 0.0.4.
+    pub fn render(&self, openmetrics: bool) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
-        out
+        if openmetrics { out } else { exposition::to_prometheus(&out) }
     }
 }
 
@@ -191,7 +243,7 @@ mod tests {
         m.transitions.get_or_create(&EventLabel { event: "offline" }).inc();
         m.action_run("ops", "ok");
         m.action_dropped.get_or_create(&ActionLabel { action: "ops".into() }).inc();
-        let text = m.render();
+        let text = m.render(true);
         for expected in [
             "willwatch_devices{state=\"offline\"} 0",
             "willwatch_transitions_total{event=\"offline\"} 1",

@@ -31,6 +31,8 @@ async fn broker_restart_reconnects_resubscribes_and_detects_again() {
     // Subscriptions were restored: detection works.
     publish(broker.port, "plant/pump-7/status", "offline", false).await;
     daemon.wait_event("pump-7", "offline", 1).await;
+    // The first connection is no reconnect; the one after the restart is.
+    assert_eq!(daemon.metric("willwatch_broker_reconnects_total ").await, 1.0);
 }
 
 #[tokio::test]

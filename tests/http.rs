@@ -64,16 +64,71 @@ async fn status_reflects_a_will_within_a_second() {
     assert_eq!(offline["counts"]["online"], 1);
 }
 
+/// Checks exposition text with Debian's `promtool check metrics` (lint
+/// included); where promtool is not installed and not required (CI requires
+/// it), with a parser of the format instead.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let spawned = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    match spawned {
+        Ok(mut child) => {
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{text}");
+        }
+        Err(e) if std::env::var_os("WILLWATCH_TEST_REQUIRE_PROMTOOL").is_none() => {
+            eprintln!("promtool not run ({e}); checking with a parser of the format");
+            let lines = text.lines().map(|l| Ok(l.to_string()));
+            let scrape = prometheus_parse::Scrape::parse(lines).expect("Prometheus text format");
+            assert!(!scrape.samples.is_empty());
+        }
+        Err(e) => panic!("promtool is required (WILLWATCH_TEST_REQUIRE_PROMTOOL) but cannot run: {e}"),
+    }
+}
+
 #[tokio::test]
-async fn metrics_counters_move() {
+async fn metrics_exist_from_the_start_move_and_pass_promtool() {
     let broker = Broker::start();
-    let daemon = Daemon::start(&config(&broker, DEVICES));
+    let daemon = Daemon::start(&config(
+        &broker,
+        &format!("{DEVICES}[action.hook]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\non = [\"offline\"]\n"),
+    ));
     daemon.wait_connected().await;
     let base = daemon.http_url().await;
-    let (code, before) = get(&format!("{base}/metrics")).await;
-    assert_eq!(code, 200);
-    assert!(before.contains("willwatch_broker_connected 1"), "{before}");
-    assert!(!before.contains("willwatch_transitions_total{event=\"offline\"} 1"), "{before}");
+    let client = reqwest::Client::new();
+    let response = client.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/plain; version=0.0.4; charset=utf-8");
+    let before = response.text().await.unwrap();
+    promtool_check(&before);
+    for at_zero in [
+        "willwatch_transitions_total{event=\"offline\"} 0",
+        "willwatch_transitions_total{event=\"broker_down\"} 0",
+        "willwatch_action_runs_total{action=\"hook\",outcome=\"failed\"} 0",
+        "willwatch_action_runs_total{action=\"log\",outcome=\"ok\"} 0",
+        "willwatch_action_queue_dropped_total{action=\"hook\"} 0",
+        "willwatch_broker_reconnects_total 0",
+        "willwatch_config_last_reload_successful 1",
+        "# TYPE willwatch_messages_total counter",
+        "# TYPE willwatch_build_info gauge",
+    ] {
+        assert!(before.contains(at_zero), "{at_zero} missing from\n{before}");
+    }
+    for process in [
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "process_max_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(before.contains(process), "{process} missing from\n{before}");
+    }
+    assert!(!before.contains("# EOF"));
 
     publish(broker.port, "plant/pump-7/status", "offline", false).await;
     publish(broker.port, "plant/pump-7/status", "garbage", false).await;
@@ -87,14 +142,27 @@ async fn metrics_counters_move() {
             "willwatch_messages_total 2",
             "willwatch_unrecognized_payloads_total 1",
             "willwatch_action_runs_total{action=\"log\",outcome=\"ok\"} 1",
-            "willwatch_broker_reconnects_total 1",
+            "willwatch_action_queue_depth{action=\"hook\"} ",
             "willwatch_build_info{version=\"",
         ];
-        if moved.iter().all(|m| after.contains(m)) {
+        if moved.iter().all(|m| after.contains(m))
+            && daemon.metric("willwatch_last_message_timestamp_seconds").await > 1.7e9
+        {
+            promtool_check(&after);
             break;
         }
         assert!(Instant::now() < deadline, "not all of {moved:?} in\n{after}");
     }
+
+    let openmetrics = client
+        .get(format!("{base}/metrics"))
+        .header("accept", "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5")
+        .send()
+        .await
+        .unwrap();
+    assert!(openmetrics.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = openmetrics.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n") && text.contains("# TYPE willwatch_messages counter"), "{text}");
 }
 
 #[tokio::test]

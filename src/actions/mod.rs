@@ -26,6 +26,7 @@ mod webhook;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -39,6 +40,9 @@ use crate::store::{Ack, Op};
 /// Events waiting per action before new ones are dead-lettered: more than
 /// a storm of every device of a large fleet (the queue grows only as used).
 pub const QUEUE_PER_ACTION: usize = 16_384;
+
+/// How often each action's queue depth is reported to `/metrics`.
+const DEPTH_EVERY: Duration = Duration::from_secs(1);
 
 /// What the dispatcher is told (by the state writer, once recorded).
 #[derive(Debug)]
@@ -121,7 +125,19 @@ struct Dispatcher {
 pub async fn dispatch(config: Arc<Config>, context: Context, mut input: mpsc::Receiver<Input>) {
     let mut d = Dispatcher { config, context, workers: HashMap::new(), tasks: JoinSet::new() };
     d.reconcile();
-    while let Some(message) = input.recv().await {
+    let mut depths = tokio::time::interval(DEPTH_EVERY);
+    depths.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let message = tokio::select! {
+            message = input.recv() => match message {
+                Some(message) => message,
+                None => break,
+            },
+            _ = depths.tick() => {
+                d.report_depths();
+                continue;
+            }
+        };
         d.reap();
         match message {
             Input::Event(event) => d.route(&event),
@@ -141,6 +157,15 @@ pub async fn dispatch(config: Arc<Config>, context: Context, mut input: mpsc::Re
 }
 
 impl Dispatcher {
+    /// Sets `willwatch_action_queue_depth` from each worker's queue.
+    fn report_depths(&self) {
+        for (name, worker) in &self.workers {
+            let depth = worker.queue.max_capacity() - worker.queue.capacity();
+            let label = ActionLabel { action: name.clone() };
+            self.context.metrics.action_queue_depth.get_or_create(&label).set(depth as i64);
+        }
+    }
+
     fn route(&mut self, event: &Arc<Event>) {
         for name in event.actions.iter() {
             self.route_to(name, event, true);
@@ -219,6 +244,11 @@ impl Dispatcher {
         let wanted: HashMap<&str, &ActionSpec> = std::iter::once((BUILTIN_LOG, &builtin))
             .chain(config.actions.iter().map(|(n, s)| (n.as_str(), s)))
             .collect();
+        let metrics = &self.context.metrics;
+        for gone in self.workers.keys().filter(|name| !wanted.contains_key(name.as_str())) {
+            metrics.action_queue_depth.remove(&ActionLabel { action: gone.clone() });
+        }
+        metrics.actions_known(wanted.keys().copied());
         self.workers.retain(|name, worker| wanted.get(name.as_str()) == Some(&&worker.spec));
         for (name, spec) in wanted {
             if self.workers.contains_key(name) {

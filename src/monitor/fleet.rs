@@ -249,6 +249,8 @@ impl Fleet {
 
     pub fn on_message(&mut self, topic: &str, payload: &[u8], now: Now) {
         self.metrics.messages.inc();
+        let unix = now.wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        self.metrics.last_message.set(unix.as_secs_f64());
         let Some((id, spec)) = self.config.resolve(topic) else {
             if let Some(id) = self.config.resolve_heartbeat(topic).map(|id| id.into_owned()) {
                 self.on_heartbeat(&id, now);

@@ -74,7 +74,8 @@ pub enum Inbound {
 pub struct Link {
     pub connected: bool,
     pub since: SystemTime,
-    pub reconnects: u64,
+    /// Connections made so far, the first included.
+    pub connects: u64,
 }
 
 /// What a session is connected to on the daemon's side.
@@ -296,7 +297,7 @@ impl Session {
                 link.connected = connected;
                 link.since = SystemTime::now();
                 if connected {
-                    link.reconnects += 1;
+                    link.connects += 1;
                 }
             }
         });
