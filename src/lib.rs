@@ -19,7 +19,8 @@
 //! - `actions`: the dispatcher and one file per kind of action.
 //! - `daemon`: wires the tasks together; signals, reload and shutdown.
 //! - `http`: `/healthz`, `/status` and `/metrics`.
-//! - `metrics`: the Prometheus counters and gauges.
+//! - `metrics`: the Prometheus counters and gauges, their exposition, the
+//!   process metrics.
 //! - `systemd`: sd_notify glue.
 //! - `logging`: terminal, journal and JSON output.
 //! - `summary`: what `willwatch check` prints.

@@ -151,6 +151,56 @@ async fn a_delivery_out_of_attempts_goes_to_the_dead_letter_file() {
     assert_eq!(letters[0]["webhook_id"], receiver.received()[0].header("webhook-id"));
 }
 
+/// Guards the retry budget by time: a receiver down for longer than the
+/// old eight attempts (about a minute) still gets the alert, once, with
+/// the id it was first tried with.
+#[tokio::test]
+async fn a_receiver_down_past_many_attempts_gets_the_alert_once_when_it_is_back() {
+    let broker = Broker::start();
+    let receiver = Receiver::start(Behaviour::FailFirst { n: 20, status: 503 }).await;
+    let text = config(&broker, &format!("{}{}", hook("ops", &receiver, "max_interval = \"100ms\""), pump("\"ops\"")));
+    let daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    let all = receiver.wait_for(21, Duration::from_secs(20)).await;
+    let ids: std::collections::BTreeSet<&str> = all.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(ids.len(), 1, "one id across every attempt");
+    support::eventually("the delivery to be logged", SOON, || {
+        let retries = daemon.logs(|l| l["message"] == "webhook delivery failed; will retry");
+        let waits: Vec<f64> = retries
+            .iter()
+            .map(|l| humantime::parse_duration(l["retry_in"].as_str().unwrap()).unwrap().as_secs_f64())
+            .collect();
+        (retries.len() == 20).then_some(waits)
+    })
+    .await
+    .iter()
+    .for_each(|wait| assert!(*wait <= 0.1, "a wait past max_interval: {wait}"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.received().len(), 21, "nothing after the success");
+    assert!(dead_letters(&daemon).is_empty());
+}
+
+#[tokio::test]
+async fn a_delivery_older_than_max_age_is_given_up() {
+    let broker = Broker::start();
+    let receiver = Receiver::start(Behaviour::FailFirst { n: usize::MAX, status: 500 }).await;
+    let extra = "max_age = \"1s\"\nmax_interval = \"300ms\"";
+    let text = config(&broker, &format!("{}{}", hook("ops", &receiver, extra), pump("\"ops\"")));
+    let daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    let given_up = daemon
+        .wait_log("the give-up", SOON, |l| l["message"].as_str().unwrap_or("").starts_with("webhook delivery given up"))
+        .await;
+    let attempts = given_up["attempts"].as_u64().unwrap();
+    assert!((4..=7).contains(&attempts), "about 1 s of 300 ms waits: {attempts} attempts");
+    let received = receiver.received();
+    let span = received.last().unwrap().at.duration_since(received[0].at);
+    assert!(span <= Duration::from_millis(1500), "the last attempt falls at max_age: {span:?}");
+    assert_eq!(dead_letters(&daemon).len(), 1);
+}
+
 #[tokio::test]
 async fn a_hanging_endpoint_delays_no_other_action_or_device() {
     let broker = Broker::start();

@@ -189,7 +189,7 @@ fn exec_programs_that_are_not_absolute_or_executable_are_warnings() {
 #[test]
 fn out_of_range_numbers_are_pointed_at() {
     let text = format!("{BROKER}[action.ops]\ntype = \"webhook\"\nurl = \"https://x\"\nmax_attempts = 0\n");
-    assert_rejected(&text, "w.toml:6:16: `max_attempts` must be from 1 to 100");
+    assert_rejected(&text, "w.toml:6:16: `max_attempts` must be from 1 to 1000000");
     let text = format!("{BROKER}[action.p]\ntype = \"publish\"\ntopic = \"a/{{id}}\"\nqos = 3\n");
     assert_rejected(&text, "w.toml:6:7: `qos` must be 0, 1 or 2");
 }

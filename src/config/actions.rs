@@ -18,10 +18,29 @@ use crate::template::Template;
 
 const ACTION_TYPES: [&str; 5] = ["log", "webhook", "reconnect", "exec", "publish"];
 
+/// How long a webhook delivery is retried by default: an outage alert's
+/// receiver is often down in the same outage.
+const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// The longest a delivery may be retried.
+const MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The longest wait between two attempts by default.
+const DEFAULT_MAX_INTERVAL: Duration = Duration::from_secs(300);
+
 /// Which settings each kind takes (besides `type` and `on`).
 fn settings_of(kind: &str) -> &'static [&'static str] {
     match kind {
-        "webhook" => &["url", "timeout", "max_attempts", "secret_file", "headers", "format", "concurrency", "batch"],
+        "webhook" => &[
+            "url",
+            "timeout",
+            "max_age",
+            "max_interval",
+            "max_attempts",
+            "secret_file",
+            "headers",
+            "format",
+            "concurrency",
+            "batch",
+        ],
         "reconnect" => {
             &["topic", "payload", "first_after", "backoff", "max_interval", "max_attempts", "escalate", "qos", "retain"]
         }
@@ -40,6 +59,7 @@ fn present(a: &RawAction) -> Vec<(&'static str, std::ops::Range<usize>)> {
     [
         ("url", s(&a.url)),
         ("timeout", d(&a.timeout)),
+        ("max_age", d(&a.max_age)),
         ("max_attempts", i(&a.max_attempts)),
         ("secret_file", s(&a.secret_file)),
         ("headers", a.headers.as_ref().map(Spanned::span)),
@@ -167,7 +187,13 @@ impl Validator<'_> {
             }
         };
         let timeout = self.duration(&a.timeout, Duration::from_secs(5), "timeout", Duration::from_millis(1));
-        let max_attempts = self.count(&a.max_attempts, 8, 1, 100, "max_attempts");
+        let max_age = self.duration_up_to(&a.max_age, DEFAULT_MAX_AGE, "max_age", Duration::from_secs(1), MAX_AGE);
+        let max_interval =
+            self.duration(&a.max_interval, DEFAULT_MAX_INTERVAL, "max_interval", Duration::from_millis(100));
+        let max_attempts = match &a.max_attempts {
+            None => Some(None),
+            Some(_) => self.count(&a.max_attempts, 1, 1, 1_000_000, "max_attempts").map(Some),
+        };
         let concurrency = self.count(&a.concurrency, 4, 1, 256, "concurrency");
         let secret = match &a.secret_file {
             None => Some(None),
@@ -192,6 +218,8 @@ impl Validator<'_> {
         Some(Webhook {
             url: url?,
             timeout: timeout?,
+            max_age: max_age?,
+            max_interval: max_interval?,
             max_attempts: max_attempts?,
             secret: secret?,
             headers: headers?,
@@ -355,6 +383,7 @@ impl Validator<'_> {
         }
     }
 
+    /// A duration from `min` to 24 hours.
     pub(super) fn duration(
         &mut self,
         raw: &Option<RawDuration>,
@@ -362,9 +391,19 @@ impl Validator<'_> {
         key: &str,
         min: Duration,
     ) -> Option<Duration> {
+        self.duration_up_to(raw, default, key, min, Duration::from_secs(24 * 3600))
+    }
+
+    fn duration_up_to(
+        &mut self,
+        raw: &Option<RawDuration>,
+        default: Duration,
+        key: &str,
+        min: Duration,
+        max: Duration,
+    ) -> Option<Duration> {
         let Some(raw) = raw else { return Some(default) };
         let value = raw.get_ref().into_inner();
-        let max = Duration::from_secs(24 * 3600);
         if value < min || value > max {
             self.problem(Problem::new(
                 raw.span(),

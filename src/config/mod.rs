@@ -237,7 +237,12 @@ pub enum WebhookFormat {
 pub struct Webhook {
     pub url: url::Url,
     pub timeout: Duration,
-    pub max_attempts: u32,
+    /// Retried until the event is this old, then given up.
+    pub max_age: Duration,
+    /// The longest wait between two attempts (`Retry-After` included).
+    pub max_interval: Duration,
+    /// An optional cap on attempts, on top of `max_age`.
+    pub max_attempts: Option<u32>,
     /// Signs requests the Standard Webhooks way when set.
     pub secret: Option<Secret>,
     pub headers: Vec<(String, Template)>,

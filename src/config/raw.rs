@@ -104,6 +104,7 @@ pub struct RawAction {
     // webhook
     pub url: Option<Spanned<String>>,
     pub timeout: Option<RawDuration>,
+    pub max_age: Option<RawDuration>,
     pub max_attempts: Option<Spanned<i64>>,
     pub secret_file: Option<Spanned<String>>,
     pub headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,

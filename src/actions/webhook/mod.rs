@@ -36,7 +36,6 @@ use retry::Verdict;
 
 /// First and largest wait between attempts, before jitter.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
-const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// One request to make, with everything its attempts share.
 struct Delivery {
@@ -111,10 +110,13 @@ async fn collect(first: Arc<Event>, window: Duration, jobs: &mut mpsc::Receiver<
 
 /// Delivers, or gives up and dead-letters; returns the events, done either way.
 async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delivery) -> Vec<Arc<Event>> {
-    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_MAX);
+    let mut backoff = Backoff::new(RETRY_FIRST, spec.max_interval);
     let first = &delivery.events[0];
-    let mut last_error = String::new();
-    for attempt in 1..=spec.max_attempts {
+    let decided = delivery.events.iter().map(|e| e.at).min().unwrap_or(first.at);
+    let mut last_error: String;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         let (outcome, retry_after) = match attempt_once(spec, context, &delivery).await {
             Ok(response) => {
                 let status = response.status();
@@ -140,9 +142,11 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
                 return delivery.events;
             }
             Verdict::GiveUp => break,
-            Verdict::Retry if attempt == spec.max_attempts => break,
             Verdict::Retry => {
-                let wait = retry_after.unwrap_or_else(|| backoff.next_delay());
+                let age = SystemTime::now().duration_since(decided).unwrap_or_default();
+                let Some(wait) = retry::next_attempt(spec, attempt, age, retry_after, backoff.next_delay()) else {
+                    break;
+                };
                 tracing::warn!(action = %name, device = %first.device, webhook_id = %delivery.id,
                     attempt, error = %last_error, retry_in = ?wait, "webhook delivery failed; will retry");
                 tokio::time::sleep(wait).await;
@@ -150,7 +154,7 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
         }
     }
     tracing::error!(action = %name, device = %first.device, event = %first.kind, events = delivery.events.len(),
-        webhook_id = %delivery.id, error = %last_error, file = %context.state_dir.join(dead_letter::FILE_NAME).display(),
+        webhook_id = %delivery.id, attempts = attempt, error = %last_error, file = %context.state_dir.join(dead_letter::FILE_NAME).display(),
         "webhook delivery given up; written to the dead-letter file");
     context.metrics.action_run(name, "failed");
     let body: serde_json::Value = serde_json::from_slice(&delivery.body).unwrap_or_default();
