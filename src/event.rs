@@ -146,6 +146,38 @@ impl Event {
     }
 }
 
+impl Event {
+    /// An event back from its JSON (a dead-letter record): the inverse of
+    /// `to_json`, to the millisecond. `None` when a field is missing or
+    /// not what `to_json` writes.
+    pub fn from_json(v: &Value) -> Option<Event> {
+        let time = |key: &str| match v.get(key) {
+            None | Some(Value::Null) => Some(None),
+            Some(t) => humantime::parse_rfc3339(t.as_str()?).ok().map(Some),
+        };
+        let text = |key: &str| v.get(key).and_then(Value::as_str).map(String::from);
+        Some(Event {
+            id: text("id")?,
+            kind: text("event")?.parse().ok()?,
+            device: text("device")?,
+            topic: text("topic")?,
+            payload: text("payload")?,
+            previous: previous_state(v.get("previous")?.as_str()?)?,
+            at: time("at")??,
+            offline_since: time("offline_since")?,
+            offline_for: match v.get("offline_for_s") {
+                None | Some(Value::Null) => None,
+                Some(s) => Some(Duration::try_from_secs_f64(s.as_f64()?).ok()?),
+            },
+            attempts: match v.get("attempts") {
+                None | Some(Value::Null) => None,
+                Some(n) => Some(u32::try_from(n.as_u64()?).ok()?),
+            },
+            actions: Arc::from(Vec::new()),
+        })
+    }
+}
+
 /// An event for unit tests.
 #[cfg(test)]
 pub fn test_event(kind: EventKind, device: &str) -> Event {
@@ -185,5 +217,33 @@ mod tests {
         failed.attempts = Some(6);
         assert_eq!(failed.to_json()["attempts"], 6);
         assert_eq!(failed.to_json()["event"], "reconnect_failed");
+    }
+
+    proptest::proptest! {
+        /// What a dead-letter record keeps of an event is enough to send it
+        /// again exactly as it was first sent.
+        #[test]
+        fn json_reads_back_as_it_was_written(kind in 0..5usize, at_ms in 0u64..4_000_000_000_000,
+                                             ago_ms in proptest::option::of(0u64..1_000_000_000),
+                                             attempts in proptest::option::of(0u32..1000),
+                                             payload in ".{0,20}", previous in 0..5usize) {
+            let mut e = test_event(EventKind::ALL[kind], "pump-7");
+            e.at = SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms);
+            e.offline_since = ago_ms.map(|ms| e.at - Duration::from_millis(ms.min(at_ms)));
+            e.offline_for = ago_ms.map(Duration::from_millis);
+            e.attempts = attempts;
+            e.payload = payload;
+            e.previous = ["unknown", "online", "offline", "connected", "disconnected"][previous];
+            let back = Event::from_json(&e.to_json()).expect("reads back");
+            proptest::prop_assert_eq!(back.to_json(), e.to_json());
+        }
+    }
+
+    #[test]
+    fn json_that_is_not_an_event_is_refused() {
+        let mut v = test_event(EventKind::Offline, "pump-7").to_json();
+        v["event"] = json!("exploded");
+        assert!(Event::from_json(&v).is_none());
+        assert!(Event::from_json(&json!({"id": "x"})).is_none());
     }
 }

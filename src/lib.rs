@@ -18,6 +18,7 @@
 //! - `tls`: rustls client settings for `mqtts://`.
 //! - `actions`: the dispatcher and one file per kind of action.
 //! - `daemon`: wires the tasks together; signals, reload and shutdown.
+//! - `dead_letter`: what actions gave up on, kept, listed and replayed.
 //! - `http`: `/healthz`, `/status` and `/metrics`.
 //! - `metrics`: the Prometheus counters and gauges, their exposition, the
 //!   process metrics.
@@ -30,6 +31,7 @@ pub mod actions;
 pub mod backoff;
 pub mod config;
 pub mod daemon;
+pub mod dead_letter;
 pub mod device;
 pub mod event;
 pub mod http;

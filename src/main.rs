@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use willwatch::config::{self, Config, ConfigError};
 use willwatch::daemon::{self, DaemonError};
-use willwatch::{logging, status};
+use willwatch::{dead_letter, logging, status};
 
 /// The config is invalid (sysexits' EX_CONFIG); the unit file tells systemd
 /// not to restart-loop on it.
@@ -70,6 +70,48 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List what actions gave up on (the dead-letter file), or send it again.
+    DeadLetter {
+        /// The config file (for the state directory and the actions).
+        #[arg(short, long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: Option<DeadLetterCommand>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLetterCommand {
+    /// Show the records, oldest first (the default).
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// One JSON record a line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send webhook deliveries again with their original ids; delivered
+    /// records are removed, the rest kept. Exit 1 when any is left.
+    Replay {
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct FilterArgs {
+    /// Only this action's records.
+    #[arg(long, value_name = "NAME")]
+    action: Option<String>,
+    /// Only records that failed within this long (e.g. `2h`, `3d`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    since: Option<std::time::Duration>,
+}
+
+impl From<FilterArgs> for dead_letter::command::Filter {
+    fn from(a: FilterArgs) -> Self {
+        dead_letter::command::Filter { action: a.action, since: a.since }
+    }
 }
 
 fn main() -> ExitCode {
@@ -81,6 +123,7 @@ fn main() -> ExitCode {
         }
         Command::Check { config, verbose, quiet, .. } => check(&config, verbose, quiet),
         Command::Status { config, url, offline, json } => status(config, url, offline, json),
+        Command::DeadLetter { config, command } => dead_letters(&config, command),
         Command::Run { config, log_level, log_format } => {
             if let Err(e) = logging::init(log_format, log_level.as_deref()) {
                 eprintln!("willwatch: {e}");
@@ -168,6 +211,67 @@ fn status(path: Option<PathBuf>, url: Option<String>, offline: bool, json: bool)
         Err(e) => {
             eprintln!("willwatch: {e}");
             ExitCode::from(status::EXIT_CANNOT_TELL)
+        }
+    }
+}
+
+fn dead_letters(path: &std::path::Path, command: Option<DeadLetterCommand>) -> ExitCode {
+    use dead_letter::command::{self as dl, Outcome};
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let command =
+        command.unwrap_or(DeadLetterCommand::List { filter: FilterArgs { action: None, since: None }, json: false });
+    match command {
+        DeadLetterCommand::List { filter, json } => match dl::list(&config.state_dir, &filter.into()) {
+            Ok(records) if json => {
+                out(&records.iter().map(|r| serde_json::to_string(r).unwrap_or_default() + "\n").collect::<String>());
+                ExitCode::SUCCESS
+            }
+            Ok(records) => {
+                out(&dl::table(&records));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("willwatch: {e}");
+                ExitCode::from(2)
+            }
+        },
+        DeadLetterCommand::Replay { filter } => {
+            let replayed = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(dl::replay(&config, &filter.into())).map_err(|e| e.to_string()));
+            match replayed {
+                Ok(results) => {
+                    let mut left = 0;
+                    for (record, outcome) in &results {
+                        let (what, why) = match outcome {
+                            Outcome::Delivered => ("delivered", String::new()),
+                            Outcome::Failed(e) => ("failed, kept", format!(": {e}")),
+                            Outcome::Kept(why) => ("kept", format!(": {why}")),
+                        };
+                        left += usize::from(*outcome != Outcome::Delivered);
+                        out(&format!(
+                            "{} {} ({} event(s)) {what}{why}\n",
+                            record.action,
+                            record.id,
+                            record.events.len()
+                        ));
+                    }
+                    out(&format!("{} delivered and removed, {left} left\n", results.len() - left));
+                    if left == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+                }
+                Err(e) => {
+                    eprintln!("willwatch: {e}");
+                    ExitCode::from(2)
+                }
+            }
         }
     }
 }

@@ -67,6 +67,8 @@ pub struct Metrics {
     pub reload_success_timestamp: Gauge<f64, AtomicU64>,
     pub action_queue_depth: Family<ActionLabel, Gauge>,
     pub last_message: Gauge<f64, AtomicU64>,
+    pub dead_letters: Family<ActionLabel, Counter>,
+    pub dead_letters_discarded: Counter,
 }
 
 impl Metrics {
@@ -89,6 +91,8 @@ impl Metrics {
         let reload_successful = Gauge::default();
         let action_queue_depth = Family::<ActionLabel, Gauge>::default();
         let last_message = Gauge::<f64, AtomicU64>::default();
+        let dead_letters = Family::<ActionLabel, Counter>::default();
+        let dead_letters_discarded = Counter::<u64, AtomicU64>::default();
         let reload_success_timestamp = Gauge::<f64, AtomicU64>::default();
         registry.register("willwatch_devices", "Watched devices by state", devices.clone());
         registry.register("willwatch_transitions", "Events fired, by kind", transitions.clone());
@@ -124,6 +128,16 @@ impl Metrics {
             "willwatch_last_message_timestamp_seconds",
             "When the last message on a watched topic arrived (Unix time; 0 before the first)",
             last_message.clone(),
+        );
+        registry.register(
+            "willwatch_dead_letters",
+            "Records written to the dead-letter file, by action",
+            dead_letters.clone(),
+        );
+        registry.register(
+            "willwatch_dead_letters_discarded",
+            "Dead-letter records discarded when the file was rotated past its size cap",
+            dead_letters_discarded.clone(),
         );
         registry.register_collector(Box::new(process::Process::new()));
         registry.register(
@@ -192,6 +206,8 @@ impl Metrics {
             reload_success_timestamp,
             action_queue_depth,
             last_message,
+            dead_letters,
+            dead_letters_discarded,
         })
     }
 
@@ -222,6 +238,7 @@ impl Metrics {
             let _ = self.action_dropped.get_or_create(&label);
             let _ = self.action_panics.get_or_create(&label);
             let _ = self.action_queue_depth.get_or_create(&label);
+            let _ = self.dead_letters.get_or_create(&label);
         }
     }
 

@@ -130,7 +130,7 @@ async fn a_final_4xx_is_not_retried_and_goes_to_the_dead_letter_file() {
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0]["action"], "ops");
     assert_eq!(letters[0]["error"], "HTTP 404 Not Found");
-    assert_eq!(letters[0]["body"]["device"], "pump-7");
+    assert_eq!(letters[0]["events"][0]["device"], "pump-7");
 }
 
 #[tokio::test]
@@ -148,7 +148,7 @@ async fn a_delivery_out_of_attempts_goes_to_the_dead_letter_file() {
     assert_eq!(receiver.received().len(), 3);
     let letters = dead_letters(&daemon);
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0]["webhook_id"], receiver.received()[0].header("webhook-id"));
+    assert_eq!(letters[0]["id"], receiver.received()[0].header("webhook-id"));
 }
 
 /// Guards the retry budget by time: a receiver down for longer than the
@@ -258,7 +258,7 @@ async fn a_receiver_that_answers_too_late_gets_every_attempt_under_one_id_then_a
     let letter = support::eventually("the dead letter", SOON, || dead_letters(&daemon).into_iter().next()).await;
     let ids: std::collections::BTreeSet<&str> = attempts.iter().map(|r| r.header("webhook-id")).collect();
     assert_eq!(ids.len(), 1, "a timed-out attempt is retried under the same id: {ids:?}");
-    assert_eq!(letter["webhook_id"], *ids.first().unwrap());
+    assert_eq!(letter["id"], *ids.first().unwrap());
     assert_eq!(slow.received().len(), 3, "no attempt past max_attempts");
 }
 

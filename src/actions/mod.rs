@@ -16,12 +16,13 @@
 //! One file per kind: `log`, `webhook/`, `reconnect`, `exec`, `publish`.
 //! Each exposes `run(name, settings, context, jobs)`, the worker loop.
 
-mod dead_letter;
 mod exec;
 mod log;
 mod publish;
 mod reconnect;
 mod webhook;
+
+pub use webhook::resend as resend_webhook;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::config::{ActionKind, ActionSpec, BUILTIN_LOG, Config};
+use crate::dead_letter::{self, Record};
 use crate::event::{Event, EventKind};
 use crate::metrics::{ActionLabel, Metrics};
 use crate::mqtt::Publisher;
@@ -80,12 +82,28 @@ impl Context {
         state_dir: PathBuf,
         metrics: Arc<Metrics>,
     ) -> Context {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("willwatch/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the HTTP client builds with static settings");
-        Context { store, acks, mqtt, state_dir, http, metrics }
+        Context { store, acks, mqtt, state_dir, http: http_client(), metrics }
+    }
+
+    /// Writes what `record.action` gave up on to the dead-letter file, and
+    /// counts it (and any record the file's rotation discarded).
+    pub fn dead_letter(&self, record: Record) {
+        let label = ActionLabel { action: record.action.clone() };
+        self.metrics.dead_letters.get_or_create(&label).inc();
+        match dead_letter::append(&self.state_dir, &record) {
+            Ok(0) => {}
+            Ok(discarded) => {
+                self.metrics.dead_letters_discarded.inc_by(discarded as u64);
+                tracing::error!(discarded, max_size = dead_letter::MAX_SIZE,
+                    file = %self.state_dir.join(dead_letter::FILE_NAME).display(),
+                    "the dead-letter file was full and rotated; the records of its previous rotation are discarded");
+            }
+            Err(e) => {
+                let record = serde_json::to_string(&record).unwrap_or_default();
+                tracing::error!(file = %self.state_dir.join(dead_letter::FILE_NAME).display(), error = %e,
+                    "cannot write the dead-letter file; the record is only in this log: {record}");
+            }
+        }
     }
 
     /// Decides a new event (an escalation): recorded, then dispatched.
@@ -101,6 +119,15 @@ impl Context {
         // Closed only at the very end of a shutdown: then it stays owed.
         let _ = self.acks.send((event.id.clone(), action.to_string()));
     }
+}
+
+/// The HTTP client of every webhook: no redirects followed, our name.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("willwatch/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client builds with static settings")
 }
 
 /// A running action: its settings, the queue into its worker, its task.
@@ -208,7 +235,7 @@ impl Dispatcher {
                     file = %context.state_dir.join(dead_letter::FILE_NAME).display(),
                     "action could not take the event; dead-lettered for this action"
                 );
-                dead_letter::append(&context.state_dir, &dead_letter::record(name, event, reason));
+                context.dead_letter(Record::new(name, &event.id, &[event], reason));
                 context.done(name, event);
             }
         }

@@ -24,14 +24,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::json;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::{Context, Job, dead_letter};
+use super::{Context, Job};
 use crate::backoff::Backoff;
 use crate::config::Webhook;
-use crate::event::{Event, derived_id, rfc3339};
+use crate::dead_letter::{self, Record};
+use crate::event::{Event, derived_id};
 use retry::Verdict;
 
 /// First and largest wait between attempts, before jitter.
@@ -66,13 +66,7 @@ pub async fn run(name: String, spec: Webhook, context: Context, mut jobs: mpsc::
             Some(window) => collect(first, window, &mut jobs).await,
             None => vec![first],
         };
-        let batched = spec.batch.is_some();
-        // A batch's id follows from its events, so the same batch sent
-        // again after a restart carries the same id.
-        let id = if batched { derived_id(events.iter().map(|e| e.id.as_str())) } else { events[0].id.clone() };
-        let body = body::render(spec.format, &name, &events, batched);
-        let key = if batched { String::new() } else { events[0].device.clone() };
-        let delivery = Delivery { key, id, events, body };
+        let delivery = Delivery::new(&name, &spec, events, spec.batch.is_some());
         let Ok(waiting) = Arc::clone(&taken).acquire_owned().await else { break };
         let (done, finished) = oneshot::channel::<()>();
         let before = order.insert(delivery.key.clone(), finished);
@@ -108,6 +102,37 @@ async fn collect(first: Arc<Event>, window: Duration, jobs: &mut mpsc::Receiver<
     }
 }
 
+impl Delivery {
+    /// The request for `events`: one event's own, or a batch's. A batch's
+    /// id follows from its events, so the same batch sent again (after a
+    /// restart, or from the dead-letter file) carries the same id.
+    fn new(name: &str, spec: &Webhook, events: Vec<Arc<Event>>, batched: bool) -> Delivery {
+        let id = if batched { derived_id(events.iter().map(|e| e.id.as_str())) } else { events[0].id.clone() };
+        let body = body::render(spec.format, name, &events, batched);
+        let key = if batched { String::new() } else { events[0].device.clone() };
+        Delivery { key, id, events, body }
+    }
+}
+
+/// One attempt to send again what the dead-letter file kept of a delivery
+/// of this action (`willwatch dead-letter replay`), with its original id.
+pub async fn resend(
+    name: &str,
+    spec: &Webhook,
+    http: &reqwest::Client,
+    id: &str,
+    events: Vec<Event>,
+) -> Result<(), String> {
+    let batched = events.len() > 1 || events.first().is_some_and(|e| e.id != id);
+    let mut delivery = Delivery::new(name, spec, events.into_iter().map(Arc::new).collect(), batched);
+    delivery.id = id.to_string();
+    match attempt_once(spec, http, &delivery).await {
+        Ok(response) if retry::verdict(response.status().as_u16()) == Verdict::Delivered => Ok(()),
+        Ok(response) => Err(format!("HTTP {}", response.status())),
+        Err(e) => Err(error_chain(&e.without_url())),
+    }
+}
+
 /// Delivers, or gives up and dead-letters; returns the events, done either way.
 async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delivery) -> Vec<Arc<Event>> {
     let mut backoff = Backoff::new(RETRY_FIRST, spec.max_interval);
@@ -117,7 +142,7 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (outcome, retry_after) = match attempt_once(spec, context, &delivery).await {
+        let (outcome, retry_after) = match attempt_once(spec, &context.http, &delivery).await {
             Ok(response) => {
                 let status = response.status();
                 let retry_after = response
@@ -157,24 +182,19 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
         webhook_id = %delivery.id, attempts = attempt, error = %last_error, file = %context.state_dir.join(dead_letter::FILE_NAME).display(),
         "webhook delivery given up; written to the dead-letter file");
     context.metrics.action_run(name, "failed");
-    let body: serde_json::Value = serde_json::from_slice(&delivery.body).unwrap_or_default();
-    dead_letter::append(
-        &context.state_dir,
-        &json!({
-            "action": name,
-            "url": redact::redact(&spec.url),
-            "webhook_id": delivery.id,
-            "failed_at": rfc3339(SystemTime::now()),
-            "error": last_error,
-            "body": body,
-        }),
-    );
+    let events: Vec<&Event> = delivery.events.iter().map(|e| &**e).collect();
+    let mut record = Record::new(name, &delivery.id, &events, &last_error);
+    record.url = Some(redact::redact(&spec.url));
+    context.dead_letter(record);
     delivery.events
 }
 
-async fn attempt_once(spec: &Webhook, context: &Context, delivery: &Delivery) -> reqwest::Result<reqwest::Response> {
-    let mut request = context
-        .http
+async fn attempt_once(
+    spec: &Webhook,
+    http: &reqwest::Client,
+    delivery: &Delivery,
+) -> reqwest::Result<reqwest::Response> {
+    let mut request = http
         .post(spec.url.clone())
         .timeout(spec.timeout)
         .header(reqwest::header::CONTENT_TYPE, "application/json")

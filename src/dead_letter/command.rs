@@ -1,0 +1,143 @@
+//! `willwatch dead-letter list | replay`: what actions gave up on, and
+//! sending it again. A replay makes one attempt per record with the
+//! record's original id (receivers that deduplicate see the same
+//! delivery), removes what was delivered and keeps the rest; it needs the
+//! action in the config, and only webhook deliveries can be replayed from
+//! the command line (other kinds are listed and kept).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::config::{ActionKind, Config};
+use crate::event::Event;
+
+use super::{Line, Record};
+
+/// Which records a command takes.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    pub action: Option<String>,
+    /// Only records that failed within this long before now.
+    pub since: Option<Duration>,
+}
+
+impl Filter {
+    fn takes(&self, record: &Record, now: SystemTime) -> bool {
+        let recent = match self.since {
+            None => true,
+            Some(within) => humantime::parse_rfc3339(&record.failed_at)
+                .is_ok_and(|at| now.duration_since(at).unwrap_or_default() <= within),
+        };
+        recent && self.action.as_ref().is_none_or(|a| *a == record.action)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error("cannot read the dead-letter file in {}: {source}", dir.display())]
+    Read { dir: PathBuf, source: std::io::Error },
+    #[error("cannot rewrite the dead-letter file in {}: {source} (delivered records are still listed; replaying them again sends them again, with the same ids)", dir.display())]
+    Rewrite { dir: PathBuf, source: std::io::Error },
+}
+
+/// The records the filter takes, oldest first.
+pub fn list(state_dir: &Path, filter: &Filter) -> Result<Vec<Record>, DeadLetterError> {
+    let lines = super::read_all(state_dir).map_err(|source| DeadLetterError::Read { dir: state_dir.into(), source })?;
+    let now = SystemTime::now();
+    Ok(lines
+        .into_iter()
+        .filter_map(|l| match l {
+            Line::Record(r) => Some(r),
+            Line::Other(_) => None,
+        })
+        .filter(|r| filter.takes(r, now))
+        .collect())
+}
+
+/// The records as a table people read.
+pub fn table(records: &[Record]) -> String {
+    let mut out = format!("{:<24} {:<12} {:<16} {:<8} {:<36} ERROR\n", "FAILED AT", "ACTION", "DEVICE", "EVENT", "ID");
+    for r in records {
+        let first = r.events.first();
+        let field = |k: &str| first.and_then(|e| e[k].as_str()).unwrap_or("-").to_string();
+        let device = if r.events.len() > 1 { format!("{} events", r.events.len()) } else { field("device") };
+        out.push_str(&format!(
+            "{:<24} {:<12} {:<16} {:<8} {:<36} {}\n",
+            r.failed_at,
+            r.action,
+            device,
+            field("event"),
+            r.id,
+            r.error
+        ));
+    }
+    out
+}
+
+/// What became of one record in a replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    Failed(String),
+    /// Not replayable from here: why.
+    Kept(String),
+}
+
+/// Sends the records the filter takes again, removes the delivered ones;
+/// every record with what became of it.
+pub async fn replay(config: &Config, filter: &Filter) -> Result<Vec<(Record, Outcome)>, DeadLetterError> {
+    let records = list(&config.state_dir, filter)?;
+    let http = crate::actions::http_client();
+    let mut results = Vec::with_capacity(records.len());
+    for record in records {
+        let outcome = replay_one(config, &http, &record).await;
+        results.push((record, outcome));
+    }
+    let delivered: Vec<Record> =
+        results.iter().filter(|(_, o)| *o == Outcome::Delivered).map(|(r, _)| r.clone()).collect();
+    if !delivered.is_empty() {
+        super::remove(&config.state_dir, &delivered)
+            .map_err(|source| DeadLetterError::Rewrite { dir: config.state_dir.clone(), source })?;
+    }
+    Ok(results)
+}
+
+async fn replay_one(config: &Config, http: &reqwest::Client, record: &Record) -> Outcome {
+    let Some(spec) = config.actions.get(&record.action) else {
+        return Outcome::Kept(format!("no action `{}` in the config", record.action));
+    };
+    let ActionKind::Webhook(webhook) = &spec.kind else {
+        return Outcome::Kept("only webhook deliveries are replayed from the command line".into());
+    };
+    let events: Option<Vec<Event>> = record.events.iter().map(Event::from_json).collect();
+    match events {
+        Some(events) if !events.is_empty() => {
+            match crate::actions::resend_webhook(&record.action, webhook, http, &record.id, events).await {
+                Ok(()) => Outcome::Delivered,
+                Err(e) => Outcome::Failed(e),
+            }
+        }
+        _ => Outcome::Kept("the record's events cannot be read".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{EventKind, test_event};
+
+    #[test]
+    fn a_filter_takes_by_action_and_age() {
+        let now = SystemTime::now();
+        let event = test_event(EventKind::Offline, "pump-7");
+        let mut old = Record::new("ops", "1", &[&event], "HTTP 503");
+        old.failed_at = crate::event::rfc3339(now - Duration::from_secs(7200));
+        let new = Record::new("pager", "2", &[&event], "HTTP 503");
+        let hour = Filter { since: Some(Duration::from_secs(3600)), ..Filter::default() };
+        assert!(!hour.takes(&old, now) && hour.takes(&new, now));
+        let ops = Filter { action: Some("ops".into()), ..Filter::default() };
+        assert!(ops.takes(&old, now) && !ops.takes(&new, now));
+        let text = table(&[old, new]);
+        assert!(text.contains("ops          pump-7           offline  1"), "{text}");
+    }
+}
