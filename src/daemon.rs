@@ -64,7 +64,7 @@ fn intent(signal: i32) -> Intent {
 
 /// Loads the config at `path` and runs until SIGTERM or SIGINT.
 pub async fn run(path: &Path) -> Result<(), DaemonError> {
-    let mut config = Arc::new(Config::load(path)?);
+    let mut config = Arc::new(Config::load_runnable(path)?);
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
 
     let (filters_tx, _) = watch::channel(config.filters());
@@ -220,7 +220,7 @@ fn joined<T>(task: &str, result: Result<T, tokio::task::JoinError>) {
 
 /// The new config, or `None` (logged) when the file is broken.
 fn reload(path: &Path) -> Option<Arc<Config>> {
-    match Config::load(path) {
+    match Config::load_runnable(path) {
         Ok(new) => {
             log_warnings(&new);
             Some(Arc::new(new))

@@ -217,7 +217,10 @@ fn status(path: Option<PathBuf>, url: Option<String>, offline: bool, json: bool)
 
 fn dead_letters(path: &std::path::Path, command: Option<DeadLetterCommand>) -> ExitCode {
     use dead_letter::command::{self as dl, Outcome};
-    let config = match Config::load(path) {
+    // A replay signs with the webhook secrets: they must be readable.
+    let load =
+        if matches!(command, Some(DeadLetterCommand::Replay { .. })) { Config::load_runnable } else { Config::load };
+    let config = match load(path) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("{e}");
@@ -290,7 +293,9 @@ fn run(path: &std::path::Path) -> ExitCode {
             let lines = e.to_string();
             tracing::error!("invalid config, not starting:\n{lines}");
             match e {
-                ConfigError::Read { .. } | ConfigError::Invalid { .. } => ExitCode::from(EXIT_CONFIG),
+                ConfigError::Read { .. } | ConfigError::Invalid { .. } | ConfigError::Credentials { .. } => {
+                    ExitCode::from(EXIT_CONFIG)
+                }
             }
         }
         Err(e) => {

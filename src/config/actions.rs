@@ -21,6 +21,8 @@ const ACTION_TYPES: [&str; 5] = ["log", "webhook", "reconnect", "exec", "publish
 /// How long a webhook delivery is retried by default: an outage alert's
 /// receiver is often down in the same outage.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+/// Standard Webhooks' shortest secret.
+const MIN_SECRET_BYTES: usize = 24;
 /// The longest a delivery may be retried.
 const MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The longest wait between two attempts by default.
@@ -197,7 +199,7 @@ impl Validator<'_> {
         let concurrency = self.count(&a.concurrency, 4, 1, 256, "concurrency");
         let secret = match &a.secret_file {
             None => Some(None),
-            Some(file) => self.read_secret(file).map(Some),
+            Some(file) => self.read_secret(file),
         };
         let format = match a.format.as_ref().map(|f| (f.get_ref().as_str(), f.span())) {
             None | Some(("willwatch", _)) => Some(WebhookFormat::Willwatch),
@@ -440,10 +442,28 @@ impl Validator<'_> {
         }
     }
 
-    fn read_secret(&mut self, file: &Spanned<String>) -> Option<Secret> {
-        let path = self.base.join(file.get_ref());
+    /// The webhook secret; `Some(None)` when only the service can read it.
+    fn read_secret(&mut self, file: &Spanned<String>) -> Option<Option<Secret>> {
+        let path = match self.file_path(file, "secret_file") {
+            Ok(Some(path)) => path,
+            Ok(None) => return Some(None),
+            Err(()) => return None,
+        };
         match super::file::read_small_text(&path, super::file::MAX_SECRET) {
-            Ok(text) if !text.trim().is_empty() => Some(Secret(text.trim().to_string())),
+            Ok(text) if !text.trim().is_empty() => {
+                let secret = Secret(text.trim().to_string());
+                let bytes = secret.signing_key().len();
+                if bytes < MIN_SECRET_BYTES {
+                    self.warning(
+                        Problem::new(
+                            file.span(),
+                            format!("the webhook secret is {bytes} bytes; Standard Webhooks asks for 24 to 64"),
+                        )
+                        .hint("make one with: echo \"whsec_$(head -c 32 /dev/urandom | base64)\""),
+                    );
+                }
+                Some(Some(secret))
+            }
             Ok(_) => {
                 self.problem(Problem::new(file.span(), format!("`secret_file` {} is empty", path.display())));
                 None

@@ -35,6 +35,12 @@ pub enum ConfigError {
     Read { path: PathBuf, source: std::io::Error },
     #[error("{}", render(path, text, problems))]
     Invalid { path: PathBuf, text: String, problems: Vec<Problem> },
+    #[error(
+        "{}: cannot read credential(s) {}: $CREDENTIALS_DIRECTORY is not set (run under systemd with LoadCredential= lines for them, or set it to a folder holding them)",
+        path.display(),
+        names.join(", ")
+    )]
+    Credentials { path: PathBuf, names: Vec<String> },
 }
 
 impl ConfigError {
@@ -42,7 +48,7 @@ impl ConfigError {
     #[cfg(test)]
     pub fn locations(&self) -> Vec<(usize, usize, String)> {
         match self {
-            ConfigError::Read { .. } => Vec::new(),
+            ConfigError::Read { .. } | ConfigError::Credentials { .. } => Vec::new(),
             ConfigError::Invalid { text, problems, .. } => problems
                 .iter()
                 .map(|p| {

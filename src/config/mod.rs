@@ -56,6 +56,9 @@ pub struct Config {
     pub http_listen: Option<std::net::SocketAddr>,
     /// Things that work but look wrong, as `PATH:LINE:COL: warning: …`.
     pub warnings: Vec<String>,
+    /// Credentials (`credential:NAME`) only the service can read: this
+    /// config can be checked here but not run.
+    pub unread_credentials: Vec<String>,
     /// Exact topic → index in `devices`, so a message finds its device in
     /// O(1) however many devices are watched.
     exact: HashMap<String, usize>,
@@ -102,8 +105,22 @@ impl fmt::Debug for Tls {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(text: impl Into<String>) -> Secret {
+        Secret(text.into())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// The key a webhook secret stands for: `whsec_<base64>` (Standard
+    /// Webhooks' format) decoded, any other text as its bytes.
+    pub fn signing_key(&self) -> Vec<u8> {
+        use base64::Engine;
+        match self.0.strip_prefix("whsec_").map(|b| base64::engine::general_purpose::STANDARD.decode(b)) {
+            Some(Ok(key)) => key,
+            _ => self.0.as_bytes().to_vec(),
+        }
     }
 }
 
@@ -295,6 +312,17 @@ impl Config {
                 let problem = Problem::new(at..at + 1, "the config file is not UTF-8 text here");
                 Err(ConfigError::Invalid { path: path.to_path_buf(), text, problems: vec![problem] })
             }
+        }
+    }
+
+    /// As `load`, for a process that uses the config (the daemon, a
+    /// replay): every credential it names must be readable here.
+    pub fn load_runnable(path: &Path) -> Result<Config, ConfigError> {
+        let config = Config::load(path)?;
+        if config.unread_credentials.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Credentials { path: path.to_path_buf(), names: config.unread_credentials })
         }
     }
 

@@ -32,6 +32,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
         text,
         problems: Vec::new(),
         warnings: Vec::new(),
+        unread_credentials: Vec::new(),
     };
     let actions = v.actions(raw.action);
     let broker = v.broker(raw.broker, &actions);
@@ -75,6 +76,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
                 state_sync,
                 http_listen,
                 warnings,
+                unread_credentials: v.unread_credentials,
                 exact,
             })
         }
@@ -88,11 +90,48 @@ pub(super) struct Validator<'t> {
     pub(super) base: PathBuf,
     problems: Vec<Problem>,
     warnings: Vec<Problem>,
+    /// Credentials named by the config that cannot be read here.
+    unread_credentials: Vec<String>,
 }
+
+/// How a `*_file` setting names a systemd credential.
+pub const CREDENTIAL_PREFIX: &str = "credential:";
 
 impl Validator<'_> {
     pub(super) fn problem(&mut self, problem: Problem) {
         self.problems.push(problem);
+    }
+
+    /// The file a `*_file` setting names: a path (relative to the config's
+    /// folder), or `credential:NAME`, read from `$CREDENTIALS_DIRECTORY`
+    /// (systemd's `LoadCredential=`). `Ok(None)` (with a warning) when
+    /// that is a credential and this process has no credentials directory:
+    /// only the service can read it, so it is not checked here. `Err` when
+    /// the name is not one (a problem is recorded).
+    pub(super) fn file_path(&mut self, file: &Spanned<String>, key: &str) -> Result<Option<PathBuf>, ()> {
+        let Some(name) = file.get_ref().strip_prefix(CREDENTIAL_PREFIX) else {
+            return Ok(Some(self.base.join(file.get_ref())));
+        };
+        if name.is_empty() || name.contains('/') {
+            self.problem(
+                Problem::new(file.span(), format!("`{key}`: `{}` is not a credential name", file.get_ref()))
+                    .hint("write credential:NAME, with the NAME of a LoadCredential= line of the unit"),
+            );
+            return Err(());
+        }
+        match std::env::var_os("CREDENTIALS_DIRECTORY") {
+            Some(dir) => Ok(Some(PathBuf::from(dir).join(name))),
+            None => {
+                self.warning(Problem::new(
+                    file.span(),
+                    format!(
+                        "`{key}` is credential `{name}`, which only the service can read ($CREDENTIALS_DIRECTORY is not set here): not checked"
+                    ),
+                ));
+                self.unread_credentials.push(name.to_string());
+                Ok(None)
+            }
+        }
     }
 
     pub(super) fn warning(&mut self, problem: Problem) {
@@ -205,8 +244,15 @@ impl Validator<'_> {
         let Some(file) = file else {
             return std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()).map(Secret);
         };
-        let path = self.base.join(file.get_ref());
+        let path = self.file_path(&file, "password_file").ok().flatten()?;
         match super::file::read_small_text(&path, super::file::MAX_SECRET) {
+            Ok(text) if text.trim_end_matches(['\r', '\n']).is_empty() => {
+                self.warning(Problem::new(
+                    file.span(),
+                    format!("`password_file` {} is empty: connecting without a password", path.display()),
+                ));
+                None
+            }
             Ok(text) => Some(Secret(text.trim_end_matches(['\r', '\n']).to_string())),
             Err(e) => {
                 self.problem(Problem::new(file.span(), format!("cannot read `password_file` {}: {e}", path.display())));
@@ -246,8 +292,22 @@ impl Validator<'_> {
                 return None;
             }
         };
-        let ca_path = ca.as_ref().map(|c| self.base.join(c.get_ref()));
-        let client_paths = client.as_ref().map(|(c, k)| (self.base.join(c.get_ref()), self.base.join(k.get_ref())));
+        let ca_path = match &ca {
+            Some(c) => Some(self.file_path(c, "ca_file").ok()?),
+            None => None,
+        };
+        let client_paths = match &client {
+            Some((c, k)) => Some((self.file_path(c, "cert_file").ok()?, self.file_path(k, "key_file").ok()?)),
+            None => None,
+        };
+        // A file only the service can read: the TLS settings are checked there.
+        if ca_path.as_ref().is_some_and(Option::is_none)
+            || client_paths.as_ref().is_some_and(|(c, k)| c.is_none() || k.is_none())
+        {
+            return Some(None);
+        }
+        let ca_path = ca_path.flatten();
+        let client_paths = client_paths.and_then(|(c, k)| Some((c?, k?)));
         match crate::tls::client_config(
             ca_path.as_deref(),
             client_paths.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),

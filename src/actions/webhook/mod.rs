@@ -205,8 +205,7 @@ async fn attempt_once(
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     request = request.header("webhook-id", &delivery.id).header("webhook-timestamp", now);
     if let Some(secret) = &spec.secret {
-        request =
-            request.header("webhook-signature", signature::sign(secret.expose(), &delivery.id, now, &delivery.body));
+        request = request.header("webhook-signature", signature::sign(secret, &delivery.id, now, &delivery.body));
     }
     request.send().await
 }

@@ -3,20 +3,19 @@
 //! where id and timestamp are the `webhook-id` and `webhook-timestamp`
 //! headers every request carries.
 //!
-//! A secret written as `whsec_<base64>` (the spec's format) is decoded; any
-//! other secret is used as its raw bytes.
+//! The key is the secret's (`Secret::signing_key`: `whsec_<base64>`, the
+//! spec's format, decoded; any other secret as its raw bytes).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::config::Secret;
+
 /// The `webhook-signature` header value for one request.
-pub fn sign(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> String {
-    let key = match secret.strip_prefix("whsec_").map(|b| STANDARD.decode(b)) {
-        Some(Ok(key)) => key,
-        _ => secret.as_bytes().to_vec(),
-    };
+pub fn sign(secret: &Secret, id: &str, timestamp: u64, body: &[u8]) -> String {
+    let key = secret.signing_key();
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC takes keys of any length");
     mac.update(format!("{id}.{timestamp}.").as_bytes());
     mac.update(body);
@@ -31,7 +30,7 @@ mod tests {
     #[test]
     fn matches_the_specification_example() {
         let signature = sign(
-            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            &Secret::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
             "msg_p5jXN8AQM9LWM0D4loKWxJek",
             1614265330,
             br#"{"test": 2432232314}"#,
