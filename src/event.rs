@@ -87,6 +87,8 @@ pub struct Event {
     pub offline_for: Option<Duration>,
     /// On `reconnect_failed`: how many commands were sent.
     pub attempts: Option<u32>,
+    /// The device's `severity`, when its config sets one.
+    pub severity: Option<String>,
     /// The actions to run for it.
     pub actions: Arc<[String]>,
 }
@@ -142,6 +144,9 @@ impl Event {
         if let Some(n) = self.attempts {
             v["attempts"] = json!(n);
         }
+        if let Some(severity) = &self.severity {
+            v["severity"] = json!(severity);
+        }
         v
     }
 }
@@ -173,6 +178,7 @@ impl Event {
                 None | Some(Value::Null) => None,
                 Some(n) => Some(u32::try_from(n.as_u64()?).ok()?),
             },
+            severity: text("severity"),
             actions: Arc::from(Vec::new()),
         })
     }
@@ -192,6 +198,7 @@ pub fn test_event(kind: EventKind, device: &str) -> Event {
         offline_since: None,
         offline_for: None,
         attempts: None,
+        severity: None,
         actions: Arc::from(vec!["log".to_string()]),
     }
 }
@@ -226,7 +233,8 @@ mod tests {
         fn json_reads_back_as_it_was_written(kind in 0..5usize, at_ms in 0u64..4_000_000_000_000,
                                              ago_ms in proptest::option::of(0u64..1_000_000_000),
                                              attempts in proptest::option::of(0u32..1000),
-                                             payload in ".{0,20}", previous in 0..5usize) {
+                                             payload in ".{0,20}", previous in 0..5usize,
+                                             severity in proptest::option::of("[a-z]{1,8}")) {
             let mut e = test_event(EventKind::ALL[kind], "pump-7");
             e.at = SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms);
             e.offline_since = ago_ms.map(|ms| e.at - Duration::from_millis(ms.min(at_ms)));
@@ -234,6 +242,7 @@ mod tests {
             e.attempts = attempts;
             e.payload = payload;
             e.previous = ["unknown", "online", "offline", "connected", "disconnected"][previous];
+            e.severity = severity;
             let back = Event::from_json(&e.to_json()).expect("reads back");
             proptest::prop_assert_eq!(back.to_json(), e.to_json());
         }

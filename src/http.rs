@@ -150,6 +150,7 @@ pub const MAX_PAGE: usize = 10_000;
 
 #[derive(Deserialize)]
 struct Filter {
+    device: Option<String>,
     state: Option<String>,
     limit: Option<usize>,
     after: Option<String>,
@@ -184,7 +185,12 @@ fn page_query(filter: &Filter) -> Result<PageQuery, String> {
             Some(parsed.ok_or_else(|| format!("after `{cursor}`: pass the `next` of the previous page"))?)
         }
     };
-    Ok(PageQuery { state, after, limit: filter.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE) })
+    Ok(PageQuery {
+        device: filter.device.clone(),
+        state,
+        after,
+        limit: filter.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE),
+    })
 }
 
 /// Prometheus text 0.0.4, or OpenMetrics when the scraper asks for it.
@@ -256,6 +262,7 @@ mod tests {
     #[test]
     fn bad_page_queries_say_what_is_wrong() {
         let filter = |state: Option<&str>, after: Option<&str>, limit| Filter {
+            device: None,
             state: state.map(String::from),
             after: after.map(String::from),
             limit,

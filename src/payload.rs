@@ -82,6 +82,7 @@ mod tests {
             heartbeat_timeout: None,
             state_field: state_field.map(str::to_string),
             seq_field: seq_field.map(str::to_string),
+            severity: None,
         }
     }
 

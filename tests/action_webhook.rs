@@ -301,7 +301,9 @@ fn is_rfc3339(s: &str) -> bool {
 async fn alertmanager_format_fires_then_resolves_one_alert() {
     let broker = Broker::start();
     let receiver = Receiver::start(Behaviour::Accept).await;
-    let text = config(&broker, &format!("{}{}", hook("am", &receiver, "format = \"alertmanager\""), pump("\"am\"")));
+    let devices = format!("{}severity = \"page\"\n", pump("\"am\""));
+    let text = config(&broker, &format!("{}{devices}", hook("am", &receiver, "format = \"alertmanager\"")))
+        .replace("[http]\n", "[http]\nexternal_url = \"https://gw.example.com:9818/\"\n");
     let daemon = Daemon::start(&text);
     daemon.wait_connected().await;
     publish(broker.port, "plant/pump-7/status", "offline", false).await;
@@ -319,7 +321,9 @@ async fn alertmanager_format_fires_then_resolves_one_alert() {
     assert!(firing.group_key.contains("DeviceOffline"), "{}", firing.group_key);
     assert_eq!(firing.group_labels.get("alertname").map(String::as_str), Some("DeviceOffline"));
     assert_eq!(firing.common_labels.get("device").map(String::as_str), Some("pump-7"));
-    assert!(firing.common_annotations.is_empty() && firing.external_url.is_empty());
+    assert_eq!(firing.external_url, "https://gw.example.com:9818");
+    assert_eq!(firing.common_labels.get("severity").map(String::as_str), Some("page"), "the device's severity");
+    assert!(firing.common_annotations["summary"].contains("pump-7"), "one alert: it shares all its annotations");
     let (a, b) = (&firing.alerts[0], &resolved.alerts[0]);
     assert_eq!((a.status.as_str(), b.status.as_str()), ("firing", "resolved"));
     assert_eq!(a.labels, b.labels);
@@ -328,5 +332,10 @@ async fn alertmanager_format_fires_then_resolves_one_alert() {
     assert_eq!(a.ends_at, "0001-01-01T00:00:00Z");
     assert!([&a.starts_at, &a.ends_at, &b.starts_at, &b.ends_at].iter().all(|t| is_rfc3339(t)));
     assert!(a.annotations["summary"].contains("pump-7"));
-    assert!(a.generator_url.is_empty());
+    assert_eq!(a.generator_url, "https://gw.example.com:9818/status?device=pump-7");
+    // What the link shows, asked of this daemon.
+    let status = reqwest::get(format!("{}/status?device=pump-7", daemon.http_url().await)).await.unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&status.text().await.unwrap()).unwrap();
+    assert_eq!(doc["devices"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["devices"][0]["id"], "pump-7");
 }

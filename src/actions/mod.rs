@@ -286,7 +286,7 @@ impl Dispatcher {
             let tasks = &mut self.tasks;
             let handle = match &spec.kind {
                 ActionKind::Log => tasks.spawn(log::run(n, ctx, jobs)),
-                ActionKind::Webhook(w) => tasks.spawn(webhook::run(n, w.clone(), ctx, jobs)),
+                ActionKind::Webhook(w) => tasks.spawn(webhook::run(n, (**w).clone(), ctx, jobs)),
                 ActionKind::Reconnect(r) => tasks.spawn(reconnect::run(n, r.clone(), ctx, jobs)),
                 ActionKind::Exec(e) => tasks.spawn(exec::run(n, e.clone(), ctx, jobs)),
                 ActionKind::Publish(p) => tasks.spawn(publish::run(n, p.clone(), ctx, jobs)),

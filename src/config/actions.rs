@@ -42,6 +42,7 @@ fn settings_of(kind: &str) -> &'static [&'static str] {
             "format",
             "concurrency",
             "batch",
+            "severity",
         ],
         "reconnect" => {
             &["topic", "payload", "first_after", "backoff", "max_interval", "max_attempts", "escalate", "qos", "retain"]
@@ -68,6 +69,7 @@ fn present(a: &RawAction) -> Vec<(&'static str, std::ops::Range<usize>)> {
         ("format", s(&a.format)),
         ("concurrency", i(&a.concurrency)),
         ("batch", d(&a.batch)),
+        ("severity", s(&a.severity)),
         ("topic", s(&a.topic)),
         ("payload", s(&a.payload)),
         ("first_after", d(&a.first_after)),
@@ -134,7 +136,7 @@ impl Validator<'_> {
             let on = self.event_filter(action.on.take());
             let kind = match kind_name.as_str() {
                 "log" => Some(ActionKind::Log),
-                "webhook" => self.webhook(&action, span.clone()).map(ActionKind::Webhook),
+                "webhook" => self.webhook(&action, span.clone()).map(|w| ActionKind::Webhook(Box::new(w))),
                 "reconnect" => self.reconnect(&action, span.clone(), &names).map(ActionKind::Reconnect),
                 "exec" => self.exec(&action, span.clone()).map(ActionKind::Exec),
                 _ => self.publish(&action, span.clone()).map(ActionKind::Publish),
@@ -217,12 +219,15 @@ impl Validator<'_> {
             Some(_) => self.duration(&a.batch, Duration::ZERO, "batch", Duration::from_millis(10)).map(Some),
         };
         let headers = self.headers(a);
+        let severity = self.severity(a.severity.clone());
         Some(Webhook {
             url: url?,
             timeout: timeout?,
             max_age: max_age?,
             max_interval: max_interval?,
             max_attempts: max_attempts?,
+            severity,
+            external_url: None,
             secret: secret?,
             headers: headers?,
             format: format?,

@@ -200,6 +200,8 @@ pub struct Rules {
     pub state_field: Option<String>,
     /// JSON pointer to the session sequence (Sparkplug `bdSeq` style).
     pub seq_field: Option<String>,
+    /// The `severity` of its alerts (Alertmanager's label), over the action's.
+    pub severity: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -224,7 +226,7 @@ impl ActionSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActionKind {
     Log,
-    Webhook(Webhook),
+    Webhook(Box<Webhook>),
     Reconnect(Reconnect),
     Exec(Exec),
     Publish(Publish),
@@ -260,6 +262,10 @@ pub struct Webhook {
     pub max_interval: Duration,
     /// An optional cap on attempts, on top of `max_age`.
     pub max_attempts: Option<u32>,
+    /// The Alertmanager `severity` label unless the device sets one.
+    pub severity: Option<String>,
+    /// `[http] external_url`: where receivers reach `/status`.
+    pub external_url: Option<url::Url>,
     /// Signs requests the Standard Webhooks way when set.
     pub secret: Option<Secret>,
     pub headers: Vec<(String, Template)>,

@@ -36,6 +36,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub listen: Option<Spanned<String>>,
+    pub external_url: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,6 +74,7 @@ pub struct RawDefaults {
     pub heartbeat_timeout: Option<RawDuration>,
     pub state_field: Option<Spanned<String>>,
     pub seq_field: Option<Spanned<String>>,
+    pub severity: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +91,7 @@ pub struct RawDevice {
     pub actions: Option<SpannedList>,
     pub grace: Option<RawDuration>,
     pub max_devices: Option<Spanned<i64>>,
+    pub severity: Option<Spanned<String>>,
 }
 
 /// `[action.NAME]`. One struct for every kind, rather than an enum tagged by
@@ -111,6 +114,7 @@ pub struct RawAction {
     pub format: Option<Spanned<String>>,
     pub concurrency: Option<Spanned<i64>>,
     pub batch: Option<RawDuration>,
+    pub severity: Option<Spanned<String>>,
     // reconnect and publish
     pub topic: Option<Spanned<String>>,
     pub payload: Option<Spanned<String>>,

@@ -46,7 +46,9 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
     let state_dir = v.state_dir(raw.state_dir);
     let max_devices = v.max_devices(raw.max_devices.as_ref()).unwrap_or(super::DEFAULT_MAX_DEVICES);
     let state_sync = v.state_sync(raw.state_sync);
-    let http_listen = v.http_listen(raw.http.and_then(|h| h.listen));
+    let (listen, external_url) = raw.http.map_or((None, None), |h| (h.listen, h.external_url));
+    let http_listen = v.http_listen(listen);
+    let external_url = v.external_url(external_url);
     let warnings = v
         .warnings
         .iter()
@@ -65,6 +67,12 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
                     Watch::Pattern(_) => None,
                 })
                 .collect();
+            let mut actions = actions;
+            for spec in actions.values_mut() {
+                if let super::ActionKind::Webhook(w) = &mut spec.kind {
+                    w.external_url.clone_from(&external_url);
+                }
+            }
             Ok(Config {
                 source: path.to_path_buf(),
                 broker,
@@ -421,6 +429,7 @@ impl Validator<'_> {
             heartbeat_timeout: self.heartbeat(raw.heartbeat_timeout, None),
             state_field: self.pointer(raw.state_field, None),
             seq_field: self.pointer(raw.seq_field, None),
+            severity: self.severity(raw.severity),
         };
         self.fields_fit(&rules, span.clone());
         self.disjoint(&rules, span);
@@ -483,6 +492,7 @@ impl Validator<'_> {
                 heartbeat_timeout: self.heartbeat(device.heartbeat_timeout, defaults.heartbeat_timeout),
                 state_field: self.pointer(device.state_field, defaults.state_field.clone()),
                 seq_field: self.pointer(device.seq_field, defaults.seq_field.clone()),
+                severity: self.severity(device.severity).or_else(|| defaults.severity.clone()),
             };
             self.fields_fit(&rules, span.clone());
             self.disjoint(&rules, span.clone());
@@ -637,6 +647,37 @@ impl Validator<'_> {
     }
 
     /// `[http] listen`: an address, or "" for no endpoint.
+    /// A `severity` label: words, not empty.
+    pub(super) fn severity(&mut self, raw: Option<Spanned<String>>) -> Option<String> {
+        let raw = raw?;
+        let ok = !raw.get_ref().is_empty()
+            && raw.get_ref().len() <= 64
+            && raw.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !ok {
+            self.problem(
+                Problem::new(raw.span(), format!("`severity` `{}` is not a label value", raw.get_ref()))
+                    .hint("use a word such as critical, warning or info"),
+            );
+            return None;
+        }
+        Some(raw.into_inner())
+    }
+
+    /// `[http] external_url`: where receivers of alerts reach `/status`.
+    fn external_url(&mut self, raw: Option<Spanned<String>>) -> Option<url::Url> {
+        let raw = raw?;
+        match url::Url::parse(raw.get_ref()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
+            _ => {
+                self.problem(
+                    Problem::new(raw.span(), format!("`external_url` `{}` is not an http(s) URL", raw.get_ref()))
+                        .hint("the address people and receivers use, e.g. https://gateway.example.com:9818"),
+                );
+                None
+            }
+        }
+    }
+
     fn http_listen(&mut self, raw: Option<Spanned<String>>) -> Option<std::net::SocketAddr> {
         let (text, span) = match &raw {
             Some(l) => (l.get_ref().as_str(), l.span()),

@@ -11,6 +11,7 @@ fn rules(grace: u64) -> Rules {
         heartbeat_timeout: None,
         state_field: None,
         seq_field: None,
+        severity: None,
     }
 }
 

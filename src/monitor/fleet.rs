@@ -110,6 +110,8 @@ pub struct DeviceView {
 /// `next`), at most `limit`, optionally of one state only.
 #[derive(Debug, Clone, Default)]
 pub struct PageQuery {
+    /// This device only (alerts link to it).
+    pub device: Option<String>,
     pub state: Option<State>,
     pub after: Option<(u8, String)>,
     pub limit: usize,
@@ -338,6 +340,7 @@ impl Fleet {
                     offline_since: t.offline_since,
                     offline_for: t.offline_for,
                     attempts: None,
+                    severity: device.rules.severity.clone(),
                     actions: self.actions_for(&device.rules.actions, t.kind),
                 };
                 let record = (device.id.to_string(), device.saved());
@@ -533,6 +536,7 @@ impl Fleet {
             offline_since: Some(self.link.lost_at.wall),
             offline_for: (kind == EventKind::BrokerUp).then_some(down_for),
             attempts: None,
+            severity: None,
             actions: self.actions_for(&broker.actions, kind),
         };
         if kind == EventKind::BrokerDown {
@@ -652,6 +656,10 @@ impl Fleet {
     /// One page of `/status`, in memory bounded by the page, not the
     /// fleet: the smallest `limit` keys after the cursor, kept in a heap.
     pub fn page(&self, query: &PageQuery, now: Instant) -> StatusPage {
+        if let Some(id) = &query.device {
+            let devices = self.devices.get(id).map(|d| self.view(d, now)).into_iter().collect();
+            return StatusPage { devices, counts: self.counts, next: None };
+        }
         let limit = query.limit.max(1);
         let mut heap: std::collections::BinaryHeap<(u8, &str)> = std::collections::BinaryHeap::new();
         for d in self.devices.iter() {
@@ -672,21 +680,21 @@ impl Fleet {
             keys.truncate(limit);
             keys.last().map(|(r, id)| (*r, id.to_string()))
         });
-        let devices = keys
-            .iter()
-            .filter_map(|(_, id)| self.devices.get(id))
-            .map(|d| DeviceView {
-                id: d.id.to_string(),
-                topic: d.topic.to_string(),
-                state: d.state.as_str(),
-                since: d.since(),
-                last_seen: d.last_seen(),
-                last_payload: d.last_payload.to_string(),
-                notified: d.notified(),
-                grace_left: d.grace_until().map(|due| due.saturating_duration_since(now)),
-            })
-            .collect();
+        let devices = keys.iter().filter_map(|(_, id)| self.devices.get(id)).map(|d| self.view(d, now)).collect();
         StatusPage { devices, counts: self.counts, next: next.flatten() }
+    }
+
+    fn view(&self, d: &Device, now: Instant) -> DeviceView {
+        DeviceView {
+            id: d.id.to_string(),
+            topic: d.topic.to_string(),
+            state: d.state.as_str(),
+            since: d.since(),
+            last_seen: d.last_seen(),
+            last_payload: d.last_payload.to_string(),
+            notified: d.notified(),
+            grace_left: d.grace_until().map(|due| due.saturating_duration_since(now)),
+        }
     }
 }
 

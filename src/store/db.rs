@@ -332,6 +332,8 @@ struct Stored {
     offline_since_ms: Option<i64>,
     offline_for_ms: Option<u64>,
     attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    severity: Option<String>,
 }
 
 impl Stored {
@@ -346,6 +348,7 @@ impl Stored {
             offline_since_ms: e.offline_since.map(to_ms),
             offline_for_ms: e.offline_for.map(|d| d.as_millis() as u64),
             attempts: e.attempts,
+            severity: e.severity.clone(),
         }
     }
 
@@ -362,6 +365,7 @@ impl Stored {
             offline_since: self.offline_since_ms.map(|ms| from_ms(ms, far)),
             offline_for: self.offline_for_ms.map(Duration::from_millis),
             attempts: self.attempts,
+            severity: self.severity,
             actions: Arc::from(Vec::new()),
         })
     }

@@ -108,7 +108,7 @@ impl Delivery {
     /// restart, or from the dead-letter file) carries the same id.
     fn new(name: &str, spec: &Webhook, events: Vec<Arc<Event>>, batched: bool) -> Delivery {
         let id = if batched { derived_id(events.iter().map(|e| e.id.as_str())) } else { events[0].id.clone() };
-        let body = body::render(spec.format, name, &events, batched);
+        let body = body::render(spec, name, &events, batched);
         let key = if batched { String::new() } else { events[0].device.clone() };
         Delivery { key, id, events, body }
     }

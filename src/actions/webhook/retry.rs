@@ -86,6 +86,8 @@ mod tests {
             max_age: Duration::from_secs(3600),
             max_interval: Duration::from_secs(300),
             max_attempts,
+            severity: None,
+            external_url: None,
             secret: None,
             headers: Vec::new(),
             format: crate::config::WebhookFormat::Willwatch,

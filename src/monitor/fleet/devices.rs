@@ -66,6 +66,7 @@ mod tests {
             heartbeat_timeout: None,
             state_field: None,
             seq_field: None,
+            severity: None,
         });
         let mut devices = Devices::default();
         for i in 0..1000 {

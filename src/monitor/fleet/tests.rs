@@ -451,7 +451,8 @@ fn status_pages_go_offline_first_then_by_id_and_cover_every_device_once() {
     assert_eq!(seen, sorted, "in order");
     assert_eq!(seen.len(), 23, "each once");
     assert_eq!(seen[0].0, 0, "offline first");
-    let offline = f.page(&PageQuery { state: Some(State::Offline), limit: 100, after: None }, clock.at_ms(3_000).mono);
+    let offline =
+        f.page(&PageQuery { state: Some(State::Offline), limit: 100, ..PageQuery::default() }, clock.at_ms(3_000).mono);
     assert!(offline.devices.iter().all(|d| d.state == "offline") && offline.next.is_none());
 }
 
@@ -500,4 +501,19 @@ fn status_says_which_offlines_were_notified_and_how_long_a_grace_has_left() {
     assert_eq!(f.page(&all, clock.at_ms(15_000).mono).counts.notified, 2, "a cleared state leaves the offline owed");
     f.on_message("plant/a/status", b"online", clock.at_ms(16_000));
     assert_eq!(f.page(&all, clock.at_ms(16_000).mono).counts.notified, 1, "an online resolves it");
+}
+
+#[test]
+fn status_of_one_device_is_that_device_alone() {
+    let clock = Clock::new();
+    let mut f = connected(DEVICES, &clock);
+    for id in ["a", "b"] {
+        f.on_message(&format!("plant/{id}/status"), b"offline", clock.at_ms(3_000));
+    }
+    let one = PageQuery { device: Some("b".into()), ..PageQuery::default() };
+    let page = f.page(&one, clock.at_ms(3_000).mono);
+    assert_eq!(page.devices.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["b"]);
+    assert_eq!(page.counts.offline, 2, "the counts stay the fleet's");
+    let none = PageQuery { device: Some("zz".into()), ..PageQuery::default() };
+    assert!(f.page(&none, clock.at_ms(3_000).mono).devices.is_empty());
 }
