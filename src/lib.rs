@@ -26,9 +26,11 @@
 //! - `logging`: terminal, journal and JSON output.
 //! - `summary`: what `willwatch check` prints.
 //! - `status`: the `willwatch status` client of `/status`.
+//! - `cli`: the command line (parsed by the binary, the man page made from it).
 
 pub mod actions;
 pub mod backoff;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dead_letter;

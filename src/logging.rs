@@ -71,27 +71,33 @@ pub fn init(format: Format, level: Option<&str>) -> Result<(), String> {
         Format::Json => builder.json().flatten_event(true).try_init(),
         Format::Journal | Format::Journald => builder
             .with_ansi(false)
-            .fmt_fields(escaped_fields())
+            .fmt_fields(escaped_fields(&[]))
             .event_format(Journal(tracing_subscriber::fmt::format().without_time().with_target(false).with_ansi(false)))
             .try_init(),
         Format::Text | Format::Auto => builder
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .fmt_fields(escaped_fields())
+            .fmt_fields(escaped_fields(FOR_MACHINES))
             .try_init(),
     };
     result.map_err(|e| e.to_string())
 }
 
+/// Fields for programs, not for a person reading the text log: ids to
+/// correlate, the journal's message ids. JSON and the journal keep them.
+const FOR_MACHINES: &[&str] = &["event_id", "webhook_id", "message_id"];
+
 /// `message field=value …` with every control character escaped, so a
-/// value cannot end the line or drive the terminal.
-fn escaped_fields() -> impl for<'w> FormatFields<'w> {
-    use tracing_subscriber::field::MakeExt;
-    tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+/// value cannot end the line or drive the terminal; `hidden` fields left out.
+fn escaped_fields(hidden: &'static [&'static str]) -> impl for<'w> FormatFields<'w> {
+    // Each field writes its own separator: one left out leaves no gap.
+    tracing_subscriber::fmt::format::debug_fn(move |writer, field, value| {
+        if hidden.contains(&field.name()) {
+            return Ok(());
+        }
         let raw = format!("{value:?}");
         let text = escape(&raw);
-        if field.name() == "message" { write!(writer, "{text}") } else { write!(writer, "{field}={text}") }
+        if field.name() == "message" { write!(writer, "{text}") } else { write!(writer, " {field}={text}") }
     })
-    .delimited(" ")
 }
 
 /// `text` with control characters written as Rust escapes.

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use willwatch::cli::{Cli, Command, DeadLetterCommand, FilterArgs};
 use willwatch::config::{self, Config, ConfigError};
 use willwatch::daemon::{self, DaemonError};
 use willwatch::{dead_letter, logging, status};
@@ -12,107 +13,6 @@ use willwatch::{dead_letter, logging, status};
 /// The config is invalid (sysexits' EX_CONFIG); the unit file tells systemd
 /// not to restart-loop on it.
 const EXIT_CONFIG: u8 = 78;
-
-/// Watches MQTT devices' presence and acts when one goes offline.
-#[derive(Debug, Parser)]
-#[command(version, about, propagate_version = true)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the daemon.
-    Run {
-        /// The config file.
-        #[arg(short, long, default_value = config::DEFAULT_PATH)]
-        config: PathBuf,
-        /// Log filter, e.g. `debug` or `info,willwatch=debug` (overrides RUST_LOG).
-        #[arg(long, value_name = "FILTER")]
-        log_level: Option<String>,
-        /// How log lines look.
-        #[arg(long, value_enum, default_value_t = logging::Format::Auto)]
-        log_format: logging::Format,
-    },
-    /// Validate a config file and print a summary of it.
-    Check {
-        /// The config file.
-        #[arg(short, long, default_value = config::DEFAULT_PATH)]
-        config: PathBuf,
-        /// Also print each device's effective settings.
-        #[arg(short, long, conflicts_with = "quiet")]
-        verbose: bool,
-        /// Print only problems (for `ExecReload=`: the journal gets the
-        /// errors, not the summary).
-        #[arg(short, long)]
-        quiet: bool,
-        /// Print a JSON Schema of the config file (for editors) and exit.
-        #[arg(long)]
-        json_schema: bool,
-    },
-    /// Show what a running daemon knows: exit 0 when no device's outage was
-    /// notified, 1 when one was, 2 when the daemon cannot be reached or is not
-    /// connected to its broker.
-    Status {
-        /// The config file, for the address of the daemon's HTTP endpoint
-        /// (default: /etc/willwatch/willwatch.toml, or the default address
-        /// when that file does not exist).
-        #[arg(short, long)]
-        config: Option<PathBuf>,
-        /// The daemon's status URL (default: from the config's [http] listen).
-        #[arg(long)]
-        url: Option<String>,
-        /// Only offline devices.
-        #[arg(long)]
-        offline: bool,
-        /// Print the JSON document instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// List what actions gave up on (the dead-letter file), or send it again.
-    DeadLetter {
-        /// The config file (for the state directory and the actions).
-        #[arg(short, long, default_value = config::DEFAULT_PATH)]
-        config: PathBuf,
-        #[command(subcommand)]
-        command: Option<DeadLetterCommand>,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum DeadLetterCommand {
-    /// Show the records, oldest first (the default).
-    List {
-        #[command(flatten)]
-        filter: FilterArgs,
-        /// One JSON record a line instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Send webhook deliveries again with their original ids; delivered
-    /// records are removed, the rest kept. Exit 1 when any is left.
-    Replay {
-        #[command(flatten)]
-        filter: FilterArgs,
-    },
-}
-
-#[derive(Debug, Clone, clap::Args)]
-struct FilterArgs {
-    /// Only this action's records.
-    #[arg(long, value_name = "NAME")]
-    action: Option<String>,
-    /// Only records that failed within this long (e.g. `2h`, `3d`).
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
-    since: Option<std::time::Duration>,
-}
-
-impl From<FilterArgs> for dead_letter::command::Filter {
-    fn from(a: FilterArgs) -> Self {
-        dead_letter::command::Filter { action: a.action, since: a.since }
-    }
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

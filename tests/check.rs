@@ -27,6 +27,20 @@ fn assert_rejected(text: &str, expected: &str) {
     assert!(stderr.contains(expected), "expected {expected:?} in:\n{stderr}");
 }
 
+/// The config the package installs: valid without a warning, and safe:
+/// the local broker, the built-in log only, nothing sent elsewhere.
+#[test]
+fn packaged_config_is_minimal_and_safe() {
+    let out = check_file(Path::new("packaging/willwatch.toml"));
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string("packaging/willwatch.toml").unwrap();
+    let doc: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(doc["broker"]["url"].as_str(), Some("mqtt://127.0.0.1:1883"));
+    assert!(doc["broker"].get("client_id").is_none(), "the client id comes from the hostname");
+    assert!(doc.get("action").is_none(), "no webhook, exec or publish: only the built-in log");
+    assert!(doc.get("http").is_none(), "the status endpoint stays on loopback (its default)");
+}
+
 #[test]
 fn example_config_is_valid_and_summarised() {
     let out = check_file(Path::new("config/willwatch.toml"));

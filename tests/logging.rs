@@ -89,6 +89,14 @@ async fn a_terminal_or_file_gets_timestamped_text() {
     let lines = run_and_read(&[], false, "device offline").await;
     let offline = line_with(&lines, "device offline");
     assert!(offline.starts_with("20") && offline.contains(" WARN "), "{offline}");
+    // What a person reads; ids are for JSON and the journal.
+    assert!(offline.contains("device offline action=log device=pump-7 topic=plant/pump-7/status"), "{offline}");
+    assert!(offline.contains("payload=offline"), "{offline}");
+    assert!(!offline.contains("event_id") && !offline.contains("message_id"), "{offline}");
+    let after_level = offline.split_once(" WARN ").map_or("", |(_, rest)| rest);
+    assert!(!after_level.contains("  ") && !offline.ends_with(' '), "no gap where a field was left out: {offline}");
+    let journal = run_and_read(&["--log-format", "journal"], false, "device offline").await;
+    assert!(line_with(&journal, "device offline").contains("event_id="), "{journal:#?}");
 }
 
 #[tokio::test]

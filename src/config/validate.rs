@@ -731,7 +731,8 @@ impl Watch {
 }
 
 fn default_client_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    // gethostname(2), not /proc/sys: the unit's ProcSubset=pid hides that.
+    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
     let host = host.trim();
     if host.is_empty() { "willwatch".to_string() } else { format!("willwatch-{host}") }
 }
