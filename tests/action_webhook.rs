@@ -37,6 +37,17 @@ fn signature_is_valid(request: &Received, secret: &[u8]) -> bool {
     request.header("webhook-signature").split(' ').any(|s| s == format!("v1,{expected}"))
 }
 
+/// A daemon whose pump-7 notifies action `ops` (a webhook with `extra`
+/// settings) at a receiver behaving so, and pump-7 just gone offline.
+async fn pump_offline_through(behaviour: Behaviour, extra: &str) -> (Broker, Receiver, Daemon) {
+    let broker = Broker::start();
+    let receiver = Receiver::start(behaviour).await;
+    let daemon = Daemon::start(&config(&broker, &format!("{}{}", hook("ops", &receiver, extra), pump("\"ops\""))));
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    (broker, receiver, daemon)
+}
+
 fn dead_letters(daemon: &Daemon) -> Vec<serde_json::Value> {
     std::fs::read_to_string(daemon.dir().join("state/dead-letter.jsonl"))
         .unwrap_or_default()
@@ -90,11 +101,7 @@ async fn webhook_posts_the_signed_event_json_with_templated_headers() {
 
 #[tokio::test]
 async fn failed_deliveries_are_retried_with_the_same_webhook_id() {
-    let broker = Broker::start();
-    let receiver = Receiver::start(Behaviour::FailFirst { n: 2, status: 503 }).await;
-    let daemon = Daemon::start(&config(&broker, &format!("{}{}", hook("ops", &receiver, ""), pump("\"ops\""))));
-    daemon.wait_connected().await;
-    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    let (_broker, receiver, daemon) = pump_offline_through(Behaviour::FailFirst { n: 2, status: 503 }, "").await;
     let requests = receiver.wait_for(3, SOON).await;
     let ids: Vec<&str> = requests.iter().map(|r| r.header("webhook-id")).collect();
     assert!(ids.iter().all(|id| *id == ids[0] && !id.is_empty()), "{ids:?}");
@@ -105,11 +112,8 @@ async fn failed_deliveries_are_retried_with_the_same_webhook_id() {
 
 #[tokio::test]
 async fn retry_after_is_honoured() {
-    let broker = Broker::start();
-    let receiver = Receiver::start(Behaviour::TooManyFirst { n: 1, retry_after_secs: 2 }).await;
-    let daemon = Daemon::start(&config(&broker, &format!("{}{}", hook("ops", &receiver, ""), pump("\"ops\""))));
-    daemon.wait_connected().await;
-    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    let (_broker, receiver, _daemon) =
+        pump_offline_through(Behaviour::TooManyFirst { n: 1, retry_after_secs: 2 }, "").await;
     let requests = receiver.wait_for(2, SOON).await;
     let waited = requests[1].at - requests[0].at;
     assert!(waited >= Duration::from_millis(1900) && waited < Duration::from_secs(5), "waited {waited:?}");
@@ -117,11 +121,7 @@ async fn retry_after_is_honoured() {
 
 #[tokio::test]
 async fn a_final_4xx_is_not_retried_and_goes_to_the_dead_letter_file() {
-    let broker = Broker::start();
-    let receiver = Receiver::start(Behaviour::FailFirst { n: 100, status: 404 }).await;
-    let daemon = Daemon::start(&config(&broker, &format!("{}{}", hook("ops", &receiver, ""), pump("\"ops\""))));
-    daemon.wait_connected().await;
-    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    let (_broker, receiver, daemon) = pump_offline_through(Behaviour::FailFirst { n: 100, status: 404 }, "").await;
     daemon
         .wait_log("the give-up", SOON, |l| l["message"].as_str().unwrap_or("").starts_with("webhook delivery given up"))
         .await;
@@ -135,12 +135,8 @@ async fn a_final_4xx_is_not_retried_and_goes_to_the_dead_letter_file() {
 
 #[tokio::test]
 async fn a_delivery_out_of_attempts_goes_to_the_dead_letter_file() {
-    let broker = Broker::start();
-    let receiver = Receiver::start(Behaviour::FailFirst { n: 100, status: 500 }).await;
-    let text = config(&broker, &format!("{}{}", hook("ops", &receiver, "max_attempts = 3"), pump("\"ops\"")));
-    let daemon = Daemon::start(&text);
-    daemon.wait_connected().await;
-    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    let (_broker, receiver, daemon) =
+        pump_offline_through(Behaviour::FailFirst { n: 100, status: 500 }, "max_attempts = 3").await;
     let given_up = daemon
         .wait_log("the give-up", SOON, |l| l["message"].as_str().unwrap_or("").starts_with("webhook delivery given up"))
         .await;
@@ -156,12 +152,8 @@ async fn a_delivery_out_of_attempts_goes_to_the_dead_letter_file() {
 /// the id it was first tried with.
 #[tokio::test]
 async fn a_receiver_down_past_many_attempts_gets_the_alert_once_when_it_is_back() {
-    let broker = Broker::start();
-    let receiver = Receiver::start(Behaviour::FailFirst { n: 20, status: 503 }).await;
-    let text = config(&broker, &format!("{}{}", hook("ops", &receiver, "max_interval = \"100ms\""), pump("\"ops\"")));
-    let daemon = Daemon::start(&text);
-    daemon.wait_connected().await;
-    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    let (_broker, receiver, daemon) =
+        pump_offline_through(Behaviour::FailFirst { n: 20, status: 503 }, "max_interval = \"100ms\"").await;
     let all = receiver.wait_for(21, Duration::from_secs(20)).await;
     let ids: std::collections::BTreeSet<&str> = all.iter().map(|r| r.header("webhook-id")).collect();
     assert_eq!(ids.len(), 1, "one id across every attempt");
@@ -183,13 +175,9 @@ async fn a_receiver_down_past_many_attempts_gets_the_alert_once_when_it_is_back(
 
 #[tokio::test]
 async fn a_delivery_older_than_max_age_is_given_up() {
-    let broker = Broker::start();
-    let receiver = Receiver::start(Behaviour::FailFirst { n: usize::MAX, status: 500 }).await;
     let extra = "max_age = \"1s\"\nmax_interval = \"300ms\"";
-    let text = config(&broker, &format!("{}{}", hook("ops", &receiver, extra), pump("\"ops\"")));
-    let daemon = Daemon::start(&text);
-    daemon.wait_connected().await;
-    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    let (_broker, receiver, daemon) =
+        pump_offline_through(Behaviour::FailFirst { n: usize::MAX, status: 500 }, extra).await;
     let given_up = daemon
         .wait_log("the give-up", SOON, |l| l["message"].as_str().unwrap_or("").starts_with("webhook delivery given up"))
         .await;
