@@ -1,5 +1,7 @@
 //! Watched topics: an exact topic names one device, a pattern with one `{id}`
-//! level names every device whose topic matches it.
+//! level names every device whose topic matches it, and one `{*id}` (one or
+//! more whole levels: Zigbee2MQTT's `kitchen/floor_light`) names them by
+//! the levels it covers.
 //!
 //! Pure string logic: parsing a configured topic, turning it into the MQTT
 //! subscription filter, and matching an incoming topic back to a device id.
@@ -10,6 +12,9 @@ use std::fmt;
 /// The placeholder that marks the device-id level of a pattern.
 pub const ID_PLACEHOLDER: &str = "{id}";
 
+/// The placeholder for a device id of one or more whole levels.
+pub const MULTI_ID_PLACEHOLDER: &str = "{*id}";
+
 /// A configured status topic: either one exact topic or a pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchedTopic {
@@ -17,7 +22,8 @@ pub enum WatchedTopic {
     Pattern(TopicPattern),
 }
 
-/// A topic with exactly one `{id}` level and optionally `+` levels.
+/// A topic with exactly one `{id}` or `{*id}` level and optionally `+`
+/// levels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicPattern {
     levels: Vec<Level>,
@@ -28,6 +34,8 @@ enum Level {
     Literal(String),
     AnyOne,
     Id,
+    /// One or more levels.
+    MultiId,
 }
 
 /// Why a configured topic cannot be watched.
@@ -73,7 +81,7 @@ impl fmt::Display for TopicError {
                 "wildcards are not allowed in a topic; use `{id}` for the level that names the device"
             }
             TopicError::PartialIdLevel => "`{id}` must be a whole topic level, like `sensors/{id}/status`",
-            TopicError::IdMoreThanOnce => "`{id}` may appear only once in a topic",
+            TopicError::IdMoreThanOnce => "`{id}` (or `{*id}`) may appear only once in a topic",
             TopicError::PartialWildcardLevel => "`+` must be a whole topic level",
             TopicError::NulCharacter => "topic contains a NUL character",
             TopicError::TooLong => "topic is longer than MQTT's 65,535 bytes",
@@ -98,7 +106,7 @@ impl WatchedTopic {
         if topic.contains('#') {
             return Err(TopicError::HashWildcard);
         }
-        let id_count = topic.matches(ID_PLACEHOLDER).count();
+        let id_count = topic.matches(ID_PLACEHOLDER).count() + topic.matches(MULTI_ID_PLACEHOLDER).count();
         if id_count == 0 {
             if topic.contains('+') {
                 return Err(TopicError::WildcardInExactTopic);
@@ -112,8 +120,9 @@ impl WatchedTopic {
             .split('/')
             .map(|level| match level {
                 ID_PLACEHOLDER => Ok(Level::Id),
+                MULTI_ID_PLACEHOLDER => Ok(Level::MultiId),
                 "+" => Ok(Level::AnyOne),
-                l if l.contains(ID_PLACEHOLDER) => Err(TopicError::PartialIdLevel),
+                l if l.contains(ID_PLACEHOLDER) || l.contains(MULTI_ID_PLACEHOLDER) => Err(TopicError::PartialIdLevel),
                 l if l.contains('+') => Err(TopicError::PartialWildcardLevel),
                 l => Ok(Level::Literal(l.to_string())),
             })
@@ -123,37 +132,90 @@ impl WatchedTopic {
 }
 
 impl TopicPattern {
-    /// The subscription filter: `{id}` becomes `+`.
+    /// The subscription filter: `{id}` becomes `+`; `{*id}` and what
+    /// follows it become `#` (MQTT has no wildcard for "some levels, then
+    /// these"), and `device_id` sorts out the rest.
     pub fn filter(&self) -> String {
-        self.levels
-            .iter()
-            .map(|level| match level {
-                Level::Literal(l) => l.as_str(),
-                Level::AnyOne | Level::Id => "+",
-            })
-            .collect::<Vec<_>>()
-            .join("/")
+        let mut out = Vec::new();
+        for level in &self.levels {
+            match level {
+                Level::Literal(l) => out.push(l.as_str()),
+                Level::AnyOne | Level::Id => out.push("+"),
+                Level::MultiId => {
+                    out.push("#");
+                    break;
+                }
+            }
+        }
+        out.join("/")
     }
 
-    /// The device id if `topic` matches, taken from the `{id}` level.
-    /// An empty id level (`sensors//status`) matches nothing.
+    /// Whether the pattern starts with a level that matches anything
+    /// (`{id}/status`, `+/{id}`): it catches other software's topics.
+    pub fn starts_with_wildcard(&self) -> bool {
+        !matches!(self.levels.first(), Some(Level::Literal(_)))
+    }
+
+    /// The device id if `topic` matches, taken from the `{id}` level or
+    /// the levels `{*id}` covers. An empty id level (`sensors//status`)
+    /// matches nothing.
     pub fn device_id<'t>(&self, topic: &'t str) -> Option<&'t str> {
+        // Each level of the topic with where it starts.
+        let mut parts: Vec<(usize, &str)> = Vec::new();
+        let mut start = 0;
+        for part in topic.split('/') {
+            parts.push((start, part));
+            start += part.len() + 1;
+        }
+        let multi = self.levels.iter().position(|l| *l == Level::MultiId);
+        let (before, after) = match multi {
+            Some(i) => (&self.levels[..i], &self.levels[i + 1..]),
+            None => (&self.levels[..], &[][..]),
+        };
+        if parts.len() < before.len() + after.len() + usize::from(multi.is_some())
+            || (multi.is_none() && parts.len() != before.len())
+        {
+            return None;
+        }
         let mut id = None;
-        let mut parts = topic.split('/');
-        for level in &self.levels {
-            let part = parts.next()?;
+        let aligned = before.iter().zip(&parts).chain(after.iter().zip(&parts[parts.len() - after.len()..]));
+        for (level, &(at, part)) in aligned {
             match level {
                 Level::Literal(l) if l != part => return None,
                 Level::Id if part.is_empty() => return None,
-                Level::Id => id = Some(part),
+                Level::Id => id = Some(&topic[at..at + part.len()]),
                 _ => {}
             }
         }
-        if parts.next().is_some() {
-            return None;
+        if multi.is_some() {
+            let covered = &parts[before.len()..parts.len() - after.len()];
+            if covered.iter().any(|(_, p)| p.is_empty()) {
+                return None;
+            }
+            let (first, last) = (covered[0], covered[covered.len() - 1]);
+            id = Some(&topic[first.0..last.0 + last.1.len()]);
         }
         id
     }
+}
+
+/// Whether `topic` matches the MQTT subscription filter `filter` (`+` one
+/// level, `#` the rest; a filter of `$`-topics only matches those).
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    if topic.starts_with('$') != filter.starts_with('$') && !filter.starts_with('$') {
+        return false;
+    }
+    let mut levels = topic.split('/');
+    for want in filter.split('/') {
+        match (want, levels.next()) {
+            ("#", _) => return true,
+            (_, None) => return false,
+            ("+", Some(_)) => {}
+            (want, Some(level)) if want == level => {}
+            _ => return false,
+        }
+    }
+    levels.next().is_none()
 }
 
 impl fmt::Display for TopicPattern {
@@ -165,6 +227,7 @@ impl fmt::Display for TopicPattern {
                 Level::Literal(l) => l.as_str(),
                 Level::AnyOne => "+",
                 Level::Id => ID_PLACEHOLDER,
+                Level::MultiId => MULTI_ID_PLACEHOLDER,
             })
             .collect::<Vec<_>>()
             .join("/");
@@ -228,5 +291,56 @@ mod tests {
         assert_eq!(WatchedTopic::parse("a/x{id}/b"), Err(TopicError::PartialIdLevel));
         assert_eq!(WatchedTopic::parse("{id}/{id}"), Err(TopicError::IdMoreThanOnce));
         assert_eq!(WatchedTopic::parse("{id}/a+"), Err(TopicError::PartialWildcardLevel));
+    }
+
+    #[test]
+    fn a_multi_level_id_covers_one_or_more_whole_levels() {
+        let p = pattern("zigbee2mqtt/{*id}/availability");
+        assert_eq!(p.filter(), "zigbee2mqtt/#");
+        assert_eq!(p.device_id("zigbee2mqtt/kitchen/floor_light/availability"), Some("kitchen/floor_light"));
+        assert_eq!(p.device_id("zigbee2mqtt/bulb/availability"), Some("bulb"));
+        assert_eq!(p.device_id("zigbee2mqtt/availability"), None, "at least one level");
+        assert_eq!(p.device_id("zigbee2mqtt/bulb/state"), None);
+        assert_eq!(p.device_id("zigbee2mqtt/a//b/availability"), None, "no empty level");
+        assert_eq!(p.device_id("other/bulb/availability"), None);
+        assert_eq!(p.to_string(), "zigbee2mqtt/{*id}/availability");
+        let tail = pattern("tele/{*id}");
+        assert_eq!(tail.device_id("tele/a/b/c"), Some("a/b/c"));
+        assert!(matches!(WatchedTopic::parse("a/{*id}/{id}"), Err(TopicError::IdMoreThanOnce)));
+        assert!(matches!(WatchedTopic::parse("a/x{*id}"), Err(TopicError::PartialIdLevel)));
+    }
+
+    #[test]
+    fn filters_match_as_mqtt_says() {
+        assert!(filter_matches("homeassistant/status", "homeassistant/status"));
+        assert!(filter_matches("octoprint/+", "octoprint/status"));
+        assert!(!filter_matches("octoprint/+", "octoprint/a/status"));
+        assert!(filter_matches("a/#", "a/b/c"));
+        assert!(filter_matches("a/#", "a"), "`#` includes the parent level");
+        assert!(!filter_matches("+/status", "$SYS/status"));
+        assert!(!filter_matches("a/b", "a/b/c"));
+    }
+
+    proptest::proptest! {
+        /// A topic built from a pattern's levels gives back the id it was
+        /// built with, and the pattern's subscription filter covers it.
+        #[test]
+        fn built_topics_give_back_their_id(
+            prefix in proptest::collection::vec("[a-z0-9]{1,6}", 0..3),
+            id in proptest::collection::vec("[a-z0-9_-]{1,6}", 1..4),
+            suffix in proptest::collection::vec("[a-z0-9]{1,6}", 0..3),
+            multi in proptest::bool::ANY,
+        ) {
+            let id_levels = if multi { id.clone() } else { id[..1].to_vec() };
+            let placeholder = if multi { MULTI_ID_PLACEHOLDER } else { ID_PLACEHOLDER };
+            let join = |v: &[String], mid: &str| {
+                prefix.iter().map(String::as_str).chain([mid]).chain(v.iter().map(String::as_str)).collect::<Vec<_>>().join("/")
+            };
+            let p = pattern(&join(&suffix, placeholder));
+            let topic = join(&suffix, &id_levels.join("/"));
+            let want = id_levels.join("/");
+            proptest::prop_assert_eq!(p.device_id(&topic), Some(want.as_str()));
+            proptest::prop_assert!(filter_matches(&p.filter(), &topic));
+        }
     }
 }

@@ -307,3 +307,29 @@ fn check_into_a_closed_pipe_exits_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_pattern_that_catches_other_software_is_warned_about_and_ids_may_be_templated() {
+    let (ok, _, stderr) = check(&format!("{BROKER}[[device]]\ntopic = \"{{id}}/status\"\n"));
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("w.toml:4:9: warning: `{id}/status` starts with a level that matches anything"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = check(&format!(
+        "{BROKER}[[device]]\ntopic = \"{{id}}/status\"\nid = \"esp-{{id}}\"\nexclude = [\"homeassistant/status\", \"octoprint/+\"]\n"
+    ));
+    assert!(ok && !stderr.contains("warning"), "{stderr}");
+    assert_rejected(
+        &format!("{BROKER}[[device]]\ntopic = \"tele/{{id}}/LWT\"\nid = \"esp\"\n"),
+        "w.toml:5:6: a pattern's `id` is a template with `{id}` once; `esp` is not",
+    );
+    assert_rejected(
+        &format!("{BROKER}[[device]]\ntopic = \"tele/{{id}}/LWT\"\nexclude = [\"tele/#/x\"]\n"),
+        "`exclude`: `tele/#/x` is not an MQTT topic filter",
+    );
+    assert_rejected(
+        &format!("{BROKER}[[device]]\nid = \"a\"\ntopic = \"tele/a/LWT\"\nexclude = [\"tele/b/LWT\"]\n"),
+        "`exclude` narrows a pattern; this device has an exact topic",
+    );
+}

@@ -169,6 +169,25 @@ pub struct DeviceSpec {
     pub rules: Arc<Rules>,
     /// Patterns only: most devices this pattern may add.
     pub max_devices: Option<usize>,
+    /// Patterns only: the id its devices get, `{id}` standing for what
+    /// the topic says (`esp-{id}`: a namespace of their own).
+    pub id_template: Option<String>,
+    /// Patterns only: topic filters it never turns into devices.
+    pub exclude: Vec<String>,
+}
+
+impl DeviceSpec {
+    /// The id of the device `raw` (what the topic says), as this spec names it.
+    fn device_id<'t>(&self, raw: &'t str) -> Cow<'t, str> {
+        match &self.id_template {
+            Some(template) => Cow::Owned(template.replace(crate::topic::ID_PLACEHOLDER, raw)),
+            None => Cow::Borrowed(raw),
+        }
+    }
+
+    fn excludes(&self, topic: &str) -> bool {
+        self.exclude.iter().any(|f| crate::topic::filter_matches(f, topic))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -355,7 +374,7 @@ impl Config {
             (Some(Watch::Device { topic: hb, .. }), Watch::Device { id, .. }) if hb == topic => {
                 Some(Cow::Owned(id.clone()))
             }
-            (Some(Watch::Pattern(hb)), Watch::Pattern(_)) => hb.device_id(topic).map(Cow::Borrowed),
+            (Some(Watch::Pattern(hb)), Watch::Pattern(_)) => hb.device_id(topic).map(|raw| d.device_id(raw)),
             _ => None,
         })
     }
@@ -370,7 +389,8 @@ impl Config {
             }
         }
         self.devices.iter().find_map(|d| match &d.watch {
-            Watch::Pattern(p) => p.device_id(topic).map(|id| (Cow::Borrowed(id), d)),
+            Watch::Pattern(_) if d.excludes(topic) => None,
+            Watch::Pattern(p) => p.device_id(topic).map(|raw| (d.device_id(raw), d)),
             Watch::Device { .. } => None,
         })
     }

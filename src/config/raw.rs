@@ -92,6 +92,7 @@ pub struct RawDevice {
     pub grace: Option<RawDuration>,
     pub max_devices: Option<Spanned<i64>>,
     pub severity: Option<Spanned<String>>,
+    pub exclude: Option<SpannedList>,
 }
 
 /// `[action.NAME]`. One struct for every kind, rather than an enum tagged by

@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::error::{Problem, did_you_mean};
 use super::raw::{RawBroker, RawConfig, RawDefaults, RawDevice, RawDuration, RawPresence, SpannedList};
 use super::{ActionSpec, BUILTIN_LOG, Broker, Config, DeviceSpec, Presence, Rules, Secret, Tls, Watch};
-use crate::topic::{TopicError, WatchedTopic};
+use crate::topic::{ID_PLACEHOLDER, TopicError, WatchedTopic};
 
 /// Read when the config names no `password_file`.
 pub const PASSWORD_ENV: &str = "WILLWATCH_MQTT_PASSWORD";
@@ -496,6 +496,7 @@ impl Validator<'_> {
             };
             self.fields_fit(&rules, span.clone());
             self.disjoint(&rules, span.clone());
+            let mut id_template = None;
             let watch = match (WatchedTopic::parse(device.topic.get_ref()), device.id) {
                 (Err(e), _) => {
                     let mut p = Problem::new(device.topic.span(), format!("`topic`: {e}"));
@@ -512,12 +513,23 @@ impl Validator<'_> {
                     );
                     continue;
                 }
-                (Ok(WatchedTopic::Pattern(_)), Some(id)) => {
-                    self.problem(
-                        Problem::new(id.span(), "a pattern device takes its id from the `{id}` level of its topic")
-                            .hint("remove `id`, or write the exact topic"),
-                    );
-                    continue;
+                (Ok(WatchedTopic::Pattern(p)), Some(id)) => {
+                    let template = id.get_ref();
+                    if template.matches(ID_PLACEHOLDER).count() != 1
+                        || template.chars().any(char::is_control)
+                        || template.contains(['+', '#'])
+                    {
+                        self.problem(
+                            Problem::new(
+                                id.span(),
+                                format!("a pattern's `id` is a template with `{{id}}` once; `{template}` is not"),
+                            )
+                            .hint("write e.g. id = \"esp-{id}\" to give this pattern's devices their own names"),
+                        );
+                        continue;
+                    }
+                    id_template = Some(id.into_inner());
+                    Watch::Pattern(p)
                 }
                 (Ok(WatchedTopic::Exact(topic)), Some(id)) => {
                     let id_span = id.span();
@@ -547,6 +559,16 @@ impl Validator<'_> {
                 );
                 continue;
             }
+            let exclude = self.exclude(device.exclude, &watch);
+            if let Watch::Pattern(p) = &watch
+                && p.starts_with_wildcard()
+                && exclude.is_empty()
+            {
+                self.warning(
+                    Problem::new(device.topic.span(), format!("`{p}` starts with a level that matches anything: it also catches other software's topics (e.g. homeassistant/status)"))
+                        .hint("list them in exclude = [\"homeassistant/status\", \"octoprint/+\"], or give the topic a fixed first level"),
+                );
+            }
             let heartbeat = self.heartbeat_topic(device.heartbeat_topic, &watch);
             let max_devices = match (&device.max_devices, &watch) {
                 (Some(raw), Watch::Device { .. }) => {
@@ -558,7 +580,7 @@ impl Validator<'_> {
                 }
                 (raw, _) => self.max_devices(raw.as_ref()),
             };
-            out.push(DeviceSpec { watch, heartbeat, rules: Arc::new(rules), max_devices });
+            out.push(DeviceSpec { watch, heartbeat, rules: Arc::new(rules), max_devices, id_template, exclude });
         }
         out
     }
@@ -585,6 +607,32 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    /// `exclude`: MQTT topic filters, on a pattern only.
+    fn exclude(&mut self, raw: Option<SpannedList>, watch: &Watch) -> Vec<String> {
+        let Some(raw) = raw else { return Vec::new() };
+        if matches!(watch, Watch::Device { .. }) {
+            self.problem(Problem::new(raw.span(), "`exclude` narrows a pattern; this device has an exact topic"));
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for filter in raw.into_inner() {
+            let f = filter.get_ref();
+            let levels: Vec<&str> = f.split('/').collect();
+            let ok = !f.is_empty()
+                && levels.iter().all(|l| (!l.contains('+') || *l == "+") && (!l.contains('#') || *l == "#"))
+                && !levels[..levels.len() - 1].contains(&"#");
+            if ok {
+                out.push(filter.into_inner());
+            } else {
+                self.problem(
+                    Problem::new(filter.span(), format!("`exclude`: `{f}` is not an MQTT topic filter"))
+                        .hint("whole levels, `+` for one level, `#` last: octoprint/+, zigbee2mqtt/bridge/#"),
+                );
+            }
+        }
+        out
     }
 
     /// A heartbeat topic of the same shape as the status topic.
