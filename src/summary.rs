@@ -92,6 +92,9 @@ pub fn effective(config: &Config) -> String {
         };
         let r = &device.rules;
         let _ = writeln!(out, "  {id} on {topic}");
+        if let Some(p) = device.preset {
+            let _ = writeln!(out, "    preset     {} ({})", p.name, p.source);
+        }
         let _ = writeln!(out, "    online     {}", r.online.join(", "));
         let _ = writeln!(out, "    offline    {}", r.offline.join(", "));
         let _ = writeln!(out, "    actions    {}", r.actions.join(", "));

@@ -83,3 +83,79 @@ async fn a_json_boolean_is_a_state() {
     let event = daemon.wait_event("plug-1", "offline", 1).await;
     assert_eq!(event["payload"], r#"{"online": false}"#);
 }
+
+/// Each preset against messages shaped as its firmware sends them, all in
+/// one fleet: a Tasmota plug, an ESPHome node (in its own namespace), a
+/// Shelly Gen2, a Zigbee2MQTT bulb with a multi-level name, and Home
+/// Assistant itself (not retained).
+#[tokio::test]
+async fn every_preset_watches_its_ecosystem_with_one_line() {
+    let broker = Broker::start();
+    let fleet = "[[device]]\npreset = \"tasmota\"\n\
+                 [[device]]\npreset = \"esphome\"\nid = \"esp-{id}\"\n\
+                 [[device]]\npreset = \"shelly\"\n\
+                 [[device]]\npreset = \"zigbee2mqtt\"\n\
+                 [[device]]\npreset = \"homeassistant\"\n";
+    let daemon = Daemon::start(&config(&broker, fleet));
+    daemon.wait_connected().await;
+    let births = [
+        ("tele/plug-1/LWT", "Online", true),
+        ("kitchen-node/status", "online", true),
+        ("shellyplus1pm-a8032ab12345/online", "true", true),
+        ("zigbee2mqtt/living/bulb/availability", r#"{"state":"online"}"#, true),
+        ("homeassistant/status", "online", false),
+    ];
+    for (topic, payload, retain) in births {
+        publish(broker.port, topic, payload, retain).await;
+    }
+    wait_devices(
+        &daemon,
+        &[
+            ("esp-kitchen-node", "online"),
+            ("homeassistant", "online"),
+            ("living/bulb", "online"),
+            ("plug-1", "online"),
+            ("shellyplus1pm-a8032ab12345", "online"),
+        ],
+    )
+    .await;
+    let deaths = [
+        ("tele/plug-1/LWT", "Offline", true),
+        ("kitchen-node/status", "offline", true),
+        ("shellyplus1pm-a8032ab12345/online", "false", true),
+        ("zigbee2mqtt/living/bulb/availability", r#"{"state":"offline"}"#, true),
+        ("homeassistant/status", "offline", false),
+    ];
+    for (topic, payload, retain) in deaths {
+        publish(broker.port, topic, payload, retain).await;
+    }
+    for id in ["plug-1", "esp-kitchen-node", "shellyplus1pm-a8032ab12345", "living/bulb", "homeassistant"] {
+        daemon.wait_event(id, "offline", 1).await;
+    }
+}
+
+#[test]
+fn check_names_each_preset_and_where_its_convention_is_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.toml");
+    std::fs::write(
+        &path,
+        "[broker]\nurl = \"mqtt://b\"\n[defaults]\npreset = \"tasmota\"\n[[device]]\n[[device]]\npreset = \"bogus\"\n",
+    )
+    .unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_willwatch")).args(["check", "-c"]).arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("unknown preset `bogus`"), "{stderr}");
+    assert!(stderr.contains("presets: tasmota, esphome, shelly, zigbee2mqtt, homeassistant"), "{stderr}");
+    std::fs::write(&path, "[broker]\nurl = \"mqtt://b\"\n[defaults]\npreset = \"tasmota\"\n[[device]]\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_willwatch"))
+        .args(["check", "--verbose", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("{id} on tele/{id}/LWT") && stdout.contains("online     Online"), "{stdout}");
+    assert!(stdout.contains("preset     tasmota (https://tasmota.github.io/docs/MQTT/"), "{stdout}");
+}

@@ -9,6 +9,7 @@
 mod actions;
 mod error;
 mod file;
+mod preset;
 mod raw;
 mod validate;
 
@@ -174,6 +175,8 @@ pub struct DeviceSpec {
     pub id_template: Option<String>,
     /// Patterns only: topic filters it never turns into devices.
     pub exclude: Vec<String>,
+    /// The ecosystem convention it follows (`preset`), if any.
+    pub preset: Option<&'static preset::Preset>,
 }
 
 impl DeviceSpec {
@@ -221,6 +224,23 @@ pub struct Rules {
     pub seq_field: Option<String>,
     /// The `severity` of its alerts (Alertmanager's label), over the action's.
     pub severity: Option<String>,
+}
+
+impl Rules {
+    /// The rules of a device nothing configures: plain `online` / `offline`,
+    /// the built-in log, no grace, no heartbeat.
+    pub fn builtin() -> Rules {
+        Rules {
+            online: vec!["online".into()],
+            offline: vec!["offline".into()],
+            actions: vec![BUILTIN_LOG.into()],
+            grace: Duration::ZERO,
+            heartbeat_timeout: None,
+            state_field: None,
+            seq_field: None,
+            severity: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

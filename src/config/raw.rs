@@ -67,6 +67,7 @@ pub struct RawPresence {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDefaults {
+    pub preset: Option<Spanned<String>>,
     pub online: Option<SpannedList>,
     pub offline: Option<SpannedList>,
     pub actions: Option<SpannedList>,
@@ -80,8 +81,9 @@ pub struct RawDefaults {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDevice {
+    pub preset: Option<Spanned<String>>,
     pub id: Option<Spanned<String>>,
-    pub topic: Spanned<String>,
+    pub topic: Option<Spanned<String>>,
     pub heartbeat_topic: Option<Spanned<String>>,
     pub heartbeat_timeout: Option<RawDuration>,
     pub state_field: Option<Spanned<String>>,

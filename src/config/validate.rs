@@ -9,6 +9,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{Problem, did_you_mean};
+use super::preset::{self, Preset};
 use super::raw::{RawBroker, RawConfig, RawDefaults, RawDevice, RawDuration, RawPresence, SpannedList};
 use super::{ActionSpec, BUILTIN_LOG, Broker, Config, DeviceSpec, Presence, Rules, Secret, Tls, Watch};
 use crate::topic::{ID_PLACEHOLDER, TopicError, WatchedTopic};
@@ -33,6 +34,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
         problems: Vec::new(),
         warnings: Vec::new(),
         unread_credentials: Vec::new(),
+        default_preset: None,
     };
     let actions = v.actions(raw.action);
     let broker = v.broker(raw.broker, &actions);
@@ -100,6 +102,8 @@ pub(super) struct Validator<'t> {
     warnings: Vec<Problem>,
     /// Credentials named by the config that cannot be read here.
     unread_credentials: Vec<String>,
+    /// `[defaults] preset`: gives devices without a topic theirs.
+    default_preset: Option<&'static Preset>,
 }
 
 /// How a `*_file` setting names a systemd credential.
@@ -421,13 +425,20 @@ impl Validator<'_> {
         span: std::ops::Range<usize>,
         actions: &BTreeMap<String, ActionSpec>,
     ) -> Rules {
+        self.default_preset = raw.preset.as_ref().and_then(|p| self.preset(p));
+        let base = self.default_preset.map(|p| preset_rules(p, &Rules::builtin()));
+        let (online, offline) = match &base {
+            Some(b) => (b.online.clone(), b.offline.clone()),
+            None => (vec!["online".to_string()], vec!["offline".to_string()]),
+        };
+        let state_field = base.as_ref().and_then(|b| b.state_field.clone());
         let rules = Rules {
-            online: self.payloads(raw.online, &["online".to_string()], "online"),
-            offline: self.payloads(raw.offline, &["offline".to_string()], "offline"),
+            online: self.payloads(raw.online, &online, "online"),
+            offline: self.payloads(raw.offline, &offline, "offline"),
             actions: self.action_names(raw.actions, &[BUILTIN_LOG.to_string()], actions),
             grace: self.grace(raw.grace, Duration::ZERO),
             heartbeat_timeout: self.heartbeat(raw.heartbeat_timeout, None),
-            state_field: self.pointer(raw.state_field, None),
+            state_field: self.pointer(raw.state_field, state_field),
             seq_field: self.pointer(raw.seq_field, None),
             severity: self.severity(raw.severity),
         };
@@ -483,7 +494,33 @@ impl Validator<'_> {
         let mut out = Vec::new();
         for device in raw {
             let span = device.span();
-            let device = device.into_inner();
+            let mut device = device.into_inner();
+            // The device's own preset over the defaults; the defaults' one
+            // only gives a topic (its payloads are in `defaults` already).
+            let own = device.preset.as_ref().and_then(|p| self.preset(p));
+            let with_preset = own.map(|p| preset_rules(p, defaults));
+            let defaults = with_preset.as_ref().unwrap_or(defaults);
+            let preset = own.or(self.default_preset);
+            let preset_span = device.preset.as_ref().map_or(span.clone(), Spanned::span);
+            if device.topic.is_none()
+                && let Some(p) = preset
+            {
+                device.topic = Some(Spanned::new(preset_span.clone(), p.topic.to_string()));
+                if device.id.is_none() {
+                    device.id = p.id.map(|id| Spanned::new(preset_span.clone(), id.to_string()));
+                }
+                if device.exclude.is_none() && !p.exclude.is_empty() {
+                    let list = p.exclude.iter().map(|f| Spanned::new(preset_span.clone(), f.to_string())).collect();
+                    device.exclude = Some(Spanned::new(preset_span.clone(), list));
+                }
+            }
+            let Some(topic) = device.topic.take() else {
+                self.problem(
+                    Problem::new(span, "this device has no `topic`")
+                        .hint(format!("write topic = \"...\", or a preset that gives one: {}", preset::names())),
+                );
+                continue;
+            };
             let rules = Rules {
                 online: self.payloads(device.online, &defaults.online, "online"),
                 offline: self.payloads(device.offline, &defaults.offline, "offline"),
@@ -497,9 +534,9 @@ impl Validator<'_> {
             self.fields_fit(&rules, span.clone());
             self.disjoint(&rules, span.clone());
             let mut id_template = None;
-            let watch = match (WatchedTopic::parse(device.topic.get_ref()), device.id) {
+            let watch = match (WatchedTopic::parse(topic.get_ref()), device.id) {
                 (Err(e), _) => {
-                    let mut p = Problem::new(device.topic.span(), format!("`topic`: {e}"));
+                    let mut p = Problem::new(topic.span(), format!("`topic`: {e}"));
                     if e == TopicError::WildcardInExactTopic {
                         p = p.hint("for one device per matching topic write e.g. sensors/{id}/status");
                     }
@@ -552,10 +589,9 @@ impl Validator<'_> {
                 (Ok(WatchedTopic::Pattern(p)), None) => Watch::Pattern(p),
             };
             let key = watch.filter_key();
-            if let Some(first) = topics.insert(key.clone(), device.topic.span().start) {
+            if let Some(first) = topics.insert(key.clone(), topic.span().start) {
                 self.problem(
-                    Problem::new(device.topic.span(), format!("topic `{key}` is watched twice"))
-                        .hint(self.first_at(first)),
+                    Problem::new(topic.span(), format!("topic `{key}` is watched twice")).hint(self.first_at(first)),
                 );
                 continue;
             }
@@ -565,7 +601,7 @@ impl Validator<'_> {
                 && exclude.is_empty()
             {
                 self.warning(
-                    Problem::new(device.topic.span(), format!("`{p}` starts with a level that matches anything: it also catches other software's topics (e.g. homeassistant/status)"))
+                    Problem::new(topic.span(), format!("`{p}` starts with a level that matches anything: it also catches other software's topics (e.g. homeassistant/status)"))
                         .hint("list them in exclude = [\"homeassistant/status\", \"octoprint/+\"], or give the topic a fixed first level"),
                 );
             }
@@ -580,7 +616,8 @@ impl Validator<'_> {
                 }
                 (raw, _) => self.max_devices(raw.as_ref()),
             };
-            out.push(DeviceSpec { watch, heartbeat, rules: Arc::new(rules), max_devices, id_template, exclude });
+            let rules = Arc::new(rules);
+            out.push(DeviceSpec { watch, heartbeat, rules, max_devices, id_template, exclude, preset });
         }
         out
     }
@@ -607,6 +644,18 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    /// A `preset` by name.
+    fn preset(&mut self, raw: &Spanned<String>) -> Option<&'static Preset> {
+        let found = preset::find(raw.get_ref());
+        if found.is_none() {
+            self.problem(
+                Problem::new(raw.span(), format!("unknown preset `{}`", raw.get_ref()))
+                    .hint(format!("presets: {}", preset::names())),
+            );
+        }
+        found
     }
 
     /// `exclude`: MQTT topic filters, on a pattern only.
@@ -783,4 +832,14 @@ fn default_client_id() -> String {
     let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
     let host = host.trim();
     if host.is_empty() { "willwatch".to_string() } else { format!("willwatch-{host}") }
+}
+
+/// `base` with a preset's payloads and JSON rule.
+fn preset_rules(p: &Preset, base: &Rules) -> Rules {
+    Rules {
+        online: p.online.iter().map(|s| s.to_string()).collect(),
+        offline: p.offline.iter().map(|s| s.to_string()).collect(),
+        state_field: p.state_field.map(String::from),
+        ..base.clone()
+    }
 }
