@@ -325,6 +325,18 @@ impl Device {
         self.alerted
     }
 
+    /// Moves the moment a waiting offline fires (its parent went offline,
+    /// or came back); whether one was waiting.
+    pub fn hold_until(&mut self, due: Instant) -> bool {
+        match &mut self.pending {
+            Some((_, at)) => {
+                *at = due.into();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// While an offline waits out its grace period: when it will fire.
     pub fn grace_until(&self) -> Option<Instant> {
         self.pending.map(|(_, due)| due.into())

@@ -89,6 +89,8 @@ pub struct Event {
     pub attempts: Option<u32>,
     /// The device's `severity`, when its config sets one.
     pub severity: Option<String>,
+    /// On a parent's `offline`: how many of its children it took down.
+    pub children_offline: Option<usize>,
     /// The actions to run for it.
     pub actions: Arc<[String]>,
 }
@@ -147,6 +149,9 @@ impl Event {
         if let Some(severity) = &self.severity {
             v["severity"] = json!(severity);
         }
+        if let Some(n) = self.children_offline {
+            v["children_offline"] = json!(n);
+        }
         v
     }
 }
@@ -179,6 +184,10 @@ impl Event {
                 Some(n) => Some(u32::try_from(n.as_u64()?).ok()?),
             },
             severity: text("severity"),
+            children_offline: match v.get("children_offline") {
+                None | Some(Value::Null) => None,
+                Some(n) => Some(usize::try_from(n.as_u64()?).ok()?),
+            },
             actions: Arc::from(Vec::new()),
         })
     }
@@ -199,6 +208,7 @@ pub fn test_event(kind: EventKind, device: &str) -> Event {
         offline_for: None,
         attempts: None,
         severity: None,
+        children_offline: None,
         actions: Arc::from(vec!["log".to_string()]),
     }
 }
@@ -243,6 +253,7 @@ mod tests {
             e.payload = payload;
             e.previous = ["unknown", "online", "offline", "connected", "disconnected"][previous];
             e.severity = severity;
+            e.children_offline = attempts.map(|n| n as usize);
             let back = Event::from_json(&e.to_json()).expect("reads back");
             proptest::prop_assert_eq!(back.to_json(), e.to_json());
         }

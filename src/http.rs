@@ -220,6 +220,7 @@ pub fn render(broker_url: &str, link: &Link, page: &StatusPage) -> Value {
             "last_payload": d.last_payload,
             "notified": d.notified,
             "grace_left": d.grace_left.map(|left| left.as_secs_f64()),
+            "cause": d.cause,
         })).collect::<Vec<_>>(),
         "counts": { "online": c.online, "offline": c.offline, "unknown": c.unknown, "notified": c.notified },
     })
@@ -240,6 +241,7 @@ mod tests {
             last_payload: String::new(),
             notified: false,
             grace_left: None,
+            cause: None,
         }
     }
 

@@ -106,6 +106,7 @@ mod tests {
             state_field: state_field.map(str::to_string),
             seq_field: seq_field.map(str::to_string),
             severity: None,
+            parent: None,
         }
     }
 

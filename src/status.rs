@@ -93,9 +93,10 @@ pub fn verdict(doc: &Value, now: SystemTime) -> (u8, Option<String>) {
 /// offline waits out its grace period.
 fn state_text(d: &Value) -> String {
     let state = d["state"].as_str().unwrap_or("");
-    match d["grace_left"].as_f64() {
-        Some(left) => format!("{state} (grace {}s left)", left.ceil() as u64),
-        None => state.to_string(),
+    match (d["grace_left"].as_f64(), d["cause"].as_str()) {
+        (Some(left), _) => format!("{state} (grace {}s left)", left.ceil() as u64),
+        (None, Some(cause)) => format!("{state} ({cause})"),
+        (None, None) => state.to_string(),
     }
 }
 

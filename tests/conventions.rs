@@ -159,3 +159,43 @@ fn check_names_each_preset_and_where_its_convention_is_documented() {
     assert!(stdout.contains("{id} on tele/{id}/LWT") && stdout.contains("online     Online"), "{stdout}");
     assert!(stdout.contains("preset     tasmota (https://tasmota.github.io/docs/MQTT/"), "{stdout}");
 }
+
+/// A Zigbee2MQTT bridge dies: one alert, for the bridge, saying how many
+/// devices it took down; its devices are shown offline with the cause and
+/// their own offline actions are inhibited. When it is back they return to
+/// what they report, and one still offline then alerts as its own outage.
+#[tokio::test]
+async fn a_bridge_takes_its_children_down_with_one_alert() {
+    let broker = Broker::start();
+    let fleet = "[[device]]\nid = \"z2m-bridge\"\ntopic = \"zigbee2mqtt/bridge/state\"\nstate_field = \"/state\"\n\
+                 [[device]]\npreset = \"zigbee2mqtt\"\nparent = \"z2m-bridge\"\n";
+    let daemon = Daemon::start(&config(&broker, fleet));
+    daemon.wait_connected().await;
+    publish(broker.port, "zigbee2mqtt/bridge/state", r#"{"state":"online"}"#, true).await;
+    publish(broker.port, "zigbee2mqtt/hall/bulb/availability", r#"{"state":"online"}"#, true).await;
+    publish(broker.port, "zigbee2mqtt/plug/availability", r#"{"state":"online"}"#, true).await;
+    wait_devices(&daemon, &[("hall/bulb", "online"), ("plug", "online"), ("z2m-bridge", "online")]).await;
+
+    publish(broker.port, "zigbee2mqtt/bridge/state", r#"{"state":"offline"}"#, true).await;
+    let event = daemon.wait_event("z2m-bridge", "offline", 1).await;
+    assert_eq!(event["children_offline"], 2, "{event}");
+    wait_devices(&daemon, &[("hall/bulb", "offline"), ("plug", "offline"), ("z2m-bridge", "offline")]).await;
+    let url = format!("{}/status?device=plug", daemon.http_url().await);
+    let doc: serde_json::Value = serde_json::from_str(&reqwest::get(url).await.unwrap().text().await.unwrap()).unwrap();
+    assert_eq!(doc["devices"][0]["cause"], "parent z2m-bridge offline");
+    // The plug really goes while the bridge is away: no alert of its own.
+    publish(broker.port, "zigbee2mqtt/plug/availability", r#"{"state":"offline"}"#, true).await;
+    daemon
+        .wait_log("the inhibition", SOON, |l| {
+            l["message"] == "device offline while its parent is offline: its offline actions are inhibited"
+                && l["device"] == "plug"
+        })
+        .await;
+    assert!(daemon.events("plug", "offline").is_empty());
+
+    publish(broker.port, "zigbee2mqtt/bridge/state", r#"{"state":"online"}"#, true).await;
+    daemon.wait_event("z2m-bridge", "online", 1).await;
+    daemon.wait_event("plug", "offline", 1).await;
+    assert!(daemon.events("hall/bulb", "offline").is_empty(), "{}", daemon.dump());
+    wait_devices(&daemon, &[("hall/bulb", "online"), ("plug", "offline"), ("z2m-bridge", "online")]).await;
+}

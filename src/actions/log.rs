@@ -29,6 +29,7 @@ fn write(name: &str, event: &Event) {
             event = "offline",
             payload = %event.payload,
             previous = event.previous,
+            children_offline = event.children_offline,
             event_id = %event.id,
             message_id = event.kind.message_id(),
             "device offline"

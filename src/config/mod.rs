@@ -224,6 +224,9 @@ pub struct Rules {
     pub seq_field: Option<String>,
     /// The `severity` of its alerts (Alertmanager's label), over the action's.
     pub severity: Option<String>,
+    /// The device (a bridge, a gateway) it is reached through: while that
+    /// one is offline, this one's offline actions are inhibited.
+    pub parent: Option<String>,
 }
 
 impl Rules {
@@ -239,6 +242,7 @@ impl Rules {
             state_field: None,
             seq_field: None,
             severity: None,
+            parent: None,
         }
     }
 }

@@ -95,6 +95,7 @@ pub struct RawDevice {
     pub max_devices: Option<Spanned<i64>>,
     pub severity: Option<Spanned<String>>,
     pub exclude: Option<SpannedList>,
+    pub parent: Option<Spanned<String>>,
 }
 
 /// `[action.NAME]`. One struct for every kind, rather than an enum tagged by

@@ -441,6 +441,7 @@ impl Validator<'_> {
             state_field: self.pointer(raw.state_field, state_field),
             seq_field: self.pointer(raw.seq_field, None),
             severity: self.severity(raw.severity),
+            parent: None,
         };
         self.fields_fit(&rules, span.clone());
         self.disjoint(&rules, span);
@@ -530,6 +531,7 @@ impl Validator<'_> {
                 state_field: self.pointer(device.state_field, defaults.state_field.clone()),
                 seq_field: self.pointer(device.seq_field, defaults.seq_field.clone()),
                 severity: self.severity(device.severity).or_else(|| defaults.severity.clone()),
+                parent: self.parent(device.parent),
             };
             self.fields_fit(&rules, span.clone());
             self.disjoint(&rules, span.clone());
@@ -644,6 +646,16 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+
+    /// A `parent`: a device id.
+    fn parent(&mut self, raw: Option<Spanned<String>>) -> Option<String> {
+        let raw = raw?;
+        if raw.get_ref().trim().is_empty() || raw.get_ref().chars().any(char::is_control) {
+            self.problem(Problem::new(raw.span(), "`parent` must name a device id"));
+            return None;
+        }
+        Some(raw.into_inner())
     }
 
     /// A `preset` by name.

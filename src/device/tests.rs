@@ -12,6 +12,7 @@ fn rules(grace: u64) -> Rules {
         state_field: None,
         seq_field: None,
         severity: None,
+        parent: None,
     }
 }
 

@@ -55,6 +55,10 @@ pub const REFUSALS_LOG_EVERY: Duration = Duration::from_secs(60);
 /// The least time left for a replay to arrive after the last SUBACK.
 pub const REPLAY_WAIT: Duration = Duration::from_secs(1);
 
+/// How long a child's offline waits while its parent is offline: until the
+/// parent is back, then `REPLAY_WAIT` for the child's own state.
+const PARENT_HOLD: Duration = Duration::from_secs(10 * 365 * 86_400);
+
 /// What the shell is asked to do.
 #[derive(Debug)]
 pub enum Effect {
@@ -103,6 +107,8 @@ pub struct DeviceView {
     pub notified: bool,
     /// While an offline waits out its grace period: how long until it fires.
     pub grace_left: Option<Duration>,
+    /// Why it is offline when it did not say so (`parent X offline`).
+    pub cause: Option<String>,
 }
 
 /// Which page of the devices `/status` wants: in the order offline,
@@ -171,6 +177,8 @@ pub struct Fleet {
     /// (one `Arc` per `[[device]]` of the current config), so a new
     /// device costs no formatting.
     per_pattern: HashMap<usize, usize>,
+    /// The ids some device names as its `parent`.
+    parents: HashSet<String>,
     /// New devices refused past a limit are logged at most this often.
     refusals: Throttle,
     link: Link,
@@ -205,6 +213,7 @@ impl Fleet {
             armed: HashMap::new(),
             clashes: HashSet::new(),
             per_pattern: HashMap::new(),
+            parents: HashSet::new(),
             refusals: Throttle::new(REFUSALS_LOG_EVERY),
             link,
             recent_offlines: VecDeque::new(),
@@ -279,6 +288,7 @@ impl Fleet {
             self.per_pattern.insert(key, in_pattern + 1);
             self.counts.add(State::Unknown, 1);
         }
+        let parent_down = spec.rules.parent.as_deref().filter(|p| self.is_offline(p)).map(str::to_string);
         let rules = Arc::clone(&spec.rules);
         let device = self.devices.get_or_insert_with(&id, || Device::new(id.clone(), topic, rules));
         if device.topic != topic {
@@ -291,8 +301,16 @@ impl Fleet {
         device.heard_in = self.link.connects;
         let before = device.state;
         let durable = device.durable();
-        let hold = self.link.settle_until.saturating_duration_since(now.mono);
+        let settle = self.link.settle_until.saturating_duration_since(now.mono);
+        let hold = if parent_down.is_some() { PARENT_HOLD } else { settle };
         let outcome = device.on_message(payload, now, hold);
+        if let (Some(parent), Outcome::Wait(_)) = (&parent_down, &outcome)
+            && device.state == State::Offline
+            && before != State::Offline
+        {
+            tracing::info!(device = %device.id, topic = %topic, parent = %parent, cause = %format!("parent {parent} offline"),
+                "device offline while its parent is offline: its offline actions are inhibited");
+        }
         match &outcome {
             Outcome::Unrecognised { warn, suppressed } => {
                 self.metrics.unrecognized.inc();
@@ -341,6 +359,12 @@ impl Fleet {
                     offline_for: t.offline_for,
                     attempts: None,
                     severity: device.rules.severity.clone(),
+                    children_offline: (t.kind == EventKind::Offline && self.parents.contains(id)).then(|| {
+                        self.children_of(id)
+                            .iter()
+                            .filter(|c| self.devices.get(c).is_some_and(|d| !d.notified()))
+                            .count()
+                    }),
                     actions: self.actions_for(&device.rules.actions, t.kind),
                 };
                 let record = (device.id.to_string(), device.saved());
@@ -366,11 +390,62 @@ impl Fleet {
             self.counts.add(before, -1);
             self.counts.add(after, 1);
         }
+        if after != before && self.parents.contains(id) {
+            if after == State::Offline {
+                self.hold_children(id, now);
+            } else if before == State::Offline {
+                self.release_children(id, now);
+            }
+        }
         let (was, is) = (durable.1, self.devices.get(id).is_some_and(Device::notified));
         if was != is {
             self.counts.notified = if is { self.counts.notified + 1 } else { self.counts.notified.saturating_sub(1) };
         }
         self.arm(id);
+    }
+
+    fn is_offline(&self, id: &str) -> bool {
+        self.devices.get(id).is_some_and(|d| d.state == State::Offline)
+    }
+
+    /// The known devices whose `parent` is `id`.
+    fn children_of(&self, id: &str) -> Vec<CompactString> {
+        if !self.parents.contains(id) {
+            return Vec::new();
+        }
+        self.devices.iter().filter(|d| d.rules.parent.as_deref() == Some(id)).map(|d| d.id.clone()).collect()
+    }
+
+    /// The parent `id` went offline: its children's waiting offlines wait
+    /// for it (one alert for the bridge, not one per bulb).
+    fn hold_children(&mut self, id: &str, now: Now) {
+        let children = self.children_of(id);
+        tracing::info!(device = %id, children = children.len(),
+            "a parent is offline: its children are shown offline and their offline actions inhibited");
+        for child in children {
+            if self.devices.get_mut(&child).is_some_and(|d| d.hold_until(now.mono + PARENT_HOLD)) {
+                self.arm(&child);
+            }
+        }
+    }
+
+    /// The parent `id` is back: its children return to what they report;
+    /// their retained states are read again, and an offline still held
+    /// after that fires as the child's own.
+    fn release_children(&mut self, id: &str, now: Now) {
+        let children = self.children_of(id);
+        let mut topics = Vec::with_capacity(children.len());
+        for child in &children {
+            if let Some(device) = self.devices.get_mut(child) {
+                topics.push(device.topic.to_string());
+                if device.hold_until(now.mono + self.config.broker.settle.max(REPLAY_WAIT)) {
+                    self.arm(child);
+                }
+            }
+        }
+        if !topics.is_empty() {
+            self.effects.push(Effect::Resync(topics));
+        }
     }
 
     fn mark_dirty(&mut self, id: &str) {
@@ -537,6 +612,7 @@ impl Fleet {
             offline_for: (kind == EventKind::BrokerUp).then_some(down_for),
             attempts: None,
             severity: None,
+            children_offline: None,
             actions: self.actions_for(&broker.actions, kind),
         };
         if kind == EventKind::BrokerDown {
@@ -638,6 +714,7 @@ impl Fleet {
     }
 
     fn recount(&mut self) {
+        self.parents = self.config.devices.iter().filter_map(|d| d.rules.parent.clone()).collect();
         let mut counts = Counts::default();
         let mut per_pattern: HashMap<usize, usize> = HashMap::new();
         for device in self.devices.iter() {
@@ -658,15 +735,16 @@ impl Fleet {
     pub fn page(&self, query: &PageQuery, now: Instant) -> StatusPage {
         if let Some(id) = &query.device {
             let devices = self.devices.get(id).map(|d| self.view(d, now)).into_iter().collect();
-            return StatusPage { devices, counts: self.counts, next: None };
+            return StatusPage { devices, counts: self.shown_counts(), next: None };
         }
         let limit = query.limit.max(1);
         let mut heap: std::collections::BinaryHeap<(u8, &str)> = std::collections::BinaryHeap::new();
         for d in self.devices.iter() {
-            if query.state.is_some_and(|s| s != d.state) {
+            let state = self.shown_state(d);
+            if query.state.is_some_and(|s| s != state) {
                 continue;
             }
-            let key = (rank(d.state), d.id.as_str());
+            let key = (rank(state), d.id.as_str());
             if query.after.as_ref().is_some_and(|(r, id)| key <= (*r, id.as_str())) {
                 continue;
             }
@@ -681,19 +759,44 @@ impl Fleet {
             keys.last().map(|(r, id)| (*r, id.to_string()))
         });
         let devices = keys.iter().filter_map(|(_, id)| self.devices.get(id)).map(|d| self.view(d, now)).collect();
-        StatusPage { devices, counts: self.counts, next: next.flatten() }
+        StatusPage { devices, counts: self.shown_counts(), next: next.flatten() }
+    }
+
+    /// The parent, if it is offline: the device is shown offline for it.
+    fn parent_down<'d>(&self, d: &'d Device) -> Option<&'d str> {
+        d.rules.parent.as_deref().filter(|p| self.is_offline(p))
+    }
+
+    /// The state `/status` shows: offline while the parent is.
+    fn shown_state(&self, d: &Device) -> State {
+        if self.parent_down(d).is_some() { State::Offline } else { d.state }
+    }
+
+    /// The counts `/status` shows: children of an offline parent as offline.
+    fn shown_counts(&self) -> Counts {
+        let mut counts = self.counts;
+        if !self.parents.is_empty() {
+            for d in self.devices.iter().filter(|d| d.state != State::Offline && self.parent_down(d).is_some()) {
+                counts.add(d.state, -1);
+                counts.add(State::Offline, 1);
+            }
+        }
+        counts
     }
 
     fn view(&self, d: &Device, now: Instant) -> DeviceView {
+        let parent = self.parent_down(d);
         DeviceView {
             id: d.id.to_string(),
             topic: d.topic.to_string(),
-            state: d.state.as_str(),
+            state: self.shown_state(d).as_str(),
+            cause: parent.map(|p| format!("parent {p} offline")),
             since: d.since(),
             last_seen: d.last_seen(),
             last_payload: d.last_payload.to_string(),
             notified: d.notified(),
-            grace_left: d.grace_until().map(|due| due.saturating_duration_since(now)),
+            // Held for the parent, not waiting out a grace period.
+            grace_left: d.grace_until().filter(|_| parent.is_none()).map(|due| due.saturating_duration_since(now)),
         }
     }
 }

@@ -334,6 +334,8 @@ struct Stored {
     attempts: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     severity: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    children_offline: Option<usize>,
 }
 
 impl Stored {
@@ -349,6 +351,7 @@ impl Stored {
             offline_for_ms: e.offline_for.map(|d| d.as_millis() as u64),
             attempts: e.attempts,
             severity: e.severity.clone(),
+            children_offline: e.children_offline,
         }
     }
 
@@ -366,6 +369,7 @@ impl Stored {
             offline_for: self.offline_for_ms.map(Duration::from_millis),
             attempts: self.attempts,
             severity: self.severity,
+            children_offline: self.children_offline,
             actions: Arc::from(Vec::new()),
         })
     }

@@ -67,6 +67,7 @@ mod tests {
             state_field: None,
             seq_field: None,
             severity: None,
+            parent: None,
         });
         let mut devices = Devices::default();
         for i in 0..1000 {

@@ -517,3 +517,77 @@ fn status_of_one_device_is_that_device_alone() {
     let none = PageQuery { device: Some("zz".into()), ..PageQuery::default() };
     assert!(f.page(&none, clock.at_ms(3_000).mono).devices.is_empty());
 }
+
+const BRIDGE: &str = "[[device]]\nid = \"bridge\"\ntopic = \"z2m/bridge/state\"\n\
+                      [[device]]\ntopic = \"z2m/{id}/availability\"\nparent = \"bridge\"\n";
+
+fn fired_kinds(effects: &[Effect]) -> Vec<(String, EventKind, Option<usize>)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Fire(event, _) => Some((event.device.clone(), event.kind, event.children_offline)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_parent_offline_inhibits_its_childrens_offlines_and_says_how_many_it_took_down() {
+    let clock = Clock::new();
+    let mut f = connected(BRIDGE, &clock);
+    for (topic, payload) in
+        [("z2m/bridge/state", "online"), ("z2m/a/availability", "online"), ("z2m/b/availability", "online")]
+    {
+        f.on_message(topic, payload.as_bytes(), clock.at_ms(3_000));
+    }
+    f.on_message("z2m/bridge/state", b"offline", clock.at_ms(4_000));
+    f.on_message("z2m/a/availability", b"offline", clock.at_ms(4_100));
+    f.on_tick(clock.at_ms(60_000));
+    let effects: Vec<Effect> = f.drain().collect();
+    assert_eq!(fired_kinds(&effects), [("bridge".into(), EventKind::Offline, Some(2))], "one alert, for the bridge");
+    let page = f.page(&PageQuery { limit: 10, ..PageQuery::default() }, clock.at_ms(60_000).mono);
+    assert_eq!(page.counts.offline, 3, "the children are shown offline");
+    let b = page.devices.iter().find(|d| d.id == "b").expect("listed");
+    assert_eq!((b.state, b.cause.as_deref()), ("offline", Some("parent bridge offline")));
+
+    // The bridge is back: the children's states are read again; `a` says
+    // it is online, `b` stays silent: nothing fires for either.
+    f.on_message("z2m/bridge/state", b"online", clock.at_ms(61_000));
+    let effects: Vec<Effect> = f.drain().collect();
+    assert_eq!(fired_kinds(&effects), [("bridge".into(), EventKind::Online, None)]);
+    let reread: Vec<&String> = effects
+        .iter()
+        .filter_map(|e| if let Effect::Resync(topics) = e { Some(topics) } else { None })
+        .flatten()
+        .collect();
+    assert_eq!(reread.len(), 2, "both children re-read: {reread:?}");
+    f.on_message("z2m/a/availability", b"online", clock.at_ms(61_100));
+    f.on_tick(clock.at_ms(70_000));
+    assert!(fired_kinds(&f.drain().collect::<Vec<_>>()).is_empty());
+}
+
+#[test]
+fn a_child_still_offline_once_its_parent_is_back_alerts_as_its_own_outage() {
+    let clock = Clock::new();
+    let mut f = connected(BRIDGE, &clock);
+    f.on_message("z2m/bridge/state", b"online", clock.at_ms(3_000));
+    f.on_message("z2m/a/availability", b"online", clock.at_ms(3_000));
+    f.on_message("z2m/bridge/state", b"offline", clock.at_ms(4_000));
+    f.on_message("z2m/a/availability", b"offline", clock.at_ms(4_100));
+    f.on_message("z2m/bridge/state", b"online", clock.at_ms(10_000));
+    drain(&mut f);
+    f.on_tick(clock.at_ms(20_000));
+    let effects: Vec<Effect> = f.drain().collect();
+    assert_eq!(fired_kinds(&effects), [("a".into(), EventKind::Offline, None)]);
+}
+
+#[test]
+fn a_child_that_fails_while_its_parent_is_online_alerts_as_usual() {
+    let clock = Clock::new();
+    let mut f = connected(BRIDGE, &clock);
+    f.on_message("z2m/bridge/state", b"online", clock.at_ms(3_000));
+    f.on_message("z2m/a/availability", b"online", clock.at_ms(3_000));
+    f.on_message("z2m/a/availability", b"offline", clock.at_ms(4_000));
+    let effects: Vec<Effect> = f.drain().collect();
+    assert_eq!(fired_kinds(&effects), [("a".into(), EventKind::Offline, None)]);
+}
