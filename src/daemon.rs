@@ -238,7 +238,8 @@ fn reload(path: &Path) -> Option<Arc<Config>> {
 fn connection_changed(old: &Config, new: &Config) -> bool {
     let key = |b: &Broker| {
         let tls = b.tls.as_ref().map(|t| (t.ca_file.clone(), t.client_cert.clone()));
-        (b.url.clone(), b.client_id.clone(), b.keep_alive, b.username.clone(), b.password.clone(), tls)
+        let session = (b.client_id.clone(), b.persistent_session);
+        (b.url.clone(), session, b.keep_alive, b.username.clone(), b.password.clone(), tls)
     };
     key(&old.broker) != key(&new.broker) || old.presence != new.presence
 }

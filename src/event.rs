@@ -91,6 +91,9 @@ pub struct Event {
     pub severity: Option<String>,
     /// On a parent's `offline`: how many of its children it took down.
     pub children_offline: Option<usize>,
+    /// Decided from a message the broker queued while willwatch was away
+    /// (a persistent session): its times are when willwatch saw it.
+    pub seen_late: bool,
     /// The actions to run for it.
     pub actions: Arc<[String]>,
 }
@@ -152,6 +155,9 @@ impl Event {
         if let Some(n) = self.children_offline {
             v["children_offline"] = json!(n);
         }
+        if self.seen_late {
+            v["seen_late"] = json!(true);
+        }
         v
     }
 }
@@ -188,6 +194,7 @@ impl Event {
                 None | Some(Value::Null) => None,
                 Some(n) => Some(usize::try_from(n.as_u64()?).ok()?),
             },
+            seen_late: v.get("seen_late").and_then(Value::as_bool).unwrap_or(false),
             actions: Arc::from(Vec::new()),
         })
     }
@@ -209,6 +216,7 @@ pub fn test_event(kind: EventKind, device: &str) -> Event {
         attempts: None,
         severity: None,
         children_offline: None,
+        seen_late: false,
         actions: Arc::from(vec!["log".to_string()]),
     }
 }
@@ -254,6 +262,7 @@ mod tests {
             e.previous = ["unknown", "online", "offline", "connected", "disconnected"][previous];
             e.severity = severity;
             e.children_offline = attempts.map(|n| n as usize);
+            e.seen_late = previous % 2 == 0;
             let back = Event::from_json(&e.to_json()).expect("reads back");
             proptest::prop_assert_eq!(back.to_json(), e.to_json());
         }

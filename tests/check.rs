@@ -333,3 +333,12 @@ fn a_pattern_that_catches_other_software_is_warned_about_and_ids_may_be_template
         "`exclude` narrows a pattern; this device has an exact topic",
     );
 }
+
+#[test]
+fn a_generated_client_id_is_warned_about_with_a_persistent_session() {
+    let text = "[broker]\nurl = \"mqtt://b\"\nclient_id = \"willwatch-3f2a9c7e81b4d5\"\n";
+    let (ok, _, stderr) = check(text);
+    assert!(ok && stderr.contains("client id `willwatch-3f2a9c7e81b4d5` looks generated"), "{stderr}");
+    let (ok, _, stderr) = check(&format!("{text}persistent_session = false\n"));
+    assert!(ok && !stderr.contains("looks generated"), "{stderr}");
+}

@@ -30,6 +30,7 @@ fn write(name: &str, event: &Event) {
             payload = %event.payload,
             previous = event.previous,
             children_offline = event.children_offline,
+            seen_late = event.seen_late.then_some(true),
             event_id = %event.id,
             message_id = event.kind.message_id(),
             "device offline"
@@ -45,6 +46,7 @@ fn write(name: &str, event: &Event) {
                 event = "online",
                 previous = event.previous,
                 offline_for_s = event.offline_for.map(|d| d.as_secs_f64()),
+                seen_late = event.seen_late.then_some(true),
                 event_id = %event.id,
                 message_id = event.kind.message_id(),
                 "device online after {} offline",

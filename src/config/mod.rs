@@ -83,6 +83,9 @@ pub struct Broker {
     pub settle: Duration,
     /// Re-read the retained states this often (zero: never).
     pub resync: Duration,
+    /// Connect with a session the broker keeps while we are away, so it
+    /// queues the (QoS 1) wills and births published meanwhile.
+    pub persistent_session: bool,
     /// Unreachable this long: fire `broker_down` to `actions`.
     pub alert_after: Duration,
     pub actions: Vec<String>,

@@ -153,6 +153,7 @@ impl Validator<'_> {
     fn broker(&mut self, raw: Spanned<RawBroker>, actions: &BTreeMap<String, ActionSpec>) -> Option<Broker> {
         let span = raw.span();
         let raw = raw.into_inner();
+        let client_id_span = raw.client_id.as_ref().map_or(span.clone(), Spanned::span);
         let client_id = match raw.client_id {
             Some(id) if id.get_ref().trim().is_empty() => {
                 self.problem(
@@ -180,6 +181,10 @@ impl Validator<'_> {
         let tls = self.tls(tls_wanted, &raw.url, raw.ca_file, raw.cert_file, raw.key_file);
         let settle = self.duration(&raw.settle, Duration::from_secs(2), "settle", Duration::ZERO);
         let resync = self.duration(&raw.resync, Duration::from_secs(600), "resync", Duration::ZERO);
+        let persistent_session = raw.persistent_session.as_ref().is_none_or(|p| *p.get_ref());
+        if persistent_session && let Some(id) = &client_id {
+            self.generated_client_id(id, client_id_span);
+        }
         let alert_after =
             self.duration(&raw.broker_alert_after, Duration::from_secs(60), "broker_alert_after", Duration::ZERO);
         let broker_actions = self.action_names(raw.actions, &[], actions);
@@ -194,9 +199,22 @@ impl Validator<'_> {
             password,
             settle: settle?,
             resync: resync?,
+            persistent_session,
             alert_after: alert_after?,
             actions: broker_actions,
         })
+    }
+
+    /// A persistent session lives under the client id: one that is made
+    /// anew at each start (a UUID, a long random hex run) loses it.
+    fn generated_client_id(&mut self, id: &str, span: std::ops::Range<usize>) {
+        let longest_hex = id.split(|c: char| !c.is_ascii_hexdigit()).map(str::len).max().unwrap_or(0);
+        if longest_hex >= 12 || uuid::Uuid::try_parse(id).is_ok() {
+            self.warning(
+                Problem::new(span, format!("client id `{id}` looks generated: the broker keeps our session (persistent_session) under it, and a new id at each start loses what was queued meanwhile"))
+                    .hint("use a stable client_id, e.g. willwatch-<host>"),
+            );
+        }
     }
 
     fn url(&mut self, raw: &Spanned<String>) -> Option<(String, String, u16, bool)> {

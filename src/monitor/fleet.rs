@@ -258,7 +258,20 @@ impl Fleet {
         }
     }
 
+    /// A retained state (a replay after a connect, a re-read): an offline
+    /// in it waits out the settle window.
     pub fn on_message(&mut self, topic: &str, payload: &[u8], now: Now) {
+        self.message(topic, payload, true, now);
+    }
+
+    /// A message published just now, or queued for us by the broker while
+    /// we were away (`persistent_session`): a real transition, acted on at
+    /// once; one in the settle window after a connect was seen late.
+    pub fn on_live_message(&mut self, topic: &str, payload: &[u8], now: Now) {
+        self.message(topic, payload, false, now);
+    }
+
+    fn message(&mut self, topic: &str, payload: &[u8], retained: bool, now: Now) {
         self.metrics.messages.inc();
         let unix = now.wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         self.metrics.last_message.set(unix.as_secs_f64());
@@ -302,7 +315,12 @@ impl Fleet {
         let before = device.state;
         let durable = device.durable();
         let settle = self.link.settle_until.saturating_duration_since(now.mono);
-        let hold = if parent_down.is_some() { PARENT_HOLD } else { settle };
+        let late = !retained && !settle.is_zero();
+        let hold = match (&parent_down, retained) {
+            (Some(_), _) => PARENT_HOLD,
+            (None, true) => settle,
+            (None, false) => Duration::ZERO,
+        };
         let outcome = device.on_message(payload, now, hold);
         if let (Some(parent), Outcome::Wait(_)) = (&parent_down, &outcome)
             && device.state == State::Offline
@@ -326,7 +344,7 @@ impl Fleet {
             _ => {}
         }
         let id = device.id.clone();
-        self.follow(&id, before, durable, outcome, now);
+        self.follow(&id, before, durable, outcome, late, now);
     }
 
     fn on_heartbeat(&mut self, id: &str, now: Now) {
@@ -336,12 +354,12 @@ impl Fleet {
         };
         let (before, durable) = (device.state, device.durable());
         let outcome = device.on_heartbeat(now);
-        self.follow(id, before, durable, outcome, now);
+        self.follow(id, before, durable, outcome, false, now);
     }
 
     /// Acts on what a device reported: fires events, saves what changed,
     /// arms its timer, keeps the counts current.
-    fn follow(&mut self, id: &str, before: State, durable: Durable, outcome: Outcome, now: Now) {
+    fn follow(&mut self, id: &str, before: State, durable: Durable, outcome: Outcome, late: bool, now: Now) {
         let Some(device) = self.devices.get(id) else { return };
         let after = device.state;
         let changed = device.durable() != durable;
@@ -359,6 +377,7 @@ impl Fleet {
                     offline_for: t.offline_for,
                     attempts: None,
                     severity: device.rules.severity.clone(),
+                    seen_late: late,
                     children_offline: (t.kind == EventKind::Offline && self.parents.contains(id)).then(|| {
                         self.children_of(id)
                             .iter()
@@ -555,7 +574,7 @@ impl Fleet {
             let Some(device) = self.devices.get_mut(&id) else { continue };
             let (before, durable) = (device.state, device.durable());
             let outcome = device.on_tick(now);
-            self.follow(&id, before, durable, outcome, now);
+            self.follow(&id, before, durable, outcome, false, now);
         }
     }
 
@@ -612,6 +631,7 @@ impl Fleet {
             offline_for: (kind == EventKind::BrokerUp).then_some(down_for),
             attempts: None,
             severity: None,
+            seen_late: false,
             children_offline: None,
             actions: self.actions_for(&broker.actions, kind),
         };

@@ -87,7 +87,8 @@ impl Monitor {
                     let Some(message) = message else { break };
                     let now = Now::read();
                     match message {
-                        Inbound::Message { topic, payload } => self.fleet.on_message(&topic, &payload, now),
+                        Inbound::Message { topic, payload, retained: true } => self.fleet.on_message(&topic, &payload, now),
+                        Inbound::Message { topic, payload, retained: false } => self.fleet.on_live_message(&topic, &payload, now),
                         Inbound::Connected => self.fleet.on_connected(now),
                         Inbound::Subscribed => self.fleet.on_subscribed(now),
                         Inbound::Disconnected => self.fleet.on_disconnected(now),

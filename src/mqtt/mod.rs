@@ -66,6 +66,9 @@ pub enum Inbound {
     Message {
         topic: String,
         payload: bytes::Bytes,
+        /// A retained state (a replay), not one published just now or
+        /// queued for us while we were away.
+        retained: bool,
     },
 }
 
@@ -184,7 +187,7 @@ impl Session {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        self.tell(Inbound::Message { topic: p.topic, payload: p.payload }).await;
+                        self.tell(Inbound::Message { topic: p.topic, payload: p.payload, retained: p.retain }).await;
                     }
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
                         for topic in subscriptions.acknowledged(ack.pkid, &ack.return_codes, Instant::now()) {
@@ -310,7 +313,7 @@ pub fn options(broker: &Broker, presence: &Presence) -> MqttOptions {
     let mut options = MqttOptions::new(&broker.client_id, &broker.host, broker.port);
     options
         .set_keep_alive(broker.keep_alive)
-        .set_clean_session(true)
+        .set_clean_session(!broker.persistent_session)
         .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
         .set_last_will(LastWill::new(&presence.topic, presence.offline.as_bytes().to_vec(), QoS::AtLeastOnce, true));
     if let Some(user) = &broker.username {

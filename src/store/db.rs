@@ -336,6 +336,8 @@ struct Stored {
     severity: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     children_offline: Option<usize>,
+    #[serde(default)]
+    seen_late: bool,
 }
 
 impl Stored {
@@ -352,6 +354,7 @@ impl Stored {
             attempts: e.attempts,
             severity: e.severity.clone(),
             children_offline: e.children_offline,
+            seen_late: e.seen_late,
         }
     }
 
@@ -370,6 +373,7 @@ impl Stored {
             attempts: self.attempts,
             severity: self.severity,
             children_offline: self.children_offline,
+            seen_late: self.seen_late,
             actions: Arc::from(Vec::new()),
         })
     }

@@ -591,3 +591,25 @@ fn a_child_that_fails_while_its_parent_is_online_alerts_as_usual() {
     let effects: Vec<Effect> = f.drain().collect();
     assert_eq!(fired_kinds(&effects), [("a".into(), EventKind::Offline, None)]);
 }
+
+#[test]
+fn a_message_queued_while_away_is_a_real_transition_seen_late_a_retained_one_waits_out_settle() {
+    let clock = Clock::new();
+    let mut f = fleet(DEVICES, &clock);
+    f.on_connected(clock.at_ms(0));
+    // Within the settle window: the broker's queue for our session first.
+    f.on_live_message("plant/a/status", b"offline", clock.at_ms(10));
+    f.on_message("plant/b/status", b"offline", clock.at_ms(20));
+    let effects: Vec<Effect> = f.drain().collect();
+    let late: Vec<(String, bool)> = effects
+        .iter()
+        .filter_map(|e| if let Effect::Fire(ev, _) = e { Some((ev.device.clone(), ev.seen_late)) } else { None })
+        .collect();
+    assert_eq!(late, [("a".to_string(), true)], "the queued will fires at once; the retained one waits");
+    f.on_tick(clock.at_ms(2_500));
+    assert_eq!(fired_kinds(&f.drain().collect::<Vec<_>>()), [("b".into(), EventKind::Offline, None)]);
+    // After the settle window a live message is just live.
+    f.on_live_message("plant/c/status", b"offline", clock.at_ms(3_000));
+    let effects: Vec<Effect> = f.drain().collect();
+    assert!(effects.iter().any(|e| matches!(e, Effect::Fire(ev, _) if ev.device == "c" && !ev.seen_late)));
+}

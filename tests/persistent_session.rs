@@ -1,0 +1,70 @@
+//! Nothing lost while willwatch is down: with `persistent_session` (the
+//! default) the broker keeps willwatch's session and queues the QoS 1
+//! messages published while it is away; a non-retained will (Home
+//! Assistant's) published then is alerted once after willwatch starts, and
+//! a device that went down and came back meanwhile fires both, flagged as
+//! seen late.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Broker, BrokerOptions, Daemon, config, publish};
+
+const HA: &str = "[[device]]\npreset = \"homeassistant\"\n";
+
+fn with_settle(text: String) -> String {
+    text.replace("settle = \"0s\"", "settle = \"2s\"")
+}
+
+async fn stop(daemon: &mut Daemon) {
+    daemon.signal("TERM");
+    assert!(daemon.exit_status(Duration::from_secs(15)).await.success());
+}
+
+#[tokio::test]
+async fn a_non_retained_will_published_while_stopped_is_alerted_once_after_the_start() {
+    let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
+    let mut daemon = Daemon::start(&with_settle(config(&broker, HA)));
+    daemon.wait_connected().await;
+    publish(broker.port, "homeassistant/status", "online", false).await;
+    daemon
+        .wait_log("Home Assistant online", Duration::from_secs(10), |l| {
+            l["message"] == "device state" && l["state"] == "online"
+        })
+        .await;
+    stop(&mut daemon).await;
+
+    publish(broker.port, "homeassistant/status", "offline", false).await;
+    daemon.restart();
+    let event = daemon.wait_event("homeassistant", "offline", 1).await;
+    assert_eq!(event["event_id"].as_str().map(str::len), Some(36));
+    assert_eq!(event["seen_late"], true, "{event}");
+    // Not again: give the settle window (2 s) and the re-read after it the
+    // chance to fire a second one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(daemon.events("homeassistant", "offline").len(), 1, "{}", daemon.dump());
+}
+
+#[tokio::test]
+async fn a_device_down_and_back_while_willwatch_was_away_fires_both_once() {
+    let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
+    let mut daemon = Daemon::start(&with_settle(config(&broker, HA)));
+    daemon.wait_connected().await;
+    publish(broker.port, "homeassistant/status", "online", false).await;
+    daemon
+        .wait_log("Home Assistant online", Duration::from_secs(10), |l| {
+            l["message"] == "device state" && l["state"] == "online"
+        })
+        .await;
+    stop(&mut daemon).await;
+
+    publish(broker.port, "homeassistant/status", "offline", false).await;
+    publish(broker.port, "homeassistant/status", "online", false).await;
+    daemon.restart();
+    daemon.wait_event("homeassistant", "offline", 1).await;
+    daemon.wait_event("homeassistant", "online", 1).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(daemon.events("homeassistant", "offline").len(), 1, "{}", daemon.dump());
+    assert_eq!(daemon.events("homeassistant", "online").len(), 1, "{}", daemon.dump());
+}
