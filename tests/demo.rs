@@ -1,5 +1,6 @@
 //! The demo a newcomer runs first: it must show an outage and a recovery
-//! within its first 30 seconds and stop cleanly on Ctrl-C.
+//! within its first 30 seconds, the mixed fleet's bridge dropping with one
+//! alert, and stop cleanly on Ctrl-C.
 
 mod support;
 
@@ -44,6 +45,13 @@ async fn demo_shows_an_outage_and_a_recovery_then_stops_on_ctrl_c() {
         (seen("device offline") && seen("device online after") && seen("webhook ← offline")).then_some(())
     })
     .await;
+    // The mixed fleet: the bridge's drop is one alert that counts its devices.
+    eventually("the Zigbee2MQTT bridge's drop", Duration::from_secs(45), || {
+        seen("device=z2m-bridge topic=zigbee2mqtt/bridge/state event=\"offline\"").then_some(())
+    })
+    .await;
+    assert!(seen("children_offline=3"), "{}", lines.lock().unwrap().join("\n"));
+    assert!(!seen("webhook ← offline hall/bulb"), "a device behind the bridge was alerted");
 
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
