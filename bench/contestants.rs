@@ -40,10 +40,15 @@ fn children_cpu() -> Duration {
 /// `mosquitto_sub -C n`: its time to receive every retained status, and
 /// its CPU time (from the kernel, once it is reaped).
 pub async fn mosquitto_sub_burst(port: u16, n: usize) -> Result<(Duration, Duration), String> {
+    mosquitto_sub_filter(port, "bench/+/status", n).await
+}
+
+/// `mosquitto_sub -t filter -C n`: time and CPU to receive n messages.
+pub async fn mosquitto_sub_filter(port: u16, filter: &str, n: usize) -> Result<(Duration, Duration), String> {
     let cpu_before = children_cpu();
     let start = Instant::now();
     let status = tokio::process::Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "bench/+/status", "-q", "1", "-C", &n.to_string()])
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", filter, "-q", "1", "-C", &n.to_string()])
         .stdout(Stdio::null())
         .status()
         .await
@@ -184,8 +189,13 @@ pub struct BurstRun {
 pub const PATTERN: &str = "[[device]]\ntopic = \"bench/{id}/status\"\nactions = []\n";
 
 pub async fn willwatch_burst(bin: &Path, port: u16, n: usize) -> Result<BurstRun, String> {
+    willwatch_burst_with(bin, port, n, PATTERN).await
+}
+
+/// As `willwatch_burst`, watching with `devices` (a `[[device]]` table).
+pub async fn willwatch_burst_with(bin: &Path, port: u16, n: usize, devices: &str) -> Result<BurstRun, String> {
     let start = Instant::now();
-    let daemon = Daemon::start(bin, port, PATTERN)?;
+    let daemon = Daemon::start(bin, port, devices)?;
     daemon.wait_metric("willwatch_devices{state=\"online\"}", n as f64).await?;
     let elapsed = start.elapsed();
     let cpu = daemon.cpu();

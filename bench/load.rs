@@ -17,11 +17,27 @@ fn options(id: &str, port: u16) -> MqttOptions {
 
 /// Publishes `payload` retained for devices 0..n and waits for every PUBACK.
 pub async fn publish_retained(port: u16, n: usize, payload: &str) -> Result<(), String> {
-    let (client, mut eventloop) = AsyncClient::new(options("bench-loader", port), 1000);
     let payload = payload.to_string();
+    publish_retained_all(port, n, move |i| (topic(i), payload.clone())).await
+}
+
+/// A Zigbee2MQTT-named device: two levels, as `room/name` names are.
+pub fn zigbee_name(i: usize) -> String {
+    format!("room-{}/dev-{i}", i % 100)
+}
+
+/// Publishes `message(i)` (topic, payload) retained for i in 0..n and
+/// waits for every PUBACK.
+pub async fn publish_retained_all(
+    port: u16,
+    n: usize,
+    message: impl Fn(usize) -> (String, String) + Send + 'static,
+) -> Result<(), String> {
+    let (client, mut eventloop) = AsyncClient::new(options("bench-loader", port), 1000);
     tokio::spawn(async move {
         for i in 0..n {
-            let _ = client.publish(topic(i), QoS::AtLeastOnce, true, payload.clone()).await;
+            let (topic, payload) = message(i);
+            let _ = client.publish(topic, QoS::AtLeastOnce, true, payload).await;
         }
     });
     let mut acked = 0;
@@ -38,6 +54,22 @@ pub async fn publish_retained(port: u16, n: usize, payload: &str) -> Result<(), 
 /// loop; with QoS 0 the publisher is never held back, with QoS 1 at most
 /// by the broker's acknowledgements). Returns how many were sent.
 pub async fn flip(port: u16, n: usize, rate: u64, duration: Duration, qos: QoS) -> Result<u64, String> {
+    flip_with(port, rate, duration, qos, move |k| {
+        let payload = if (k / n).is_multiple_of(2) { "offline" } else { "online" };
+        (topic(k % n), payload.to_string())
+    })
+    .await
+}
+
+/// Publishes `message(k)` for k in 0.. at `rate` a second for `duration`,
+/// open loop (not retained). Returns how many were sent.
+pub async fn flip_with(
+    port: u16,
+    rate: u64,
+    duration: Duration,
+    qos: QoS,
+    message: impl Fn(usize) -> (String, String),
+) -> Result<u64, String> {
     let (client, mut eventloop) = AsyncClient::new(options("bench-flipper", port), 10_000);
     let poller = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
     let start = Instant::now();
@@ -47,9 +79,8 @@ pub async fn flip(port: u16, n: usize, rate: u64, duration: Duration, qos: QoS) 
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             tokio::time::sleep(wait).await;
         }
-        let i = (k as usize) % n;
-        let payload = if (k as usize / n).is_multiple_of(2) { "offline" } else { "online" };
-        client.publish(topic(i), qos, false, payload).await.map_err(|e| e.to_string())?;
+        let (topic, payload) = message(k as usize);
+        client.publish(topic, qos, false, payload).await.map_err(|e| e.to_string())?;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     poller.abort();

@@ -22,6 +22,7 @@
 
 mod broker;
 mod contestants;
+mod ecosystem;
 mod flat;
 mod load;
 mod receiver;
@@ -63,6 +64,7 @@ enum Section {
     Latency,
     Steady,
     Storm,
+    Ecosystem,
     Reread,
     Soak,
     Flat,
@@ -153,6 +155,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for &n in &storms {
         eprintln!("storm of {n} offlines");
         report.storms.push(storm::storm(&willwatch, n).await?);
+    }
+
+    if runs(Section::Ecosystem) {
+        let n = if args.smoke { 200 } else { 100_000 };
+        eprintln!("retained burst through the zigbee2mqtt preset, {n} devices");
+        let (rate, secs) = if args.smoke { (500, 1) } else { (20_000, 3) };
+        let run = ecosystem::ecosystem(&willwatch, n, rounds, rate, Duration::from_secs(secs)).await?;
+        report.ecosystem = Some(run);
     }
 
     if runs(Section::Reread) {

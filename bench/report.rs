@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::broker;
 use crate::contestants::{Latency, Steady};
+use crate::ecosystem::Ecosystem;
 use crate::flat::Flat;
 use crate::reread::Reread;
 use crate::soak::Soak;
@@ -33,6 +34,7 @@ pub struct Report {
     pub throughput: Vec<Steady>,
     pub storms: Vec<Storm>,
     pub rereads: Vec<Reread>,
+    pub ecosystem: Option<Ecosystem>,
     pub soak: Option<Soak>,
     pub flats: Vec<Flat>,
 }
@@ -100,6 +102,7 @@ impl Report {
             throughput: Vec::new(),
             storms: Vec::new(),
             rereads: Vec::new(),
+            ecosystem: None,
             soak: None,
             flats: Vec::new(),
         }
@@ -205,6 +208,30 @@ impl Report {
                 );
             }
             out.push_str("\nEach offline is committed to the state database (fsync) before its webhook goes out; the wills are published back to back by one client, retained, QoS 1; the webhook action at its defaults (concurrency 4).\n");
+        }
+        if let Some(e) = &self.ecosystem {
+            out.push_str("\n## Retained burst through a preset and a multi-level pattern\n\n| devices | telemetry messages in the tree | mosquitto_sub -C 2N (ms) | willwatch (ms) | willwatch / mosquitto_sub | mosquitto_sub CPU (s) | willwatch CPU (s) | willwatch peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            let (m, w) = (median(&e.mosquitto_sub), median(&e.willwatch));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {:.2}× | {:.2} | {:.2} | {:.1} MB |",
+                e.devices,
+                e.devices,
+                ms(m),
+                ms(w),
+                w.as_secs_f64() / m.as_secs_f64(),
+                median(&e.mosquitto_sub_cpu).as_secs_f64(),
+                median(&e.willwatch_cpu).as_secs_f64(),
+                e.peak_rss_kib as f64 / 1024.0
+            );
+            out.push_str("\nwillwatch with `preset = \"zigbee2mqtt\"` (`zigbee2mqtt/{*id}/availability`, JSON `/state`): devices named `room-7/dev-42`, each with its retained availability and its retained telemetry, so its `zigbee2mqtt/#` subscription replays twice as many messages as there are devices; mosquitto_sub on the same filter receives all of them. Timed as the burst above.\n");
+            if let Some((rate, devices, sent, received)) = e.steady {
+                let _ = writeln!(
+                    out,
+                    "\nSteady through the same preset, open loop, QoS 0, {devices} devices: {rate} messages a second (an availability flip, then a telemetry message, in turn): {sent} sent, {received} taken in by willwatch{}.",
+                    if received > sent { " (every one, and the re-read a storm of offlines asks for)" } else { "" }
+                );
+            }
         }
         if !self.rereads.is_empty() {
             out.push_str("\n## Re-reads: what offlines cost beyond their wills\n\n| devices | offlines at once | extra messages received | first will → intake quiet (ms) |\n|---:|---:|---:|---:|\n");
