@@ -94,19 +94,14 @@ fn as_integer(v: &serde_json::Value) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn rules(state_field: Option<&str>, seq_field: Option<&str>) -> Rules {
         Rules {
             online: vec!["online".into(), "ONLINE".into()],
-            offline: vec!["offline".into()],
             actions: vec![],
-            grace: Duration::ZERO,
-            heartbeat_timeout: None,
             state_field: state_field.map(str::to_string),
             seq_field: seq_field.map(str::to_string),
-            severity: None,
-            parent: None,
+            ..Rules::builtin()
         }
     }
 

@@ -17,15 +17,9 @@ fn with_settle(text: String) -> String {
     text.replace("settle = \"0s\"", "settle = \"2s\"")
 }
 
-async fn stop(daemon: &mut Daemon) {
-    daemon.signal("TERM");
-    assert!(daemon.exit_status(Duration::from_secs(15)).await.success());
-}
-
-#[tokio::test]
-async fn a_non_retained_will_published_while_stopped_is_alerted_once_after_the_start() {
-    let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
-    let mut daemon = Daemon::start(&with_settle(config(&broker, HA)));
+/// A daemon that saw Home Assistant online, then was stopped cleanly.
+async fn seen_online_then_stopped(broker: &Broker) -> Daemon {
+    let mut daemon = Daemon::start(&with_settle(config(broker, HA)));
     daemon.wait_connected().await;
     publish(broker.port, "homeassistant/status", "online", false).await;
     daemon
@@ -33,7 +27,15 @@ async fn a_non_retained_will_published_while_stopped_is_alerted_once_after_the_s
             l["message"] == "device state" && l["state"] == "online"
         })
         .await;
-    stop(&mut daemon).await;
+    daemon.signal("TERM");
+    assert!(daemon.exit_status(Duration::from_secs(15)).await.success());
+    daemon
+}
+
+#[tokio::test]
+async fn a_non_retained_will_published_while_stopped_is_alerted_once_after_the_start() {
+    let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
+    let mut daemon = seen_online_then_stopped(&broker).await;
 
     publish(broker.port, "homeassistant/status", "offline", false).await;
     daemon.restart();
@@ -49,15 +51,7 @@ async fn a_non_retained_will_published_while_stopped_is_alerted_once_after_the_s
 #[tokio::test]
 async fn a_device_down_and_back_while_willwatch_was_away_fires_both_once() {
     let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
-    let mut daemon = Daemon::start(&with_settle(config(&broker, HA)));
-    daemon.wait_connected().await;
-    publish(broker.port, "homeassistant/status", "online", false).await;
-    daemon
-        .wait_log("Home Assistant online", Duration::from_secs(10), |l| {
-            l["message"] == "device state" && l["state"] == "online"
-        })
-        .await;
-    stop(&mut daemon).await;
+    let mut daemon = seen_online_then_stopped(&broker).await;
 
     publish(broker.port, "homeassistant/status", "offline", false).await;
     publish(broker.port, "homeassistant/status", "online", false).await;

@@ -3,17 +3,7 @@
 use super::*;
 
 fn rules(grace: u64) -> Rules {
-    Rules {
-        online: vec!["online".into()],
-        offline: vec!["offline".into(), "lost".into()],
-        actions: vec!["log".into()],
-        grace: Duration::from_secs(grace),
-        heartbeat_timeout: None,
-        state_field: None,
-        seq_field: None,
-        severity: None,
-        parent: None,
-    }
+    Rules { offline: vec!["offline".into(), "lost".into()], grace: Duration::from_secs(grace), ..Rules::builtin() }
 }
 
 fn device_with(rules: Rules) -> Device {

@@ -51,24 +51,13 @@ impl Devices {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
 
     use super::*;
     use crate::config::Rules;
 
     #[test]
     fn finds_inserts_once_and_retains() {
-        let rules = Arc::new(Rules {
-            online: vec!["online".into()],
-            offline: vec!["offline".into()],
-            actions: Vec::new(),
-            grace: Duration::ZERO,
-            heartbeat_timeout: None,
-            state_field: None,
-            seq_field: None,
-            severity: None,
-            parent: None,
-        });
+        let rules = Arc::new(Rules::builtin());
         let mut devices = Devices::default();
         for i in 0..1000 {
             let id = format!("d{i}");
