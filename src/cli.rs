@@ -65,6 +65,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Availability from the history: per device uptime, outages, the
+    /// longest outage and the mean time to recovery, worst first; with a
+    /// device, its transitions too.
+    History {
+        /// The config file (for the state directory).
+        #[arg(short, long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// One device only.
+        device: Option<String>,
+        /// The window, back from now (e.g. `24h`, `7d`).
+        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+        since: std::time::Duration,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// List what actions gave up on (the dead-letter file), or send it again.
     DeadLetter {
         /// The config file (for the state directory and the actions).

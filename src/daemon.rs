@@ -49,6 +49,8 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error("the broker session failed: {0}")]
     Session(String),
+    #[error("cannot start the history writer: {0}")]
+    History(std::io::Error),
 }
 
 /// What a signal asks of the daemon.
@@ -100,7 +102,15 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let finish_writing = CancellationToken::new();
     let writer = tokio::spawn(writer.run(loaded.pending, finish_writing.clone()));
     let (resync_tx, resync_rx) = mpsc::channel(16);
-    let outputs = Outputs { store: store_tx, counts: counts_tx, resync: resync_tx, metrics: Arc::clone(&metrics) };
+    let history = crate::history::writer::spawn(config.state_dir.clone(), config.history_keep, Arc::clone(&metrics))
+        .map_err(DaemonError::History)?;
+    let outputs = Outputs {
+        store: store_tx,
+        counts: counts_tx,
+        resync: resync_tx,
+        history: history.as_ref().map(|h| h.queue.clone()),
+        metrics: Arc::clone(&metrics),
+    };
     let (queries_tx, queries_rx) = mpsc::channel(16);
     let inputs = monitor::Inputs { inbound: inbound_rx, reloads: reload_rx, queries: queries_rx };
     let stop_intake = CancellationToken::new();
@@ -189,6 +199,14 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     systemd::stopping();
     stop_intake.cancel();
     joined("the monitor", monitor.await);
+    // The monitor's queue into the history is gone with it: the writer
+    // writes what is left and ends.
+    if let Some(history) = history {
+        drop(history.queue);
+        if tokio::task::spawn_blocking(move || history.thread.join()).await.is_err() {
+            tracing::error!("the history writer failed");
+        }
+    }
     match tokio::time::timeout(DRAIN_DEADLINE, &mut dispatcher).await {
         Ok(result) => joined("the action dispatcher", result),
         Err(_) => {

@@ -7,6 +7,7 @@
 //! - `device`: one device's state and the pure rules of its transitions.
 //! - `payload`: what a status payload says (plain or JSON, with sequence).
 //! - `event`: a transition as the actions see it, and its JSON.
+//! - `history`: every transition in `history.db`, and uptime figures from it.
 //! - `template`: `{id}`-style placeholders in action settings.
 //! - `monitor`: the fleet core (every device, every policy; pure) and the
 //!   task around it that owns the devices and decides events.
@@ -36,6 +37,7 @@ pub mod daemon;
 pub mod dead_letter;
 pub mod device;
 pub mod event;
+pub mod history;
 pub mod http;
 pub mod logging;
 pub mod metrics;

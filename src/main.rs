@@ -24,6 +24,7 @@ fn main() -> ExitCode {
         Command::Check { config, verbose, quiet, .. } => check(&config, verbose, quiet),
         Command::Status { config, url, offline, json } => status(config, url, offline, json),
         Command::DeadLetter { config, command } => dead_letters(&config, command),
+        Command::History { config, device, since, json } => history(&config, device.as_deref(), since, json),
         Command::Run { config, log_level, log_format } => {
             if let Err(e) = logging::init(log_format, log_level.as_deref()) {
                 eprintln!("willwatch: {e}");
@@ -111,6 +112,31 @@ fn status(path: Option<PathBuf>, url: Option<String>, offline: bool, json: bool)
         Err(e) => {
             eprintln!("willwatch: {e}");
             ExitCode::from(status::EXIT_CANNOT_TELL)
+        }
+    }
+}
+
+fn history(path: &std::path::Path, device: Option<&str>, since: std::time::Duration, json: bool) -> ExitCode {
+    use willwatch::history::command;
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match command::report(&config.state_dir, device, since, std::time::SystemTime::now()) {
+        Ok((devices, transitions)) if json => {
+            out(&format!("{:#}\n", command::to_json(&devices, &transitions, since)));
+            ExitCode::SUCCESS
+        }
+        Ok((devices, transitions)) => {
+            out(&command::table(&devices, &transitions));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("willwatch: {e}");
+            ExitCode::from(2)
         }
     }
 }

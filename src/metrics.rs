@@ -69,6 +69,7 @@ pub struct Metrics {
     pub last_message: Gauge<f64, AtomicU64>,
     pub dead_letters: Family<ActionLabel, Counter>,
     pub dead_letters_discarded: Counter,
+    pub history_dropped: Counter,
 }
 
 impl Metrics {
@@ -93,6 +94,7 @@ impl Metrics {
         let last_message = Gauge::<f64, AtomicU64>::default();
         let dead_letters = Family::<ActionLabel, Counter>::default();
         let dead_letters_discarded = Counter::<u64, AtomicU64>::default();
+        let history_dropped = Counter::<u64, AtomicU64>::default();
         let reload_success_timestamp = Gauge::<f64, AtomicU64>::default();
         registry.register("willwatch_devices", "Watched devices by state", devices.clone());
         registry.register("willwatch_transitions", "Events fired, by kind", transitions.clone());
@@ -138,6 +140,11 @@ impl Metrics {
             "willwatch_dead_letters_discarded",
             "Dead-letter records discarded when the file was rotated past its size cap",
             dead_letters_discarded.clone(),
+        );
+        registry.register(
+            "willwatch_history_dropped",
+            "Transitions not written to the history (its queue was full, or the database failed)",
+            history_dropped.clone(),
         );
         registry.register_collector(Box::new(process::Process::new()));
         registry.register(
@@ -208,6 +215,7 @@ impl Metrics {
             last_message,
             dead_letters,
             dead_letters_discarded,
+            history_dropped,
         })
     }
 

@@ -401,7 +401,7 @@ impl Validator<'_> {
         self.duration_up_to(raw, default, key, min, Duration::from_secs(24 * 3600))
     }
 
-    fn duration_up_to(
+    pub(super) fn duration_up_to(
         &mut self,
         raw: &Option<RawDuration>,
         default: Duration,

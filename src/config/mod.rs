@@ -57,6 +57,9 @@ pub struct Config {
     pub http_listen: Option<std::net::SocketAddr>,
     /// Things that work but look wrong, as `PATH:LINE:COL: warning: …`.
     pub warnings: Vec<String>,
+    /// How long transitions stay in `history.db` (zero, the default: no
+    /// history).
+    pub history_keep: Duration,
     /// Credentials (`credential:NAME`) only the service can read: this
     /// config can be checked here but not run.
     pub unread_credentials: Vec<String>,

@@ -30,6 +30,13 @@ pub struct RawConfig {
     pub max_devices: Option<Spanned<i64>>,
     pub state_sync: Option<Spanned<String>>,
     pub http: Option<RawHttp>,
+    pub history: Option<RawHistory>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHistory {
+    pub keep: Option<RawDuration>,
 }
 
 #[derive(Debug, Deserialize)]

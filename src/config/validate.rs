@@ -51,6 +51,15 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
     let (listen, external_url) = raw.http.map_or((None, None), |h| (h.listen, h.external_url));
     let http_listen = v.http_listen(listen);
     let external_url = v.external_url(external_url);
+    let history_keep = v
+        .duration_up_to(
+            &raw.history.and_then(|h| h.keep),
+            Duration::ZERO,
+            "keep",
+            Duration::ZERO,
+            Duration::from_secs(10 * 365 * 86_400),
+        )
+        .unwrap_or_default();
     let warnings = v
         .warnings
         .iter()
@@ -86,6 +95,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
                 state_sync,
                 http_listen,
                 warnings,
+                history_keep,
                 unread_credentials: v.unread_credentials,
                 exact,
             })

@@ -70,6 +70,8 @@ pub enum Effect {
     Resync(Vec<String>),
     /// Hand the new config to the actions (in order with the events).
     Reload(Arc<Config>),
+    /// Record a transition in the history.
+    History(crate::history::Entry),
 }
 
 /// How many devices are in each state; for status lines.
@@ -363,6 +365,27 @@ impl Fleet {
         let Some(device) = self.devices.get(id) else { return };
         let after = device.state;
         let changed = device.durable() != durable;
+        if after != before && !self.config.history_keep.is_zero() {
+            let cause = match after {
+                State::Online => "birth",
+                State::Unknown => "cleared",
+                State::Offline if device.last_payload == crate::device::SILENCE => "silence",
+                State::Offline => "will",
+            };
+            let offline_for = match &outcome {
+                Outcome::Fire(t) if t.kind == EventKind::Online => t.offline_for,
+                _ => None,
+            };
+            self.effects.push(Effect::History(crate::history::Entry {
+                device: device.id.to_string(),
+                at: now.wall,
+                from: before.as_str(),
+                to: after.as_str(),
+                cause,
+                payload: device.last_payload.to_string(),
+                offline_for,
+            }));
+        }
         match outcome {
             Outcome::Fire(t) => {
                 let event = Event {

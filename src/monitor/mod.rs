@@ -55,12 +55,16 @@ pub struct Outputs {
     pub counts: watch::Sender<Counts>,
     /// Asks the session to re-read the retained states of these topics.
     pub resync: mpsc::Sender<Vec<String>>,
+    /// Transitions, to the history writer (none when history is off).
+    pub history: Option<std::sync::mpsc::SyncSender<crate::history::Entry>>,
     pub metrics: Arc<Metrics>,
 }
 
 pub struct Monitor {
     fleet: Fleet,
     out: Outputs,
+    /// Rate-limits the warning of a full history queue.
+    history_full: crate::throttle::Throttle,
 }
 
 impl Monitor {
@@ -68,7 +72,7 @@ impl Monitor {
     /// still watches.
     pub fn new(config: Arc<Config>, saved: std::collections::HashMap<String, Saved>, out: Outputs) -> Monitor {
         let fleet = Fleet::new(config, saved, Arc::clone(&out.metrics), Now::read());
-        Monitor { fleet, out }
+        Monitor { fleet, out, history_full: crate::throttle::Throttle::new(Duration::from_secs(60)) }
     }
 
     /// Runs until `stop` fires (the daemon stops its intake) or the session
@@ -138,6 +142,21 @@ impl Monitor {
                 Effect::Fire(event, device) => Op::Event(event, device),
                 Effect::Forget(id) => Op::Forget(id),
                 Effect::Reload(config) => Op::Reload(config),
+                Effect::History(entry) => {
+                    // Never waits: a full queue drops the entry, counted.
+                    if let Some(history) = &self.out.history
+                        && let Err(std::sync::mpsc::TrySendError::Full(_)) = history.try_send(entry)
+                    {
+                        self.out.metrics.history_dropped.inc();
+                        if let Some(suppressed) = self.history_full.allow(Instant::now()) {
+                            tracing::warn!(
+                                suppressed,
+                                "the history writer is behind; transitions are dropped from the history (counted)"
+                            );
+                        }
+                    }
+                    continue;
+                }
                 Effect::Resync(topics) => {
                     // The session takes requests as they come and merges
                     // them into its queue, so this fails only while it hangs.

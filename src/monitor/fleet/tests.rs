@@ -55,8 +55,9 @@ fn resyncs(effects: &[Effect]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The effects but the history's (`history_records_each_transition_with_its_cause` looks at those).
 fn drain(fleet: &mut Fleet) -> Vec<Effect> {
-    fleet.drain().collect()
+    fleet.drain().filter(|e| !matches!(e, Effect::History(_))).collect()
 }
 
 /// What reaches the disk from `effects` and the fleet's dirty devices,
@@ -612,4 +613,37 @@ fn a_message_queued_while_away_is_a_real_transition_seen_late_a_retained_one_wai
     f.on_live_message("plant/c/status", b"offline", clock.at_ms(3_000));
     let effects: Vec<Effect> = f.drain().collect();
     assert!(effects.iter().any(|e| matches!(e, Effect::Fire(ev, _) if ev.device == "c" && !ev.seen_late)));
+}
+
+#[test]
+fn history_records_each_transition_with_its_cause() {
+    let clock = Clock::new();
+    let mut f = connected(
+        "[history]\nkeep = \"1d\"\n[[device]]\nid = \"a\"\ntopic = \"plant/a/status\"\nheartbeat_timeout = \"10s\"\n",
+        &clock,
+    );
+    f.on_message("plant/a/status", b"online", clock.at_ms(3_000));
+    f.on_message("plant/a/status", b"online", clock.at_ms(3_500));
+    f.on_tick(clock.at_ms(14_000));
+    f.on_message("plant/a/status", b"online", clock.at_ms(20_000));
+    f.on_message("plant/a/status", b"offline", clock.at_ms(21_000));
+    f.on_message("plant/a/status", b"", clock.at_ms(22_000));
+    let entries: Vec<(&str, &str, &str, Option<Duration>)> = f
+        .drain()
+        .filter_map(|e| match e {
+            Effect::History(h) => Some((h.from, h.to, h.cause, h.offline_for)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            ("unknown", "online", "birth", None),
+            ("online", "offline", "silence", None),
+            ("offline", "online", "birth", Some(Duration::from_secs(6))),
+            ("online", "offline", "will", None),
+            ("offline", "unknown", "cleared", None),
+        ],
+        "a repeat is no transition"
+    );
 }

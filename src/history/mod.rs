@@ -1,0 +1,213 @@
+//! Availability history: every transition of every device (from, to, when,
+//! why, the payload, how long an outage lasted) in `history.db`, an SQLite
+//! database of its own in the state directory, kept for `[history] keep`.
+//!
+//! The monitor hands transitions over without waiting (`writer.rs` batches
+//! them into one transaction on a thread of its own), so a burst or a
+//! storm never waits for history; when its queue is full an entry is
+//! dropped, counted and logged. A history database that cannot be opened
+//! is set aside and started anew; one that still fails turns history off,
+//! never detection. `report.rs` turns transitions into uptime figures, for
+//! `willwatch history`.
+
+pub mod command;
+pub mod report;
+pub mod writer;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, params};
+
+pub const FILE_NAME: &str = "history.db";
+
+/// One transition of one device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub device: String,
+    pub at: SystemTime,
+    pub from: &'static str,
+    pub to: &'static str,
+    /// Why: `will` (it said so), `silence` (its heartbeat stopped),
+    /// `birth`, `cleared` (its retained state was removed).
+    pub cause: &'static str,
+    pub payload: String,
+    /// On a return online: how long it was offline.
+    pub offline_for: Option<Duration>,
+}
+
+/// One transition as read back.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Row {
+    pub device: String,
+    pub at_ms: i64,
+    pub from: String,
+    pub to: String,
+    pub cause: String,
+    pub payload: String,
+    pub offline_for_ms: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("history database {}: {source}", file.display())]
+    Sqlite { file: PathBuf, source: rusqlite::Error },
+    #[error("cannot create the state directory {}: {source}", dir.display())]
+    Dir { dir: PathBuf, source: std::io::Error },
+}
+
+pub fn ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis().min(i64::MAX as u128) as i64
+}
+
+pub struct History {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl History {
+    /// Opens (or creates) the database for writing.
+    pub fn open(dir: &Path) -> Result<History, HistoryError> {
+        std::fs::create_dir_all(dir).map_err(|source| HistoryError::Dir { dir: dir.to_path_buf(), source })?;
+        let path = dir.join(FILE_NAME);
+        let sqlite = |source| HistoryError::Sqlite { file: path.clone(), source };
+        let conn = Connection::open(&path).map_err(sqlite)?;
+        // History is not a decision: the OS having it is enough.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS transitions (
+                 device TEXT NOT NULL,
+                 at_ms INTEGER NOT NULL,
+                 from_state TEXT NOT NULL,
+                 to_state TEXT NOT NULL,
+                 cause TEXT NOT NULL,
+                 payload TEXT NOT NULL,
+                 offline_for_ms INTEGER
+             );
+             CREATE INDEX IF NOT EXISTS transitions_device_at ON transitions (device, at_ms);
+             CREATE INDEX IF NOT EXISTS transitions_at ON transitions (at_ms);",
+        )
+        .map_err(sqlite)?;
+        Ok(History { conn, path })
+    }
+
+    /// Opens an existing database read-only (the `willwatch history`
+    /// command, beside a running daemon).
+    pub fn open_read(dir: &Path) -> Result<History, HistoryError> {
+        let path = dir.join(FILE_NAME);
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|source| HistoryError::Sqlite { file: path.clone(), source })?;
+        Ok(History { conn, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends entries in one transaction.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), HistoryError> {
+        let sqlite = |source| HistoryError::Sqlite { file: self.path.clone(), source };
+        let tx = self.conn.transaction().map_err(sqlite)?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO transitions (device, at_ms, from_state, to_state, cause, payload, offline_for_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(sqlite)?;
+            for e in entries {
+                let offline_for = e.offline_for.map(|d| d.as_millis().min(i64::MAX as u128) as i64);
+                insert
+                    .execute(params![e.device, ms(e.at), e.from, e.to, e.cause, e.payload, offline_for])
+                    .map_err(sqlite)?;
+            }
+        }
+        tx.commit().map_err(sqlite)
+    }
+
+    /// Removes what is older than `before`; how many rows went.
+    pub fn prune(&self, before: SystemTime) -> Result<usize, HistoryError> {
+        self.conn
+            .execute("DELETE FROM transitions WHERE at_ms < ?1", [ms(before)])
+            .map_err(|source| HistoryError::Sqlite { file: self.path.clone(), source })
+    }
+
+    /// Transitions since `since_ms` (of one device, or all), in time order.
+    pub fn transitions(&self, device: Option<&str>, since_ms: i64) -> Result<Vec<Row>, HistoryError> {
+        let sqlite = |source| HistoryError::Sqlite { file: self.path.clone(), source };
+        let mut query = self
+            .conn
+            .prepare(
+                "SELECT device, at_ms, from_state, to_state, cause, payload, offline_for_ms FROM transitions
+                 WHERE at_ms >= ?1 AND (?2 IS NULL OR device = ?2) ORDER BY at_ms, rowid",
+            )
+            .map_err(sqlite)?;
+        let rows = query
+            .query_map(params![since_ms, device], |r| {
+                Ok(Row {
+                    device: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    from: r.get(2)?,
+                    to: r.get(3)?,
+                    cause: r.get(4)?,
+                    payload: r.get(5)?,
+                    offline_for_ms: r.get(6)?,
+                })
+            })
+            .map_err(sqlite)?;
+        rows.collect::<Result<_, _>>().map_err(sqlite)
+    }
+
+    /// Each device's state at `at_ms`: the `to` of its last transition
+    /// before it.
+    pub fn states_at(&self, device: Option<&str>, at_ms: i64) -> Result<Vec<(String, String)>, HistoryError> {
+        let sqlite = |source| HistoryError::Sqlite { file: self.path.clone(), source };
+        let mut query = self
+            .conn
+            .prepare(
+                "SELECT t.device, t.to_state FROM transitions t
+                 JOIN (SELECT device, MAX(at_ms) AS at_ms FROM transitions WHERE at_ms < ?1 AND (?2 IS NULL OR device = ?2)
+                       GROUP BY device) last ON t.device = last.device AND t.at_ms = last.at_ms
+                 ORDER BY t.rowid",
+            )
+            .map_err(sqlite)?;
+        let rows = query.query_map(params![at_ms, device], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sqlite)?;
+        rows.collect::<Result<_, _>>().map_err(sqlite)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(device: &str, at_s: u64, from: &'static str, to: &'static str) -> Entry {
+        Entry {
+            device: device.into(),
+            at: UNIX_EPOCH + Duration::from_secs(at_s),
+            from,
+            to,
+            cause: "will",
+            payload: to.into(),
+            offline_for: None,
+        }
+    }
+
+    #[test]
+    fn transitions_read_back_in_order_and_old_ones_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = History::open(dir.path()).unwrap();
+        h.append(&[entry("a", 10, "unknown", "online"), entry("b", 20, "unknown", "online")]).unwrap();
+        h.append(&[entry("a", 30, "online", "offline"), entry("a", 40, "offline", "online")]).unwrap();
+        let read = History::open_read(dir.path()).unwrap();
+        let a: Vec<(i64, String)> =
+            read.transitions(Some("a"), 0).unwrap().into_iter().map(|r| (r.at_ms, r.to)).collect();
+        assert_eq!(a, [(10_000, "online".into()), (30_000, "offline".into()), (40_000, "online".into())]);
+        let mut at_35 = read.states_at(None, 35_000).unwrap();
+        at_35.sort();
+        assert_eq!(at_35, [("a".into(), "offline".into()), ("b".into(), "online".into())]);
+        assert_eq!(h.prune(UNIX_EPOCH + Duration::from_secs(25)).unwrap(), 2);
+        assert_eq!(read.transitions(None, 0).unwrap().len(), 2);
+    }
+}

@@ -1,0 +1,95 @@
+//! The history writer: a thread of its own that takes transitions from a
+//! bounded queue, writes whatever has queued up in one transaction, and
+//! prunes what is older than `keep` once an hour. The monitor only ever
+//! `try_send`s to it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{Entry, History};
+use crate::metrics::Metrics;
+
+/// Transitions waiting for the writer before new ones are dropped (counted):
+/// more than a burst of every device of a large fleet coming online.
+pub const QUEUE: usize = 131_072;
+
+const BATCH: usize = 8192;
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The running writer: the queue into it, and its thread.
+pub struct Writer {
+    pub queue: SyncSender<Entry>,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Starts the writer for `dir`, keeping `keep` of history; `None` when
+/// `keep` is zero (history off).
+pub fn spawn(dir: PathBuf, keep: Duration, metrics: Arc<Metrics>) -> std::io::Result<Option<Writer>> {
+    if keep.is_zero() {
+        return Ok(None);
+    }
+    let (queue, entries) = sync_channel(QUEUE);
+    let thread =
+        std::thread::Builder::new().name("history".into()).spawn(move || run(&dir, keep, &entries, &metrics))?;
+    Ok(Some(Writer { queue, thread }))
+}
+
+/// Opens the database; one that cannot be opened is set aside once and
+/// started anew.
+fn open(dir: &std::path::Path) -> Option<History> {
+    match History::open(dir) {
+        Ok(history) => Some(history),
+        Err(first) => {
+            let path = dir.join(super::FILE_NAME);
+            let aside = dir.join(format!("{}.corrupt-{}", super::FILE_NAME, super::ms(SystemTime::now())));
+            let moved = std::fs::rename(&path, &aside);
+            tracing::error!(error = %first, set_aside = %aside.display(), moved = moved.is_ok(),
+                "the history database cannot be used; it is set aside and started anew");
+            match History::open(dir) {
+                Ok(history) => Some(history),
+                Err(e) => {
+                    tracing::error!(error = %e, "history is off until the next start (detection goes on)");
+                    None
+                }
+            }
+        }
+    }
+}
+
+fn run(dir: &std::path::Path, keep: Duration, entries: &Receiver<Entry>, metrics: &Metrics) {
+    let Some(mut history) = open(dir) else {
+        for _ in entries.iter() {
+            metrics.history_dropped.inc();
+        }
+        return;
+    };
+    let mut pruned_at: Option<Instant> = None;
+    loop {
+        if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+            pruned_at = Some(Instant::now());
+            match history.prune(SystemTime::now() - keep) {
+                Ok(0) => {}
+                Ok(rows) => tracing::info!(rows, keep = ?keep, "history older than keep pruned"),
+                Err(e) => tracing::warn!(error = %e, "cannot prune the history"),
+            }
+        }
+        let first = match entries.recv_timeout(PRUNE_EVERY) {
+            Ok(entry) => entry,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match entries.try_recv() {
+                Ok(entry) => batch.push(entry),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = history.append(&batch) {
+            metrics.history_dropped.inc_by(batch.len() as u64);
+            tracing::error!(error = %e, lost = batch.len(), "cannot write the history; these transitions are not in it");
+        }
+    }
+}

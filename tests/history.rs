@@ -1,0 +1,85 @@
+//! Availability history: transitions recorded with their cause while the
+//! daemon runs, `willwatch history` reading them beside it, and a broken
+//! `history.db` set aside without stopping detection.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::{Broker, Daemon, SOON, config, publish};
+
+const PUMP: &str = "[history]\nkeep = \"90d\"\n\n[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n";
+
+fn history(daemon: &Daemon, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_willwatch"))
+        .arg("history")
+        .arg("-c")
+        .arg(daemon.config_path())
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("run willwatch history");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Waits until the history lists `n` transitions of pump-7.
+async fn wait_transitions(daemon: &Daemon, n: usize) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + SOON;
+    loop {
+        let doc = history(daemon, &["pump-7"]);
+        if doc["transitions"].as_array().map_or(0, Vec::len) >= n {
+            return doc;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{doc}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn transitions_are_recorded_with_their_cause_and_read_beside_the_running_daemon() {
+    let broker = Broker::start();
+    let daemon = Daemon::start(&config(&broker, PUMP));
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "online", true).await;
+    publish(broker.port, "plant/pump-7/status", "offline", true).await;
+    daemon.wait_event("pump-7", "offline", 1).await;
+    publish(broker.port, "plant/pump-7/status", "online", true).await;
+    daemon.wait_event("pump-7", "online", 1).await;
+    let doc = wait_transitions(&daemon, 3).await;
+    let steps: Vec<(&str, &str, &str)> = doc["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["from"].as_str().unwrap(), t["to"].as_str().unwrap(), t["cause"].as_str().unwrap()))
+        .collect();
+    assert_eq!(steps, [("unknown", "online", "birth"), ("online", "offline", "will"), ("offline", "online", "birth")]);
+    assert!(doc["transitions"][2]["offline_for_ms"].as_i64().is_some(), "{doc}");
+    let device = &doc["devices"][0];
+    assert_eq!((device["id"].as_str(), device["outages"].as_u64()), (Some("pump-7"), Some(1)));
+    assert!(device["uptime"].as_f64().is_some_and(|u| u > 0.0 && u < 1.0), "{device}");
+}
+
+#[tokio::test]
+async fn a_broken_history_database_is_set_aside_and_detection_goes_on() {
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(state.path().join("history.db"), b"this is not a database at all, not even a little").unwrap();
+    let text = config(&broker, PUMP).replace("state_dir = \"state\"", &format!("state_dir = {:?}", state.path()));
+    let daemon = Daemon::start(&text);
+    daemon
+        .wait_log("the history set aside", SOON, |l| {
+            l["message"] == "the history database cannot be used; it is set aside and started anew"
+        })
+        .await;
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "offline", true).await;
+    daemon.wait_event("pump-7", "offline", 1).await;
+    let aside = std::fs::read_dir(state.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with("history.db.corrupt-"));
+    assert!(aside, "the broken file is kept aside for a look");
+    wait_transitions(&daemon, 1).await;
+}
