@@ -124,6 +124,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
             link_rx.clone(),
             queries_tx.clone(),
             Arc::clone(&metrics),
+            config.state_dir.clone(),
             http_cancel.clone(),
         );
         tokio::spawn(serve)

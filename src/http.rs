@@ -39,6 +39,8 @@ struct Shared {
     link: watch::Receiver<Link>,
     queries: mpsc::Sender<StatusQuery>,
     metrics: Arc<Metrics>,
+    /// Where `history.db` is, for `/api/history` and `/api/uptime`.
+    state_dir: std::path::PathBuf,
 }
 
 /// Connections served at once; more are refused (closed at once), counted
@@ -59,6 +61,7 @@ pub async fn serve(
     link: watch::Receiver<Link>,
     queries: mpsc::Sender<StatusQuery>,
     metrics: Arc<Metrics>,
+    state_dir: std::path::PathBuf,
     cancel: CancellationToken,
 ) {
     let listener = match tokio::net::TcpListener::bind(listen).await {
@@ -70,11 +73,13 @@ pub async fn serve(
     };
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(listen = %bound, "HTTP status endpoint listening");
-    let shared = Shared { broker_url, link, queries, metrics: Arc::clone(&metrics) };
+    let shared = Shared { broker_url, link, queries, metrics: Arc::clone(&metrics), state_dir };
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/status", get(status))
         .route("/metrics", get(prometheus))
+        .route("/api/history", get(history))
+        .route("/api/uptime", get(uptime))
         .with_state(shared);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
@@ -191,6 +196,43 @@ fn page_query(filter: &Filter) -> Result<PageQuery, String> {
         after,
         limit: filter.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE),
     })
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    device: Option<String>,
+    since: Option<String>,
+}
+
+/// `/api/history?device=ID&since=7d`: what `willwatch history --json` says.
+async fn history(State(shared): State<Shared>, Query(q): Query<HistoryQuery>) -> Response {
+    history_report(shared, q, true).await
+}
+
+/// `/api/uptime?since=24h`: per device uptime and outages, worst first.
+async fn uptime(State(shared): State<Shared>, Query(q): Query<HistoryQuery>) -> Response {
+    history_report(shared, HistoryQuery { device: None, since: q.since }, false).await
+}
+
+async fn history_report(shared: Shared, q: HistoryQuery, transitions: bool) -> Response {
+    use crate::history::command;
+    let since = match q.since.as_deref().map(humantime::parse_duration).transpose() {
+        Ok(since) => since.unwrap_or(Duration::from_secs(7 * 86_400)),
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("since: {e}\n")).into_response(),
+    };
+    let dir = shared.state_dir.clone();
+    let report =
+        tokio::task::spawn_blocking(move || command::report(&dir, q.device.as_deref(), since, SystemTime::now())).await;
+    match report {
+        Ok(Ok((devices, rows))) => {
+            let rows = if transitions { rows } else { Vec::new() };
+            Json(command::to_json(&devices, &rows, since)).into_response()
+        }
+        Ok(Err(e)) => {
+            (StatusCode::NOT_FOUND, format!("no history ([history] keep turns it on): {e}\n")).into_response()
+        }
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "the history read failed\n").into_response(),
+    }
 }
 
 /// Prometheus text 0.0.4, or OpenMetrics when the scraper asks for it.

@@ -24,6 +24,10 @@ fn history(daemon: &Daemon, args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+async fn get_json(url: &str) -> serde_json::Value {
+    serde_json::from_str(&reqwest::get(url).await.unwrap().text().await.unwrap()).unwrap()
+}
+
 /// Waits until the history lists `n` transitions of pump-7.
 async fn wait_transitions(daemon: &Daemon, n: usize) -> serde_json::Value {
     let deadline = tokio::time::Instant::now() + SOON;
@@ -59,6 +63,15 @@ async fn transitions_are_recorded_with_their_cause_and_read_beside_the_running_d
     let device = &doc["devices"][0];
     assert_eq!((device["id"].as_str(), device["outages"].as_u64()), (Some("pump-7"), Some(1)));
     assert!(device["uptime"].as_f64().is_some_and(|u| u > 0.0 && u < 1.0), "{device}");
+
+    // The API says what the command says.
+    let base = daemon.http_url().await;
+    let api = get_json(&format!("{base}/api/history?device=pump-7&since=7d")).await;
+    assert_eq!(api["transitions"], doc["transitions"]);
+    assert_eq!(api["devices"][0]["outages"], 1);
+    let uptime = get_json(&format!("{base}/api/uptime?since=24h")).await;
+    assert_eq!(uptime["devices"][0]["id"], "pump-7");
+    assert_eq!(uptime["transitions"].as_array().map(Vec::len), Some(0));
 }
 
 #[tokio::test]
