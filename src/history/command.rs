@@ -130,7 +130,7 @@ mod tests {
             from,
             to,
             cause: "will",
-            payload: String::new(),
+            payload: Default::default(),
             offline_for: None,
         };
         // `flaky` online since before the window, down half of it; `steady` up all along.

@@ -24,14 +24,16 @@ pub const FILE_NAME: &str = "history.db";
 /// One transition of one device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    pub device: String,
+    /// Inline up to 24 bytes, as devices keep their ids: a burst of
+    /// transitions costs no allocation per entry.
+    pub device: compact_str::CompactString,
     pub at: SystemTime,
     pub from: &'static str,
     pub to: &'static str,
     /// Why: `will` (it said so), `silence` (its heartbeat stopped),
     /// `birth`, `cleared` (its retained state was removed).
     pub cause: &'static str,
-    pub payload: String,
+    pub payload: compact_str::CompactString,
     /// On a return online: how long it was offline.
     pub offline_for: Option<Duration>,
 }
@@ -120,7 +122,15 @@ impl History {
             for e in entries {
                 let offline_for = e.offline_for.map(|d| d.as_millis().min(i64::MAX as u128) as i64);
                 insert
-                    .execute(params![e.device, ms(e.at), e.from, e.to, e.cause, e.payload, offline_for])
+                    .execute(params![
+                        e.device.as_str(),
+                        ms(e.at),
+                        e.from,
+                        e.to,
+                        e.cause,
+                        e.payload.as_str(),
+                        offline_for
+                    ])
                     .map_err(sqlite)?;
             }
         }

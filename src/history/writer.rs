@@ -11,9 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{Entry, History};
 use crate::metrics::Metrics;
 
-/// Transitions waiting for the writer before new ones are dropped (counted):
-/// more than a burst of every device of a large fleet coming online.
-pub const QUEUE: usize = 131_072;
+/// Transitions waiting for the writer before new ones are dropped
+/// (counted). The queue's memory is taken as it fills (about 2 MiB full).
+pub const QUEUE: usize = 16_384;
 
 const BATCH: usize = 8192;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);

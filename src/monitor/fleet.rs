@@ -377,12 +377,12 @@ impl Fleet {
                 _ => None,
             };
             self.effects.push(Effect::History(crate::history::Entry {
-                device: device.id.to_string(),
+                device: device.id.clone(),
                 at: now.wall,
                 from: before.as_str(),
                 to: after.as_str(),
                 cause,
-                payload: device.last_payload.to_string(),
+                payload: device.last_payload.clone(),
                 offline_for,
             }));
         }
