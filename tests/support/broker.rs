@@ -25,6 +25,10 @@ pub struct BrokerOptions {
     pub user: Option<(String, String)>,
     /// Serve TLS with these PEM files and require a client certificate.
     pub tls: Option<TlsFiles>,
+    /// Queue without limit for a client that lags (mosquitto drops QoS 1
+    /// messages past 1,000 queued by default): for a test's own watcher
+    /// that must see every message of a burst.
+    pub unlimited_queues: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +50,14 @@ impl Broker {
     pub fn start() -> Broker {
         match mosquitto_path() {
             Some(bin) => Broker::start_mosquitto(&bin, BrokerOptions::default()),
+            None => Broker::start_rumqttd(),
+        }
+    }
+
+    /// As `start`, with these options where mosquitto runs.
+    pub fn start_with(options: BrokerOptions) -> Broker {
+        match mosquitto_path() {
+            Some(bin) => Broker::start_mosquitto(&bin, options),
             None => Broker::start_rumqttd(),
         }
     }
@@ -145,6 +157,9 @@ fn spawn_mosquitto(bin: &Path, dir: &Path, port: u16, options: &BrokerOptions) -
     // the test's temp files are root's.
     if is_root() {
         conf.push_str("user root\n");
+    }
+    if options.unlimited_queues {
+        conf.push_str("max_queued_messages 0\n");
     }
     if options.persistence {
         conf.push_str(&format!("persistence true\npersistence_location {}/\nautosave_interval 1\n", dir.display()));
