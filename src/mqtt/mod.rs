@@ -262,36 +262,33 @@ impl Session {
     }
 
     /// Retained offline, its PUBACK, then a clean DISCONNECT; all bounded.
+    /// Publishes our offline and disconnects. Both requests queue behind
+    /// whatever the actions still asked to publish, so this waits until the
+    /// DISCONNECT itself goes out: everything before it has been written,
+    /// in order, and the broker stores our offline before it sees the
+    /// DISCONNECT. (Waiting for the offline's PUBACK alone was not enough:
+    /// an acknowledgement with nothing in flight can come while requests
+    /// still wait in the queue, and the disconnect then cut them off.)
     async fn goodbye(&self, client: &AsyncClient, eventloop: &mut EventLoop) {
         self.announce(client, &self.presence.offline);
-        let acked = tokio::time::timeout(GOODBYE_TIMEOUT, async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::PubAck(_))) if eventloop.state.inflight() == 0 => {
-                        return true;
-                    }
-                    Ok(_) => {}
-                    Err(_) => return false,
-                }
-            }
-        })
-        .await
-        .unwrap_or(false);
-        if !acked {
-            tracing::warn!(topic = %self.presence.topic, "the broker did not acknowledge our offline message; its will covers us");
-            return;
-        }
-        if client.try_disconnect().is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                while let Ok(event) = eventloop.poll().await {
-                    if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
-                        break;
+        let queued = client.try_disconnect().is_ok();
+        let sent = queued
+            && tokio::time::timeout(GOODBYE_TIMEOUT, async {
+                loop {
+                    match eventloop.poll().await {
+                        Ok(Event::Outgoing(Outgoing::Disconnect)) => return true,
+                        Ok(_) => {}
+                        Err(_) => return false,
                     }
                 }
             })
-            .await;
+            .await
+            .unwrap_or(false);
+        if sent {
+            tracing::info!(topic = %self.presence.topic, "published our offline and disconnected");
+        } else {
+            tracing::warn!(topic = %self.presence.topic, "could not send our offline and disconnect in time; the broker's copy of our will covers us");
         }
-        tracing::info!(topic = %self.presence.topic, "published our offline and disconnected");
     }
 
     fn set_link(&self, connected: bool) {
