@@ -261,7 +261,6 @@ impl Session {
         }
     }
 
-    /// Retained offline, its PUBACK, then a clean DISCONNECT; all bounded.
     /// Publishes our offline and disconnects. Both requests queue behind
     /// whatever the actions still asked to publish, so this waits until the
     /// DISCONNECT itself goes out: everything before it has been written,
@@ -269,16 +268,22 @@ impl Session {
     /// DISCONNECT. (Waiting for the offline's PUBACK alone was not enough:
     /// an acknowledgement with nothing in flight can come while requests
     /// still wait in the queue, and the disconnect then cut them off.)
+    /// Then it reads until the broker closes the connection: a socket
+    /// closed with acknowledgements still unread is reset, and a reset can
+    /// make the broker drop what it had received but not yet read.
     async fn goodbye(&self, client: &AsyncClient, eventloop: &mut EventLoop) {
         self.announce(client, &self.presence.offline);
         let queued = client.try_disconnect().is_ok();
         let sent = queued
             && tokio::time::timeout(GOODBYE_TIMEOUT, async {
+                let mut disconnected = false;
                 loop {
                     match eventloop.poll().await {
-                        Ok(Event::Outgoing(Outgoing::Disconnect)) => return true,
+                        Ok(Event::Outgoing(Outgoing::Disconnect)) => disconnected = true,
                         Ok(_) => {}
-                        Err(_) => return false,
+                        // The broker closed the connection: after our
+                        // DISCONNECT, that is the goodbye done.
+                        Err(_) => return disconnected,
                     }
                 }
             })
