@@ -101,13 +101,13 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     };
     let finish_writing = CancellationToken::new();
     let writer = tokio::spawn(writer.run(loaded.pending, finish_writing.clone()));
-    let (resync_tx, resync_rx) = mpsc::channel(16);
+    let (asks_tx, asks_rx) = mpsc::channel(16);
     let history = crate::history::writer::spawn(config.state_dir.clone(), config.history_keep, Arc::clone(&metrics))
         .map_err(DaemonError::History)?;
     let outputs = Outputs {
         store: store_tx,
         counts: counts_tx,
-        resync: resync_tx,
+        asks: asks_tx,
         history: history.as_ref().map(|h| h.queue.clone()),
         metrics: Arc::clone(&metrics),
     };
@@ -129,20 +129,20 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         );
         tokio::spawn(serve)
     });
-    let start_session = |config: &Config, resync: mpsc::Receiver<Vec<String>>| {
+    let start_session = |config: &Config, asks: mpsc::Receiver<crate::mqtt::Ask>| {
         let cancel = CancellationToken::new();
         let wiring = Wiring {
             filters: filters_tx.subscribe(),
             inbound: inbound_tx.clone(),
             link: link_tx.clone(),
             client: client_tx.clone(),
-            resync,
+            asks,
             metrics: Arc::clone(&metrics),
         };
         let session = Session::new(config.broker.clone(), config.presence.clone(), wiring);
         (cancel.clone(), tokio::spawn(session.run(cancel)))
     };
-    let (mut cancel, mut session) = start_session(&config, resync_rx);
+    let (mut cancel, mut session) = start_session(&config, asks_rx);
 
     log_started(&config);
     systemd::ready();
@@ -166,7 +166,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
                             tracing::info!(broker = %config.broker.url, "broker or presence settings changed; reconnecting");
                             cancel.cancel();
                             match session.await {
-                                Ok(resync) => (cancel, session) = start_session(&config, resync),
+                                Ok(asks) => (cancel, session) = start_session(&config, asks),
                                 Err(e) => return Err(DaemonError::Session(e.to_string())),
                             }
                         }

@@ -26,8 +26,10 @@ use crate::config::Rules;
 use crate::event::EventKind;
 use crate::payload::{Reading, read};
 use crate::throttle::Throttle;
+pub use sparkplug::{OVERTAKING_WINDOW, REBIRTH_EVERY};
 
 mod moment;
+mod sparkplug;
 
 pub use moment::{Mono, Stamp, Wall};
 
@@ -130,11 +132,16 @@ pub struct Device {
 /// The part of a device few devices use.
 #[derive(Debug, Clone, Default)]
 struct Rare {
-    /// The sequence of the current birth (with `seq_field`).
+    /// The sequence of the current birth (with `seq_field`; a Sparkplug
+    /// node's `bdSeq`).
     seq: Option<i64>,
     /// When an unrecognised payload was last logged, and how many since
     /// were not.
     warnings: Option<Throttle>,
+    /// A Sparkplug node's message sequence (0–255) last seen.
+    stream: Option<u8>,
+    /// When a Sparkplug node was last asked for a rebirth.
+    rebirth_asked: Option<Mono>,
 }
 
 /// What a message or a tick did to a device.
@@ -148,6 +155,9 @@ pub enum Outcome {
     Wait(Instant),
     /// A will from an earlier session than the current birth: ignored.
     Stale { seq: i64, current: i64 },
+    /// A birth of the session whose death just came (a will that overtook
+    /// the birth on its way): ignored.
+    StaleBirth { seq: i64 },
     /// The payload means neither online nor offline. `warn` is false while
     /// the warning is rate-limited; with `warn`, `suppressed` counts warnings withheld
     /// since the last one shown.
@@ -239,9 +249,15 @@ impl Device {
     /// minimum grace the caller imposes (the settle window after a
     /// reconnect), on top of the device's own.
     pub fn on_message(&mut self, payload: &[u8], now: Now, hold: Duration) -> Outcome {
+        self.on_reading(read(payload, &self.rules), preview(payload), now, hold)
+    }
+
+    /// Applies what a message said (`shown`: the payload as `/status` and
+    /// events show it).
+    pub fn on_reading(&mut self, reading: Reading, shown: CompactString, now: Now, hold: Duration) -> Outcome {
         self.last_seen = Some(now.wall.into());
-        self.last_payload = preview(payload);
-        match read(payload, &self.rules) {
+        self.last_payload = shown;
+        match reading {
             Reading::Cleared => {
                 // We no longer know. An unresolved offline stays unresolved
                 // so a later online still closes it.
@@ -251,7 +267,14 @@ impl Device {
             Reading::Offline { seq: Some(seq) } if self.seq().is_some_and(|current| current != seq) => {
                 Outcome::Stale { seq, current: self.seq().unwrap_or_default() }
             }
-            Reading::Offline { .. } => self.go_offline(now, hold),
+            Reading::Offline { seq } => {
+                if self.seq().is_none() {
+                    // The session that died: its birth, if it comes late, is stale.
+                    self.set_seq(seq);
+                }
+                self.go_offline(now, hold)
+            }
+            Reading::Online { seq: Some(seq) } if self.overtaken(seq, now) => Outcome::StaleBirth { seq },
             Reading::Online { seq } => {
                 if seq.is_some() {
                     self.set_seq(seq);
@@ -351,6 +374,8 @@ impl Device {
         first.map(Instant::from)
     }
 
+    /// After a message: the heartbeat clock restarts (and any answer that
+    /// was expected came).
     fn quiet_or_heartbeat(&mut self, now: Now) -> Outcome {
         match self.rules.heartbeat_timeout {
             Some(timeout) if self.state != State::Offline => {
@@ -358,7 +383,10 @@ impl Device {
                 self.silent_at = Some(at.into());
                 Outcome::Wait(at)
             }
-            _ => Outcome::Quiet,
+            _ => {
+                self.silent_at = None;
+                Outcome::Quiet
+            }
         }
     }
 

@@ -94,6 +94,8 @@ pub struct Event {
     /// Decided from a message the broker queued while willwatch was away
     /// (a persistent session): its times are when willwatch saw it.
     pub seen_late: bool,
+    /// About a Sparkplug B edge node or device (`"kind": "sparkplug"`).
+    pub sparkplug: bool,
     /// The actions to run for it.
     pub actions: Arc<[String]>,
 }
@@ -122,6 +124,9 @@ pub fn derived_id<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+
+/// The event JSON's `kind` of a Sparkplug B edge node or device.
+pub const SPARKPLUG: &str = "sparkplug";
 
 /// RFC 3339 with milliseconds, in UTC.
 pub fn rfc3339(t: SystemTime) -> String {
@@ -157,6 +162,9 @@ impl Event {
         }
         if self.seen_late {
             v["seen_late"] = json!(true);
+        }
+        if self.sparkplug {
+            v["kind"] = json!(SPARKPLUG);
         }
         v
     }
@@ -195,6 +203,7 @@ impl Event {
                 Some(n) => Some(usize::try_from(n.as_u64()?).ok()?),
             },
             seen_late: v.get("seen_late").and_then(Value::as_bool).unwrap_or(false),
+            sparkplug: v.get("kind").and_then(Value::as_str) == Some(SPARKPLUG),
             actions: Arc::from(Vec::new()),
         })
     }
@@ -217,6 +226,7 @@ pub fn test_event(kind: EventKind, device: &str) -> Event {
         severity: None,
         children_offline: None,
         seen_late: false,
+        sparkplug: false,
         actions: Arc::from(vec!["log".to_string()]),
     }
 }
@@ -263,6 +273,7 @@ mod tests {
             e.severity = severity;
             e.children_offline = attempts.map(|n| n as usize);
             e.seen_late = previous % 2 == 0;
+            e.sparkplug = kind % 2 == 0;
             let back = Event::from_json(&e.to_json()).expect("reads back");
             proptest::prop_assert_eq!(back.to_json(), e.to_json());
         }

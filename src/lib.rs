@@ -6,6 +6,7 @@
 //! - `topic`: exact topics and `{id}` patterns; filters and matching.
 //! - `device`: one device's state and the pure rules of its transitions.
 //! - `payload`: what a status payload says (plain or JSON, with sequence).
+//! - `sparkplug`: Sparkplug B topics, protobuf payloads and the host STATE.
 //! - `event`: a transition as the actions see it, and its JSON.
 //! - `history`: every transition in `history.db`, and uptime figures from it.
 //! - `template`: `{id}`-style placeholders in action settings.
@@ -44,6 +45,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod mqtt;
 pub mod payload;
+pub mod sparkplug;
 pub mod status;
 pub mod store;
 pub mod summary;

@@ -70,6 +70,8 @@ pub struct Metrics {
     pub dead_letters: Family<ActionLabel, Counter>,
     pub dead_letters_discarded: Counter,
     pub history_dropped: Counter,
+    pub sparkplug_rebirths: Counter,
+    pub sparkplug_out_of_sequence: Counter,
 }
 
 impl Metrics {
@@ -95,13 +97,15 @@ impl Metrics {
         let dead_letters = Family::<ActionLabel, Counter>::default();
         let dead_letters_discarded = Counter::<u64, AtomicU64>::default();
         let history_dropped = Counter::<u64, AtomicU64>::default();
+        let sparkplug_rebirths = Counter::<u64, AtomicU64>::default();
+        let sparkplug_out_of_sequence = Counter::<u64, AtomicU64>::default();
         let reload_success_timestamp = Gauge::<f64, AtomicU64>::default();
         registry.register("willwatch_devices", "Watched devices by state", devices.clone());
         registry.register("willwatch_transitions", "Events fired, by kind", transitions.clone());
         registry.register("willwatch_messages", "Messages received on watched topics", messages.clone());
         registry.register(
             "willwatch_unrecognized_payloads",
-            "Status payloads that meant neither online nor offline",
+            "Status payloads that meant neither online nor offline (or were malformed Sparkplug payloads)",
             unrecognized.clone(),
         );
         registry.register("willwatch_action_runs", "Action runs by outcome", action_runs.clone());
@@ -145,6 +149,16 @@ impl Metrics {
             "willwatch_history_dropped",
             "Transitions not written to the history (its queue was full, or the database failed)",
             history_dropped.clone(),
+        );
+        registry.register(
+            "willwatch_sparkplug_rebirth_requests",
+            "Rebirth requests (NCMD Node Control/Rebirth) sent to Sparkplug edge nodes",
+            sparkplug_rebirths.clone(),
+        );
+        registry.register(
+            "willwatch_sparkplug_out_of_sequence",
+            "Sparkplug messages whose seq did not follow their edge node's previous one",
+            sparkplug_out_of_sequence.clone(),
         );
         registry.register_collector(Box::new(process::Process::new()));
         registry.register(
@@ -216,6 +230,8 @@ impl Metrics {
             dead_letters,
             dead_letters_discarded,
             history_dropped,
+            sparkplug_rebirths,
+            sparkplug_out_of_sequence,
         })
     }
 

@@ -28,27 +28,25 @@ pub fn summary(config: &Config) -> String {
     }
     let _ = writeln!(out, "broker    {broker}");
     let p = &config.presence;
-    let _ = writeln!(out, "presence  {} ({} / will {}, retained)", p.topic, p.online, p.offline);
+    if p.sparkplug_host {
+        let _ = writeln!(out, "presence  {} (Sparkplug host STATE: birth and will, retained)", p.topic);
+    } else {
+        let _ = writeln!(out, "presence  {} ({} / will {}, retained)", p.topic, p.online, p.offline);
+    }
 
     let patterns = config.devices.iter().filter(|d| matches!(d.watch, Watch::Pattern(_))).count();
-    let exact = config.devices.len() - patterns;
-    let _ =
-        writeln!(out, "devices   {exact} by topic, {patterns} pattern(s), {} subscription(s)", config.filters().len());
-    let width = config
-        .devices
-        .iter()
-        .take(LISTED_DEVICES)
-        .map(|d| match &d.watch {
-            Watch::Device { id, .. } => id.chars().count(),
-            Watch::Pattern(_) => 4,
-        })
-        .max()
-        .unwrap_or(0);
+    let sparkplug = config.devices.iter().filter(|d| matches!(d.watch, Watch::Sparkplug(_))).count();
+    let exact = config.devices.len() - patterns - sparkplug;
+    let sparkplug = if sparkplug > 0 { format!(", {sparkplug} Sparkplug level(s)") } else { String::new() };
+    let _ = writeln!(
+        out,
+        "devices   {exact} by topic, {patterns} pattern(s){sparkplug}, {} subscription(s)",
+        config.filters().len()
+    );
+    let width =
+        config.devices.iter().take(LISTED_DEVICES).map(|d| d.watch.label().0.chars().count()).max().unwrap_or(0);
     for device in config.devices.iter().take(LISTED_DEVICES) {
-        let (id, topic) = match &device.watch {
-            Watch::Device { id, topic } => (id.clone(), topic.clone()),
-            Watch::Pattern(p) => ("{id}".to_string(), p.to_string()),
-        };
+        let (id, topic) = device.watch.label();
         let _ = writeln!(out, "  {id:<width$}  {topic}  → {}", device.rules.actions.join(", "));
     }
     if config.devices.len() > LISTED_DEVICES {
@@ -64,7 +62,10 @@ pub fn summary(config: &Config) -> String {
             ActionKind::Webhook(w) => {
                 format!(" {}://{}", w.url.scheme(), w.url.host_str().unwrap_or(""))
             }
-            ActionKind::Reconnect(r) => format!(" → {}", r.topic),
+            ActionKind::Reconnect(r) => match &r.topic {
+                Some(topic) => format!(" → {topic}"),
+                None => " → Sparkplug rebirth requests".to_string(),
+            },
             ActionKind::Exec(e) => format!(" {}", e.program.display()),
             ActionKind::Publish(p) => format!(" → {}", p.topic),
         };
@@ -86,17 +87,18 @@ pub fn effective(config: &Config) -> String {
     let mut out = String::from("\neffective settings\n");
     let duration = |d: std::time::Duration| humantime::format_duration(d).to_string();
     for device in &config.devices {
-        let (id, topic) = match &device.watch {
-            Watch::Device { id, topic } => (id.clone(), topic.clone()),
-            Watch::Pattern(p) => ("{id}".to_string(), p.to_string()),
-        };
+        let (id, topic) = device.watch.label();
         let r = &device.rules;
         let _ = writeln!(out, "  {id} on {topic}");
         if let Some(p) = device.preset {
             let _ = writeln!(out, "    preset     {} ({})", p.name, p.source);
         }
-        let _ = writeln!(out, "    online     {}", r.online.join(", "));
-        let _ = writeln!(out, "    offline    {}", r.offline.join(", "));
+        if r.sparkplug.is_some() {
+            let _ = writeln!(out, "    payloads   Sparkplug B births and deaths (protobuf)");
+        } else {
+            let _ = writeln!(out, "    online     {}", r.online.join(", "));
+            let _ = writeln!(out, "    offline    {}", r.offline.join(", "));
+        }
         let _ = writeln!(out, "    actions    {}", r.actions.join(", "));
         let _ = writeln!(out, "    grace      {}", duration(r.grace));
         if let Some(hb) = r.heartbeat_timeout {

@@ -99,9 +99,23 @@ pub fn schedule(spec: &Reconnect) -> impl Iterator<Item = Duration> + '_ {
     }))
 }
 
+/// What one attempt publishes: topic, QoS, retain, payload.
+type Command = (String, u8, bool, Vec<u8>);
+
+/// The command for `event`'s device: the configured one, or for a
+/// Sparkplug edge node or device a rebirth request to its node (QoS 0, as
+/// Sparkplug sends commands), stamped now.
+fn command(spec: &Reconnect, event: &Event) -> Option<Command> {
+    if event.sparkplug {
+        let topic = crate::sparkplug::topic::command_topic(&event.topic)?;
+        let now = crate::sparkplug::timestamp_ms(std::time::SystemTime::now());
+        return Some((topic, 0, false, crate::sparkplug::payload::rebirth_request(now)));
+    }
+    let topic = spec.topic.as_ref()?.render(event);
+    Some((topic, spec.qos, spec.retain, spec.payload.render(event).into_bytes()))
+}
+
 async fn climb(name: String, spec: Arc<Reconnect>, context: Context, event: Arc<Event>, attempts: Arc<AtomicU32>) {
-    let topic = spec.topic.render(&event);
-    let payload = spec.payload.render(&event).into_bytes();
     for (i, delay) in schedule(&spec).enumerate() {
         tokio::time::sleep(delay).await;
         if i as u32 == spec.max_attempts {
@@ -109,7 +123,12 @@ async fn climb(name: String, spec: Arc<Reconnect>, context: Context, event: Arc<
         }
         let attempt = i as u32 + 1;
         attempts.store(attempt, Ordering::Relaxed);
-        match context.mqtt.publish(topic.clone(), spec.qos, spec.retain, payload.clone()).await {
+        let Some((topic, qos, retain, payload)) = command(&spec, &event) else {
+            // Validation lets only Sparkplug devices use a reconnect without a topic.
+            tracing::error!(action = %name, device = %event.device, "this reconnect action has no topic for this device");
+            break;
+        };
+        match context.mqtt.publish(topic.clone(), qos, retain, payload).await {
             Ok(()) => {
                 context.metrics.action_run(&name, "ok");
                 tracing::info!(action = %name, device = %event.device, topic = %topic, attempt,
@@ -152,7 +171,7 @@ mod tests {
 
     fn spec(first: u64, backoff: f64, max_interval: u64, attempts: u32) -> Reconnect {
         Reconnect {
-            topic: Template::parse("cmd/{id}").unwrap(),
+            topic: Some(Template::parse("cmd/{id}").unwrap()),
             payload: Template::parse("reconnect").unwrap(),
             qos: 1,
             retain: false,
@@ -173,6 +192,20 @@ mod tests {
         // commands at 10, 20, 40, 80, 160 and 320 s; given up 300 s (the cap) later
         assert_eq!(secs(&spec(10, 2.0, 300, 6)), vec![10, 10, 20, 40, 80, 160, 300]);
         assert_eq!(secs(&spec(10, 2.0, 30, 5)), vec![10, 10, 20, 30, 30, 30]);
+    }
+
+    #[test]
+    fn a_sparkplug_device_gets_a_rebirth_request_to_its_node() {
+        let mut event = crate::event::test_event(EventKind::Offline, "plant/press-1/motor");
+        event.topic = "spBv1.0/plant/DDEATH/press-1/motor".into();
+        event.sparkplug = true;
+        let (topic, qos, retain, payload) = command(&spec(1, 1.0, 1, 1), &event).unwrap();
+        assert_eq!((topic.as_str(), qos, retain), ("spBv1.0/plant/NCMD/press-1", 0, false));
+        use prost::Message;
+        let request = crate::sparkplug::payload::Payload::decode(payload.as_slice()).unwrap();
+        assert_eq!(request.metrics[0].name.as_deref(), Some(crate::sparkplug::payload::REBIRTH));
+        event.sparkplug = false;
+        assert_eq!(command(&spec(1, 1.0, 1, 1), &event).unwrap().0, "cmd/plant/press-1/motor");
     }
 
     #[test]

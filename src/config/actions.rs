@@ -273,7 +273,11 @@ impl Validator<'_> {
         span: std::ops::Range<usize>,
         names: &BTreeSet<String>,
     ) -> Option<Reconnect> {
-        let topic = self.topic_template(&a.topic, "a reconnect action", span);
+        // Without a topic: Sparkplug devices only (checked with the devices).
+        let topic = match &a.topic {
+            None => Some(None),
+            Some(_) => self.topic_template(&a.topic, "a reconnect action", span).map(Some),
+        };
         let payload = match &a.payload {
             Some(p) => self.template(p, "payload"),
             None => Template::parse("reconnect").ok(),

@@ -164,6 +164,22 @@ pub struct Presence {
     pub topic: String,
     pub online: String,
     pub offline: String,
+    /// The presence is a Sparkplug host application's STATE (`topic` is
+    /// `spBv1.0/STATE/<host_id>`): JSON stamped with the connection's time
+    /// instead of `online` / `offline`.
+    pub sparkplug_host: bool,
+}
+
+impl Presence {
+    /// What to publish (or leave as the will) for `online`, on a
+    /// connection made at `connected_ms` (milliseconds since the epoch).
+    pub fn payload(&self, online: bool, connected_ms: u64) -> Vec<u8> {
+        match (self.sparkplug_host, online) {
+            (true, online) => crate::sparkplug::state_payload(online, connected_ms),
+            (false, true) => self.online.as_bytes().to_vec(),
+            (false, false) => self.offline.as_bytes().to_vec(),
+        }
+    }
 }
 
 /// One `[[device]]`: an exact topic with its id, or a pattern.
@@ -201,16 +217,90 @@ impl DeviceSpec {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Watch {
-    Device { id: String, topic: String },
+    Device {
+        id: String,
+        topic: String,
+    },
     Pattern(crate::topic::TopicPattern),
+    /// The edge nodes, or their devices, of a `[[sparkplug]]`.
+    Sparkplug(SparkplugWatch),
 }
 
 impl Watch {
+    /// The filter that shows what it watches (in logs, for a pattern's limit).
     pub fn filter(&self) -> String {
         match self {
             Watch::Device { topic, .. } => topic.clone(),
             Watch::Pattern(p) => p.filter(),
+            Watch::Sparkplug(s) => s.filters().swap_remove(1),
         }
+    }
+
+    /// The id and topic a person reads for it: `{id}` for a pattern.
+    pub fn label(&self) -> (String, String) {
+        match self {
+            Watch::Device { id, topic } => (id.clone(), topic.clone()),
+            Watch::Pattern(p) => ("{id}".to_string(), p.to_string()),
+            Watch::Sparkplug(s) => {
+                let nodes = if s.nodes.is_empty() { "+".to_string() } else { s.nodes.join("|") };
+                let id = match s.level {
+                    SparkplugLevel::Node { .. } => format!("{}/{nodes}", s.group),
+                    SparkplugLevel::Device => format!("{}/{nodes}/+", s.group),
+                };
+                (id, s.filters().join(" "))
+            }
+        }
+    }
+
+    /// Every subscription it needs.
+    pub fn filters(&self) -> Vec<String> {
+        match self {
+            Watch::Sparkplug(s) => s.filters(),
+            other => vec![other.filter()],
+        }
+    }
+}
+
+/// One level of a `[[sparkplug]]`: its edge nodes, or their devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SparkplugWatch {
+    /// A group id, or `+` for every group.
+    pub group: String,
+    /// Edge node ids; empty for every node of the group.
+    pub nodes: Vec<String>,
+    pub level: SparkplugLevel,
+}
+
+/// What a Sparkplug device of willwatch's is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SparkplugLevel {
+    /// An edge node: NBIRTH / NDEATH, with `bdSeq`. With its devices
+    /// watched too, every message of its stream is seen, so its sequence
+    /// can be followed.
+    Node { with_devices: bool },
+    /// A device of an edge node: DBIRTH / DDEATH; its node is its parent.
+    Device,
+}
+
+impl SparkplugWatch {
+    /// Whether `topic` is about this watch's nodes (or their devices).
+    pub fn covers(&self, topic: &crate::sparkplug::topic::Topic<'_>) -> bool {
+        (self.group == "+" || self.group == topic.group)
+            && (self.nodes.is_empty() || self.nodes.iter().any(|n| n == topic.node))
+            && (self.level == SparkplugLevel::Device) == topic.device.is_some()
+    }
+
+    /// The filters of its births, deaths and data (data proves life and
+    /// tells a host which nodes to ask for a rebirth).
+    pub fn filters(&self) -> Vec<String> {
+        use crate::sparkplug::topic::{Verb, filter};
+        let verbs = match self.level {
+            SparkplugLevel::Node { .. } => Verb::NODE,
+            SparkplugLevel::Device => Verb::DEVICE,
+        };
+        let nodes: Vec<&str> =
+            if self.nodes.is_empty() { vec!["+"] } else { self.nodes.iter().map(String::as_str).collect() };
+        verbs.iter().flat_map(|v| nodes.iter().map(|n| filter(&self.group, *v, n))).collect()
     }
 }
 
@@ -233,6 +323,9 @@ pub struct Rules {
     /// The device (a bridge, a gateway) it is reached through: while that
     /// one is offline, this one's offline actions are inhibited.
     pub parent: Option<String>,
+    /// A Sparkplug B edge node or device: its payloads are protobuf, its
+    /// session rules Sparkplug's.
+    pub sparkplug: Option<SparkplugLevel>,
 }
 
 impl Rules {
@@ -249,6 +342,16 @@ impl Rules {
             seq_field: None,
             severity: None,
             parent: None,
+            sparkplug: None,
+        }
+    }
+
+    /// The device it is reached through, if any: its `parent`, or for a
+    /// Sparkplug device (`<group>/<node>/<device>`) its edge node.
+    pub fn parent_of<'d>(&'d self, id: &'d str) -> Option<&'d str> {
+        match self.sparkplug {
+            Some(SparkplugLevel::Device) => id.rsplit_once('/').map(|(node, _)| node),
+            _ => self.parent.as_deref(),
         }
     }
 }
@@ -327,7 +430,9 @@ pub struct Webhook {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reconnect {
-    pub topic: Template,
+    /// Where the command goes; only Sparkplug devices, which get a rebirth
+    /// request instead, may use a reconnect without one.
+    pub topic: Option<Template>,
     pub payload: Template,
     pub qos: u8,
     pub retain: bool,
@@ -393,7 +498,7 @@ impl Config {
     /// Every subscription filter, each once, in config order.
     pub fn filters(&self) -> Vec<String> {
         let mut seen = HashSet::new();
-        let status = self.devices.iter().map(|d| d.watch.filter());
+        let status = self.devices.iter().flat_map(|d| d.watch.filters());
         let heartbeat = self.devices.iter().filter_map(|d| d.heartbeat.as_ref().map(Watch::filter));
         status.chain(heartbeat).filter(|f| seen.insert(f.clone())).collect()
     }
@@ -412,6 +517,11 @@ impl Config {
     /// The spec that owns `topic` and the device id it gives it. Exact
     /// topics win over patterns; among patterns the first in the file wins.
     pub fn resolve<'t>(&self, topic: &'t str) -> Option<(Cow<'t, str>, &DeviceSpec)> {
+        if let Some(sparkplug) = crate::sparkplug::topic::Topic::parse(topic)
+            && let Some(spec) = self.resolve_sparkplug(&sparkplug)
+        {
+            return Some((Cow::Owned(sparkplug.id()), spec));
+        }
         if let Some(&i) = self.exact.get(topic) {
             let spec = &self.devices[i];
             if let Watch::Device { id, .. } = &spec.watch {
@@ -421,8 +531,14 @@ impl Config {
         self.devices.iter().find_map(|d| match &d.watch {
             Watch::Pattern(_) if d.excludes(topic) => None,
             Watch::Pattern(p) => p.device_id(topic).map(|raw| (d.device_id(raw), d)),
-            Watch::Device { .. } => None,
+            Watch::Device { .. } | Watch::Sparkplug(_) => None,
         })
+    }
+
+    /// The `[[sparkplug]]` level that watches what `topic` is about; the
+    /// first in the file wins.
+    pub fn resolve_sparkplug(&self, topic: &crate::sparkplug::topic::Topic<'_>) -> Option<&DeviceSpec> {
+        self.devices.iter().find(|d| matches!(&d.watch, Watch::Sparkplug(s) if s.covers(topic)))
     }
 }
 

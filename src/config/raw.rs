@@ -25,6 +25,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub device: Vec<Spanned<RawDevice>>,
     #[serde(default)]
+    pub sparkplug: Vec<Spanned<RawSparkplug>>,
+    #[serde(default)]
     pub action: BTreeMap<String, Spanned<RawAction>>,
     pub state_dir: Option<Spanned<String>>,
     pub max_devices: Option<Spanned<i64>>,
@@ -67,6 +69,7 @@ pub struct RawBroker {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPresence {
+    pub sparkplug_host_id: Option<Spanned<String>>,
     pub topic: Option<Spanned<String>>,
     pub online: Option<Spanned<String>>,
     pub offline: Option<Spanned<String>>,
@@ -104,6 +107,20 @@ pub struct RawDevice {
     pub severity: Option<Spanned<String>>,
     pub exclude: Option<SpannedList>,
     pub parent: Option<Spanned<String>>,
+}
+
+/// `[[sparkplug]]`: edge nodes (and their devices) of a Sparkplug B group.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSparkplug {
+    pub group: Option<Spanned<String>>,
+    pub edge_nodes: Option<SpannedList>,
+    pub devices: Option<Spanned<bool>>,
+    pub actions: Option<SpannedList>,
+    pub grace: Option<RawDuration>,
+    pub severity: Option<Spanned<String>>,
+    pub parent: Option<Spanned<String>>,
+    pub max_devices: Option<Spanned<i64>>,
 }
 
 /// `[action.NAME]`. One struct for every kind, rather than an enum tagged by

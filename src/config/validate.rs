@@ -14,6 +14,8 @@ use super::raw::{RawBroker, RawConfig, RawDefaults, RawDevice, RawDuration, RawP
 use super::{ActionSpec, BUILTIN_LOG, Broker, Config, DeviceSpec, Presence, Rules, Secret, Tls, Watch};
 use crate::topic::{ID_PLACEHOLDER, TopicError, WatchedTopic};
 
+mod sparkplug;
+
 /// Read when the config names no `password_file`.
 pub const PASSWORD_ENV: &str = "WILLWATCH_MQTT_PASSWORD";
 
@@ -44,7 +46,8 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
         None => (0..0, RawDefaults::default()),
     };
     let defaults = v.defaults(raw_defaults, defaults_span, &actions);
-    let devices = v.devices(raw.device, &defaults, &actions);
+    let mut devices = v.devices(raw.device, &defaults, &actions);
+    devices.extend(v.sparkplug(raw.sparkplug, &defaults, &actions));
     let state_dir = v.state_dir(raw.state_dir);
     let max_devices = v.max_devices(raw.max_devices.as_ref()).unwrap_or(super::DEFAULT_MAX_DEVICES);
     let state_sync = v.state_sync(raw.state_sync);
@@ -75,7 +78,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
                 .enumerate()
                 .filter_map(|(i, d)| match &d.watch {
                     Watch::Device { topic, .. } => Some((topic.clone(), i)),
-                    Watch::Pattern(_) => None,
+                    Watch::Pattern(_) | Watch::Sparkplug(_) => None,
                 })
                 .collect();
             let mut actions = actions;
@@ -374,8 +377,11 @@ impl Validator<'_> {
     fn presence(&mut self, raw: Option<Spanned<RawPresence>>, client_id: Option<&str>) -> Option<Presence> {
         let (span, raw) = match raw {
             Some(r) => (r.span(), r.into_inner()),
-            None => (0..0, RawPresence { topic: None, online: None, offline: None }),
+            None => (0..0, RawPresence { sparkplug_host_id: None, topic: None, online: None, offline: None }),
         };
+        if let Some(host_id) = raw.sparkplug_host_id {
+            return self.sparkplug_host(host_id, [raw.topic, raw.online, raw.offline]);
+        }
         let topic = match raw.topic {
             Some(t) => match WatchedTopic::parse(t.get_ref()) {
                 Ok(WatchedTopic::Exact(topic)) => Some(topic),
@@ -399,7 +405,26 @@ impl Validator<'_> {
             self.problem(Problem::new(span, "presence `online` and `offline` are the same payload"));
             return None;
         }
-        Some(Presence { topic: topic?, online: online?, offline: offline? })
+        Some(Presence { topic: topic?, online: online?, offline: offline?, sparkplug_host: false })
+    }
+
+    /// `sparkplug_host_id`: the presence is the host application's STATE.
+    /// One connection has one will, so it replaces the plain presence.
+    fn sparkplug_host(&mut self, host_id: Spanned<String>, plain: [Option<Spanned<String>>; 3]) -> Option<Presence> {
+        let mut ok = self.sparkplug_id(&host_id, "host");
+        for key in plain.into_iter().flatten() {
+            self.problem(
+                Problem::new(key.span(), "with `sparkplug_host_id` the presence is the host's Sparkplug STATE")
+                    .hint("an MQTT connection has one will: remove `topic`, `online` and `offline`"),
+            );
+            ok = false;
+        }
+        ok.then(|| Presence {
+            topic: crate::sparkplug::topic::state_topic(host_id.get_ref()),
+            online: String::new(),
+            offline: String::new(),
+            sparkplug_host: true,
+        })
     }
 
     fn payload(&mut self, raw: Option<Spanned<String>>, default: &str) -> Option<String> {
@@ -470,6 +495,7 @@ impl Validator<'_> {
             seq_field: self.pointer(raw.seq_field, None),
             severity: self.severity(raw.severity),
             parent: None,
+            sparkplug: None,
         };
         self.fields_fit(&rules, span.clone());
         self.disjoint(&rules, span);
@@ -503,6 +529,21 @@ impl Validator<'_> {
             }
         }
         out
+    }
+
+    /// A reconnect action without a `topic` sends Sparkplug rebirth
+    /// requests: a plain device has nothing to be sent.
+    fn commands_known(&mut self, rules: &Rules, span: std::ops::Range<usize>, actions: &BTreeMap<String, ActionSpec>) {
+        for name in &rules.actions {
+            if let Some(ActionSpec { kind: super::ActionKind::Reconnect(r), .. }) = actions.get(name)
+                && r.topic.is_none()
+            {
+                self.problem(
+                    Problem::new(span.clone(), format!("reconnect action `{name}` has no `topic` to send this device a command on"))
+                        .hint("give the action a topic; only [[sparkplug]] nodes and devices can do without (they get a rebirth request)"),
+                );
+            }
+        }
     }
 
     /// A payload cannot mean both online and offline.
@@ -560,9 +601,11 @@ impl Validator<'_> {
                 seq_field: self.pointer(device.seq_field, defaults.seq_field.clone()),
                 severity: self.severity(device.severity).or_else(|| defaults.severity.clone()),
                 parent: self.parent(device.parent),
+                sparkplug: None,
             };
             self.fields_fit(&rules, span.clone());
             self.disjoint(&rules, span.clone());
+            self.commands_known(&rules, span.clone(), actions);
             let mut id_template = None;
             let watch = match (WatchedTopic::parse(topic.get_ref()), device.id) {
                 (Err(e), _) => {
@@ -863,6 +906,7 @@ impl Watch {
         match self {
             Watch::Device { topic, .. } => topic.clone(),
             Watch::Pattern(p) => p.to_string(),
+            Watch::Sparkplug(s) => s.filters().join(" "),
         }
     }
 }

@@ -34,15 +34,18 @@ use std::time::{Duration, Instant, SystemTime};
 
 use compact_str::CompactString;
 
-use crate::config::{Config, Watch};
-use crate::device::{Device, Durable, Now, Outcome, Saved, State};
+use crate::config::{Config, DeviceSpec, Watch};
+use crate::device::{Device, Durable, Now, Outcome, Saved, State, preview};
 use crate::event::{Event, EventKind, new_id};
 use crate::metrics::{EventLabel, Metrics};
 use crate::mqtt::YOUNG;
+use crate::payload::Reading;
+use crate::sparkplug::topic::Topic as SparkplugTopic;
 use crate::throttle::Throttle;
 use devices::Devices;
 
 mod devices;
+mod sparkplug;
 
 /// This many offlines within `BURST_WINDOW` may have overflowed a broker's
 /// queue for us (mosquitto's default is 1,000 messages)...
@@ -68,6 +71,8 @@ pub enum Effect {
     Forget(String),
     /// Re-read the retained states of these exact topics.
     Resync(Vec<String>),
+    /// Ask a Sparkplug edge node for a rebirth, on its command topic.
+    Rebirth(String),
     /// Hand the new config to the actions (in order with the events).
     Reload(Arc<Config>),
     /// Record a transition in the history.
@@ -181,6 +186,11 @@ pub struct Fleet {
     per_pattern: HashMap<usize, usize>,
     /// The ids some device names as its `parent`.
     parents: HashSet<String>,
+    /// The known devices of each parent (by `parent`, or a Sparkplug
+    /// device's edge node).
+    children: HashMap<CompactString, Vec<CompactString>>,
+    /// Malformed Sparkplug payloads are logged at most this often.
+    malformed: Throttle,
     /// New devices refused past a limit are logged at most this often.
     refusals: Throttle,
     link: Link,
@@ -216,6 +226,8 @@ impl Fleet {
             clashes: HashSet::new(),
             per_pattern: HashMap::new(),
             parents: HashSet::new(),
+            children: HashMap::new(),
+            malformed: Throttle::new(REFUSALS_LOG_EVERY),
             refusals: Throttle::new(REFUSALS_LOG_EVERY),
             link,
             recent_offlines: VecDeque::new(),
@@ -277,8 +289,15 @@ impl Fleet {
         self.metrics.messages.inc();
         let unix = now.wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         self.metrics.last_message.set(unix.as_secs_f64());
-        let Some((id, spec)) = self.config.resolve(topic) else {
-            if let Some(id) = self.config.resolve_heartbeat(topic).map(|id| id.into_owned()) {
+        let config = Arc::clone(&self.config);
+        if let Some(sparkplug) = SparkplugTopic::parse(topic)
+            && let Some(spec) = config.resolve_sparkplug(&sparkplug)
+        {
+            self.sparkplug_message(&sparkplug, spec, payload, now);
+            return;
+        }
+        let Some((id, spec)) = config.resolve(topic) else {
+            if let Some(id) = config.resolve_heartbeat(topic) {
                 self.on_heartbeat(&id, now);
             } else {
                 tracing::debug!(topic = %topic, "message on a topic no device watches");
@@ -286,26 +305,10 @@ impl Fleet {
             return;
         };
         let id = CompactString::from(id);
-        if !self.devices.contains(&id) {
-            // A pattern device seen for the first time, unless one too many.
-            let key = pattern_key(spec);
-            let in_pattern = self.per_pattern.get(&key).copied().unwrap_or(0);
-            let limit = spec.max_devices.unwrap_or(self.config.max_devices).min(self.config.max_devices);
-            if self.devices.len() >= self.config.max_devices || in_pattern >= limit {
-                self.metrics.devices_refused.inc();
-                if let Some(suppressed) = self.refusals.allow(now.mono) {
-                    tracing::warn!(topic = %topic, pattern = %spec.watch.filter(), devices = self.devices.len(), in_pattern,
-                        max_devices = self.config.max_devices, pattern_max_devices = spec.max_devices, suppressed,
-                        "new device refused: max_devices reached");
-                }
-                return;
-            }
-            self.per_pattern.insert(key, in_pattern + 1);
-            self.counts.add(State::Unknown, 1);
+        if !self.admit(&id, spec, topic, now) {
+            return;
         }
-        let parent_down = spec.rules.parent.as_deref().filter(|p| self.is_offline(p)).map(str::to_string);
-        let rules = Arc::clone(&spec.rules);
-        let device = self.devices.get_or_insert_with(&id, || Device::new(id.clone(), topic, rules));
+        let Some(device) = self.devices.get(&id) else { return };
         if device.topic != topic {
             if self.clashes.insert(topic.to_string()) {
                 tracing::warn!(device = %device.id, topic = %topic, watched_topic = %device.topic,
@@ -313,6 +316,42 @@ impl Fleet {
             }
             return;
         }
+        let reading = crate::payload::read(payload, &device.rules);
+        self.apply(&id, reading, preview(payload), retained, now);
+    }
+
+    /// Makes sure the device `id` of `spec` is known, seen on `topic`;
+    /// false when it is new and one too many (refused, counted, logged).
+    fn admit(&mut self, id: &CompactString, spec: &DeviceSpec, topic: &str, now: Now) -> bool {
+        if self.devices.contains(id) {
+            return true;
+        }
+        // A pattern device seen for the first time, unless one too many.
+        let key = pattern_key(spec);
+        let in_pattern = self.per_pattern.get(&key).copied().unwrap_or(0);
+        let limit = spec.max_devices.unwrap_or(self.config.max_devices).min(self.config.max_devices);
+        if self.devices.len() >= self.config.max_devices || in_pattern >= limit {
+            self.metrics.devices_refused.inc();
+            if let Some(suppressed) = self.refusals.allow(now.mono) {
+                tracing::warn!(topic = %topic, pattern = %spec.watch.filter(), devices = self.devices.len(), in_pattern,
+                    max_devices = self.config.max_devices, pattern_max_devices = spec.max_devices, suppressed,
+                    "new device refused: max_devices reached");
+            }
+            return false;
+        }
+        self.per_pattern.insert(key, in_pattern + 1);
+        self.counts.add(State::Unknown, 1);
+        let rules = Arc::clone(&spec.rules);
+        self.devices.get_or_insert_with(id, || Device::new(id.clone(), topic, rules));
+        self.adopt(id);
+        true
+    }
+
+    /// Applies what a message on its status topic said to the device `id`:
+    /// held by the settle window when `retained`, by its parent's outage.
+    fn apply(&mut self, id: &str, reading: Reading, shown: CompactString, retained: bool, now: Now) {
+        let parent_down = self.parent_down_of(id).map(str::to_string);
+        let Some(device) = self.devices.get_mut(id) else { return };
         device.heard_in = self.link.connects;
         let before = device.state;
         let durable = device.durable();
@@ -323,30 +362,33 @@ impl Fleet {
             (None, true) => settle,
             (None, false) => Duration::ZERO,
         };
-        let outcome = device.on_message(payload, now, hold);
+        let outcome = device.on_reading(reading, shown, now, hold);
         if let (Some(parent), Outcome::Wait(_)) = (&parent_down, &outcome)
             && device.state == State::Offline
             && before != State::Offline
         {
-            tracing::info!(device = %device.id, topic = %topic, parent = %parent, cause = %format!("parent {parent} offline"),
+            tracing::info!(device = %device.id, topic = %device.topic, parent = %parent, cause = %format!("parent {parent} offline"),
                 "device offline while its parent is offline: its offline actions are inhibited");
         }
         match &outcome {
             Outcome::Unrecognised { warn, suppressed } => {
                 self.metrics.unrecognized.inc();
                 if *warn {
-                    tracing::warn!(device = %device.id, topic = %topic, payload = %device.last_payload,
+                    tracing::warn!(device = %device.id, topic = %device.topic, payload = %device.last_payload,
                         suppressed, "payload is neither an online nor an offline payload; state unchanged");
                 }
             }
             Outcome::Stale { seq, current } => {
-                tracing::info!(device = %device.id, topic = %topic, seq, current,
+                tracing::info!(device = %device.id, topic = %device.topic, seq, current,
                     "ignoring a will from an earlier session (its sequence is not the current birth's)");
+            }
+            Outcome::StaleBirth { seq } => {
+                tracing::info!(device = %device.id, topic = %device.topic, seq,
+                    "ignoring a birth of the session whose death just came (the will overtook it)");
             }
             _ => {}
         }
-        let id = device.id.clone();
-        self.follow(&id, before, durable, outcome, late, now);
+        self.follow(id, before, durable, outcome, late, now);
     }
 
     fn on_heartbeat(&mut self, id: &str, now: Now) {
@@ -370,6 +412,7 @@ impl Fleet {
                 State::Online => "birth",
                 State::Unknown => "cleared",
                 State::Offline if device.last_payload == crate::device::SILENCE => "silence",
+                State::Offline if device.last_payload == sparkplug::NODE_OFFLINE => "parent",
                 State::Offline => "will",
             };
             let offline_for = match &outcome {
@@ -401,7 +444,8 @@ impl Fleet {
                     attempts: None,
                     severity: device.rules.severity.clone(),
                     seen_late: late,
-                    children_offline: (t.kind == EventKind::Offline && self.parents.contains(id)).then(|| {
+                    sparkplug: device.rules.sparkplug.is_some(),
+                    children_offline: (t.kind == EventKind::Offline && self.is_parent(id)).then(|| {
                         self.children_of(id)
                             .iter()
                             .filter(|c| self.devices.get(c).is_some_and(|d| !d.notified()))
@@ -432,7 +476,7 @@ impl Fleet {
             self.counts.add(before, -1);
             self.counts.add(after, 1);
         }
-        if after != before && self.parents.contains(id) {
+        if after != before && self.is_parent(id) {
             if after == State::Offline {
                 self.hold_children(id, now);
             } else if before == State::Offline {
@@ -450,36 +494,56 @@ impl Fleet {
         self.devices.get(id).is_some_and(|d| d.state == State::Offline)
     }
 
-    /// The known devices whose `parent` is `id`.
+    /// Whether some device is reached through `id`.
+    fn is_parent(&self, id: &str) -> bool {
+        self.parents.contains(id) || self.children.contains_key(id)
+    }
+
+    /// The known devices reached through `id`.
     fn children_of(&self, id: &str) -> Vec<CompactString> {
-        if !self.parents.contains(id) {
-            return Vec::new();
+        self.children.get(id).cloned().unwrap_or_default()
+    }
+
+    /// Files a device just added under its parent.
+    fn adopt(&mut self, id: &str) {
+        if let Some(parent) = self.devices.get(id).and_then(|d| d.rules.parent_of(id)) {
+            self.children.entry(parent.into()).or_default().push(id.into());
         }
-        self.devices.iter().filter(|d| d.rules.parent.as_deref() == Some(id)).map(|d| d.id.clone()).collect()
     }
 
     /// The parent `id` went offline: its children's waiting offlines wait
-    /// for it (one alert for the bridge, not one per bulb).
+    /// for it (one alert for the bridge, not one per bulb). A Sparkplug
+    /// node's devices are offline with it, held the same way.
     fn hold_children(&mut self, id: &str, now: Now) {
         let children = self.children_of(id);
         tracing::info!(device = %id, children = children.len(),
             "a parent is offline: its children are shown offline and their offline actions inhibited");
+        let sparkplug = self.devices.get(id).is_some_and(|d| d.rules.sparkplug.is_some());
         for child in children {
-            if self.devices.get_mut(&child).is_some_and(|d| d.hold_until(now.mono + PARENT_HOLD)) {
+            let Some(device) = self.devices.get_mut(&child) else { continue };
+            if sparkplug && device.state != State::Offline {
+                let (before, durable) = (device.state, device.durable());
+                let outcome =
+                    device.on_reading(Reading::Offline { seq: None }, sparkplug::NODE_OFFLINE.into(), now, PARENT_HOLD);
+                self.follow(&child, before, durable, outcome, false, now);
+            } else if device.hold_until(now.mono + PARENT_HOLD) {
                 self.arm(&child);
             }
         }
     }
 
     /// The parent `id` is back: its children return to what they report;
-    /// their retained states are read again, and an offline still held
-    /// after that fires as the child's own.
+    /// their retained states are read again (a Sparkplug node's devices
+    /// send their births), and an offline still held after that fires as
+    /// the child's own.
     fn release_children(&mut self, id: &str, now: Now) {
         let children = self.children_of(id);
         let mut topics = Vec::with_capacity(children.len());
         for child in &children {
             if let Some(device) = self.devices.get_mut(child) {
-                topics.push(device.topic.to_string());
+                if device.rules.sparkplug.is_none() {
+                    topics.push(device.topic.to_string());
+                }
                 if device.hold_until(now.mono + self.config.broker.settle.max(REPLAY_WAIT)) {
                     self.arm(child);
                 }
@@ -579,11 +643,11 @@ impl Fleet {
         }
         if self.link.replay_check_at.is_some_and(|at| at <= now.mono) {
             self.link.replay_check_at = None;
-            self.reread_unheard();
+            self.reread_unheard(now);
         }
         if self.resync_at.is_some_and(|at| at <= now.mono) {
             self.resync_at = self.periodic_resync(now.mono);
-            self.reread_not_offline();
+            self.reread_not_offline(now);
         }
         if now.mono < self.link.settle_until {
             return;
@@ -656,6 +720,7 @@ impl Fleet {
             severity: None,
             seen_late: false,
             children_offline: None,
+            sparkplug: false,
             actions: self.actions_for(&broker.actions, kind),
         };
         if kind == EventKind::BrokerDown {
@@ -672,28 +737,43 @@ impl Fleet {
     }
 
     /// Re-reads the known devices the replay of this connection missed.
-    fn reread_unheard(&mut self) {
+    fn reread_unheard(&mut self, now: Now) {
         let connects = self.link.connects;
-        let topics: Vec<String> =
-            self.devices.iter().filter(|d| d.heard_in != connects).map(|d| d.topic.to_string()).collect();
-        if !topics.is_empty() {
+        let unheard: Vec<CompactString> =
+            self.devices.iter().filter(|d| d.heard_in != connects).map(|d| d.id.clone()).collect();
+        if !unheard.is_empty() {
             tracing::info!(
-                devices = topics.len(),
+                devices = unheard.len(),
                 known = self.devices.len(),
                 "known devices whose retained state did not arrive after the connect; re-reading just those"
             );
-            self.effects.push(Effect::Resync(topics));
+            self.reread(unheard, now);
         }
     }
 
     /// Re-reads every device not known offline: a will the broker dropped
     /// can only hide among them.
-    fn reread_not_offline(&mut self) {
+    fn reread_not_offline(&mut self, now: Now) {
+        let ids: Vec<CompactString> =
+            self.devices.iter().filter(|d| d.state != State::Offline).map(|d| d.id.clone()).collect();
+        if !ids.is_empty() {
+            tracing::info!(devices = ids.len(), "re-reading the retained states of the devices not known offline");
+            self.reread(ids, now);
+        }
+    }
+
+    /// Re-reads the retained states of `ids`; Sparkplug devices, which
+    /// have none, are asked for a rebirth instead.
+    fn reread(&mut self, ids: Vec<CompactString>, now: Now) {
+        let (sparkplug, plain): (Vec<CompactString>, Vec<CompactString>) =
+            ids.into_iter().partition(|id| self.devices.get(id).is_some_and(|d| d.rules.sparkplug.is_some()));
         let topics: Vec<String> =
-            self.devices.iter().filter(|d| d.state != State::Offline).map(|d| d.topic.to_string()).collect();
+            plain.iter().filter_map(|id| self.devices.get(id)).map(|d| d.topic.to_string()).collect();
         if !topics.is_empty() {
-            tracing::info!(devices = topics.len(), "re-reading the retained states of the devices not known offline");
             self.effects.push(Effect::Resync(topics));
+        }
+        if !sparkplug.is_empty() {
+            self.ask_rebirths(sparkplug, now);
         }
     }
 
@@ -760,17 +840,22 @@ impl Fleet {
         self.parents = self.config.devices.iter().filter_map(|d| d.rules.parent.clone()).collect();
         let mut counts = Counts::default();
         let mut per_pattern: HashMap<usize, usize> = HashMap::new();
+        let mut children: HashMap<CompactString, Vec<CompactString>> = HashMap::new();
         for device in self.devices.iter() {
             counts.add(device.state, 1);
             counts.notified += usize::from(device.notified());
             if let Some((_, spec)) = self.config.resolve(&device.topic)
-                && matches!(spec.watch, Watch::Pattern(_))
+                && !matches!(spec.watch, Watch::Device { .. })
             {
                 *per_pattern.entry(pattern_key(spec)).or_default() += 1;
+            }
+            if let Some(parent) = device.rules.parent_of(&device.id) {
+                children.entry(parent.into()).or_default().push(device.id.clone());
             }
         }
         self.counts = counts;
         self.per_pattern = per_pattern;
+        self.children = children;
     }
 
     /// One page of `/status`, in memory bounded by the page, not the
@@ -807,7 +892,12 @@ impl Fleet {
 
     /// The parent, if it is offline: the device is shown offline for it.
     fn parent_down<'d>(&self, d: &'d Device) -> Option<&'d str> {
-        d.rules.parent.as_deref().filter(|p| self.is_offline(p))
+        d.rules.parent_of(&d.id).filter(|p| self.is_offline(p))
+    }
+
+    /// The parent of the device `id`, if it is offline.
+    fn parent_down_of(&self, id: &str) -> Option<&str> {
+        self.devices.get(id).and_then(|d| self.parent_down(d))
     }
 
     /// The state `/status` shows: offline while the parent is.
@@ -818,7 +908,7 @@ impl Fleet {
     /// The counts `/status` shows: children of an offline parent as offline.
     fn shown_counts(&self) -> Counts {
         let mut counts = self.counts;
-        if !self.parents.is_empty() {
+        if !self.children.is_empty() {
             for d in self.devices.iter().filter(|d| d.state != State::Offline && self.parent_down(d).is_some()) {
                 counts.add(d.state, -1);
                 counts.add(State::Offline, 1);

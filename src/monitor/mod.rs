@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::device::{Now, Saved};
 use crate::metrics::{Metrics, StateLabel};
-use crate::mqtt::Inbound;
+use crate::mqtt::{Ask, Inbound};
 use crate::store::Op;
 pub use fleet::{Counts, DeviceView, Effect, Fleet, PageQuery, StatusPage, rank};
 
@@ -53,8 +53,9 @@ pub struct Outputs {
     /// Decisions and records, to the state writer.
     pub store: mpsc::Sender<Op>,
     pub counts: watch::Sender<Counts>,
-    /// Asks the session to re-read the retained states of these topics.
-    pub resync: mpsc::Sender<Vec<String>>,
+    /// Asks the session to re-read retained states, or to ask Sparkplug
+    /// nodes for a rebirth.
+    pub asks: mpsc::Sender<Ask>,
     /// Transitions, to the history writer (none when history is off).
     pub history: Option<std::sync::mpsc::SyncSender<crate::history::Entry>>,
     pub metrics: Arc<Metrics>,
@@ -137,6 +138,9 @@ impl Monitor {
     async fn perform(&mut self) {
         let before = *self.out.counts.borrow();
         let effects: Vec<Effect> = self.fleet.drain().collect();
+        // Rebirth requests go to the session together: one at a time
+        // would overflow its queue in a storm.
+        let mut rebirths = Vec::new();
         for effect in effects {
             let op = match effect {
                 Effect::Fire(event, device) => Op::Event(event, device),
@@ -158,14 +162,11 @@ impl Monitor {
                     continue;
                 }
                 Effect::Resync(topics) => {
-                    // The session takes requests as they come and merges
-                    // them into its queue, so this fails only while it hangs.
-                    if let Err(e) = self.out.resync.try_send(topics) {
-                        tracing::warn!(
-                            topics = e.into_inner().len(),
-                            "the session is not taking re-read requests; this one is dropped"
-                        );
-                    }
+                    self.ask(Ask::Reread(topics));
+                    continue;
+                }
+                Effect::Rebirth(topic) => {
+                    rebirths.push(topic);
                     continue;
                 }
             };
@@ -174,12 +175,29 @@ impl Monitor {
                 tracing::error!("the state writer is gone; decisions are no longer recorded");
             }
         }
+        if !rebirths.is_empty() {
+            self.ask(Ask::Rebirth(rebirths));
+        }
         let counts = self.fleet.counts();
         if counts != before {
             for (state, n) in [("online", counts.online), ("offline", counts.offline), ("unknown", counts.unknown)] {
                 self.out.metrics.devices.get_or_create(&StateLabel { state }).set(n as i64);
             }
             self.out.counts.send_replace(counts);
+        }
+    }
+}
+
+impl Monitor {
+    /// Passes a request to the session. It takes requests as they come and
+    /// queues them (merged), so this fails only while it hangs: then the
+    /// request is dropped, logged.
+    fn ask(&self, ask: Ask) {
+        if let Err(e) = self.out.asks.try_send(ask) {
+            let topics = match e.into_inner() {
+                Ask::Reread(topics) | Ask::Rebirth(topics) => topics.len(),
+            };
+            tracing::warn!(topics, "the session is not taking requests; this one is dropped");
         }
     }
 }

@@ -14,6 +14,7 @@
 //! Requests are made with `try_*` and a full channel is logged.
 
 mod publisher;
+mod rebirths;
 mod subscriptions;
 
 use std::collections::BTreeSet;
@@ -32,6 +33,7 @@ use crate::config::{Broker, Presence};
 use crate::metrics::Metrics;
 use crate::throttle::Throttle;
 pub use publisher::Publisher;
+use rebirths::Rebirths;
 use subscriptions::Subscriptions;
 
 /// Requests rumqttc may queue before `try_*` calls fail.
@@ -72,6 +74,15 @@ pub enum Inbound {
     },
 }
 
+/// What the monitor asks of the session.
+#[derive(Debug)]
+pub enum Ask {
+    /// Re-read the retained states of these exact topics.
+    Reread(Vec<String>),
+    /// Ask Sparkplug edge nodes for a rebirth, on these command topics.
+    Rebirth(Vec<String>),
+}
+
 /// The session's link to the broker, for status lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Link {
@@ -91,8 +102,8 @@ pub struct Wiring {
     pub link: watch::Sender<Link>,
     /// Where the session's client is offered to publishers.
     pub client: watch::Sender<Option<AsyncClient>>,
-    /// Exact topics of known devices whose retained states to re-read.
-    pub resync: mpsc::Receiver<Vec<String>>,
+    /// Re-reads and rebirth requests, from the monitor.
+    pub asks: mpsc::Receiver<Ask>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -103,7 +114,7 @@ pub struct Session {
     inbound: mpsc::Sender<Inbound>,
     link: watch::Sender<Link>,
     client: watch::Sender<Option<AsyncClient>>,
-    resync: mpsc::Receiver<Vec<String>>,
+    asks: mpsc::Receiver<Ask>,
     metrics: Arc<Metrics>,
 }
 
@@ -116,17 +127,21 @@ impl Session {
             inbound: wiring.inbound,
             link: wiring.link,
             client: wiring.client,
-            resync: wiring.resync,
+            asks: wiring.asks,
             metrics: wiring.metrics,
         }
     }
 
     /// Runs until `cancel` fires, then says goodbye to the broker. Returns
-    /// the resync queue for the next session.
-    pub async fn run(mut self, cancel: CancellationToken) -> mpsc::Receiver<Vec<String>> {
-        let (client, mut eventloop) = AsyncClient::new(options(&self.broker, &self.presence), REQUEST_CAPACITY);
+    /// the request queue for the next session.
+    pub async fn run(mut self, cancel: CancellationToken) -> mpsc::Receiver<Ask> {
+        // The moment of the connection the will is for (a Sparkplug host's
+        // STATE carries it in both its birth and its will).
+        let mut stamp = crate::sparkplug::timestamp_ms(SystemTime::now());
+        let (client, mut eventloop) = AsyncClient::new(options(&self.broker, &self.presence, stamp), REQUEST_CAPACITY);
         self.client.send_replace(Some(client.clone()));
         let mut subscriptions = Subscriptions::default();
+        let mut rebirths = Rebirths::default();
         let mut subscribed: BTreeSet<String> = self.filters.borrow_and_update().iter().cloned().collect();
         let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
         let mut connected = false;
@@ -139,16 +154,20 @@ impl Session {
         let mut settling = false;
         loop {
             let step_at = subscriptions.due().filter(|_| connected).map(tokio::time::Instant::from_std);
+            let rebirth_at = rebirths.due().filter(|_| connected).map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
                 () = sleep_until(step_at) => subscriptions.step(&client),
-                Some(topics) = self.resync.recv() => {
-                    if connected {
+                () = sleep_until(rebirth_at) => rebirths.step(&client),
+                Some(ask) = self.asks.recv() => match ask {
+                    Ask::Reread(topics) if connected => {
                         tracing::debug!(topics = topics.len(), "re-reading retained states");
                         subscriptions.resync(topics, &subscribed);
                     }
-                }
+                    Ask::Rebirth(topics) if connected => rebirths.extend(topics),
+                    _ => {}
+                },
                 Ok(()) = self.filters.changed() => {
                     let wanted: BTreeSet<String> = self.filters.borrow_and_update().iter().cloned().collect();
                     if connected {
@@ -173,7 +192,7 @@ impl Session {
                             filters = subscribed.len(), attempts, "connected to broker");
                         // Before subscribing: the settle window must cover the replay.
                         self.tell(Inbound::Connected).await;
-                        self.announce(&client, &self.presence.online);
+                        self.announce(&client, true, stamp);
                         subscriptions.reset();
                         subscriptions.subscribe(subscribed.iter().cloned().collect());
                         subscriptions.step(&client);
@@ -219,6 +238,8 @@ impl Session {
                             self.tell(Inbound::Disconnected).await;
                         }
                         subscriptions.reset();
+                        stamp = crate::sparkplug::timestamp_ms(SystemTime::now());
+                        eventloop.mqtt_options.set_last_will(will(&self.presence, stamp));
                         let delay = backoff.next_delay();
                         log_connect_error(&self.broker.url, &e, backoff.attempts(), delay);
                         tokio::select! {
@@ -230,10 +251,10 @@ impl Session {
             }
         }
         if connected {
-            self.goodbye(&client, &mut eventloop).await;
+            self.goodbye(&client, &mut eventloop, stamp).await;
         }
         self.set_link(false);
-        self.resync
+        self.asks
     }
 
     /// Passes `inbound` on. Once the monitor has stopped (shutdown stops
@@ -255,8 +276,9 @@ impl Session {
     }
 
     /// Publishes the daemon's own retained presence payload.
-    fn announce(&self, client: &AsyncClient, payload: &str) {
-        if let Err(e) = client.try_publish(&self.presence.topic, QoS::AtLeastOnce, true, payload.as_bytes().to_vec()) {
+    fn announce(&self, client: &AsyncClient, online: bool, stamp: u64) {
+        let payload = self.presence.payload(online, stamp);
+        if let Err(e) = client.try_publish(&self.presence.topic, QoS::AtLeastOnce, true, payload) {
             tracing::error!(topic = %self.presence.topic, error = %e, "could not queue the presence message");
         }
     }
@@ -271,8 +293,8 @@ impl Session {
     /// Then it reads until the broker closes the connection: a socket
     /// closed with acknowledgements still unread is reset, and a reset can
     /// make the broker drop what it had received but not yet read.
-    async fn goodbye(&self, client: &AsyncClient, eventloop: &mut EventLoop) {
-        self.announce(client, &self.presence.offline);
+    async fn goodbye(&self, client: &AsyncClient, eventloop: &mut EventLoop, stamp: u64) {
+        self.announce(client, false, stamp);
         let queued = client.try_disconnect().is_ok();
         let sent = queued
             && tokio::time::timeout(GOODBYE_TIMEOUT, async {
@@ -310,14 +332,14 @@ impl Session {
 }
 
 /// rumqttc options from the config: client id, keep-alive, credentials, TLS
-/// and the daemon's retained will.
-pub fn options(broker: &Broker, presence: &Presence) -> MqttOptions {
+/// and the daemon's retained will (for a connection made at `stamp`).
+pub fn options(broker: &Broker, presence: &Presence, stamp: u64) -> MqttOptions {
     let mut options = MqttOptions::new(&broker.client_id, &broker.host, broker.port);
     options
         .set_keep_alive(broker.keep_alive)
         .set_clean_session(!broker.persistent_session)
         .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
-        .set_last_will(LastWill::new(&presence.topic, presence.offline.as_bytes().to_vec(), QoS::AtLeastOnce, true));
+        .set_last_will(will(presence, stamp));
     if let Some(user) = &broker.username {
         let password = broker.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
         options.set_credentials(user, password);
@@ -326,6 +348,11 @@ pub fn options(broker: &Broker, presence: &Presence) -> MqttOptions {
         options.set_transport(Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(tls.client_config.clone())));
     }
     options
+}
+
+/// The daemon's retained will, for a connection made at `stamp`.
+fn will(presence: &Presence, stamp: u64) -> LastWill {
+    LastWill::new(&presence.topic, presence.payload(false, stamp), QoS::AtLeastOnce, true)
 }
 
 /// One line per failed attempt, saying what is wrong in words a person can

@@ -338,6 +338,8 @@ struct Stored {
     children_offline: Option<usize>,
     #[serde(default)]
     seen_late: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    sparkplug: bool,
 }
 
 impl Stored {
@@ -355,6 +357,7 @@ impl Stored {
             severity: e.severity.clone(),
             children_offline: e.children_offline,
             seen_late: e.seen_late,
+            sparkplug: e.sparkplug,
         }
     }
 
@@ -374,6 +377,7 @@ impl Stored {
             severity: self.severity,
             children_offline: self.children_offline,
             seen_late: self.seen_late,
+            sparkplug: self.sparkplug,
             actions: Arc::from(Vec::new()),
         })
     }

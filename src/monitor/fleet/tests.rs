@@ -11,6 +11,8 @@ use proptest::prelude::*;
 
 use super::*;
 
+mod sparkplug;
+
 const DEVICES: &str = "[[device]]\ntopic = \"plant/{id}/status\"\n";
 
 fn config(rest: &str) -> Arc<Config> {
