@@ -31,6 +31,7 @@ fn write(name: &str, event: &Event) {
             previous = event.previous,
             children_offline = event.children_offline,
             seen_late = event.seen_late.then_some(true),
+            kind = event.sparkplug.then_some(crate::event::SPARKPLUG),
             event_id = %event.id,
             message_id = event.kind.message_id(),
             "device offline"
@@ -47,6 +48,7 @@ fn write(name: &str, event: &Event) {
                 previous = event.previous,
                 offline_for_s = event.offline_for.map(|d| d.as_secs_f64()),
                 seen_late = event.seen_late.then_some(true),
+                kind = event.sparkplug.then_some(crate::event::SPARKPLUG),
                 event_id = %event.id,
                 message_id = event.kind.message_id(),
                 "device online after {} offline",

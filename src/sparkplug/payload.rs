@@ -8,6 +8,8 @@
 
 use prost::Message;
 
+use super::topic::Verb;
+
 /// The metric an edge node's birth and death carry its session number in.
 pub const BD_SEQ: &str = "bdSeq";
 /// The metric a host writes `true` to in an NCMD to ask for a new birth.
@@ -61,6 +63,25 @@ pub enum PayloadError {
     SeqRange(u64),
     #[error("the `bdSeq` metric has no integer value")]
     BdSeqValue,
+    #[error("an {0} must carry a `bdSeq` metric")]
+    NoBdSeq(&'static str),
+    #[error("an {0} must carry a `seq`")]
+    NoSeq(&'static str),
+}
+
+/// Reads the sequence numbers of a `verb` message: births and deaths of
+/// edge nodes must carry their `bdSeq`, every message but an NDEATH its
+/// `seq` (so an empty payload, which protobuf reads as a message with
+/// nothing set, is refused).
+pub fn decode_for(verb: Verb, bytes: &[u8]) -> Result<Sequence, PayloadError> {
+    let sequence = decode(bytes)?;
+    if matches!(verb, Verb::NBirth | Verb::NDeath) && sequence.bd_seq.is_none() {
+        return Err(PayloadError::NoBdSeq(verb.as_str()));
+    }
+    if verb != Verb::NDeath && sequence.seq.is_none() {
+        return Err(PayloadError::NoSeq(verb.as_str()));
+    }
+    Ok(sequence)
 }
 
 /// Reads the sequence numbers of `bytes`. Anything that is not a protobuf
@@ -133,9 +154,38 @@ mod tests {
     }
 
     #[test]
+    fn births_and_deaths_without_their_numbers_are_errors() {
+        assert_eq!(decode_for(Verb::NDeath, b""), Err(PayloadError::NoBdSeq("NDEATH")));
+        assert_eq!(decode_for(Verb::DDeath, b""), Err(PayloadError::NoSeq("DDEATH")));
+        assert!(decode_for(Verb::NDeath, &reference("ndeath.bin")).is_ok());
+    }
+
+    #[test]
     fn text_and_out_of_range_sequences_are_errors() {
         assert!(matches!(decode(b"offline"), Err(PayloadError::Protobuf(_))));
         assert_eq!(decode(&birth(1, 300)), Err(PayloadError::SeqRange(300)));
+    }
+
+    /// Payloads made by pysparkplug (`tests/data/sparkplug/generate.py`).
+    fn reference(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/tests/data/sparkplug/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn reads_what_an_independent_implementation_writes() {
+        assert_eq!(decode(&reference("nbirth.bin")), Ok(Sequence { seq: Some(0), bd_seq: Some(3) }));
+        assert_eq!(decode(&reference("ndeath.bin")), Ok(Sequence { seq: None, bd_seq: Some(3) }));
+        assert_eq!(decode(&reference("ndeath-earlier.bin")), Ok(Sequence { seq: None, bd_seq: Some(2) }));
+        assert_eq!(decode(&reference("dbirth.bin")), Ok(Sequence { seq: Some(1), bd_seq: None }));
+        assert_eq!(decode(&reference("ndata.bin")), Ok(Sequence { seq: Some(2), bd_seq: None }));
+        assert_eq!(decode(&reference("ddeath.bin")), Ok(Sequence { seq: Some(3), bd_seq: None }));
+    }
+
+    /// `generate.py` checks that pysparkplug reads this file as a rebirth
+    /// command; this keeps the file what willwatch sends.
+    #[test]
+    fn the_committed_rebirth_request_is_current() {
+        assert_eq!(rebirth_request(1_800_000_000_000), reference("rebirth-request.bin"));
     }
 
     proptest! {

@@ -114,6 +114,39 @@ impl Daemon {
             .unwrap_or(0.0)
     }
 
+    /// The device `id` as `/status` shows it (`Null` while unknown to it).
+    pub async fn device(&self, id: &str) -> Value {
+        let url = format!("{}/status", self.http_url().await);
+        let response = reqwest::Client::new().get(url).query(&[("device", id)]).send().await.unwrap();
+        let doc: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+        doc["devices"][0].clone()
+    }
+
+    /// Waits until `/status` shows the device `id` in `state`.
+    pub async fn wait_state(&self, id: &str, state: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let device = self.device(id).await;
+            if device["state"] == state {
+                return device;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{id} never became {state}: {device}\n{}", self.dump());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until `state.db` records the device `id` as `state` (a first
+    /// sighting is saved within a moment, not at once).
+    pub async fn wait_saved(&self, id: &str, state: &str) {
+        let path = self.dir.path().join("state/state.db");
+        let saved = || {
+            let db = rusqlite::Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+            let found: String = db.query_row("SELECT state FROM devices WHERE id = ?1", [id], |r| r.get(0)).ok()?;
+            (found == state).then_some(())
+        };
+        eventually(&format!("{id} saved as {state}"), Duration::from_secs(10), saved).await;
+    }
+
     /// `event` ("offline", "online", "reconnect_failed") lines of the
     /// built-in log action for `device`.
     pub fn events(&self, device: &str, event: &str) -> Vec<Value> {

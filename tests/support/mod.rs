@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod devices;
 pub mod proxy;
 pub mod receiver;
+pub mod sparkplug;
 pub mod wait;
 
 pub use broker::{Broker, BrokerOptions};

@@ -4,7 +4,9 @@
 //! - NBIRTH / NDEATH carry the session's `bdSeq`: a death of another
 //!   session than the current birth's is stale and ignored; a birth of the
 //!   session whose death just came (the will overtook it) is ignored too
-//!   (`Device::on_reading`).
+//!   (`Device::on_reading`). Should that birth be a new life that reused
+//!   the number within `OVERTAKING_WINDOW`, the node's next data asks for
+//!   a rebirth, which counts once the window is past.
 //! - An NDEATH takes every device of the node offline, held for the node:
 //!   one alert for the node, none for its devices (`hold_children`). When
 //!   the node is back, a device that does not send its DBIRTH soon fires
@@ -25,7 +27,7 @@ use super::{Effect, Fleet};
 use crate::config::{DeviceSpec, SparkplugLevel};
 use crate::device::{Now, State};
 use crate::payload::Reading;
-use crate::sparkplug::payload::{Sequence, decode};
+use crate::sparkplug::payload::{Sequence, decode_for};
 use crate::sparkplug::topic::{Topic, Verb, command_topic};
 
 /// How long a node (and its devices) asked for a rebirth have to answer
@@ -38,7 +40,7 @@ pub const NODE_OFFLINE: &str = "(edge node offline)";
 impl Fleet {
     /// A message on a Sparkplug topic that `spec` watches.
     pub(super) fn sparkplug_message(&mut self, topic: &Topic<'_>, spec: &DeviceSpec, payload: &[u8], now: Now) {
-        let sequence = match decode(payload) {
+        let sequence = match decode_for(topic.verb, payload) {
             Ok(sequence) => sequence,
             Err(e) => {
                 self.metrics.unrecognized.inc();

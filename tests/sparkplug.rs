@@ -1,0 +1,199 @@
+//! Sparkplug B edge nodes and devices, watched natively: births and
+//! deaths from protobuf payloads made by an independent implementation
+//! (pysparkplug, `tests/data/sparkplug`), the session rules, rebirth
+//! requests, and willwatch as a host application with its STATE.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use support::sparkplug::{EdgeNode, reference};
+use support::{Broker, Daemon, SENTINEL, SOON, config, eventually, publish_many, sync_with_sentinel};
+
+const PLANT: &str = "[[sparkplug]]\ngroup = \"plant\"\n";
+
+async fn started(broker: &Broker, rest: &str) -> Daemon {
+    let daemon = Daemon::start(&config(broker, &format!("{PLANT}{SENTINEL}{rest}")));
+    daemon.wait_connected().await;
+    daemon
+}
+
+#[tokio::test]
+async fn a_node_killed_with_its_device_is_one_sparkplug_offline_and_its_device_is_held() {
+    let broker = Broker::start();
+    let daemon = started(&broker, "").await;
+    let node = EdgeNode::connect(broker.port, "plant", "press", &["motor"]).await;
+    daemon.wait_state("plant/press", "online").await;
+    daemon.wait_state("plant/press/motor", "online").await;
+
+    node.kill();
+    let offline = daemon.wait_event("plant/press", "offline", 1).await;
+    assert_eq!(offline["kind"], "sparkplug");
+    assert_eq!(offline["children_offline"], 1);
+    assert_eq!(offline["topic"], "spBv1.0/plant/NDEATH/press");
+    let motor = daemon.wait_state("plant/press/motor", "offline").await;
+    assert_eq!(motor["cause"], "parent plant/press offline");
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    assert!(daemon.events("plant/press/motor", "offline").is_empty(), "{}", daemon.dump());
+
+    // Back, in its next session: the node and its device are born again;
+    // one online, for the node.
+    let _node = EdgeNode::connect_session(broker.port, "plant", "press", &["motor"], 4).await;
+    daemon.wait_event("plant/press", "online", 1).await;
+    daemon.wait_state("plant/press/motor", "online").await;
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    assert!(daemon.events("plant/press/motor", "online").is_empty(), "{}", daemon.dump());
+}
+
+#[tokio::test]
+async fn a_death_from_an_earlier_session_is_ignored_and_the_current_one_is_not() {
+    let broker = Broker::start();
+    let daemon = started(&broker, "").await;
+    let birth = ("spBv1.0/plant/NBIRTH/press", reference("nbirth.bin"));
+    let stale = ("spBv1.0/plant/NDEATH/press", reference("ndeath-earlier.bin"));
+    publish_many(broker.port, &[birth, stale], false).await;
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    assert_eq!(daemon.device("plant/press").await["state"], "online");
+    assert!(
+        daemon.logs(|l| support::daemon::message(l).starts_with("ignoring a will from an earlier session")).len() == 1
+    );
+
+    publish_many(broker.port, &[("spBv1.0/plant/NDEATH/press", reference("ndeath.bin"))], false).await;
+    daemon.wait_event("plant/press", "offline", 1).await;
+}
+
+#[tokio::test]
+async fn a_birth_delivered_after_its_own_death_does_not_bring_the_node_back() {
+    let broker = Broker::start();
+    let daemon = started(&broker, "").await;
+    let messages = [
+        ("spBv1.0/plant/NBIRTH/press", reference("nbirth.bin")),
+        ("spBv1.0/plant/NDEATH/press", reference("ndeath.bin")),
+        // The same session's birth, overtaken by its will (a bridge, a cluster).
+        ("spBv1.0/plant/NBIRTH/press", reference("nbirth.bin")),
+    ];
+    publish_many(broker.port, &messages, false).await;
+    daemon.wait_event("plant/press", "offline", 1).await;
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    assert_eq!(daemon.device("plant/press").await["state"], "offline");
+    assert!(daemon.events("plant/press", "online").is_empty(), "{}", daemon.dump());
+}
+
+#[tokio::test]
+async fn malformed_payloads_are_counted_and_logged_and_change_nothing() {
+    let broker = Broker::start();
+    let daemon = started(&broker, "").await;
+    let _node = EdgeNode::connect(broker.port, "plant", "press", &[]).await;
+    daemon.wait_state("plant/press", "online").await;
+    let garbage: Vec<(&str, Vec<u8>)> = vec![
+        ("spBv1.0/plant/NDEATH/press", b"offline".to_vec()),
+        ("spBv1.0/plant/NDEATH/press", vec![0xff; 64]),
+        ("spBv1.0/plant/NDEATH/press", Vec::new()),
+    ];
+    publish_many(broker.port, &garbage, false).await;
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    assert_eq!(daemon.device("plant/press").await["state"], "online");
+    assert!(daemon.metric("willwatch_unrecognized_payloads_total").await >= 2.0);
+    let warned = daemon.logs(|l| support::daemon::message(l) == "malformed Sparkplug payload; ignored");
+    assert!(!warned.is_empty(), "{}", daemon.dump());
+}
+
+/// Waits for the retained STATE of `host` saying `online`; returns it.
+async fn wait_host_state(broker: &Broker, host: &str, online: bool) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + SOON;
+    loop {
+        let text = support::retained(broker.port, &format!("spBv1.0/STATE/{host}")).await;
+        if let Some(state) = text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            && state["online"] == online
+        {
+            return state;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "STATE of {host} never said online = {online}");
+    }
+}
+
+fn host_config(broker: &Broker, rest: &str) -> String {
+    config(broker, &format!("{PLANT}{SENTINEL}{rest}"))
+        .replace("[presence]\ntopic = \"willwatch/test/status\"", "[presence]\nsparkplug_host_id = \"watch\"")
+}
+
+#[tokio::test]
+async fn as_a_host_its_state_birth_and_will_are_retained_with_the_connections_timestamp() {
+    let broker = Broker::start();
+    let mut daemon = Daemon::start(&host_config(&broker, ""));
+    daemon.wait_connected().await;
+    let online = wait_host_state(&broker, "watch", true).await;
+    assert!(online["timestamp"].as_u64().unwrap() > 1_700_000_000_000, "{online}");
+
+    daemon.signal("KILL");
+    daemon.exit_status(SOON).await;
+    let will = wait_host_state(&broker, "watch", false).await;
+    assert_eq!(will["timestamp"], online["timestamp"], "the will is the same connection's");
+
+    daemon.restart();
+    daemon.wait_connected().await;
+    let again = wait_host_state(&broker, "watch", true).await;
+    assert!(again["timestamp"].as_u64() > online["timestamp"].as_u64(), "a new connection, a new timestamp");
+    daemon.signal("TERM");
+    assert!(daemon.exit_status(SOON).await.success());
+    let goodbye = wait_host_state(&broker, "watch", false).await;
+    assert_eq!(goodbye["timestamp"], again["timestamp"]);
+}
+
+#[tokio::test]
+async fn after_a_restart_without_a_session_nodes_are_asked_to_rebirth_and_one_that_died_meanwhile_is_found() {
+    let broker = Broker::start();
+    let text = config(&broker, &format!("{PLANT}{SENTINEL}"))
+        .replace("settle = \"0s\"", "settle = \"0s\"\npersistent_session = false");
+    let mut daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    let alive = EdgeNode::connect(broker.port, "plant", "alive", &["motor"]).await;
+    let doomed = EdgeNode::connect(broker.port, "plant", "doomed", &[]).await;
+    for id in ["plant/alive", "plant/alive/motor", "plant/doomed"] {
+        daemon.wait_saved(id, "online").await;
+    }
+
+    daemon.kill();
+    // Its death is published while nobody keeps a session for willwatch.
+    doomed.kill();
+    daemon.restart();
+    daemon.wait_connected().await;
+    eventually("a rebirth request to the live node", SOON, || {
+        (alive.rebirths.load(Ordering::SeqCst) >= 1).then_some(())
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let offline = loop {
+        if let Some(offline) = daemon.events("plant/doomed", "offline").into_iter().next() {
+            break offline;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no offline for the dead node\n{}", daemon.dump());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(offline["payload"], "(silent)");
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    assert!(daemon.events("plant/alive", "offline").is_empty(), "{}", daemon.dump());
+    assert!(daemon.events("plant/alive/motor", "offline").is_empty(), "{}", daemon.dump());
+    assert!(daemon.metric("willwatch_sparkplug_rebirth_requests_total").await >= 2.0);
+}
+
+#[tokio::test]
+async fn the_reconnect_action_asks_a_dead_devices_node_for_a_rebirth() {
+    let broker = Broker::start();
+    let rest = "[action.rebirth]\ntype = \"reconnect\"\nfirst_after = \"0s\"\nmax_attempts = 3\n";
+    let text = config(
+        &broker,
+        &format!("[[sparkplug]]\ngroup = \"plant\"\nactions = [\"log\", \"rebirth\"]\n{SENTINEL}{rest}"),
+    );
+    let daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    let node = EdgeNode::connect(broker.port, "plant", "press", &["motor"]).await;
+    daemon.wait_state("plant/press/motor", "online").await;
+
+    publish_many(broker.port, &[("spBv1.0/plant/DDEATH/press/motor", reference("ddeath.bin"))], false).await;
+    daemon.wait_event("plant/press/motor", "offline", 1).await;
+    // The node answers the request with its births: the device is back.
+    daemon.wait_event("plant/press/motor", "online", 1).await;
+    assert!(node.rebirths.load(Ordering::SeqCst) >= 1);
+}
