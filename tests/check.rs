@@ -342,3 +342,36 @@ fn a_generated_client_id_is_warned_about_with_a_persistent_session() {
     let (ok, _, stderr) = check(&format!("{text}persistent_session = false\n"));
     assert!(ok && !stderr.contains("looks generated"), "{stderr}");
 }
+
+#[test]
+fn sparkplug_mistakes_are_named_where_they_are() {
+    let text = format!("{BROKER}[[sparkplug]]\nedge_nodes = [\"press\"]\n");
+    assert_rejected(&text, "w.toml:3:1: this [[sparkplug]] has no `group`");
+    let text = format!("{BROKER}[[sparkplug]]\ngroup = \"plant/a\"\n");
+    assert_rejected(&text, "w.toml:4:9: Sparkplug group id `plant/a` must be one topic level");
+    let text = format!("{BROKER}[[sparkplug]]\ngroup = \"plant\"\nedge_nodes = [\"press\", \"+\"]\n");
+    assert_rejected(&text, "w.toml:5:24: `+` stands for every node; it cannot be listed with others");
+    let text = format!("{BROKER}[[sparkplug]]\ngroup = \"plant\"\n[[sparkplug]]\ngroup = \"plant\"\n");
+    assert_rejected(&text, "w.toml:6:9: Sparkplug group `plant` is watched twice");
+    let text = format!("{BROKER}[presence]\nsparkplug_host_id = \"scada\"\ntopic = \"w/status\"\n");
+    assert_rejected(&text, "w.toml:5:9: with `sparkplug_host_id` the presence is the host's Sparkplug STATE");
+    // A reconnect without a topic sends Sparkplug rebirth requests only.
+    let rebirth = "[action.rebirth]\ntype = \"reconnect\"\n";
+    let text = format!("{BROKER}{rebirth}[[sparkplug]]\ngroup = \"plant\"\nactions = [\"rebirth\"]\n");
+    let (ok, stdout, stderr) = check(&text);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("rebirth (reconnect → Sparkplug rebirth requests"), "{stdout}");
+    let text = format!("{BROKER}{rebirth}[[device]]\nid = \"a\"\ntopic = \"a/status\"\nactions = [\"rebirth\"]\n");
+    assert_rejected(&text, "reconnect action `rebirth` has no `topic` to send this device a command on");
+}
+
+#[test]
+fn the_json_schema_knows_sparkplug() {
+    let validator = jsonschema::validator_for(&schema()).expect("a valid JSON Schema");
+    let good = as_json(&format!(
+        "{BROKER}[presence]\nsparkplug_host_id = \"scada\"\n[[sparkplug]]\ngroup = \"+\"\nedge_nodes = [\"a\", \"b\"]\ndevices = false\n"
+    ));
+    assert!(validator.is_valid(&good));
+    let bad = as_json(&format!("{BROKER}[[sparkplug]]\nedge_nodes = [\"a\"]\nbdseq = 1\n"));
+    assert_eq!(validator.iter_errors(&bad).count(), 2);
+}
