@@ -243,11 +243,13 @@ impl Watch {
             Watch::Pattern(p) => ("{id}".to_string(), p.to_string()),
             Watch::Sparkplug(s) => {
                 let nodes = if s.nodes.is_empty() { "+".to_string() } else { s.nodes.join("|") };
-                let id = match s.level {
-                    SparkplugLevel::Node { .. } => format!("{}/{nodes}", s.group),
-                    SparkplugLevel::Device => format!("{}/{nodes}/+", s.group),
+                let (id, topic) = match s.level {
+                    SparkplugLevel::Node { .. } => (format!("{}/{nodes}", s.group), format!("{{NBIRTH,NDEATH,NDATA}}/{nodes}")),
+                    SparkplugLevel::Device => {
+                        (format!("{}/{nodes}/+", s.group), format!("{{DBIRTH,DDEATH,DDATA}}/{nodes}/+"))
+                    }
                 };
-                (id, s.filters().join(" "))
+                (id, format!("{}/{}/{topic}", crate::sparkplug::topic::NAMESPACE, s.group))
             }
         }
     }
