@@ -14,8 +14,10 @@
 //!   within it, nothing fires;
 //! - silence: with `heartbeat_timeout`, a device heard from by nothing for
 //!   that long is offline even without a will;
-//! - stale wills: with `seq_field`, a death whose sequence is not the
-//!   current birth's is ignored.
+//! - stale wills: with `seq_field` (or Sparkplug's `bdSeq`), a death whose
+//!   sequence is not the current birth's is ignored, unless it is a few
+//!   sessions later (`MISSED_SESSIONS`: a birth we missed); a birth of the
+//!   session that just died is ignored too (the will overtook it).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -32,6 +34,12 @@ mod moment;
 mod sparkplug;
 
 pub use moment::{Mono, Stamp, Wall};
+
+/// A death at most this many sessions after the birth we know is of a
+/// session whose birth was missed (published while willwatch was away, or
+/// its record lost to a crash before it was saved): a real death. Any
+/// other sequence but the current birth's is an earlier session's.
+pub const MISSED_SESSIONS: i64 = 8;
 
 /// How often, at most, an unrecognised payload is logged per device.
 pub const UNRECOGNISED_WARNING_EVERY: Duration = Duration::from_secs(60);
@@ -264,12 +272,16 @@ impl Device {
                 self.enter(State::Unknown, now);
                 self.quiet_or_heartbeat(now)
             }
-            Reading::Offline { seq: Some(seq) } if self.seq().is_some_and(|current| current != seq) => {
+            Reading::Offline { seq: Some(seq) }
+                if self.seq().is_some_and(|current| current != seq && !self.later_session(current, seq)) =>
+            {
                 Outcome::Stale { seq, current: self.seq().unwrap_or_default() }
             }
             Reading::Offline { seq } => {
-                if self.seq().is_none() {
-                    // The session that died: its birth, if it comes late, is stale.
+                if seq.is_some() {
+                    // The session that died (a later one than the birth we
+                    // know when that birth was missed): its birth, if it
+                    // comes late, is stale.
                     self.set_seq(seq);
                 }
                 self.go_offline(now, hold)

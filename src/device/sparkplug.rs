@@ -46,12 +46,19 @@ impl Device {
         }
     }
 
-    /// Whether a birth of session `seq` comes right after that session's
-    /// death.
+    /// Whether session `seq` follows session `current` by at most
+    /// `MISSED_SESSIONS` (Sparkplug's `bdSeq` counts modulo 256).
+    pub(super) fn later_session(&self, current: i64, seq: i64) -> bool {
+        let ahead = if self.rules.sparkplug.is_some() { (seq - current).rem_euclid(256) } else { seq - current };
+        (1..=super::MISSED_SESSIONS).contains(&ahead)
+    }
+
+    /// Whether a birth of session `seq` comes right after the death of
+    /// that session or a later one.
     pub(super) fn overtaken(&self, seq: i64, now: Now) -> bool {
         self.state == State::Offline
             && !self.silenced
-            && self.seq() == Some(seq)
+            && self.seq().is_some_and(|dead| dead == seq || self.later_session(seq, dead))
             && self.since.is_some_and(|t| now.mono < Instant::from(t.mono) + OVERTAKING_WINDOW)
     }
 }

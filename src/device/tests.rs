@@ -240,6 +240,24 @@ fn a_will_from_an_older_session_is_stale() {
     assert_eq!(fired(&msg(&mut d, br#"{"state":"offline","bdSeq":4}"#, clock.after(2))), Some(EventKind::Offline));
 }
 
+/// Regression: a birth whose record a crash lost (saved within a moment,
+/// not at once) left the restored sequence one session behind, and the
+/// next real death looked stale: the device stayed online for ever.
+#[test]
+fn a_will_a_few_sessions_ahead_of_the_birth_we_know_is_a_real_death() {
+    let clock = Clock::new();
+    let json = Rules { state_field: Some("/state".into()), seq_field: Some("/bdSeq".into()), ..rules(0) };
+    let mut d = device_with(json);
+    msg(&mut d, br#"{"state":"online","bdSeq":11}"#, clock.after(0));
+    assert_eq!(fired(&msg(&mut d, br#"{"state":"offline","bdSeq":12}"#, clock.after(1))), Some(EventKind::Offline));
+    // Far ahead is no session we could have missed: an earlier life's.
+    let mut d = device_with(Rules { state_field: Some("/state".into()), seq_field: Some("/bdSeq".into()), ..rules(0) });
+    msg(&mut d, br#"{"state":"online","bdSeq":11}"#, clock.after(0));
+    let far = 11 + crate::device::MISSED_SESSIONS + 1;
+    let will = format!(r#"{{"state":"offline","bdSeq":{far}}}"#);
+    assert_eq!(msg(&mut d, will.as_bytes(), clock.after(1)), Outcome::Stale { seq: far, current: 11 });
+}
+
 #[test]
 fn saved_state_survives_a_restart_without_a_second_alert() {
     let clock = Clock::new();

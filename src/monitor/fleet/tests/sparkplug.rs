@@ -78,14 +78,32 @@ fn a_birth_overtaken_by_its_own_death_does_not_bring_the_node_back() {
     let mut f = connected(PLANT, &clock);
     nbirth(&mut f, "press", 4, 3_000, &clock);
     ndeath(&mut f, "press", 5, 3_100, &clock);
-    // Never saw birth 5, but its death came: so did the node's end.
+    // Never saw birth 5, but its death came: so did the node's end; and
+    // the births of that session or the one before, delivered late, are
+    // stale.
     ndeath(&mut f, "press", 4, 3_150, &clock);
-    nbirth(&mut f, "press", 4, 3_200, &clock);
+    nbirth(&mut f, "press", 5, 3_200, &clock);
+    nbirth(&mut f, "press", 4, 3_300, &clock);
     assert_eq!(fired(&drain(&mut f)), [("plant/press".into(), "offline")]);
     assert_eq!(f.counts().offline, 1);
     // A restart that reuses the number, later, is a new life.
-    nbirth(&mut f, "press", 4, 3_200 + OVERTAKING_WINDOW.as_millis() as u64, &clock);
+    nbirth(&mut f, "press", 5, 3_100 + OVERTAKING_WINDOW.as_millis() as u64, &clock);
     assert_eq!(fired(&drain(&mut f)), [("plant/press".into(), "online")]);
+}
+
+#[test]
+fn session_numbers_wrap_at_256() {
+    let clock = Clock::new();
+    let mut f = connected(PLANT, &clock);
+    nbirth(&mut f, "press", 254, 3_000, &clock);
+    // Session 255's birth was missed; its death is no stale will.
+    ndeath(&mut f, "press", 255, 3_100, &clock);
+    assert_eq!(fired(&drain(&mut f)), [("plant/press".into(), "offline")]);
+    nbirth(&mut f, "press", 0, 3_200, &clock);
+    ndeath(&mut f, "press", 255, 3_300, &clock);
+    assert_eq!(fired(&drain(&mut f)), [("plant/press".into(), "online")], "255 is before 0");
+    ndeath(&mut f, "press", 0, 3_400, &clock);
+    assert_eq!(fired(&drain(&mut f)), [("plant/press".into(), "offline")]);
 }
 
 #[test]
