@@ -244,7 +244,9 @@ impl Watch {
             Watch::Sparkplug(s) => {
                 let nodes = if s.nodes.is_empty() { "+".to_string() } else { s.nodes.join("|") };
                 let (id, topic) = match s.level {
-                    SparkplugLevel::Node { .. } => (format!("{}/{nodes}", s.group), format!("{{NBIRTH,NDEATH,NDATA}}/{nodes}")),
+                    SparkplugLevel::Node { .. } => {
+                        (format!("{}/{nodes}", s.group), format!("{{NBIRTH,NDEATH,NDATA}}/{nodes}"))
+                    }
                     SparkplugLevel::Device => {
                         (format!("{}/{nodes}/+", s.group), format!("{{DBIRTH,DDEATH,DDATA}}/{nodes}/+"))
                     }

@@ -737,10 +737,13 @@ impl Fleet {
     }
 
     /// Re-reads the known devices the replay of this connection missed.
+    /// A Sparkplug device not online is asked too: a birth published while
+    /// willwatch was away is never kept for it (QoS 0), even when the
+    /// death before it was.
     fn reread_unheard(&mut self, now: Now) {
         let connects = self.link.connects;
-        let unheard: Vec<CompactString> =
-            self.devices.iter().filter(|d| d.heard_in != connects).map(|d| d.id.clone()).collect();
+        let missed = |d: &Device| d.heard_in != connects || (d.rules.sparkplug.is_some() && d.state != State::Online);
+        let unheard: Vec<CompactString> = self.devices.iter().filter(|d| missed(d)).map(|d| d.id.clone()).collect();
         if !unheard.is_empty() {
             tracing::info!(
                 devices = unheard.len(),
