@@ -96,6 +96,8 @@ pub async fn rumqttc_burst(port: u16, n: usize) -> Result<Duration, String> {
 /// A running daemon, killed when dropped.
 pub struct Daemon {
     child: Child,
+    bin: PathBuf,
+    config: PathBuf,
     metrics_url: String,
     _dir: tempfile::TempDir,
 }
@@ -119,14 +121,21 @@ impl Daemon {
         );
         let path = dir.path().join("willwatch.toml");
         std::fs::write(&path, config).map_err(|e| e.to_string())?;
-        let child = Command::new(bin)
-            .args(["run", "--log-level", "warn", "--log-format", "text", "-c"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("{}: {e}", bin.display()))?;
-        Ok(Daemon { child, metrics_url: format!("http://{http}/metrics"), _dir: dir })
+        Ok(Daemon {
+            child: spawn(bin, &path)?,
+            bin: bin.to_path_buf(),
+            config: path,
+            metrics_url: format!("http://{http}/metrics"),
+            _dir: dir,
+        })
+    }
+
+    /// SIGKILL, then the same config and state again.
+    pub fn restart(&mut self) -> Result<(), String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn(&self.bin, &self.config)?;
+        Ok(())
     }
 
     pub async fn metric(&self, client: &reqwest::Client, name: &str) -> Option<f64> {
@@ -170,6 +179,16 @@ impl Daemon {
         let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
         Duration::from_millis(ticks * 10)
     }
+}
+
+fn spawn(bin: &Path, config: &Path) -> Result<Child, String> {
+    Command::new(bin)
+        .args(["run", "--log-level", "warn", "--log-format", "text", "-c"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))
 }
 
 impl Drop for Daemon {

@@ -14,6 +14,8 @@
 //!   webhook;
 //! - a hostile soak: flood, id blast, oversized message and slow HTTP
 //!   clients at once, with a probe device's detection latency;
+//! - Sparkplug B: a birth storm of 10,000 edge nodes, recovery after a
+//!   restart by rebirth requests, detection latency, against plain devices;
 //! - a peer: the plain paho-mqtt script users write for this job, in the
 //!   retained burst (when Python and paho-mqtt are installed).
 //!
@@ -29,6 +31,7 @@ mod receiver;
 mod report;
 mod reread;
 mod soak;
+mod sparkplug;
 mod storm;
 
 use std::path::PathBuf;
@@ -68,6 +71,7 @@ enum Section {
     Reread,
     Soak,
     Flat,
+    Sparkplug,
 }
 
 #[tokio::main]
@@ -170,6 +174,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             eprintln!("re-read cost of {offlines} offlines among {n} devices");
             report.rereads.push(reread::reread(&willwatch, n, offlines).await?);
         }
+    }
+
+    if runs(Section::Sparkplug) {
+        let (nodes, killed) = if args.smoke { (200, 10) } else { (10_000, 200) };
+        report.sparkplug = Some(sparkplug::sparkplug(&willwatch, nodes, rounds, killed, args.smoke).await?);
     }
 
     if runs(Section::Soak) {
