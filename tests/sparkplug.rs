@@ -197,3 +197,103 @@ async fn the_reconnect_action_asks_a_dead_devices_node_for_a_rebirth() {
     daemon.wait_event("plant/press/motor", "online", 1).await;
     assert!(node.rebirths.load(Ordering::SeqCst) >= 1);
 }
+
+/// Once per id (receivers deduplicate by it), in arrival order.
+fn distinct(received: &[support::receiver::Received]) -> Vec<serde_json::Value> {
+    let mut seen = std::collections::HashSet::new();
+    received.iter().filter(|r| seen.insert(r.header("webhook-id").to_string())).map(|r| r.json()).collect()
+}
+
+#[tokio::test]
+async fn random_sigkills_while_nodes_die_and_return_never_notify_twice_and_end_where_the_nodes_are() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 =
+        std::env::var("WILLWATCH_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("fault test seed: {seed} (WILLWATCH_FAULT_SEED={seed} repeats it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let broker = Broker::start();
+    let receiver = support::Receiver::start(support::Behaviour::Accept).await;
+    let hook = format!("[action.hook]\ntype = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n", receiver.url);
+    let text =
+        config(&broker, &format!("[[sparkplug]]\ngroup = \"plant\"\ndevices = false\nactions = [\"hook\"]\n{hook}"));
+    let mut daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    const NODES: usize = 6;
+    // Each node: its connection while alive, and its session number.
+    let mut nodes: Vec<(Option<EdgeNode>, u64)> = Vec::new();
+    for i in 0..NODES {
+        nodes.push((Some(EdgeNode::connect_session(broker.port, "plant", &format!("n{i}"), &[], 10).await), 10));
+    }
+    for i in 0..NODES {
+        daemon.wait_state(&format!("plant/n{i}"), "online").await;
+    }
+    let mut kills = 0;
+    let mut next_kill = tokio::time::Instant::now() + Duration::from_millis(rng.random_range(300..1500));
+    let mut down_until = None;
+    while kills < 5 || down_until.is_some() {
+        let i = rng.random_range(0..NODES);
+        let (connection, bd_seq) = &mut nodes[i];
+        match connection.take() {
+            Some(alive) => alive.kill(),
+            None => {
+                *bd_seq += 1;
+                *connection =
+                    Some(EdgeNode::connect_session(broker.port, "plant", &format!("n{i}"), &[], *bd_seq).await);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(20..200))).await;
+        let now = tokio::time::Instant::now();
+        match down_until {
+            Some(until) if now >= until => {
+                daemon.restart();
+                down_until = None;
+                next_kill = now + Duration::from_millis(rng.random_range(300..1500));
+            }
+            None if now >= next_kill => {
+                daemon.kill();
+                kills += 1;
+                down_until = Some(now + Duration::from_millis(rng.random_range(100..800)));
+            }
+            _ => {}
+        }
+    }
+    daemon.wait_connected().await;
+    let alive: Vec<bool> = nodes.iter().map(|(c, _)| c.is_some()).collect();
+    // Settled: each node's last notification is where it is (a node never
+    // notified was never seen offline); past the rebirth answer deadline.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let events = loop {
+        let events = distinct(&receiver.received());
+        let last = |i: usize| {
+            events
+                .iter()
+                .rev()
+                .find(|e| e["device"] == format!("plant/n{i}"))
+                .map_or("online", |e| e["event"].as_str().unwrap())
+        };
+        if (0..NODES).all(|i| last(i) == if alive[i] { "online" } else { "offline" }) {
+            break events;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "seed {seed}: never settled: alive {alive:?}\n{events:#?}\n{}",
+            daemon.dump()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for i in 0..NODES {
+        let kinds: Vec<&str> = events
+            .iter()
+            .filter(|e| e["device"] == format!("plant/n{i}"))
+            .map(|e| e["event"].as_str().unwrap())
+            .collect();
+        for (k, kind) in kinds.iter().enumerate() {
+            assert_eq!(
+                *kind,
+                if k % 2 == 0 { "offline" } else { "online" },
+                "seed {seed}: plant/n{i} notified {kinds:?}"
+            );
+        }
+    }
+    assert!(events.len() >= NODES, "seed {seed}: too few transitions to mean anything: {}", events.len());
+}
