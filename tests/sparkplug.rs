@@ -126,6 +126,16 @@ async fn as_a_host_its_state_birth_and_will_are_retained_with_the_connections_ti
     let online = wait_host_state(&broker, "watch", true).await;
     assert!(online["timestamp"].as_u64().unwrap() > 1_700_000_000_000, "{online}");
 
+    // Someone says it is offline while it is up: it says otherwise again.
+    let overwritten = willwatch::sparkplug::state_payload(false, 1);
+    support::devices::publish(broker.port, "spBv1.0/STATE/watch", overwritten, true).await;
+    daemon
+        .wait_log("the STATE put right", SOON, |l| {
+            support::daemon::message(l).starts_with("our Sparkplug STATE was set offline")
+        })
+        .await;
+    assert_eq!(wait_host_state(&broker, "watch", true).await, online);
+
     daemon.signal("KILL");
     daemon.exit_status(SOON).await;
     let will = wait_host_state(&broker, "watch", false).await;

@@ -504,7 +504,9 @@ impl Config {
         let mut seen = HashSet::new();
         let status = self.devices.iter().flat_map(|d| d.watch.filters());
         let heartbeat = self.devices.iter().filter_map(|d| d.heartbeat.as_ref().map(Watch::filter));
-        status.chain(heartbeat).filter(|f| seen.insert(f.clone())).collect()
+        // A Sparkplug host hears its own STATE, to put it right if overwritten.
+        let state = self.presence.sparkplug_host.then(|| self.presence.topic.clone());
+        status.chain(heartbeat).chain(state).filter(|f| seen.insert(f.clone())).collect()
     }
 
     /// The id of the device whose heartbeat topic `topic` is.

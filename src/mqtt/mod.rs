@@ -205,6 +205,14 @@ impl Session {
                                 "dropped a message over the payload limit");
                         }
                     }
+                    Ok(Event::Incoming(Packet::Publish(p))) if self.presence.sparkplug_host && p.topic == self.presence.topic => {
+                        // Sparkplug 3.0: a host that sees its STATE say offline
+                        // while it is up publishes its birth again.
+                        if crate::sparkplug::says_offline(&p.payload) {
+                            tracing::info!(topic = %p.topic, "our Sparkplug STATE was set offline while we are up; publishing it again");
+                            self.announce(&client, true, stamp);
+                        }
+                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         self.tell(Inbound::Message { topic: p.topic, payload: p.payload, retained: p.retain }).await;
                     }
