@@ -79,6 +79,21 @@ fn save_into(disk: &mut HashMap<String, Saved>, effects: &[Effect], fleet: &mut 
     disk.extend(fleet.take_saves(usize::MAX));
 }
 
+/// Checks that each device's notifications alternate, offline first;
+/// returns each device's last one.
+fn alternating(sent: &[Effect]) -> Result<HashMap<String, &'static str>, TestCaseError> {
+    let mut last: HashMap<String, &'static str> = HashMap::new();
+    for (device, kind) in fired(sent) {
+        let before = last.insert(device.clone(), kind);
+        match kind {
+            "offline" => prop_assert_ne!(before, Some("offline"), "two offlines for {}", device),
+            "online" => prop_assert_eq!(before, Some("offline"), "an online for {} without an offline", device),
+            _ => {}
+        }
+    }
+    Ok(last)
+}
+
 fn connected(rest: &str, clock: &Clock) -> Fleet {
     let mut f = fleet(rest, clock);
     f.on_connected(clock.at_ms(0));
@@ -414,15 +429,7 @@ proptest! {
         t += 10_000;
         f.on_tick(clock.at_ms(t));
         sent.extend(f.drain());
-        let mut last: HashMap<String, &'static str> = HashMap::new();
-        for (device, kind) in fired(&sent) {
-            let before = last.insert(device.clone(), kind);
-            match kind {
-                "offline" => prop_assert_ne!(before, Some("offline"), "two offlines for {}", device),
-                "online" => prop_assert_eq!(before, Some("offline"), "an online for {} without an offline", device),
-                _ => {}
-            }
-        }
+        let last = alternating(&sent)?;
         for (n, up) in &retained {
             let notified = last.get(&format!("d{n}")).copied().unwrap_or("online");
             prop_assert_eq!(notified, if *up { "online" } else { "offline" }, "device d{} ends notified wrong", n);

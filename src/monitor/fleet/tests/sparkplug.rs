@@ -279,14 +279,6 @@ proptest! {
             save_into(&mut disk, &effects, &mut f);
             sent.extend(effects);
         }
-        let mut last: HashMap<String, &'static str> = HashMap::new();
-        for (device, kind) in fired(&sent) {
-            let before = last.insert(device.clone(), kind);
-            match kind {
-                "offline" => prop_assert_ne!(before, Some("offline"), "two offlines for {}", device),
-                "online" => prop_assert_eq!(before, Some("offline"), "an online for {} without an offline", device),
-                _ => {}
-            }
-        }
+        alternating(&sent)?;
     }
 }
