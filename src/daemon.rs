@@ -104,11 +104,13 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let (asks_tx, asks_rx) = mpsc::channel(16);
     let history = crate::history::writer::spawn(config.state_dir.clone(), config.history_keep, Arc::clone(&metrics))
         .map_err(DaemonError::History)?;
+    let (live, _) = tokio::sync::broadcast::channel(http::LIVE_QUEUE);
     let outputs = Outputs {
         store: store_tx,
         counts: counts_tx,
         asks: asks_tx,
         history: history.as_ref().map(|h| h.queue.clone()),
+        live: live.clone(),
         metrics: Arc::clone(&metrics),
     };
     let (queries_tx, queries_rx) = mpsc::channel(16);
@@ -118,15 +120,16 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         tokio::spawn(Monitor::new(Arc::clone(&config), loaded.devices, outputs).run(inputs, stop_intake.clone()));
     let http_cancel = CancellationToken::new();
     let http = config.http_listen.map(|listen| {
-        let serve = http::serve(
-            listen,
-            config.broker.url.clone(),
-            link_rx.clone(),
-            queries_tx.clone(),
-            Arc::clone(&metrics),
-            config.state_dir.clone(),
-            http_cancel.clone(),
-        );
+        let sources = http::Sources {
+            broker_url: config.broker.url.clone(),
+            link: link_rx.clone(),
+            queries: queries_tx.clone(),
+            metrics: Arc::clone(&metrics),
+            state_dir: config.state_dir.clone(),
+            live: live.clone(),
+            users: config.http_users.clone(),
+        };
+        let serve = http::serve(listen, sources, http_cancel.clone());
         tokio::spawn(serve)
     });
     let start_session = |config: &Config, asks: mpsc::Receiver<crate::mqtt::Ask>| {

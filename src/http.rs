@@ -11,8 +11,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::{Query, State};
+use std::convert::Infallible;
+
+use axum::extract::{Query, RawQuery, State};
 use axum::http::{StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -21,7 +24,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -33,15 +36,34 @@ use crate::monitor::{PageQuery, StatusPage, StatusQuery};
 use crate::mqtt::Link;
 use crate::throttle::Throttle;
 
+mod auth;
+mod page;
+
+/// What the endpoint serves from: handles only.
+#[derive(Clone)]
+pub struct Sources {
+    pub broker_url: String,
+    pub link: watch::Receiver<Link>,
+    pub queries: mpsc::Sender<StatusQuery>,
+    pub metrics: Arc<Metrics>,
+    /// Where `history.db` is, for `/api/history`, `/api/uptime`, `/api/bars`.
+    pub state_dir: std::path::PathBuf,
+    /// Transitions as they happen, for `/api/events`.
+    pub live: broadcast::Sender<Arc<crate::history::Entry>>,
+    /// Who may read, when `[http] users_file` says.
+    pub users: Option<Arc<crate::config::Users>>,
+}
+
 #[derive(Clone)]
 struct Shared {
-    broker_url: String,
-    link: watch::Receiver<Link>,
-    queries: mpsc::Sender<StatusQuery>,
-    metrics: Arc<Metrics>,
-    /// Where `history.db` is, for `/api/history` and `/api/uptime`.
-    state_dir: std::path::PathBuf,
+    sources: Sources,
+    /// Ends the live streams at shutdown.
+    cancel: CancellationToken,
 }
+
+/// Transitions a slow live client may fall behind by before it is told to
+/// read everything again.
+pub const LIVE_QUEUE: usize = 4096;
 
 /// Connections served at once; more are refused (closed at once), counted
 /// and logged, so idle or hostile clients cannot use up file descriptors.
@@ -55,15 +77,8 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Serves until `cancel` fires. A port that cannot be bound is logged and
 /// the daemon goes on without the endpoint.
-pub async fn serve(
-    listen: SocketAddr,
-    broker_url: String,
-    link: watch::Receiver<Link>,
-    queries: mpsc::Sender<StatusQuery>,
-    metrics: Arc<Metrics>,
-    state_dir: std::path::PathBuf,
-    cancel: CancellationToken,
-) {
+pub async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationToken) {
+    let metrics = Arc::clone(&sources.metrics);
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -73,13 +88,19 @@ pub async fn serve(
     };
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(listen = %bound, "HTTP status endpoint listening");
-    let shared = Shared { broker_url, link, queries, metrics: Arc::clone(&metrics), state_dir };
+    let shared = Shared { sources, cancel: cancel.clone() };
     let app = Router::new()
-        .route("/healthz", get(healthz))
+        .route("/", get(page::index))
+        .route("/assets/{file}", get(page::asset))
         .route("/status", get(status))
         .route("/metrics", get(prometheus))
         .route("/api/history", get(history))
         .route("/api/uptime", get(uptime))
+        .route("/api/bars", get(bars))
+        .route("/api/events", get(events))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), auth::require))
+        // Probes need no password.
+        .route("/healthz", get(healthz))
         .with_state(shared);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
@@ -139,11 +160,11 @@ pub async fn serve(
 }
 
 async fn healthz(State(shared): State<Shared>) -> Response {
-    let link = *shared.link.borrow();
+    let link = *shared.sources.link.borrow();
     if link.connected {
         (StatusCode::OK, "ok\n").into_response()
     } else {
-        let text = format!("not connected to the broker {} since {}\n", shared.broker_url, rfc3339(link.since));
+        let text = format!("not connected to the broker {} since {}\n", shared.sources.broker_url, rfc3339(link.since));
         (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
     }
 }
@@ -159,6 +180,8 @@ struct Filter {
     state: Option<String>,
     limit: Option<usize>,
     after: Option<String>,
+    /// Devices whose id contains this, ignoring case.
+    q: Option<String>,
 }
 
 async fn status(State(shared): State<Shared>, Query(filter): Query<Filter>) -> Response {
@@ -167,14 +190,14 @@ async fn status(State(shared): State<Shared>, Query(filter): Query<Filter>) -> R
         Err(problem) => return (StatusCode::BAD_REQUEST, format!("{problem}\n")).into_response(),
     };
     let (reply, answer) = oneshot::channel();
-    if shared.queries.send(StatusQuery { page, reply }).await.is_err() {
+    if shared.sources.queries.send(StatusQuery { page, reply }).await.is_err() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
     let Ok(page) = answer.await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
-    let link = *shared.link.borrow();
-    Json(render(&shared.broker_url, &link, &page)).into_response()
+    let link = *shared.sources.link.borrow();
+    Json(render(&shared.sources.broker_url, &link, &page)).into_response()
 }
 
 /// The page asked for, or what is wrong with the query.
@@ -192,6 +215,7 @@ fn page_query(filter: &Filter) -> Result<PageQuery, String> {
     };
     Ok(PageQuery {
         device: filter.device.clone(),
+        contains: filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(str::to_lowercase),
         state,
         after,
         limit: filter.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE),
@@ -202,6 +226,11 @@ fn page_query(filter: &Filter) -> Result<PageQuery, String> {
 struct HistoryQuery {
     device: Option<String>,
     since: Option<String>,
+    /// `/api/uptime`: `outages` puts the flappiest first (default: worst
+    /// uptime first).
+    sort: Option<String>,
+    /// `/api/uptime`: at most this many devices.
+    limit: Option<usize>,
 }
 
 /// `/api/history?device=ID&since=7d`: what `willwatch history --json` says.
@@ -209,9 +238,10 @@ async fn history(State(shared): State<Shared>, Query(q): Query<HistoryQuery>) ->
     history_report(shared, q, true).await
 }
 
-/// `/api/uptime?since=24h`: per device uptime and outages, worst first.
+/// `/api/uptime?since=24h[&sort=outages][&limit=N]`: per device uptime and
+/// outages, worst (or flappiest) first.
 async fn uptime(State(shared): State<Shared>, Query(q): Query<HistoryQuery>) -> Response {
-    history_report(shared, HistoryQuery { device: None, since: q.since }, false).await
+    history_report(shared, HistoryQuery { device: None, ..q }, false).await
 }
 
 async fn history_report(shared: Shared, q: HistoryQuery, transitions: bool) -> Response {
@@ -220,12 +250,24 @@ async fn history_report(shared: Shared, q: HistoryQuery, transitions: bool) -> R
         Ok(since) => since.unwrap_or(Duration::from_secs(7 * 86_400)),
         Err(e) => return (StatusCode::BAD_REQUEST, format!("since: {e}\n")).into_response(),
     };
-    let dir = shared.state_dir.clone();
+    let by_outages = match q.sort.as_deref() {
+        None | Some("uptime") => false,
+        Some("outages") => true,
+        Some(other) => {
+            return (StatusCode::BAD_REQUEST, format!("sort `{other}`: use uptime or outages\n")).into_response();
+        }
+    };
+    let dir = shared.sources.state_dir.clone();
     let report =
         tokio::task::spawn_blocking(move || command::report(&dir, q.device.as_deref(), since, SystemTime::now())).await;
     match report {
-        Ok(Ok((devices, rows))) => {
+        Ok(Ok((mut devices, rows))) => {
             let rows = if transitions { rows } else { Vec::new() };
+            if by_outages {
+                devices.retain(|d| d.stats.outages > 0);
+                devices.sort_by(|a, b| b.stats.outages.cmp(&a.stats.outages).then_with(|| a.device.cmp(&b.device)));
+            }
+            devices.truncate(q.limit.unwrap_or(usize::MAX));
             Json(command::to_json(&devices, &rows, since)).into_response()
         }
         Ok(Err(e)) => {
@@ -235,11 +277,69 @@ async fn history_report(shared: Shared, q: HistoryQuery, transitions: bool) -> R
     }
 }
 
+/// The most devices one `/api/bars` request may ask about.
+pub const MAX_BARS: usize = 200;
+
+/// `/api/bars?id=A&id=B`: each device's availability over the last 24
+/// hours (hourly) and 7 days (six-hourly), for the page's bars.
+async fn bars(State(shared): State<Shared>, RawQuery(query): RawQuery) -> Response {
+    let ids: Vec<String> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "id")
+        .map(|(_, v)| v.into_owned())
+        .take(MAX_BARS)
+        .collect();
+    let dir = shared.sources.state_dir.clone();
+    match tokio::task::spawn_blocking(move || crate::history::bars::bars(&dir, &ids, SystemTime::now())).await {
+        Ok(Ok(bars)) => Json(bars).into_response(),
+        Ok(Err(e)) => {
+            (StatusCode::NOT_FOUND, format!("no history ([history] keep turns it on): {e}\n")).into_response()
+        }
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "the history read failed\n").into_response(),
+    }
+}
+
+/// `/api/events`: every transition as it happens, as Server-Sent Events
+/// (`transition`, JSON); `resync` when this client fell behind and should
+/// read `/status` again. The stream ends at shutdown, and browsers
+/// reconnect by themselves (`retry` 1 s).
+async fn events(State(shared): State<Shared>) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+    let receiver = shared.sources.live.subscribe();
+    let cancel = shared.cancel.clone();
+    let hello = SseEvent::default().event("hello").retry(Duration::from_secs(1)).data("{}");
+    let stream = futures_util::stream::unfold((receiver, cancel, Some(hello)), |(mut rx, cancel, first)| async move {
+        if let Some(first) = first {
+            return Some((Ok(first), (rx, cancel, None)));
+        }
+        let event = tokio::select! {
+            () = cancel.cancelled() => return None,
+            received = rx.recv() => match received {
+                Ok(entry) => SseEvent::default().event("transition").data(live_json(&entry).to_string()),
+                Err(broadcast::error::RecvError::Lagged(_)) => SseEvent::default().event("resync").data("{}"),
+                Err(broadcast::error::RecvError::Closed) => return None,
+            },
+        };
+        Some((Ok(event), (rx, cancel, None)))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// A transition as the live page reads it.
+fn live_json(entry: &crate::history::Entry) -> Value {
+    json!({
+        "device": entry.device.as_str(),
+        "from": entry.from,
+        "to": entry.to,
+        "at": rfc3339(entry.at),
+        "cause": entry.cause,
+        "payload": entry.payload.as_str(),
+    })
+}
+
 /// Prometheus text 0.0.4, or OpenMetrics when the scraper asks for it.
 async fn prometheus(State(shared): State<Shared>, headers: axum::http::HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let openmetrics = exposition::wants_openmetrics(accept);
-    let body = shared.metrics.render(openmetrics);
+    let body = shared.sources.metrics.render(openmetrics);
     let kind = if openmetrics { exposition::OPENMETRICS_TYPE } else { exposition::PROMETHEUS_TYPE };
     ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
@@ -307,6 +407,7 @@ mod tests {
     fn bad_page_queries_say_what_is_wrong() {
         let filter = |state: Option<&str>, after: Option<&str>, limit| Filter {
             device: None,
+            q: None,
             state: state.map(String::from),
             after: after.map(String::from),
             limit,

@@ -11,6 +11,7 @@ mod error;
 mod file;
 mod preset;
 mod raw;
+mod users;
 mod validate;
 
 use std::borrow::Cow;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 pub use error::{ConfigError, Problem};
 pub use file::{MAX_PEM, read_small};
+pub use users::{Users, UsersError};
 
 use crate::template::Template;
 
@@ -33,6 +35,9 @@ pub const JSON_SCHEMA: &str = include_str!("../../config/willwatch.schema.json")
 
 /// Where the HTTP endpoint listens unless the config says otherwise.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9818";
+
+/// How long transitions stay in `history.db` unless `[history] keep` says.
+pub const DEFAULT_HISTORY_KEEP: Duration = Duration::from_secs(90 * 86_400);
 
 /// The action every device may name without defining it.
 pub const BUILTIN_LOG: &str = "log";
@@ -55,10 +60,11 @@ pub struct Config {
     pub state_sync: StateSync,
     /// Where `/status`, `/healthz` and `/metrics` are served; `None`: off.
     pub http_listen: Option<std::net::SocketAddr>,
+    /// Who may read it (`[http] users_file`); `None`: anyone who reaches it.
+    pub http_users: Option<Arc<Users>>,
     /// Things that work but look wrong, as `PATH:LINE:COL: warning: …`.
     pub warnings: Vec<String>,
-    /// How long transitions stay in `history.db` (zero, the default: no
-    /// history).
+    /// How long transitions stay in `history.db` (zero: no history).
     pub history_keep: Duration,
     /// Credentials (`credential:NAME`) only the service can read: this
     /// config can be checked here but not run.

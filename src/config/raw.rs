@@ -45,6 +45,7 @@ pub struct RawHistory {
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub listen: Option<Spanned<String>>,
+    pub users_file: Option<Spanned<String>>,
     pub external_url: Option<Spanned<String>>,
 }
 

@@ -51,13 +51,16 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
     let state_dir = v.state_dir(raw.state_dir);
     let max_devices = v.max_devices(raw.max_devices.as_ref()).unwrap_or(super::DEFAULT_MAX_DEVICES);
     let state_sync = v.state_sync(raw.state_sync);
-    let (listen, external_url) = raw.http.map_or((None, None), |h| (h.listen, h.external_url));
+    let (listen, external_url, users_file) =
+        raw.http.map_or((None, None, None), |h| (h.listen, h.external_url, h.users_file));
+    let listen_span = listen.as_ref().map_or(0..0, Spanned::span);
     let http_listen = v.http_listen(listen);
+    let http_users = v.users(users_file, http_listen, listen_span);
     let external_url = v.external_url(external_url);
     let history_keep = v
         .duration_up_to(
             &raw.history.and_then(|h| h.keep),
-            Duration::ZERO,
+            super::DEFAULT_HISTORY_KEEP,
             "keep",
             Duration::ZERO,
             Duration::from_secs(10 * 365 * 86_400),
@@ -97,6 +100,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
                 max_devices,
                 state_sync,
                 http_listen,
+                http_users,
                 warnings,
                 history_keep,
                 unread_credentials: v.unread_credentials,
@@ -853,6 +857,40 @@ impl Validator<'_> {
                     Problem::new(raw.span(), format!("`external_url` `{}` is not an http(s) URL", raw.get_ref()))
                         .hint("the address people and receivers use, e.g. https://gateway.example.com:9818"),
                 );
+                None
+            }
+        }
+    }
+
+    /// `[http] users_file`, read and checked now; a listen address others
+    /// can reach without one is worth a warning.
+    fn users(
+        &mut self,
+        raw: Option<Spanned<String>>,
+        listen: Option<std::net::SocketAddr>,
+        listen_span: std::ops::Range<usize>,
+    ) -> Option<Arc<super::Users>> {
+        let Some(raw) = raw else {
+            if listen.is_some_and(|a| !a.ip().is_loopback()) {
+                self.warning(
+                    Problem::new(listen_span, "the HTTP endpoint listens beyond this machine without `users_file`: anyone who reaches it reads your fleet")
+                        .hint("add users_file = \"users\" with user:bcrypt-hash lines (htpasswd -nB NAME), or listen on 127.0.0.1"),
+                );
+            }
+            return None;
+        };
+        let path = self.file_path(&raw, "users_file").ok()??;
+        let text = match super::file::read_small(&path, super::file::MAX_CONFIG) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(e) => {
+                self.problem(Problem::new(raw.span(), format!("`users_file` {}: {e}", path.display())));
+                return None;
+            }
+        };
+        match super::Users::parse(&text) {
+            Ok(users) => Some(Arc::new(users)),
+            Err(e) => {
+                self.problem(Problem::new(raw.span(), format!("`users_file` {}: {e}", path.display())));
                 None
             }
         }

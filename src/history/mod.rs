@@ -10,6 +10,7 @@
 //! never detection. `report.rs` turns transitions into uptime figures, for
 //! `willwatch history`.
 
+pub mod bars;
 pub mod command;
 pub mod report;
 pub mod writer;

@@ -75,8 +75,8 @@ pub enum Effect {
     Rebirth(String),
     /// Hand the new config to the actions (in order with the events).
     Reload(Arc<Config>),
-    /// Record a transition in the history.
-    History(crate::history::Entry),
+    /// A device changed state: for the history and the live page.
+    Transition(crate::history::Entry),
 }
 
 /// How many devices are in each state; for status lines.
@@ -125,6 +125,8 @@ pub struct DeviceView {
 pub struct PageQuery {
     /// This device only (alerts link to it).
     pub device: Option<String>,
+    /// Devices whose id, lowercased, contains this (lowercase) text.
+    pub contains: Option<String>,
     pub state: Option<State>,
     pub after: Option<(u8, String)>,
     pub limit: usize,
@@ -407,7 +409,7 @@ impl Fleet {
         let Some(device) = self.devices.get(id) else { return };
         let after = device.state;
         let changed = device.durable() != durable;
-        if after != before && !self.config.history_keep.is_zero() {
+        if after != before {
             let cause = match after {
                 State::Online => "birth",
                 State::Unknown => "cleared",
@@ -419,7 +421,7 @@ impl Fleet {
                 Outcome::Fire(t) if t.kind == EventKind::Online => t.offline_for,
                 _ => None,
             };
-            self.effects.push(Effect::History(crate::history::Entry {
+            self.effects.push(Effect::Transition(crate::history::Entry {
                 device: device.id.clone(),
                 at: now.wall,
                 from: before.as_str(),
@@ -873,6 +875,9 @@ impl Fleet {
         for d in self.devices.iter() {
             let state = self.shown_state(d);
             if query.state.is_some_and(|s| s != state) {
+                continue;
+            }
+            if query.contains.as_deref().is_some_and(|q| !d.id.to_lowercase().contains(q)) {
                 continue;
             }
             let key = (rank(state), d.id.as_str());

@@ -58,6 +58,8 @@ pub struct Outputs {
     pub asks: mpsc::Sender<Ask>,
     /// Transitions, to the history writer (none when history is off).
     pub history: Option<std::sync::mpsc::SyncSender<crate::history::Entry>>,
+    /// Transitions, to whoever watches live (the page's event stream).
+    pub live: tokio::sync::broadcast::Sender<Arc<crate::history::Entry>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -146,19 +148,8 @@ impl Monitor {
                 Effect::Fire(event, device) => Op::Event(event, device),
                 Effect::Forget(id) => Op::Forget(id),
                 Effect::Reload(config) => Op::Reload(config),
-                Effect::History(entry) => {
-                    // Never waits: a full queue drops the entry, counted.
-                    if let Some(history) = &self.out.history
-                        && let Err(std::sync::mpsc::TrySendError::Full(_)) = history.try_send(entry)
-                    {
-                        self.out.metrics.history_dropped.inc();
-                        if let Some(suppressed) = self.history_full.allow(Instant::now()) {
-                            tracing::warn!(
-                                suppressed,
-                                "the history writer is behind; transitions are dropped from the history (counted)"
-                            );
-                        }
-                    }
+                Effect::Transition(entry) => {
+                    self.transition(entry);
                     continue;
                 }
                 Effect::Resync(topics) => {
@@ -189,6 +180,25 @@ impl Monitor {
 }
 
 impl Monitor {
+    /// Hands a transition to the history (never waiting: a full queue
+    /// drops it, counted) and to live watchers, if any.
+    fn transition(&mut self, entry: crate::history::Entry) {
+        if self.out.live.receiver_count() > 0 {
+            let _ = self.out.live.send(Arc::new(entry.clone()));
+        }
+        if let Some(history) = &self.out.history
+            && let Err(std::sync::mpsc::TrySendError::Full(_)) = history.try_send(entry)
+        {
+            self.out.metrics.history_dropped.inc();
+            if let Some(suppressed) = self.history_full.allow(Instant::now()) {
+                tracing::warn!(
+                    suppressed,
+                    "the history writer is behind; transitions are dropped from the history (counted)"
+                );
+            }
+        }
+    }
+
     /// Passes a request to the session. It takes requests as they come and
     /// queues them (merged), so this fails only while it hangs: then the
     /// request is dropped, logged.

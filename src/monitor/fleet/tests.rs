@@ -59,7 +59,7 @@ fn resyncs(effects: &[Effect]) -> Vec<Vec<String>> {
 
 /// The effects but the history's (`history_records_each_transition_with_its_cause` looks at those).
 fn drain(fleet: &mut Fleet) -> Vec<Effect> {
-    fleet.drain().filter(|e| !matches!(e, Effect::History(_))).collect()
+    fleet.drain().filter(|e| !matches!(e, Effect::Transition(_))).collect()
 }
 
 /// What reaches the disk from `effects` and the fleet's dirty devices,
@@ -640,7 +640,7 @@ fn history_records_each_transition_with_its_cause() {
     let entries: Vec<(&str, &str, &str, Option<Duration>)> = f
         .drain()
         .filter_map(|e| match e {
-            Effect::History(h) => Some((h.from, h.to, h.cause, h.offline_for)),
+            Effect::Transition(h) => Some((h.from, h.to, h.cause, h.offline_for)),
             _ => None,
         })
         .collect();

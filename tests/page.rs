@@ -1,0 +1,165 @@
+//! The live status page in a real headless browser (Chromium through
+//! chromedriver, from Debian's packages): it loads, lists the devices, and
+//! a device killed during the test turns offline on the page without a
+//! reload. Needs chromedriver; without it the test says SKIPPED, unless
+//! `WILLWATCH_TEST_REQUIRE_CHROMIUM=1` (CI) makes that a failure. With
+//! `WILLWATCH_SCREENSHOTS=DIR` it also writes the README's screenshots.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use support::{Broker, Daemon, SimDevice, config};
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// chromedriver on a free port, or `None` (skipped) when it is not installed.
+async fn chromedriver() -> Option<(Driver, u16)> {
+    let port = support::broker::free_port();
+    let child = match Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            assert!(
+                std::env::var_os("WILLWATCH_TEST_REQUIRE_CHROMIUM").is_none(),
+                "chromedriver is required (WILLWATCH_TEST_REQUIRE_CHROMIUM) but cannot run: {e}"
+            );
+            eprintln!("SKIPPED: chromedriver is not installed (apt-get install chromium chromium-driver)");
+            return None;
+        }
+    };
+    let driver = Driver(child);
+    support::eventually("chromedriver to listen", support::SOON, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ())
+    })
+    .await;
+    Some((driver, port))
+}
+
+async fn browser(port: u16, width: u32) -> Client {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", format!("--window-size={width},900")] }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a browser session")
+}
+
+/// The state the page shows for `device`, if it shows the device.
+async fn shown_state(page: &Client, device: &str) -> Option<String> {
+    let script = "const tr = document.querySelector(`tr[data-id=\"${CSS.escape(arguments[0])}\"]`); return tr ? tr.dataset.state : null;";
+    page.execute(script, vec![json!(device)]).await.ok()?.as_str().map(String::from)
+}
+
+async fn wait_shown(page: &Client, device: &str, state: &str, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if shown_state(page, device).await.as_deref() == Some(state) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the page never showed {device} {state}: {:?}",
+            page.source().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_page_lists_the_devices_and_shows_a_killed_one_offline_without_a_reload() {
+    let Some((_driver, port)) = chromedriver().await else { return };
+    let broker = Broker::start();
+    let devices = "[[device]]\ntopic = \"plant/{id}/status\"\n";
+    let daemon = Daemon::start(&config(&broker, devices));
+    daemon.wait_connected().await;
+    let pump = SimDevice::connect(broker.port, "pump-7", "plant/pump-7/status", "online", "offline").await;
+    let _fan = SimDevice::connect(broker.port, "fan-2", "plant/fan-2/status", "online", "offline").await;
+    daemon.wait_state("fan-2", "online").await;
+    let url = daemon.http_url().await;
+
+    let page = browser(port, 1280).await;
+    page.goto(&url).await.unwrap();
+    wait_shown(&page, "pump-7", "online", support::SOON).await;
+    wait_shown(&page, "fan-2", "online", support::SOON).await;
+    assert_eq!(page.title().await.unwrap(), "willwatch");
+    // A mark that a reload would wipe.
+    page.execute("window.unreloaded = true;", vec![]).await.unwrap();
+
+    pump.kill();
+    let killed = std::time::Instant::now();
+    wait_shown(&page, "pump-7", "offline", Duration::from_secs(5)).await;
+    let took = killed.elapsed();
+    assert_eq!(
+        page.execute("return window.unreloaded === true;", vec![]).await.unwrap(),
+        json!(true),
+        "the page reloaded"
+    );
+    // Offline first, with why and the counts.
+    let deadline = tokio::time::Instant::now() + support::SOON;
+    loop {
+        let first = page.find(Locator::Css("#rows tr")).await.unwrap();
+        if first.attr("data-id").await.unwrap().as_deref() == Some("pump-7") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "pump-7 never moved to the top");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let why = page.find(Locator::Css("tr[data-id=\"pump-7\"] .why")).await.unwrap().text().await.unwrap();
+    assert_eq!(why, "will: offline");
+    let deadline = tokio::time::Instant::now() + support::SOON;
+    while page.find(Locator::Id("n-offline")).await.unwrap().text().await.unwrap() != "1" {
+        assert!(tokio::time::Instant::now() < deadline, "the offline count never became 1");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("offline on the page {took:?} after the kill");
+
+    // The filter narrows the list.
+    page.find(Locator::Id("filter")).await.unwrap().send_keys("fan").await.unwrap();
+    let deadline = tokio::time::Instant::now() + support::SOON;
+    while shown_state(&page, "pump-7").await.is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the filter never hid pump-7");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(shown_state(&page, "fan-2").await.as_deref(), Some("online"));
+
+    if let Some(dir) = std::env::var_os("WILLWATCH_SCREENSHOTS") {
+        for (theme, width) in [("light", 1280), ("dark", 1280), ("light", 420)] {
+            let shot = browser(port, width).await;
+            shot.goto(&format!("{url}/?theme={theme}")).await.unwrap();
+            wait_shown(&shot, "pump-7", "offline", support::SOON).await;
+            // And its bars painted.
+            let deadline = tokio::time::Instant::now() + support::SOON;
+            while shot.execute("return document.querySelectorAll('.slots i').length;", vec![]).await.unwrap()
+                == json!(0)
+            {
+                assert!(tokio::time::Instant::now() < deadline, "the bars were never painted");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let png = shot.screenshot().await.unwrap();
+            let name = if width < 800 { format!("page-{theme}-phone.png") } else { format!("page-{theme}.png") };
+            std::fs::write(std::path::Path::new(&dir).join(name), png).unwrap();
+            shot.close().await.unwrap();
+        }
+    }
+    page.close().await.unwrap();
+}
