@@ -16,6 +16,8 @@
 //!   clients at once, with a probe device's detection latency;
 //! - Sparkplug B: a birth storm of 10,000 edge nodes, recovery after a
 //!   restart by rebirth requests, detection latency, against plain devices;
+//! - history: the 100k burst with history on and off, the writer's
+//!   transitions a second, `history.db` per million transitions;
 //! - a peer: the plain paho-mqtt script users write for this job, in the
 //!   retained burst (when Python and paho-mqtt are installed).
 //!
@@ -26,6 +28,7 @@ mod broker;
 mod contestants;
 mod ecosystem;
 mod flat;
+mod history;
 mod load;
 mod receiver;
 mod report;
@@ -72,6 +75,7 @@ enum Section {
     Soak,
     Flat,
     Sparkplug,
+    History,
 }
 
 #[tokio::main]
@@ -179,6 +183,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if runs(Section::Sparkplug) {
         let (nodes, killed) = if args.smoke { (200, 10) } else { (10_000, 200) };
         report.sparkplug = Some(sparkplug::sparkplug(&willwatch, nodes, rounds, killed, args.smoke).await?);
+    }
+
+    if runs(Section::History) {
+        let (n, writes) = if args.smoke { (200, 10_000) } else { (100_000, 1_000_000) };
+        report.history = Some(history::history(&willwatch, n, rounds, writes).await?);
     }
 
     if runs(Section::Soak) {

@@ -375,3 +375,20 @@ fn the_json_schema_knows_sparkplug() {
     let bad = as_json(&format!("{BROKER}[[sparkplug]]\nedge_nodes = [\"a\"]\nbdseq = 1\n"));
     assert_eq!(validator.iter_errors(&bad).count(), 2);
 }
+
+#[test]
+fn an_endpoint_beyond_this_machine_without_users_is_warned_about_and_a_bad_users_file_refused() {
+    let text = format!("{BROKER}[http]\nlisten = \"0.0.0.0:9818\"\n");
+    let (ok, stdout, stderr) = check(&text);
+    assert!(ok, "{stderr}");
+    assert!(
+        format!("{stdout}{stderr}")
+            .contains("w.toml:4:10: warning: the HTTP endpoint listens beyond this machine without `users_file`"),
+        "{stdout}{stderr}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, "ops:plaintext\n").unwrap();
+    let text = format!("{BROKER}[http]\nusers_file = \"{}\"\n", users.display());
+    assert_rejected(&text, "line 1: the hash of `ops` is not bcrypt");
+}

@@ -246,3 +246,27 @@ fn status_with_a_missing_config_file_is_an_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/willwatch.toml: cannot read the config file"), "{stderr}");
 }
+
+#[tokio::test]
+async fn with_a_users_file_everything_but_healthz_asks_for_a_password() {
+    let broker = Broker::start();
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users"), format!("ops:{hash}\n")).unwrap();
+    let text = config(&broker, "")
+        .replace("[http]\n", &format!("[http]\nusers_file = \"{}\"\n", dir.path().join("users").display()));
+    let daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    let base = daemon.http_url().await;
+    let client = reqwest::Client::new();
+    for path in ["/", "/status", "/metrics", "/api/events", "/assets/app.js"] {
+        let response = client.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{path}");
+        assert!(response.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
+        let wrong = client.get(format!("{base}{path}")).basic_auth("ops", Some("guess")).send().await.unwrap();
+        assert_eq!(wrong.status().as_u16(), 401, "{path} with a wrong password");
+    }
+    let ok = client.get(format!("{base}/status")).basic_auth("ops", Some("s3cret")).send().await.unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    assert_eq!(get(&format!("{base}/healthz")).await.0, 200, "probes need no password");
+}

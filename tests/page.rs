@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -14,11 +15,14 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use support::{Broker, Daemon, SimDevice, config};
 
+/// chromedriver in a process group of its own, which takes its browsers
+/// with it when dropped (a failed test does not close its session).
 struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let group = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.0.wait();
     }
 }
