@@ -32,6 +32,7 @@ async fn chromedriver() -> Option<(Driver, u16)> {
     let port = support::broker::free_port();
     let child = match Command::new("chromedriver")
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
