@@ -29,12 +29,22 @@ pub fn url_for(listen: std::net::SocketAddr) -> String {
 }
 
 /// GETs the status document, every page of it (`state`: one state only).
+/// A user and password in the URL (`http://ops:secret@host:9818/status`)
+/// are sent as basic authentication (`[http] users_file`), and never shown.
 pub async fn fetch(url: &str, state: Option<&str>) -> Result<Value, String> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
+    let mut target = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    let credentials =
+        (!target.username().is_empty()).then(|| (target.username().to_string(), target.password().map(String::from)));
+    let _ = (target.set_username(""), target.set_password(None));
+    let url = target.as_str();
     let mut doc: Option<Value> = None;
     let mut after: Option<String> = None;
     loop {
         let mut request = client.get(url);
+        if let Some((user, password)) = &credentials {
+            request = request.basic_auth(user, password.as_deref());
+        }
         if let Some(state) = state {
             request = request.query(&[("state", state)]);
         }

@@ -269,4 +269,8 @@ async fn with_a_users_file_everything_but_healthz_asks_for_a_password() {
     let ok = client.get(format!("{base}/status")).basic_auth("ops", Some("s3cret")).send().await.unwrap();
     assert_eq!(ok.status().as_u16(), 200);
     assert_eq!(get(&format!("{base}/healthz")).await.0, 200, "probes need no password");
+    // `willwatch status` passes the URL's user and password.
+    let with_user = base.replace("http://", "http://ops:s3cret@");
+    assert_eq!(status_command(&format!("{with_user}/status"), &[]).0, 0);
+    assert_eq!(status_command(&format!("{base}/status"), &[]).0, 2, "without them it cannot tell");
 }
