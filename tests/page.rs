@@ -1,7 +1,8 @@
 //! The live status page in a real headless browser (Chromium through
-//! chromedriver, from Debian's packages): it loads, lists the devices, and
-//! a device killed during the test turns offline on the page without a
-//! reload. Needs chromedriver; without it the test says SKIPPED, unless
+//! chromedriver, from Debian's packages): it loads, lists the devices, a
+//! device killed during the test turns offline on the page without a
+//! reload, and across a restart of the daemon the page finds it again by
+//! itself and goes on. Needs chromedriver; without it the test says SKIPPED, unless
 //! `WILLWATCH_TEST_REQUIRE_CHROMIUM=1` (CI) makes that a failure. With
 //! `WILLWATCH_SCREENSHOTS=DIR` it also writes the README's screenshots.
 
@@ -91,14 +92,16 @@ async fn wait_shown(page: &Client, device: &str, state: &str, within: Duration) 
 }
 
 #[tokio::test]
-async fn the_page_lists_the_devices_and_shows_a_killed_one_offline_without_a_reload() {
+async fn the_page_lists_the_devices_shows_a_killed_one_offline_without_a_reload_and_follows_a_restart() {
     let Some((_driver, port)) = chromedriver().await else { return };
     let broker = Broker::start();
     let devices = "[[device]]\ntopic = \"plant/{id}/status\"\n";
-    let daemon = Daemon::start(&config(&broker, devices));
+    // A fixed port, so the page finds the daemon again after a restart.
+    let listen = format!("listen = \"127.0.0.1:{}\"", support::broker::free_port());
+    let mut daemon = Daemon::start(&config(&broker, devices).replace("listen = \"127.0.0.1:0\"", &listen));
     daemon.wait_connected().await;
     let pump = SimDevice::connect(broker.port, "pump-7", "plant/pump-7/status", "online", "offline").await;
-    let _fan = SimDevice::connect(broker.port, "fan-2", "plant/fan-2/status", "online", "offline").await;
+    let fan = SimDevice::connect(broker.port, "fan-2", "plant/fan-2/status", "online", "offline").await;
     daemon.wait_state("fan-2", "online").await;
     let url = daemon.http_url().await;
 
@@ -166,5 +169,30 @@ async fn the_page_lists_the_devices_and_shows_a_killed_one_offline_without_a_rel
             shot.close().await.unwrap();
         }
     }
+
+    // The daemon restarts: the page says so, finds it again by itself, and
+    // goes on following transitions.
+    page.find(Locator::Id("filter")).await.unwrap().clear().await.unwrap();
+    daemon.kill();
+    let deadline = tokio::time::Instant::now() + support::SOON;
+    while !page.find(Locator::Id("link")).await.unwrap().text().await.unwrap().contains("not answering") {
+        assert!(tokio::time::Instant::now() < deadline, "the page never said willwatch is gone");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    daemon.restart();
+    daemon.wait_connected().await;
+    let deadline = tokio::time::Instant::now() + support::SOON;
+    while !page.find(Locator::Id("link")).await.unwrap().text().await.unwrap().ends_with(": connected") {
+        assert!(tokio::time::Instant::now() < deadline, "the page never found the daemon again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_shown(&page, "fan-2", "online", support::SOON).await;
+    fan.kill();
+    wait_shown(&page, "fan-2", "offline", Duration::from_secs(5)).await;
+    assert_eq!(
+        page.execute("return window.unreloaded === true;", vec![]).await.unwrap(),
+        json!(true),
+        "the page reloaded"
+    );
     page.close().await.unwrap();
 }
