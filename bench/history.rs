@@ -13,6 +13,10 @@ pub struct Run {
     pub devices: usize,
     pub on: Vec<BurstRun>,
     pub off: Vec<BurstRun>,
+    /// A storm of `storm` offlines: first will to last webhook, on and off.
+    pub storm: usize,
+    pub storm_on: Vec<Duration>,
+    pub storm_off: Vec<Duration>,
     /// Transitions written, and how long it took.
     pub written: usize,
     pub took: Duration,
@@ -22,13 +26,16 @@ pub struct Run {
 
 const OFF: &str = "[history]\nkeep = \"0s\"\n";
 
-pub async fn history(bin: &Path, n: usize, rounds: usize, writes: usize) -> Result<Run, String> {
+pub async fn history(bin: &Path, n: usize, rounds: usize, writes: usize, storm: usize) -> Result<Run, String> {
     let broker = crate::broker::Broker::start().map_err(|e| e.to_string())?;
     crate::load::publish_retained(broker.port, n, "online").await?;
     let mut run = Run {
         devices: n,
         on: Vec::new(),
         off: Vec::new(),
+        storm,
+        storm_on: Vec::new(),
+        storm_off: Vec::new(),
         written: writes,
         took: Duration::ZERO,
         bytes_per_million: 0,
@@ -38,6 +45,11 @@ pub async fn history(bin: &Path, n: usize, rounds: usize, writes: usize) -> Resu
         run.on.push(contestants::willwatch_burst_with(bin, broker.port, n, contestants::PATTERN).await?);
         let off = format!("{}{OFF}", contestants::PATTERN);
         run.off.push(contestants::willwatch_burst_with(bin, broker.port, n, &off).await?);
+    }
+    for round in 0..rounds {
+        eprintln!("storm of {storm} with history on and off, round {}", round + 1);
+        run.storm_on.push(crate::storm::storm(bin, storm).await?.elapsed);
+        run.storm_off.push(crate::storm::storm_with(bin, storm, OFF).await?.elapsed);
     }
     eprintln!("history writes: {writes} transitions");
     let (took, bytes) = tokio::task::spawn_blocking(move || write(writes)).await.map_err(|e| e.to_string())??;

@@ -186,8 +186,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     if runs(Section::History) {
-        let (n, writes) = if args.smoke { (200, 10_000) } else { (100_000, 1_000_000) };
-        report.history = Some(history::history(&willwatch, n, rounds, writes).await?);
+        let (n, writes, storm) = if args.smoke { (200, 10_000, 50) } else { (100_000, 1_000_000, 2_000) };
+        report.history = Some(history::history(&willwatch, n, rounds, writes, storm).await?);
     }
 
     if runs(Section::Soak) {

@@ -19,6 +19,11 @@ pub struct Storm {
 }
 
 pub async fn storm(bin: &Path, n: usize) -> Result<Storm, String> {
+    storm_with(bin, n, "").await
+}
+
+/// As `storm`, with `extra` (a table) in the config.
+pub async fn storm_with(bin: &Path, n: usize, extra: &str) -> Result<Storm, String> {
     let broker = crate::broker::Broker::start().map_err(|e| e.to_string())?;
     load::publish_retained(broker.port, n, "online").await?;
     let seen: Arc<Mutex<(HashSet<String>, Option<Instant>)>> = Arc::default();
@@ -33,7 +38,7 @@ pub async fn storm(bin: &Path, n: usize) -> Result<Storm, String> {
     })
     .await?;
     let rest = format!(
-        "[action.hook]\ntype = \"webhook\"\nurl = \"{url}\"\n\n[[device]]\ntopic = \"bench/{{id}}/status\"\nactions = [\"hook\"]\n"
+        "[action.hook]\ntype = \"webhook\"\nurl = \"{url}\"\n\n[[device]]\ntopic = \"bench/{{id}}/status\"\nactions = [\"hook\"]\n{extra}"
     );
     let daemon = Daemon::start(bin, broker.port, &rest)?;
     daemon.wait_metric("willwatch_devices{state=\"online\"}", n as f64).await?;
