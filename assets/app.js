@@ -111,9 +111,13 @@ async function refresh() {
   bars(doc.devices.map((d) => d.id));
 }
 
-function scheduleRefresh(ms = 250) {
+// At most one read every `ms` while transitions stream in (a storm must
+// not starve the page of updates); `now` replaces a pending one (the
+// filter changed).
+function scheduleRefresh(ms = 250, now = false) {
+  if (refreshTimer && !now) return;
   clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(() => refresh().catch(offlineBanner), ms);
+  refreshTimer = setTimeout(() => { refreshTimer = null; refresh().catch(offlineBanner); }, ms);
 }
 
 async function more() {
@@ -183,7 +187,7 @@ function offlineBanner() {
 
 function live() {
   const events = new EventSource("/api/events");
-  events.addEventListener("hello", () => scheduleRefresh(0));
+  events.addEventListener("hello", () => scheduleRefresh(0, true));
   events.addEventListener("transition", (e) => {
     const t = JSON.parse(e.data);
     const tr = rows.get(t.device);
@@ -195,7 +199,7 @@ function live() {
     }
     scheduleRefresh();
   });
-  events.addEventListener("resync", () => scheduleRefresh(0));
+  events.addEventListener("resync", () => scheduleRefresh(0, true));
   events.onerror = offlineBanner;
 }
 
@@ -204,9 +208,9 @@ function init() {
   let typing = null;
   $("filter").addEventListener("input", (e) => {
     clearTimeout(typing);
-    typing = setTimeout(() => { view.q = e.target.value.trim(); view.loaded = PAGE; scheduleRefresh(0); }, 200);
+    typing = setTimeout(() => { view.q = e.target.value.trim(); view.loaded = PAGE; scheduleRefresh(0, true); }, 200);
   });
-  $("state").addEventListener("change", (e) => { view.state = e.target.value; view.loaded = PAGE; scheduleRefresh(0); });
+  $("state").addEventListener("change", (e) => { view.state = e.target.value; view.loaded = PAGE; scheduleRefresh(0, true); });
   for (const b of document.querySelectorAll("button.count")) {
     b.addEventListener("click", () => { $("state").value = b.dataset.state; $("state").dispatchEvent(new Event("change")); });
   }

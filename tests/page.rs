@@ -196,3 +196,47 @@ async fn the_page_lists_the_devices_shows_a_killed_one_offline_without_a_reload_
     );
     page.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_hundred_thousand_devices_come_a_page_at_a_time_and_do_not_freeze_the_page() {
+    let Some((_driver, port)) = chromedriver().await else { return };
+    let broker = Broker::start_with(support::BrokerOptions { unlimited_queues: true, ..Default::default() });
+    const N: usize = 100_000;
+    let topics: Vec<String> = (0..N).map(|i| format!("fleet/d{i:06}/status")).collect();
+    let messages: Vec<(&str, Vec<u8>)> = topics.iter().map(|t| (t.as_str(), b"online".to_vec())).collect();
+    support::publish_many(broker.port, &messages, true).await;
+    let daemon = Daemon::start(&config(&broker, "[[device]]\ntopic = \"fleet/{id}/status\"\n"));
+    daemon.wait_connected().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while daemon.metric("willwatch_devices{state=\"online\"}").await < N as f64 {
+        assert!(tokio::time::Instant::now() < deadline, "the daemon never knew every device");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let url = daemon.http_url().await;
+    let page = browser(port, 1280).await;
+    let started = std::time::Instant::now();
+    page.goto(&url).await.unwrap();
+    let deadline = tokio::time::Instant::now() + support::SOON;
+    loop {
+        let online = page.find(Locator::Id("n-online")).await.unwrap().text().await.unwrap();
+        if online == N.to_string() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the page never counted {N} online: {online}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = page.execute("return document.querySelectorAll('#rows tr').length;", vec![]).await.unwrap();
+    assert_eq!(rows, json!(100), "one page of rows, not the fleet");
+    // The page still answers at once: a script runs within a second.
+    let asked = std::time::Instant::now();
+    page.execute("return 1;", vec![]).await.unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(1), "the page is busy for {:?}", asked.elapsed());
+    eprintln!("{N} devices: counted and first page shown {:?} after loading", started.elapsed());
+    page.find(Locator::Id("more")).await.unwrap().click().await.unwrap();
+    let deadline = tokio::time::Instant::now() + support::SOON;
+    while page.execute("return document.querySelectorAll('#rows tr').length;", vec![]).await.unwrap() != json!(200) {
+        assert!(tokio::time::Instant::now() < deadline, "Show more never showed the next page");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    page.close().await.unwrap();
+}
