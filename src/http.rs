@@ -1,9 +1,12 @@
 //! The read-only HTTP endpoint: `/healthz` for probes, `/status` for people
-//! and scripts (and `willwatch status`), `/metrics` for Prometheus.
+//! and scripts (and `willwatch status`), `/metrics` for Prometheus, the
+//! history (`/api/history`, `/api/uptime`, `/api/bars`), and the live page
+//! (`/`, `page.rs`) with its event stream (`/api/events`); with a users
+//! file, basic authentication on all but `/healthz` (`auth.rs`).
 //!
 //! It holds only handles: the link state, a query channel into the monitor
 //! (which answers from its own table, so nothing is shared under a lock),
-//! and the metrics. Hostile or idle clients hold nothing for long: at most
+//! the transitions' broadcast, and the metrics. Hostile or idle clients hold nothing for long: at most
 //! `MAX_CONNECTIONS` at once, headers within `HEADER_TIMEOUT`, `/status` in
 //! pages, and at shutdown the daemon gives open requests a short deadline.
 

@@ -21,7 +21,8 @@
 //! - `actions`: the dispatcher and one file per kind of action.
 //! - `daemon`: wires the tasks together; signals, reload and shutdown.
 //! - `dead_letter`: what actions gave up on, kept, listed and replayed.
-//! - `http`: `/healthz`, `/status` and `/metrics`.
+//! - `http`: `/healthz`, `/status`, `/metrics`, the history API, the live
+//!   page and its event stream, basic authentication.
 //! - `metrics`: the Prometheus counters and gauges, their exposition, the
 //!   process metrics.
 //! - `systemd`: sd_notify glue.
