@@ -300,6 +300,13 @@ impl Device {
         }
     }
 
+    /// Offline with the device it is reached through (a Sparkplug node's
+    /// death): nothing was heard from it, so `last_seen` stays as it was.
+    pub fn offline_with_parent(&mut self, shown: CompactString, now: Now, hold: Duration) -> Outcome {
+        self.last_payload = shown;
+        self.go_offline(now, hold)
+    }
+
     /// A message on the device's heartbeat topic: proof of life only.
     pub fn on_heartbeat(&mut self, now: Now) -> Outcome {
         self.last_seen = Some(now.wall.into());

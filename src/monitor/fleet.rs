@@ -525,8 +525,7 @@ impl Fleet {
             let Some(device) = self.devices.get_mut(&child) else { continue };
             if sparkplug && device.state != State::Offline {
                 let (before, durable) = (device.state, device.durable());
-                let outcome =
-                    device.on_reading(Reading::Offline { seq: None }, sparkplug::NODE_OFFLINE.into(), now, PARENT_HOLD);
+                let outcome = device.offline_with_parent(sparkplug::NODE_OFFLINE.into(), now, PARENT_HOLD);
                 self.follow(&child, before, durable, outcome, false, now);
             } else if device.hold_until(now.mono + PARENT_HOLD) {
                 self.arm(&child);

@@ -120,6 +120,9 @@ fn a_node_death_takes_its_devices_offline_with_one_alert_and_a_device_that_does_
     let Effect::Fire(event, _) = &effects.iter().find(|e| matches!(e, Effect::Fire(..))).unwrap() else { panic!() };
     assert_eq!(event.children_offline, Some(2));
     assert_eq!(f.counts().offline, 3);
+    let motor = f
+        .page(&PageQuery { device: Some("plant/press/motor".into()), ..PageQuery::default() }, clock.at_ms(4_000).mono);
+    assert_eq!(motor.devices[0].last_seen, Some(clock.at_ms(3_001).wall), "its last message, not its node's death");
     f.on_tick(clock.at_ms(600_000));
     assert!(fired(&drain(&mut f)).is_empty(), "held while the node is down");
     nbirth(&mut f, "press", 1, 600_000, &clock);
