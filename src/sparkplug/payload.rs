@@ -86,7 +86,7 @@ pub fn decode_for(verb: Verb, bytes: &[u8]) -> Result<Sequence, PayloadError> {
 
 /// Reads the sequence numbers of `bytes`. Anything that is not a protobuf
 /// `Payload`, or carries a sequence out of range, is an error.
-pub fn decode(bytes: &[u8]) -> Result<Sequence, PayloadError> {
+fn decode(bytes: &[u8]) -> Result<Sequence, PayloadError> {
     let payload = Payload::decode(bytes).map_err(|e| PayloadError::Protobuf(e.to_string()))?;
     let seq = match payload.seq {
         None => None,
