@@ -12,6 +12,7 @@
 //! - `template`: `{id}`-style placeholders in action settings.
 //! - `monitor`: the fleet core (every device, every policy; pure) and the
 //!   task around it that owns the devices and decides events.
+//! - `cluster`: active/standby over MQTT: who leads, what the group notified.
 //! - `store`: the state database (SQLite, WAL) and its writer, which
 //!   commits each decision before any action sees it (the outbox).
 //! - `mqtt`: the broker session (birth, will, subscriptions, reconnects).
@@ -34,6 +35,7 @@
 pub mod actions;
 pub mod backoff;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod dead_letter;

@@ -69,6 +69,8 @@ pub struct Config {
     /// Credentials (`credential:NAME`) only the service can read: this
     /// config can be checked here but not run.
     pub unread_credentials: Vec<String>,
+    /// `[cluster]`: this instance is one of an active/standby group.
+    pub cluster: Option<Cluster>,
     /// Exact topic → index in `devices`, so a message finds its device in
     /// O(1) however many devices are watched.
     exact: HashMap<String, usize>,
@@ -162,6 +164,15 @@ impl StateSync {
             StateSync::Normal => "NORMAL",
         }
     }
+}
+
+/// `[cluster]`: instances of one `name` form an active/standby group in
+/// which one, the leader, runs the actions (`src/cluster/`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    pub name: String,
+    /// This instance's name among them (the host name unless set).
+    pub instance: String,
 }
 
 /// The daemon's own birth and will.
@@ -512,7 +523,9 @@ impl Config {
         let heartbeat = self.devices.iter().filter_map(|d| d.heartbeat.as_ref().map(Watch::filter));
         // A Sparkplug host hears its own STATE, to put it right if overwritten.
         let state = self.presence.sparkplug_host.then(|| self.presence.topic.clone());
-        status.chain(heartbeat).chain(state).filter(|f| seen.insert(f.clone())).collect()
+        // A cluster's instances hear each other: claims, presences, notifications.
+        let cluster = self.cluster.as_ref().map(crate::cluster::wire::filter);
+        status.chain(heartbeat).chain(state).chain(cluster).filter(|f| seen.insert(f.clone())).collect()
     }
 
     /// The id of the device whose heartbeat topic `topic` is.

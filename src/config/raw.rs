@@ -33,6 +33,14 @@ pub struct RawConfig {
     pub state_sync: Option<Spanned<String>>,
     pub http: Option<RawHttp>,
     pub history: Option<RawHistory>,
+    pub cluster: Option<Spanned<RawCluster>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub name: Option<Spanned<String>>,
+    pub instance: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

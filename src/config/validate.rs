@@ -14,6 +14,7 @@ use super::raw::{RawBroker, RawConfig, RawDefaults, RawDevice, RawDuration, RawP
 use super::{ActionSpec, BUILTIN_LOG, Broker, Config, DeviceSpec, Presence, Rules, Secret, Tls, Watch};
 use crate::topic::{ID_PLACEHOLDER, TopicError, WatchedTopic};
 
+mod cluster;
 mod sparkplug;
 
 /// Read when the config names no `password_file`.
@@ -39,8 +40,13 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
         default_preset: None,
     };
     let actions = v.actions(raw.action);
-    let broker = v.broker(raw.broker, &actions);
-    let presence = v.presence(raw.presence, broker.as_ref().map(|b| b.client_id.as_str()));
+    let cluster = v.cluster(raw.cluster);
+    let broker = v.broker(raw.broker, &actions, cluster.as_ref().and_then(Option::as_ref));
+    let presence = match &cluster {
+        Some(Some(c)) => v.cluster_presence(raw.presence, c),
+        Some(None) => None,
+        None => v.presence(raw.presence, broker.as_ref().map(|b| b.client_id.as_str())),
+    };
     let (defaults_span, raw_defaults) = match raw.defaults {
         Some(d) => (d.span(), d.into_inner()),
         None => (0..0, RawDefaults::default()),
@@ -104,6 +110,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
                 warnings,
                 history_keep,
                 unread_credentials: v.unread_credentials,
+                cluster: cluster.flatten(),
                 exact,
             })
         }
@@ -167,7 +174,12 @@ impl Validator<'_> {
         self.warnings.push(problem);
     }
 
-    fn broker(&mut self, raw: Spanned<RawBroker>, actions: &BTreeMap<String, ActionSpec>) -> Option<Broker> {
+    fn broker(
+        &mut self,
+        raw: Spanned<RawBroker>,
+        actions: &BTreeMap<String, ActionSpec>,
+        cluster: Option<&super::Cluster>,
+    ) -> Option<Broker> {
         let span = raw.span();
         let raw = raw.into_inner();
         let client_id_span = raw.client_id.as_ref().map_or(span.clone(), Spanned::span);
@@ -183,7 +195,7 @@ impl Validator<'_> {
                 None
             }
             Some(id) => Some(id.into_inner()),
-            None => Some(default_client_id()),
+            None => Some(default_client_id(cluster)),
         };
         let keep_alive = self.keep_alive(raw.keep_alive);
         let username = raw.username.map(Spanned::into_inner);
@@ -949,11 +961,14 @@ impl Watch {
     }
 }
 
-fn default_client_id() -> String {
-    // gethostname(2), not /proc/sys: the unit's ProcSubset=pid hides that.
-    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default();
-    let host = host.trim();
-    if host.is_empty() { "willwatch".to_string() } else { format!("willwatch-{host}") }
+/// `willwatch-<host>`; in a cluster `willwatch-<cluster>-<instance>`, so
+/// the instances of one config never take each other's session.
+fn default_client_id(cluster: Option<&super::Cluster>) -> String {
+    match (cluster, cluster::host_name()) {
+        (Some(c), _) => format!("willwatch-{}-{}", c.name, c.instance),
+        (None, Some(host)) => format!("willwatch-{host}"),
+        (None, None) => "willwatch".to_string(),
+    }
 }
 
 /// `base` with a preset's payloads and JSON rule.

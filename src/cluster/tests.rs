@@ -1,0 +1,308 @@
+//! The election against a small model of a broker: retained messages,
+//! wills, and each subscriber's messages in the order the broker took them.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use proptest::prelude::*;
+
+use super::*;
+
+const NAMES: [&str; 3] = ["a", "b", "c"];
+
+struct Node {
+    cluster: Cluster,
+    up: bool,
+    inbox: VecDeque<(String, Vec<u8>)>,
+    /// Epochs this node led at, in order.
+    led: Vec<u64>,
+    takeovers: usize,
+}
+
+#[derive(Default)]
+struct Broker {
+    retained: BTreeMap<String, Vec<u8>>,
+}
+
+struct Group {
+    broker: Broker,
+    nodes: Vec<Node>,
+}
+
+fn settings(instance: &str) -> Settings {
+    Settings { name: "plant".into(), instance: instance.into() }
+}
+
+impl Group {
+    fn new(n: usize) -> Group {
+        let nodes = NAMES[..n]
+            .iter()
+            .map(|name| Node {
+                cluster: Cluster::new(settings(name), "offline", HashMap::new()),
+                up: false,
+                inbox: VecDeque::new(),
+                led: Vec::new(),
+                takeovers: 0,
+            })
+            .collect();
+        Group { broker: Broker::default(), nodes }
+    }
+
+    fn publish(&mut self, topic: String, payload: Vec<u8>, retain: bool) {
+        if retain {
+            self.broker.retained.insert(topic.clone(), payload.clone());
+        }
+        for node in self.nodes.iter_mut().filter(|n| n.up) {
+            node.inbox.push_back((topic.clone(), payload.clone()));
+        }
+    }
+
+    fn member(i: usize) -> String {
+        wire::member_topic("plant", NAMES[i])
+    }
+
+    /// Connects node `i` as the session does: birth, subscribe, retained
+    /// messages, then the SUBACK.
+    fn start(&mut self, i: usize) {
+        if self.nodes[i].up {
+            return;
+        }
+        self.publish(Group::member(i), b"online".to_vec(), true);
+        let node = &mut self.nodes[i];
+        node.up = true;
+        node.cluster.on_connected();
+        node.inbox = self.broker.retained.iter().map(|(t, p)| (t.clone(), p.clone())).collect();
+        node.cluster.on_subscribed();
+        self.carry_out(i);
+    }
+
+    /// SIGKILL: the broker publishes the will; the process starts anew.
+    fn crash(&mut self, i: usize) {
+        if !self.nodes[i].up {
+            return;
+        }
+        self.nodes[i].up = false;
+        self.nodes[i].inbox.clear();
+        self.nodes[i].cluster = Cluster::new(settings(NAMES[i]), "offline", HashMap::new());
+        self.publish(Group::member(i), b"offline".to_vec(), true);
+    }
+
+    /// A clean stop: release, then our offline.
+    fn stop(&mut self, i: usize) {
+        if !self.nodes[i].up {
+            return;
+        }
+        self.nodes[i].cluster.stop();
+        self.carry_out(i);
+        self.crash(i);
+    }
+
+    fn deliver(&mut self, i: usize) {
+        let Some((topic, payload)) = self.nodes[i].inbox.pop_front() else { return };
+        self.nodes[i].cluster.on_message(&topic, &payload);
+        self.carry_out(i);
+    }
+
+    fn carry_out(&mut self, i: usize) {
+        let outputs: Vec<Output> = self.nodes[i].cluster.drain().collect();
+        for output in outputs {
+            match output {
+                Output::Publish { topic, payload, retain } => self.publish(topic, payload, retain),
+                Output::TakeOver => {
+                    let node = &mut self.nodes[i];
+                    node.takeovers += 1;
+                    node.led.push(node.cluster.epoch());
+                }
+                Output::Notified(..) => {}
+            }
+        }
+    }
+
+    fn settle(&mut self) {
+        while let Some(i) = (0..self.nodes.len()).find(|&i| !self.nodes[i].inbox.is_empty()) {
+            self.deliver(i);
+        }
+    }
+
+    fn leaders(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].up && self.nodes[i].cluster.role() == Role::Leader).collect()
+    }
+}
+
+#[test]
+fn the_first_instance_by_name_leads_and_a_standby_takes_over_at_its_will() {
+    let mut g = Group::new(3);
+    for i in [2, 1, 0] {
+        g.start(i);
+    }
+    g.settle();
+    let leaders = g.leaders();
+    assert_eq!(leaders.len(), 1, "one leader");
+    let first = leaders[0];
+    g.crash(first);
+    g.settle();
+    let next = g.leaders();
+    assert_eq!(next.len(), 1);
+    assert_ne!(next[0], first);
+    let before = g.nodes[first].led.last().copied().unwrap();
+    assert_eq!(g.nodes[next[0]].led.last(), Some(&(before + 1)), "the successor leads under the next epoch");
+    // The old leader comes back: a standby.
+    let takeovers = g.nodes[first].takeovers;
+    g.start(first);
+    g.settle();
+    assert_eq!(g.leaders(), next);
+    assert_eq!(g.nodes[first].takeovers, takeovers, "a restarted leader takes nothing over");
+}
+
+#[test]
+fn a_clean_stop_hands_over_before_the_will() {
+    let mut g = Group::new(2);
+    g.start(0);
+    g.settle();
+    g.start(1);
+    g.settle();
+    assert_eq!(g.leaders(), vec![0]);
+    g.nodes[0].cluster.stop();
+    g.carry_out(0);
+    // The release alone is enough: node 0 is still connected.
+    g.settle();
+    assert_eq!(g.leaders(), vec![1]);
+    assert_eq!(g.nodes[1].cluster.epoch(), 2);
+}
+
+#[test]
+fn a_claim_left_by_an_earlier_run_is_taken_over_anew() {
+    let mut g = Group::new(1);
+    g.start(0);
+    g.settle();
+    assert_eq!(g.nodes[0].cluster.epoch(), 1);
+    g.crash(0);
+    g.start(0);
+    g.settle();
+    assert_eq!(g.leaders(), vec![0]);
+    assert_eq!(g.nodes[0].cluster.epoch(), 2, "a new run leads under a new epoch");
+    assert_eq!(g.nodes[0].led, vec![1, 2]);
+}
+
+#[test]
+fn two_claims_at_once_resolve_to_the_higher_and_the_loser_stands_down() {
+    let mut g = Group::new(2);
+    g.start(0);
+    g.start(1);
+    g.settle();
+    let mut a = Cluster::new(settings("a"), "offline", HashMap::new());
+    a.on_connected();
+    a.on_subscribed();
+    let hello = a.drain().next().unwrap();
+    let Output::Publish { topic, payload, .. } = hello else { panic!() };
+    a.on_message(&wire::member_topic("plant", "a"), b"online");
+    a.on_message(&topic, &payload);
+    let claim = |who: &str, epoch| serde_json::to_vec(&Claim { instance: who.into(), epoch, released: false }).unwrap();
+    a.on_message("willwatch/cluster/plant/leader", &claim("a", 1));
+    assert_eq!(a.role(), Role::Leader);
+    a.on_message("willwatch/cluster/plant/members/z", b"online");
+    a.on_message("willwatch/cluster/plant/leader", &claim("z", 1));
+    assert_eq!(a.role(), Role::Standby, "(1, z) beats (1, a)");
+    a.on_message("willwatch/cluster/plant/leader", &claim("a", 1));
+    assert_eq!(a.role(), Role::Standby, "an older claim changes nothing");
+}
+
+#[test]
+fn notices_keep_the_outages_the_group_notified_and_a_snapshot_replaces_them() {
+    let mut c = Cluster::new(settings("b"), "offline", HashMap::new());
+    let notice = |what| serde_json::to_vec(&Notice { by: "a".into(), epoch: 1, what }).unwrap();
+    let transition = |device: &str, event: &str| What::Transition {
+        device: device.into(),
+        event: event.into(),
+        id: format!("{device}-{event}"),
+    };
+    c.on_message("willwatch/cluster/plant/notified", &notice(transition("x", "offline")));
+    c.on_message("willwatch/cluster/plant/notified", &notice(transition("y", "offline")));
+    c.on_message("willwatch/cluster/plant/notified", &notice(transition("x", "online")));
+    assert_eq!(c.notified().keys().collect::<Vec<_>>(), vec!["y"]);
+    let part = |part, last, outages: &[&str]| What::Snapshot {
+        part,
+        last,
+        outages: outages.iter().map(|d| (d.to_string(), format!("{d}-offline"))).collect(),
+    };
+    c.on_message("willwatch/cluster/plant/notified", &notice(part(0, false, &["p"])));
+    assert_eq!(c.notified().len(), 1, "a snapshot applies whole, at its last part");
+    c.on_message("willwatch/cluster/plant/notified", &notice(part(1, true, &["q"])));
+    let mut devices: Vec<_> = c.notified().keys().cloned().collect();
+    devices.sort();
+    assert_eq!(devices, vec!["p", "q"]);
+    let saved: Vec<Output> = c.drain().collect();
+    assert!(saved.contains(&Output::Notified("y".into(), None)), "what the snapshot dropped is saved as gone");
+}
+
+#[test]
+fn the_broker_alert_is_fired_by_whoever_led_when_it_was_lost() {
+    let mut g = Group::new(2);
+    g.start(0);
+    g.start(1);
+    g.settle();
+    let leader = g.leaders()[0];
+    let standby = 1 - leader;
+    for i in [0, 1] {
+        g.nodes[i].cluster.on_disconnected();
+    }
+    assert!(g.nodes[leader].cluster.fires(EventKind::BrokerDown));
+    assert!(!g.nodes[leader].cluster.fires(EventKind::Offline), "no device event while away");
+    assert!(!g.nodes[standby].cluster.fires(EventKind::BrokerDown));
+}
+
+#[test]
+fn ids_follow_the_transition_not_the_instance() {
+    let t = UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_250);
+    let later = t + std::time::Duration::from_millis(600);
+    assert_eq!(event_id("p", "d", EventKind::Offline, t), event_id("p", "d", EventKind::Offline, later));
+    assert_ne!(event_id("p", "d", EventKind::Offline, t), event_id("p", "d", EventKind::Online, t));
+    assert_ne!(event_id("p", "d", EventKind::Offline, t), event_id("q", "d", EventKind::Offline, t));
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Deliver(usize),
+    Start(usize),
+    Crash(usize),
+    Stop(usize),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0..3usize).prop_map(Step::Deliver),
+        2 => (0..3usize).prop_map(Step::Start),
+        1 => (0..3usize).prop_map(Step::Crash),
+        1 => (0..3usize).prop_map(Step::Stop),
+    ]
+}
+
+proptest! {
+    /// Whatever the order of starts, crashes, clean stops and deliveries:
+    /// once the broker has delivered everything, exactly one running
+    /// instance leads, under the highest claim, and no instance ever led
+    /// under an epoch lower than one it led under before.
+    #[test]
+    fn once_quiet_exactly_one_running_instance_leads(steps in proptest::collection::vec(step(), 1..80)) {
+        let mut g = Group::new(3);
+        for s in steps {
+            match s {
+                Step::Deliver(i) => g.deliver(i),
+                Step::Start(i) => g.start(i),
+                Step::Crash(i) => g.crash(i),
+                Step::Stop(i) => g.stop(i),
+            }
+        }
+        g.settle();
+        let running = g.nodes.iter().filter(|n| n.up).count();
+        let leaders = g.leaders();
+        prop_assert_eq!(leaders.len(), running.min(1), "leaders {:?} of {} running", leaders, running);
+        if let Some(&l) = leaders.first() {
+            let retained: Claim = serde_json::from_slice(&g.broker.retained["willwatch/cluster/plant/leader"]).unwrap();
+            prop_assert_eq!(retained.instance.as_str(), NAMES[l]);
+            prop_assert!(!retained.released);
+        }
+        for node in &g.nodes {
+            prop_assert!(node.led.windows(2).all(|w| w[0] < w[1]), "epochs led: {:?}", node.led);
+        }
+    }
+}

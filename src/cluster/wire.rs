@@ -1,0 +1,147 @@
+//! What instances of a cluster say to each other, and where: every topic
+//! lives under `willwatch/cluster/<name>/`.
+//!
+//! - `leader` (retained): the current claim, `{"instance","epoch"}`, with
+//!   `"released": true` once its holder stopped cleanly;
+//! - `members/<instance>` (retained): each instance's presence, its will
+//!   saying it is gone (so a claim whose holder is gone is void);
+//! - `hello/<instance>`: a marker each instance sends itself after it
+//!   subscribed; when it comes back, every retained message is in;
+//! - `sync`: a standby asks the leader for what the group has notified;
+//! - `notified`: the leader's word that a transition was notified (its
+//!   actions are done with it), or a snapshot of every notified outage.
+
+use serde::{Deserialize, Serialize};
+
+/// The subtree every instance subscribes to.
+pub fn filter(cluster: &crate::config::Cluster) -> String {
+    format!("{}#", prefix(&cluster.name))
+}
+
+/// `willwatch/cluster/<name>/`.
+pub fn prefix(name: &str) -> String {
+    format!("willwatch/cluster/{name}/")
+}
+
+/// Where an instance's presence (birth and will) lives.
+pub fn member_topic(name: &str, instance: &str) -> String {
+    format!("{}members/{instance}", prefix(name))
+}
+
+/// A claim of leadership. Claims order by `(epoch, instance)`: the higher
+/// one wins, whoever sees them in whatever order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub instance: String,
+    pub epoch: u64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
+}
+
+impl Claim {
+    pub fn key(&self) -> (u64, &str) {
+        (self.epoch, &self.instance)
+    }
+}
+
+/// A leader's word on the `notified` topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    /// The instance that says it, and its epoch.
+    pub by: String,
+    pub epoch: u64,
+    #[serde(flatten)]
+    pub what: What,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum What {
+    /// One transition, notified: `event` is `offline` or `online`.
+    Transition { device: String, event: String, id: String },
+    /// Every outage notified and not yet over, `(device, offline id)`, in
+    /// parts; a part 0 begins a new snapshot, `last` ends it.
+    Snapshot { part: u32, last: bool, outages: Vec<(String, String)> },
+}
+
+/// A standby's request for a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    pub instance: String,
+}
+
+/// A message heard under the cluster's prefix, read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    Claim(Option<Claim>),
+    Member { instance: String, online: bool },
+    Hello { instance: String, nonce: String },
+    Sync(SyncRequest),
+    Notice(Notice),
+}
+
+/// Why a message under the prefix is not understood.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("no cluster message is published on this topic")]
+    Topic,
+    #[error("the payload is not what this topic carries: {0}")]
+    Payload(#[from] serde_json::Error),
+}
+
+/// Reads `payload` heard on `rest` (the topic after the prefix). A member
+/// is offline when its payload is `offline` or empty (a cleared retained
+/// message); an empty claim is no claim.
+pub fn read(rest: &str, payload: &[u8], offline: &str) -> Result<Heard, WireError> {
+    let heard = match rest.split_once('/') {
+        None if rest == "leader" => {
+            Heard::Claim(if payload.is_empty() { None } else { Some(serde_json::from_slice(payload)?) })
+        }
+        None if rest == "sync" => Heard::Sync(serde_json::from_slice(payload)?),
+        None if rest == "notified" => Heard::Notice(serde_json::from_slice(payload)?),
+        Some(("members", instance)) if !instance.contains('/') => Heard::Member {
+            instance: instance.to_string(),
+            online: !payload.is_empty() && payload != offline.as_bytes(),
+        },
+        Some(("hello", instance)) if !instance.contains('/') => Heard::Hello {
+            instance: instance.to_string(),
+            nonce: String::from_utf8_lossy(payload).into_owned(),
+        },
+        _ => return Err(WireError::Topic),
+    };
+    Ok(heard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_read_back_as_written() {
+        let claim = Claim { instance: "a".into(), epoch: 3, released: false };
+        let bytes = serde_json::to_vec(&claim).unwrap();
+        assert_eq!(std::str::from_utf8(&bytes).unwrap(), r#"{"instance":"a","epoch":3}"#);
+        assert_eq!(read("leader", &bytes, "offline").unwrap(), Heard::Claim(Some(claim)));
+        assert_eq!(read("leader", b"", "offline").unwrap(), Heard::Claim(None));
+        let notice = Notice {
+            by: "a".into(),
+            epoch: 3,
+            what: What::Transition { device: "d".into(), event: "offline".into(), id: "i".into() },
+        };
+        let bytes = serde_json::to_vec(&notice).unwrap();
+        assert_eq!(read("notified", &bytes, "offline").unwrap(), Heard::Notice(notice));
+        assert_eq!(
+            read("members/b", b"offline", "offline").unwrap(),
+            Heard::Member { instance: "b".into(), online: false }
+        );
+        assert_eq!(read("members/b", b"online", "offline").unwrap(), Heard::Member { instance: "b".into(), online: true });
+    }
+
+    #[test]
+    fn what_is_not_a_cluster_message_is_an_error_not_a_panic() {
+        assert!(matches!(read("leader", b"{", "offline"), Err(WireError::Payload(_))));
+        assert!(matches!(read("members/a/b", b"online", "offline"), Err(WireError::Topic)));
+        assert!(matches!(read("other", b"", "offline"), Err(WireError::Topic)));
+        assert!(matches!(read("notified", br#"{"by":"a","epoch":1,"type":"x"}"#, "offline"), Err(WireError::Payload(_))));
+    }
+}
