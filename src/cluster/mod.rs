@@ -293,11 +293,12 @@ impl Cluster {
             return;
         }
         tracing::debug!(instance = %claim.instance, epoch = claim.epoch, "ignored a claim older than the current one");
-        // A losing claim published after ours is what the broker now
-        // retains: the leader says its own again, for instances to come.
-        if self.role == Role::Leader && claim.instance != self.settings.instance {
-            let ours = Claim { instance: self.settings.instance.clone(), epoch: self.epoch(), released: false };
-            self.publish("leader".into(), json(&ours), true);
+        // A losing claim published after the winner is what the broker now
+        // retains: say the winner again, so instances to come see it too.
+        if let Some(current) = self.claim.clone()
+            && current.key() > claim.key()
+        {
+            self.publish("leader".into(), json(&current), true);
         }
     }
 
@@ -405,7 +406,14 @@ impl Cluster {
             .chain(std::iter::once(me.as_str()))
             .min()
             .map(str::to_string);
-        if first.as_deref() == Some(me.as_str()) {
+        let stale_of_ours = self.claim.as_ref().filter(|c| c.instance == me && !c.released && self.mine != Some(c.epoch));
+        if let Some(stale) = stale_of_ours.filter(|_| first.as_deref() != Some(me.as_str())) {
+            // Left by an earlier run of ours and the others may take it as
+            // live: say it is void, so whoever is first in line claims.
+            let released = Claim { released: true, ..stale.clone() };
+            tracing::info!(epoch = released.epoch, "releasing the claim an earlier run of this instance left");
+            self.publish("leader".into(), json(&released), true);
+        } else if first.as_deref() == Some(me.as_str()) {
             let claim = Claim { instance: me, epoch: current + 1, released: false };
             tracing::info!(epoch = claim.epoch, previous = ?self.claim.as_ref().map(|c| &c.instance), "the cluster has no leader; claiming");
             self.mine = Some(claim.epoch);
