@@ -14,6 +14,7 @@
 //! goodbye (retained offline, clean disconnect); the HTTP endpoint closes
 //! last, with a short deadline of its own.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,13 +84,16 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     metrics.config_loaded(true);
     let context = actions::Context::new(
         store_tx.downgrade(),
-        ack_tx,
+        ack_tx.clone(),
         Publisher::new(client_rx, link_rx.clone()),
         config.state_dir.clone(),
         Arc::clone(&metrics),
     );
     let mut dispatcher = tokio::spawn(actions::dispatch(Arc::clone(&config), context, dispatch_rx));
-    let (db, loaded) = store::open(&config.state_dir, config.state_sync);
+    let (db, mut loaded) = store::open(&config.state_dir, config.state_sync);
+    let owed =
+        if config.cluster.is_some() { leave_to_the_cluster(&mut loaded.pending, &ack_tx) } else { HashSet::new() };
+    let (completed_tx, completed_rx) = mpsc::unbounded_channel();
     let writer = store::Writer {
         dir: config.state_dir.clone(),
         sync: config.state_sync,
@@ -97,6 +101,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         ops: store_rx,
         acks: ack_rx,
         dispatch: dispatch_tx,
+        completed: config.cluster.is_some().then_some(completed_tx),
         metrics: Arc::clone(&metrics),
     };
     let finish_writing = CancellationToken::new();
@@ -114,10 +119,13 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         metrics: Arc::clone(&metrics),
     };
     let (queries_tx, queries_rx) = mpsc::channel(16);
-    let inputs = monitor::Inputs { inbound: inbound_rx, reloads: reload_rx, queries: queries_rx };
+    let inputs =
+        monitor::Inputs { inbound: inbound_rx, reloads: reload_rx, queries: queries_rx, completed: completed_rx };
     let stop_intake = CancellationToken::new();
-    let monitor =
-        tokio::spawn(Monitor::new(Arc::clone(&config), loaded.devices, outputs).run(inputs, stop_intake.clone()));
+    let monitor = tokio::spawn(
+        Monitor::new(Arc::clone(&config), loaded.devices, loaded.notified, &owed, outputs)
+            .run(inputs, stop_intake.clone()),
+    );
     let http_cancel = CancellationToken::new();
     let http = config.http_listen.map(|listen| {
         let sources = http::Sources {
@@ -158,7 +166,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
             signal = signals.next() => match signal.map(intent) {
                 Some(Intent::Reload) => {
                     systemd::reloading();
-                    let loaded = reload(path);
+                    let loaded = reload(path).filter(|new| same_cluster(&config, new));
                     metrics.config_loaded(loaded.is_some());
                     if let Some(new) = loaded {
                         let reconnect = connection_changed(&config, &new);
@@ -231,6 +239,45 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A config whose `[cluster]` differs cannot be taken by a reload: the
+/// instance's name is its client id, its presence and its claims.
+fn same_cluster(old: &Config, new: &Config) -> bool {
+    let same = old.cluster == new.cluster;
+    if !same {
+        tracing::error!(file = %new.source.display(),
+            "[cluster] changed: that takes a restart; the reload is refused and the previous config stays in use");
+    }
+    same
+}
+
+/// In a cluster, device notifications owed from before the start are not
+/// sent from here: a takeover fires what the group did not notify, with the
+/// same ids. They are acknowledged; returns their devices.
+fn leave_to_the_cluster(
+    pending: &mut Vec<crate::event::Event>,
+    acks: &mpsc::UnboundedSender<crate::store::Ack>,
+) -> HashSet<String> {
+    use crate::event::EventKind;
+    let mut devices = HashSet::new();
+    pending.retain(|event| {
+        if !matches!(event.kind, EventKind::Offline | EventKind::Online) {
+            return true;
+        }
+        for action in event.actions.iter() {
+            let _ = acks.send((event.id.clone(), action.clone()));
+        }
+        devices.insert(event.device.clone());
+        false
+    });
+    if !devices.is_empty() {
+        tracing::info!(
+            devices = devices.len(),
+            "device notifications owed from before the restart are left to the cluster: whoever leads fires what the group did not notify"
+        );
+    }
+    devices
 }
 
 /// Logs a task that ended by panicking (its work is lost; the log says so).

@@ -217,6 +217,11 @@ impl Device {
         self.since.map(|t| t.wall.into())
     }
 
+    /// When the device went offline, while an `offline` is unresolved.
+    pub fn offline_since(&self) -> Option<SystemTime> {
+        self.offline_since.map(|t| t.wall.into())
+    }
+
     /// When a message last arrived on the topic.
     pub fn last_seen(&self) -> Option<SystemTime> {
         self.last_seen.map(SystemTime::from)

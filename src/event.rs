@@ -96,6 +96,8 @@ pub struct Event {
     pub seen_late: bool,
     /// About a Sparkplug B edge node or device (`"kind": "sparkplug"`).
     pub sparkplug: bool,
+    /// In a `[cluster]`: the leader's epoch when it fired.
+    pub epoch: Option<u64>,
     /// The actions to run for it.
     pub actions: Arc<[String]>,
 }
@@ -166,6 +168,9 @@ impl Event {
         if self.sparkplug {
             v["kind"] = json!(SPARKPLUG);
         }
+        if let Some(epoch) = self.epoch {
+            v["epoch"] = json!(epoch);
+        }
         v
     }
 }
@@ -204,6 +209,7 @@ impl Event {
             },
             seen_late: v.get("seen_late").and_then(Value::as_bool).unwrap_or(false),
             sparkplug: v.get("kind").and_then(Value::as_str) == Some(SPARKPLUG),
+            epoch: v.get("epoch").and_then(Value::as_u64),
             actions: Arc::from(Vec::new()),
         })
     }
@@ -227,6 +233,7 @@ pub fn test_event(kind: EventKind, device: &str) -> Event {
         children_offline: None,
         seen_late: false,
         sparkplug: false,
+        epoch: None,
         actions: Arc::from(vec!["log".to_string()]),
     }
 }

@@ -368,6 +368,7 @@ pub fn render(broker_url: &str, link: &Link, page: &StatusPage) -> Value {
             "cause": d.cause,
         })).collect::<Vec<_>>(),
         "counts": { "online": c.online, "offline": c.offline, "unknown": c.unknown, "notified": c.notified },
+        "cluster": page.cluster,
     })
 }
 
@@ -397,6 +398,7 @@ mod tests {
             devices: vec![view("c", "offline"), view("a", "unknown")],
             counts: crate::monitor::Counts { online: 5, offline: 1, unknown: 1, notified: 1 },
             next: Some((1, "a".into())),
+            cluster: None,
         };
         let doc = render("mqtt://b", &link, &page);
         let ids: Vec<&str> = doc["devices"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();

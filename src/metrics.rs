@@ -72,6 +72,11 @@ pub struct Metrics {
     pub history_dropped: Counter,
     pub sparkplug_rebirths: Counter,
     pub sparkplug_out_of_sequence: Counter,
+    pub cluster_leader: Gauge,
+    pub cluster_epoch: Gauge,
+    pub cluster_peers: Gauge,
+    pub cluster_takeovers: Counter,
+    pub cluster_left_to_leader: Counter,
 }
 
 impl Metrics {
@@ -201,6 +206,37 @@ impl Metrics {
             "willwatch's version",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
         );
+        let cluster_leader = Gauge::default();
+        cluster_leader.set(1);
+        registry.register(
+            "willwatch_cluster_leader",
+            "1 while this instance runs the actions: its cluster's leader, or always without [cluster]",
+            cluster_leader.clone(),
+        );
+        let cluster_epoch = Gauge::default();
+        registry.register(
+            "willwatch_cluster_epoch",
+            "The epoch of the cluster's current leader (0 without [cluster])",
+            cluster_epoch.clone(),
+        );
+        let cluster_peers = Gauge::default();
+        registry.register(
+            "willwatch_cluster_peers_up",
+            "Instances of the cluster up, this one included",
+            cluster_peers.clone(),
+        );
+        let cluster_takeovers = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "willwatch_cluster_takeovers",
+            "Times this instance became its cluster's leader",
+            cluster_takeovers.clone(),
+        );
+        let cluster_left_to_leader = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "willwatch_cluster_standby_decisions",
+            "Transitions this instance decided as a standby and left to the leader",
+            cluster_left_to_leader.clone(),
+        );
         for state in ["online", "offline", "unknown"] {
             devices.get_or_create(&StateLabel { state }).set(0);
         }
@@ -232,6 +268,11 @@ impl Metrics {
             history_dropped,
             sparkplug_rebirths,
             sparkplug_out_of_sequence,
+            cluster_leader,
+            cluster_epoch,
+            cluster_peers,
+            cluster_takeovers,
+            cluster_left_to_leader,
         })
     }
 

@@ -117,6 +117,24 @@ pub fn table(doc: &Value, now: SystemTime) -> String {
     let link = if broker["connected"] == true { "connected" } else { "NOT CONNECTED" };
     let _ =
         writeln!(out, "broker  {} ({link} for {})", broker["url"].as_str().unwrap_or(""), ago(&broker["since"], now));
+    if let Some(cluster) = doc["cluster"].as_object() {
+        let peers: Vec<String> = cluster["peers"]
+            .as_object()
+            .map(|p| {
+                p.iter().map(|(name, up)| if *up == true { name.clone() } else { format!("{name} (gone)") }).collect()
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "cluster {} as {}: {} at epoch {}, leader {}; instances {}",
+            cluster["name"].as_str().unwrap_or(""),
+            cluster["instance"].as_str().unwrap_or(""),
+            cluster["role"].as_str().unwrap_or(""),
+            cluster["epoch"],
+            cluster["leader"].as_str().unwrap_or("none"),
+            peers.join(", ")
+        );
+    }
     let c = &doc["counts"];
     let _ = writeln!(out, "devices {} online, {} offline, {} unknown\n", c["online"], c["offline"], c["unknown"]);
     let devices = doc["devices"].as_array().cloned().unwrap_or_default();

@@ -154,6 +154,20 @@ impl Cluster {
         &self.in_flight
     }
 
+    /// Instances up, this one included while connected.
+    pub fn peers_up(&self) -> usize {
+        let me = &self.settings.instance;
+        let others = self.members.iter().filter(|(name, up)| **up && *name != me).count();
+        others + usize::from(self.connected)
+    }
+
+    /// Marks every notified outage to be saved (they were taken from an
+    /// older state, not from the group).
+    pub fn save_all(&mut self) {
+        let all = self.notified.iter().map(|(d, id)| Output::Notified(d.clone(), Some(id.clone())));
+        self.outputs.extend(all.collect::<Vec<_>>());
+    }
+
     /// Whether an event of `kind` decided now is fired here: device events
     /// by the leader, the broker's own by whoever led when it was lost.
     pub fn fires(&self, kind: EventKind) -> bool {
@@ -309,7 +323,9 @@ impl Cluster {
         match notice.what {
             What::Transition { device, event, id } => match event.parse::<EventKind>() {
                 Ok(kind) => self.note(&device, kind, &id),
-                Err(()) => tracing::warn!(device = %device, event = %event, "ignored a notice of an unknown transition"),
+                Err(()) => {
+                    tracing::warn!(device = %device, event = %event, "ignored a notice of an unknown transition")
+                }
             },
             What::Snapshot { part, last, outages } => {
                 if part == 0 {
@@ -406,7 +422,8 @@ impl Cluster {
             .chain(std::iter::once(me.as_str()))
             .min()
             .map(str::to_string);
-        let stale_of_ours = self.claim.as_ref().filter(|c| c.instance == me && !c.released && self.mine != Some(c.epoch));
+        let stale_of_ours =
+            self.claim.as_ref().filter(|c| c.instance == me && !c.released && self.mine != Some(c.epoch));
         if let Some(stale) = stale_of_ours.filter(|_| first.as_deref() != Some(me.as_str())) {
             // Left by an earlier run of ours and the others may take it as
             // live: say it is void, so whoever is first in line claims.

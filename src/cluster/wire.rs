@@ -103,10 +103,9 @@ pub fn read(rest: &str, payload: &[u8], offline: &str) -> Result<Heard, WireErro
             instance: instance.to_string(),
             online: !payload.is_empty() && payload != offline.as_bytes(),
         },
-        Some(("hello", instance)) if !instance.contains('/') => Heard::Hello {
-            instance: instance.to_string(),
-            nonce: String::from_utf8_lossy(payload).into_owned(),
-        },
+        Some(("hello", instance)) if !instance.contains('/') => {
+            Heard::Hello { instance: instance.to_string(), nonce: String::from_utf8_lossy(payload).into_owned() }
+        }
         _ => return Err(WireError::Topic),
     };
     Ok(heard)
@@ -134,7 +133,10 @@ mod tests {
             read("members/b", b"offline", "offline").unwrap(),
             Heard::Member { instance: "b".into(), online: false }
         );
-        assert_eq!(read("members/b", b"online", "offline").unwrap(), Heard::Member { instance: "b".into(), online: true });
+        assert_eq!(
+            read("members/b", b"online", "offline").unwrap(),
+            Heard::Member { instance: "b".into(), online: true }
+        );
     }
 
     #[test]
@@ -142,6 +144,9 @@ mod tests {
         assert!(matches!(read("leader", b"{", "offline"), Err(WireError::Payload(_))));
         assert!(matches!(read("members/a/b", b"online", "offline"), Err(WireError::Topic)));
         assert!(matches!(read("other", b"", "offline"), Err(WireError::Topic)));
-        assert!(matches!(read("notified", br#"{"by":"a","epoch":1,"type":"x"}"#, "offline"), Err(WireError::Payload(_))));
+        assert!(matches!(
+            read("notified", br#"{"by":"a","epoch":1,"type":"x"}"#, "offline"),
+            Err(WireError::Payload(_))
+        ));
     }
 }

@@ -44,6 +44,7 @@ use crate::sparkplug::topic::Topic as SparkplugTopic;
 use crate::throttle::Throttle;
 use devices::Devices;
 
+mod cluster;
 mod devices;
 mod sparkplug;
 
@@ -139,6 +140,8 @@ pub struct StatusPage {
     pub devices: Vec<DeviceView>,
     pub counts: Counts,
     pub next: Option<(u8, String)>,
+    /// In a `[cluster]`: this instance's role, the epoch, the peers.
+    pub cluster: Option<crate::cluster::View>,
 }
 
 /// Which `[[device]]` a device came from, for counting per pattern.
@@ -433,28 +436,7 @@ impl Fleet {
         }
         match outcome {
             Outcome::Fire(t) => {
-                let event = Event {
-                    id: new_id(),
-                    kind: t.kind,
-                    device: device.id.to_string(),
-                    topic: device.topic.to_string(),
-                    payload: device.last_payload.to_string(),
-                    previous: t.previous.as_str(),
-                    at: now.wall,
-                    offline_since: t.offline_since,
-                    offline_for: t.offline_for,
-                    attempts: None,
-                    severity: device.rules.severity.clone(),
-                    seen_late: late,
-                    sparkplug: device.rules.sparkplug.is_some(),
-                    children_offline: (t.kind == EventKind::Offline && self.is_parent(id)).then(|| {
-                        self.children_of(id)
-                            .iter()
-                            .filter(|c| self.devices.get(c).is_some_and(|d| !d.notified()))
-                            .count()
-                    }),
-                    actions: self.actions_for(&device.rules.actions, t.kind),
-                };
+                let event = self.event(device, &t, late, now);
                 let record = (device.id.to_string(), device.saved());
                 self.metrics.transitions.get_or_create(&EventLabel { event: t.kind.as_str() }).inc();
                 if t.kind == EventKind::Offline {
@@ -593,6 +575,32 @@ impl Fleet {
             .collect()
     }
 
+    /// The event of `device`'s transition `t`.
+    fn event(&self, device: &Device, t: &crate::device::Transition, late: bool, now: Now) -> Event {
+        let established = if t.kind == EventKind::Offline { t.offline_since } else { device.since() };
+        let id = device.id.as_str();
+        Event {
+            id: self.event_id(id, t.kind, established),
+            kind: t.kind,
+            device: id.to_string(),
+            topic: device.topic.to_string(),
+            payload: device.last_payload.to_string(),
+            previous: t.previous.as_str(),
+            at: now.wall,
+            offline_since: t.offline_since,
+            offline_for: t.offline_for,
+            attempts: None,
+            severity: device.rules.severity.clone(),
+            seen_late: late,
+            sparkplug: device.rules.sparkplug.is_some(),
+            epoch: None,
+            children_offline: (t.kind == EventKind::Offline && self.is_parent(id)).then(|| {
+                self.children_of(id).iter().filter(|c| self.devices.get(c).is_some_and(|d| !d.notified())).count()
+            }),
+            actions: self.actions_for(&device.rules.actions, t.kind),
+        }
+    }
+
     /// Keeps one timer entry per device, at its earliest need.
     fn arm(&mut self, id: &str) {
         let next = self.devices.get(id).and_then(|d| d.next_timer());
@@ -722,6 +730,7 @@ impl Fleet {
             seen_late: false,
             children_offline: None,
             sparkplug: false,
+            epoch: None,
             actions: self.actions_for(&broker.actions, kind),
         };
         if kind == EventKind::BrokerDown {
@@ -867,7 +876,7 @@ impl Fleet {
     pub fn page(&self, query: &PageQuery, now: Instant) -> StatusPage {
         if let Some(id) = &query.device {
             let devices = self.devices.get(id).map(|d| self.view(d, now)).into_iter().collect();
-            return StatusPage { devices, counts: self.shown_counts(), next: None };
+            return StatusPage { devices, counts: self.shown_counts(), next: None, cluster: None };
         }
         let limit = query.limit.max(1);
         let mut heap: std::collections::BinaryHeap<(u8, &str)> = std::collections::BinaryHeap::new();
@@ -894,7 +903,7 @@ impl Fleet {
             keys.last().map(|(r, id)| (*r, id.to_string()))
         });
         let devices = keys.iter().filter_map(|(_, id)| self.devices.get(id)).map(|d| self.view(d, now)).collect();
-        StatusPage { devices, counts: self.shown_counts(), next: next.flatten() }
+        StatusPage { devices, counts: self.shown_counts(), next: next.flatten(), cluster: None }
     }
 
     /// The parent, if it is offline: the device is shown offline for it.

@@ -9,6 +9,13 @@
 //!   before any action sees them), re-read requests to the MQTT session,
 //!   counts to whoever shows them.
 //!
+//! In a `[cluster]` it also owns the instance's `Cluster`: messages under
+//! the cluster's prefix go to it, and a decided event is fired only when
+//! the cluster says this instance fires it (the leader; the broker's own
+//! alerts, whoever led when it was lost). A standby keeps the device's
+//! record and leaves the event to the leader; a takeover fires what the
+//! group did not notify (`Fleet::take_over`).
+//!
 //! It never touches the disk and never waits on an action, so it keeps up
 //! with whatever the broker delivers.
 
@@ -20,8 +27,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{Cluster, Output};
 use crate::config::Config;
 use crate::device::{Now, Saved};
+use crate::event::{Event, EventKind};
 use crate::metrics::{Metrics, StateLabel};
 use crate::mqtt::{Ask, Inbound};
 use crate::store::Op;
@@ -46,6 +55,8 @@ pub struct Inputs {
     /// New configs, from the daemon.
     pub reloads: mpsc::Receiver<Arc<Config>>,
     pub queries: mpsc::Receiver<StatusQuery>,
+    /// Events every action is done with (in a cluster: the leader says so).
+    pub completed: mpsc::UnboundedReceiver<Arc<Event>>,
 }
 
 /// Where the monitor's results go.
@@ -65,6 +76,7 @@ pub struct Outputs {
 
 pub struct Monitor {
     fleet: Fleet,
+    cluster: Option<Cluster>,
     out: Outputs,
     /// Rate-limits the warning of a full history queue.
     history_full: crate::throttle::Throttle,
@@ -73,9 +85,28 @@ pub struct Monitor {
 impl Monitor {
     /// A monitor for `config`, taking back the `saved` states of devices it
     /// still watches.
-    pub fn new(config: Arc<Config>, saved: std::collections::HashMap<String, Saved>, out: Outputs) -> Monitor {
-        let fleet = Fleet::new(config, saved, Arc::clone(&out.metrics), Now::read());
-        Monitor { fleet, out, history_full: crate::throttle::Throttle::new(Duration::from_secs(60)) }
+    /// In a cluster, `notified` holds the outages the group notified, as
+    /// saved (`None`: this state never belonged to a member, and what it
+    /// notified itself, less `owed`, is taken as the group's).
+    pub fn new(
+        config: Arc<Config>,
+        saved: std::collections::HashMap<String, Saved>,
+        notified: Option<std::collections::HashMap<String, String>>,
+        owed: &std::collections::HashSet<String>,
+        out: Outputs,
+    ) -> Monitor {
+        let fleet = Fleet::new(Arc::clone(&config), saved, Arc::clone(&out.metrics), Now::read());
+        let cluster = config.cluster.clone().map(|settings| match notified {
+            Some(notified) => Cluster::new(settings, &config.presence.offline, notified),
+            None => {
+                let mut outages = fleet.outages();
+                outages.retain(|device, _| !owed.contains(device));
+                let mut cluster = Cluster::new(settings, &config.presence.offline, outages);
+                cluster.save_all();
+                cluster
+            }
+        });
+        Monitor { fleet, cluster, out, history_full: crate::throttle::Throttle::new(Duration::from_secs(60)) }
     }
 
     /// Runs until `stop` fires (the daemon stops its intake) or the session
@@ -93,23 +124,45 @@ impl Monitor {
                 message = inputs.inbound.recv() => {
                     let Some(message) = message else { break };
                     let now = Now::read();
-                    match message {
-                        Inbound::Message { topic, payload, retained: true } => self.fleet.on_message(&topic, &payload, now),
-                        Inbound::Message { topic, payload, retained: false } => self.fleet.on_live_message(&topic, &payload, now),
-                        Inbound::Connected => self.fleet.on_connected(now),
-                        Inbound::Subscribed => self.fleet.on_subscribed(now),
-                        Inbound::Disconnected => self.fleet.on_disconnected(now),
+                    let cluster = self.cluster.as_mut();
+                    match (message, cluster) {
+                        (Inbound::Message { topic, payload, .. }, Some(c)) if c.owns(&topic) => c.on_message(&topic, &payload),
+                        (Inbound::Message { topic, payload, retained: true }, _) => self.fleet.on_message(&topic, &payload, now),
+                        (Inbound::Message { topic, payload, retained: false }, _) => self.fleet.on_live_message(&topic, &payload, now),
+                        (Inbound::Connected, c) => {
+                            c.map(Cluster::on_connected);
+                            self.fleet.on_connected(now);
+                        }
+                        (Inbound::Subscribed, c) => {
+                            c.map(Cluster::on_subscribed);
+                            self.fleet.on_subscribed(now);
+                        }
+                        (Inbound::Disconnected, c) => {
+                            c.map(Cluster::on_disconnected);
+                            self.fleet.on_disconnected(now);
+                        }
                     }
                 }
                 Some(config) = inputs.reloads.recv() => self.fleet.reload(config),
                 () = sleep_until(wake) => self.fleet.on_tick(Now::read()),
                 Some(query) = inputs.queries.recv() => {
-                    let _ = query.reply.send(self.fleet.page(&query.page, Now::read().mono));
+                    let mut page = self.fleet.page(&query.page, Now::read().mono);
+                    page.cluster = self.cluster.as_ref().map(Cluster::view);
+                    let _ = query.reply.send(page);
+                }
+                Some(event) = inputs.completed.recv() => {
+                    if let Some(cluster) = &mut self.cluster {
+                        cluster.completed(&event.device, event.kind, &event.id);
+                    }
                 }
                 // Last: a burst of messages is handled before its records
                 // are saved, so the disk's work never slows the burst.
                 _ = save_tick.tick(), if self.fleet.has_saves() => self.save(false).await,
             }
+            self.perform().await;
+        }
+        if let Some(cluster) = &mut self.cluster {
+            cluster.stop();
             self.perform().await;
         }
         self.save(true).await;
@@ -139,13 +192,17 @@ impl Monitor {
     /// Carries out what the last call decided, then shows the counts.
     async fn perform(&mut self) {
         let before = *self.out.counts.borrow();
+        self.perform_cluster().await;
         let effects: Vec<Effect> = self.fleet.drain().collect();
         // Rebirth requests go to the session together: one at a time
         // would overflow its queue in a storm.
         let mut rebirths = Vec::new();
         for effect in effects {
             let op = match effect {
-                Effect::Fire(event, device) => Op::Event(event, device),
+                Effect::Fire(event, device) => match self.fire(event, device) {
+                    Some(op) => op,
+                    None => continue,
+                },
                 Effect::Forget(id) => Op::Forget(id),
                 Effect::Reload(config) => Op::Reload(config),
                 Effect::Transition(entry) => {
@@ -180,6 +237,54 @@ impl Monitor {
 }
 
 impl Monitor {
+    /// What the cluster asked for: its messages to the session, a
+    /// takeover to the fleet, the outages it notified to the writer; then
+    /// the role to `/metrics`.
+    async fn perform_cluster(&mut self) {
+        let Some(cluster) = &mut self.cluster else { return };
+        let outputs: Vec<Output> = cluster.drain().collect();
+        for output in outputs {
+            let op = match output {
+                Output::Publish { topic, payload, retain } => {
+                    self.ask(Ask::Publish { topic, payload, retain });
+                    continue;
+                }
+                Output::TakeOver => {
+                    let cluster = self.cluster.as_ref().expect("in a cluster");
+                    self.out.metrics.cluster_takeovers.inc();
+                    self.fleet.take_over(cluster.notified(), cluster.in_flight(), Now::read());
+                    continue;
+                }
+                Output::Notified(device, id) => Op::Notified(device, id),
+            };
+            if self.out.store.send(op).await.is_err() {
+                tracing::error!("the state writer is gone; the cluster's notified outages are no longer saved");
+            }
+        }
+        let cluster = self.cluster.as_ref().expect("in a cluster");
+        let metrics = &self.out.metrics;
+        metrics.cluster_leader.set(i64::from(cluster.role() == crate::cluster::Role::Leader));
+        metrics.cluster_epoch.set(cluster.epoch() as i64);
+        metrics.cluster_peers.set(cluster.peers_up() as i64);
+    }
+
+    /// A decided event: to the writer when this instance fires it (in a
+    /// cluster, stamped with the epoch); a standby saves only the device's
+    /// record and leaves the event to the leader.
+    fn fire(&mut self, mut event: Box<Event>, device: Option<(String, Saved)>) -> Option<Op> {
+        let Some(cluster) = &mut self.cluster else { return Some(Op::Event(event, device)) };
+        if cluster.fires(event.kind) {
+            event.epoch = Some(cluster.epoch());
+            if matches!(event.kind, EventKind::Offline | EventKind::Online) {
+                cluster.fired(&event.device);
+            }
+            return Some(Op::Event(event, device));
+        }
+        self.out.metrics.cluster_left_to_leader.inc();
+        tracing::debug!(device = %event.device, event = %event.kind, "standby: left to the leader");
+        device.map(|record| Op::Save(vec![record]))
+    }
+
     /// Hands a transition to the history (never waiting: a full queue
     /// drops it, counted) and to live watchers, if any.
     fn transition(&mut self, entry: crate::history::Entry) {
@@ -206,6 +311,7 @@ impl Monitor {
         if let Err(e) = self.out.asks.try_send(ask) {
             let topics = match e.into_inner() {
                 Ask::Reread(topics) | Ask::Rebirth(topics) => topics.len(),
+                Ask::Publish { .. } => 1,
             };
             tracing::warn!(topics, "the session is not taking requests; this one is dropped");
         }

@@ -81,6 +81,9 @@ pub enum Ask {
     Reread(Vec<String>),
     /// Ask Sparkplug edge nodes for a rebirth, on these command topics.
     Rebirth(Vec<String>),
+    /// Publish at QoS 1 (a cluster's messages); queued while the link is
+    /// down, sent when it is back.
+    Publish { topic: String, payload: Vec<u8>, retain: bool },
 }
 
 /// The session's link to the broker, for status lines.
@@ -166,6 +169,11 @@ impl Session {
                         subscriptions.resync(topics, &subscribed);
                     }
                     Ask::Rebirth(topics) if connected => rebirths.extend(topics),
+                    Ask::Publish { topic, payload, retain } => {
+                        if let Err(e) = client.try_publish(&topic, QoS::AtLeastOnce, retain, payload) {
+                            tracing::error!(topic = %topic, error = %e, "could not queue a cluster message");
+                        }
+                    }
                     _ => {}
                 },
                 Ok(()) = self.filters.changed() => {

@@ -47,16 +47,19 @@ pub struct Batch {
     pub events: Vec<Arc<Event>>,
     /// (event id, action) pairs that are done.
     pub acks: Vec<(String, String)>,
+    /// In a cluster: each changed device's outage the group notified (the
+    /// offline's id), `None` when it has none.
+    pub notified: HashMap<String, Option<String>>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.devices.is_empty() && self.events.is_empty() && self.acks.is_empty()
+        self.devices.is_empty() && self.events.is_empty() && self.acks.is_empty() && self.notified.is_empty()
     }
 
     /// Records held: what a failing disk makes pile up.
     pub fn len(&self) -> usize {
-        self.devices.len() + self.events.len() + self.acks.len()
+        self.devices.len() + self.events.len() + self.acks.len() + self.notified.len()
     }
 
     /// Drops the events of this (never committed) batch that every one of
@@ -87,6 +90,9 @@ pub struct Loaded {
     /// Notifications decided but not acknowledged, oldest first, each with
     /// the actions still owed.
     pub pending: Vec<Event>,
+    /// The outages a cluster notified (device → offline id); `None` when
+    /// this state never belonged to a cluster member.
+    pub notified: Option<HashMap<String, String>>,
 }
 
 pub struct Db {
@@ -208,6 +214,7 @@ impl Db {
         for (event, actions) in loaded.pending.iter_mut().zip(owed) {
             event.actions = Arc::from(actions);
         }
+        loaded.notified = self.load_notified().map_err(sqlite)?;
         Ok(loaded)
     }
 
@@ -258,8 +265,40 @@ impl Db {
             for (id, action) in &batch.acks {
                 ack.execute(params![id, action]).map_err(sqlite)?;
             }
+            if !batch.notified.is_empty() {
+                tx.execute_batch(NOTIFIED_TABLE).map_err(sqlite)?;
+                let mut upsert = tx
+                    .prepare_cached(
+                        "INSERT INTO cluster_notified (device, event_id) VALUES (?1, ?2)
+                         ON CONFLICT (device) DO UPDATE SET event_id = ?2",
+                    )
+                    .map_err(sqlite)?;
+                let mut delete = tx.prepare_cached("DELETE FROM cluster_notified WHERE device = ?1").map_err(sqlite)?;
+                for (device, id) in &batch.notified {
+                    match id {
+                        Some(id) => upsert.execute(params![device, id]).map_err(sqlite)?,
+                        None => delete.execute(params![device]).map_err(sqlite)?,
+                    };
+                }
+            }
         }
         tx.commit().map_err(sqlite)
+    }
+
+    /// The cluster's notified outages, if this state ever was a member's
+    /// (the table is made by the first write of one).
+    fn load_notified(&self) -> Result<Option<HashMap<String, String>>, rusqlite::Error> {
+        let exists: bool = self.conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'cluster_notified'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            return Ok(None);
+        }
+        let mut rows = self.conn.prepare("SELECT device, event_id FROM cluster_notified")?;
+        let notified = rows.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+        Ok(Some(notified))
     }
 
     /// How many (event, action) notifications are still owed.
@@ -320,6 +359,13 @@ pub fn from_ms(ms: i64, now: SystemTime) -> SystemTime {
     (UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).min(now)
 }
 
+/// A cluster member's notified outages: made by its first write, so a
+/// state without it never belonged to one.
+const NOTIFIED_TABLE: &str = "CREATE TABLE IF NOT EXISTS cluster_notified (
+    device TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL
+) WITHOUT ROWID;";
+
 /// An event as the outbox keeps it (its id and actions are columns).
 #[derive(Serialize, Deserialize)]
 struct Stored {
@@ -340,6 +386,8 @@ struct Stored {
     seen_late: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     sparkplug: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    epoch: Option<u64>,
 }
 
 impl Stored {
@@ -358,6 +406,7 @@ impl Stored {
             children_offline: e.children_offline,
             seen_late: e.seen_late,
             sparkplug: e.sparkplug,
+            epoch: e.epoch,
         }
     }
 
@@ -378,6 +427,7 @@ impl Stored {
             children_offline: self.children_offline,
             seen_late: self.seen_late,
             sparkplug: self.sparkplug,
+            epoch: self.epoch,
             actions: Arc::from(Vec::new()),
         })
     }

@@ -16,6 +16,7 @@
 //! alert possibly repeated, and stay in the batch until it commits. A file
 //! deleted under us is written back whole.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +58,9 @@ pub enum Op {
     Event(Box<Event>, Option<(String, Saved)>),
     /// A new config for the dispatcher, in order with the events.
     Reload(Arc<Config>),
+    /// In a cluster: a device's outage the group notified (its offline's
+    /// id), or that it has none.
+    Notified(String, Option<String>),
 }
 
 /// An action is done with an event: (event id, action name).
@@ -69,6 +73,9 @@ pub struct Writer {
     pub ops: mpsc::Receiver<Op>,
     pub acks: mpsc::UnboundedReceiver<Ack>,
     pub dispatch: mpsc::Sender<actions::Input>,
+    /// In a cluster: where each event goes once every action is done with
+    /// it (the leader tells the group).
+    pub completed: Option<mpsc::UnboundedSender<Arc<Event>>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -76,12 +83,13 @@ impl Writer {
     /// Sends `pending` (owed since before the start) first, then runs until
     /// `finish`: commits what is left, says what is still owed, returns.
     pub async fn run(self, pending: Vec<Event>, finish: CancellationToken) {
-        let Writer { dir, sync, db, mut ops, mut acks, dispatch, metrics } = self;
+        let Writer { dir, sync, db, mut ops, mut acks, dispatch, completed, metrics } = self;
         let mut state = State {
             dir,
             sync,
             db,
             dispatch: Some(dispatch),
+            completed: completed.map(|to| Completions { to, owed: HashMap::new() }),
             metrics,
             failing: false,
             shedding: Throttle::new(Duration::from_secs(60)),
@@ -109,7 +117,7 @@ impl Writer {
                     Some(op) => take(op, &mut batch, &mut outgoing),
                     None => ops_open = false,
                 },
-                Some(ack) = acks.recv() => batch.acks.push(ack),
+                Some(ack) = acks.recv() => state.acked(ack, &mut batch),
                 () = sleep_until(retry_at) => {}
                 _ = check.tick(), if retry_at.is_none() => state.keep_in_place().await,
             }
@@ -117,7 +125,7 @@ impl Writer {
                 match ops.try_recv() {
                     Ok(op) => take(op, &mut batch, &mut outgoing),
                     Err(_) => match acks.try_recv() {
-                        Ok(ack) => batch.acks.push(ack),
+                        Ok(ack) => state.acked(ack, &mut batch),
                         Err(_) => break,
                     },
                 }
@@ -161,6 +169,7 @@ struct State {
     sync: StateSync,
     db: Option<Db>,
     dispatch: Option<mpsc::Sender<actions::Input>>,
+    completed: Option<Completions>,
     metrics: Arc<Metrics>,
     /// The last commit failed; logged once until one succeeds.
     failing: bool,
@@ -246,12 +255,24 @@ impl State {
             return;
         };
         for input in std::mem::take(outgoing) {
+            if let (Some(completed), actions::Input::Event(event)) = (&mut self.completed, &input) {
+                completed.owe(event);
+            }
             if dispatch.send(input).await.is_err() {
                 tracing::error!("the action dispatcher is gone; notifications stay owed until the next start");
                 self.dispatch = None;
                 return;
             }
         }
+    }
+
+    /// Takes an acknowledgement into the batch; in a cluster, tells when an
+    /// event has all of its.
+    fn acked(&mut self, ack: Ack, batch: &mut Batch) {
+        if let Some(completed) = &mut self.completed {
+            completed.acked(&ack.0);
+        }
+        batch.acks.push(ack);
     }
 
     /// Says what the last commit left owed.
@@ -266,6 +287,33 @@ impl State {
                 tracing::warn!(owed, "notifications not yet done are kept; they resume at the next start")
             }
             Some(Err(e)) => tracing::error!(error = %e, "cannot count the notifications still owed"),
+        }
+    }
+}
+
+/// Events handed to the actions and not done yet, counted down by their
+/// acknowledgements (a cluster's leader tells the group what is done).
+struct Completions {
+    to: mpsc::UnboundedSender<Arc<Event>>,
+    owed: HashMap<String, (Arc<Event>, usize)>,
+}
+
+impl Completions {
+    fn owe(&mut self, event: &Arc<Event>) {
+        if event.actions.is_empty() {
+            let _ = self.to.send(Arc::clone(event));
+        } else {
+            self.owed.insert(event.id.clone(), (Arc::clone(event), event.actions.len()));
+        }
+    }
+
+    fn acked(&mut self, id: &str) {
+        let Some((_, left)) = self.owed.get_mut(id) else { return };
+        *left -= 1;
+        if *left == 0
+            && let Some((event, _)) = self.owed.remove(id)
+        {
+            let _ = self.to.send(event);
         }
     }
 }
@@ -298,6 +346,9 @@ fn take(op: Op, batch: &mut Batch, outgoing: &mut Vec<actions::Input>) {
             outgoing.push(actions::Input::Event(event));
         }
         Op::Reload(config) => outgoing.push(actions::Input::Reload(config)),
+        Op::Notified(device, id) => {
+            batch.notified.insert(device, id);
+        }
     }
 }
 
@@ -355,6 +406,7 @@ mod tests {
             ops,
             acks,
             dispatch,
+            completed: None,
             metrics: Arc::clone(&metrics),
         };
         let finish = CancellationToken::new();
@@ -393,6 +445,7 @@ mod tests {
             ops,
             acks,
             dispatch,
+            completed: None,
             metrics: Metrics::new(),
         };
         let finish = CancellationToken::new();

@@ -18,7 +18,10 @@ impl Validator<'_> {
         let span = raw.span();
         let raw = raw.into_inner();
         let Some(name) = raw.name else {
-            self.problem(Problem::new(span, "[cluster] has no `name`").hint("write name = \"plant1\": instances with the same name form one group"));
+            self.problem(
+                Problem::new(span, "[cluster] has no `name`")
+                    .hint("write name = \"plant1\": instances with the same name form one group"),
+            );
             return Some(None);
         };
         let name_ok = self.cluster_name(&name, "cluster name");
@@ -80,11 +83,12 @@ impl Validator<'_> {
         if let Some(raw) = raw {
             for key in [raw.topic, raw.sparkplug_host_id].into_iter().flatten() {
                 self.problem(
-                    Problem::new(key.span(), "in a [cluster] the presence topic is the instance's membership")
-                        .hint(format!(
+                    Problem::new(key.span(), "in a [cluster] the presence topic is the instance's membership").hint(
+                        format!(
                             "its peers watch {}: remove `topic` and `sparkplug_host_id`",
                             crate::cluster::wire::member_topic(&cluster.name, &cluster.instance)
-                        )),
+                        ),
+                    ),
                 );
             }
             (online, offline) = (raw.online, raw.offline);
