@@ -372,6 +372,15 @@ impl Device {
         self.alerted
     }
 
+    /// Its offline, still waiting out its grace here, was notified by
+    /// another instance of a cluster: it counts as notified and does not
+    /// fire again. Whether it was waiting.
+    pub fn notified_elsewhere(&mut self) -> bool {
+        let waiting = self.state == State::Offline && self.pending.take().is_some();
+        self.alerted |= waiting;
+        waiting
+    }
+
     /// Moves the moment a waiting offline fires (its parent went offline,
     /// or came back); whether one was waiting.
     pub fn hold_until(&mut self, due: Instant) -> bool {

@@ -12,26 +12,32 @@
 //! a restart always takes over anew.
 //!
 //! What the group notified travels on `notified`: the leader says each
-//! transition its actions are done with, every instance keeps the outages
-//! notified and not over (`notified`, saved with the state), and a new
-//! leader fires the difference between what it decided and that, with ids
-//! derived from the transition (`event_id`), so a transition two instances
-//! fire carries one id.
+//! transition it decides, and its actions run once that word came back
+//! from the broker (so every instance has it before any receiver has the
+//! notification); it says so again when they are done with it. Every instance keeps each device's last word (`told`,
+//! saved with the state), and a new leader fires the difference between
+//! what it decided itself and that (`Fleet::take_over`): a transition
+//! decided and not done again under its own id, one nobody decided under
+//! an id derived from the transition and the device's last word
+//! (`next_id`), so a transition two instances fire carries one id.
 //!
 //! Pure: no I/O, no clock. The monitor feeds it what it hears and carries
 //! out its `Output`s.
 
 pub mod wire;
+mod words;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::Cluster as Settings;
-use crate::event::EventKind;
+use crate::event::{Event, EventKind};
+pub use wire::Told;
 use wire::{Claim, Heard, Notice, SyncRequest, What};
+pub use words::Words;
 
-/// Outages per snapshot message: well under the payload limit.
-const SNAPSHOT_PART: usize = 4096;
+/// Devices per snapshot message: well under the payload limit.
+const SNAPSHOT_PART: usize = 2048;
 
 /// What this instance is in its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,10 +61,16 @@ pub enum Output {
     /// Publish at QoS 1.
     Publish { topic: String, payload: Vec<u8>, retain: bool },
     /// This instance leads from now on: fire what the group has not
-    /// notified (`Cluster::notified`, less what is `in_flight`).
+    /// notified (`Cluster::told`, less what is `in_flight`).
     TakeOver,
-    /// Save a device's notified outage (its offline's id), or that it has none.
-    Notified(String, Option<String>),
+    /// Save what was said of a device.
+    Told(String, Words),
+    /// Our word numbered so came back from the broker: every instance has
+    /// it (and every word before it), their events may go out.
+    Confirmed(u64),
+    /// The link is gone: words not yet confirmed may never be; their
+    /// events are left to whoever leads next (`Cluster::undecided`).
+    Unconfirmed,
 }
 
 /// The cluster as `/status` shows it.
@@ -95,19 +107,28 @@ pub struct Cluster {
     led_when_lost: bool,
     /// Stopped: never claim again.
     stopping: bool,
-    /// Outages the group notified and not yet over: device → offline id.
-    notified: HashMap<String, String>,
+    /// Each device's last word from a leader: its latest transition.
+    told: HashMap<String, Words>,
+    /// Words of ours not yet published.
+    unsent: Vec<(String, Told)>,
+    /// The number of our last word (words are numbered from `run`).
+    said: u64,
+    /// This run of the instance.
+    run: u64,
     /// Devices with a transition we fired that is not notified yet.
     in_flight: HashSet<String>,
     /// A snapshot being received, part by part.
-    incoming: Option<HashMap<String, String>>,
+    incoming: Option<HashMap<String, Words>>,
     takeovers: u64,
     outputs: Vec<Output>,
 }
 
 impl Cluster {
-    /// A standby of `settings`' group, knowing the outages saved before.
-    pub fn new(settings: Settings, offline: &str, notified: HashMap<String, String>) -> Cluster {
+    /// A standby of `settings`' group, knowing what was saved before.
+    /// `run` tells this run of the instance from earlier ones (whose words
+    /// a persistent session may still deliver): it must grow from run to
+    /// run, as the time of the start does.
+    pub fn new(settings: Settings, offline: &str, told: HashMap<String, Words>, run: u64) -> Cluster {
         Cluster {
             prefix: wire::prefix(&settings.name),
             settings,
@@ -122,7 +143,10 @@ impl Cluster {
             members: BTreeMap::new(),
             led_when_lost: false,
             stopping: false,
-            notified,
+            told,
+            unsent: Vec::new(),
+            said: run,
+            run,
             in_flight: HashSet::new(),
             incoming: None,
             takeovers: 0,
@@ -144,8 +168,8 @@ impl Cluster {
         self.takeovers
     }
 
-    pub fn notified(&self) -> &HashMap<String, String> {
-        &self.notified
+    pub fn told(&self) -> &HashMap<String, Words> {
+        &self.told
     }
 
     /// Devices whose transition we fired and is not notified yet: a
@@ -161,10 +185,10 @@ impl Cluster {
         others + usize::from(self.connected)
     }
 
-    /// Marks every notified outage to be saved (they were taken from an
-    /// older state, not from the group).
+    /// Marks everything told to be saved (it was taken from an older
+    /// state, not from the group).
     pub fn save_all(&mut self) {
-        let all = self.notified.iter().map(|(d, id)| Output::Notified(d.clone(), Some(id.clone())));
+        let all = self.told.iter().map(|(d, w)| Output::Told(d.clone(), w.clone()));
         self.outputs.extend(all.collect::<Vec<_>>());
     }
 
@@ -210,7 +234,7 @@ impl Cluster {
         if !self.connected || self.synced || self.hello.is_some() {
             return;
         }
-        let nonce = format!("{}", self.connections);
+        let nonce = format!("{}-{}", self.run, self.connections);
         self.publish(format!("hello/{}", self.settings.instance), nonce.clone().into_bytes(), false);
         self.hello = Some(nonce);
     }
@@ -218,6 +242,7 @@ impl Cluster {
     /// The link is gone: nobody leads from here until it is back and the
     /// claim is still ours.
     pub fn on_disconnected(&mut self) {
+        self.outputs.push(Output::Unconfirmed);
         self.connected = false;
         self.synced = false;
         self.hello = None;
@@ -226,6 +251,23 @@ impl Cluster {
             tracing::warn!(instance = %self.settings.instance, "lost the broker while leading; firing nothing until it is back");
         }
         self.role = Role::Standby;
+    }
+
+    /// This instance did not run for a while (frozen, starved): it may
+    /// have been replaced meanwhile, so a leader stops firing until a round
+    /// trip through the broker shows its claim still stands.
+    pub fn on_stalled(&mut self, stalled: std::time::Duration) {
+        if !self.connected {
+            return;
+        }
+        if self.role == Role::Leader {
+            tracing::warn!(instance = %self.settings.instance, stalled_ms = stalled.as_millis() as u64,
+                "this instance did not run for a while; firing nothing until the cluster confirms it still leads");
+            self.role = Role::Standby;
+        }
+        self.synced = false;
+        self.hello = None;
+        self.on_subscribed();
     }
 
     /// A message under the cluster's prefix.
@@ -249,6 +291,9 @@ impl Cluster {
                 if instance == self.settings.instance && self.hello.as_deref() == Some(nonce.as_str()) {
                     self.hello = None;
                     self.synced = true;
+                    let leader = self.live_claim().map(|c| c.instance.clone());
+                    tracing::info!(instance = %self.settings.instance, leader = leader.as_deref().unwrap_or("none"),
+                        epoch = self.epoch(), "in sync with the cluster");
                     if self.live_claim().is_some_and(|c| c.instance != self.settings.instance) {
                         let request = SyncRequest { instance: self.settings.instance.clone() };
                         self.publish("sync".into(), json(&request), false);
@@ -265,24 +310,54 @@ impl Cluster {
         self.evaluate();
     }
 
-    /// The actions are done with a transition we fired: the group is told.
-    pub fn completed(&mut self, device: &str, kind: EventKind, id: &str) {
-        self.in_flight.remove(device);
-        if !matches!(kind, EventKind::Offline | EventKind::Online) {
-            return;
-        }
-        self.note(device, kind, id);
-        let notice = Notice {
-            by: self.settings.instance.clone(),
-            epoch: self.epoch(),
-            what: What::Transition { device: device.to_string(), event: kind.as_str().to_string(), id: id.to_string() },
-        };
-        self.publish("notified".into(), json(&notice), false);
+    /// The id `event` fires under: the next of the device's chain
+    /// (`next_id`), after the group's last word on it.
+    pub fn id_for(&self, event: &Event) -> String {
+        let previous = self.told.get(&event.device).and_then(Words::last).map(|t| t.id.as_str());
+        next_id(&self.settings.name, &event.device, event.kind, previous, established(event))
     }
 
-    /// We fired a transition of `device`.
-    pub fn fired(&mut self, device: &str) {
-        self.in_flight.insert(device.to_string());
+    /// We fire a device's transition: the group is told before the
+    /// actions run.
+    pub fn decided(&mut self, event: &Event) {
+        if let Some(told) = told_of(event, false) {
+            self.in_flight.insert(event.device.clone());
+            self.learn(&event.device, told.clone());
+            self.unsent.push((event.device.clone(), told));
+        }
+    }
+
+    /// The actions are done with a transition we fired: the group is told.
+    pub fn completed(&mut self, event: &Event) {
+        self.in_flight.remove(&event.device);
+        if let Some(told) = told_of(event, true) {
+            self.learn(&event.device, told.clone());
+            self.unsent.push((event.device.clone(), told));
+        }
+    }
+
+    /// Publishes what we decided or finished since the last call, in as
+    /// few messages as fit; returns the number of the last (it comes
+    /// back `Confirmed`), if any.
+    pub fn flush(&mut self) -> Option<u64> {
+        let unsent = std::mem::take(&mut self.unsent);
+        for chunk in unsent.chunks(SNAPSHOT_PART) {
+            self.said += 1;
+            let notice = Notice {
+                by: self.settings.instance.clone(),
+                epoch: self.epoch(),
+                seq: self.said,
+                what: What::Transitions { transitions: chunk.to_vec() },
+            };
+            self.publish("notified".into(), json(&notice), false);
+        }
+        (!unsent.is_empty()).then_some(self.said)
+    }
+
+    /// A transition we decided will not go out from here (the link went
+    /// before the group had our word on it).
+    pub fn undecided(&mut self, device: &str) {
+        self.in_flight.remove(device);
     }
 
     /// A clean stop: a leader hands over at once.
@@ -318,53 +393,52 @@ impl Cluster {
 
     fn on_notice(&mut self, notice: Notice) {
         if notice.by == self.settings.instance {
+            if matches!(notice.what, What::Transitions { .. }) {
+                self.outputs.push(Output::Confirmed(notice.seq));
+            }
             return;
         }
         match notice.what {
-            What::Transition { device, event, id } => match event.parse::<EventKind>() {
-                Ok(kind) => self.note(&device, kind, &id),
-                Err(()) => {
-                    tracing::warn!(device = %device, event = %event, "ignored a notice of an unknown transition")
+            What::Transitions { transitions } => {
+                tracing::debug!(by = %notice.by, transitions = transitions.len(), "heard the leader's word");
+                for (device, told) in transitions {
+                    self.learn(&device, told);
                 }
-            },
-            What::Snapshot { part, last, outages } => {
+            }
+            What::Snapshot { part, last, told } => {
                 if part == 0 {
                     self.incoming = Some(HashMap::new());
                 }
                 let Some(incoming) = self.incoming.as_mut() else { return };
-                incoming.extend(outages);
+                incoming.extend(told);
                 if last {
                     let snapshot = self.incoming.take().unwrap_or_default();
-                    self.replace_notified(snapshot);
+                    self.replace_told(snapshot);
                 }
             }
         }
     }
 
-    /// Keeps `device`'s notified outage as a notice says.
-    fn note(&mut self, device: &str, kind: EventKind, id: &str) {
-        let changed = match kind {
-            EventKind::Offline => self.notified.insert(device.to_string(), id.to_string()).as_deref() != Some(id),
-            EventKind::Online => self.notified.remove(device).is_some(),
-            _ => false,
-        };
-        if changed {
-            let id = (kind == EventKind::Offline).then(|| id.to_string());
-            self.outputs.push(Output::Notified(device.to_string(), id));
+    /// Takes `told` into what was said of `device` (`Words::learn`).
+    fn learn(&mut self, device: &str, told: Told) {
+        let words = self.told.entry(device.to_string()).or_default();
+        if words.learn(told) {
+            let words = words.clone();
+            self.outputs.push(Output::Told(device.to_string(), words));
         }
     }
 
-    fn replace_notified(&mut self, snapshot: HashMap<String, String>) {
-        let old = std::mem::take(&mut self.notified);
+    fn replace_told(&mut self, snapshot: HashMap<String, Words>) {
+        let old = std::mem::take(&mut self.told);
         for device in old.keys().filter(|d| !snapshot.contains_key(*d)) {
-            self.outputs.push(Output::Notified(device.clone(), None));
+            self.outputs.push(Output::Told(device.clone(), Words::default()));
         }
-        for (device, id) in &snapshot {
-            if old.get(device) != Some(id) {
-                self.outputs.push(Output::Notified(device.clone(), Some(id.clone())));
+        for (device, words) in &snapshot {
+            if old.get(device) != Some(words) {
+                self.outputs.push(Output::Told(device.clone(), words.clone()));
             }
         }
-        self.notified = snapshot;
+        self.told = snapshot;
     }
 
     /// The current claim while its holder is up (and, if it is us, made by
@@ -439,19 +513,19 @@ impl Cluster {
     }
 
     fn publish_snapshot(&mut self) {
-        let mut outages: Vec<(String, String)> = self.notified.iter().map(|(d, i)| (d.clone(), i.clone())).collect();
-        outages.sort();
-        let parts: Vec<&[(String, String)]> =
-            if outages.is_empty() { vec![&[]] } else { outages.chunks(SNAPSHOT_PART).collect() };
+        let mut told: Vec<(String, Words)> = self.told.iter().map(|(d, w)| (d.clone(), w.clone())).collect();
+        told.sort_by(|a, b| a.0.cmp(&b.0));
+        let parts: Vec<&[(String, Words)]> =
+            if told.is_empty() { vec![&[]] } else { told.chunks(SNAPSHOT_PART).collect() };
         let count = parts.len();
         for (part, chunk) in parts.into_iter().enumerate() {
             let notice = Notice {
                 by: self.settings.instance.clone(),
                 epoch: self.epoch(),
-                what: What::Snapshot { part: part as u32, last: part + 1 == count, outages: chunk.to_vec() },
+                seq: 0,
+                what: What::Snapshot { part: part as u32, last: part + 1 == count, told: chunk.to_vec() },
             };
-            let payload = json(&notice);
-            self.publish("notified".into(), payload, false);
+            self.publish("notified".into(), json(&notice), false);
         }
     }
 
@@ -460,13 +534,45 @@ impl Cluster {
     }
 }
 
-/// The id of a device's transition in a cluster: the same on every
-/// instance that fires it, made from the device, the transition and the
-/// second the broker's message established it (`established`: when the
-/// device went offline, or came back).
-pub fn event_id(cluster: &str, device: &str, kind: EventKind, established: SystemTime) -> String {
-    let second = established.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs().to_string();
-    crate::event::derived_id([cluster, device, kind.as_str(), second.as_str()])
+/// The id of a device's transition in a cluster, derived from the
+/// transition itself: the device, the transition, and the id of the
+/// device's transition before it (`previous`, the group's last word), so
+/// every instance that knows the same last word makes the same id, and
+/// each transition of a device a new one. With no last word, the moment
+/// the broker's message established it (to the millisecond) stands in.
+pub fn next_id(
+    cluster: &str,
+    device: &str,
+    kind: EventKind,
+    previous: Option<&str>,
+    established: SystemTime,
+) -> String {
+    let at = millis(established).to_string();
+    let after = previous.unwrap_or(&at);
+    crate::event::derived_id([cluster, device, kind.as_str(), after])
+}
+
+/// What a leader says of `event`: a device's transition, and when it was
+/// established (an offline: when the device went offline).
+fn told_of(event: &Event, done: bool) -> Option<Told> {
+    if !matches!(event.kind, EventKind::Offline | EventKind::Online) {
+        return None;
+    }
+    Some(Told { event: event.kind.as_str().to_string(), id: event.id.clone(), at: millis(established(event)), done })
+}
+
+/// When `event`'s transition was established: an offline when the device
+/// went offline, an online when it came back.
+fn established(event: &Event) -> SystemTime {
+    match event.kind {
+        EventKind::Offline => event.offline_since.unwrap_or(event.at),
+        _ => event.at,
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {

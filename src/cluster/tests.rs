@@ -37,7 +37,7 @@ impl Group {
         let nodes = NAMES[..n]
             .iter()
             .map(|name| Node {
-                cluster: Cluster::new(settings(name), "offline", HashMap::new()),
+                cluster: Cluster::new(settings(name), "offline", HashMap::new(), 0),
                 up: false,
                 inbox: VecDeque::new(),
                 led: Vec::new(),
@@ -82,7 +82,7 @@ impl Group {
         }
         self.nodes[i].up = false;
         self.nodes[i].inbox.clear();
-        self.nodes[i].cluster = Cluster::new(settings(NAMES[i]), "offline", HashMap::new());
+        self.nodes[i].cluster = Cluster::new(settings(NAMES[i]), "offline", HashMap::new(), 0);
         self.nodes[i].led.clear();
         self.publish(Group::member(i), b"offline".to_vec(), true);
     }
@@ -113,7 +113,7 @@ impl Group {
                     node.takeovers += 1;
                     node.led.push(node.cluster.epoch());
                 }
-                Output::Notified(..) => {}
+                Output::Told(..) | Output::Confirmed(_) | Output::Unconfirmed => {}
             }
         }
     }
@@ -190,7 +190,7 @@ fn two_claims_at_once_resolve_to_the_higher_and_the_loser_stands_down() {
     g.start(0);
     g.start(1);
     g.settle();
-    let mut a = Cluster::new(settings("a"), "offline", HashMap::new());
+    let mut a = Cluster::new(settings("a"), "offline", HashMap::new(), 0);
     a.on_connected();
     a.on_subscribed();
     let hello = a.drain().next().unwrap();
@@ -208,31 +208,45 @@ fn two_claims_at_once_resolve_to_the_higher_and_the_loser_stands_down() {
 }
 
 #[test]
-fn notices_keep_the_outages_the_group_notified_and_a_snapshot_replaces_them() {
-    let mut c = Cluster::new(settings("b"), "offline", HashMap::new());
-    let notice = |what| serde_json::to_vec(&Notice { by: "a".into(), epoch: 1, what }).unwrap();
-    let transition = |device: &str, event: &str| What::Transition {
-        device: device.into(),
-        event: event.into(),
-        id: format!("{device}-{event}"),
+fn the_last_word_on_each_device_is_kept_and_a_snapshot_replaces_all() {
+    let mut c = Cluster::new(settings("b"), "offline", HashMap::new(), 0);
+    let notice = |what| serde_json::to_vec(&Notice { by: "a".into(), epoch: 1, seq: 1, what }).unwrap();
+    let told = |event: &str, id: &str, at, done| Told { event: event.into(), id: id.into(), at, done };
+    let say = |c: &mut Cluster, device: &str, t: Told| {
+        let what = What::Transitions { transitions: vec![(device.to_string(), t)] };
+        c.on_message("willwatch/cluster/plant/notified", &notice(what));
     };
-    c.on_message("willwatch/cluster/plant/notified", &notice(transition("x", "offline")));
-    c.on_message("willwatch/cluster/plant/notified", &notice(transition("y", "offline")));
-    c.on_message("willwatch/cluster/plant/notified", &notice(transition("x", "online")));
-    assert_eq!(c.notified().keys().collect::<Vec<_>>(), vec!["y"]);
-    let part = |part, last, outages: &[&str]| What::Snapshot {
+    say(&mut c, "x", told("offline", "x1", 10, false));
+    assert!(!c.told()["x"].last().unwrap().done, "decided, not yet done");
+    say(&mut c, "x", told("offline", "x1", 10, true));
+    assert!(c.told()["x"].last().unwrap().done);
+    say(&mut c, "x", told("offline", "x1", 10, false));
+    assert!(c.told()["x"].last().unwrap().done, "an older word changes nothing");
+    say(&mut c, "x", told("online", "x2", 20, false));
+    assert_eq!(c.told()["x"].last().unwrap().id, "x2", "an online not done is kept");
+    say(&mut c, "x", told("online", "x2", 20, true));
+    assert!(c.told()["x"].last().unwrap().done, "the last word stays: the next id follows from it");
+    say(&mut c, "y", told("offline", "y1", 5, true));
+    let part = |part, last, devices: &[&str]| What::Snapshot {
         part,
         last,
-        outages: outages.iter().map(|d| (d.to_string(), format!("{d}-offline"))).collect(),
+        told: devices
+            .iter()
+            .map(|d| {
+                let mut words = Words::default();
+                words.learn(told("offline", d, 1, true));
+                (d.to_string(), words)
+            })
+            .collect(),
     };
     c.on_message("willwatch/cluster/plant/notified", &notice(part(0, false, &["p"])));
-    assert_eq!(c.notified().len(), 1, "a snapshot applies whole, at its last part");
+    assert_eq!(c.told().len(), 2, "a snapshot applies whole, at its last part");
     c.on_message("willwatch/cluster/plant/notified", &notice(part(1, true, &["q"])));
-    let mut devices: Vec<_> = c.notified().keys().cloned().collect();
+    let mut devices: Vec<_> = c.told().keys().cloned().collect();
     devices.sort();
     assert_eq!(devices, vec!["p", "q"]);
     let saved: Vec<Output> = c.drain().collect();
-    assert!(saved.contains(&Output::Notified("y".into(), None)), "what the snapshot dropped is saved as gone");
+    assert!(saved.contains(&Output::Told("y".into(), Words::default())), "what the snapshot dropped is saved as gone");
 }
 
 #[test]
@@ -252,12 +266,19 @@ fn the_broker_alert_is_fired_by_whoever_led_when_it_was_lost() {
 }
 
 #[test]
-fn ids_follow_the_transition_not_the_instance() {
+fn ids_follow_the_transition_and_the_one_before() {
     let t = UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_250);
-    let later = t + std::time::Duration::from_millis(600);
-    assert_eq!(event_id("p", "d", EventKind::Offline, t), event_id("p", "d", EventKind::Offline, later));
-    assert_ne!(event_id("p", "d", EventKind::Offline, t), event_id("p", "d", EventKind::Online, t));
-    assert_ne!(event_id("p", "d", EventKind::Offline, t), event_id("q", "d", EventKind::Offline, t));
+    let later = t + std::time::Duration::from_millis(7);
+    let id = |cluster, kind, previous, at| next_id(cluster, "d", kind, previous, at);
+    assert_eq!(
+        id("p", EventKind::Offline, Some("x"), t),
+        id("p", EventKind::Offline, Some("x"), later),
+        "one chain, one id"
+    );
+    assert_ne!(id("p", EventKind::Offline, Some("x"), t), id("p", EventKind::Offline, Some("y"), t), "another outage");
+    assert_ne!(id("p", EventKind::Offline, None, t), id("p", EventKind::Offline, None, later), "no chain: the moment");
+    assert_ne!(id("p", EventKind::Offline, Some("x"), t), id("p", EventKind::Online, Some("x"), t));
+    assert_ne!(id("p", EventKind::Offline, Some("x"), t), id("q", EventKind::Offline, Some("x"), t));
 }
 
 #[derive(Debug, Clone)]

@@ -50,6 +50,9 @@ pub struct Notice {
     /// The instance that says it, and its epoch.
     pub by: String,
     pub epoch: u64,
+    /// Numbers the sayer's words, so it knows which came back.
+    #[serde(default)]
+    pub seq: u64,
     #[serde(flatten)]
     pub what: What,
 }
@@ -57,11 +60,40 @@ pub struct Notice {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum What {
-    /// One transition, notified: `event` is `offline` or `online`.
-    Transition { device: String, event: String, id: String },
-    /// Every outage notified and not yet over, `(device, offline id)`, in
-    /// parts; a part 0 begins a new snapshot, `last` ends it.
-    Snapshot { part: u32, last: bool, outages: Vec<(String, String)> },
+    /// Transitions the leader decided (`done: false`, said before its
+    /// actions run) or is done with, by device.
+    Transitions { transitions: Vec<(String, Told)> },
+    /// What the leader said of every device, in parts; a part 0 begins a
+    /// new snapshot, `last` ends it.
+    Snapshot { part: u32, last: bool, told: Vec<(String, super::Words)> },
+}
+
+/// The leader's last word on one device: its latest transition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Told {
+    /// `offline` or `online`.
+    pub event: String,
+    pub id: String,
+    /// When the transition was established (ms since the Unix epoch).
+    pub at: u64,
+    /// Its actions are done with it (delivered, or given up on).
+    #[serde(default)]
+    pub done: bool,
+}
+
+/// Two instances see one transition established this close together, at
+/// most (ms): two of a device's transitions this close are one.
+pub const SAME_TRANSITION: u64 = 1000;
+
+impl Told {
+    pub fn is_offline(&self) -> bool {
+        self.event == "offline"
+    }
+
+    /// Whether a transition to `event` established at `at_ms` is this one.
+    pub fn is(&self, event: &str, at_ms: u64) -> bool {
+        self.event == event && self.at.abs_diff(at_ms) <= SAME_TRANSITION
+    }
 }
 
 /// A standby's request for a snapshot.
@@ -122,10 +154,12 @@ mod tests {
         assert_eq!(std::str::from_utf8(&bytes).unwrap(), r#"{"instance":"a","epoch":3}"#);
         assert_eq!(read("leader", &bytes, "offline").unwrap(), Heard::Claim(Some(claim)));
         assert_eq!(read("leader", b"", "offline").unwrap(), Heard::Claim(None));
+        let told = Told { event: "offline".into(), id: "i".into(), at: 5, done: false };
         let notice = Notice {
             by: "a".into(),
             epoch: 3,
-            what: What::Transition { device: "d".into(), event: "offline".into(), id: "i".into() },
+            seq: 1,
+            what: What::Transitions { transitions: vec![("d".into(), told)] },
         };
         let bytes = serde_json::to_vec(&notice).unwrap();
         assert_eq!(read("notified", &bytes, "offline").unwrap(), Heard::Notice(notice));

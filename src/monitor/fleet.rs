@@ -577,12 +577,16 @@ impl Fleet {
 
     /// The event of `device`'s transition `t`.
     fn event(&self, device: &Device, t: &crate::device::Transition, late: bool, now: Now) -> Event {
-        let established = if t.kind == EventKind::Offline { t.offline_since } else { device.since() };
-        let id = device.id.as_str();
+        Event { seen_late: late, ..self.event_with_id(device, t, now, new_id()) }
+    }
+
+    /// The event of `device`'s transition `t`, under `id`.
+    fn event_with_id(&self, device: &Device, t: &crate::device::Transition, now: Now, id: String) -> Event {
+        let device_id = device.id.as_str();
         Event {
-            id: self.event_id(id, t.kind, established),
+            id,
             kind: t.kind,
-            device: id.to_string(),
+            device: device_id.to_string(),
             topic: device.topic.to_string(),
             payload: device.last_payload.to_string(),
             previous: t.previous.as_str(),
@@ -591,11 +595,14 @@ impl Fleet {
             offline_for: t.offline_for,
             attempts: None,
             severity: device.rules.severity.clone(),
-            seen_late: late,
+            seen_late: false,
             sparkplug: device.rules.sparkplug.is_some(),
             epoch: None,
-            children_offline: (t.kind == EventKind::Offline && self.is_parent(id)).then(|| {
-                self.children_of(id).iter().filter(|c| self.devices.get(c).is_some_and(|d| !d.notified())).count()
+            children_offline: (t.kind == EventKind::Offline && self.is_parent(device_id)).then(|| {
+                self.children_of(device_id)
+                    .iter()
+                    .filter(|c| self.devices.get(c).is_some_and(|d| !d.notified()))
+                    .count()
             }),
             actions: self.actions_for(&device.rules.actions, t.kind),
         }

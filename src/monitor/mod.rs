@@ -48,6 +48,12 @@ const SAVE_EVERY: Duration = Duration::from_millis(100);
 /// ...and how many in one op.
 const SAVE_BATCH: usize = 4096;
 
+/// In a cluster, the monitor takes a turn at least this often...
+const CLUSTER_TICK: Duration = Duration::from_millis(200);
+/// ...so a longer gap between two turns means it did not run: it may have
+/// been replaced meanwhile (`Cluster::on_stalled`).
+const STALLED: Duration = Duration::from_secs(1);
+
 /// What the monitor listens to.
 pub struct Inputs {
     /// The MQTT session's traffic.
@@ -77,6 +83,10 @@ pub struct Outputs {
 pub struct Monitor {
     fleet: Fleet,
     cluster: Option<Cluster>,
+    /// In a cluster, a leader's decisions wait here until the group has its
+    /// word on them: those of the word numbered so, and those not yet said.
+    held: std::collections::VecDeque<(u64, Vec<Op>)>,
+    unsaid: Vec<Op>,
     out: Outputs,
     /// Rate-limits the warning of a full history queue.
     history_full: crate::throttle::Throttle,
@@ -85,28 +95,38 @@ pub struct Monitor {
 impl Monitor {
     /// A monitor for `config`, taking back the `saved` states of devices it
     /// still watches.
-    /// In a cluster, `notified` holds the outages the group notified, as
-    /// saved (`None`: this state never belonged to a member, and what it
-    /// notified itself, less `owed`, is taken as the group's).
+    /// In a cluster, `told` is the group's last word on each device, as
+    /// saved (`None`: this state never belonged to a member, and the
+    /// outages it notified itself, less those still `owed`, are taken as
+    /// the group's).
     pub fn new(
         config: Arc<Config>,
         saved: std::collections::HashMap<String, Saved>,
-        notified: Option<std::collections::HashMap<String, String>>,
+        told: Option<std::collections::HashMap<String, crate::cluster::Words>>,
         owed: &std::collections::HashSet<String>,
         out: Outputs,
     ) -> Monitor {
         let fleet = Fleet::new(Arc::clone(&config), saved, Arc::clone(&out.metrics), Now::read());
-        let cluster = config.cluster.clone().map(|settings| match notified {
-            Some(notified) => Cluster::new(settings, &config.presence.offline, notified),
+        // Microseconds since the epoch: later runs number their words higher.
+        let run = crate::cluster::millis(std::time::SystemTime::now()) * 1000;
+        let cluster = config.cluster.clone().map(|settings| match told {
+            Some(told) => Cluster::new(settings, &config.presence.offline, told, run),
             None => {
                 let mut outages = fleet.outages();
                 outages.retain(|device, _| !owed.contains(device));
-                let mut cluster = Cluster::new(settings, &config.presence.offline, outages);
+                let mut cluster = Cluster::new(settings, &config.presence.offline, outages, run);
                 cluster.save_all();
                 cluster
             }
         });
-        Monitor { fleet, cluster, out, history_full: crate::throttle::Throttle::new(Duration::from_secs(60)) }
+        Monitor {
+            fleet,
+            cluster,
+            held: std::collections::VecDeque::new(),
+            unsaid: Vec::new(),
+            out,
+            history_full: crate::throttle::Throttle::new(Duration::from_secs(60)),
+        }
     }
 
     /// Runs until `stop` fires (the daemon stops its intake) or the session
@@ -116,6 +136,9 @@ impl Monitor {
         self.perform().await;
         let mut save_tick = tokio::time::interval(SAVE_EVERY);
         save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut cluster_tick = tokio::time::interval(CLUSTER_TICK);
+        cluster_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_turn = Instant::now();
         loop {
             let wake = self.fleet.next_wake();
             tokio::select! {
@@ -123,6 +146,7 @@ impl Monitor {
                 () = stop.cancelled() => break,
                 message = inputs.inbound.recv() => {
                     let Some(message) = message else { break };
+                    self.check_stall(&mut last_turn);
                     let now = Now::read();
                     let cluster = self.cluster.as_mut();
                     match (message, cluster) {
@@ -152,18 +176,22 @@ impl Monitor {
                 }
                 Some(event) = inputs.completed.recv() => {
                     if let Some(cluster) = &mut self.cluster {
-                        cluster.completed(&event.device, event.kind, &event.id);
+                        cluster.completed(&event);
                     }
                 }
                 // Last: a burst of messages is handled before its records
                 // are saved, so the disk's work never slows the burst.
                 _ = save_tick.tick(), if self.fleet.has_saves() => self.save(false).await,
+                _ = cluster_tick.tick(), if self.cluster.is_some() => self.check_stall(&mut last_turn),
             }
             self.perform().await;
         }
         if let Some(cluster) = &mut self.cluster {
             cluster.stop();
             self.perform().await;
+            // Said, if not yet confirmed: better sent than lost.
+            let held: Vec<Op> = self.held.drain(..).flat_map(|(_, ops)| ops).collect();
+            self.send_to_writer(held).await;
         }
         self.save(true).await;
     }
@@ -226,6 +254,8 @@ impl Monitor {
         if !rebirths.is_empty() {
             self.ask(Ask::Rebirth(rebirths));
         }
+        // What the leader just decided, to the group.
+        self.perform_cluster().await;
         let counts = self.fleet.counts();
         if counts != before {
             for (state, n) in [("online", counts.online), ("offline", counts.offline), ("unknown", counts.unknown)] {
@@ -238,34 +268,85 @@ impl Monitor {
 
 impl Monitor {
     /// What the cluster asked for: its messages to the session, a
-    /// takeover to the fleet, the outages it notified to the writer; then
-    /// the role to `/metrics`.
+    /// takeover to the fleet, its last words to the writer; then the role
+    /// to `/metrics`.
     async fn perform_cluster(&mut self) {
         let Some(cluster) = &mut self.cluster else { return };
+        if let Some(seq) = cluster.flush() {
+            self.held.push_back((seq, std::mem::take(&mut self.unsaid)));
+        }
         let outputs: Vec<Output> = cluster.drain().collect();
+        let mut ops = Vec::new();
         for output in outputs {
-            let op = match output {
-                Output::Publish { topic, payload, retain } => {
-                    self.ask(Ask::Publish { topic, payload, retain });
-                    continue;
-                }
+            match output {
+                Output::Publish { topic, payload, retain } => self.ask(Ask::Publish { topic, payload, retain }),
                 Output::TakeOver => {
-                    let cluster = self.cluster.as_ref().expect("in a cluster");
+                    let cluster = self.cluster.as_mut().expect("in a cluster");
                     self.out.metrics.cluster_takeovers.inc();
-                    self.fleet.take_over(cluster.notified(), cluster.in_flight(), Now::read());
-                    continue;
+                    // Under the ids they were decided under, or follow from.
+                    for (mut event, record) in self.fleet.take_over(cluster.told(), cluster.in_flight(), Now::read()) {
+                        event.epoch = Some(cluster.epoch());
+                        cluster.decided(&event);
+                        self.unsaid.push(Op::Event(event, record));
+                    }
                 }
-                Output::Notified(device, id) => Op::Notified(device, id),
-            };
-            if self.out.store.send(op).await.is_err() {
-                tracing::error!("the state writer is gone; the cluster's notified outages are no longer saved");
+                Output::Told(device, words) => ops.push(Op::Told(device, words)),
+                Output::Confirmed(seq) => {
+                    while self.held.front().is_some_and(|(s, _)| *s <= seq) {
+                        ops.extend(self.held.pop_front().map(|(_, held)| held).unwrap_or_default());
+                    }
+                }
+                Output::Unconfirmed => {
+                    let held: Vec<Op> = self.held.drain(..).flat_map(|(_, ops)| ops).collect();
+                    ops.extend(held.into_iter().filter_map(|op| self.undecide(op)));
+                }
             }
         }
+        self.send_to_writer(ops).await;
         let cluster = self.cluster.as_ref().expect("in a cluster");
         let metrics = &self.out.metrics;
         metrics.cluster_leader.set(i64::from(cluster.role() == crate::cluster::Role::Leader));
         metrics.cluster_epoch.set(cluster.epoch() as i64);
         metrics.cluster_peers.set(cluster.peers_up() as i64);
+    }
+
+    /// A decision held for the group's word that will not go out from
+    /// here: its device's record is still saved; a takeover fires it
+    /// again, under the same id.
+    fn undecide(&mut self, op: Op) -> Option<Op> {
+        match op {
+            Op::Event(event, record) => {
+                if let Some(cluster) = &mut self.cluster {
+                    cluster.undecided(&event.device);
+                }
+                tracing::debug!(device = %event.device, event = %event.kind, event_id = %event.id,
+                    "the broker went before the cluster had our word on this transition; left to whoever leads");
+                record.map(|r| Op::Save(vec![r]))
+            }
+            other => Some(other),
+        }
+    }
+
+    async fn send_to_writer(&mut self, ops: Vec<Op>) {
+        for op in ops {
+            if self.out.store.send(op).await.is_err() {
+                tracing::error!("the state writer is gone; decisions are no longer recorded");
+                return;
+            }
+        }
+    }
+
+    /// In a cluster: a gap since the last turn longer than `STALLED`
+    /// means this instance did not run (`Cluster::on_stalled`).
+    fn check_stall(&mut self, last_turn: &mut Instant) {
+        let now = Instant::now();
+        let gap = now.duration_since(*last_turn);
+        *last_turn = now;
+        if gap > STALLED
+            && let Some(cluster) = &mut self.cluster
+        {
+            cluster.on_stalled(gap);
+        }
     }
 
     /// A decided event: to the writer when this instance fires it (in a
@@ -275,10 +356,14 @@ impl Monitor {
         let Some(cluster) = &mut self.cluster else { return Some(Op::Event(event, device)) };
         if cluster.fires(event.kind) {
             event.epoch = Some(cluster.epoch());
-            if matches!(event.kind, EventKind::Offline | EventKind::Online) {
-                cluster.fired(&event.device);
+            if !matches!(event.kind, EventKind::Offline | EventKind::Online) {
+                return Some(Op::Event(event, device));
             }
-            return Some(Op::Event(event, device));
+            // A device's transition goes out once the group has our word.
+            event.id = cluster.id_for(&event);
+            cluster.decided(&event);
+            self.unsaid.push(Op::Event(event, device));
+            return None;
         }
         self.out.metrics.cluster_left_to_leader.inc();
         tracing::debug!(device = %event.device, event = %event.kind, "standby: left to the leader");

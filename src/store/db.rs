@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::Words;
 use crate::config::StateSync;
 use crate::device::{Saved, State};
 use crate::event::{Event, EventKind};
@@ -47,19 +48,18 @@ pub struct Batch {
     pub events: Vec<Arc<Event>>,
     /// (event id, action) pairs that are done.
     pub acks: Vec<(String, String)>,
-    /// In a cluster: each changed device's outage the group notified (the
-    /// offline's id), `None` when it has none.
-    pub notified: HashMap<String, Option<String>>,
+    /// In a cluster: what was said of each changed device.
+    pub told: HashMap<String, Words>,
 }
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.devices.is_empty() && self.events.is_empty() && self.acks.is_empty() && self.notified.is_empty()
+        self.devices.is_empty() && self.events.is_empty() && self.acks.is_empty() && self.told.is_empty()
     }
 
     /// Records held: what a failing disk makes pile up.
     pub fn len(&self) -> usize {
-        self.devices.len() + self.events.len() + self.acks.len() + self.notified.len()
+        self.devices.len() + self.events.len() + self.acks.len() + self.told.len()
     }
 
     /// Drops the events of this (never committed) batch that every one of
@@ -90,9 +90,9 @@ pub struct Loaded {
     /// Notifications decided but not acknowledged, oldest first, each with
     /// the actions still owed.
     pub pending: Vec<Event>,
-    /// The outages a cluster notified (device → offline id); `None` when
-    /// this state never belonged to a cluster member.
-    pub notified: Option<HashMap<String, String>>,
+    /// What a cluster said of each device; `None` when this state never
+    /// belonged to a cluster member.
+    pub told: Option<HashMap<String, Words>>,
 }
 
 pub struct Db {
@@ -214,7 +214,7 @@ impl Db {
         for (event, actions) in loaded.pending.iter_mut().zip(owed) {
             event.actions = Arc::from(actions);
         }
-        loaded.notified = self.load_notified().map_err(sqlite)?;
+        loaded.told = self.load_told().map_err(sqlite)?;
         Ok(loaded)
     }
 
@@ -265,40 +265,53 @@ impl Db {
             for (id, action) in &batch.acks {
                 ack.execute(params![id, action]).map_err(sqlite)?;
             }
-            if !batch.notified.is_empty() {
-                tx.execute_batch(NOTIFIED_TABLE).map_err(sqlite)?;
+            if !batch.told.is_empty() {
+                tx.execute_batch(TOLD_TABLE).map_err(sqlite)?;
                 let mut upsert = tx
                     .prepare_cached(
-                        "INSERT INTO cluster_notified (device, event_id) VALUES (?1, ?2)
-                         ON CONFLICT (device) DO UPDATE SET event_id = ?2",
+                        "INSERT INTO cluster_told (device, words) VALUES (?1, ?2)
+                         ON CONFLICT (device) DO UPDATE SET words = ?2",
                     )
                     .map_err(sqlite)?;
-                let mut delete = tx.prepare_cached("DELETE FROM cluster_notified WHERE device = ?1").map_err(sqlite)?;
-                for (device, id) in &batch.notified {
-                    match id {
-                        Some(id) => upsert.execute(params![device, id]).map_err(sqlite)?,
-                        None => delete.execute(params![device]).map_err(sqlite)?,
-                    };
+                let mut delete = tx.prepare_cached("DELETE FROM cluster_told WHERE device = ?1").map_err(sqlite)?;
+                for (device, words) in &batch.told {
+                    if words.last().is_none() {
+                        delete.execute(params![device]).map_err(sqlite)?;
+                    } else {
+                        let json = serde_json::to_string(words).expect("words always serialise");
+                        upsert.execute(params![device, json]).map_err(sqlite)?;
+                    }
                 }
             }
         }
         tx.commit().map_err(sqlite)
     }
 
-    /// The cluster's notified outages, if this state ever was a member's
-    /// (the table is made by the first write of one).
-    fn load_notified(&self) -> Result<Option<HashMap<String, String>>, rusqlite::Error> {
+    /// What a cluster said of each device, if this state ever was a
+    /// member's (the table is made by the first write of one). A row that
+    /// cannot be read is skipped, logged.
+    fn load_told(&self) -> Result<Option<HashMap<String, Words>>, rusqlite::Error> {
         let exists: bool = self.conn.query_row(
-            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'cluster_notified'",
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'cluster_told'",
             [],
             |r| r.get(0),
         )?;
         if !exists {
             return Ok(None);
         }
-        let mut rows = self.conn.prepare("SELECT device, event_id FROM cluster_notified")?;
-        let notified = rows.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-        Ok(Some(notified))
+        let mut rows = self.conn.prepare("SELECT device, words FROM cluster_told")?;
+        let mut told = HashMap::new();
+        for row in rows.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+            let (device, json) = row?;
+            match serde_json::from_str::<Words>(&json) {
+                Ok(words) => {
+                    told.insert(device, words);
+                }
+                Err(e) => tracing::error!(file = %self.path.display(), device = %device, error = %e,
+                    "skipping what the cluster said of a device: it cannot be read back"),
+            }
+        }
+        Ok(Some(told))
     }
 
     /// How many (event, action) notifications are still owed.
@@ -359,11 +372,11 @@ pub fn from_ms(ms: i64, now: SystemTime) -> SystemTime {
     (UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)).min(now)
 }
 
-/// A cluster member's notified outages: made by its first write, so a
-/// state without it never belonged to one.
-const NOTIFIED_TABLE: &str = "CREATE TABLE IF NOT EXISTS cluster_notified (
+/// What a cluster said of each device (`cluster::Words`, as JSON): made
+/// by a member's first write, so a state without it never belonged to one.
+const TOLD_TABLE: &str = "CREATE TABLE IF NOT EXISTS cluster_told (
     device TEXT PRIMARY KEY,
-    event_id TEXT NOT NULL
+    words TEXT NOT NULL
 ) WITHOUT ROWID;";
 
 /// An event as the outbox keeps it (its id and actions are columns).

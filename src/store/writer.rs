@@ -58,9 +58,8 @@ pub enum Op {
     Event(Box<Event>, Option<(String, Saved)>),
     /// A new config for the dispatcher, in order with the events.
     Reload(Arc<Config>),
-    /// In a cluster: a device's outage the group notified (its offline's
-    /// id), or that it has none.
-    Notified(String, Option<String>),
+    /// In a cluster: what was said of a device.
+    Told(String, crate::cluster::Words),
 }
 
 /// An action is done with an event: (event id, action name).
@@ -346,8 +345,8 @@ fn take(op: Op, batch: &mut Batch, outgoing: &mut Vec<actions::Input>) {
             outgoing.push(actions::Input::Event(event));
         }
         Op::Reload(config) => outgoing.push(actions::Input::Reload(config)),
-        Op::Notified(device, id) => {
-            batch.notified.insert(device, id);
+        Op::Told(device, told) => {
+            batch.told.insert(device, told);
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod broker;
 pub mod daemon;
 pub mod devices;
+pub mod once;
 pub mod proxy;
 pub mod receiver;
 pub mod sparkplug;

@@ -1,70 +1,146 @@
-//! The fleet in a `[cluster]`: transition ids every instance derives alike,
-//! and what a new leader fires when it takes over.
+//! The fleet in a `[cluster]`: what a new leader fires when it takes over.
 
 use std::collections::{HashMap, HashSet};
-use std::time::SystemTime;
+use std::time::{Duration, UNIX_EPOCH};
 
-use super::{Effect, Fleet};
-use crate::device::{Now, State, Transition};
-use crate::event::{EventKind, new_id};
+use super::Fleet;
+use crate::cluster::{Told, Words, millis, next_id};
+use crate::device::{Device, Now, Saved, State, Transition};
+use crate::event::{Event, EventKind};
+
+/// An event a takeover owes, with its device's record.
+pub type Owed = (Box<Event>, Option<(String, Saved)>);
 
 impl Fleet {
-    /// A transition's id: fresh, or in a cluster derived from the device,
-    /// the transition and when it was established (`cluster::event_id`),
-    /// so every instance that fires it sends one id.
-    pub(super) fn event_id(&self, device: &str, kind: EventKind, established: Option<SystemTime>) -> String {
-        match (&self.config.cluster, established) {
-            (Some(cluster), Some(at)) => crate::cluster::event_id(&cluster.name, device, kind, at),
-            _ => new_id(),
-        }
-    }
-
-    /// This instance took over its cluster: fires, device by device, what
-    /// it decided and the group has not notified. `notified` holds the
-    /// outages the group notified and not yet over; `in_flight` the
-    /// devices with a transition of ours still under way. An outage
-    /// nobody notified fires its offline; a notified outage that is over
-    /// fires its online. Returns how many fired.
-    pub fn take_over(&mut self, notified: &HashMap<String, String>, in_flight: &HashSet<String>, now: Now) -> usize {
-        let mut owed = Vec::new();
+    /// This instance took over its cluster: fires, device by device, the
+    /// difference between what it decided itself and the group's last word
+    /// (`told`), except for devices with a transition of ours still under
+    /// way (`in_flight`). A transition the old leader decided and did not
+    /// finish fires again under its id; an outage nobody notified fires its
+    /// offline; a notified outage that is over fires its online. An offline
+    /// the old leader notified while it still waits out its grace here is
+    /// taken as notified. Returns the events, with their ids, each with
+    /// its device's record.
+    pub fn take_over(&mut self, told: &HashMap<String, Words>, in_flight: &HashSet<String>, now: Now) -> Vec<Owed> {
+        let mut owed: Vec<(Event, String)> = Vec::new();
+        let mut adopted = Vec::new();
         for device in self.devices.iter().filter(|d| !in_flight.contains(d.id.as_str())) {
-            let told = notified.contains_key(device.id.as_str());
-            let t = match (device.notified(), told) {
-                (true, false) => Transition {
-                    kind: EventKind::Offline,
-                    previous: State::Online,
-                    offline_since: device.offline_since(),
-                    offline_for: None,
-                },
-                (false, true) if device.state == State::Online => Transition {
-                    kind: EventKind::Online,
-                    previous: State::Offline,
-                    offline_since: None,
-                    offline_for: None,
-                },
-                _ => continue,
-            };
-            let event = self.event(device, &t, false, now);
-            owed.push((event, (device.id.to_string(), device.saved())));
+            let (events, adopt) = self.owed(device, told.get(device.id.as_str()), now);
+            owed.extend(events.into_iter().map(|e| (e, device.id.to_string())));
+            if adopt {
+                adopted.push(device.id.to_string());
+            }
         }
-        let fired = owed.len();
-        if fired > 0 {
-            tracing::info!(fired, "took over: firing what the cluster had not notified");
+        for id in adopted {
+            if let Some(device) = self.devices.get_mut(&id)
+                && device.notified_elsewhere()
+            {
+                self.mark_dirty(&id);
+            }
         }
-        for (event, record) in owed {
-            self.effects.push(Effect::Fire(Box::new(event), Some(record)));
+        if !owed.is_empty() {
+            tracing::info!(fired = owed.len(), "took over: firing what the cluster had not notified");
         }
-        fired
+        owed.into_iter()
+            .map(|(event, id)| {
+                tracing::debug!(device = %id, event = %event.kind, event_id = %event.id, "fired at takeover");
+                let record = self.devices.get(&id).map(|d| (id.clone(), d.saved()));
+                (Box::new(event), record)
+            })
+            .collect()
     }
 
-    /// Every outage notified and not over, with the id of its offline: what
+    /// What a takeover owes for `device`, given what the group said of it,
+    /// and whether its waiting offline is the one already notified. Each
+    /// new event's id follows from the one before it (`next_id`), as the
+    /// old leader's would have.
+    fn owed(&self, device: &Device, words: Option<&Words>, now: Now) -> (Vec<Event>, bool) {
+        let cluster = self.config.cluster.as_ref().map_or("", |c| c.name.as_str());
+        let since = device.offline_since().filter(|_| device.state == State::Offline);
+        let alerted = device.notified();
+        let offline = |offline_since| Transition {
+            kind: EventKind::Offline,
+            previous: State::Online,
+            offline_since,
+            offline_for: None,
+        };
+        let online = |offline_since| Transition {
+            kind: EventKind::Online,
+            previous: State::Offline,
+            offline_since,
+            offline_for: None,
+        };
+        // The device's current outage, after the transition `previous`.
+        let current = |previous: Option<&str>| {
+            let at = device.offline_since().unwrap_or(now.wall);
+            let id = next_id(cluster, &device.id, EventKind::Offline, previous, at);
+            self.event_with_id(device, &offline(device.offline_since()), now, id)
+        };
+        let Some(told) = words.and_then(Words::last) else {
+            return (if alerted { vec![current(None)] } else { Vec::new() }, false);
+        };
+        let told_at = UNIX_EPOCH + Duration::from_millis(told.at);
+        let after_told = since.is_some_and(|s| millis(s) > told.at);
+        // Earlier transitions the old leader did not finish, in order.
+        let mut events: Vec<Event> = words
+            .map_or(&[][..], Words::undone_before_last)
+            .iter()
+            .map(|t| {
+                let at = Some(UNIX_EPOCH + Duration::from_millis(t.at));
+                let transition = if t.is_offline() { offline(at) } else { online(None) };
+                self.event_with_id(device, &transition, now, t.id.clone())
+            })
+            .collect();
+        if told.is_offline() {
+            if !told.done {
+                events.push(self.event_with_id(device, &offline(Some(told_at)), now, told.id.clone()));
+            }
+            if since.is_some_and(|s| told.is("offline", millis(s))) {
+                // The outage the group knows: notified, or now fired.
+                return (events, !alerted);
+            }
+            if device.state == State::Online || after_told {
+                let id = next_id(cluster, &device.id, EventKind::Online, Some(&told.id), now.wall);
+                let back = self.event_with_id(device, &online(Some(told_at)), now, id);
+                if alerted {
+                    let next = current(Some(&back.id));
+                    events.push(back);
+                    events.push(next);
+                } else {
+                    events.push(back);
+                }
+            }
+        } else {
+            if !told.done {
+                events.push(self.event_with_id(device, &online(None), now, told.id.clone()));
+            }
+            if alerted && after_told {
+                events.push(current(Some(&told.id)));
+            }
+        }
+        (events, false)
+    }
+
+    /// Every outage notified and not over, as a leader's last word: what
     /// an instance that joins a cluster with an older state takes as the
     /// group's.
-    pub fn outages(&self) -> HashMap<String, String> {
+    pub fn outages(&self) -> HashMap<String, Words> {
+        let cluster = self.config.cluster.as_ref().map_or("", |c| c.name.as_str());
         self.devices
             .iter()
             .filter(|d| d.notified())
-            .map(|d| (d.id.to_string(), self.event_id(&d.id, EventKind::Offline, d.offline_since())))
+            .filter_map(|d| {
+                let since = d.offline_since()?;
+                let told = Told {
+                    event: EventKind::Offline.as_str().to_string(),
+                    id: next_id(cluster, &d.id, EventKind::Offline, None, since),
+                    at: millis(since),
+                    done: true,
+                };
+                let mut words = Words::default();
+                words.learn(told);
+                Some((d.id.to_string(), words))
+            })
             .collect()
     }
 }

@@ -1,0 +1,294 @@
+//! Active/standby: two and three real instances on one real broker, one
+//! webhook receiver. The leader is SIGKILLed, stopped cleanly or frozen
+//! (SIGSTOP) at random moments (seeded; the seed is printed) while devices
+//! fail and return; every transition must reach the receiver under one id
+//! (duplicates of an id are allowed: receivers drop them), none may be
+//! missed, failover must take the time the broker's will takes, and an
+//! instance that comes back must stand by without firing anything.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use support::daemon::message;
+use support::once::{Fleet, check_exactly_once, distinct};
+use support::receiver::Received;
+use support::{Behaviour, Broker, Daemon, Receiver, eventually};
+
+/// Keep-alive of the instances: a frozen leader's will comes after 1.5× it.
+const KEEP_ALIVE_S: u64 = 2;
+
+/// An instance's config: the cluster `plant`, devices `fleet/{id}/status`
+/// notified to the receiver's webhook.
+fn config(broker: &Broker, receiver: &Receiver, instance: &str) -> String {
+    format!(
+        "state_dir = \"state\"\n\n[broker]\nurl = \"{}\"\nkeep_alive = \"{KEEP_ALIVE_S}s\"\nsettle = \"0s\"\n\n\
+         [cluster]\nname = \"plant\"\ninstance = \"{instance}\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
+         [action.hook]\ntype = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\nconcurrency = 8\n\n\
+         [[device]]\ntopic = \"fleet/{{id}}/status\"\nactions = [\"hook\"]\nstate_field = \"/s\"\n",
+        broker.url(),
+        receiver.url
+    )
+}
+
+/// How many times `daemon` logged that it leads.
+fn leads(daemon: &Daemon) -> usize {
+    daemon.logs(|l| message(l) == "leading the cluster").len()
+}
+
+/// Waits until `daemon` is in sync with its cluster, and says who leads.
+async fn in_sync(daemon: &Daemon) -> String {
+    let line = daemon
+        .wait_log("the instance to be in sync with its cluster", Duration::from_secs(10), |l| {
+            message(l) == "in sync with the cluster"
+        })
+        .await;
+    line["leader"].as_str().unwrap_or_default().to_string()
+}
+
+/// The instance that leads once `daemons` are up: its index.
+async fn leader(daemons: &[Option<Daemon>]) -> usize {
+    eventually("one instance to lead", Duration::from_secs(10), || {
+        let leading: Vec<usize> = daemons
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| {
+                d.as_ref().is_some_and(|d| {
+                    let led = leads(d);
+                    led > 0
+                        && d.logs(|l| message(l) == "another instance holds a higher claim; standing down").len() < led
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        (leading.len() == 1).then(|| leading[0])
+    })
+    .await
+}
+
+/// What the group's fault tests share: the broker, the receiver, the
+/// devices and what is true of them.
+struct Group {
+    /// Runs while the group lives.
+    _broker: Broker,
+    receiver: Receiver,
+    fleet: Fleet,
+    names: Vec<&'static str>,
+    daemons: Vec<Option<Daemon>>,
+    /// Each device's true state.
+    last: BTreeMap<String, bool>,
+    devices: usize,
+}
+
+impl Group {
+    async fn start(names: &[&'static str], devices: usize) -> Group {
+        let broker = Broker::start();
+        let receiver = Receiver::start(Behaviour::Accept).await;
+        let fleet = Fleet::connect(broker.port).await;
+        let mut last = BTreeMap::new();
+        for i in 0..devices {
+            fleet.say(&format!("d{i}"), true).await;
+            last.insert(format!("d{i}"), true);
+        }
+        let mut daemons = Vec::new();
+        for name in names {
+            let daemon = Daemon::start(&config(&broker, &receiver, name));
+            in_sync(&daemon).await;
+            daemons.push(Some(daemon));
+        }
+        Group { _broker: broker, receiver, fleet, names: names.to_vec(), daemons, last, devices }
+    }
+
+    /// Flips a random device.
+    async fn flip(&mut self, rng: &mut impl Rng) {
+        let device = format!("d{}", rng.random_range(0..self.devices));
+        let online = !self.last[&device];
+        self.fleet.say(&device, online).await;
+        self.last.insert(device, online);
+    }
+
+    /// Devices flip every 5–40 ms for `time`.
+    async fn flip_for(&mut self, time: Duration, rng: &mut impl Rng) {
+        let end = tokio::time::Instant::now() + time;
+        while tokio::time::Instant::now() < end {
+            self.flip(rng).await;
+            tokio::time::sleep(Duration::from_millis(rng.random_range(5..40))).await;
+        }
+    }
+
+    /// Waits until the receiver's last notification of every device says
+    /// what is true of it, then checks exactly once; returns what arrived.
+    async fn settled(&self, context: &str) -> (usize, usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let settled = loop {
+            let received = self.receiver.received();
+            let mut notified: BTreeMap<String, String> = BTreeMap::new();
+            for e in distinct(&received) {
+                notified.insert(e["device"].as_str().unwrap().to_string(), e["event"].as_str().unwrap().to_string());
+            }
+            let wrong: Vec<String> = self
+                .last
+                .iter()
+                .filter(|(d, online)| {
+                    notified.get(*d).map_or("online", String::as_str) != if **online { "online" } else { "offline" }
+                })
+                .map(|(d, online)| {
+                    format!(
+                        "{d} is {} but was last notified {:?}",
+                        if *online { "online" } else { "offline" },
+                        notified.get(d)
+                    )
+                })
+                .collect();
+            if wrong.is_empty() {
+                break received;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let seen: Vec<String> = received
+                    .iter()
+                    .map(Received::json)
+                    .map(|e| {
+                        format!(
+                            "{} {} {} epoch {} since {}",
+                            e["device"], e["event"], e["id"], e["epoch"], e["offline_since"]
+                        )
+                    })
+                    .collect();
+                panic!("{context}: {wrong:?}\nreceived:\n{}\n{}", seen.join("\n"), self.dump());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let transitions = check_exactly_once(&settled, &self.last, context);
+        for r in &settled {
+            assert!(r.json()["epoch"].as_u64().is_some_and(|e| e > 0), "{context}: every event carries the epoch");
+        }
+        (transitions, settled.len() - distinct(&settled).len())
+    }
+
+    fn dump(&self) -> String {
+        self.daemons.iter().flatten().map(Daemon::dump).collect::<Vec<_>>().join("\n---\n")
+    }
+}
+
+/// SIGKILLs the leader `kills` times at random moments while devices flip,
+/// restarting it each time; returns the failover times.
+async fn sigkill_the_leader(names: &[&'static str], kills: usize) -> Vec<Duration> {
+    let seed: u64 =
+        std::env::var("WILLWATCH_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("cluster fault test seed: {seed} (WILLWATCH_FAULT_SEED={seed} repeats it)");
+    let context = format!("seed {seed}, {} instances", names.len());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut g = Group::start(names, 16).await;
+    let mut failovers = Vec::new();
+    for _ in 0..kills {
+        let current = leader(&g.daemons).await;
+        let before: Vec<usize> = g.daemons.iter().map(|d| d.as_ref().map_or(0, leads)).collect();
+        let busy = Duration::from_millis(rng.random_range(200..1200));
+        g.flip_for(busy, &mut rng).await;
+        let killed = Instant::now();
+        g.daemons[current].as_mut().unwrap().kill();
+        // Devices go on failing while nobody leads.
+        let mut new_leader = None;
+        while new_leader.is_none() {
+            g.flip(&mut rng).await;
+            tokio::time::sleep(Duration::from_millis(rng.random_range(5..40))).await;
+            new_leader = (0..g.names.len())
+                .find(|&i| i != current && g.daemons[i].as_ref().is_some_and(|d| leads(d) > before[i]));
+            assert!(killed.elapsed() < Duration::from_secs(10), "{context}: nobody took over\n{}", g.dump());
+        }
+        failovers.push(killed.elapsed());
+        // The old leader comes back as a standby, and fires nothing.
+        let daemon = g.daemons[current].as_mut().unwrap();
+        daemon.restart();
+        let said = in_sync(daemon).await;
+        assert_eq!(said, g.names[new_leader.unwrap()], "{context}: the restarted instance sees the new leader");
+        assert_eq!(leads(daemon), 0, "{context}: the restarted old leader stands by\n{}", daemon.dump());
+    }
+    let (transitions, repeats) = g.settled(&context).await;
+    for (i, daemon) in g.daemons.iter().enumerate() {
+        let daemon = daemon.as_ref().unwrap();
+        let fired = daemon.logs(|l| l["action"] == "log" && l["event"].is_string()).len();
+        if leads(daemon) == 0 {
+            assert_eq!(fired, 0, "{context}: {} never led and must have fired nothing", g.names[i]);
+        }
+    }
+    eprintln!(
+        "{context}: {kills} leader SIGKILLs, {transitions} transitions notified once by id ({repeats} repeats of an id), failovers {failovers:?}"
+    );
+    failovers
+}
+
+#[tokio::test]
+async fn two_instances_sigkill_the_leader_while_devices_fail_each_transition_notified_once_by_id() {
+    let failovers = sigkill_the_leader(&["a", "b"], 3).await;
+    // A crashed leader's will is published at once: the standby takes
+    // over within a second, not a keep-alive.
+    assert!(failovers.iter().all(|t| *t < Duration::from_secs(1)), "failovers {failovers:?}");
+}
+
+#[tokio::test]
+async fn three_instances_sigkill_the_leader_again_and_again_each_transition_notified_once_by_id() {
+    let failovers = sigkill_the_leader(&["a", "b", "c"], 4).await;
+    assert!(failovers.iter().all(|t| *t < Duration::from_secs(1)), "failovers {failovers:?}");
+}
+
+#[tokio::test]
+async fn a_clean_stop_hands_over_at_once_and_a_device_failing_meanwhile_is_notified_once() {
+    let mut g = Group::start(&["a", "b"], 4).await;
+    assert_eq!(leader(&g.daemons).await, 0, "the first instance by name leads");
+    let stopping = Instant::now();
+    g.daemons[0].as_ref().unwrap().signal("TERM");
+    // Fails right as the leader goes.
+    g.fleet.say("d1", false).await;
+    g.last.insert("d1".into(), false);
+    let b = g.daemons[1].as_ref().unwrap();
+    eventually("b to lead", Duration::from_secs(5), || (leads(b) > 0).then_some(())).await;
+    let handover = stopping.elapsed();
+    let status = g.daemons[0].as_mut().unwrap().exit_status(Duration::from_secs(10)).await;
+    assert!(status.success(), "a stopped cleanly");
+    assert!(
+        g.daemons[0].as_ref().unwrap().logs(|l| message(l) == "stopping: leadership released").len() == 1,
+        "a released its claim"
+    );
+    assert!(handover < Duration::from_secs(1), "handover took {handover:?}");
+    let (transitions, _) = g.settled("clean stop").await;
+    assert_eq!(transitions, 1, "d1's offline, once");
+    // Decided by a before it let go (epoch 1), or by b after (epoch 2): once.
+    let received = g.receiver.received();
+    let epochs: Vec<u64> = distinct(&received).iter().filter_map(|e| e["epoch"].as_u64()).collect();
+    assert!(epochs == [1] || epochs == [2], "epochs {epochs:?}");
+    eprintln!("clean stop: handover in {handover:?}");
+}
+
+#[tokio::test]
+async fn a_frozen_leader_is_replaced_after_its_keep_alive_and_stands_down_when_it_thaws() {
+    let mut g = Group::start(&["a", "b"], 4).await;
+    assert_eq!(leader(&g.daemons).await, 0);
+    let frozen = Instant::now();
+    g.daemons[0].as_ref().unwrap().signal("STOP");
+    g.fleet.say("d2", false).await;
+    g.last.insert("d2".into(), false);
+    let b = g.daemons[1].as_ref().unwrap();
+    eventually("b to lead", Duration::from_secs(10), || (leads(b) > 0).then_some(())).await;
+    let failover = frozen.elapsed();
+    // The broker waits 1.5 keep-alives before it gives up on a client.
+    assert!(
+        failover >= Duration::from_secs(KEEP_ALIVE_S) && failover < Duration::from_secs(3 * KEEP_ALIVE_S),
+        "failover took {failover:?}"
+    );
+    g.daemons[0].as_ref().unwrap().signal("CONT");
+    let a = g.daemons[0].as_ref().unwrap();
+    let after_thaw = a.logs(|l| message(l) == "in sync with the cluster").len();
+    eventually("a to be in sync again", Duration::from_secs(15), || {
+        a.logs(|l| message(l) == "in sync with the cluster").get(after_thaw).map(|l| l["leader"].clone())
+    })
+    .await;
+    let (transitions, _) = g.settled("frozen leader").await;
+    assert_eq!(transitions, 1, "d2's offline, once");
+    let received = g.receiver.received();
+    assert!(received.iter().all(|r| r.json()["epoch"] == 2), "only b fired");
+    eprintln!("frozen leader: failover in {failover:?}");
+}
