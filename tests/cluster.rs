@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
 use support::daemon::message;
 use support::once::{Fleet, check_exactly_once, distinct};
 use support::receiver::Received;
