@@ -33,6 +33,13 @@ pub fn summary(config: &Config) -> String {
     } else {
         let _ = writeln!(out, "presence  {} ({} / will {}, retained)", p.topic, p.online, p.offline);
     }
+    if let Some(c) = &config.cluster {
+        let _ = writeln!(
+            out,
+            "cluster   {} as instance {} (client id {}; the leader runs the actions)",
+            c.name, c.instance, b.client_id
+        );
+    }
 
     let patterns = config.devices.iter().filter(|d| matches!(d.watch, Watch::Pattern(_))).count();
     let sparkplug = config.devices.iter().filter(|d| matches!(d.watch, Watch::Sparkplug(_))).count();

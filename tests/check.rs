@@ -392,3 +392,29 @@ fn an_endpoint_beyond_this_machine_without_users_is_warned_about_and_a_bad_users
     let text = format!("{BROKER}[http]\nusers_file = \"{}\"\n", users.display());
     assert_rejected(&text, "line 1: the hash of `ops` is not bcrypt");
 }
+
+#[test]
+fn a_cluster_is_summarised_and_its_mistakes_point_at_their_line() {
+    let (ok, out, err) = check(&format!("{BROKER}[cluster]\nname = \"plant1\"\ninstance = \"east\"\n"));
+    assert!(ok, "{err}");
+    assert!(out.contains("cluster   plant1 as instance east (client id willwatch-plant1-east"), "{out}");
+    assert!(out.contains("presence  willwatch/cluster/plant1/members/east"), "{out}");
+    assert_rejected(&format!("{BROKER}[cluster]\ninstance = \"east\"\n"), "w.toml:3:1: [cluster] has no `name`");
+    assert_rejected(
+        &format!("{BROKER}[cluster]\nname = \"plant/1\"\n"),
+        "w.toml:4:8: cluster name `plant/1` is not usable in a topic",
+    );
+    assert_rejected(
+        &format!("{BROKER}[cluster]\nname = \"p\"\ninstance = \"+\"\n"),
+        "w.toml:5:12: instance name `+` is not usable in a topic",
+    );
+    // One connection has one will: in a cluster it is the membership.
+    assert_rejected(
+        &format!("{BROKER}[presence]\ntopic = \"w/status\"\n[cluster]\nname = \"p\"\n"),
+        "w.toml:4:9: in a [cluster] the presence topic is the instance's membership",
+    );
+    assert_rejected(
+        &format!("{BROKER}[presence]\nsparkplug_host_id = \"scada\"\n[cluster]\nname = \"p\"\n"),
+        "w.toml:4:21: in a [cluster] the presence topic is the instance's membership",
+    );
+}

@@ -78,9 +78,9 @@ impl Validator<'_> {
         raw: Option<Spanned<crate::config::raw::RawPresence>>,
         cluster: &Cluster,
     ) -> Option<crate::config::Presence> {
-        let raw = raw.map(Spanned::into_inner);
+        let span = raw.as_ref().map_or(0..0, Spanned::span);
         let (mut online, mut offline) = (None, None);
-        if let Some(raw) = raw {
+        if let Some(raw) = raw.map(Spanned::into_inner) {
             for key in [raw.topic, raw.sparkplug_host_id].into_iter().flatten() {
                 self.problem(
                     Problem::new(key.span(), "in a [cluster] the presence topic is the instance's membership").hint(
@@ -96,7 +96,7 @@ impl Validator<'_> {
         let online = self.payload(online, "online");
         let offline = self.payload(offline, "offline");
         if online.is_some() && online == offline {
-            self.problem(Problem::new(0..0, "presence `online` and `offline` are the same payload"));
+            self.problem(Problem::new(span, "presence `online` and `offline` are the same payload"));
             return None;
         }
         Some(crate::config::Presence {
