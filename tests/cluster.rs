@@ -24,7 +24,8 @@ const KEEP_ALIVE_S: u64 = 2;
 /// notified to the receiver's webhook.
 fn config(broker: &Broker, receiver: &Receiver, instance: &str) -> String {
     format!(
-        "state_dir = \"state\"\n\n[broker]\nurl = \"{}\"\nkeep_alive = \"{KEEP_ALIVE_S}s\"\nsettle = \"0s\"\n\n\
+        "state_dir = \"state\"\n\n[broker]\nurl = \"{}\"\nkeep_alive = \"{KEEP_ALIVE_S}s\"\nsettle = \"0s\"\n\
+         broker_alert_after = \"1s\"\nactions = [\"hook\"]\n\n\
          [cluster]\nname = \"plant\"\ninstance = \"{instance}\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
          [action.hook]\ntype = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\nconcurrency = 8\n\n\
          [[device]]\ntopic = \"fleet/{{id}}/status\"\nactions = [\"hook\"]\nstate_field = \"/s\"\n",
@@ -160,6 +161,9 @@ impl Group {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
+        let devices: Vec<Received> =
+            settled.into_iter().filter(|r| r.json()["event"] == "offline" || r.json()["event"] == "online").collect();
+        let settled = devices;
         let transitions = check_exactly_once(&settled, &self.last, context);
         for r in &settled {
             assert!(r.json()["epoch"].as_u64().is_some_and(|e| e > 0), "{context}: every event carries the epoch");
@@ -290,4 +294,58 @@ async fn a_frozen_leader_is_replaced_after_its_keep_alive_and_stands_down_when_i
     let received = g.receiver.received();
     assert!(received.iter().all(|r| r.json()["epoch"] == 2), "only b fired");
     eprintln!("frozen leader: failover in {failover:?}");
+}
+
+#[tokio::test]
+async fn status_and_metrics_show_role_epoch_and_peers_and_only_the_leader_says_the_broker_is_down() {
+    let mut g = Group::start(&["a", "b"], 2).await;
+    assert_eq!(leader(&g.daemons).await, 0);
+    let (a, b) = (g.daemons[0].as_ref().unwrap(), g.daemons[1].as_ref().unwrap());
+    let status = |url: String| async move {
+        let text = reqwest::get(format!("{url}/status")).await.unwrap().text().await.unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        doc["cluster"].clone()
+    };
+    let (sa, sb) = (status(a.http_url().await).await, status(b.http_url().await).await);
+    assert_eq!((sa["role"].as_str(), sb["role"].as_str()), (Some("leader"), Some("standby")), "{sa} {sb}");
+    assert_eq!((sa["epoch"].as_u64(), sb["leader"].as_str()), (Some(1), Some("a")), "{sa} {sb}");
+    assert_eq!(sb["peers"], serde_json::json!({"a": true, "b": true}), "{sb}");
+    assert_eq!((a.metric("willwatch_cluster_leader ").await, b.metric("willwatch_cluster_leader ").await), (1.0, 0.0));
+    assert_eq!(b.metric("willwatch_cluster_epoch ").await, 1.0);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_willwatch"))
+        .args(["status", "--url", &format!("{}/status", b.http_url().await)])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("cluster plant as b: standby at epoch 1, leader a; instances a, b"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Both lose the broker: the one that led says so, once; and that it is back.
+    g._broker.stop();
+    for d in [a, b] {
+        d.wait_log("the broker alert", Duration::from_secs(10), |l| {
+            message(l) == "broker unreachable past broker_alert_after"
+        })
+        .await;
+    }
+    g._broker.restart();
+    for d in [a, b] {
+        d.wait_log("the broker back", Duration::from_secs(15), |l| message(l) == "broker reachable again").await;
+    }
+    let broker_events = |kind: &str| {
+        g.receiver.received().into_iter().map(|r| r.json()).filter(|e| e["event"] == kind).collect::<Vec<_>>()
+    };
+    eventually("broker_up to arrive", Duration::from_secs(10), || {
+        (!broker_events("broker_up").is_empty()).then_some(())
+    })
+    .await;
+    let (down, up) = (broker_events("broker_down"), broker_events("broker_up"));
+    assert_eq!((down.len(), up.len()), (1, 1), "one of each: {down:?} {up:?}");
+    assert_eq!(down[0]["device"], "willwatch-plant-a", "from the leader");
+    // The retained claim died with the broker: the leader said it again.
+    in_sync(b).await;
+    eventually("a to lead again", Duration::from_secs(10), || (leads(a) >= 2).then_some(())).await;
 }

@@ -465,6 +465,9 @@ impl Cluster {
                     self.led_when_lost = false;
                     self.takeovers += 1;
                     tracing::info!(instance = %me, epoch = claim.epoch, "leading the cluster");
+                    // Said again: a broker that restarted without its
+                    // retained messages has it back for instances to come.
+                    self.publish("leader".into(), json(claim), true);
                     self.outputs.push(Output::TakeOver);
                     self.publish_snapshot();
                 }
