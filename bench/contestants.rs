@@ -110,15 +110,26 @@ impl Daemon {
 
     /// As `start`, with `top` among the top-level settings.
     pub fn start_with(bin: &Path, port: u16, top: &str, rest: &str) -> Result<Daemon, String> {
+        Daemon::start_config(bin, |state, http| {
+            format!(
+                "state_dir = \"{}\"\n{top}\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"bench-willwatch-{}\"\n\
+                 settle = \"0s\"\nresync = \"0s\"\n\n[http]\nlisten = \"{http}\"\n\n{rest}",
+                state.display(),
+                http.port()
+            )
+        })
+    }
+
+    /// A daemon on the config `config` makes from its state directory and
+    /// its HTTP address.
+    pub fn start_config(
+        bin: &Path,
+        config: impl FnOnce(&Path, std::net::SocketAddr) -> String,
+    ) -> Result<Daemon, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let http =
             std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?;
-        let config = format!(
-            "state_dir = \"{}\"\n{top}\n[broker]\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"bench-willwatch-{}\"\n\
-             settle = \"0s\"\nresync = \"0s\"\n\n[http]\nlisten = \"{http}\"\n\n{rest}",
-            dir.path().display(),
-            http.port()
-        );
+        let config = config(dir.path(), http);
         let path = dir.path().join("willwatch.toml");
         std::fs::write(&path, config).map_err(|e| e.to_string())?;
         Ok(Daemon {
@@ -132,10 +143,15 @@ impl Daemon {
 
     /// SIGKILL, then the same config and state again.
     pub fn restart(&mut self) -> Result<(), String> {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         self.child = spawn(&self.bin, &self.config)?;
         Ok(())
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub async fn metric(&self, client: &reqwest::Client, name: &str) -> Option<f64> {

@@ -18,6 +18,8 @@
 //!   restart by rebirth requests, detection latency, against plain devices;
 //! - history: the 100k burst with history on and off, the writer's
 //!   transitions a second, `history.db` per million transitions;
+//! - failover: two instances of a `[cluster]`, the leader SIGKILLed 20
+//!   times while devices fail: takeover time, alerts lost or doubled;
 //! - a peer: the plain paho-mqtt script users write for this job, in the
 //!   retained burst (when Python and paho-mqtt are installed).
 //!
@@ -27,6 +29,7 @@
 mod broker;
 mod contestants;
 mod ecosystem;
+mod failover;
 mod flat;
 mod history;
 mod load;
@@ -76,6 +79,7 @@ enum Section {
     Flat,
     Sparkplug,
     History,
+    Failover,
 }
 
 #[tokio::main]
@@ -188,6 +192,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if runs(Section::History) {
         let (n, writes, storm) = if args.smoke { (200, 10_000, 50) } else { (100_000, 1_000_000, 2_000) };
         report.history = Some(history::history(&willwatch, n, rounds, writes, storm).await?);
+    }
+
+    if runs(Section::Failover) {
+        let (failovers, per_round) = if args.smoke { (2, 2) } else { (20, 5) };
+        report.failover = Some(failover::failover(&willwatch, failovers, per_round).await?);
     }
 
     if runs(Section::Soak) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::broker;
 use crate::contestants::{Latency, Steady};
 use crate::ecosystem::Ecosystem;
+use crate::failover::Run as Failover;
 use crate::flat::Flat;
 use crate::history::Run as HistoryRun;
 use crate::reread::Reread;
@@ -39,6 +40,7 @@ pub struct Report {
     pub ecosystem: Option<Ecosystem>,
     pub sparkplug: Option<Sparkplug>,
     pub history: Option<HistoryRun>,
+    pub failover: Option<Failover>,
     pub soak: Option<Soak>,
     pub flats: Vec<Flat>,
 }
@@ -109,6 +111,7 @@ impl Report {
             ecosystem: None,
             sparkplug: None,
             history: None,
+            failover: None,
             soak: None,
             flats: Vec::new(),
         }
@@ -245,6 +248,9 @@ impl Report {
         if let Some(h) = &self.history {
             render_history(&mut out, h);
         }
+        if let Some(f) = &self.failover {
+            render_failover(&mut out, f);
+        }
         if !self.rereads.is_empty() {
             out.push_str("\n## Re-reads: what offlines cost beyond their wills\n\n| devices | offlines at once | extra messages received | first will → intake quiet (ms) |\n|---:|---:|---:|---:|\n");
             for r in &self.rereads {
@@ -342,6 +348,37 @@ fn render_sparkplug(out: &mut String, s: &Sparkplug) {
             let _ = writeln!(out, "| {kind} | {n} | {} | {} |", ms(*p50), ms(*p99));
         }
     }
+}
+
+fn render_failover(out: &mut String, f: &Failover) {
+    let max = |v: &[Duration]| v.iter().max().copied().unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "\n## Failover: active/standby\n\nTwo instances of one `[cluster]` (keep-alive 5 s) on one broker, one webhook receiver. {} times: {} devices go offline, half just before the leader is SIGKILLed and half right after (while nobody leads); the killed instance is started again (it rejoins as a standby) and the devices come back.\n",
+        f.failovers, f.devices_per_round
+    );
+    out.push_str("| measure | median | worst |\n|---|---:|---:|\n");
+    let _ = writeln!(
+        out,
+        "| takeover: kill → the standby leads (ms) | {} | {} |",
+        ms(median(&f.takeover)),
+        ms(max(&f.takeover))
+    );
+    let _ = writeln!(
+        out,
+        "| a device failing while nobody leads: kill → its webhook (ms) | {} | {} |",
+        ms(median(&f.alert_during_failover)),
+        ms(max(&f.alert_during_failover))
+    );
+    let _ = writeln!(
+        out,
+        "\nOver the {} failovers ({} offlines): **{} lost**, **{} notified under two ids**, {} repeats of an id (the same notification sent again under its id, which Standard Webhooks receivers drop). A crashed leader's will is published at once; a hung one's after 1.5 keep-alives (7.5 s here), which the takeover then adds to.",
+        f.failovers,
+        f.failovers * f.devices_per_round,
+        f.lost,
+        f.under_two_ids,
+        f.repeats
+    );
 }
 
 fn render_history(out: &mut String, h: &HistoryRun) {
