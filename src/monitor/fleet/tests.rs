@@ -11,6 +11,7 @@ use proptest::prelude::*;
 
 use super::*;
 
+mod cluster;
 mod sparkplug;
 
 const DEVICES: &str = "[[device]]\ntopic = \"plant/{id}/status\"\n";

@@ -1,0 +1,85 @@
+//! What a new leader fires at a takeover, given what it decided itself
+//! and the group's words on each device.
+
+use super::*;
+use crate::cluster::{Told, Words, next_id};
+
+const CLUSTER: &str = "[cluster]\nname = \"p\"\ninstance = \"b\"\n[[device]]\ntopic = \"plant/{id}/status\"\n";
+
+fn words(told: &[(&str, &str, u64, bool)]) -> Words {
+    let mut w = Words::default();
+    for (event, id, at, done) in told {
+        w.learn(Told { event: event.to_string(), id: id.to_string(), at: *at, done: *done });
+    }
+    w
+}
+
+/// A standby that saw `messages` (device, payload) with no grace.
+fn standby(clock: &Clock, extra: &str, messages: &[(&str, &str)]) -> Fleet {
+    let mut fleet = fleet(&format!("{extra}{CLUSTER}"), clock);
+    fleet.on_connected(clock.at_ms(0));
+    fleet.on_subscribed(clock.at_ms(0));
+    for (i, (device, payload)) in messages.iter().enumerate() {
+        fleet.on_live_message(&format!("plant/{device}/status"), payload.as_bytes(), clock.at_ms(10 + i as u64));
+    }
+    fleet.on_tick(clock.at_ms(5_000));
+    drain(&mut fleet);
+    fleet
+}
+
+fn ids(owed: &[crate::monitor::fleet::cluster::Owed]) -> Vec<(String, &'static str, String)> {
+    owed.iter().map(|(e, _)| (e.device.clone(), e.kind.as_str(), e.id.clone())).collect()
+}
+
+#[test]
+fn an_outage_nobody_decided_fires_its_offline_and_one_notified_fires_nothing() {
+    let clock = Clock::new();
+    let mut f = standby(&clock, "", &[("a", "online"), ("a", "offline"), ("b", "online"), ("b", "offline")]);
+    let b_since = f.devices.get("b").unwrap().offline_since().unwrap();
+    let told = HashMap::from([("b".to_string(), words(&[("offline", "b-1", crate::cluster::millis(b_since), true)]))]);
+    let owed = f.take_over(&told, &HashSet::new(), clock.at_ms(6_000));
+    let a_since = f.devices.get("a").unwrap().offline_since().unwrap();
+    assert_eq!(ids(&owed), vec![("a".into(), "offline", next_id("p", "a", EventKind::Offline, None, a_since))]);
+}
+
+#[test]
+fn what_the_old_leader_decided_and_did_not_finish_fires_again_under_its_ids_in_order() {
+    let clock = Clock::new();
+    let mut f = standby(&clock, "", &[("a", "online"), ("a", "offline"), ("a", "online")]);
+    let told =
+        HashMap::from([("a".to_string(), words(&[("offline", "a-off", 10, false), ("online", "a-on", 20, false)]))]);
+    let owed = f.take_over(&told, &HashSet::new(), clock.at_ms(6_000));
+    assert_eq!(ids(&owed), vec![("a".into(), "offline", "a-off".into()), ("a".into(), "online", "a-on".into())]);
+    assert!(
+        f.take_over(&told, &HashSet::from(["a".to_string()]), clock.at_ms(6_000)).is_empty(),
+        "ours in flight: not again"
+    );
+}
+
+#[test]
+fn a_notified_outage_that_is_over_fires_its_online_chained_to_the_offline() {
+    let clock = Clock::new();
+    let mut f = standby(&clock, "", &[("a", "online"), ("a", "offline"), ("a", "online")]);
+    let told = HashMap::from([("a".to_string(), words(&[("offline", "a-off", 10, true)]))]);
+    let owed = f.take_over(&told, &HashSet::new(), clock.at_ms(6_000));
+    let now = clock.at_ms(6_000).wall;
+    assert_eq!(ids(&owed), vec![("a".into(), "online", next_id("p", "a", EventKind::Online, Some("a-off"), now))]);
+}
+
+#[test]
+fn an_offline_the_old_leader_notified_while_it_waits_out_its_grace_here_is_taken_as_notified() {
+    let clock = Clock::new();
+    let mut f = fleet(&format!("[defaults]\ngrace = \"10s\"\n{CLUSTER}"), &clock);
+    f.on_connected(clock.at_ms(0));
+    f.on_subscribed(clock.at_ms(0));
+    f.on_live_message("plant/a/status", b"online", clock.at_ms(10));
+    f.on_live_message("plant/a/status", b"offline", clock.at_ms(20));
+    drain(&mut f);
+    let since = f.devices.get("a").unwrap().offline_since().unwrap();
+    let told =
+        HashMap::from([("a".to_string(), words(&[("offline", "a-off", crate::cluster::millis(since) + 3, true)]))]);
+    assert!(f.take_over(&told, &HashSet::new(), clock.at_ms(100)).is_empty());
+    f.on_tick(clock.at_ms(20_000));
+    assert!(fired(&drain(&mut f)).is_empty(), "its grace no longer fires a second offline");
+    assert!(f.devices.get("a").unwrap().notified());
+}
