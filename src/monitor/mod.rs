@@ -54,6 +54,11 @@ const CLUSTER_TICK: Duration = Duration::from_millis(200);
 /// been replaced meanwhile (`Cluster::on_stalled`).
 const STALLED: Duration = Duration::from_secs(1);
 
+/// A leader's word that has not come back from the broker in this long
+/// (its ACL refuses the publish, the broker drops it): its notifications
+/// go out anyway, logged.
+const HOLD_MAX: Duration = Duration::from_secs(10);
+
 /// What the monitor listens to.
 pub struct Inputs {
     /// The MQTT session's traffic.
@@ -85,7 +90,7 @@ pub struct Monitor {
     cluster: Option<Cluster>,
     /// In a cluster, a leader's decisions wait here until the group has its
     /// word on them: those of the word numbered so, and those not yet said.
-    held: std::collections::VecDeque<(u64, Vec<Op>)>,
+    held: std::collections::VecDeque<(u64, Instant, Vec<Op>)>,
     unsaid: Vec<Op>,
     out: Outputs,
     /// Rate-limits the warning of a full history queue.
@@ -182,7 +187,10 @@ impl Monitor {
                 // Last: a burst of messages is handled before its records
                 // are saved, so the disk's work never slows the burst.
                 _ = save_tick.tick(), if self.fleet.has_saves() => self.save(false).await,
-                _ = cluster_tick.tick(), if self.cluster.is_some() => self.check_stall(&mut last_turn),
+                _ = cluster_tick.tick(), if self.cluster.is_some() => {
+                    self.check_stall(&mut last_turn);
+                    self.release_overdue().await;
+                }
             }
             self.perform().await;
         }
@@ -190,7 +198,7 @@ impl Monitor {
             cluster.stop();
             self.perform().await;
             // Said, if not yet confirmed: better sent than lost.
-            let held: Vec<Op> = self.held.drain(..).flat_map(|(_, ops)| ops).collect();
+            let held: Vec<Op> = self.held.drain(..).flat_map(|(_, _, ops)| ops).collect();
             self.send_to_writer(held).await;
         }
         self.save(true).await;
@@ -273,7 +281,7 @@ impl Monitor {
     async fn perform_cluster(&mut self) {
         let Some(cluster) = &mut self.cluster else { return };
         if let Some(seq) = cluster.flush() {
-            self.held.push_back((seq, std::mem::take(&mut self.unsaid)));
+            self.held.push_back((seq, Instant::now(), std::mem::take(&mut self.unsaid)));
         }
         let outputs: Vec<Output> = cluster.drain().collect();
         let mut ops = Vec::new();
@@ -292,12 +300,12 @@ impl Monitor {
                 }
                 Output::Told(device, words) => ops.push(Op::Told(device, words)),
                 Output::Confirmed(seq) => {
-                    while self.held.front().is_some_and(|(s, _)| *s <= seq) {
-                        ops.extend(self.held.pop_front().map(|(_, held)| held).unwrap_or_default());
+                    while self.held.front().is_some_and(|(s, _, _)| *s <= seq) {
+                        ops.extend(self.held.pop_front().map(|(_, _, held)| held).unwrap_or_default());
                     }
                 }
                 Output::Unconfirmed => {
-                    let held: Vec<Op> = self.held.drain(..).flat_map(|(_, ops)| ops).collect();
+                    let held: Vec<Op> = self.held.drain(..).flat_map(|(_, _, ops)| ops).collect();
                     ops.extend(held.into_iter().filter_map(|op| self.undecide(op)));
                 }
             }
@@ -308,6 +316,20 @@ impl Monitor {
         metrics.cluster_leader.set(i64::from(cluster.role() == crate::cluster::Role::Leader));
         metrics.cluster_epoch.set(cluster.epoch() as i64);
         metrics.cluster_peers.set(cluster.peers_up() as i64);
+    }
+
+    /// Sends what waited for its word past `HOLD_MAX`: an alert late is
+    /// worse than one the group may repeat under the same id.
+    async fn release_overdue(&mut self) {
+        let mut overdue = Vec::new();
+        while self.held.front().is_some_and(|(_, at, _)| at.elapsed() > HOLD_MAX) {
+            overdue.extend(self.held.pop_front().map(|(_, _, ops)| ops).unwrap_or_default());
+        }
+        if !overdue.is_empty() {
+            tracing::warn!(held = overdue.len(), after = ?HOLD_MAX,
+                "the cluster's word on these notifications did not come back from the broker (may this instance publish under willwatch/cluster/?); sending them anyway");
+            self.send_to_writer(overdue).await;
+        }
     }
 
     /// A decision held for the group's word that will not go out from
