@@ -101,6 +101,8 @@ pub struct Cluster {
     claim: Option<Claim>,
     /// The epoch this run claimed last, if any.
     mine: Option<u64>,
+    /// The epoch of an earlier run's claim this run said is void.
+    voided: Option<u64>,
     role: Role,
     members: BTreeMap<String, bool>,
     /// We led when the broker was lost: the broker's own alerts are ours.
@@ -119,7 +121,6 @@ pub struct Cluster {
     in_flight: HashSet<String>,
     /// A snapshot being received, part by part.
     incoming: Option<HashMap<String, Words>>,
-    takeovers: u64,
     outputs: Vec<Output>,
 }
 
@@ -139,6 +140,7 @@ impl Cluster {
             connections: 0,
             claim: None,
             mine: None,
+            voided: None,
             role: Role::Standby,
             members: BTreeMap::new(),
             led_when_lost: false,
@@ -149,7 +151,6 @@ impl Cluster {
             run,
             in_flight: HashSet::new(),
             incoming: None,
-            takeovers: 0,
             outputs: Vec::new(),
         }
     }
@@ -161,11 +162,6 @@ impl Cluster {
     /// The epoch of the current claim (0: none yet).
     pub fn epoch(&self) -> u64 {
         self.claim.as_ref().map_or(0, |c| c.epoch)
-    }
-
-    /// How many times this instance took over.
-    pub fn takeovers(&self) -> u64 {
-        self.takeovers
     }
 
     pub fn told(&self) -> &HashMap<String, Words> {
@@ -463,7 +459,6 @@ impl Cluster {
                 if self.role != Role::Leader {
                     self.role = Role::Leader;
                     self.led_when_lost = false;
-                    self.takeovers += 1;
                     tracing::info!(instance = %me, epoch = claim.epoch, "leading the cluster");
                     // Said again: a broker that restarted without its
                     // retained messages has it back for instances to come.
@@ -499,13 +494,16 @@ impl Cluster {
             .chain(std::iter::once(me.as_str()))
             .min()
             .map(str::to_string);
-        let stale_of_ours =
-            self.claim.as_ref().filter(|c| c.instance == me && !c.released && self.mine != Some(c.epoch));
+        let stale_of_ours = self
+            .claim
+            .as_ref()
+            .filter(|c| c.instance == me && !c.released && self.mine != Some(c.epoch) && self.voided != Some(c.epoch));
         if let Some(stale) = stale_of_ours.filter(|_| first.as_deref() != Some(me.as_str())) {
             // Left by an earlier run of ours and the others may take it as
             // live: say it is void, so whoever is first in line claims.
             let released = Claim { released: true, ..stale.clone() };
             tracing::info!(epoch = released.epoch, "releasing the claim an earlier run of this instance left");
+            self.voided = Some(released.epoch);
             self.publish("leader".into(), json(&released), true);
         } else if first.as_deref() == Some(me.as_str()) {
             let claim = Claim { instance: me, epoch: current + 1, released: false };
