@@ -252,10 +252,8 @@ async fn a_clean_stop_hands_over_at_once_and_a_device_failing_meanwhile_is_notif
     let handover = stopping.elapsed();
     let status = g.daemons[0].as_mut().unwrap().exit_status(Duration::from_secs(10)).await;
     assert!(status.success(), "a stopped cleanly");
-    assert!(
-        g.daemons[0].as_ref().unwrap().logs(|l| message(l) == "stopping: leadership released").len() == 1,
-        "a released its claim"
-    );
+    let released = g.daemons[0].as_ref().unwrap().logs(|l| message(l) == "stopping: leadership released");
+    assert_eq!(released.len(), 1, "a released its claim");
     assert!(handover < Duration::from_secs(1), "handover took {handover:?}");
     let (transitions, _) = g.settled("clean stop").await;
     assert_eq!(transitions, 1, "d1's offline, once");

@@ -15,9 +15,13 @@ const SOON_ENOUGH: Duration = Duration::from_secs(10);
 
 pub struct Daemon {
     child: Child,
-    logs: Arc<Mutex<Vec<Value>>>,
+    logs: Log,
     dir: TempDir,
 }
+
+/// The daemon's JSON log lines as they are read, and whether its stderr
+/// has ended (it is read on a thread of its own, so it can lag the exit).
+type Log = Arc<Mutex<(Vec<Value>, bool)>>;
 
 impl Daemon {
     /// Writes `config` to a temp file and runs `willwatch run` on it.
@@ -71,15 +75,22 @@ impl Daemon {
         assert!(status.success(), "kill -{signal} failed");
     }
 
-    /// Waits for the process to exit.
+    /// Waits for the process to exit and its log to be read to the end.
     pub async fn exit_status(&mut self, timeout: Duration) -> ExitStatus {
         let child = &mut self.child;
-        eventually("the daemon to exit", timeout, || child.try_wait().expect("try_wait")).await
+        let status = eventually("the daemon to exit", timeout, || child.try_wait().expect("try_wait")).await;
+        // A program it started may hold its stderr open a moment longer:
+        // then the log is as read by then.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !self.logs.lock().unwrap().1 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        status
     }
 
     /// Log lines so far that satisfy `matches`.
     pub fn logs(&self, matches: impl Fn(&Value) -> bool) -> Vec<Value> {
-        self.logs.lock().unwrap().iter().filter(|v| matches(v)).cloned().collect()
+        self.logs.lock().unwrap().0.iter().filter(|v| matches(v)).cloned().collect()
     }
 
     /// Waits until some log line satisfies `matches` and returns it.
@@ -161,7 +172,7 @@ impl Daemon {
 
     /// All log text, for failure messages.
     pub fn dump(&self) -> String {
-        self.logs.lock().unwrap().iter().map(Value::to_string).collect::<Vec<_>>().join("\n")
+        self.logs.lock().unwrap().0.iter().map(Value::to_string).collect::<Vec<_>>().join("\n")
     }
 }
 
@@ -173,7 +184,7 @@ impl Drop for Daemon {
 }
 
 /// Runs `willwatch run` on `dir/willwatch.toml`, collecting its JSON log.
-fn spawn(dir: &Path, env: &[(&str, &str)]) -> (Child, Arc<Mutex<Vec<Value>>>) {
+fn spawn(dir: &Path, env: &[(&str, &str)]) -> (Child, Log) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_willwatch"));
     command
         .args(["run", "--log-format", "json", "--log-level", "debug", "-c"])
@@ -190,14 +201,15 @@ fn spawn(dir: &Path, env: &[(&str, &str)]) -> (Child, Arc<Mutex<Vec<Value>>>) {
         command.env(k, v);
     }
     let mut child = command.spawn().expect("spawn willwatch");
-    let logs = Arc::new(Mutex::new(Vec::new()));
+    let logs: Log = Arc::default();
     let stderr = child.stderr.take().expect("stderr");
     let sink = Arc::clone(&logs);
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let value = serde_json::from_str(&line).unwrap_or_else(|_| serde_json::json!({ "raw": line }));
-            sink.lock().unwrap().push(value);
+            sink.lock().unwrap().0.push(value);
         }
+        sink.lock().unwrap().1 = true;
     });
     (child, logs)
 }
