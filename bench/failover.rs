@@ -21,6 +21,8 @@ pub struct Run {
     pub failovers: usize,
     pub devices_per_round: usize,
     pub takeover: Vec<Duration>,
+    /// Per round, the slowest of the devices that failed after the kill:
+    /// kill → its webhook.
     pub alert_during_failover: Vec<Duration>,
     pub lost: usize,
     pub under_two_ids: usize,
@@ -168,7 +170,7 @@ pub async fn failover(bin: &Path, failovers: usize, per_round: usize) -> Result<
         run.lost += devices - ids.len();
         run.under_two_ids += ids.values().filter(|i| i.len() > 1).count();
         run.repeats += repeats;
-        let first_after = round_seen
+        let slowest = round_seen
             .iter()
             .filter(|(d, e, _, _)| {
                 e == "offline"
@@ -176,7 +178,7 @@ pub async fn failover(bin: &Path, failovers: usize, per_round: usize) -> Result<
             })
             .map(|(_, _, _, at)| at.duration_since(killed))
             .max();
-        run.alert_during_failover.extend(first_after);
+        run.alert_during_failover.extend(slowest);
     }
     pump.abort();
     Ok(run)

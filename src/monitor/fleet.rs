@@ -550,6 +550,11 @@ impl Fleet {
         !self.dirty.is_empty()
     }
 
+    /// The current record of the device `id`, if it is watched.
+    pub fn record(&self, id: &str) -> Option<Saved> {
+        self.devices.get(id).map(Device::saved)
+    }
+
     /// The current records of up to `max` dirty devices, now clean.
     pub fn take_saves(&mut self, max: usize) -> Vec<(String, Saved)> {
         let from = self.dirty.len().saturating_sub(max);

@@ -349,7 +349,20 @@ impl Monitor {
         }
     }
 
+    /// Hands ops that were held to the writer. The device records they
+    /// carry are taken anew: saves made while they waited are newer, and
+    /// must not be overwritten by the older ones (a device forgotten
+    /// meanwhile is not written back).
     async fn send_to_writer(&mut self, ops: Vec<Op>) {
+        let current = |(id, _): (String, Saved)| self.fleet.record(&id).map(|saved| (id, saved));
+        let ops: Vec<Op> = ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Event(event, record) => Op::Event(event, record.and_then(current)),
+                Op::Save(records) => Op::Save(records.into_iter().filter_map(current).collect()),
+                other => other,
+            })
+            .collect();
         for op in ops {
             if self.out.store.send(op).await.is_err() {
                 tracing::error!("the state writer is gone; decisions are no longer recorded");
