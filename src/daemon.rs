@@ -71,8 +71,13 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
 
     let (filters_tx, _) = watch::channel(config.filters());
-    let (link_tx, mut link_rx) =
-        watch::channel(Link { connected: false, since: std::time::SystemTime::now(), connects: 0 });
+    let (link_tx, mut link_rx) = watch::channel(Link {
+        connected: false,
+        since: std::time::SystemTime::now(),
+        connects: 0,
+        session_present: false,
+        sessions_lost: 0,
+    });
     let (counts_tx, counts_rx) = watch::channel(Counts::default());
     let (inbound_tx, inbound_rx) = mpsc::channel(MONITOR_QUEUE);
     let (reload_tx, reload_rx) = mpsc::channel(4);

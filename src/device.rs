@@ -47,6 +47,10 @@ pub const UNRECOGNISED_WARNING_EVERY: Duration = Duration::from_secs(60);
 /// The payload reported for an offline found by silence.
 pub const SILENCE: &str = "(silent)";
 
+/// The payload reported for a device whose retained status the broker no
+/// longer had after a reconnect, and that did not speak since.
+pub const NOT_SEEN: &str = "(not seen since the broker restarted)";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Unknown,
@@ -391,6 +395,34 @@ impl Device {
             }
             None => false,
         }
+    }
+
+    /// Lets a waiting offline fire at the end of its own grace period (now,
+    /// if that is past) instead of a hold the caller imposed; whether one
+    /// was waiting.
+    pub fn release(&mut self, now: Instant) -> bool {
+        let from = self.offline_since.map_or(now, |t| t.mono.into());
+        self.hold_until((from + self.rules.grace).max(now))
+    }
+
+    /// The broker no longer had its retained status after a reconnect and
+    /// it did not speak since: offline, as by silence (an outage already
+    /// notified is not a second one).
+    pub fn not_seen(&mut self, now: Now) -> Outcome {
+        if self.state == State::Offline {
+            return Outcome::Quiet;
+        }
+        self.silent_at = None;
+        self.silenced = true;
+        self.last_payload = NOT_SEEN.into();
+        let previous = self.state;
+        self.enter(State::Offline, now);
+        if self.alerted {
+            return Outcome::Quiet;
+        }
+        self.pending = None;
+        self.offline_since = Some(now.into());
+        self.fire_offline(previous)
     }
 
     /// While an offline waits out its grace period: when it will fire.

@@ -354,7 +354,13 @@ pub fn render(broker_url: &str, link: &Link, page: &StatusPage) -> Value {
     let time = |t: Option<SystemTime>| t.map(rfc3339);
     let c = page.counts;
     json!({
-        "broker": { "url": broker_url, "connected": link.connected, "since": rfc3339(link.since) },
+        "broker": {
+            "url": broker_url,
+            "connected": link.connected,
+            "since": rfc3339(link.since),
+            "session_present": link.session_present,
+            "sessions_lost": link.sessions_lost,
+        },
         "next": page.next.as_ref().map(|(rank, id)| format!("{rank}:{id}")),
         "devices": page.devices.iter().map(|d| json!({
             "id": d.id,
@@ -366,6 +372,7 @@ pub fn render(broker_url: &str, link: &Link, page: &StatusPage) -> Value {
             "notified": d.notified,
             "grace_left": d.grace_left.map(|left| left.as_secs_f64()),
             "cause": d.cause,
+            "confirmed": d.confirmed,
         })).collect::<Vec<_>>(),
         "counts": { "online": c.online, "offline": c.offline, "unknown": c.unknown, "notified": c.notified },
         "cluster": page.cluster,
@@ -388,12 +395,19 @@ mod tests {
             notified: false,
             grace_left: None,
             cause: None,
+            confirmed: true,
         }
     }
 
     #[test]
     fn a_page_shows_the_whole_fleets_counts_and_where_the_next_begins() {
-        let link = Link { connected: true, since: SystemTime::UNIX_EPOCH, connects: 1 };
+        let link = Link {
+            connected: true,
+            since: SystemTime::UNIX_EPOCH,
+            connects: 1,
+            session_present: true,
+            sessions_lost: 0,
+        };
         let page = StatusPage {
             devices: vec![view("c", "offline"), view("a", "unknown")],
             counts: crate::monitor::Counts { online: 5, offline: 1, unknown: 1, notified: 1 },

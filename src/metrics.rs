@@ -58,6 +58,9 @@ pub struct Metrics {
     pub action_panics: Family<ActionLabel, Counter>,
     pub broker_connected: Gauge,
     pub broker_reconnects: Counter,
+    pub sessions_lost: Counter,
+    pub probes_overdue: Counter,
+    pub devices_unconfirmed: Gauge,
     pub state_write_errors: Counter,
     pub state_acks_dropped: Counter,
     pub oversized: Counter,
@@ -91,6 +94,9 @@ impl Metrics {
         let action_panics = Family::<ActionLabel, Counter>::default();
         let broker_connected = Gauge::default();
         let broker_reconnects = Counter::<u64, AtomicU64>::default();
+        let sessions_lost = Counter::<u64, AtomicU64>::default();
+        let probes_overdue = Counter::<u64, AtomicU64>::default();
+        let devices_unconfirmed = Gauge::default();
         let state_write_errors = Counter::<u64, AtomicU64>::default();
         let state_acks_dropped = Counter::<u64, AtomicU64>::default();
         let oversized = Counter::<u64, AtomicU64>::default();
@@ -129,6 +135,21 @@ impl Metrics {
             "willwatch_broker_reconnects",
             "Connections to the broker made after the first",
             broker_reconnects.clone(),
+        );
+        registry.register(
+            "willwatch_broker_sessions_lost",
+            "Connects where the broker no longer had the persistent session it kept for us",
+            sessions_lost.clone(),
+        );
+        registry.register(
+            "willwatch_broker_probes_overdue",
+            "Probes (round trips through the broker that confirm a live offline) that did not come back in time",
+            probes_overdue.clone(),
+        );
+        registry.register(
+            "willwatch_devices_unconfirmed",
+            "Devices not heard from since the last connect, once its replay is in",
+            devices_unconfirmed.clone(),
         );
         registry.register(
             "willwatch_action_queue_depth",
@@ -254,6 +275,9 @@ impl Metrics {
             action_panics,
             broker_connected,
             broker_reconnects,
+            sessions_lost,
+            probes_overdue,
+            devices_unconfirmed,
             state_write_errors,
             state_acks_dropped,
             oversized,

@@ -94,6 +94,11 @@ pub struct Broker {
     pub settle: Duration,
     /// Re-read the retained states this often (zero: never).
     pub resync: Duration,
+    /// After a (re)connect, an offline read from the broker's store or
+    /// session queue fires only if the device is still offline this long
+    /// after the connect, and a device whose retained state has not come
+    /// by then is notified as not seen since the broker restarted.
+    pub confirm_within: Duration,
     /// Connect with a session the broker keeps while we are away, so it
     /// queues the (QoS 1) wills and births published meanwhile.
     pub persistent_session: bool,
@@ -347,6 +352,10 @@ pub struct Rules {
     /// A Sparkplug B edge node or device: its payloads are protobuf, its
     /// session rules Sparkplug's.
     pub sparkplug: Option<SparkplugLevel>,
+    /// Its status is retained, so the broker can tell it again after a
+    /// reconnect (not so for Home Assistant's): a device whose retained
+    /// status is gone after a reconnect is not seen.
+    pub retained: bool,
 }
 
 impl Rules {
@@ -364,6 +373,7 @@ impl Rules {
             severity: None,
             parent: None,
             sparkplug: None,
+            retained: true,
         }
     }
 

@@ -17,6 +17,9 @@ pub struct Preset {
     pub state_field: Option<&'static str>,
     /// Topics under its pattern that other software uses.
     pub exclude: &'static [&'static str],
+    /// Its devices' status is retained (so the broker tells it again
+    /// after a reconnect).
+    pub retained: bool,
     /// Where the convention is documented.
     pub source: &'static str,
 }
@@ -30,6 +33,7 @@ pub const PRESETS: [Preset; 5] = [
         offline: &["Offline"],
         state_field: None,
         exclude: &[],
+        retained: true,
         source: "https://tasmota.github.io/docs/MQTT/ (LWT: tele/%topic%/LWT, Online / Offline, retained)",
     },
     Preset {
@@ -40,6 +44,7 @@ pub const PRESETS: [Preset; 5] = [
         offline: &["offline"],
         state_field: None,
         exclude: &["homeassistant/status"],
+        retained: true,
         source: "https://esphome.io/components/mqtt.html (birth and will: <topic_prefix>/status, online / offline, retained)",
     },
     Preset {
@@ -50,6 +55,7 @@ pub const PRESETS: [Preset; 5] = [
         offline: &["false"],
         state_field: None,
         exclude: &[],
+        retained: true,
         source: "https://shelly-api-docs.shelly.cloud/gen2/ComponentsAndServices/Mqtt (Gen2: <topic_prefix>/online, true / false, retained)",
     },
     Preset {
@@ -60,6 +66,7 @@ pub const PRESETS: [Preset; 5] = [
         offline: &["offline"],
         state_field: Some("/state"),
         exclude: &[],
+        retained: true,
         source: "https://www.zigbee2mqtt.io/guide/configuration/device-availability.html (zigbee2mqtt/<friendly_name>/availability, {\"state\":\"online\"}, or plain online in legacy mode)",
     },
     Preset {
@@ -70,6 +77,7 @@ pub const PRESETS: [Preset; 5] = [
         offline: &["offline"],
         state_field: None,
         exclude: &[],
+        retained: false,
         source: "https://www.home-assistant.io/integrations/mqtt/#birth-and-last-will-messages (homeassistant/status, online / offline, not retained)",
     },
 ];

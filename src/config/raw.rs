@@ -70,6 +70,7 @@ pub struct RawBroker {
     pub key_file: Option<Spanned<String>>,
     pub settle: Option<RawDuration>,
     pub resync: Option<RawDuration>,
+    pub confirm_within: Option<RawDuration>,
     pub persistent_session: Option<Spanned<bool>>,
     pub broker_alert_after: Option<RawDuration>,
     pub actions: Option<SpannedList>,

@@ -210,6 +210,8 @@ impl Validator<'_> {
         let tls = self.tls(tls_wanted, &raw.url, raw.ca_file, raw.cert_file, raw.key_file);
         let settle = self.duration(&raw.settle, Duration::from_secs(2), "settle", Duration::ZERO);
         let resync = self.duration(&raw.resync, Duration::from_secs(600), "resync", Duration::ZERO);
+        let confirm_within =
+            self.duration(&raw.confirm_within, Duration::from_secs(30), "confirm_within", Duration::from_secs(1));
         let persistent_session = raw.persistent_session.as_ref().is_none_or(|p| *p.get_ref());
         if persistent_session && let Some(id) = &client_id {
             self.generated_client_id(id, client_id_span);
@@ -228,6 +230,7 @@ impl Validator<'_> {
             password,
             settle: settle?,
             resync: resync?,
+            confirm_within: confirm_within?,
             persistent_session,
             alert_after: alert_after?,
             actions: broker_actions,
@@ -512,6 +515,7 @@ impl Validator<'_> {
             severity: self.severity(raw.severity),
             parent: None,
             sparkplug: None,
+            retained: base.as_ref().is_none_or(|b| b.retained),
         };
         self.fields_fit(&rules, span.clone());
         self.disjoint(&rules, span);
@@ -618,6 +622,7 @@ impl Validator<'_> {
                 severity: self.severity(device.severity).or_else(|| defaults.severity.clone()),
                 parent: self.parent(device.parent),
                 sparkplug: None,
+                retained: defaults.retained,
             };
             self.fields_fit(&rules, span.clone());
             self.disjoint(&rules, span.clone());
@@ -977,6 +982,7 @@ fn preset_rules(p: &Preset, base: &Rules) -> Rules {
         online: p.online.iter().map(|s| s.to_string()).collect(),
         offline: p.offline.iter().map(|s| s.to_string()).collect(),
         state_field: p.state_field.map(String::from),
+        retained: p.retained,
         ..base.clone()
     }
 }

@@ -38,13 +38,15 @@ use crate::config::{Config, DeviceSpec, Watch};
 use crate::device::{Device, Durable, Now, Outcome, Saved, State, preview};
 use crate::event::{Event, EventKind, new_id};
 use crate::metrics::{EventLabel, Metrics};
-use crate::mqtt::YOUNG;
+use crate::mqtt::{CLASH, YOUNG};
 use crate::payload::Reading;
 use crate::sparkplug::topic::Topic as SparkplugTopic;
 use crate::throttle::Throttle;
+use confirm::{Confirm, Source};
 use devices::Devices;
 
 mod cluster;
+mod confirm;
 mod devices;
 mod sparkplug;
 
@@ -62,6 +64,9 @@ pub const REPLAY_WAIT: Duration = Duration::from_secs(1);
 /// How long a child's offline waits while its parent is offline: until the
 /// parent is back, then `REPLAY_WAIT` for the child's own state.
 const PARENT_HOLD: Duration = Duration::from_secs(10 * 365 * 86_400);
+/// How long a live offline waits for its probe: until it is back
+/// (`Fleet::on_probed`), overdue, or the link goes.
+const PROBE_HOLD: Duration = PARENT_HOLD;
 
 /// What the shell is asked to do.
 #[derive(Debug)]
@@ -74,6 +79,8 @@ pub enum Effect {
     Resync(Vec<String>),
     /// Ask a Sparkplug edge node for a rebirth, on its command topic.
     Rebirth(String),
+    /// Send probe `n` through the broker.
+    Probe(u64),
     /// Hand the new config to the actions (in order with the events).
     Reload(Arc<Config>),
     /// A device changed state: for the history and the live page.
@@ -117,6 +124,8 @@ pub struct DeviceView {
     pub grace_left: Option<Duration>,
     /// Why it is offline when it did not say so (`parent X offline`).
     pub cause: Option<String>,
+    /// Heard from since the last connect (its retained state or a message).
+    pub confirmed: bool,
 }
 
 /// Which page of the devices `/status` wants: in the order offline,
@@ -161,12 +170,15 @@ pub fn rank(state: State) -> u8 {
 /// The broker connection as the fleet tracks it.
 struct Link {
     connected: bool,
-    /// When it was lost (or the daemon started without it).
+    /// When it was last lost (or the daemon started without it).
     lost_at: Now,
+    /// When the outage began: the first loss since the link was last
+    /// stable (a connection that dies young does not end it).
+    outage_began: Now,
     /// `broker_down` has fired for this outage.
     alerted: bool,
-    /// When the current connection came. One that dies within `YOUNG` did
-    /// not end the outage: `broker_up` waits until a connection lasts.
+    /// When the current connection came. One that dies within `CLASH` did
+    /// not end the outage, and `broker_up` waits until one lasts `YOUNG`.
     up_since: Instant,
     /// Offlines are held until then after a (re)connect.
     settle_until: Instant,
@@ -174,6 +186,13 @@ struct Link {
     connects: u32,
     /// When to look for known devices the replay did not deliver.
     replay_check_at: Option<Instant>,
+    /// The connect's probe came back: what the broker queued for us is in,
+    /// and a message now is live.
+    probed: bool,
+    /// An offline read from the broker's store fires no earlier.
+    confirm_until: Instant,
+    /// When to look for devices not heard since the connect.
+    confirm_check_at: Option<Instant>,
 }
 
 pub struct Fleet {
@@ -207,6 +226,7 @@ pub struct Fleet {
     effects: Vec<Effect>,
     /// Devices whose record changed since it was last saved.
     dirty: Vec<CompactString>,
+    confirm: Confirm,
 }
 
 impl Fleet {
@@ -216,11 +236,15 @@ impl Fleet {
         let link = Link {
             connected: false,
             lost_at: now,
+            outage_began: now,
             alerted: false,
             up_since: now.mono,
             settle_until: now.mono,
             connects: 0,
             replay_check_at: None,
+            probed: false,
+            confirm_until: now.mono,
+            confirm_check_at: None,
         };
         let mut fleet = Fleet {
             config,
@@ -240,6 +264,7 @@ impl Fleet {
             metrics,
             effects: Vec::new(),
             dirty: Vec::new(),
+            confirm: Confirm::default(),
         };
         fleet.restore(saved, now);
         fleet.add_explicit_devices();
@@ -278,14 +303,14 @@ impl Fleet {
     }
 
     /// A retained state (a replay after a connect, a re-read): an offline
-    /// in it waits out the settle window.
+    /// in it waits for the confirmation window (`confirm.rs`).
     pub fn on_message(&mut self, topic: &str, payload: &[u8], now: Now) {
         self.message(topic, payload, true, now);
     }
 
-    /// A message published just now, or queued for us by the broker while
-    /// we were away (`persistent_session`): a real transition, acted on at
-    /// once; one in the settle window after a connect was seen late.
+    /// A message published just now (an offline waits for a probe's round
+    /// trip), or queued for us by the broker while we were away
+    /// (`persistent_session`: kept for the replay check).
     pub fn on_live_message(&mut self, topic: &str, payload: &[u8], now: Now) {
         self.message(topic, payload, false, now);
     }
@@ -301,6 +326,18 @@ impl Fleet {
             self.sparkplug_message(&sparkplug, spec, payload, now);
             return;
         }
+        let source = self.source(retained);
+        if source == Source::Queued && config.resolve(topic).is_some() {
+            self.keep_queued(topic, payload);
+            return;
+        }
+        self.status_message(topic, payload, source, now);
+    }
+
+    /// A message on a topic that is no Sparkplug one: a device's status
+    /// (or its heartbeat).
+    fn status_message(&mut self, topic: &str, payload: &[u8], source: Source, now: Now) {
+        let config = Arc::clone(&self.config);
         let Some((id, spec)) = config.resolve(topic) else {
             if let Some(id) = config.resolve_heartbeat(topic) {
                 self.on_heartbeat(&id, now);
@@ -322,7 +359,7 @@ impl Fleet {
             return;
         }
         let reading = crate::payload::read(payload, &device.rules);
-        self.apply(&id, reading, preview(payload), retained, now);
+        self.apply(&id, reading, preview(payload), source, now);
     }
 
     /// Makes sure the device `id` of `spec` is known, seen on `topic`;
@@ -353,19 +390,21 @@ impl Fleet {
     }
 
     /// Applies what a message on its status topic said to the device `id`:
-    /// held by the settle window when `retained`, by its parent's outage.
-    fn apply(&mut self, id: &str, reading: Reading, shown: CompactString, retained: bool, now: Now) {
+    /// an offline is held by its parent's outage, for the confirmation
+    /// window when it came from the store or the queue, for a probe when
+    /// it is live (`confirm.rs`).
+    fn apply(&mut self, id: &str, reading: Reading, shown: CompactString, source: Source, now: Now) {
         let parent_down = self.parent_down_of(id).map(str::to_string);
+        let stored_hold = self.stored_hold(now.mono);
         let Some(device) = self.devices.get_mut(id) else { return };
         device.heard_in = self.link.connects;
         let before = device.state;
         let durable = device.durable();
-        let settle = self.link.settle_until.saturating_duration_since(now.mono);
-        let late = !retained && !settle.is_zero();
-        let hold = match (&parent_down, retained) {
+        let late = source == Source::Queued;
+        let hold = match (&parent_down, source) {
             (Some(_), _) => PARENT_HOLD,
-            (None, true) => settle,
-            (None, false) => Duration::ZERO,
+            (None, Source::Live) => PROBE_HOLD,
+            (None, _) => stored_hold,
         };
         let outcome = device.on_reading(reading, shown, now, hold);
         if let (Some(parent), Outcome::Wait(_)) = (&parent_down, &outcome)
@@ -393,7 +432,15 @@ impl Fleet {
             }
             _ => {}
         }
+        let awaits_probe = source == Source::Live
+            && parent_down.is_none()
+            && before != State::Offline
+            && device.state == State::Offline
+            && matches!(outcome, Outcome::Wait(_));
         self.follow(id, before, durable, outcome, late, now);
+        if awaits_probe {
+            self.await_probe(id, now);
+        }
     }
 
     fn on_heartbeat(&mut self, id: &str, now: Now) {
@@ -643,7 +690,8 @@ impl Fleet {
         let resync = self.resync_at.filter(|_| link.connected);
         let replay = link.replay_check_at.filter(|_| link.connected);
         let up = (link.connected && link.alerted).then_some(link.up_since + YOUNG);
-        [timers, broker, resync, replay, up].into_iter().flatten().min()
+        let confirm = link.confirm_check_at.filter(|_| link.connected);
+        [timers, broker, resync, replay, up, confirm, self.probe_due()].into_iter().flatten().min()
     }
 
     /// Time passing: whatever `next_wake` promised and is due by `now`.
@@ -662,9 +710,18 @@ impl Fleet {
             self.link.alerted = false;
             self.broker_event(EventKind::BrokerUp, now);
         }
+        if self.probe_due().is_some_and(|at| at <= now.mono) {
+            self.probe_overdue(now);
+        }
         if self.link.replay_check_at.is_some_and(|at| at <= now.mono) {
             self.link.replay_check_at = None;
+            self.apply_queued(now);
             self.reread_unheard(now);
+            self.schedule_confirm_check(now.mono);
+        }
+        if self.link.confirm_check_at.is_some_and(|at| at <= now.mono) {
+            self.link.confirm_check_at = None;
+            self.confirm_check(now);
         }
         if self.resync_at.is_some_and(|at| at <= now.mono) {
             self.resync_at = self.periodic_resync(now.mono);
@@ -693,6 +750,9 @@ impl Fleet {
         link.settle_until = now.mono + self.config.broker.settle;
         link.replay_check_at = None;
         link.up_since = now.mono;
+        link.probed = false;
+        link.confirm_until = now.mono + self.config.broker.confirm_within;
+        link.confirm_check_at = None;
         self.resync_at = self.periodic_resync(now.mono);
         // Silence while we could not hear is ours, not the devices'.
         let ids: Vec<CompactString> = self.devices.iter().map(|d| d.id.clone()).collect();
@@ -702,6 +762,7 @@ impl Fleet {
             }
             self.arm(&id);
         }
+        self.hold_suspects();
     }
 
     /// Every subscription of this connection is acknowledged: the replay
@@ -717,16 +778,23 @@ impl Fleet {
         if link.connected {
             link.connected = false;
             link.replay_check_at = None;
-            if now.mono.saturating_duration_since(link.up_since) >= YOUNG {
+            link.confirm_check_at = None;
+            link.probed = false;
+            // A connection that died at once did not end the outage.
+            if now.mono.saturating_duration_since(link.up_since) >= CLASH {
                 link.lost_at = now;
+                if !link.alerted {
+                    link.outage_began = now;
+                }
             }
+            self.probes_lost();
         }
     }
 
     fn broker_event(&mut self, kind: EventKind, now: Now) {
         let broker = &self.config.broker;
         let end = if kind == EventKind::BrokerUp { self.link.up_since } else { now.mono };
-        let down_for = end.saturating_duration_since(self.link.lost_at.mono);
+        let down_for = end.saturating_duration_since(self.link.outage_began.mono);
         let event = Event {
             id: new_id(),
             kind,
@@ -735,7 +803,7 @@ impl Fleet {
             payload: String::new(),
             previous: if kind == EventKind::BrokerDown { "connected" } else { "disconnected" },
             at: now.wall,
-            offline_since: Some(self.link.lost_at.wall),
+            offline_since: Some(self.link.outage_began.wall),
             offline_for: (kind == EventKind::BrokerUp).then_some(down_for),
             attempts: None,
             severity: None,
@@ -958,6 +1026,7 @@ impl Fleet {
             notified: d.notified(),
             // Held for the parent, not waiting out a grace period.
             grace_left: d.grace_until().filter(|_| parent.is_none()).map(|due| due.saturating_duration_since(now)),
+            confirmed: d.heard_in == self.link.connects,
         }
     }
 }

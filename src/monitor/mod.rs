@@ -158,7 +158,8 @@ impl Monitor {
                         (Inbound::Message { topic, payload, .. }, Some(c)) if c.owns(&topic) => c.on_message(&topic, &payload),
                         (Inbound::Message { topic, payload, retained: true }, _) => self.fleet.on_message(&topic, &payload, now),
                         (Inbound::Message { topic, payload, retained: false }, _) => self.fleet.on_live_message(&topic, &payload, now),
-                        (Inbound::Connected, c) => {
+                        (Inbound::Probed(n), _) => self.fleet.on_probed(n, now),
+                        (Inbound::Connected { .. }, c) => {
                             c.map(Cluster::on_connected);
                             self.fleet.on_connected(now);
                         }
@@ -243,6 +244,10 @@ impl Monitor {
                 Effect::Reload(config) => Op::Reload(config),
                 Effect::Transition(entry) => {
                     self.transition(entry);
+                    continue;
+                }
+                Effect::Probe(n) => {
+                    self.ask(Ask::Probe(n));
                     continue;
                 }
                 Effect::Resync(topics) => {
@@ -431,7 +436,7 @@ impl Monitor {
         if let Err(e) = self.out.asks.try_send(ask) {
             let topics = match e.into_inner() {
                 Ask::Reread(topics) | Ask::Rebirth(topics) => topics.len(),
-                Ask::Publish { .. } => 1,
+                Ask::Publish { .. } | Ask::Probe(_) => 1,
             };
             tracing::warn!(topics, "the session is not taking requests; this one is dropped");
         }

@@ -49,6 +49,10 @@ pub const MAX_PAYLOAD: usize = 1 << 20;
 /// the backoff keeps growing (a second client with our id, a packet the
 /// broker refuses), and the outage is not over.
 pub const YOUNG: Duration = Duration::from_secs(5);
+/// Connections in a row that die this soon after their CONNACK look like
+/// a clash (another client with our id) or a packet the broker refuses:
+/// they do not end an outage.
+pub const CLASH: Duration = Duration::from_secs(1);
 /// How often, at most, dropped oversized messages are logged.
 const OVERSIZED_LOG_EVERY: Duration = Duration::from_secs(10);
 const MAX_OUTGOING_PACKET: usize = 1 << 20;
@@ -57,11 +61,25 @@ const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// How long shutdown waits for the broker to acknowledge our offline.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The topic of the session's probes: messages it sends itself through
+/// the broker, whose return proves that the broker was serving after
+/// everything it delivered before them (`Ask::Probe`).
+pub fn probe_topic(client_id: &str) -> String {
+    let level: String = client_id.chars().map(|c| if matches!(c, '+' | '#' | '/') { '_' } else { c }).collect();
+    format!("willwatch/probe/{level}")
+}
+
 /// What the session tells whoever watches the devices (the monitor).
 #[derive(Debug)]
 pub enum Inbound {
-    /// A CONNACK: the retained states are about to replay.
-    Connected,
+    /// A CONNACK: the retained states are about to replay. Whether the
+    /// broker still had our session (what it queued for us comes now).
+    Connected {
+        session_present: bool,
+    },
+    /// Probe `n` of this connection came back (0: the one sent at the
+    /// connect, behind everything the broker had queued for us).
+    Probed(u64),
     /// Every subscription of this connection is acknowledged.
     Subscribed,
     Disconnected,
@@ -77,6 +95,8 @@ pub enum Inbound {
 /// What the monitor asks of the session.
 #[derive(Debug)]
 pub enum Ask {
+    /// Send probe `n` through the broker (`Inbound::Probed` when it is back).
+    Probe(u64),
     /// Re-read the retained states of these exact topics.
     Reread(Vec<String>),
     /// Ask Sparkplug edge nodes for a rebirth, on these command topics.
@@ -93,6 +113,10 @@ pub struct Link {
     pub since: SystemTime,
     /// Connections made so far, the first included.
     pub connects: u64,
+    /// The broker still had our session at the last connect.
+    pub session_present: bool,
+    /// Connects where a persistent session was expected and gone.
+    pub sessions_lost: u64,
 }
 
 /// What a session is connected to on the daemon's side.
@@ -150,9 +174,18 @@ impl Session {
         let mut connected = false;
         // When the current connection's CONNACK came.
         let mut connected_at = Instant::now();
-        // Connections in a row that died within `YOUNG`.
+        // Connections in a row that died within `CLASH`.
         let mut died_young = 0u32;
+        // When the last connection that lasted ended (or the run began):
+        // the backoff never waits longer than a quarter of the time since,
+        // so a broker that crash-loops is not left alone for long once up.
+        let mut stable_until = Instant::now();
         let mut oversized = Throttle::new(OVERSIZED_LOG_EVERY);
+        // Probes carry this run's id and the connection they were sent on:
+        // one queued for us before a restart never counts for a later one.
+        let probe_topic = probe_topic(&self.broker.client_id);
+        let run = crate::event::new_id();
+        let mut connection = 0u64;
         // Between a CONNACK and the last SUBACK of its subscriptions.
         let mut settling = false;
         loop {
@@ -164,6 +197,7 @@ impl Session {
                 () = sleep_until(step_at) => subscriptions.step(&client),
                 () = sleep_until(rebirth_at) => rebirths.step(&client),
                 Some(ask) = self.asks.recv() => match ask {
+                    Ask::Probe(n) if connected => probe(&client, &probe_topic, &run, connection, n),
                     Ask::Reread(topics) if connected => {
                         tracing::debug!(topics = topics.len(), "re-reading retained states");
                         subscriptions.resync(topics, &subscribed);
@@ -191,19 +225,34 @@ impl Session {
                     subscribed = wanted;
                 }
                 polled = eventloop.poll() => match polled {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         connected = true;
                         connected_at = Instant::now();
+                        connection += 1;
                         let attempts = backoff.attempts();
                         self.set_link(true);
                         tracing::info!(broker = %self.broker.url, client_id = %self.broker.client_id,
-                            filters = subscribed.len(), attempts, "connected to broker");
+                            filters = subscribed.len(), attempts, session_present = ack.session_present, "connected to broker");
+                        let lost = self.broker.persistent_session && !ack.session_present && connection > 1;
+                        self.link.send_modify(|link| {
+                            link.session_present = ack.session_present;
+                            link.sessions_lost += u64::from(lost);
+                        });
+                        if lost {
+                            self.metrics.sessions_lost.inc();
+                            tracing::warn!(broker = %self.broker.url, client_id = %self.broker.client_id,
+                                "the broker did not keep our session: what it would have queued for us while we were away is lost; every device is read again and confirmed");
+                        }
                         // Before subscribing: the settle window must cover the replay.
-                        self.tell(Inbound::Connected).await;
+                        self.tell(Inbound::Connected { session_present: ack.session_present }).await;
                         self.announce(&client, true, stamp);
                         subscriptions.reset();
-                        subscriptions.subscribe(subscribed.iter().cloned().collect());
+                        // The probe's subscription first, then probe 0: it
+                        // comes back behind whatever the broker queued for us.
+                        subscriptions.subscribe(vec![probe_topic.clone()]);
                         subscriptions.step(&client);
+                        probe(&client, &probe_topic, &run, connection, 0);
+                        subscriptions.subscribe(subscribed.iter().cloned().collect());
                         settling = !self.report_subscribed(&subscriptions, subscribed.len()).await;
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.payload.len() > MAX_PAYLOAD => {
@@ -219,6 +268,11 @@ impl Session {
                         if crate::sparkplug::says_offline(&p.payload) {
                             tracing::info!(topic = %p.topic, "our Sparkplug STATE was set offline while we are up; publishing it again");
                             self.announce(&client, true, stamp);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == probe_topic => {
+                        if let Some(n) = probe_number(&p.payload, &run, connection) {
+                            self.tell(Inbound::Probed(n)).await;
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -243,10 +297,9 @@ impl Session {
                                 "lost the broker connection");
                             if lasted >= YOUNG {
                                 backoff.reset();
-                                died_young = 0;
-                            } else {
-                                died_young += 1;
+                                stable_until = Instant::now();
                             }
+                            died_young = if lasted < CLASH { died_young + 1 } else { 0 };
                             if died_young >= 2 {
                                 tracing::error!(broker = %self.broker.url, client_id = %self.broker.client_id, times = died_young,
                                     "the broker keeps closing the connection right after accepting it: another client may be using our client id, or the broker refuses a packet of ours; backing off");
@@ -256,7 +309,7 @@ impl Session {
                         subscriptions.reset();
                         stamp = crate::sparkplug::timestamp_ms(SystemTime::now());
                         eventloop.mqtt_options.set_last_will(will(&self.presence, stamp));
-                        let delay = backoff.next_delay();
+                        let delay = backoff.next_delay().min((stable_until.elapsed() / 4).max(RECONNECT_FIRST));
                         log_connect_error(&self.broker.url, &e, backoff.attempts(), delay);
                         tokio::select! {
                             () = cancel.cancelled() => break,
@@ -394,6 +447,22 @@ fn log_connect_error(url: &str, error: &ConnectionError, attempt: u32, retry_in:
             tracing::warn!(broker = %url, error = %e, attempt, retry_in = %retry_in, "cannot reach the broker: {e}")
         }
     }
+}
+
+/// Publishes probe `n` of `connection` (QoS 1: a broker delivers it in
+/// order behind the QoS 1 messages it queued for us, which QoS 0 may pass).
+fn probe(client: &AsyncClient, topic: &str, run: &str, connection: u64, n: u64) {
+    if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, format!("{run}:{connection}:{n}")) {
+        tracing::error!(topic = %topic, error = %e, "could not queue a probe");
+    }
+}
+
+/// The number of a probe of this run's `connection`, if `payload` is one.
+fn probe_number(payload: &[u8], run: &str, connection: u64) -> Option<u64> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let (rest, n) = text.rsplit_once(':')?;
+    let (from, on) = rest.rsplit_once(':')?;
+    (from == run && on.parse::<u64>().ok()? == connection).then(|| n.parse().ok()).flatten()
 }
 
 /// Sleeps until `at`, or for ever without one.

@@ -54,6 +54,7 @@ impl Validator<'_> {
                 severity: self.severity(entry.severity).or_else(|| defaults.severity.clone()),
                 parent: self.parent(entry.parent),
                 sparkplug: Some(SparkplugLevel::Node { with_devices: true }),
+                retained: false,
             };
             let max_devices = self.max_devices(entry.max_devices.as_ref());
             let watch = |level| {

@@ -66,11 +66,12 @@ impl Fleet {
             self.ask_rebirth(&node, now);
         }
         let shown = shown(topic.verb, sequence);
+        let source = self.source(false);
         match topic.verb {
-            Verb::NBirth => self.apply(&id, Reading::Online { seq: sequence.bd_seq }, shown, false, now),
-            Verb::NDeath => self.apply(&id, Reading::Offline { seq: sequence.bd_seq }, shown, false, now),
-            Verb::DDeath => self.apply(&id, Reading::Offline { seq: None }, shown, false, now),
-            Verb::DBirth if self.is_online(&node) => self.apply(&id, Reading::Online { seq: None }, shown, false, now),
+            Verb::NBirth => self.apply(&id, Reading::Online { seq: sequence.bd_seq }, shown, source, now),
+            Verb::NDeath => self.apply(&id, Reading::Offline { seq: sequence.bd_seq }, shown, source, now),
+            Verb::DDeath => self.apply(&id, Reading::Offline { seq: None }, shown, source, now),
+            Verb::DBirth if self.is_online(&node) => self.apply(&id, Reading::Online { seq: None }, shown, source, now),
             Verb::DBirth => {
                 tracing::debug!(device = %id, node = %node, "DBIRTH while its node is not online: ignored; asking for a rebirth");
                 self.ask_rebirth(&node, now);

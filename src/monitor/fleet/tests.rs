@@ -17,7 +17,8 @@ mod sparkplug;
 const DEVICES: &str = "[[device]]\ntopic = \"plant/{id}/status\"\n";
 
 fn config(rest: &str) -> Arc<Config> {
-    let text = format!("[broker]\nurl = \"mqtt://b\"\nclient_id = \"w\"\nsettle = \"2s\"\n{rest}");
+    let text =
+        format!("[broker]\nurl = \"mqtt://b\"\nclient_id = \"w\"\nsettle = \"2s\"\nconfirm_within = \"2s\"\n{rest}");
     Arc::new(Config::parse(Path::new("w.toml"), &text).unwrap_or_else(|e| panic!("{e}")))
 }
 
@@ -95,9 +96,36 @@ fn alternating(sent: &[Effect]) -> Result<HashMap<String, &'static str>, TestCas
     Ok(last)
 }
 
+/// Connects as the session does, the connect's probe back at once.
+fn connect(f: &mut Fleet, now: Now) {
+    f.on_connected(now);
+    f.on_probed(0, now);
+}
+
+/// A live message, each probe it asks for back at once.
+fn live(f: &mut Fleet, topic: &str, payload: &[u8], now: Now) {
+    f.on_live_message(topic, payload, now);
+    answer_probes(f, now);
+}
+
+/// Answers the probes asked for so far, at `now`.
+fn answer_probes(f: &mut Fleet, now: Now) {
+    loop {
+        let probes: Vec<u64> =
+            f.effects.iter().filter_map(|e| if let Effect::Probe(n) = e { Some(*n) } else { None }).collect();
+        if probes.is_empty() {
+            return;
+        }
+        f.effects.retain(|e| !matches!(e, Effect::Probe(_)));
+        for n in probes {
+            f.on_probed(n, now);
+        }
+    }
+}
+
 fn connected(rest: &str, clock: &Clock) -> Fleet {
     let mut f = fleet(rest, clock);
-    f.on_connected(clock.at_ms(0));
+    connect(&mut f, clock.at_ms(0));
     f.on_tick(clock.at_ms(2_000));
     drain(&mut f);
     f
@@ -107,7 +135,7 @@ fn connected(rest: &str, clock: &Clock) -> Fleet {
 fn an_offline_in_the_settle_window_is_held_and_a_replay_ending_online_fires_nothing() {
     let clock = Clock::new();
     let mut f = fleet(DEVICES, &clock);
-    f.on_connected(clock.at_ms(0));
+    connect(&mut f, clock.at_ms(0));
     f.on_message("plant/a/status", b"online", clock.at_ms(10));
     f.on_message("plant/a/status", b"offline", clock.at_ms(20));
     assert_eq!(f.next_wake(), Some(clock.at_ms(2_000).mono));
@@ -120,7 +148,7 @@ fn an_offline_in_the_settle_window_is_held_and_a_replay_ending_online_fires_noth
 fn an_offline_that_outlasts_the_settle_window_fires_once_when_it_ends() {
     let clock = Clock::new();
     let mut f = fleet(DEVICES, &clock);
-    f.on_connected(clock.at_ms(0));
+    connect(&mut f, clock.at_ms(0));
     f.on_message("plant/a/status", b"offline", clock.at_ms(20));
     f.on_tick(clock.at_ms(1_999));
     assert!(fired(&drain(&mut f)).is_empty());
@@ -157,7 +185,7 @@ fn only_the_known_devices_a_replay_missed_are_reread() {
         })
         .collect();
     let mut f = Fleet::new(config(DEVICES), saved, Metrics::new(), clock.at_ms(0));
-    f.on_connected(clock.at_ms(0));
+    connect(&mut f, clock.at_ms(0));
     f.on_message("plant/a/status", b"online", clock.at_ms(10));
     f.on_subscribed(clock.at_ms(100));
     f.on_message("plant/c/status", b"offline", clock.at_ms(200));
@@ -193,7 +221,7 @@ fn broker_down_fires_once_past_the_alert_delay_and_broker_up_on_return() {
     let clock = Clock::new();
     let rest = format!("broker_alert_after = \"5s\"\nactions = [\"log\"]\n{DEVICES}");
     let mut f = fleet(&rest, &clock);
-    f.on_connected(clock.at_ms(0));
+    connect(&mut f, clock.at_ms(0));
     f.on_disconnected(clock.at_ms(10_000));
     assert_eq!(f.next_wake(), Some(clock.at_ms(15_000).mono));
     f.on_tick(clock.at_ms(14_999));
@@ -201,7 +229,7 @@ fn broker_down_fires_once_past_the_alert_delay_and_broker_up_on_return() {
     f.on_tick(clock.at_ms(15_000));
     f.on_tick(clock.at_ms(18_000));
     assert_eq!(fired(&drain(&mut f)), [("w".to_string(), "broker_down")]);
-    f.on_connected(clock.at_ms(19_000));
+    connect(&mut f, clock.at_ms(19_000));
     f.on_tick(clock.at_ms(23_999));
     assert!(fired(&drain(&mut f)).is_empty(), "up only once the connection lasts");
     f.on_tick(clock.at_ms(24_000));
@@ -217,7 +245,7 @@ fn connections_that_die_young_do_not_end_the_outage() {
     let mut f = fleet(&rest, &clock);
     // Accepted and dropped again every second (another client with our id).
     for s in 0..8u64 {
-        f.on_connected(clock.at_ms(s * 1_000));
+        connect(&mut f, clock.at_ms(s * 1_000));
         f.on_tick(clock.at_ms(s * 1_000 + 100));
         f.on_disconnected(clock.at_ms(s * 1_000 + 500));
         f.on_tick(clock.at_ms(s * 1_000 + 600));
@@ -234,7 +262,7 @@ fn no_device_is_declared_offline_while_the_broker_is_unreachable() {
     f.on_disconnected(clock.at_ms(3_000));
     f.on_tick(clock.at_ms(60_000));
     assert!(fired(&drain(&mut f)).is_empty());
-    f.on_connected(clock.at_ms(60_000));
+    connect(&mut f, clock.at_ms(60_000));
     f.on_tick(clock.at_ms(64_000));
     assert!(fired(&drain(&mut f)).is_empty(), "a fresh heartbeat clock after the outage");
     f.on_tick(clock.at_ms(65_000));
@@ -257,7 +285,7 @@ fn a_device_restored_from_disk_gets_a_heartbeat_clock_without_publishing_again()
         },
     )]);
     let mut f = Fleet::new(config(rest), saved, Metrics::new(), clock.at_ms(0));
-    f.on_connected(clock.at_ms(0));
+    connect(&mut f, clock.at_ms(0));
     f.on_tick(clock.at_ms(5_000));
     assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "offline")]);
 }
@@ -358,7 +386,7 @@ fn step() -> impl Strategy<Value = Step> {
 /// Replays `retained` (cut after `cut` messages), acknowledges the
 /// subscriptions, and answers the re-read the fleet asks for in full.
 fn replay(f: &mut Fleet, retained: &BTreeMap<u8, bool>, cut: u8, clock: &Clock, t: &mut u64, sent: &mut Vec<Effect>) {
-    f.on_connected(clock.at_ms(*t));
+    connect(f, clock.at_ms(*t));
     for (n, up) in retained.iter().take(cut as usize) {
         *t += 1;
         f.on_message(&format!("plant/d{n}/status"), if *up { b"online" } else { b"offline" }, clock.at_ms(*t));
@@ -470,14 +498,14 @@ fn status_pages_go_offline_first_then_by_id_and_cover_every_device_once() {
 #[test]
 fn new_pattern_devices_past_max_devices_are_refused_and_known_ones_go_on() {
     let clock = Clock::new();
-    let rest = "max_devices = 5\n[broker]\nurl = \"mqtt://b\"\nclient_id = \"w\"\n\
+    let rest = "max_devices = 5\n[broker]\nurl = \"mqtt://b\"\nclient_id = \"w\"\nconfirm_within = \"2s\"\n\
                 [[device]]\nid = \"pump\"\ntopic = \"x/pump\"\n\
                 [[device]]\ntopic = \"a/{id}/status\"\nmax_devices = 2\n\
                 [[device]]\ntopic = \"b/{id}/status\"\n";
     let config = Arc::new(Config::parse(Path::new("w.toml"), rest).unwrap_or_else(|e| panic!("{e}")));
     let metrics = Metrics::new();
     let mut f = Fleet::new(config, HashMap::new(), Arc::clone(&metrics), clock.at_ms(0));
-    f.on_connected(clock.at_ms(0));
+    connect(&mut f, clock.at_ms(0));
     for i in 0..4 {
         f.on_message(&format!("a/d{i}/status"), b"online", clock.at_ms(10));
     }
@@ -604,25 +632,116 @@ fn a_child_that_fails_while_its_parent_is_online_alerts_as_usual() {
 }
 
 #[test]
-fn a_message_queued_while_away_is_a_real_transition_seen_late_a_retained_one_waits_out_settle() {
+fn what_the_broker_queued_counts_only_where_the_replay_is_silent_and_its_offline_waits_for_confirmation() {
     let clock = Clock::new();
     let mut f = fleet(DEVICES, &clock);
-    f.on_connected(clock.at_ms(0));
-    // Within the settle window: the broker's queue for our session first.
-    f.on_live_message("plant/a/status", b"offline", clock.at_ms(10));
-    f.on_message("plant/b/status", b"offline", clock.at_ms(20));
-    let effects: Vec<Effect> = f.drain().collect();
+    for d in ["a", "b", "c"] {
+        f.on_connected(clock.at_ms(0));
+        f.on_message(&format!("plant/{d}/status"), b"online", clock.at_ms(1));
+    }
+    f.on_disconnected(clock.at_ms(5));
+    drain(&mut f);
+    f.on_connected(clock.at_ms(10_000));
+    // The session's queue first: an old offline of `a` (its retained state
+    // says online: a replay from a store that went back in time), and
+    // `b`'s will (not retained: nothing in the replay for it).
+    f.on_live_message("plant/a/status", b"offline", clock.at_ms(10_001));
+    f.on_live_message("plant/b/status", b"offline", clock.at_ms(10_002));
+    f.on_probed(0, clock.at_ms(10_003));
+    f.on_message("plant/a/status", b"online", clock.at_ms(10_004));
+    f.on_message("plant/c/status", b"online", clock.at_ms(10_005));
+    f.on_subscribed(clock.at_ms(10_006));
+    f.on_tick(clock.at_ms(11_000));
+    assert!(fired(&drain(&mut f)).is_empty(), "nothing before the replay check");
+    // The replay check (1 s after the subscriptions, settle at least):
+    // confirm_within (2 s) is over, and `b` is still offline.
+    f.on_tick(clock.at_ms(12_006));
+    let effects = drain(&mut f);
     let late: Vec<(String, bool)> = effects
         .iter()
         .filter_map(|e| if let Effect::Fire(ev, _) = e { Some((ev.device.clone(), ev.seen_late)) } else { None })
         .collect();
-    assert_eq!(late, [("a".to_string(), true)], "the queued will fires at once; the retained one waits");
-    f.on_tick(clock.at_ms(2_500));
-    assert_eq!(fired_kinds(&f.drain().collect::<Vec<_>>()), [("b".into(), EventKind::Offline, None)]);
-    // After the settle window a live message is just live.
-    f.on_live_message("plant/c/status", b"offline", clock.at_ms(3_000));
-    let effects: Vec<Effect> = f.drain().collect();
-    assert!(effects.iter().any(|e| matches!(e, Effect::Fire(ev, _) if ev.device == "c" && !ev.seen_late)));
+    assert_eq!(late, [("b".to_string(), true)], "only b, seen late; a's retained state overrides its queued offline");
+}
+
+#[test]
+fn a_live_offline_fires_when_its_probe_is_back_and_waits_after_the_connect_when_the_link_went_first() {
+    let clock = Clock::new();
+    let mut f = connected(DEVICES, &clock);
+    for d in ["a", "b"] {
+        live(&mut f, &format!("plant/{d}/status"), b"online", clock.at_ms(3_000));
+    }
+    f.on_live_message("plant/a/status", b"offline", clock.at_ms(4_000));
+    let effects = drain(&mut f);
+    assert!(matches!(effects.as_slice(), [Effect::Probe(1)]), "{effects:?}");
+    f.on_probed(1, clock.at_ms(4_001));
+    assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "offline")]);
+    // A broker shutting down: the will comes, the probe does not, the link goes.
+    f.on_live_message("plant/b/status", b"offline", clock.at_ms(5_000));
+    assert!(matches!(drain(&mut f).as_slice(), [Effect::Probe(2)]));
+    f.on_disconnected(clock.at_ms(5_001));
+    f.on_tick(clock.at_ms(9_000));
+    connect(&mut f, clock.at_ms(10_000));
+    f.on_tick(clock.at_ms(11_000));
+    assert!(fired(&drain(&mut f)).is_empty(), "held for confirm_within after the connect");
+    // b reconnects: a flap of the broker's making, nothing to tell.
+    live(&mut f, "plant/b/status", b"online", clock.at_ms(11_500));
+    f.on_tick(clock.at_ms(20_000));
+    assert!(fired(&drain(&mut f)).is_empty());
+}
+
+#[test]
+fn an_overdue_probe_with_the_link_up_fires_what_waited() {
+    let clock = Clock::new();
+    let metrics = Metrics::new();
+    let mut f = Fleet::new(config(DEVICES), HashMap::new(), Arc::clone(&metrics), clock.at_ms(0));
+    connect(&mut f, clock.at_ms(0));
+    live(&mut f, "plant/a/status", b"online", clock.at_ms(3_000));
+    f.on_live_message("plant/a/status", b"offline", clock.at_ms(4_000));
+    drain(&mut f);
+    assert_eq!(f.next_wake(), Some(clock.at_ms(4_000).mono + confirm::PROBE_WAIT));
+    f.on_tick(clock.at_ms(4_000 + confirm::PROBE_WAIT.as_millis() as u64));
+    assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "offline")]);
+    assert_eq!(metrics.probes_overdue.get(), 1);
+}
+
+#[test]
+fn a_device_whose_retained_status_is_gone_after_a_connect_is_not_seen_and_notified_once() {
+    let clock = Clock::new();
+    let metrics = Metrics::new();
+    let rest = format!("{DEVICES}[[device]]\npreset = \"homeassistant\"\n");
+    let mut f = Fleet::new(config(&rest), HashMap::new(), Arc::clone(&metrics), clock.at_ms(0));
+    connect(&mut f, clock.at_ms(0));
+    for d in ["a", "b"] {
+        f.on_message(&format!("plant/{d}/status"), b"online", clock.at_ms(1));
+    }
+    live(&mut f, "homeassistant/status", b"online", clock.at_ms(2));
+    f.on_disconnected(clock.at_ms(5_000));
+    drain(&mut f);
+    // The broker lost its store: only `a` says it is there.
+    connect(&mut f, clock.at_ms(10_000));
+    f.on_subscribed(clock.at_ms(10_100));
+    live(&mut f, "plant/a/status", b"online", clock.at_ms(10_200));
+    f.on_tick(clock.at_ms(12_100));
+    let page = f.page(&PageQuery { limit: 10, ..PageQuery::default() }, clock.at_ms(12_100).mono);
+    let unconfirmed: Vec<&str> = page.devices.iter().filter(|d| !d.confirmed).map(|d| d.id.as_str()).collect();
+    assert_eq!(unconfirmed, ["b", "homeassistant"]);
+    assert!(fired(&drain(&mut f)).is_empty(), "not before confirm_within");
+    let at = f.next_wake().expect("a confirm check");
+    f.on_tick(Now { mono: at, wall: clock.at_ms(0).wall + (at - clock.at_ms(0).mono) });
+    let effects = drain(&mut f);
+    let [Effect::Fire(event, _)] = effects.as_slice() else { panic!("{effects:?}") };
+    assert_eq!(
+        (event.device.as_str(), event.kind, event.payload.as_str()),
+        ("b", EventKind::Offline, crate::device::NOT_SEEN)
+    );
+    assert_eq!(
+        metrics.devices_unconfirmed.get(),
+        2,
+        "Home Assistant's status is not retained: unconfirmed, not notified"
+    );
+    live(&mut f, "plant/b/status", b"online", clock.at_ms(20_000));
+    assert_eq!(fired(&drain(&mut f)), [("b".to_string(), "online")]);
 }
 
 #[test]

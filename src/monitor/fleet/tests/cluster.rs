@@ -17,10 +17,10 @@ fn words(told: &[(&str, &str, u64, bool)]) -> Words {
 /// A standby that saw `messages` (device, payload) with no grace.
 fn standby(clock: &Clock, extra: &str, messages: &[(&str, &str)]) -> Fleet {
     let mut fleet = fleet(&format!("{extra}{CLUSTER}"), clock);
-    fleet.on_connected(clock.at_ms(0));
+    connect(&mut fleet, clock.at_ms(0));
     fleet.on_subscribed(clock.at_ms(0));
     for (i, (device, payload)) in messages.iter().enumerate() {
-        fleet.on_live_message(&format!("plant/{device}/status"), payload.as_bytes(), clock.at_ms(10 + i as u64));
+        live(&mut fleet, &format!("plant/{device}/status"), payload.as_bytes(), clock.at_ms(10 + i as u64));
     }
     fleet.on_tick(clock.at_ms(5_000));
     drain(&mut fleet);
@@ -70,10 +70,10 @@ fn a_notified_outage_that_is_over_fires_its_online_chained_to_the_offline() {
 fn an_offline_the_old_leader_notified_while_it_waits_out_its_grace_here_is_taken_as_notified() {
     let clock = Clock::new();
     let mut f = fleet(&format!("[defaults]\ngrace = \"10s\"\n{CLUSTER}"), &clock);
-    f.on_connected(clock.at_ms(0));
+    connect(&mut f, clock.at_ms(0));
     f.on_subscribed(clock.at_ms(0));
-    f.on_live_message("plant/a/status", b"online", clock.at_ms(10));
-    f.on_live_message("plant/a/status", b"offline", clock.at_ms(20));
+    live(&mut f, "plant/a/status", b"online", clock.at_ms(10));
+    live(&mut f, "plant/a/status", b"offline", clock.at_ms(20));
     drain(&mut f);
     let since = f.devices.get("a").unwrap().offline_since().unwrap();
     let told =

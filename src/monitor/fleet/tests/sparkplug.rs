@@ -20,15 +20,15 @@ fn payload(bd_seq: Option<u64>, seq: Option<u64>) -> Vec<u8> {
 }
 
 fn nbirth(f: &mut Fleet, node: &str, bd_seq: u64, ms: u64, clock: &Clock) {
-    f.on_live_message(&format!("spBv1.0/plant/NBIRTH/{node}"), &payload(Some(bd_seq), Some(0)), clock.at_ms(ms));
+    live(f, &format!("spBv1.0/plant/NBIRTH/{node}"), &payload(Some(bd_seq), Some(0)), clock.at_ms(ms));
 }
 
 fn ndeath(f: &mut Fleet, node: &str, bd_seq: u64, ms: u64, clock: &Clock) {
-    f.on_live_message(&format!("spBv1.0/plant/NDEATH/{node}"), &payload(Some(bd_seq), None), clock.at_ms(ms));
+    live(f, &format!("spBv1.0/plant/NDEATH/{node}"), &payload(Some(bd_seq), None), clock.at_ms(ms));
 }
 
 fn device(f: &mut Fleet, verb: &str, node_device: &str, seq: u64, ms: u64, clock: &Clock) {
-    f.on_live_message(&format!("spBv1.0/plant/{verb}/{node_device}"), &payload(None, Some(seq)), clock.at_ms(ms));
+    live(f, &format!("spBv1.0/plant/{verb}/{node_device}"), &payload(None, Some(seq)), clock.at_ms(ms));
 }
 
 fn rebirths(effects: &[Effect]) -> Vec<String> {
@@ -181,7 +181,7 @@ fn after_a_restart_nodes_are_asked_for_a_rebirth_and_one_that_never_answers_is_o
     let effects: Vec<Effect> = f.drain().collect();
     save_into(&mut disk, &effects, &mut f);
     let mut f = Fleet::new(config(PLANT), disk, Metrics::new(), clock.at_ms(10_000));
-    f.on_connected(clock.at_ms(10_000));
+    connect(&mut f, clock.at_ms(10_000));
     f.on_subscribed(clock.at_ms(10_000));
     f.on_tick(clock.at_ms(12_000));
     let mut asked = rebirths(&drain(&mut f));
@@ -198,7 +198,7 @@ fn malformed_payloads_are_counted_and_change_nothing() {
     let mut f = connected(PLANT, &clock);
     nbirth(&mut f, "press", 0, 3_000, &clock);
     for bad in [&b"offline"[..], &[0xff, 0xff, 0xff], &payload(Some(0), Some(300))] {
-        f.on_live_message("spBv1.0/plant/NDEATH/press", bad, clock.at_ms(3_100));
+        live(&mut f, "spBv1.0/plant/NDEATH/press", bad, clock.at_ms(3_100));
     }
     assert!(fired(&drain(&mut f)).is_empty());
     assert_eq!(f.counts().online, 1);
@@ -212,7 +212,7 @@ fn only_the_configured_group_and_nodes_are_watched() {
     nbirth(&mut f, "press", 0, 3_000, &clock);
     nbirth(&mut f, "other", 0, 3_000, &clock);
     device(&mut f, "DBIRTH", "press/motor", 1, 3_001, &clock);
-    f.on_live_message("spBv1.0/elsewhere/NBIRTH/press", &payload(Some(0), Some(0)), clock.at_ms(3_002));
+    live(&mut f, "spBv1.0/elsewhere/NBIRTH/press", &payload(Some(0), Some(0)), clock.at_ms(3_002));
     assert_eq!(f.counts().online, 1);
 }
 
@@ -274,7 +274,7 @@ proptest! {
                     save_into(&mut disk, &effects, &mut f);
                     sent.extend(effects);
                     f = Fleet::new(config(PLANT), disk.clone(), Metrics::new(), clock.at_ms(t));
-                    f.on_connected(clock.at_ms(t));
+                    connect(&mut f, clock.at_ms(t));
                     f.on_subscribed(clock.at_ms(t));
                 }
             }

@@ -1,0 +1,274 @@
+//! The fleet's rule for what the broker's own lifecycle produces: **an
+//! offline is notified only when the device is gone while the broker is up
+//! and serving.** Everything else is checked against the broker's present
+//! state first.
+//!
+//! - A live offline (a will published just now) waits for a probe: a
+//!   message the session sends itself through the broker. Its return
+//!   proves the broker was still serving after the will; a broker that
+//!   shuts down gracefully publishes every client's will and then stops
+//!   reading, so its wills never see their probe back. They are suspects,
+//!   and wait like stored offlines after the next connect.
+//! - An offline read from the broker's store (a retained replay, a
+//!   re-read) or from the session's queue fires only if the device is
+//!   still offline `confirm_within` after the connect: a device the broker
+//!   restart took down reconnects and says so meanwhile.
+//! - What the broker queued for us (everything before the connect's own
+//!   probe comes back) may be old, or replayed from a store that went back
+//!   in time: it is kept, the latest per topic, and used at the replay
+//!   check only for the devices whose retained state did not come.
+//! - A device whose retained state the broker no longer has after a
+//!   connect, and that says nothing within `confirm_within`, is
+//!   unconfirmed: shown so, counted, and if it was online notified as not
+//!   seen since the broker restarted (a broker that lost its store cannot
+//!   tell us of the deaths it lost).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use compact_str::CompactString;
+
+use super::{Effect, Fleet, REPLAY_WAIT};
+use crate::device::{Now, State};
+use crate::throttle::Throttle;
+
+/// A probe not back in this long, while the link is up: the broker is
+/// serving (it kept our connection) and drops or refuses our probes; the
+/// offlines waiting for it fire, and this is logged.
+pub const PROBE_WAIT: Duration = Duration::from_secs(2);
+/// Queued messages kept at most (the latest per topic); past it the device
+/// is re-read instead.
+const QUEUED_MAX: usize = 100_000;
+/// How often, at most, overdue probes are logged.
+const OVERDUE_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Where a message came from, which decides how far its offline is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The broker's retained store (a replay after a connect, a re-read).
+    Stored,
+    /// The session's queue: published while we were away, or replayed.
+    Queued,
+    /// Published while we are connected.
+    Live,
+}
+
+/// The probes and what waits for them.
+pub struct Confirm {
+    next: u64,
+    /// The probe on its way, and when it was asked for.
+    out: Option<(u64, Instant)>,
+    /// Devices whose live offline waits for the probe numbered so (or a later one).
+    awaiting: Vec<(CompactString, u64)>,
+    /// Devices whose offline's probe never came back before the link went.
+    suspects: Vec<CompactString>,
+    /// What the broker queued for us, latest per status topic, until the
+    /// replay check.
+    queued: HashMap<String, Vec<u8>>,
+    overdue: Throttle,
+}
+
+impl Default for Confirm {
+    fn default() -> Confirm {
+        Confirm {
+            next: 1,
+            out: None,
+            awaiting: Vec::new(),
+            suspects: Vec::new(),
+            queued: HashMap::new(),
+            overdue: Throttle::new(OVERDUE_LOG_EVERY),
+        }
+    }
+}
+
+impl Fleet {
+    /// Where a message that arrived now came from.
+    pub(super) fn source(&self, retained: bool) -> Source {
+        match (retained, self.link.probed) {
+            (true, _) => Source::Stored,
+            (false, false) => Source::Queued,
+            (false, true) => Source::Live,
+        }
+    }
+
+    /// How long an offline read from the store or the queue is held now.
+    pub(super) fn stored_hold(&self, now: Instant) -> Duration {
+        self.link.settle_until.max(self.link.confirm_until).saturating_duration_since(now)
+    }
+
+    /// Keeps a message the broker queued for us until the replay check.
+    pub(super) fn keep_queued(&mut self, topic: &str, payload: &[u8]) {
+        let confirm = &mut self.confirm;
+        if confirm.queued.len() >= QUEUED_MAX && !confirm.queued.contains_key(topic) {
+            // Not applied: the device is re-read at the replay check.
+            tracing::debug!(topic = %topic, "queued message past the limit kept; its device is re-read instead");
+            return;
+        }
+        confirm.queued.insert(topic.to_string(), payload.to_vec());
+    }
+
+    /// A live offline of `id` waits for a probe sent after it.
+    pub(super) fn await_probe(&mut self, id: &str, now: Now) {
+        let confirm = &mut self.confirm;
+        let need = match confirm.out {
+            Some((n, _)) => n + 1,
+            None => confirm.next,
+        };
+        confirm.awaiting.push((id.into(), need));
+        if confirm.out.is_none() {
+            self.send_probe(now.mono);
+        }
+    }
+
+    fn send_probe(&mut self, now: Instant) {
+        let n = self.confirm.next;
+        self.confirm.next += 1;
+        self.confirm.out = Some((n, now));
+        self.effects.push(Effect::Probe(n));
+    }
+
+    /// Probe `n` of this connection came back: 0 (the connect's) says the
+    /// queue is in; any other releases the offlines that waited for it.
+    pub fn on_probed(&mut self, n: u64, now: Now) {
+        if !self.link.connected {
+            return;
+        }
+        if n == 0 {
+            self.link.probed = true;
+            return;
+        }
+        if self.confirm.out.is_some_and(|(out, _)| out <= n) {
+            self.confirm.out = None;
+        }
+        self.release_awaiting(n, now);
+    }
+
+    /// Fires the offlines that waited for probe `n` or an earlier one, and
+    /// sends the next probe for those that came later.
+    fn release_awaiting(&mut self, n: u64, now: Now) {
+        let (ready, later): (Vec<_>, Vec<_>) = self.confirm.awaiting.drain(..).partition(|(_, need)| *need <= n);
+        self.confirm.awaiting = later;
+        for (id, _) in ready {
+            if self.parent_down_of(&id).is_some() {
+                continue;
+            }
+            let Some(device) = self.devices.get_mut(&id) else { continue };
+            if device.state != State::Offline || !device.release(now.mono) {
+                continue;
+            }
+            let (before, durable) = (device.state, device.durable());
+            let outcome = device.on_tick(now);
+            self.follow(&id, before, durable, outcome, false, now);
+        }
+        if !self.confirm.awaiting.is_empty() && self.confirm.out.is_none() {
+            self.send_probe(now.mono);
+        }
+    }
+
+    /// When the probe on its way is overdue, if one is.
+    pub(super) fn probe_due(&self) -> Option<Instant> {
+        self.confirm.out.filter(|_| self.link.connected).map(|(_, at)| at + PROBE_WAIT)
+    }
+
+    /// A probe overdue with the link up: the broker serves but our probes
+    /// do not come back (its ACL, a full queue). What waited fires.
+    pub(super) fn probe_overdue(&mut self, now: Now) {
+        let Some((n, _)) = self.confirm.out.take() else { return };
+        self.metrics.probes_overdue.inc();
+        if let Some(suppressed) = self.confirm.overdue.allow(now.mono) {
+            tracing::warn!(topic = %crate::mqtt::probe_topic(&self.config.broker.client_id), after = ?PROBE_WAIT, suppressed,
+                "a probe did not come back through the broker (may this client publish and subscribe there?); the offlines that waited for it fire now");
+        }
+        self.release_awaiting(n, now);
+    }
+
+    /// The link went: offlines still waiting for their probe are suspects.
+    pub(super) fn probes_lost(&mut self) {
+        let confirm = &mut self.confirm;
+        confirm.out = None;
+        confirm.suspects.extend(confirm.awaiting.drain(..).map(|(id, _)| id));
+        confirm.queued.clear();
+    }
+
+    /// A new connection: suspects wait as stored offlines do.
+    pub(super) fn hold_suspects(&mut self) {
+        let until = self.link.confirm_until;
+        for id in std::mem::take(&mut self.confirm.suspects) {
+            if self.parent_down_of(&id).is_some() {
+                continue;
+            }
+            if let Some(device) = self.devices.get_mut(&id)
+                && device.state == State::Offline
+                && device.hold_until(until)
+            {
+                tracing::info!(device = %id, topic = %device.topic, "an offline not confirmed before the broker went: held until the device has had time to reconnect");
+                self.arm(&id);
+            }
+        }
+    }
+
+    /// The replay is in: what the broker queued for us counts for the
+    /// devices the replay said nothing of.
+    pub(super) fn apply_queued(&mut self, now: Now) {
+        let connects = self.link.connects;
+        let queued = std::mem::take(&mut self.confirm.queued);
+        let mut applied = 0usize;
+        for (topic, payload) in queued {
+            let told = self
+                .config
+                .resolve(&topic)
+                .and_then(|(id, _)| self.devices.get(&id))
+                .is_some_and(|d| d.heard_in == connects);
+            if !told {
+                applied += 1;
+                self.status_message(&topic, &payload, Source::Queued, now);
+            }
+        }
+        if applied > 0 {
+            tracing::info!(
+                messages = applied,
+                "applied what the broker queued for us to the devices its retained states did not cover"
+            );
+        }
+    }
+
+    /// When to look for devices not heard since the connect: after the
+    /// re-read of the replay check had its time, and not before
+    /// `confirm_within`.
+    pub(super) fn schedule_confirm_check(&mut self, now: Instant) {
+        let reread = now + self.config.broker.settle.max(REPLAY_WAIT) + REPLAY_WAIT;
+        self.link.confirm_check_at = Some(reread.max(self.link.confirm_until));
+    }
+
+    /// `confirm_within` after the connect: devices still not heard are
+    /// unconfirmed; those known online that keep a retained status are
+    /// notified as not seen since the broker restarted.
+    pub(super) fn confirm_check(&mut self, now: Now) {
+        let connects = self.link.connects;
+        let unheard: Vec<(CompactString, bool)> = self
+            .devices
+            .iter()
+            .filter(|d| d.heard_in != connects && d.rules.sparkplug.is_none())
+            .map(|d| (d.id.clone(), d.rules.retained && d.state == State::Online))
+            .collect();
+        self.metrics.devices_unconfirmed.set(unheard.len() as i64);
+        let mut notified = 0usize;
+        for (id, gone) in &unheard {
+            if !gone || self.parent_down_of(id).is_some() {
+                continue;
+            }
+            let Some(device) = self.devices.get_mut(id) else { continue };
+            let (before, durable) = (device.state, device.durable());
+            let outcome = device.not_seen(now);
+            notified += 1;
+            tracing::warn!(device = %id, topic = %device.topic, "device not seen since the broker restarted: its retained status is gone and it said nothing since");
+            self.follow(id, before, durable, outcome, false, now);
+        }
+        tracing::info!(
+            devices = self.devices.len(),
+            unconfirmed = unheard.len(),
+            not_seen = notified,
+            "connection confirmed: devices not heard since the connect are unconfirmed"
+        );
+    }
+}
