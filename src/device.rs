@@ -41,6 +41,9 @@ pub use moment::{Mono, Stamp, Wall};
 /// other sequence but the current birth's is an earlier session's.
 pub const MISSED_SESSIONS: i64 = 8;
 
+/// The bit of `Device::heard` that says a message was fresh.
+const FRESH: u32 = 1 << 31;
+
 /// How often, at most, an unrecognised payload is logged per device.
 pub const UNRECOGNISED_WARNING_EVERY: Duration = Duration::from_secs(60);
 
@@ -134,9 +137,12 @@ pub struct Device {
     /// What few devices need, boxed so the others carry one pointer.
     rare: Option<Box<Rare>>,
     /// The monitor's count of broker connections when a message on the
-    /// status topic last arrived: tells whose retained state the replay
-    /// after a connect has not delivered.
-    pub heard_in: u32,
+    /// status topic last arrived (tells whose retained state the replay
+    /// after a connect has not delivered), in the low 31 bits; the top bit
+    /// says a message of that connection was not a retained one (published
+    /// or queued for us since, not read from the broker's store). One word,
+    /// so a device stays at 160 bytes.
+    heard: u32,
     /// What a restart remembers changed since the monitor last saved it.
     pub dirty: bool,
 }
@@ -200,7 +206,7 @@ impl Device {
             silent_at: None,
             silenced: false,
             rare: None,
-            heard_in: 0,
+            heard: 0,
             dirty: false,
         }
     }
@@ -369,6 +375,28 @@ impl Device {
     /// silence was ours, not the device's).
     pub fn forgive_silence(&mut self, now: Now) -> Outcome {
         if self.silent_at.is_some() { self.quiet_or_heartbeat(now) } else { Outcome::Quiet }
+    }
+
+    /// A message on its topics arrived in connection `connects`; `fresh`
+    /// when it was not read from the broker's retained store.
+    pub fn heard(&mut self, connects: u32, fresh: bool) {
+        if !self.heard_in(connects) {
+            self.heard = connects & !FRESH;
+        }
+        if fresh {
+            self.heard |= FRESH;
+        }
+    }
+
+    /// Whether a message on its topics arrived in connection `connects`.
+    pub fn heard_in(&self, connects: u32) -> bool {
+        self.heard & !FRESH == connects & !FRESH
+    }
+
+    /// Heard from in connection `connects` (by a fresh message, when the
+    /// broker's store may be older than the devices).
+    pub fn confirmed(&self, connects: u32, fresh_only: bool) -> bool {
+        self.heard_in(connects) && (self.heard & FRESH != 0 || !fresh_only)
     }
 
     /// Whether an `offline` was notified and no `online` resolved it yet.

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use support::daemon::message;
 use support::proxy::Proxy;
 use support::{
-    Broker, BrokerOptions, Daemon, SENTINEL, SOON, SimDevice, config, eventually, publish, sync_with_sentinel,
+    Broker, BrokerOptions, Daemon, LiveDevice, SENTINEL, SOON, SimDevice, config, eventually, publish,
+    sync_with_sentinel,
 };
 
 const PUMP: &str = "[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n";
@@ -203,7 +204,9 @@ async fn a_broker_down_past_its_alert_time_fires_broker_down_and_no_device_alert
         .replace("settle = \"0s\"\n", "settle = \"0s\"\nbroker_alert_after = \"1s\"\nactions = [\"log\"]\n");
     let daemon = Daemon::start(&text);
     daemon.wait_connected().await;
-    publish(broker.port, "plant/pump-7/status", "online", true).await;
+    // A device as firmware is: it says it is there again after the restart.
+    let _pump = LiveDevice::start(broker.port, "pump-7", "plant/pump-7/status");
+    daemon.wait_state("pump-7", "online").await;
     broker.stop();
     let down = daemon.wait_log("broker_down", SOON, |l| l["action"] == "log" && l["event"] == "broker_down").await;
     assert_eq!(down["level"], "ERROR");

@@ -61,7 +61,7 @@ async fn sighup_with_a_broken_file_keeps_the_old_config() {
         .wait_log("the reload error", SOON, |l| l["level"] == "ERROR" && message(l).starts_with("reload failed"))
         .await;
     let text = message(&error);
-    assert!(text.contains("willwatch.toml:18:1: unknown field `actoins`"), "{text}");
+    assert!(text.contains("willwatch.toml:19:1: unknown field `actoins`"), "{text}");
 
     publish(broker.port, "plant/a/status", "offline", false).await;
     daemon.wait_event("a", "offline", 1).await;

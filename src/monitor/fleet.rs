@@ -182,7 +182,7 @@ struct Link {
     up_since: Instant,
     /// Offlines are held until then after a (re)connect.
     settle_until: Instant,
-    /// Connections so far; a device heard in this one has `heard_in` equal.
+    /// Connections so far; a device heard in this one says so (`Device::heard_in`).
     connects: u32,
     /// When to look for known devices the replay did not deliver.
     replay_check_at: Option<Instant>,
@@ -193,6 +193,11 @@ struct Link {
     confirm_until: Instant,
     /// When to look for devices not heard since the connect.
     confirm_check_at: Option<Instant>,
+    /// The broker restarted and kept its store: what it replays may be
+    /// older than the devices, and only a fresh message confirms one.
+    fresh_only: bool,
+    /// The broker is known to have restarted before this connection.
+    restarted: bool,
 }
 
 pub struct Fleet {
@@ -245,6 +250,8 @@ impl Fleet {
             probed: false,
             confirm_until: now.mono,
             confirm_check_at: None,
+            fresh_only: false,
+            restarted: false,
         };
         let mut fleet = Fleet {
             config,
@@ -397,7 +404,7 @@ impl Fleet {
         let parent_down = self.parent_down_of(id).map(str::to_string);
         let stored_hold = self.stored_hold(now.mono);
         let Some(device) = self.devices.get_mut(id) else { return };
-        device.heard_in = self.link.connects;
+        device.heard(self.link.connects, source != Source::Stored);
         let before = device.state;
         let durable = device.durable();
         let late = source == Source::Queued;
@@ -432,6 +439,9 @@ impl Fleet {
             }
             _ => {}
         }
+        if source == Source::Queued && before != State::Offline && matches!(outcome, Outcome::Wait(_)) {
+            self.confirm.late.insert(id.into());
+        }
         let awaits_probe = source == Source::Live
             && parent_down.is_none()
             && before != State::Offline
@@ -448,6 +458,7 @@ impl Fleet {
             tracing::debug!(device = %id, "heartbeat from a device not seen on its status topic yet");
             return;
         };
+        device.heard(self.link.connects, true);
         let (before, durable) = (device.state, device.durable());
         let outcome = device.on_heartbeat(now);
         self.follow(id, before, durable, outcome, false, now);
@@ -483,6 +494,7 @@ impl Fleet {
         }
         match outcome {
             Outcome::Fire(t) => {
+                let late = late || (t.kind == EventKind::Offline && self.confirm.late.contains(id));
                 let event = self.event(device, &t, late, now);
                 let record = (device.id.to_string(), device.saved());
                 self.metrics.transitions.get_or_create(&EventLabel { event: t.kind.as_str() }).inc();
@@ -743,7 +755,17 @@ impl Fleet {
         }
     }
 
-    pub fn on_connected(&mut self, now: Now) {
+    /// A CONNACK. `session_present`: the broker still had our session;
+    /// `restarted`: the session saw the broker restart (it refused a
+    /// connection meanwhile).
+    pub fn on_connected(&mut self, now: Now, session_present: bool, restarted: bool) {
+        let lost_session = self.config.broker.persistent_session && !session_present && self.link.connects > 0;
+        let restarted = restarted || lost_session || self.has_suspects();
+        self.link.restarted = false;
+        self.link.fresh_only = false;
+        if restarted {
+            self.broker_restarted(session_present);
+        }
         let link = &mut self.link;
         link.connected = true;
         link.connects = link.connects.wrapping_add(1);
@@ -832,7 +854,7 @@ impl Fleet {
     /// death before it was.
     fn reread_unheard(&mut self, now: Now) {
         let connects = self.link.connects;
-        let missed = |d: &Device| d.heard_in != connects || (d.rules.sparkplug.is_some() && d.state != State::Online);
+        let missed = |d: &Device| !d.heard_in(connects) || (d.rules.sparkplug.is_some() && d.state != State::Online);
         let unheard: Vec<CompactString> = self.devices.iter().filter(|d| missed(d)).map(|d| d.id.clone()).collect();
         if !unheard.is_empty() {
             tracing::info!(
@@ -1026,7 +1048,7 @@ impl Fleet {
             notified: d.notified(),
             // Held for the parent, not waiting out a grace period.
             grace_left: d.grace_until().filter(|_| parent.is_none()).map(|due| due.saturating_duration_since(now)),
-            confirmed: d.heard_in == self.link.connects,
+            confirmed: d.confirmed(self.link.connects, self.link.fresh_only),
         }
     }
 }

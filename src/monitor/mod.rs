@@ -159,9 +159,10 @@ impl Monitor {
                         (Inbound::Message { topic, payload, retained: true }, _) => self.fleet.on_message(&topic, &payload, now),
                         (Inbound::Message { topic, payload, retained: false }, _) => self.fleet.on_live_message(&topic, &payload, now),
                         (Inbound::Probed(n), _) => self.fleet.on_probed(n, now),
-                        (Inbound::Connected { .. }, c) => {
+                        (Inbound::Restarted { session_present }, _) => self.fleet.broker_restarted(session_present),
+                        (Inbound::Connected { session_present, restarted }, c) => {
                             c.map(Cluster::on_connected);
-                            self.fleet.on_connected(now);
+                            self.fleet.on_connected(now, session_present, restarted);
                         }
                         (Inbound::Subscribed, c) => {
                             c.map(Cluster::on_subscribed);

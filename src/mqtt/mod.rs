@@ -69,12 +69,21 @@ pub fn probe_topic(client_id: &str) -> String {
     format!("willwatch/probe/{level}")
 }
 
+/// Where mosquitto (and brokers like it) publish how long they have run.
+const UPTIME_TOPIC: &str = "$SYS/broker/uptime";
+
 /// What the session tells whoever watches the devices (the monitor).
 #[derive(Debug)]
 pub enum Inbound {
     /// A CONNACK: the retained states are about to replay. Whether the
-    /// broker still had our session (what it queued for us comes now).
+    /// broker still had our session (what it queued for us comes now), and
+    /// whether it restarted since the last connection (it refused one).
     Connected {
+        session_present: bool,
+        restarted: bool,
+    },
+    /// The broker's uptime says it started after our last connection.
+    Restarted {
         session_present: bool,
     },
     /// Probe `n` of this connection came back (0: the one sent at the
@@ -166,6 +175,11 @@ impl Session {
         // STATE carries it in both its birth and its will).
         let mut stamp = crate::sparkplug::timestamp_ms(SystemTime::now());
         let (client, mut eventloop) = AsyncClient::new(options(&self.broker, &self.presence, stamp), REQUEST_CAPACITY);
+        // A probe goes out right behind the acknowledgement of the will it
+        // confirms: Nagle would hold it for the broker's delayed ACK (40 ms).
+        let mut network = eventloop.network_options();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         self.client.send_replace(Some(client.clone()));
         let mut subscriptions = Subscriptions::default();
         let mut rebirths = Rebirths::default();
@@ -186,6 +200,16 @@ impl Session {
         let probe_topic = probe_topic(&self.broker.client_id);
         let run = crate::event::new_id();
         let mut connection = 0u64;
+        // Signs of a broker restart between two connections: a refused
+        // connection (nothing listened), or its uptime, read once a connect.
+        let mut refused = false;
+        let mut previous_connack: Option<Instant> = None;
+        let mut uptime_read = false;
+        // The uptime is asked for after the watched topics, alone: some
+        // brokers (rumqttd) close the connection on a `$SYS` filter, and
+        // then it is not asked for again.
+        let mut uptime = Uptime::default();
+        let mut session_present = false;
         // Between a CONNACK and the last SUBACK of its subscriptions.
         let mut settling = false;
         loop {
@@ -227,8 +251,12 @@ impl Session {
                 polled = eventloop.poll() => match polled {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         connected = true;
+                        previous_connack = (connection > 0).then_some(connected_at);
                         connected_at = Instant::now();
                         connection += 1;
+                        uptime_read = false;
+                        session_present = ack.session_present;
+                        let restarted = std::mem::take(&mut refused) && connection > 1;
                         let attempts = backoff.attempts();
                         self.set_link(true);
                         tracing::info!(broker = %self.broker.url, client_id = %self.broker.client_id,
@@ -244,15 +272,17 @@ impl Session {
                                 "the broker did not keep our session: what it would have queued for us while we were away is lost; every device is read again and confirmed");
                         }
                         // Before subscribing: the settle window must cover the replay.
-                        self.tell(Inbound::Connected { session_present: ack.session_present }).await;
+                        self.tell(Inbound::Connected { session_present: ack.session_present, restarted }).await;
                         self.announce(&client, true, stamp);
                         subscriptions.reset();
-                        // The probe's subscription first, then probe 0: it
-                        // comes back behind whatever the broker queued for us.
-                        subscriptions.subscribe(vec![probe_topic.clone()]);
+                        // The probe's subscription in the first batch, then
+                        // probe 0: it comes back behind whatever the broker
+                        // queued for us.
+                        let mut filters = vec![probe_topic.clone()];
+                        filters.extend(subscribed.iter().cloned());
+                        subscriptions.subscribe(filters);
                         subscriptions.step(&client);
                         probe(&client, &probe_topic, &run, connection, 0);
-                        subscriptions.subscribe(subscribed.iter().cloned().collect());
                         settling = !self.report_subscribed(&subscriptions, subscribed.len()).await;
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.payload.len() > MAX_PAYLOAD => {
@@ -275,15 +305,32 @@ impl Session {
                             self.tell(Inbound::Probed(n)).await;
                         }
                     }
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == UPTIME_TOPIC => {
+                        if !std::mem::replace(&mut uptime_read, true)
+                            && started_since(&p.payload, previous_connack)
+                        {
+                            tracing::info!(broker = %self.broker.url, uptime = %String::from_utf8_lossy(&p.payload),
+                                "the broker started after our last connection");
+                            self.tell(Inbound::Restarted { session_present }).await;
+                        }
+                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         self.tell(Inbound::Message { topic: p.topic, payload: p.payload, retained: p.retain }).await;
                     }
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
                         for topic in subscriptions.acknowledged(ack.pkid, &ack.return_codes, Instant::now()) {
+                            if topic == UPTIME_TOPIC {
+                                // Its ACL: restarts are known by other signs.
+                                tracing::debug!(topic = %topic, "the broker does not let us read its uptime");
+                                continue;
+                            }
                             tracing::error!(topic = %topic, "the broker refused the subscription; this topic is not watched (check the broker's ACL)");
                         }
                         if settling {
                             settling = !self.report_subscribed(&subscriptions, subscribed.len()).await;
+                            if !settling {
+                                uptime.ask(&mut subscriptions);
+                            }
                         }
                     }
                     Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => subscriptions.sent(pkid),
@@ -304,8 +351,10 @@ impl Session {
                                 tracing::error!(broker = %self.broker.url, client_id = %self.broker.client_id, times = died_young,
                                     "the broker keeps closing the connection right after accepting it: another client may be using our client id, or the broker refuses a packet of ours; backing off");
                             }
+                            uptime.lost();
                             self.tell(Inbound::Disconnected).await;
                         }
+                        refused |= matches!(&e, ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused);
                         subscriptions.reset();
                         stamp = crate::sparkplug::timestamp_ms(SystemTime::now());
                         eventloop.mqtt_options.set_last_will(will(&self.presence, stamp));
@@ -463,6 +512,46 @@ fn probe_number(payload: &[u8], run: &str, connection: u64) -> Option<u64> {
     let (rest, n) = text.rsplit_once(':')?;
     let (from, on) = rest.rsplit_once(':')?;
     (from == run && on.parse::<u64>().ok()? == connection).then(|| n.parse().ok()).flatten()
+}
+
+/// Asking the broker for its uptime (`$SYS/broker/uptime`, mosquitto's).
+#[derive(Default)]
+struct Uptime {
+    /// When it was asked for on this connection.
+    asked: Option<Instant>,
+    /// The broker closed the connection right after we asked: never again.
+    refused: bool,
+}
+
+impl Uptime {
+    fn ask(&mut self, subscriptions: &mut Subscriptions) {
+        if self.refused || self.asked.is_some() {
+            return;
+        }
+        subscriptions.subscribe(vec![UPTIME_TOPIC.to_string()]);
+        self.asked = Some(Instant::now());
+    }
+
+    /// The connection went: if right after we asked, the broker refuses
+    /// `$SYS` filters that way.
+    fn lost(&mut self) {
+        if self.asked.take().is_some_and(|at| at.elapsed() < CLASH) {
+            self.refused = true;
+            tracing::info!(
+                topic = UPTIME_TOPIC,
+                "the broker closed the connection when asked for its uptime; it is not asked again (its restarts are known by other signs)"
+            );
+        }
+    }
+}
+
+/// Whether an uptime payload (mosquitto's `123 seconds`) says the broker
+/// started after `previous` (our last connection's CONNACK), with a second
+/// of slack for its whole seconds.
+fn started_since(payload: &[u8], previous: Option<Instant>) -> bool {
+    let Some(previous) = previous else { return false };
+    let seconds = std::str::from_utf8(payload).ok().and_then(|t| t.split_whitespace().next()?.parse::<u64>().ok());
+    seconds.is_some_and(|s| Duration::from_secs(s + 1) < previous.elapsed())
 }
 
 /// Sleeps until `at`, or for ever without one.

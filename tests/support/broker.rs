@@ -92,6 +92,27 @@ impl Broker {
         }
     }
 
+    /// Stops the broker with `signal` (`TERM`, as `systemctl restart`
+    /// sends it: mosquitto publishes every client's will and saves its
+    /// store; `KILL`, as a crash) and waits until it is gone.
+    pub fn stop_with(&mut self, signal: &str) {
+        if let Some(mut child) = self.mosquitto.take() {
+            let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+            assert!(status.is_ok_and(|s| s.success()), "kill -{signal} mosquitto");
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts mosquitto again (after `stop` or `stop_with`) on the same
+    /// port with the same settings.
+    pub fn start_again(&mut self) {
+        let bin = mosquitto_path().expect("restart needs mosquitto");
+        self.mosquitto = Some(
+            spawn_mosquitto(&bin, self.dir.path(), self.port, &self.options).expect("mosquitto restarts on its port"),
+        );
+        assert!(wait_for_port(self.port, self.mosquitto.as_mut()), "mosquitto did not come back on {}", self.port);
+    }
+
     /// Starts mosquitto again on the same port with the same settings.
     pub fn restart(&mut self) {
         self.stop();

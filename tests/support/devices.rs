@@ -72,6 +72,55 @@ impl SimDevice {
     }
 }
 
+/// A device as firmware is: a retained will, and after every connect
+/// (the broker restarted, the network came back) its retained birth again.
+/// Dropping it (or `kill`) cuts its connection as a power loss does.
+pub struct LiveDevice {
+    task: JoinHandle<()>,
+    /// Connections acknowledged so far.
+    pub connects: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LiveDevice {
+    /// Starts connecting (retrying every 200 ms while the broker is away);
+    /// returns at once.
+    pub fn start(port: u16, client_id: &str, topic: &str) -> LiveDevice {
+        let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(30));
+        options.set_last_will(LastWill::new(topic, b"offline".to_vec(), QoS::AtLeastOnce, true));
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        let connects = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&connects);
+        let topic = topic.to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = client.try_publish(&topic, QoS::AtLeastOnce, true, b"online".to_vec());
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        LiveDevice { task, connects }
+    }
+
+    pub fn connects(&self) -> usize {
+        self.connects.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Cuts the connection without DISCONNECT: the broker sends the will.
+    pub fn kill(self) {}
+}
+
+impl Drop for LiveDevice {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Publishes one message with a fresh client and waits for its PUBACK.
 pub async fn publish(port: u16, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
     publish_many(port, &[(topic, payload.into())], retain).await;

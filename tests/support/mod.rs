@@ -15,7 +15,7 @@ pub mod wait;
 
 pub use broker::{Broker, BrokerOptions};
 pub use daemon::Daemon;
-pub use devices::{SimDevice, publish, publish_many, retained, wait_retained};
+pub use devices::{LiveDevice, SimDevice, publish, publish_many, retained, wait_retained};
 pub use receiver::{Behaviour, Receiver};
 pub use wait::{eventually, observe};
 
@@ -24,7 +24,7 @@ pub use wait::{eventually, observe};
 /// free port, followed by `rest` (devices, actions, defaults).
 pub fn config(broker: &Broker, rest: &str) -> String {
     format!(
-        "state_dir = \"state\"\n\n[broker]\nurl = \"{}\"\nclient_id = \"willwatch-test-{}\"\nkeep_alive = \"5s\"\nsettle = \"0s\"\n\n\
+        "state_dir = \"state\"\n\n[broker]\nurl = \"{}\"\nclient_id = \"willwatch-test-{}\"\nkeep_alive = \"5s\"\nsettle = \"0s\"\nconfirm_within = \"2s\"\n\n\
          [presence]\ntopic = \"willwatch/test/status\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n{rest}",
         broker.url(),
         broker.port

@@ -23,7 +23,8 @@
 //!   seen since the broker restarted (a broker that lost its store cannot
 //!   tell us of the deaths it lost).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
@@ -65,6 +66,9 @@ pub struct Confirm {
     /// What the broker queued for us, latest per status topic, until the
     /// replay check.
     queued: HashMap<String, Vec<u8>>,
+    /// Devices whose waiting offline was queued for us while we were
+    /// away: it fires flagged `seen_late`.
+    pub(super) late: HashSet<CompactString>,
     overdue: Throttle,
 }
 
@@ -76,6 +80,7 @@ impl Default for Confirm {
             awaiting: Vec::new(),
             suspects: Vec::new(),
             queued: HashMap::new(),
+            late: HashSet::new(),
             overdue: Throttle::new(OVERDUE_LOG_EVERY),
         }
     }
@@ -190,6 +195,25 @@ impl Fleet {
         confirm.queued.clear();
     }
 
+    /// Whether offlines wait from a link that went before their probe came
+    /// back: the signature of a broker shutting down.
+    pub(super) fn has_suspects(&self) -> bool {
+        !self.confirm.suspects.is_empty()
+    }
+
+    /// The broker restarted (it refused a connection while we were away,
+    /// its uptime says so, it lost our session, or it published wills as it
+    /// went). With our session it kept its store too, which may be older
+    /// than the devices: only a fresh message confirms one. Without, its
+    /// store holds only what was published since.
+    pub fn broker_restarted(&mut self, session_present: bool) {
+        if !std::mem::replace(&mut self.link.restarted, true) {
+            tracing::info!(session_present, within = ?self.config.broker.confirm_within,
+                "the broker restarted: every device must say it is there within confirm_within");
+        }
+        self.link.fresh_only = session_present;
+    }
+
     /// A new connection: suspects wait as stored offlines do.
     pub(super) fn hold_suspects(&mut self) {
         let until = self.link.confirm_until;
@@ -214,14 +238,16 @@ impl Fleet {
         let queued = std::mem::take(&mut self.confirm.queued);
         let mut applied = 0usize;
         for (topic, payload) in queued {
-            let told = self
-                .config
-                .resolve(&topic)
-                .and_then(|(id, _)| self.devices.get(&id))
-                .is_some_and(|d| d.heard_in == connects);
-            if !told {
-                applied += 1;
-                self.status_message(&topic, &payload, Source::Queued, now);
+            let config = Arc::clone(&self.config);
+            let told =
+                config.resolve(&topic).and_then(|(id, _)| self.devices.get_mut(&id)).filter(|d| d.heard_in(connects));
+            match told {
+                // The device spoke since the store was written: fresh.
+                Some(device) => device.heard(connects, true),
+                None => {
+                    applied += 1;
+                    self.status_message(&topic, &payload, Source::Queued, now);
+                }
             }
         }
         if applied > 0 {
@@ -244,14 +270,16 @@ impl Fleet {
     /// unconfirmed; those known online that keep a retained status are
     /// notified as not seen since the broker restarted.
     pub(super) fn confirm_check(&mut self, now: Now) {
-        let connects = self.link.connects;
+        let (connects, fresh_only) = (self.link.connects, self.link.fresh_only);
         let unheard: Vec<(CompactString, bool)> = self
             .devices
             .iter()
-            .filter(|d| d.heard_in != connects && d.rules.sparkplug.is_none())
+            .filter(|d| !d.confirmed(connects, fresh_only) && d.rules.sparkplug.is_none())
             .map(|d| (d.id.clone(), d.rules.retained && d.state == State::Online))
             .collect();
         self.metrics.devices_unconfirmed.set(unheard.len() as i64);
+        // What was queued and waited has fired or came back by now.
+        self.confirm.late.clear();
         let mut notified = 0usize;
         for (id, gone) in &unheard {
             if !gone || self.parent_down_of(id).is_some() {

@@ -78,7 +78,7 @@ impl Fleet {
             }
             Verb::NData | Verb::DData => {
                 if let Some(device) = self.devices.get_mut(&id) {
-                    device.heard_in = self.link.connects;
+                    device.heard(self.link.connects, true);
                 }
                 self.on_heartbeat(&id, now);
                 if !self.is_online(&id) || !self.is_online(&node) {

@@ -98,7 +98,7 @@ fn alternating(sent: &[Effect]) -> Result<HashMap<String, &'static str>, TestCas
 
 /// Connects as the session does, the connect's probe back at once.
 fn connect(f: &mut Fleet, now: Now) {
-    f.on_connected(now);
+    f.on_connected(now, true, false);
     f.on_probed(0, now);
 }
 
@@ -636,12 +636,12 @@ fn what_the_broker_queued_counts_only_where_the_replay_is_silent_and_its_offline
     let clock = Clock::new();
     let mut f = fleet(DEVICES, &clock);
     for d in ["a", "b", "c"] {
-        f.on_connected(clock.at_ms(0));
+        f.on_connected(clock.at_ms(0), true, false);
         f.on_message(&format!("plant/{d}/status"), b"online", clock.at_ms(1));
     }
     f.on_disconnected(clock.at_ms(5));
     drain(&mut f);
-    f.on_connected(clock.at_ms(10_000));
+    f.on_connected(clock.at_ms(10_000), true, false);
     // The session's queue first: an old offline of `a` (its retained state
     // says online: a replay from a store that went back in time), and
     // `b`'s will (not retained: nothing in the replay for it).

@@ -1,0 +1,240 @@
+//! The broker's own lifecycle pages nobody: restarts of a real mosquitto,
+//! graceful (SIGTERM, as `systemctl restart` sends it: every client's will
+//! is published as it goes) and hard (SIGKILL), with persistence on and
+//! off, while 200 devices that reconnect by themselves are connected.
+//! Devices that come back fire nothing; devices that die while the broker
+//! is down are notified, exactly those, once each. A seeded fault test
+//! restarts the broker at random moments while devices die and come back,
+//! and checks the notifications against what really happened: none for an
+//! outage that did not happen (no more offlines than deaths), offline and
+//! online alternating, and each device's last one its true state.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use support::daemon::message;
+use support::{Broker, BrokerOptions, Daemon, LiveDevice, SENTINEL, config, eventually, sync_with_sentinel};
+
+const FLEET: &str = "[[device]]\ntopic = \"fleet/{id}/status\"\n";
+
+fn daemon_config(broker: &Broker) -> String {
+    config(broker, &format!("{FLEET}\n{SENTINEL}")).replace("confirm_within = \"2s\"", "confirm_within = \"5s\"")
+}
+
+fn connects(daemon: &Daemon) -> usize {
+    daemon.logs(|l| message(l) == "connected to broker").len()
+}
+
+/// The `connections`th connection is made and its confirmation over: what
+/// the restart before it left is decided.
+async fn wait_confirmed(daemon: &Daemon, connections: usize) {
+    eventually("the last connection to be confirmed", Duration::from_secs(40), || {
+        let lines = daemon.logs(|l| {
+            message(l) == "connected to broker"
+                || message(l) == "connection confirmed: devices not heard since the connect are unconfirmed"
+        });
+        let made = lines.iter().filter(|l| message(l) == "connected to broker").count();
+        (made >= connections && lines.last().is_some_and(|l| message(l) != "connected to broker")).then_some(())
+    })
+    .await;
+}
+
+fn notified(daemon: &Daemon, event: &str) -> Vec<String> {
+    let mut devices: Vec<String> = daemon
+        .logs(|l| l["action"] == "log" && l["event"] == event)
+        .iter()
+        .filter_map(|l| l["device"].as_str().map(String::from))
+        .filter(|d| d != "sentinel")
+        .collect();
+    devices.sort();
+    devices
+}
+
+/// Starts `n` devices and waits until the daemon knows every one online.
+async fn fleet_online(broker: &Broker, daemon: &Daemon, n: usize) -> Vec<LiveDevice> {
+    let devices: Vec<LiveDevice> =
+        (0..n).map(|i| LiveDevice::start(broker.port, &format!("d{i:03}"), &format!("fleet/d{i:03}/status"))).collect();
+    eventually("every device online", Duration::from_secs(30), || {
+        let online = daemon.logs(|l| message(l) == "device state" && l["state"] == "online").len();
+        (online >= n).then_some(())
+    })
+    .await;
+    devices
+}
+
+/// Restarts the broker with `signal` while 200 devices are connected;
+/// `dying` of them lose power while it is down: those, and only those,
+/// are notified, once each.
+async fn restart_with(signal: &str, persistence: bool, dying: usize) {
+    let Some(mut broker) = Broker::mosquitto(BrokerOptions { persistence, ..Default::default() }) else { return };
+    let daemon = Daemon::start(&daemon_config(&broker));
+    daemon.wait_connected().await;
+    let mut devices = fleet_online(&broker, &daemon, 200).await;
+    wait_confirmed(&daemon, 1).await;
+
+    broker.stop_with(signal);
+    let dead: BTreeSet<String> = (0..dying).map(|i| format!("d{:03}", i * 10)).collect();
+    for i in (0..dying).rev() {
+        devices.remove(i * 10).kill();
+    }
+    broker.start_again();
+    eventually("the daemon to reconnect", Duration::from_secs(30), || (connects(&daemon) >= 2).then_some(())).await;
+    wait_confirmed(&daemon, 2).await;
+    eventually("the dead to be notified", Duration::from_secs(10), || {
+        (notified(&daemon, "offline").len() >= dying).then_some(())
+    })
+    .await;
+    // Everything decided before the sentinel is logged before it.
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    let offline = notified(&daemon, "offline");
+    assert_eq!(
+        offline,
+        dead.iter().cloned().collect::<Vec<_>>(),
+        "{signal}, persistence {persistence}: exactly the dead, once each\n{}",
+        daemon.dump()
+    );
+    assert!(notified(&daemon, "online").is_empty(), "no recovery of what never went: {}", daemon.dump());
+    assert!(devices.iter().all(|d| d.connects() >= 2), "the others came back by themselves");
+}
+
+#[tokio::test]
+async fn a_graceful_broker_restart_without_persistence_pages_nobody() {
+    restart_with("TERM", false, 0).await;
+}
+
+#[tokio::test]
+async fn a_graceful_broker_restart_with_persistence_pages_nobody() {
+    restart_with("TERM", true, 0).await;
+}
+
+#[tokio::test]
+async fn a_hard_broker_restart_without_persistence_pages_nobody() {
+    restart_with("KILL", false, 0).await;
+}
+
+#[tokio::test]
+async fn a_hard_broker_restart_with_persistence_pages_nobody() {
+    restart_with("KILL", true, 0).await;
+}
+
+#[tokio::test]
+async fn devices_dying_during_a_graceful_restart_without_persistence_are_notified_once_each() {
+    restart_with("TERM", false, 20).await;
+}
+
+#[tokio::test]
+async fn devices_dying_during_a_graceful_restart_with_persistence_are_notified_once_each() {
+    restart_with("TERM", true, 20).await;
+}
+
+#[tokio::test]
+async fn devices_dying_during_a_hard_restart_without_persistence_are_notified_once_each() {
+    restart_with("KILL", false, 20).await;
+}
+
+#[tokio::test]
+async fn devices_dying_during_a_hard_restart_with_persistence_are_notified_once_each() {
+    restart_with("KILL", true, 20).await;
+}
+
+/// A device's true life, as the fault test drives it.
+struct Truth {
+    devices: BTreeMap<String, Option<LiveDevice>>,
+    deaths: HashMap<String, usize>,
+}
+
+impl Truth {
+    fn toggle(&mut self, id: &str, port: u16) {
+        let slot = self.devices.get_mut(id).expect("a known device");
+        match slot.take() {
+            Some(device) => {
+                device.kill();
+                *self.deaths.entry(id.to_string()).or_default() += 1;
+            }
+            None => *slot = Some(LiveDevice::start(port, id, &format!("fleet/{id}/status"))),
+        }
+    }
+}
+
+#[tokio::test]
+async fn random_broker_restarts_while_devices_die_and_return_notify_no_outage_that_did_not_happen() {
+    let setting = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let restarts = setting("WILLWATCH_FAULT_RESTARTS", 4);
+    let seed: u64 =
+        std::env::var("WILLWATCH_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("broker fault test seed: {seed} (WILLWATCH_FAULT_SEED={seed} repeats it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let persistence = rng.random_bool(0.5);
+    let context = format!("seed {seed}, persistence {persistence}");
+    let Some(mut broker) = Broker::mosquitto(BrokerOptions { persistence, ..Default::default() }) else { return };
+    let daemon = Daemon::start(&daemon_config(&broker));
+    daemon.wait_connected().await;
+    let ids: Vec<String> = (0..20).map(|i| format!("d{i:03}")).collect();
+    let devices = fleet_online(&broker, &daemon, ids.len()).await;
+    let mut truth =
+        Truth { devices: ids.iter().cloned().zip(devices.into_iter().map(Some)).collect(), deaths: HashMap::new() };
+    wait_confirmed(&daemon, 1).await;
+
+    for _ in 0..restarts {
+        // Devices die and come back at random while the broker is up...
+        let until = tokio::time::Instant::now() + Duration::from_millis(rng.random_range(500..3000));
+        while tokio::time::Instant::now() < until {
+            let id = &ids[rng.random_range(0..ids.len())];
+            truth.toggle(id, broker.port);
+            tokio::time::sleep(Duration::from_millis(rng.random_range(50..300))).await;
+        }
+        // ...and while it is down.
+        let signal = if rng.random_bool(0.5) { "TERM" } else { "KILL" };
+        eprintln!("{context}: broker {signal}");
+        broker.stop_with(signal);
+        for _ in 0..rng.random_range(0..3) {
+            let id = &ids[rng.random_range(0..ids.len())];
+            truth.toggle(id, broker.port);
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..800))).await;
+        broker.start_again();
+    }
+    eventually("the last reconnect", Duration::from_secs(30), || (connects(&daemon) > restarts).then_some(())).await;
+    let connections = connects(&daemon);
+    wait_confirmed(&daemon, connections).await;
+    let last: BTreeMap<String, bool> = truth.devices.iter().map(|(id, d)| (id.clone(), d.is_some())).collect();
+    eventually("every device's last notification to match its state", Duration::from_secs(30), || {
+        let mut now: HashMap<String, String> = HashMap::new();
+        for l in daemon.logs(|l| l["action"] == "log" && (l["event"] == "offline" || l["event"] == "online")) {
+            now.insert(l["device"].as_str()?.to_string(), l["event"].as_str()?.to_string());
+        }
+        last.iter()
+            .all(|(id, up)| now.get(id).map_or("online", String::as_str) == if *up { "online" } else { "offline" })
+            .then_some(())
+    })
+    .await;
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    let mut kinds: HashMap<String, Vec<String>> = HashMap::new();
+    for l in daemon.logs(|l| l["action"] == "log" && (l["event"] == "offline" || l["event"] == "online")) {
+        let device = l["device"].as_str().unwrap_or_default().to_string();
+        kinds.entry(device).or_default().push(l["event"].as_str().unwrap_or_default().to_string());
+    }
+    for (device, seen) in &kinds {
+        if device == "sentinel" {
+            continue;
+        }
+        for (i, kind) in seen.iter().enumerate() {
+            assert_eq!(kind, if i % 2 == 0 { "offline" } else { "online" }, "{context}: {device} notified {seen:?}");
+        }
+        let offlines = seen.iter().filter(|k| *k == "offline").count();
+        let deaths = truth.deaths.get(device).copied().unwrap_or(0);
+        assert!(offlines <= deaths, "{context}: {device} notified {offlines} outages for {deaths} deaths: {seen:?}");
+    }
+    eprintln!(
+        "{context}: {restarts} broker restarts over {connections} connections, {} deaths, {} outages notified, none false",
+        truth.deaths.values().sum::<usize>(),
+        kinds
+            .iter()
+            .filter(|(d, _)| *d != "sentinel")
+            .map(|(_, k)| k.iter().filter(|k| *k == "offline").count())
+            .sum::<usize>()
+    );
+}
