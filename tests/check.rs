@@ -313,9 +313,12 @@ fn a_pattern_that_catches_other_software_is_warned_about_and_ids_may_be_template
     let (ok, _, stderr) = check(&format!("{BROKER}[[device]]\ntopic = \"{{id}}/status\"\n"));
     assert!(ok, "{stderr}");
     assert!(
-        stderr.contains("w.toml:4:9: warning: `{id}/status` starts with a level that matches anything"),
+        stderr.contains("w.toml:4:9: warning: `{id}/status` starts with a level that matches anything: it also catches other software's topics (e.g. octoprint/status)"),
         "{stderr}"
     );
+    // A preset's own topic is its ecosystem's convention: Shelly's `{id}/online`.
+    let (ok, _, stderr) = check(&format!("{BROKER}[[device]]\npreset = \"shelly\"\n"));
+    assert!(ok && !stderr.contains("warning"), "{stderr}");
     let (ok, _, stderr) = check(&format!(
         "{BROKER}[[device]]\ntopic = \"{{id}}/status\"\nid = \"esp-{{id}}\"\nexclude = [\"homeassistant/status\", \"octoprint/+\"]\n"
     ));
@@ -332,6 +335,17 @@ fn a_pattern_that_catches_other_software_is_warned_about_and_ids_may_be_template
         &format!("{BROKER}[[device]]\nid = \"a\"\ntopic = \"tele/a/LWT\"\nexclude = [\"tele/b/LWT\"]\n"),
         "`exclude` narrows a pattern; this device has an exact topic",
     );
+}
+
+#[test]
+fn a_status_that_is_not_retained_is_said_to_be_unconfirmed_after_a_restart() {
+    let (ok, _, stderr) = check(&format!("{BROKER}[[device]]\npreset = \"homeassistant\"\n"));
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("w.toml:4:10: warning: homeassistant's status is not retained: after a restart of willwatch or of the broker it cannot be read back"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("queue_qos0_messages true"), "{stderr}");
 }
 
 #[test]

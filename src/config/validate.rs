@@ -77,7 +77,8 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
         .iter()
         .map(|w| {
             let (line, col) = super::error::line_col(text, w.span.start);
-            format!("{}:{line}:{col}: warning: {}", path.display(), w.message)
+            let hint = w.hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default();
+            format!("{}:{line}:{col}: warning: {}{hint}", path.display(), w.message)
         })
         .collect();
     match (broker, presence) {
@@ -592,6 +593,7 @@ impl Validator<'_> {
             let defaults = with_preset.as_ref().unwrap_or(defaults);
             let preset = own.or(self.default_preset);
             let preset_span = device.preset.as_ref().map_or(span.clone(), Spanned::span);
+            let topic_from_preset = device.topic.is_none() && preset.is_some();
             if device.topic.is_none()
                 && let Some(p) = preset
             {
@@ -690,13 +692,26 @@ impl Validator<'_> {
                 continue;
             }
             let exclude = self.exclude(device.exclude, &watch);
+            // A preset's own topic is its ecosystem's convention, chosen
+            // knowingly (and ESPHome's excludes what it knows collides).
             if let Watch::Pattern(p) = &watch
                 && p.starts_with_wildcard()
                 && exclude.is_empty()
+                && !topic_from_preset
+            {
+                let filter = p.filter();
+                let example = filter.replacen('+', "octoprint", 1).replacen('+', "x", usize::MAX).replace('#', "x");
+                self.warning(
+                    Problem::new(topic.span(), format!("`{p}` starts with a level that matches anything: it also catches other software's topics (e.g. {example})"))
+                        .hint(format!("list them in exclude = [\"{}\"], or give the topic a fixed first level", filter.replacen('+', "octoprint", 1))),
+                );
+            }
+            if !rules.retained
+                && let Some(p) = preset
             {
                 self.warning(
-                    Problem::new(topic.span(), format!("`{p}` starts with a level that matches anything: it also catches other software's topics (e.g. homeassistant/status)"))
-                        .hint("list them in exclude = [\"homeassistant/status\", \"octoprint/+\"], or give the topic a fixed first level"),
+                    Problem::new(preset_span.clone(), format!("{}'s status is not retained: after a restart of willwatch or of the broker it cannot be read back, so the device shows unconfirmed until it speaks, and a will published while willwatch is away reaches it only through the broker's queue for its session", p.name))
+                        .hint("make the birth and will messages retained where they are set (Home Assistant: MQTT integration options), and give mosquitto `queue_qos0_messages true`"),
                 );
             }
             let heartbeat = self.heartbeat_topic(device.heartbeat_topic, &watch);
