@@ -15,7 +15,8 @@
 //! - `cluster`: active/standby over MQTT: who leads, what the group notified.
 //! - `store`: the state database (SQLite, WAL) and its writer, which
 //!   commits each decision before any action sees it (the outbox).
-//! - `mqtt`: the broker session (birth, will, subscriptions, reconnects).
+//! - `mqtt`: the broker session (birth, will, subscriptions, reconnects,
+//!   probes, signs of a broker restart).
 //! - `backoff`: reconnect delays with jitter.
 //! - `throttle`: rate-limited logging of floods.
 //! - `tls`: rustls client settings for `mqtts://`.

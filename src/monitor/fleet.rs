@@ -7,9 +7,9 @@
 //! reloads are millisecond unit tests (`tests.rs`).
 //!
 //! The policies around the broker connection:
-//! - after every (re)connect the retained states replay; offlines seen
-//!   within `settle` are held that long, so a replay that ends online fires
-//!   nothing, and only real differences from the known state fire;
+//! - after every (re)connect the retained states replay; offlines in it
+//!   are held (`settle`, `confirm_within`), so a replay that ends online
+//!   fires nothing, and only real differences from the known state fire;
 //! - once the subscriptions are acknowledged and the replay had time to
 //!   arrive, every known device whose retained state did not come is
 //!   re-read, and only those: a replay cut short by the broker's queue
@@ -18,7 +18,11 @@
 //!   wait until it is back (heartbeat clocks restart then), and past
 //!   `broker_alert_after` a `broker_down` event fires;
 //! - a storm of offlines big enough for the broker to have dropped some of
-//!   its wills schedules one re-read of the devices not known offline.
+//!   its wills schedules one re-read of the devices not known offline;
+//! - what the broker's own lifecycle produces (the wills it publishes as it
+//!   stops, replays from its store or our session's queue, a store it
+//!   lost) is checked against its present state before it notifies
+//!   (`confirm.rs`).
 //!
 //! What a restart must remember is saved two ways. A decided event carries
 //! its device's record, so both are committed in one transaction before
