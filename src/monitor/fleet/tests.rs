@@ -123,10 +123,12 @@ fn answer_probes(f: &mut Fleet, now: Now) {
     }
 }
 
+/// A fleet connected long ago: settled, its connection confirmed.
 fn connected(rest: &str, clock: &Clock) -> Fleet {
     let mut f = fleet(rest, clock);
     connect(&mut f, clock.at_ms(0));
     f.on_tick(clock.at_ms(2_000));
+    f.link.confirming = false;
     drain(&mut f);
     f
 }
@@ -687,6 +689,40 @@ fn a_live_offline_fires_when_its_probe_is_back_and_waits_after_the_connect_when_
     // b reconnects: a flap of the broker's making, nothing to tell.
     live(&mut f, "plant/b/status", b"online", clock.at_ms(11_500));
     f.on_tick(clock.at_ms(20_000));
+    assert!(fired(&drain(&mut f)).is_empty());
+}
+
+#[test]
+fn when_most_devices_reconnect_at_once_the_broker_restarted_and_one_that_did_not_is_not_seen() {
+    let clock = Clock::new();
+    let mut f = connected(DEVICES, &clock);
+    for d in ["a", "b", "c", "d"] {
+        f.on_message(&format!("plant/{d}/status"), b"online", clock.at_ms(2_100));
+    }
+    f.on_disconnected(clock.at_ms(5_000));
+    // No sign from the session: the broker kept our session and its store.
+    connect(&mut f, clock.at_ms(6_000));
+    for d in ["a", "b", "c", "d"] {
+        f.on_message(&format!("plant/{d}/status"), b"online", clock.at_ms(6_010));
+    }
+    f.on_subscribed(clock.at_ms(6_020));
+    // Three of them reconnect and say so afresh; `d` died while it was down.
+    for d in ["a", "b", "c"] {
+        live(&mut f, &format!("plant/{d}/status"), b"online", clock.at_ms(6_500));
+    }
+    f.on_tick(clock.at_ms(8_100));
+    assert!(fired(&drain(&mut f)).is_empty(), "the replay check");
+    f.on_tick(clock.at_ms(11_100));
+    assert_eq!(fired(&drain(&mut f)), [("d".to_string(), "offline")], "the confirm check");
+    // A link blip with the broker up: nobody speaks afresh, nothing fires.
+    f.on_disconnected(clock.at_ms(20_000));
+    connect(&mut f, clock.at_ms(21_000));
+    for d in ["a", "b", "c"] {
+        f.on_message(&format!("plant/{d}/status"), b"online", clock.at_ms(21_010));
+    }
+    f.on_subscribed(clock.at_ms(21_020));
+    f.on_tick(clock.at_ms(23_100));
+    f.on_tick(clock.at_ms(26_100));
     assert!(fired(&drain(&mut f)).is_empty());
 }
 
