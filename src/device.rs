@@ -262,6 +262,20 @@ impl Device {
         self.quiet_or_heartbeat(now)
     }
 
+    /// Restored offline and not notified: the offline was seen and waited
+    /// (a grace period, a probe) when the state was saved. It waits again,
+    /// until `until` or the caller releases it; whether it does.
+    pub fn resume_offline(&mut self, until: Instant) -> bool {
+        if self.state != State::Offline || self.alerted || self.pending.is_some() {
+            return false;
+        }
+        if self.offline_since.is_none() {
+            self.offline_since = self.since;
+        }
+        self.pending = Some((State::Online, until.into()));
+        true
+    }
+
     /// What a restart must remember changed: the fields of `saved` but the
     /// topic, compared cheaply on every message.
     pub fn durable(&self) -> Durable {

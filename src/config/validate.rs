@@ -82,7 +82,10 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
         })
         .collect();
     match (broker, presence) {
-        (Some(broker), Some(presence)) if v.problems.is_empty() => {
+        (Some(mut broker), Some(presence)) if v.problems.is_empty() => {
+            // Sparkplug 3.0: a host application connects with a clean
+            // session and recovers by rebirth requests, which it sends.
+            broker.persistent_session &= !presence.sparkplug_host;
             let exact = devices
                 .iter()
                 .enumerate()

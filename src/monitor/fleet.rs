@@ -302,6 +302,14 @@ impl Fleet {
                 Some((resolved, spec)) if resolved == id.as_str() => {
                     let mut device = Device::new(id.as_str(), saved.topic.as_str(), Arc::clone(&spec.rules));
                     device.restore(&saved, now);
+                    // An offline seen and not yet notified when the state was
+                    // saved (waiting for its grace or its probe): it waits
+                    // again, as a suspect, for the next connect's
+                    // confirmation; nothing may ever tell it again (a
+                    // Sparkplug death, a will that is not retained).
+                    if device.resume_offline(now.mono + PROBE_HOLD) {
+                        self.confirm.suspects.push(CompactString::from(id.as_str()));
+                    }
                     self.devices.get_or_insert_with(&id, || device);
                     self.arm(&id);
                 }
@@ -427,6 +435,7 @@ impl Fleet {
             (None, _) => stored_hold,
         };
         let outcome = device.on_reading(reading, shown, now, hold);
+        let mut check_node = false;
         if let (Some(parent), Outcome::Wait(_)) = (&parent_down, &outcome)
             && device.state == State::Offline
             && before != State::Offline
@@ -441,6 +450,15 @@ impl Fleet {
                     tracing::warn!(device = %device.id, topic = %device.topic, payload = %device.last_payload,
                         suppressed, "payload is neither an online nor an offline payload; state unchanged");
                 }
+            }
+            Outcome::Stale { seq, current } if device.rules.sparkplug.is_some() => {
+                // Eclipse Tahu's reference code (and its copies) sends a
+                // birth one ahead of its will: a death that matches no birth
+                // is checked, not ignored. A live node answers the rebirth
+                // request; a dead one is offline when the answer is due.
+                tracing::info!(device = %device.id, topic = %device.topic, seq, current,
+                    "a death whose bdSeq is not the current birth's: asking the node for a rebirth to tell whether it lives");
+                check_node = true;
             }
             Outcome::Stale { seq, current } => {
                 tracing::info!(device = %device.id, topic = %device.topic, seq, current,
@@ -463,6 +481,9 @@ impl Fleet {
         self.follow(id, before, durable, outcome, late, now);
         if awaits_probe {
             self.await_probe(id, now);
+        }
+        if check_node {
+            self.ask_rebirths(vec![id.into()], now);
         }
     }
 

@@ -204,7 +204,6 @@ impl Session {
         // connection (nothing listened), or its uptime, read once a connect.
         let mut refused = false;
         let mut previous_connack: Option<Instant> = None;
-        let mut uptime_read = false;
         // The uptime is asked for after the watched topics, alone: some
         // brokers (rumqttd) close the connection on a `$SYS` filter, and
         // then it is not asked for again.
@@ -254,7 +253,6 @@ impl Session {
                         previous_connack = (connection > 0).then_some(connected_at);
                         connected_at = Instant::now();
                         connection += 1;
-                        uptime_read = false;
                         session_present = ack.session_present;
                         let restarted = std::mem::take(&mut refused) && connection > 1;
                         let attempts = backoff.attempts();
@@ -279,6 +277,11 @@ impl Session {
                         // probe 0: it comes back behind whatever the broker
                         // queued for us.
                         let mut filters = vec![probe_topic.clone()];
+                        if uptime.on_connack() {
+                            // Known to answer: read before the replay, so a
+                            // restart is known before the first retained state.
+                            filters.push(UPTIME_TOPIC.to_string());
+                        }
                         filters.extend(subscribed.iter().cloned());
                         subscriptions.subscribe(filters);
                         subscriptions.step(&client);
@@ -306,7 +309,7 @@ impl Session {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == UPTIME_TOPIC => {
-                        if !std::mem::replace(&mut uptime_read, true)
+                        if uptime.first_reading()
                             && started_since(&p.payload, previous_connack)
                         {
                             tracing::info!(broker = %self.broker.url, uptime = %String::from_utf8_lossy(&p.payload),
@@ -521,9 +524,31 @@ struct Uptime {
     asked: Option<Instant>,
     /// The broker closed the connection right after we asked: never again.
     refused: bool,
+    /// The broker has answered (in this run): it is asked for in the
+    /// first batch of later connections.
+    answered: bool,
+    /// Read on this connection.
+    read: bool,
 }
 
 impl Uptime {
+    /// A new connection; whether to ask for it with the first batch.
+    fn on_connack(&mut self) -> bool {
+        self.read = false;
+        self.asked = None;
+        let now = self.answered && !self.refused;
+        if now {
+            self.asked = Some(Instant::now());
+        }
+        now
+    }
+
+    /// Whether this is its first reading on this connection.
+    fn first_reading(&mut self) -> bool {
+        self.answered = true;
+        !std::mem::replace(&mut self.read, true)
+    }
+
     fn ask(&mut self, subscriptions: &mut Subscriptions) {
         if self.refused || self.asked.is_some() {
             return;

@@ -64,18 +64,19 @@ pub struct Confirm {
     out: Option<(u64, Instant)>,
     /// Devices whose live offline waits for the probe numbered so (or a later one).
     awaiting: Vec<(CompactString, u64)>,
-    /// Devices whose offline's probe never came back before the link went.
-    suspects: Vec<CompactString>,
+    /// Devices whose offline's probe never came back before the link went
+    /// (or that were saved offline and not yet notified).
+    pub(super) suspects: Vec<CompactString>,
     /// What the broker queued for us, latest per status topic, until the
     /// replay check.
     queued: HashMap<String, Vec<u8>>,
     /// Devices whose waiting offline was queued for us while we were
     /// away: it fires flagged `seen_late`.
     pub(super) late: HashSet<CompactString>,
-    /// Recoveries read from the broker's store after a connect, of devices
-    /// whose outage was notified: the store may be older than the devices
-    /// (a broker that restarted from an older snapshot), so they wait for
-    /// the confirm check.
+    /// Recoveries read from the broker's store after a connect to a broker
+    /// that restarted and kept its store, of devices whose outage was
+    /// notified: the store may be older than the devices (a snapshot), so
+    /// they wait for the confirm check, and the device's own word.
     recoveries: HashMap<CompactString, (Reading, CompactString)>,
     overdue: Throttle,
 }
@@ -125,8 +126,11 @@ impl Fleet {
     /// recovery that must wait for the confirm check; it is kept if so.
     pub(super) fn defer_recovery(&mut self, id: &str, reading: Reading, shown: &CompactString, source: Source) -> bool {
         let notified = self.devices.get(id).is_some_and(|d| d.notified());
-        let deferred =
-            source == Source::Stored && self.link.confirming && notified && matches!(reading, Reading::Online { .. });
+        let deferred = source == Source::Stored
+            && self.link.confirming
+            && self.link.fresh_only
+            && notified
+            && matches!(reading, Reading::Online { .. });
         if deferred {
             self.confirm.recoveries.insert(id.into(), (reading, shown.clone()));
         } else if source != Source::Queued {

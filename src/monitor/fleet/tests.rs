@@ -727,6 +727,28 @@ fn when_most_devices_reconnect_at_once_the_broker_restarted_and_one_that_did_not
 }
 
 #[test]
+fn an_offline_saved_before_it_was_notified_fires_after_the_next_connect_unless_the_device_is_back() {
+    let clock = Clock::new();
+    let mut f = connected(DEVICES, &clock);
+    for d in ["a", "b"] {
+        live(&mut f, &format!("plant/{d}/status"), b"online", clock.at_ms(3_000));
+        // Seen offline; killed before the probe was back.
+        f.on_live_message(&format!("plant/{d}/status"), b"offline", clock.at_ms(4_000));
+    }
+    let mut disk = HashMap::new();
+    save_into(&mut disk, &drain(&mut f), &mut f);
+    assert!(disk.values().all(|s| s.state == State::Offline && !s.alerted));
+    let mut f = Fleet::new(config(DEVICES), disk, Metrics::new(), clock.at_ms(10_000));
+    connect(&mut f, clock.at_ms(10_000));
+    // `b` says it is back; `a` says nothing (its will is not retained).
+    live(&mut f, "plant/b/status", b"online", clock.at_ms(10_500));
+    f.on_tick(clock.at_ms(11_000));
+    assert!(fired(&drain(&mut f)).is_empty(), "held until confirm_within");
+    f.on_tick(clock.at_ms(12_000));
+    assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "offline")]);
+}
+
+#[test]
 fn an_overdue_probe_with_the_link_up_fires_what_waited() {
     let clock = Clock::new();
     let metrics = Metrics::new();

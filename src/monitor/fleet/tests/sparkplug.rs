@@ -73,6 +73,26 @@ fn a_death_of_an_earlier_session_is_stale() {
 }
 
 #[test]
+fn a_death_that_matches_no_birth_is_checked_by_a_rebirth_request_and_a_node_that_does_not_answer_is_offline() {
+    // Eclipse Tahu's Python code sends a birth one ahead of its will.
+    let clock = Clock::new();
+    let mut f = connected(PLANT, &clock);
+    nbirth(&mut f, "press", 1, 3_000, &clock);
+    ndeath(&mut f, "press", 0, 3_100, &clock);
+    let effects = drain(&mut f);
+    assert!(fired(&effects).is_empty());
+    assert_eq!(rebirths(&effects), ["spBv1.0/plant/NCMD/press"]);
+    f.on_tick(clock.at_ms(3_100 + REBIRTH_ANSWER.as_millis() as u64));
+    assert_eq!(fired(&drain(&mut f)), [("plant/press".into(), "offline")], "no answer: dead");
+    // A live node answers, and nothing fires.
+    nbirth(&mut f, "mill", 1, 30_000, &clock);
+    ndeath(&mut f, "mill", 0, 30_100, &clock);
+    nbirth(&mut f, "mill", 1, 30_200, &clock);
+    f.on_tick(clock.at_ms(30_100 + REBIRTH_ANSWER.as_millis() as u64));
+    assert!(fired(&drain(&mut f)).is_empty());
+}
+
+#[test]
 fn a_birth_overtaken_by_its_own_death_does_not_bring_the_node_back() {
     let clock = Clock::new();
     let mut f = connected(PLANT, &clock);
