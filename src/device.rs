@@ -366,20 +366,7 @@ impl Device {
             }
         }
         match self.silent_at {
-            Some(at) if now.mono >= Instant::from(at) && self.state != State::Offline => {
-                self.silent_at = None;
-                self.silenced = true;
-                self.last_payload = SILENCE.into();
-                let previous = self.state;
-                self.enter(State::Offline, now);
-                if self.alerted {
-                    // Still the outage already notified (its retained will
-                    // was cleared, then nothing): not a second one.
-                    return Outcome::Quiet;
-                }
-                self.offline_since = Some(now.into());
-                self.fire_offline(previous)
-            }
+            Some(at) if now.mono >= Instant::from(at) && self.state != State::Offline => self.unheard(SILENCE, now),
             Some(at) if self.state != State::Offline => Outcome::Wait(at.into()),
             _ => Outcome::Quiet,
         }
@@ -459,15 +446,23 @@ impl Device {
         if self.state == State::Offline {
             return Outcome::Quiet;
         }
+        self.pending = None;
+        self.unheard(NOT_SEEN, now)
+    }
+
+    /// Offline because nothing was heard (`shown` says how it was found):
+    /// a heartbeat or any word brings it back.
+    fn unheard(&mut self, shown: &'static str, now: Now) -> Outcome {
         self.silent_at = None;
         self.silenced = true;
-        self.last_payload = NOT_SEEN.into();
+        self.last_payload = shown.into();
         let previous = self.state;
         self.enter(State::Offline, now);
         if self.alerted {
+            // Still the outage already notified (its retained will was
+            // cleared, then nothing): not a second one.
             return Outcome::Quiet;
         }
-        self.pending = None;
         self.offline_since = Some(now.into());
         self.fire_offline(previous)
     }
