@@ -221,6 +221,8 @@ impl Fleet {
         confirm.out = None;
         confirm.suspects.extend(confirm.awaiting.drain(..).map(|(id, _)| id));
         confirm.queued.clear();
+        // What that connection's store said is for its replay alone.
+        confirm.recoveries.clear();
     }
 
     /// Whether offlines wait from a link that went before their probe came

@@ -834,3 +834,118 @@ fn history_records_each_transition_with_its_cause() {
         "a repeat is no transition"
     );
 }
+
+/// One step of the broker-lifecycle property test.
+#[derive(Debug, Clone)]
+enum Life {
+    /// Device `n` dies (its will) or comes back (its birth), live.
+    Flip(u8),
+    /// Time passes.
+    Wait(u32),
+    /// The broker restarts: gracefully (publishing every connected
+    /// device's will first) or not; keeping its store or not; devices in
+    /// the mask die while it is down.
+    Restart { graceful: bool, kept: bool, dying: u8 },
+}
+
+fn life() -> impl Strategy<Value = Life> {
+    prop_oneof![
+        6 => (0u8..5).prop_map(Life::Flip),
+        3 => (0u32..8_000).prop_map(Life::Wait),
+        2 => (any::<bool>(), any::<bool>(), any::<u8>()).prop_map(|(graceful, kept, dying)| Life::Restart { graceful, kept, dying }),
+    ]
+}
+
+proptest! {
+    /// Against a model of the devices and the broker's store: whatever
+    /// the broker's restarts, a device is never notified more outages than
+    /// it had, notifications alternate, and each ends where its device is.
+    #[test]
+    fn broker_restarts_notify_no_outage_that_did_not_happen(steps in prop::collection::vec(life(), 1..40)) {
+        const N: u8 = 5;
+        let clock = Clock::new();
+        let at = |t: u64| clock.at_ms(t);
+        let topic = |n: u8| format!("plant/d{n}/status");
+        let mut f = Fleet::new(config(DEVICES), HashMap::new(), Metrics::new(), at(0));
+        let mut alive = [true; N as usize];
+        let mut store: BTreeMap<u8, bool> = (0..N).map(|n| (n, true)).collect();
+        let mut deaths = [0usize; N as usize];
+        let mut sent: Vec<Effect> = Vec::new();
+        connect(&mut f, at(0));
+        for n in 0..N {
+            f.on_message(&topic(n), b"online", at(1));
+        }
+        f.on_subscribed(at(2));
+        let mut t = 20_000u64;
+        f.on_tick(at(t));
+        for step in steps {
+            match step {
+                Life::Flip(n) => {
+                    let i = n as usize;
+                    alive[i] = !alive[i];
+                    deaths[i] += usize::from(!alive[i]);
+                    store.insert(n, alive[i]);
+                    t += 1;
+                    live(&mut f, &topic(n), if alive[i] { b"online" } else { b"offline" }, at(t));
+                }
+                Life::Wait(ms) => {
+                    t += u64::from(ms);
+                    f.on_tick(at(t));
+                }
+                Life::Restart { graceful, kept, dying } => {
+                    if graceful {
+                        // The wills of every connected device, then the
+                        // broker stops reading: no probe comes back.
+                        for n in (0..N).filter(|n| alive[*n as usize]) {
+                            t += 1;
+                            store.insert(n, false);
+                            f.on_live_message(&topic(n), b"offline", at(t));
+                        }
+                    }
+                    t += 1;
+                    f.on_disconnected(at(t));
+                    for n in 0..N {
+                        if dying & (1 << n) != 0 && alive[n as usize] {
+                            alive[n as usize] = false;
+                            deaths[n as usize] += 1;
+                        }
+                    }
+                    if !kept {
+                        store.clear();
+                    }
+                    t += 1_000;
+                    f.on_tick(at(t));
+                    connect(&mut f, at(t));
+                    // The session saw the broker go (it refused a connect).
+                    f.broker_restarted(kept, "test");
+                    for (n, up) in store.clone() {
+                        t += 1;
+                        f.on_message(&topic(n), if up { b"online" } else { b"offline" }, at(t));
+                    }
+                    f.on_subscribed(at(t));
+                    // The living reconnect and say so.
+                    for n in (0..N).filter(|n| alive[*n as usize]) {
+                        t += 1;
+                        store.insert(n, true);
+                        live(&mut f, &topic(n), b"online", at(t));
+                    }
+                }
+            }
+            sent.extend(f.drain().filter(|e| !matches!(e, Effect::Probe(_))));
+        }
+        for _ in 0..3 {
+            t += 10_000;
+            f.on_tick(at(t));
+            answer_probes(&mut f, at(t));
+        }
+        sent.extend(f.drain());
+        let last = alternating(&sent)?;
+        for n in 0..N {
+            let id = format!("d{n}");
+            let offlines = fired(&sent).iter().filter(|(d, k)| *d == id && *k == "offline").count();
+            prop_assert!(offlines <= deaths[n as usize], "{} notified {} outages for {} deaths", id, offlines, deaths[n as usize]);
+            let notified = last.get(&id).copied().unwrap_or("online");
+            prop_assert_eq!(notified, if alive[n as usize] { "online" } else { "offline" }, "{} ends notified wrong: {:?}", id, f.page(&PageQuery { device: Some(id.clone()), ..PageQuery::default() }, at(t).mono).devices);
+        }
+    }
+}
