@@ -389,6 +389,12 @@ impl Device {
         }
     }
 
+    /// Its retained status vanished (cleared, or expired): not heard in
+    /// connection `connects` after all.
+    pub fn unheard_in(&mut self, connects: u32) {
+        self.heard = connects.wrapping_sub(1) & !FRESH;
+    }
+
     /// Whether a message on its topics arrived in connection `connects`.
     pub fn heard_in(&self, connects: u32) -> bool {
         self.heard & !FRESH == connects & !FRESH
@@ -439,9 +445,9 @@ impl Device {
         self.hold_until((from + self.rules.grace).max(now))
     }
 
-    /// The broker no longer had its retained status after a reconnect and
-    /// it did not speak since: offline, as by silence (an outage already
-    /// notified is not a second one).
+    /// The broker no longer has its retained status (after a reconnect, or
+    /// it vanished) and it did not speak since: offline, as by silence (an
+    /// outage already notified is not a second one).
     pub fn not_seen(&mut self, now: Now) -> Outcome {
         if self.state == State::Offline {
             return Outcome::Quiet;

@@ -124,6 +124,9 @@ async fn restart_with(which: Which, signal: &str, persistence: bool, dying: usiz
         daemon.dump()
     );
     assert!(notified(&daemon, "online").is_empty(), "no recovery of what never went: {}", daemon.dump());
+    // The session: kept by a broker that persists, lost by one that does not.
+    let lost = daemon.metric("willwatch_broker_sessions_lost_total ").await;
+    assert_eq!(lost, if persistence { 0.0 } else { 1.0 }, "{}: sessions lost", broker.name());
     assert!(devices.iter().all(|d| d.connects() >= 2), "the others came back by themselves");
 }
 

@@ -436,6 +436,15 @@ impl Fleet {
         };
         let outcome = device.on_reading(reading, shown, now, hold);
         let mut check_node = false;
+        if reading == Reading::Cleared && before != State::Unknown {
+            // Its retained status vanished (cleared by hand, an MQTT 5 will
+            // whose expiry passed): unconfirmed until it speaks, and looked
+            // at again `confirm_within` from now.
+            device.unheard_in(self.link.connects);
+            let at = now.mono + self.config.broker.confirm_within;
+            let check = self.link.confirm_check_at.get_or_insert(at);
+            *check = (*check).max(at);
+        }
         if let (Some(parent), Outcome::Wait(_)) = (&parent_down, &outcome)
             && device.state == State::Offline
             && before != State::Offline

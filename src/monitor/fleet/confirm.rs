@@ -322,9 +322,10 @@ impl Fleet {
         self.link.confirm_check_at = Some(reread.max(self.link.confirm_until));
     }
 
-    /// `confirm_within` after the connect: devices still not heard are
-    /// unconfirmed; those known online that keep a retained status are
-    /// notified as not seen since the broker restarted.
+    /// `confirm_within` after the connect (or after a retained status
+    /// vanished): devices still not heard are unconfirmed; those known
+    /// online (or whose retained status vanished) that keep a retained
+    /// status are notified as not seen since the broker restarted.
     pub(super) fn confirm_check(&mut self, now: Now) {
         if !self.link.restarted && self.devices_say_restarted() {
             self.broker_restarted(true, "most devices reconnected at once");
@@ -343,7 +344,8 @@ impl Fleet {
             .devices
             .iter()
             .filter(|d| !d.confirmed(connects, fresh_only) && d.rules.sparkplug.is_none())
-            .map(|d| (d.id.clone(), d.rules.retained && d.state == State::Online))
+            // Known online, or known once and its retained status vanished.
+            .map(|d| (d.id.clone(), d.rules.retained && d.state != State::Offline && d.since().is_some()))
             .collect();
         self.metrics.devices_unconfirmed.set(unheard.len() as i64);
         // What was queued and waited has fired or came back by now.

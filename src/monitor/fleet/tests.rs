@@ -256,6 +256,35 @@ fn connections_that_die_young_do_not_end_the_outage() {
 }
 
 #[test]
+fn two_short_outages_with_a_young_connection_between_them_are_no_broker_down() {
+    let clock = Clock::new();
+    let rest = format!("broker_alert_after = \"2s\"\nactions = [\"log\"]\n{DEVICES}");
+    let mut f = fleet(&rest, &clock);
+    connect(&mut f, clock.at_ms(0));
+    f.on_tick(clock.at_ms(10_000));
+    // Down 1.84 s, up 3 s (young), down 0.81 s, then up for good.
+    f.on_disconnected(clock.at_ms(10_000));
+    f.on_tick(clock.at_ms(11_000));
+    connect(&mut f, clock.at_ms(11_840));
+    f.on_disconnected(clock.at_ms(14_840));
+    f.on_tick(clock.at_ms(15_000));
+    connect(&mut f, clock.at_ms(15_650));
+    f.on_tick(clock.at_ms(30_000));
+    assert!(fired(&drain(&mut f)).is_empty(), "each outage was shorter than broker_alert_after");
+    // One that lasts: down, then up with its own length.
+    f.on_disconnected(clock.at_ms(40_000));
+    f.on_tick(clock.at_ms(42_000));
+    connect(&mut f, clock.at_ms(43_000));
+    f.on_tick(clock.at_ms(48_000));
+    let effects = drain(&mut f);
+    let kinds: Vec<(EventKind, Option<Duration>)> = effects
+        .iter()
+        .filter_map(|e| if let Effect::Fire(ev, _) = e { Some((ev.kind, ev.offline_for)) } else { None })
+        .collect();
+    assert_eq!(kinds, [(EventKind::BrokerDown, None), (EventKind::BrokerUp, Some(Duration::from_secs(3)))]);
+}
+
+#[test]
 fn no_device_is_declared_offline_while_the_broker_is_unreachable() {
     let clock = Clock::new();
     let rest = "[[device]]\ntopic = \"plant/{id}/status\"\nheartbeat_timeout = \"5s\"\n";
@@ -746,6 +775,27 @@ fn an_offline_saved_before_it_was_notified_fires_after_the_next_connect_unless_t
     assert!(fired(&drain(&mut f)).is_empty(), "held until confirm_within");
     f.on_tick(clock.at_ms(12_000));
     assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "offline")]);
+}
+
+#[test]
+fn a_retained_status_that_vanishes_is_unconfirmed_then_not_seen() {
+    let clock = Clock::new();
+    let mut f = connected(DEVICES, &clock);
+    f.on_message("plant/a/status", b"online", clock.at_ms(3_000));
+    // An MQTT 5 will whose expiry passed, or a topic cleared by hand.
+    f.on_message("plant/a/status", b"", clock.at_ms(4_000));
+    let view =
+        |f: &Fleet, ms| f.page(&PageQuery { device: Some("a".into()), ..PageQuery::default() }, clock.at_ms(ms).mono);
+    let shown = view(&f, 4_000).devices[0].clone();
+    assert_eq!((shown.state, shown.confirmed), ("unknown", false));
+    f.on_tick(clock.at_ms(5_000));
+    assert!(fired(&drain(&mut f)).is_empty());
+    f.on_tick(clock.at_ms(6_000));
+    let effects = drain(&mut f);
+    let [Effect::Fire(event, _)] = effects.as_slice() else { panic!("{effects:?}") };
+    assert_eq!((event.device.as_str(), event.payload.as_str()), ("a", crate::device::NOT_SEEN));
+    live(&mut f, "plant/a/status", b"online", clock.at_ms(7_000));
+    assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "online")]);
 }
 
 #[test]
