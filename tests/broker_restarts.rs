@@ -210,6 +210,38 @@ async fn nats_devices_dying_during_a_hard_restart_with_persistence_are_notified_
     restart_with(Which::Nats, "KILL", true, 20).await;
 }
 
+#[tokio::test]
+async fn devices_whose_wills_a_broker_lost_while_willwatch_was_down_are_notified_as_not_seen() {
+    let Some(mut broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
+    let mut daemon = Daemon::start(&daemon_config(&broker));
+    daemon.wait_connected().await;
+    let mut devices = fleet_online(&broker, &daemon, 100).await;
+    wait_confirmed(&daemon, 1).await;
+    daemon.kill();
+    // While willwatch is away: 10 devices die (their wills retained), then
+    // the broker restarts without persistence and forgets them.
+    let dead: Vec<String> = (0..10).map(|i| format!("d{:03}", i * 10)).collect();
+    for i in (0..10).rev() {
+        devices.remove(i * 10).kill();
+    }
+    broker.stop_with("KILL");
+    broker.start_again();
+    daemon.restart();
+    wait_confirmed(&daemon, 1).await;
+    eventually("the forgotten dead notified", Duration::from_secs(10), || {
+        (notified(&daemon, "offline").len() >= dead.len()).then_some(())
+    })
+    .await;
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    assert_eq!(notified(&daemon, "offline"), dead, "{}", daemon.dump());
+    let payloads: Vec<String> = daemon
+        .logs(|l| l["action"] == "log" && l["event"] == "offline" && l["device"] != "sentinel")
+        .iter()
+        .map(|l| l["payload"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(payloads.iter().all(|p| p == "(not seen since the broker restarted)"), "{payloads:?}");
+}
+
 /// A device's true life, as the fault test drives it.
 struct Truth {
     devices: BTreeMap<String, Option<LiveDevice>>,
