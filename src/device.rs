@@ -406,11 +406,6 @@ impl Device {
         self.heard_in(connects) && (self.heard & FRESH != 0 || !fresh_only)
     }
 
-    /// Online since before `t`.
-    pub fn online_before(&self, t: Instant) -> bool {
-        self.state == State::Online && self.since.is_some_and(|s| Instant::from(s.mono) < t)
-    }
-
     /// Whether an `offline` was notified and no `online` resolved it yet.
     pub fn notified(&self) -> bool {
         self.alerted

@@ -70,6 +70,18 @@ fn notified(daemon: &Daemon, event: &str) -> Vec<String> {
     devices
 }
 
+/// Waits until the daemon has found the broker down (a second failed
+/// attempt, half a second after the first): a restart takes that long
+/// under a supervisor, and it is how a broker that gives no other sign is
+/// known to have restarted.
+async fn down_long_enough(daemon: &Daemon) {
+    let before = daemon.logs(|l| l["attempt"].as_u64().is_some_and(|a| a >= 2)).len();
+    eventually("a second failed attempt", Duration::from_secs(10), || {
+        (daemon.logs(|l| l["attempt"].as_u64().is_some_and(|a| a >= 2)).len() > before).then_some(())
+    })
+    .await;
+}
+
 /// Starts `n` devices and waits until the daemon knows every one online.
 async fn fleet_online(broker: &Broker, daemon: &Daemon, n: usize) -> Vec<LiveDevice> {
     let devices: Vec<LiveDevice> =
@@ -93,6 +105,7 @@ async fn restart_with(which: Which, signal: &str, persistence: bool, dying: usiz
     wait_confirmed(&daemon, 1).await;
 
     broker.stop_with(signal);
+    down_long_enough(&daemon).await;
     let dead: BTreeSet<String> = (0..dying).map(|i| format!("d{:03}", i * 10)).collect();
     for i in (0..dying).rev() {
         devices.remove(i * 10).kill();

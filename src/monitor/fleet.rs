@@ -204,6 +204,8 @@ struct Link {
     restarted: bool,
     /// From a connect to its confirm check.
     confirming: bool,
+    /// From a connect to its replay check: queued messages are kept.
+    queue_open: bool,
 }
 
 pub struct Fleet {
@@ -259,6 +261,7 @@ impl Fleet {
             fresh_only: false,
             restarted: false,
             confirming: false,
+            queue_open: false,
         };
         let mut fleet = Fleet {
             config,
@@ -349,8 +352,7 @@ impl Fleet {
             return;
         }
         let source = self.source(retained);
-        if source == Source::Queued && config.resolve(topic).is_some() {
-            self.keep_queued(topic, payload);
+        if source == Source::Queued && config.resolve(topic).is_some() && self.keep_queued(topic, payload) {
             return;
         }
         self.status_message(topic, payload, source, now);
@@ -815,7 +817,7 @@ impl Fleet {
             None
         };
         if let Some(sign) = sign {
-            self.broker_restarted(session_present, sign);
+            self.broker_restarted(session_present, sign, now);
         }
         let link = &mut self.link;
         link.connected = true;
@@ -825,6 +827,7 @@ impl Fleet {
         link.up_since = now.mono;
         link.probed = false;
         link.confirming = true;
+        link.queue_open = true;
         link.confirm_until = now.mono + self.config.broker.confirm_within;
         link.confirm_check_at = None;
         self.resync_at = self.periodic_resync(now.mono);
@@ -837,6 +840,7 @@ impl Fleet {
             self.arm(&id);
         }
         self.hold_suspects();
+        self.probe_connect(now.mono);
     }
 
     /// Every subscription of this connection is acknowledged: the replay

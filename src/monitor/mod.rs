@@ -160,7 +160,7 @@ impl Monitor {
                         (Inbound::Message { topic, payload, retained: false }, _) => self.fleet.on_live_message(&topic, &payload, now),
                         (Inbound::Probed(n), _) => self.fleet.on_probed(n, now),
                         (Inbound::Restarted { session_present }, _) => {
-                            self.fleet.broker_restarted(session_present, "its uptime is shorter than our last connection")
+                            self.fleet.broker_restarted(session_present, "its uptime is shorter than our last connection", now)
                         }
                         (Inbound::Connected { session_present, restarted }, c) => {
                             c.map(Cluster::on_connected);

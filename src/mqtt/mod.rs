@@ -309,7 +309,7 @@ impl Session {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == UPTIME_TOPIC => {
-                        if uptime.first_reading()
+                        if uptime.first_reading(p.retain)
                             && started_since(&p.payload, previous_connack)
                         {
                             tracing::info!(broker = %self.broker.url, uptime = %String::from_utf8_lossy(&p.payload),
@@ -543,10 +543,13 @@ impl Uptime {
         now
     }
 
-    /// Whether this is its first reading on this connection.
-    fn first_reading(&mut self) -> bool {
+    /// Whether this is its first fresh reading on this connection. The
+    /// retained copy is as old as the broker's `sys_interval` (10 s by
+    /// default): only a reading it publishes while we are subscribed says
+    /// when it started.
+    fn first_reading(&mut self, retained: bool) -> bool {
         self.answered = true;
-        !std::mem::replace(&mut self.read, true)
+        !retained && !std::mem::replace(&mut self.read, true)
     }
 
     fn ask(&mut self, subscriptions: &mut Subscriptions) {

@@ -38,8 +38,6 @@ use crate::throttle::Throttle;
 /// serving (it kept our connection) and drops or refuses our probes; the
 /// offlines waiting for it fire, and this is logged.
 pub const PROBE_WAIT: Duration = Duration::from_secs(2);
-/// The fewest devices known online whose fresh words can tell a restart.
-const RESTART_QUORUM: usize = 3;
 /// Queued messages kept at most (the latest per topic); past it the device
 /// is re-read instead.
 const QUEUED_MAX: usize = 100_000;
@@ -111,15 +109,20 @@ impl Fleet {
         self.link.settle_until.max(self.link.confirm_until).saturating_duration_since(now)
     }
 
-    /// Keeps a message the broker queued for us until the replay check.
-    pub(super) fn keep_queued(&mut self, topic: &str, payload: &[u8]) {
+    /// Keeps a message the broker queued for us until the replay check;
+    /// false once that is past (it is then applied at once, as queued).
+    pub(super) fn keep_queued(&mut self, topic: &str, payload: &[u8]) -> bool {
+        if !self.link.queue_open {
+            return false;
+        }
         let confirm = &mut self.confirm;
         if confirm.queued.len() >= QUEUED_MAX && !confirm.queued.contains_key(topic) {
             // Not applied: the device is re-read at the replay check.
             tracing::debug!(topic = %topic, "queued message past the limit kept; its device is re-read instead");
-            return;
+            return true;
         }
         confirm.queued.insert(topic.to_string(), payload.to_vec());
+        true
     }
 
     /// Whether `reading`, read from the store for the device `id`, is a
@@ -167,7 +170,7 @@ impl Fleet {
             return;
         }
         if n == 0 {
-            self.link.probed = true;
+            self.queue_drained();
             return;
         }
         if self.confirm.out.is_some_and(|(out, _)| out <= n) {
@@ -204,15 +207,35 @@ impl Fleet {
     }
 
     /// A probe overdue with the link up: the broker serves but our probes
-    /// do not come back (its ACL, a full queue). What waited fires.
+    /// do not come back (its ACL, a full queue). What waited fires; past
+    /// the connect's probe, messages are taken as live.
     pub(super) fn probe_overdue(&mut self, now: Now) {
         let Some((n, _)) = self.confirm.out.take() else { return };
         self.metrics.probes_overdue.inc();
         if let Some(suppressed) = self.confirm.overdue.allow(now.mono) {
             tracing::warn!(topic = %crate::mqtt::probe_topic(&self.config.broker.client_id), after = ?PROBE_WAIT, suppressed,
-                "a probe did not come back through the broker (may this client publish and subscribe there?); the offlines that waited for it fire now");
+                "a probe did not come back through the broker (may this client publish and subscribe there?); what waited for it goes on now");
         }
-        self.release_awaiting(n, now);
+        if n == 0 {
+            self.queue_drained();
+        } else {
+            self.release_awaiting(n, now);
+        }
+    }
+
+    /// The connect's probe is back (or overdue): what the broker queued for
+    /// us is in, and a message now is live. Offlines that came meanwhile
+    /// get their probe.
+    fn queue_drained(&mut self) {
+        self.link.probed = true;
+        if self.confirm.out.is_some_and(|(n, _)| n == 0) {
+            self.confirm.out = None;
+        }
+    }
+
+    /// A new connection: the connect's probe (0) is on its way.
+    pub(super) fn probe_connect(&mut self, now: Instant) {
+        self.confirm.out = Some((0, now));
     }
 
     /// The link went: offlines still waiting for their probe are suspects.
@@ -232,42 +255,21 @@ impl Fleet {
     }
 
     /// The broker restarted (it refused a connection while we were away,
-    /// its uptime says so, it lost our session, it published wills as it
-    /// went, or most devices reconnected at once). With our session it kept its store too, which may be older
+    /// its uptime says so, it lost our session, or it published wills as
+    /// it went). With our session it kept its store too, which may be older
     /// than the devices: only a fresh message confirms one. Without, its
     /// store holds only what was published since.
-    pub fn broker_restarted(&mut self, session_present: bool, sign: &'static str) {
+    pub fn broker_restarted(&mut self, session_present: bool, sign: &'static str, now: Now) {
         if !std::mem::replace(&mut self.link.restarted, true) {
             tracing::info!(session_present, sign, within = ?self.config.broker.confirm_within,
                 "the broker restarted: every device must say it is there within confirm_within");
         }
         self.link.fresh_only = session_present;
-    }
-
-    /// The last sign of a restart, from the devices themselves: when most
-    /// of those known online before the connect spoke afresh since, they
-    /// all reconnected at once, so the broker restarted (a broker that gives
-    /// no other sign, and kept a store that may be older than the devices).
-    fn devices_say_restarted(&self) -> bool {
-        let connects = self.link.connects;
-        if connects < 2 {
-            // The first connection of a run: devices may have reconnected
-            // while willwatch itself was away.
-            return false;
+        if self.link.connected && !self.link.confirming {
+            // Known after this connection's confirm check (the uptime comes
+            // when the broker publishes it): look again now.
+            self.link.confirm_check_at = Some(now.mono);
         }
-        let (mut known, mut fresh) = (0usize, 0usize);
-        for d in self.devices.iter() {
-            if d.rules.retained
-                && d.rules.sparkplug.is_none()
-                && d.state == State::Online
-                && d.online_before(self.link.up_since)
-                && d.heard_in(connects)
-            {
-                known += 1;
-                fresh += usize::from(d.confirmed(connects, true));
-            }
-        }
-        known >= RESTART_QUORUM && fresh * 2 > known
     }
 
     /// A new connection: suspects wait as stored offlines do.
@@ -291,6 +293,7 @@ impl Fleet {
     /// devices the replay said nothing of.
     pub(super) fn apply_queued(&mut self, now: Now) {
         let connects = self.link.connects;
+        self.link.queue_open = false;
         let queued = std::mem::take(&mut self.confirm.queued);
         let mut applied = 0usize;
         for (topic, payload) in queued {
@@ -327,9 +330,6 @@ impl Fleet {
     /// online (or whose retained status vanished) that keep a retained
     /// status are notified as not seen since the broker restarted.
     pub(super) fn confirm_check(&mut self, now: Now) {
-        if !self.link.restarted && self.devices_say_restarted() {
-            self.broker_restarted(true, "most devices reconnected at once");
-        }
         self.link.confirming = false;
         let (connects, fresh_only) = (self.link.connects, self.link.fresh_only);
         for (id, (reading, shown)) in std::mem::take(&mut self.confirm.recoveries) {
