@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use support::daemon::message;
+use support::proxy::Proxy;
 use support::{Broker, BrokerOptions, Daemon, LiveDevice, SENTINEL, config, eventually, sync_with_sentinel};
 
 /// The broker under test: the rule must not be mosquitto-shaped.
@@ -253,6 +254,41 @@ async fn devices_whose_wills_a_broker_lost_while_willwatch_was_down_are_notified
         .map(|l| l["payload"].as_str().unwrap_or_default().to_string())
         .collect();
     assert!(payloads.iter().all(|p| p == "(not seen since the broker restarted)"), "{payloads:?}");
+}
+
+#[tokio::test]
+async fn a_reconnect_of_willwatch_alone_pages_nobody() {
+    // mosquitto's retained uptime is up to 10 s old: it once made this
+    // reconnect look like a broker restart, and every device "not seen".
+    let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
+    let proxy = Proxy::start(broker.port).await;
+    let text = daemon_config(&broker).replace(&broker.url(), &format!("mqtt://127.0.0.1:{}", proxy.port));
+    let daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    let _devices = fleet_online(&broker, &daemon, 50).await;
+    wait_confirmed(&daemon, 1).await;
+    proxy.cut();
+    wait_confirmed(&daemon, 2).await;
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    assert!(notified(&daemon, "offline").is_empty(), "{}", daemon.dump());
+    assert!(daemon.logs(|l| l["sign"].is_string()).is_empty(), "no restart: {}", daemon.dump());
+}
+
+#[tokio::test]
+async fn a_broker_that_refuses_the_probe_topic_still_has_every_will_notified() {
+    let acl =
+        "topic readwrite fleet/#\ntopic readwrite plant/#\ntopic readwrite willwatch/test/status\ntopic read $SYS/#\n";
+    let options = BrokerOptions { acl: Some(acl.into()), ..Default::default() };
+    let Some(broker) = Broker::mosquitto(options) else { return };
+    let daemon = Daemon::start(&daemon_config(&broker));
+    daemon.wait_connected().await;
+    let mut devices = fleet_online(&broker, &daemon, 5).await;
+    wait_confirmed(&daemon, 1).await;
+    devices.remove(2).kill();
+    let event = daemon.wait_event("d002", "offline", 1).await;
+    assert_eq!(event["payload"], "offline");
+    let overdue = daemon.metric("willwatch_broker_probes_overdue_total ").await;
+    assert!(overdue >= 2.0, "the connect's probe and the will's: {overdue}\n{}", daemon.dump());
 }
 
 /// A device's true life, as the fault test drives it.

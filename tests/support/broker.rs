@@ -31,6 +31,8 @@ pub struct BrokerOptions {
     pub user: Option<(String, String)>,
     /// Serve TLS with these PEM files and require a client certificate.
     pub tls: Option<TlsFiles>,
+    /// An ACL (mosquitto's `acl_file` lines) for anonymous clients.
+    pub acl: Option<String>,
     /// Queue without limit for a client that lags (mosquitto drops QoS 1
     /// messages past 1,000 queued by default): for a test's own watcher
     /// that must see every message of a burst.
@@ -283,6 +285,11 @@ fn spawn_mosquitto(bin: &Path, dir: &Path, port: u16, options: &BrokerOptions) -
     }
     if options.unlimited_queues {
         conf.push_str("max_queued_messages 0\n");
+    }
+    if let Some(acl) = &options.acl {
+        let file = dir.join("acl");
+        std::fs::write(&file, acl)?;
+        conf.push_str(&format!("acl_file {}\n", file.display()));
     }
     if options.persistence {
         conf.push_str(&format!("persistence true\npersistence_location {}/\nautosave_interval 1\n", dir.display()));

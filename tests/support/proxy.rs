@@ -1,9 +1,10 @@
-//! A TCP proxy between a device and the broker that can go silent: it then
+//! A TCP proxy between a client and the broker that can go silent: it then
 //! keeps both sockets open but forwards nothing, like a cable cut somewhere
-//! along the way (a half-open link). Only a keep-alive timeout notices.
+//! along the way (a half-open link). Only a keep-alive timeout notices. It
+//! can also cut its connections (a network blip) and go on accepting.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -11,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Proxy {
     pub port: u16,
     blackhole: Arc<AtomicBool>,
+    pipes: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Proxy {
@@ -19,17 +21,27 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let blackhole = Arc::new(AtomicBool::new(false));
-        let hole = Arc::clone(&blackhole);
+        let pipes = Arc::new(Mutex::new(Vec::new()));
+        let (hole, running) = (Arc::clone(&blackhole), Arc::clone(&pipes));
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else { continue };
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                tokio::spawn(pipe(cr, sw, Arc::clone(&hole)));
-                tokio::spawn(pipe(sr, cw, Arc::clone(&hole)));
+                let mut running = running.lock().unwrap();
+                running.push(tokio::spawn(pipe(cr, sw, Arc::clone(&hole))));
+                running.push(tokio::spawn(pipe(sr, cw, Arc::clone(&hole))));
             }
         });
-        Proxy { port, blackhole }
+        Proxy { port, blackhole, pipes }
+    }
+
+    /// Closes every connection through it (both ends see them go); new
+    /// ones are accepted.
+    pub fn cut(&self) {
+        for pipe in self.pipes.lock().unwrap().drain(..) {
+            pipe.abort();
+        }
     }
 
     /// From now on, bytes are swallowed and the sockets stay open.
