@@ -305,6 +305,9 @@ impl Session {
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == probe_topic => {
                         if let Some(n) = probe_number(&p.payload, &run, connection) {
+                            if n > 0 {
+                                answer_probe(&client, &probe_topic);
+                            }
                             self.tell(Inbound::Probed(n)).await;
                         }
                     }
@@ -501,11 +504,26 @@ fn log_connect_error(url: &str, error: &ConnectionError, attempt: u32, retry_in:
     }
 }
 
-/// Publishes probe `n` of `connection` (QoS 1: a broker delivers it in
-/// order behind the QoS 1 messages it queued for us, which QoS 0 may pass).
+/// Publishes probe `n` of `connection`. The connect's (0) at QoS 1: a
+/// broker delivers it in order behind the QoS 1 messages it queued for us,
+/// which QoS 0 may pass. The others at QoS 0: the will they confirm is
+/// already here, and a QoS 1 probe comes back behind the broker's PUBACK
+/// for it, which its Nagle holds until our delayed ACK (40 ms).
 fn probe(client: &AsyncClient, topic: &str, run: &str, connection: u64, n: u64) {
-    if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, format!("{run}:{connection}:{n}")) {
+    let qos = if n == 0 { QoS::AtLeastOnce } else { QoS::AtMostOnce };
+    if let Err(e) = client.try_publish(topic, qos, false, format!("{run}:{connection}:{n}")) {
         tracing::error!(topic = %topic, error = %e, "could not queue a probe");
+    }
+}
+
+/// Sends the broker a packet (an empty QoS 0 message that reaches nobody)
+/// right after a probe came back. Its echo is the broker's last word to
+/// us, and with nothing to answer our TCP stack delays its ACK (40 ms):
+/// the broker's Nagle would hold the next will for that long. This packet
+/// carries the ACK at once.
+fn answer_probe(client: &AsyncClient, probe_topic: &str) {
+    if let Err(e) = client.try_publish(format!("{probe_topic}/back"), QoS::AtMostOnce, false, Vec::new()) {
+        tracing::debug!(error = %e, "could not queue a probe's answer");
     }
 }
 
