@@ -79,20 +79,36 @@ async fn random_sigkills_while_devices_toggle_notify_every_transition_once_by_id
     daemon.wait_connected().await;
 
     // Settled: every device's last notification matches its true state.
-    let settled = eventually("the receiver to see every device's final state", Duration::from_secs(30), || {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let settled = loop {
         let received = receiver.received();
         let events = distinct(&received);
-        let mut notified: HashMap<&str, &str> = HashMap::new();
+        let mut notified: HashMap<String, String> = HashMap::new();
         for e in &events {
-            notified.insert(e["device"].as_str()?, e["event"].as_str()?);
+            if let (Some(d), Some(k)) = (e["device"].as_str(), e["event"].as_str()) {
+                notified.insert(d.to_string(), k.to_string());
+            }
         }
-        last.iter()
-            .all(|(d, online)| {
-                notified.get(d.as_str()).copied().unwrap_or("online") == if *online { "online" } else { "offline" }
-            })
-            .then_some(received)
-    })
-    .await;
+        let wrong = last.iter().find(|(d, online)| {
+            notified.get(d.as_str()).map_or("online", String::as_str) != if **online { "online" } else { "offline" }
+        });
+        let Some((device, online)) = wrong else { break received };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{context}: {device} is {} but was last notified {:?}\n{}",
+            if *online { "online" } else { "offline" },
+            notified.get(device.as_str()),
+            daemon
+                .logs(|l| l["device"] == device.as_str()
+                    || l["sign"].is_string()
+                    || message(l) == "connected to broker")
+                .iter()
+                .map(|l| l.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     let transitions = check_exactly_once(&settled, &last, &context);
     let duplicates = settled.len() - distinct(&settled).len();
     eprintln!(

@@ -811,7 +811,7 @@ impl Fleet {
             Some("it refused a connection meanwhile")
         } else if lost_session {
             Some("it lost our session")
-        } else if self.has_suspects() {
+        } else if self.wills_unconfirmed() {
             Some("it published wills as it went")
         } else {
             None

@@ -65,6 +65,9 @@ pub struct Confirm {
     /// Devices whose offline's probe never came back before the link went
     /// (or that were saved offline and not yet notified).
     pub(super) suspects: Vec<CompactString>,
+    /// The link went with wills waiting for their probe: the signature of
+    /// a broker that published them as it shut down.
+    wills_unconfirmed: bool,
     /// What the broker queued for us, latest per status topic, until the
     /// replay check.
     queued: HashMap<String, Vec<u8>>,
@@ -86,6 +89,7 @@ impl Default for Confirm {
             out: None,
             awaiting: Vec::new(),
             suspects: Vec::new(),
+            wills_unconfirmed: false,
             queued: HashMap::new(),
             late: HashSet::new(),
             recoveries: HashMap::new(),
@@ -242,16 +246,18 @@ impl Fleet {
     pub(super) fn probes_lost(&mut self) {
         let confirm = &mut self.confirm;
         confirm.out = None;
+        confirm.wills_unconfirmed = !confirm.awaiting.is_empty();
         confirm.suspects.extend(confirm.awaiting.drain(..).map(|(id, _)| id));
         confirm.queued.clear();
         // What that connection's store said is for its replay alone.
         confirm.recoveries.clear();
     }
 
-    /// Whether offlines wait from a link that went before their probe came
-    /// back: the signature of a broker shutting down.
-    pub(super) fn has_suspects(&self) -> bool {
-        !self.confirm.suspects.is_empty()
+    /// Whether the last link went with wills waiting for their probe: the
+    /// signature of a broker shutting down (not the offlines restored from
+    /// disk, which are suspects too). Asked once a connect.
+    pub(super) fn wills_unconfirmed(&mut self) -> bool {
+        std::mem::take(&mut self.confirm.wills_unconfirmed)
     }
 
     /// The broker restarted (it refused a connection while we were away,
