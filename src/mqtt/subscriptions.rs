@@ -18,6 +18,9 @@ use rumqttc::{AsyncClient, QoS, SubscribeFilter, SubscribeReasonCode};
 pub const BATCH: usize = 250;
 /// Pause after a SUBACK before the next batch, so the replay can drain.
 pub const PACE: Duration = Duration::from_millis(100);
+/// A batch whose SUBACK has not come in this long is sent again (a SUBACK
+/// lost or not matched to its batch must not stall the subscriptions).
+pub const RESEND_AFTER: Duration = Duration::from_secs(5);
 
 struct Batch {
     filters: Vec<String>,
@@ -30,6 +33,8 @@ pub struct Subscriptions {
     waiting: VecDeque<Batch>,
     /// The batch whose SUBACK is awaited, with its packet id once sent.
     in_flight: Option<(Option<u16>, Batch)>,
+    /// When the batch in flight was queued.
+    in_flight_since: Option<Instant>,
     /// Temporary filters to drop with the next step.
     to_unsubscribe: Vec<String>,
     /// Topics waiting in temporary batches: a re-read asked for again
@@ -61,7 +66,10 @@ impl Subscriptions {
 
     /// When `step` has something to do, if ever.
     pub fn due(&self) -> Option<Instant> {
-        if self.in_flight.is_some() || (self.waiting.is_empty() && self.to_unsubscribe.is_empty()) {
+        if self.in_flight.is_some() {
+            return self.in_flight_since.map(|at| at + RESEND_AFTER);
+        }
+        if self.waiting.is_empty() && self.to_unsubscribe.is_empty() {
             return None;
         }
         Some(self.next_at.unwrap_or_else(Instant::now))
@@ -71,7 +79,12 @@ impl Subscriptions {
     /// waits: a full request channel is logged and the batch retried later.
     pub fn step(&mut self, client: &AsyncClient) {
         if self.in_flight.is_some() {
-            return;
+            if !self.in_flight_since.is_some_and(|at| at.elapsed() >= RESEND_AFTER) {
+                return;
+            }
+            let (_, batch) = self.in_flight.take().expect("checked above");
+            tracing::warn!(filters = batch.filters.len(), after = ?RESEND_AFTER, "no SUBACK for a subscription; sending it again");
+            self.waiting.push_front(batch);
         }
         if !self.to_unsubscribe.is_empty() {
             let gone = std::mem::take(&mut self.to_unsubscribe);
@@ -90,7 +103,10 @@ impl Subscriptions {
         }
         let request = batch.filters.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
         match client.try_subscribe_many(request) {
-            Ok(()) => self.in_flight = Some((None, batch)),
+            Ok(()) => {
+                self.in_flight = Some((None, batch));
+                self.in_flight_since = Some(Instant::now());
+            }
             Err(e) => {
                 tracing::error!(filters = batch.filters.len(), error = %e, "could not queue subscribe; retrying");
                 if batch.temporary {
@@ -111,8 +127,10 @@ impl Subscriptions {
 
     /// A SUBACK: the batch is done; returns the filters the broker refused.
     pub fn acknowledged(&mut self, pkid: u16, codes: &[SubscribeReasonCode], now: Instant) -> Vec<String> {
-        let Some((Some(id), _)) = &self.in_flight else { return Vec::new() };
-        if *id != pkid {
+        // A SUBACK may be read before the event that names our SUBSCRIBE's
+        // packet id (a reconnect's first batch): it is then ours.
+        let Some((id, _)) = &self.in_flight else { return Vec::new() };
+        if id.is_some_and(|id| id != pkid) {
             return Vec::new();
         }
         let (_, batch) = self.in_flight.take().expect("checked above");
@@ -159,7 +177,11 @@ mod tests {
         subs.subscribe(filters);
         subs.step(&client);
         subs.step(&client);
-        assert!(subs.due().is_none(), "the second batch waits for the first SUBACK");
+        let due = subs.due().expect("a resend, should the SUBACK not come");
+        assert!(
+            due > Instant::now() + RESEND_AFTER - Duration::from_secs(1),
+            "the second batch waits for the first SUBACK"
+        );
         subs.sent(7);
         let mut codes = vec![Success(QoS::AtLeastOnce); BATCH];
         codes[1] = Failure;
@@ -214,5 +236,19 @@ mod tests {
         subs.sent(3);
         assert!(subs.acknowledged(4, &[Failure], Instant::now()).is_empty());
         assert!(subs.in_flight.is_some());
+    }
+
+    #[test]
+    fn a_batch_without_its_suback_is_sent_again() {
+        let (client, _requests) = client();
+        let mut subs = Subscriptions::default();
+        subs.subscribe(vec!["a/+".into()]);
+        subs.step(&client);
+        subs.in_flight_since = Some(Instant::now() - RESEND_AFTER);
+        subs.step(&client);
+        assert!(subs.in_flight.as_ref().is_some_and(|(id, _)| id.is_none()), "sent again, its id to come");
+        subs.sent(9);
+        assert!(subs.acknowledged(9, &[Success(QoS::AtLeastOnce)], Instant::now()).is_empty());
+        assert!(subs.idle());
     }
 }
