@@ -79,7 +79,7 @@ impl Subscriptions {
     /// waits: a full request channel is logged and the batch retried later.
     pub fn step(&mut self, client: &AsyncClient) {
         if self.in_flight.is_some() {
-            if !self.in_flight_since.is_some_and(|at| at.elapsed() >= RESEND_AFTER) {
+            if self.in_flight_since.is_none_or(|at| at.elapsed() < RESEND_AFTER) {
                 return;
             }
             let (_, batch) = self.in_flight.take().expect("checked above");
