@@ -46,16 +46,18 @@ fn connects(daemon: &Daemon) -> usize {
     daemon.logs(|l| message(l) == "connected to broker").len()
 }
 
+/// The confirm check's log event (its counts of unconfirmed and not seen).
+fn confirmed(line: &serde_json::Value) -> bool {
+    line["unconfirmed"].is_u64() && line["not_seen"].is_u64()
+}
+
 /// The `connections`th connection is made and its confirmation over: what
 /// the restart before it left is decided.
 async fn wait_confirmed(daemon: &Daemon, connections: usize) {
     eventually("the last connection to be confirmed", Duration::from_secs(40), || {
-        let lines = daemon.logs(|l| {
-            message(l) == "connected to broker"
-                || message(l) == "connection confirmed: devices not heard since the connect are unconfirmed"
-        });
-        let made = lines.iter().filter(|l| message(l) == "connected to broker").count();
-        (made >= connections && lines.last().is_some_and(|l| message(l) != "connected to broker")).then_some(())
+        let lines = daemon.logs(|l| message(l) == "connected to broker" || confirmed(l));
+        let made = lines.iter().filter(|l| !confirmed(l)).count();
+        (made >= connections && lines.last().is_some_and(confirmed)).then_some(())
     })
     .await;
 }

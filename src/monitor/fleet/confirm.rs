@@ -71,6 +71,8 @@ pub struct Confirm {
     /// What the broker queued for us, latest per status topic, until the
     /// replay check.
     queued: HashMap<String, Vec<u8>>,
+    /// Queued messages not kept past `QUEUED_MAX` on this connection.
+    queued_dropped: usize,
     /// Devices whose waiting offline was queued for us while we were
     /// away: it fires flagged `seen_late`.
     pub(super) late: HashSet<CompactString>,
@@ -91,6 +93,7 @@ impl Default for Confirm {
             suspects: Vec::new(),
             wills_unconfirmed: false,
             queued: HashMap::new(),
+            queued_dropped: 0,
             late: HashSet::new(),
             recoveries: HashMap::new(),
             overdue: Throttle::new(OVERDUE_LOG_EVERY),
@@ -121,8 +124,9 @@ impl Fleet {
         }
         let confirm = &mut self.confirm;
         if confirm.queued.len() >= QUEUED_MAX && !confirm.queued.contains_key(topic) {
-            // Not applied: the device is re-read at the replay check.
-            tracing::debug!(topic = %topic, "queued message past the limit kept; its device is re-read instead");
+            // Not applied: the device is re-read at the replay check
+            // (counted, and said there once).
+            confirm.queued_dropped += 1;
             return true;
         }
         confirm.queued.insert(topic.to_string(), payload.to_vec());
@@ -249,6 +253,7 @@ impl Fleet {
         confirm.wills_unconfirmed = !confirm.awaiting.is_empty();
         confirm.suspects.extend(confirm.awaiting.drain(..).map(|(id, _)| id));
         confirm.queued.clear();
+        confirm.queued_dropped = 0;
         // What that connection's store said is for its replay alone.
         confirm.recoveries.clear();
     }
@@ -289,7 +294,7 @@ impl Fleet {
                 && device.state == State::Offline
                 && device.hold_until(until)
             {
-                tracing::info!(device = %id, topic = %device.topic, "an offline not confirmed before the broker went: held until the device has had time to reconnect");
+                tracing::info!(device = %id, topic = %device.topic, "an offline not notified when the link went (or willwatch stopped): held until the device has had time to reconnect");
                 self.arm(&id);
             }
         }
@@ -301,9 +306,17 @@ impl Fleet {
         let connects = self.link.connects;
         self.link.queue_open = false;
         let queued = std::mem::take(&mut self.confirm.queued);
+        let dropped = std::mem::take(&mut self.confirm.queued_dropped);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                kept = QUEUED_MAX,
+                "more messages were queued for us than are kept; their devices are re-read instead"
+            );
+        }
+        let config = Arc::clone(&self.config);
         let mut applied = 0usize;
         for (topic, payload) in queued {
-            let config = Arc::clone(&self.config);
             let told =
                 config.resolve(&topic).and_then(|(id, _)| self.devices.get_mut(&id)).filter(|d| d.heard_in(connects));
             match told {
@@ -317,7 +330,7 @@ impl Fleet {
         }
         if applied > 0 {
             tracing::info!(
-                messages = applied,
+                queued = applied,
                 "applied what the broker queued for us to the devices its retained states did not cover"
             );
         }
