@@ -99,6 +99,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let owed =
         if config.cluster.is_some() { leave_to_the_cluster(&mut loaded.pending, &ack_tx) } else { HashSet::new() };
     let (completed_tx, completed_rx) = mpsc::unbounded_channel();
+    let (committed_tx, committed_rx) = watch::channel(0);
     let writer = store::Writer {
         dir: config.state_dir.clone(),
         sync: config.state_sync,
@@ -107,6 +108,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         acks: ack_rx,
         dispatch: dispatch_tx,
         completed: config.cluster.is_some().then_some(completed_tx),
+        committed: committed_tx,
         metrics: Arc::clone(&metrics),
     };
     let finish_writing = CancellationToken::new();
@@ -128,7 +130,8 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         monitor::Inputs { inbound: inbound_rx, reloads: reload_rx, queries: queries_rx, completed: completed_rx };
     let stop_intake = CancellationToken::new();
     let monitor = tokio::spawn(
-        Monitor::new(Arc::clone(&config), loaded.devices, loaded.told, &owed, outputs).run(inputs, stop_intake.clone()),
+        Monitor::new(Arc::clone(&config), loaded.devices, loaded.told, &owed, loaded.taken, outputs)
+            .run(inputs, stop_intake.clone()),
     );
     let http_cancel = CancellationToken::new();
     let http = config.http_listen.map(|listen| {
@@ -144,7 +147,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         let serve = http::serve(listen, sources, http_cancel.clone());
         tokio::spawn(serve)
     });
-    let start_session = |config: &Config, asks: mpsc::Receiver<crate::mqtt::Ask>| {
+    let start_session = |config: &Config, (asks, marks_after): (mpsc::Receiver<crate::mqtt::Ask>, u64)| {
         let cancel = CancellationToken::new();
         let wiring = Wiring {
             filters: filters_tx.subscribe(),
@@ -152,12 +155,14 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
             link: link_tx.clone(),
             client: client_tx.clone(),
             asks,
+            committed: committed_rx.clone(),
+            marks_after,
             metrics: Arc::clone(&metrics),
         };
         let session = Session::new(config.broker.clone(), config.presence.clone(), wiring);
         (cancel.clone(), tokio::spawn(session.run(cancel)))
     };
-    let (mut cancel, mut session) = start_session(&config, asks_rx);
+    let (mut cancel, mut session) = start_session(&config, (asks_rx, 0));
 
     log_started(&config);
     systemd::ready();
@@ -181,7 +186,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
                             tracing::info!(broker = %config.broker.url, "broker or presence settings changed; reconnecting");
                             cancel.cancel();
                             match session.await {
-                                Ok(asks) => (cancel, session) = start_session(&config, asks),
+                                Ok(ended) => (cancel, session) = start_session(&config, ended),
                                 Err(e) => return Err(DaemonError::Session(e.to_string())),
                             }
                         }

@@ -60,6 +60,7 @@ pub struct Metrics {
     pub broker_reconnects: Counter,
     pub sessions_lost: Counter,
     pub probes_overdue: Counter,
+    pub acks_early: Counter,
     pub devices_unconfirmed: Gauge,
     pub state_write_errors: Counter,
     pub state_acks_dropped: Counter,
@@ -96,6 +97,7 @@ impl Metrics {
         let broker_reconnects = Counter::<u64, AtomicU64>::default();
         let sessions_lost = Counter::<u64, AtomicU64>::default();
         let probes_overdue = Counter::<u64, AtomicU64>::default();
+        let acks_early = Counter::<u64, AtomicU64>::default();
         let devices_unconfirmed = Gauge::default();
         let state_write_errors = Counter::<u64, AtomicU64>::default();
         let state_acks_dropped = Counter::<u64, AtomicU64>::default();
@@ -145,6 +147,11 @@ impl Metrics {
             "willwatch_broker_probes_overdue",
             "Probes (round trips through the broker that confirm a live offline) that did not come back in time",
             probes_overdue.clone(),
+        );
+        registry.register(
+            "willwatch_broker_acks_early",
+            "QoS 1 messages acknowledged before what they decided was committed (more held than the broker's inflight window allows)",
+            acks_early.clone(),
         );
         registry.register(
             "willwatch_devices_unconfirmed",
@@ -277,6 +284,7 @@ impl Metrics {
             broker_reconnects,
             sessions_lost,
             probes_overdue,
+            acks_early,
             devices_unconfirmed,
             state_write_errors,
             state_acks_dropped,

@@ -118,6 +118,103 @@ async fn random_sigkills_while_devices_toggle_notify_every_transition_once_by_id
     assert!(transitions >= kills_wanted, "{context}: too few transitions to mean anything: {transitions}");
 }
 
+/// Guards the acknowledgement after commit: a message acknowledged on
+/// arrival and lost to a SIGKILL before its decision was committed is
+/// never sent again, so a device that went offline just before the crash
+/// and came back while the daemon was away had its outage lost. Each cycle
+/// SIGKILLs the daemon a random 0-4 ms after a device's offline (seeded,
+/// printed); where mosquitto's log shows the offline was sent to the
+/// daemon before the kill, the outage and the recovery must both be
+/// notified, once (an offline still queued for us at the kill is the
+/// documented case of a flap entirely while away: nothing to require).
+#[tokio::test]
+async fn a_flap_whose_offline_reached_the_daemon_just_before_a_sigkill_is_notified_once() {
+    let seed: u64 =
+        std::env::var("WILLWATCH_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("fault test seed: {seed} (WILLWATCH_FAULT_SEED={seed} repeats it)");
+    let context = format!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
+    let receiver = Receiver::start(Behaviour::Accept).await;
+    let fleet = Fleet::connect(broker.port).await;
+    const CYCLES: usize = 16;
+    let mut last: BTreeMap<String, bool> = BTreeMap::new();
+    for i in 0..CYCLES {
+        fleet.say(&format!("d{i}"), true).await;
+        last.insert(format!("d{i}"), true);
+    }
+    let text = config(&broker, &hook(&receiver))
+        .replace("actions = [\"hook\"]\n", "actions = [\"hook\"]\nstate_field = \"/s\"\n");
+    let mut daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    let client_id = format!("willwatch-test-{}", broker.port);
+    let log = || std::fs::read_to_string(broker.dir().join("mosquitto.log")).unwrap_or_default();
+    let mut caught = Vec::new();
+    for i in 0..CYCLES {
+        let device = format!("d{i}");
+        let topic = format!("'fleet/{device}/status'");
+        let from = log().len();
+        fleet.say(&device, false).await;
+        tokio::time::sleep(Duration::from_micros(rng.random_range(0..4000))).await;
+        daemon.kill();
+        // What mosquitto did from the offline to the connection's end.
+        let cycle = eventually("mosquitto to see the daemon's connection close", SOON, || {
+            let text = log();
+            let cycle = text.get(from..).unwrap_or_default().to_string();
+            cycle.contains(&format!("Client {client_id} closed")).then_some(cycle)
+        })
+        .await;
+        let reached =
+            cycle.lines().any(|l| l.contains(&topic) && l.contains(&format!("Sending PUBLISH to {client_id} ")));
+        fleet.say(&device, true).await;
+        support::wait_retained(
+            broker.port,
+            &format!("fleet/{device}/status"),
+            &format!("{{\"s\":\"online\",\"n\":{}}}", CYCLES + 2 * i + 1),
+        )
+        .await;
+        daemon.restart();
+        daemon.wait_connected().await;
+        if reached {
+            caught.push(device.clone());
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                let events = distinct(&receiver.received());
+                let kinds: Vec<String> = events
+                    .iter()
+                    .filter(|e| e["device"] == device.as_str())
+                    .filter_map(|e| e["event"].as_str().map(String::from))
+                    .collect();
+                if kinds == ["offline", "online"] {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{context}: {device}'s outage and recovery were not both notified: {kinds:?}\nmosquitto:\n{}\nwillwatch:\n{}",
+                    log().get(from..).unwrap_or_default().lines().filter(|l| l.contains(&client_id)).take(40).collect::<Vec<_>>().join("\n"),
+                    daemon
+                        .logs(|l| l["device"] == device.as_str() || l["dropped"].is_u64())
+                        .iter()
+                        .map(|l| l.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let received = receiver.received();
+    check_exactly_once(&received, &last, &context);
+    eprintln!(
+        "{context}: {} of {CYCLES} offlines reached the daemon before its SIGKILL; each notified with its recovery",
+        caught.len()
+    );
+    assert!(
+        caught.len() >= CYCLES / 4,
+        "{context}: too few offlines reached the daemon before the kill to mean anything: {caught:?}"
+    );
+}
+
 #[tokio::test]
 async fn wills_that_arrive_while_the_daemon_is_away_are_found_when_the_replay_is_cut_short() {
     // A stock mosquitto queues 1,000 messages for a client and drops the

@@ -330,17 +330,23 @@ impl Fleet {
     /// A retained state (a replay after a connect, a re-read): an offline
     /// in it waits for the confirmation window (`confirm.rs`).
     pub fn on_message(&mut self, topic: &str, payload: &[u8], now: Now) {
-        self.message(topic, payload, true, now);
+        self.message(topic, payload, Source::Stored, now);
     }
 
     /// A message published just now (an offline waits for a probe's round
     /// trip), or queued for us by the broker while we were away
     /// (`persistent_session`: kept for the replay check).
     pub fn on_live_message(&mut self, topic: &str, payload: &[u8], now: Now) {
-        self.message(topic, payload, false, now);
+        self.message(topic, payload, self.source(false), now);
     }
 
-    fn message(&mut self, topic: &str, payload: &[u8], retained: bool, now: Now) {
+    /// A message the last run got and did not take in (a crash came
+    /// first), sent again: applied at once (`Source::Unfinished`).
+    pub fn on_unfinished_message(&mut self, topic: &str, payload: &[u8], now: Now) {
+        self.message(topic, payload, Source::Unfinished, now);
+    }
+
+    fn message(&mut self, topic: &str, payload: &[u8], source: Source, now: Now) {
         self.metrics.messages.inc();
         let unix = now.wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         self.metrics.last_message.set(unix.as_secs_f64());
@@ -351,7 +357,6 @@ impl Fleet {
             self.sparkplug_message(&sparkplug, spec, payload, now);
             return;
         }
-        let source = self.source(retained);
         if source == Source::Queued && config.resolve(topic).is_some() && self.keep_queued(topic, payload) {
             return;
         }
@@ -430,10 +435,11 @@ impl Fleet {
         device.heard(self.link.connects, source != Source::Stored);
         let before = device.state;
         let durable = device.durable();
-        let late = source == Source::Queued;
+        let late = matches!(source, Source::Queued | Source::Unfinished);
         let hold = match (&parent_down, source) {
             (Some(_), _) => PARENT_HOLD,
             (None, Source::Live) => PROBE_HOLD,
+            (None, Source::Unfinished) => Duration::ZERO,
             (None, _) => stored_hold,
         };
         let outcome = device.on_reading(reading, shown, now, hold);
@@ -492,6 +498,11 @@ impl Fleet {
         self.follow(id, before, durable, outcome, late, now);
         if awaits_probe {
             self.await_probe(id, now);
+        }
+        if source == Source::Unfinished && matches!(reading, Reading::Offline { .. }) {
+            // Restored from disk held (the last run saw this offline and
+            // crashed before deciding it): it was live, it fires.
+            self.release_held(id, now, true);
         }
         if check_node {
             self.ask_rebirths(vec![id.into()], now);

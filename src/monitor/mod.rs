@@ -16,10 +16,17 @@
 //! record and leaves the event to the leader; a takeover fires what the
 //! group did not notify (`Fleet::take_over`).
 //!
+//! After each message from the broker that waits for its acknowledgement
+//! it hands the writer the records the message changed and its mark
+//! (`Op::Taken`): the session acknowledges the message once that is
+//! committed. What the broker sends again at the run's first connect goes
+//! through `redelivered.rs` (what the saved state holds is dropped).
+//!
 //! It never touches the disk and never waits on an action, so it keeps up
 //! with whatever the broker delivers.
 
 mod fleet;
+mod redelivered;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,9 +39,10 @@ use crate::config::Config;
 use crate::device::{Now, Saved};
 use crate::event::{Event, EventKind};
 use crate::metrics::{Metrics, StateLabel};
-use crate::mqtt::{Ask, Inbound};
-use crate::store::Op;
+use crate::mqtt::{Ask, Inbound, Mark};
+use crate::store::{Op, Taken};
 pub use fleet::{Counts, DeviceView, Effect, Fleet, PageQuery, StatusPage, rank};
+use redelivered::Redelivered;
 
 /// A request for a page of devices, answered from the monitor's table.
 #[derive(Debug)]
@@ -95,6 +103,9 @@ pub struct Monitor {
     out: Outputs,
     /// Rate-limits the warning of a full history queue.
     history_full: crate::throttle::Throttle,
+    /// The last message taken in whose mark the writer has not been given.
+    marked: Option<(Mark, String)>,
+    redelivered: Redelivered,
 }
 
 impl Monitor {
@@ -103,12 +114,13 @@ impl Monitor {
     /// In a cluster, `told` is the group's last word on each device, as
     /// saved (`None`: this state never belonged to a member, and the
     /// outages it notified itself, less those still `owed`, are taken as
-    /// the group's).
+    /// the group's). `taken`: the last message the saved state holds.
     pub fn new(
         config: Arc<Config>,
         saved: std::collections::HashMap<String, Saved>,
         told: Option<std::collections::HashMap<String, crate::cluster::Words>>,
         owed: &std::collections::HashSet<String>,
+        taken: Option<Taken>,
         out: Outputs,
     ) -> Monitor {
         let fleet = Fleet::new(Arc::clone(&config), saved, Arc::clone(&out.metrics), Now::read());
@@ -131,6 +143,8 @@ impl Monitor {
             unsaid: Vec::new(),
             out,
             history_full: crate::throttle::Throttle::new(Duration::from_secs(60)),
+            marked: None,
+            redelivered: Redelivered::new(taken),
         }
     }
 
@@ -153,11 +167,17 @@ impl Monitor {
                     let Some(message) = message else { break };
                     self.check_stall(&mut last_turn);
                     let now = Now::read();
+                    if !matches!(message, Inbound::Message { .. } | Inbound::Connected { .. }) {
+                        self.end_redelivery(now);
+                    }
                     let cluster = self.cluster.as_mut();
                     match (message, cluster) {
-                        (Inbound::Message { topic, payload, .. }, Some(c)) if c.owns(&topic) => c.on_message(&topic, &payload),
-                        (Inbound::Message { topic, payload, retained: true }, _) => self.fleet.on_message(&topic, &payload, now),
-                        (Inbound::Message { topic, payload, retained: false }, _) => self.fleet.on_live_message(&topic, &payload, now),
+                        (Inbound::Message { topic, payload, retained, redelivered, mark }, _) => {
+                            self.on_message(&topic, payload, retained, redelivered.then_some(mark).flatten(), now);
+                            if let Some(mark) = mark {
+                                self.marked = Some((mark, topic));
+                            }
+                        }
                         (Inbound::Probed(n), _) => self.fleet.on_probed(n, now),
                         (Inbound::Restarted { session_present }, _) => {
                             self.fleet.broker_restarted(session_present, "its uptime is shorter than our last connection", now)
@@ -197,6 +217,7 @@ impl Monitor {
                 }
             }
             self.perform().await;
+            self.mark_taken().await;
         }
         if let Some(cluster) = &mut self.cluster {
             cluster.stop();
@@ -206,6 +227,64 @@ impl Monitor {
             self.send_to_writer(held).await;
         }
         self.save(true).await;
+    }
+
+    /// A message from the broker; `redelivered`: sent again, under this
+    /// packet id.
+    fn on_message(&mut self, topic: &str, payload: bytes::Bytes, retained: bool, redelivered: Option<Mark>, now: Now) {
+        if let Some(cluster) = &mut self.cluster
+            && cluster.owns(topic)
+        {
+            cluster.on_message(topic, &payload);
+            return;
+        }
+        if let Some(mark) = redelivered.filter(|_| self.redelivered.open()) {
+            let message = redelivered::Message { topic: topic.to_string(), payload: payload.clone() };
+            for m in self.redelivered.take(mark.pkid, message, retained) {
+                self.fleet.on_unfinished_message(&m.topic, &m.payload, now);
+            }
+            if retained {
+                self.fleet.on_message(topic, &payload, now);
+            }
+            return;
+        }
+        self.end_redelivery(now);
+        if retained {
+            self.fleet.on_message(topic, &payload, now);
+        } else {
+            self.fleet.on_live_message(topic, &payload, now);
+        }
+    }
+
+    /// The first connection's redelivery is over: what it held is applied.
+    fn end_redelivery(&mut self, now: Now) {
+        if self.redelivered.open() {
+            for m in self.redelivered.close() {
+                self.fleet.on_unfinished_message(&m.topic, &m.payload, now);
+            }
+        }
+    }
+
+    /// Gives the writer the mark of the last message taken in, behind the
+    /// records it changed (and, in a cluster, behind the decisions held
+    /// for the group's word): the session acknowledges the message once
+    /// the writer has committed them. Not while redelivered messages before
+    /// it wait, nor while a live offline waits for its probe (a crash then
+    /// must get that message again).
+    async fn mark_taken(&mut self) {
+        if self.redelivered.holds() || self.fleet.deciding() {
+            return;
+        }
+        let Some((mark, topic)) = self.marked.take() else { return };
+        self.save(true).await;
+        let op = Op::Taken { mark: mark.n, message: Taken { pkid: mark.pkid, topic } };
+        if !self.unsaid.is_empty() {
+            self.unsaid.push(op);
+        } else if let Some((_, _, held)) = self.held.back_mut() {
+            held.push(op);
+        } else if self.out.store.send(op).await.is_err() {
+            tracing::error!("the state writer is gone; decisions are no longer recorded");
+        }
     }
 
     /// Hands the dirty devices' records to the writer, in batches; only as

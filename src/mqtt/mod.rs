@@ -5,7 +5,8 @@
 //! every CONNACK (a clean session forgets them) at a pace the broker can
 //! deliver (`subscriptions.rs`), re-reads retained states when the monitor
 //! asks, follows filter changes from reloads, reconnects with backoff, and
-//! forwards every message to the monitor. On shutdown it publishes its own retained offline, waits for the
+//! forwards every message to the monitor, acknowledging a QoS 1 message
+//! once what it decided is committed (`acks.rs`). On shutdown it publishes its own retained offline, waits for the
 //! PUBACK (bounded) and disconnects cleanly, because a clean DISCONNECT
 //! suppresses the will.
 //!
@@ -13,6 +14,7 @@
 //! this very loop, so an awaited `publish` here deadlocks once it fills.
 //! Requests are made with `try_*` and a full channel is logged.
 
+mod acks;
 mod publisher;
 mod rebirths;
 mod subscriptions;
@@ -32,6 +34,8 @@ use crate::backoff::Backoff;
 use crate::config::{Broker, Presence};
 use crate::metrics::Metrics;
 use crate::throttle::Throttle;
+use acks::Acks;
+pub use acks::Mark;
 pub use publisher::Publisher;
 use rebirths::Rebirths;
 use subscriptions::Subscriptions;
@@ -98,6 +102,12 @@ pub enum Inbound {
         /// A retained state (a replay), not one published just now or
         /// queued for us while we were away.
         retained: bool,
+        /// Sent again: a message an earlier connection (or run) got and
+        /// did not acknowledge.
+        redelivered: bool,
+        /// Its place in the order, when it waits for its commit to be
+        /// acknowledged (QoS 1): say so through `Wiring::committed`.
+        mark: Option<Mark>,
     },
 }
 
@@ -140,6 +150,10 @@ pub struct Wiring {
     pub client: watch::Sender<Option<AsyncClient>>,
     /// Re-reads and rebirth requests, from the monitor.
     pub asks: mpsc::Receiver<Ask>,
+    /// How far what the messages decided is committed (a `Mark`'s `n`).
+    pub committed: watch::Receiver<u64>,
+    /// The last mark an earlier session gave (0 for the first).
+    pub marks_after: u64,
     pub metrics: Arc<Metrics>,
 }
 
@@ -151,6 +165,8 @@ pub struct Session {
     link: watch::Sender<Link>,
     client: watch::Sender<Option<AsyncClient>>,
     asks: mpsc::Receiver<Ask>,
+    committed: watch::Receiver<u64>,
+    marks_after: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -164,17 +180,21 @@ impl Session {
             link: wiring.link,
             client: wiring.client,
             asks: wiring.asks,
+            committed: wiring.committed,
+            marks_after: wiring.marks_after,
             metrics: wiring.metrics,
         }
     }
 
     /// Runs until `cancel` fires, then says goodbye to the broker. Returns
-    /// the request queue for the next session.
-    pub async fn run(mut self, cancel: CancellationToken) -> mpsc::Receiver<Ask> {
+    /// the request queue for the next session, and the last mark given.
+    pub async fn run(mut self, cancel: CancellationToken) -> (mpsc::Receiver<Ask>, u64) {
         // The moment of the connection the will is for (a Sparkplug host's
         // STATE carries it in both its birth and its will).
         let mut stamp = crate::sparkplug::timestamp_ms(SystemTime::now());
-        let (client, mut eventloop) = AsyncClient::new(options(&self.broker, &self.presence, stamp), REQUEST_CAPACITY);
+        let mut mqtt_options = options(&self.broker, &self.presence, stamp);
+        mqtt_options.set_manual_acks(true);
+        let (client, mut eventloop) = AsyncClient::new(mqtt_options, REQUEST_CAPACITY);
         // A probe goes out right behind the acknowledgement of the will it
         // confirms: Nagle would hold it for the broker's delayed ACK (40 ms).
         let mut network = eventloop.network_options();
@@ -183,6 +203,7 @@ impl Session {
         self.client.send_replace(Some(client.clone()));
         let mut subscriptions = Subscriptions::default();
         let mut rebirths = Rebirths::default();
+        let mut acks = Acks::after(self.marks_after);
         let mut subscribed: BTreeSet<String> = self.filters.borrow_and_update().iter().cloned().collect();
         let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
         let mut connected = false;
@@ -233,6 +254,10 @@ impl Session {
                     }
                     _ => {}
                 },
+                Ok(()) = self.committed.changed() => {
+                    acks.release(*self.committed.borrow_and_update());
+                    self.acknowledge(&client, &mut acks);
+                }
                 Ok(()) = self.filters.changed() => {
                     let wanted: BTreeSet<String> = self.filters.borrow_and_update().iter().cloned().collect();
                     if connected {
@@ -289,6 +314,8 @@ impl Session {
                         settling = !self.report_subscribed(&subscriptions, subscribed.len()).await;
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.payload.len() > MAX_PAYLOAD => {
+                        acks.kept(&p);
+                        self.acknowledge(&client, &mut acks);
                         self.metrics.oversized.inc();
                         if let Some(suppressed) = oversized.allow(Instant::now()) {
                             tracing::warn!(topic = %p.topic, bytes = p.payload.len(), limit = MAX_PAYLOAD, suppressed,
@@ -296,6 +323,8 @@ impl Session {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if self.presence.sparkplug_host && p.topic == self.presence.topic => {
+                        acks.kept(&p);
+                        self.acknowledge(&client, &mut acks);
                         // Sparkplug 3.0: a host that sees its STATE say offline
                         // while it is up publishes its birth again.
                         if crate::sparkplug::says_offline(&p.payload) {
@@ -304,6 +333,8 @@ impl Session {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == probe_topic => {
+                        acks.kept(&p);
+                        self.acknowledge(&client, &mut acks);
                         if let Some(n) = probe_number(&p.payload, &run, connection) {
                             if n > 0 {
                                 answer_probe(&client, &probe_topic);
@@ -312,6 +343,8 @@ impl Session {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == UPTIME_TOPIC => {
+                        acks.kept(&p);
+                        self.acknowledge(&client, &mut acks);
                         if uptime.first_reading(p.retain)
                             && started_since(&p.payload, previous_connack)
                         {
@@ -321,7 +354,10 @@ impl Session {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        self.tell(Inbound::Message { topic: p.topic, payload: p.payload, retained: p.retain }).await;
+                        let mark = acks.passed(&p);
+                        // Held past the limit: the oldest goes now.
+                        self.acknowledge(&client, &mut acks);
+                        self.tell(Inbound::Message { topic: p.topic, payload: p.payload, retained: p.retain, redelivered: p.dup, mark }).await;
                     }
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
                         for topic in subscriptions.acknowledged(ack.pkid, &ack.return_codes, Instant::now()) {
@@ -358,6 +394,7 @@ impl Session {
                                     "the broker keeps closing the connection right after accepting it: another client may be using our client id, or the broker refuses a packet of ours; backing off");
                             }
                             uptime.lost();
+                            acks.lost();
                             self.tell(Inbound::Disconnected).await;
                         }
                         refused |= matches!(&e, ConnectionError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused);
@@ -375,10 +412,13 @@ impl Session {
             }
         }
         if connected {
+            // What the writer committed last, acknowledged before we go.
+            acks.release(*self.committed.borrow());
+            self.acknowledge(&client, &mut acks);
             self.goodbye(&client, &mut eventloop, stamp).await;
         }
         self.set_link(false);
-        self.asks
+        (self.asks, acks.last_mark())
     }
 
     /// Passes `inbound` on. Once the monitor has stopped (shutdown stops
@@ -386,6 +426,19 @@ impl Session {
     /// through it, and what arrives is dropped.
     async fn tell(&self, inbound: Inbound) {
         let _ = self.inbound.send(inbound).await;
+    }
+
+    /// Acknowledges what may be now (`acks.rs`); one sent before its
+    /// commit is counted.
+    fn acknowledge(&self, client: &AsyncClient, acks: &mut Acks) {
+        for due in acks.due() {
+            if due.early {
+                self.metrics.acks_early.inc();
+            }
+            if let Err(e) = client.try_ack(&due.packet()) {
+                tracing::warn!(pkid = due.pkid, error = %e, "could not queue an acknowledgement; the broker sends the message again at the next connect");
+            }
+        }
     }
 
     /// Says so when the subscriptions of a connect are all acknowledged, and

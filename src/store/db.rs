@@ -50,6 +50,19 @@ pub struct Batch {
     pub acks: Vec<(String, String)>,
     /// In a cluster: what was said of each changed device.
     pub told: HashMap<String, Words>,
+    /// The last message whose decisions this batch holds (with those
+    /// committed before).
+    pub taken: Option<Taken>,
+}
+
+/// A message from the broker, as it is known again when the broker sends
+/// it a second time (same packet id, same topic): the last one whose
+/// decisions are committed tells, after a crash, which of those sent
+/// again were already taken in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taken {
+    pub pkid: u16,
+    pub topic: String,
 }
 
 impl Batch {
@@ -93,6 +106,8 @@ pub struct Loaded {
     /// What a cluster said of each device; `None` when this state never
     /// belonged to a cluster member.
     pub told: Option<HashMap<String, Words>>,
+    /// The last message taken in by the run that wrote this state.
+    pub taken: Option<Taken>,
 }
 
 pub struct Db {
@@ -139,6 +154,11 @@ impl Db {
                  action TEXT NOT NULL,
                  event TEXT NOT NULL,
                  UNIQUE (event_id, action)
+             );
+             CREATE TABLE IF NOT EXISTS intake (
+                 k INTEGER PRIMARY KEY CHECK (k = 0),
+                 pkid INTEGER NOT NULL,
+                 topic TEXT NOT NULL
              );",
         )
         .map_err(sqlite)?;
@@ -215,6 +235,13 @@ impl Db {
             event.actions = Arc::from(actions);
         }
         loaded.told = self.load_told().map_err(sqlite)?;
+        loaded.taken = self
+            .conn
+            .query_row("SELECT pkid, topic FROM intake WHERE k = 0", [], |r| {
+                Ok(Taken { pkid: r.get(0)?, topic: r.get(1)? })
+            })
+            .optional()
+            .map_err(sqlite)?;
         Ok(loaded)
     }
 
@@ -264,6 +291,15 @@ impl Db {
                 tx.prepare_cached("DELETE FROM outbox WHERE event_id = ?1 AND action = ?2").map_err(sqlite)?;
             for (id, action) in &batch.acks {
                 ack.execute(params![id, action]).map_err(sqlite)?;
+            }
+            if let Some(taken) = &batch.taken {
+                tx.prepare_cached(
+                    "INSERT INTO intake (k, pkid, topic) VALUES (0, ?1, ?2)
+                     ON CONFLICT (k) DO UPDATE SET pkid = ?1, topic = ?2",
+                )
+                .map_err(sqlite)?
+                .execute(params![taken.pkid, taken.topic])
+                .map_err(sqlite)?;
             }
             if !batch.told.is_empty() {
                 tx.execute_batch(TOLD_TABLE).map_err(sqlite)?;

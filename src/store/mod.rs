@@ -22,7 +22,7 @@ use std::time::SystemTime;
 
 use crate::config::StateSync;
 
-pub use db::{Batch, Db, DbError, FILE_NAME, Loaded};
+pub use db::{Batch, Db, DbError, FILE_NAME, Loaded, Taken};
 pub use writer::{Ack, Op, Writer};
 
 /// Opens the state database in `dir` and reads it back. A corrupt file is

@@ -10,6 +10,13 @@
 //! (the broker's retained state makes it again at the next start) or
 //! leaves it pending, to be sent again with its id.
 //!
+//! The monitor marks, after the ops of each message from the broker, how
+//! far it has taken messages in (`Op::Taken`); once the ops before a mark
+//! are committed, the mark goes back to the session, which acknowledges
+//! the messages up to it. The last such message is committed with them:
+//! after a crash, it tells which of the messages the broker sends again
+//! were already taken in.
+//!
 //! A commit that fails (disk full, read-only, no file descriptors) is
 //! retried with backoff and logged once per outage of the disk; the events
 //! of the failed batch go out anyway, since an alert late is worse than an
@@ -24,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::db::{Batch, Db, DbError};
+use super::db::{Batch, Db, DbError, Taken};
 use crate::actions;
 use crate::backoff::Backoff;
 use crate::config::{Config, StateSync};
@@ -60,6 +67,9 @@ pub enum Op {
     Reload(Arc<Config>),
     /// In a cluster: what was said of a device.
     Told(String, crate::cluster::Words),
+    /// The ops before this are all of the messages up to the session's
+    /// mark `mark`, the last of them `message`.
+    Taken { mark: u64, message: Taken },
 }
 
 /// An action is done with an event: (event id, action name).
@@ -75,6 +85,8 @@ pub struct Writer {
     /// In a cluster: where each event goes once every action is done with
     /// it (the leader tells the group).
     pub completed: Option<mpsc::UnboundedSender<Arc<Event>>>,
+    /// How far the messages' decisions are committed, to the session.
+    pub committed: tokio::sync::watch::Sender<u64>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -82,7 +94,7 @@ impl Writer {
     /// Sends `pending` (owed since before the start) first, then runs until
     /// `finish`: commits what is left, says what is still owed, returns.
     pub async fn run(self, pending: Vec<Event>, finish: CancellationToken) {
-        let Writer { dir, sync, db, mut ops, mut acks, dispatch, completed, metrics } = self;
+        let Writer { dir, sync, db, mut ops, mut acks, dispatch, completed, committed, metrics } = self;
         let mut state = State {
             dir,
             sync,
@@ -107,13 +119,15 @@ impl Writer {
         let mut retry_at: Option<Instant> = None;
         let mut ops_open = true;
         let mut check = tokio::time::interval(CHECK_EVERY);
+        // The last mark taken, not yet committed.
+        let mut taken: Option<(u64, Taken)> = None;
         loop {
             let mut finishing = false;
             tokio::select! {
                 biased;
                 () = finish.cancelled() => finishing = true,
                 op = ops.recv(), if ops_open => match op {
-                    Some(op) => take(op, &mut batch, &mut outgoing),
+                    Some(op) => take(op, &mut batch, &mut outgoing, &mut taken),
                     None => ops_open = false,
                 },
                 Some(ack) = acks.recv() => state.acked(ack, &mut batch),
@@ -122,7 +136,7 @@ impl Writer {
             }
             while batch.devices.len() + batch.events.len() + batch.acks.len() < MAX_BATCH {
                 match ops.try_recv() {
-                    Ok(op) => take(op, &mut batch, &mut outgoing),
+                    Ok(op) => take(op, &mut batch, &mut outgoing, &mut taken),
                     Err(_) => match acks.try_recv() {
                         Ok(ack) => state.acked(ack, &mut batch),
                         Err(_) => break,
@@ -131,6 +145,9 @@ impl Writer {
             }
             let due = retry_at.is_none_or(|at| at <= Instant::now()) || finishing;
             if due && !batch.is_empty() {
+                if let Some((_, message)) = &taken {
+                    batch.taken = Some(message.clone());
+                }
                 match state.commit(&mut batch).await {
                     Ok(()) => {
                         retry.reset();
@@ -144,6 +161,14 @@ impl Writer {
             }
             if state.failing && batch.len() > MAX_HELD {
                 state.shed(&mut batch);
+            }
+            // Committed, or the disk fails and the events went anyway: the
+            // broker may forget the messages (holding them would stop it
+            // sending).
+            if (batch.is_empty() || state.failing)
+                && let Some((mark, _)) = taken.take()
+            {
+                committed.send_replace(mark);
             }
             if finishing {
                 // What is committed is owed and resumes at the next start.
@@ -328,7 +353,7 @@ fn in_place(db: Db) -> Result<Db, DbError> {
     Ok(db)
 }
 
-fn take(op: Op, batch: &mut Batch, outgoing: &mut Vec<actions::Input>) {
+fn take(op: Op, batch: &mut Batch, outgoing: &mut Vec<actions::Input>, taken: &mut Option<(u64, Taken)>) {
     match op {
         Op::Save(records) => {
             batch.devices.extend(records.into_iter().map(|(id, saved)| (id, Some(saved))));
@@ -348,6 +373,7 @@ fn take(op: Op, batch: &mut Batch, outgoing: &mut Vec<actions::Input>) {
         Op::Told(device, told) => {
             batch.told.insert(device, told);
         }
+        Op::Taken { mark, message } => *taken = Some((mark, message)),
     }
 }
 
@@ -406,6 +432,7 @@ mod tests {
             acks,
             dispatch,
             completed: None,
+            committed: tokio::sync::watch::channel(0).0,
             metrics: Arc::clone(&metrics),
         };
         let finish = CancellationToken::new();
@@ -431,6 +458,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_mark_goes_back_once_the_decisions_before_it_are_committed_with_their_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ops_tx, ops) = mpsc::channel(16);
+        let (_acks_tx, acks) = mpsc::unbounded_channel();
+        let (dispatch, _dispatched) = mpsc::channel(16);
+        let (committed, mut marks) = tokio::sync::watch::channel(0);
+        let writer = Writer {
+            dir: dir.path().into(),
+            sync: StateSync::Full,
+            db: Some(Db::open(dir.path(), StateSync::Full).unwrap()),
+            ops,
+            acks,
+            dispatch,
+            completed: None,
+            committed,
+            metrics: Metrics::new(),
+        };
+        let finish = CancellationToken::new();
+        let task = tokio::spawn(writer.run(Vec::new(), finish.clone()));
+        let will = Taken { pkid: 9, topic: "devices/pump-7/status".into() };
+        ops_tx.send(Op::Event(Box::new(test_event(EventKind::Offline, "pump-7")), Some(record()))).await.unwrap();
+        ops_tx.send(Op::Taken { mark: 3, message: will.clone() }).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), marks.wait_for(|m| *m == 3)).await.unwrap().unwrap();
+        let loaded = Db::open(dir.path(), StateSync::Full).unwrap().load().unwrap();
+        assert_eq!(loaded.pending.len(), 1, "the decision is committed before its mark goes back");
+        assert_eq!(loaded.taken, Some(will.clone()));
+        // A message that decided nothing: its mark goes back at once, and
+        // the last message committed stays the one that decided.
+        ops_tx.send(Op::Taken { mark: 4, message: Taken { pkid: 10, topic: "x".into() } }).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), marks.wait_for(|m| *m == 4)).await.unwrap().unwrap();
+        assert_eq!(Db::open(dir.path(), StateSync::Full).unwrap().load().unwrap().taken, Some(will));
+        finish.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
     async fn an_acknowledged_event_is_no_longer_owed() {
         let dir = tempfile::tempdir().unwrap();
         let (ops_tx, ops) = mpsc::channel(16);
@@ -445,6 +508,7 @@ mod tests {
             acks,
             dispatch,
             completed: None,
+            committed: tokio::sync::watch::channel(0).0,
             metrics: Metrics::new(),
         };
         let finish = CancellationToken::new();

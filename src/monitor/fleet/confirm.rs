@@ -53,6 +53,10 @@ pub enum Source {
     Queued,
     /// Published while we are connected.
     Live,
+    /// Got live by the last run, which crashed before taking it in; sent
+    /// again by the broker (`monitor/redelivered.rs`). It was live: it is
+    /// not held again.
+    Unfinished,
 }
 
 /// The probes and what waits for them.
@@ -193,20 +197,33 @@ impl Fleet {
         let (ready, later): (Vec<_>, Vec<_>) = self.confirm.awaiting.drain(..).partition(|(_, need)| *need <= n);
         self.confirm.awaiting = later;
         for (id, _) in ready {
-            if self.parent_down_of(&id).is_some() {
-                continue;
-            }
-            let Some(device) = self.devices.get_mut(&id) else { continue };
-            if device.state != State::Offline || !device.release(now.mono) {
-                continue;
-            }
-            let (before, durable) = (device.state, device.durable());
-            let outcome = device.on_tick(now);
-            self.follow(&id, before, durable, outcome, false, now);
+            self.release_held(&id, now, false);
         }
         if !self.confirm.awaiting.is_empty() && self.confirm.out.is_none() {
             self.send_probe(now.mono);
         }
+    }
+
+    /// Lets the held offline of `id` fire at the end of its own grace
+    /// (unless its parent is down): it is confirmed.
+    pub(super) fn release_held(&mut self, id: &str, now: Now, late: bool) {
+        if self.parent_down_of(id).is_some() {
+            return;
+        }
+        let Some(device) = self.devices.get_mut(id) else { return };
+        if device.state != State::Offline || !device.release(now.mono) {
+            return;
+        }
+        let (before, durable) = (device.state, device.durable());
+        let outcome = device.on_tick(now);
+        self.follow(id, before, durable, outcome, late, now);
+    }
+
+    /// Whether a live offline waits for its probe: the message that brought
+    /// it is not taken in until it is decided (it is not acknowledged: a
+    /// crash meanwhile gets it again).
+    pub fn deciding(&self) -> bool {
+        !self.confirm.awaiting.is_empty()
     }
 
     /// When the probe on its way is overdue, if one is.
