@@ -26,29 +26,41 @@ fn hook(receiver: &Receiver) -> String {
     )
 }
 
-#[tokio::test]
-async fn random_sigkills_while_devices_toggle_notify_every_transition_once_by_id() {
-    // The suite's run is short; `WILLWATCH_FAULT_KILLS` and
-    // `WILLWATCH_FAULT_DEVICES` make the longer one BENCHMARKS.md reports.
-    let setting = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
-    let (kills_wanted, devices) = (setting("WILLWATCH_FAULT_KILLS", 6), setting("WILLWATCH_FAULT_DEVICES", 20));
+/// The fault tests' seed (`WILLWATCH_FAULT_SEED`, else random), printed,
+/// as the context of their failures, and its generator.
+fn fault_seed() -> (String, rand::rngs::StdRng) {
     let seed: u64 =
         std::env::var("WILLWATCH_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     eprintln!("fault test seed: {seed} (WILLWATCH_FAULT_SEED={seed} repeats it)");
-    let context = format!("seed {seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let broker = Broker::start();
-    let receiver = Receiver::start(Behaviour::Accept).await;
+    (format!("seed {seed}"), rand::rngs::StdRng::seed_from_u64(seed))
+}
+
+/// `devices` devices (`d0`…) known online, and the daemon connected,
+/// notifying `receiver`.
+async fn online_fleet(broker: &Broker, receiver: &Receiver, devices: usize) -> (Fleet, BTreeMap<String, bool>, Daemon) {
     let fleet = Fleet::connect(broker.port).await;
     let mut last: BTreeMap<String, bool> = BTreeMap::new();
     for i in 0..devices {
         fleet.say(&format!("d{i}"), true).await;
         last.insert(format!("d{i}"), true);
     }
-    let text = config(&broker, &hook(&receiver))
+    let text = config(broker, &hook(receiver))
         .replace("actions = [\"hook\"]\n", "actions = [\"hook\"]\nstate_field = \"/s\"\n");
-    let mut daemon = Daemon::start(&text);
+    let daemon = Daemon::start(&text);
     daemon.wait_connected().await;
+    (fleet, last, daemon)
+}
+
+#[tokio::test]
+async fn random_sigkills_while_devices_toggle_notify_every_transition_once_by_id() {
+    // The suite's run is short; `WILLWATCH_FAULT_KILLS` and
+    // `WILLWATCH_FAULT_DEVICES` make the longer one BENCHMARKS.md reports.
+    let setting = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let (kills_wanted, devices) = (setting("WILLWATCH_FAULT_KILLS", 6), setting("WILLWATCH_FAULT_DEVICES", 20));
+    let (context, mut rng) = fault_seed();
+    let broker = Broker::start();
+    let receiver = Receiver::start(Behaviour::Accept).await;
+    let (fleet, mut last, mut daemon) = online_fleet(&broker, &receiver, devices).await;
 
     // Devices toggle every 5-40 ms; the daemon dies at random moments and
     // comes back after a random time away.
@@ -129,24 +141,11 @@ async fn random_sigkills_while_devices_toggle_notify_every_transition_once_by_id
 /// documented case of a flap entirely while away: nothing to require).
 #[tokio::test]
 async fn a_flap_whose_offline_reached_the_daemon_just_before_a_sigkill_is_notified_once() {
-    let seed: u64 =
-        std::env::var("WILLWATCH_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    eprintln!("fault test seed: {seed} (WILLWATCH_FAULT_SEED={seed} repeats it)");
-    let context = format!("seed {seed}");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (context, mut rng) = fault_seed();
     let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
     let receiver = Receiver::start(Behaviour::Accept).await;
-    let fleet = Fleet::connect(broker.port).await;
     const CYCLES: usize = 16;
-    let mut last: BTreeMap<String, bool> = BTreeMap::new();
-    for i in 0..CYCLES {
-        fleet.say(&format!("d{i}"), true).await;
-        last.insert(format!("d{i}"), true);
-    }
-    let text = config(&broker, &hook(&receiver))
-        .replace("actions = [\"hook\"]\n", "actions = [\"hook\"]\nstate_field = \"/s\"\n");
-    let mut daemon = Daemon::start(&text);
-    daemon.wait_connected().await;
+    let (fleet, last, mut daemon) = online_fleet(&broker, &receiver, CYCLES).await;
     let client_id = format!("willwatch-test-{}", broker.port);
     let log = || std::fs::read_to_string(broker.dir().join("mosquitto.log")).unwrap_or_default();
     let mut caught = Vec::new();
@@ -191,7 +190,14 @@ async fn a_flap_whose_offline_reached_the_daemon_just_before_a_sigkill_is_notifi
                 assert!(
                     tokio::time::Instant::now() < deadline,
                     "{context}: {device}'s outage and recovery were not both notified: {kinds:?}\nmosquitto:\n{}\nwillwatch:\n{}",
-                    log().get(from..).unwrap_or_default().lines().filter(|l| l.contains(&client_id)).take(40).collect::<Vec<_>>().join("\n"),
+                    log()
+                        .get(from..)
+                        .unwrap_or_default()
+                        .lines()
+                        .filter(|l| l.contains(&client_id))
+                        .take(40)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
                     daemon
                         .logs(|l| l["device"] == device.as_str() || l["dropped"].is_u64())
                         .iter()
