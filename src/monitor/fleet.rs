@@ -426,8 +426,8 @@ impl Fleet {
         }
         let parent_down = self.parent_down_of(id).map(str::to_string);
         let stored_hold = self.stored_hold(now.mono);
+        self.heard(id, source != Source::Stored);
         let Some(device) = self.devices.get_mut(id) else { return };
-        device.heard(self.link.connects, source != Source::Stored);
         let before = device.state;
         let durable = device.durable();
         let late = source == Source::Queued;
@@ -499,11 +499,12 @@ impl Fleet {
     }
 
     fn on_heartbeat(&mut self, id: &str, now: Now) {
-        let Some(device) = self.devices.get_mut(id) else {
+        if !self.devices.contains(id) {
             tracing::debug!(device = %id, "heartbeat from a device not seen on its status topic yet");
             return;
-        };
-        device.heard(self.link.connects, true);
+        }
+        self.heard(id, true);
+        let Some(device) = self.devices.get_mut(id) else { return };
         let (before, durable) = (device.state, device.durable());
         let outcome = device.on_heartbeat(now);
         self.follow(id, before, durable, outcome, false, now);

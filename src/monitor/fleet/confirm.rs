@@ -81,6 +81,9 @@ pub struct Confirm {
     /// notified: the store may be older than the devices (a snapshot), so
     /// they wait for the confirm check, and the device's own word.
     recoveries: HashMap<CompactString, (Reading, CompactString)>,
+    /// The devices the last confirm check found unconfirmed and not
+    /// confirmed since: what `willwatch_devices_unconfirmed` counts.
+    unconfirmed: HashSet<CompactString>,
     overdue: Throttle,
 }
 
@@ -96,6 +99,7 @@ impl Default for Confirm {
             queued_dropped: 0,
             late: HashSet::new(),
             recoveries: HashMap::new(),
+            unconfirmed: HashSet::new(),
             overdue: Throttle::new(OVERDUE_LOG_EVERY),
         }
     }
@@ -149,6 +153,18 @@ impl Fleet {
             self.confirm.recoveries.remove(id);
         }
         deferred
+    }
+
+    /// A message of the device `id` arrived in this connection (`fresh`:
+    /// not read from the broker's store). One that the last confirm check
+    /// counted unconfirmed and that this confirms leaves the count.
+    pub(super) fn heard(&mut self, id: &str, fresh: bool) {
+        let (connects, fresh_only) = (self.link.connects, self.link.fresh_only);
+        let Some(device) = self.devices.get_mut(id) else { return };
+        device.heard(connects, fresh);
+        if device.confirmed(connects, fresh_only) && self.confirm.unconfirmed.remove(id) {
+            self.metrics.devices_unconfirmed.set(self.confirm.unconfirmed.len() as i64);
+        }
     }
 
     /// A live offline of `id` waits for a probe sent after it.
@@ -366,6 +382,7 @@ impl Fleet {
             // Known online, or known once and its retained status vanished.
             .map(|d| (d.id.clone(), d.rules.retained && d.state != State::Offline && d.since().is_some()))
             .collect();
+        self.confirm.unconfirmed = unheard.iter().map(|(id, _)| id.clone()).collect();
         self.metrics.devices_unconfirmed.set(unheard.len() as i64);
         // What was queued and waited has fired or came back by now.
         self.confirm.late.clear();

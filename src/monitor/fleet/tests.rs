@@ -839,6 +839,33 @@ fn a_device_whose_retained_status_is_gone_after_a_connect_is_not_seen_and_notifi
 }
 
 #[test]
+fn a_device_unconfirmed_at_the_confirm_check_leaves_the_count_when_it_speaks() {
+    let clock = Clock::new();
+    let metrics = Metrics::new();
+    let rest = format!("{DEVICES}[[device]]\npreset = \"homeassistant\"\n");
+    let mut f = Fleet::new(config(&rest), HashMap::new(), Arc::clone(&metrics), clock.at_ms(0));
+    connect(&mut f, clock.at_ms(0));
+    f.on_message("plant/a/status", b"online", clock.at_ms(1));
+    live(&mut f, "homeassistant/status", b"online", clock.at_ms(2));
+    f.on_disconnected(clock.at_ms(5_000));
+    // Home Assistant's status is not retained: the replay cannot bring it.
+    connect(&mut f, clock.at_ms(6_000));
+    f.on_subscribed(clock.at_ms(6_100));
+    f.on_message("plant/a/status", b"online", clock.at_ms(6_200));
+    f.on_tick(clock.at_ms(8_100));
+    let at = f.next_wake().expect("a confirm check");
+    f.on_tick(Now { mono: at, wall: clock.at_ms(0).wall + (at - clock.at_ms(0).mono) });
+    assert_eq!(metrics.devices_unconfirmed.get(), 1);
+
+    live(&mut f, "homeassistant/status", b"online", clock.at_ms(20_000));
+    assert_eq!(metrics.devices_unconfirmed.get(), 0, "it spoke: confirmed");
+    // A device first seen now was never counted.
+    live(&mut f, "plant/new/status", b"online", clock.at_ms(21_000));
+    assert_eq!(metrics.devices_unconfirmed.get(), 0);
+    assert!(fired(&drain(&mut f)).is_empty());
+}
+
+#[test]
 fn history_records_each_transition_with_its_cause() {
     let clock = Clock::new();
     let mut f = connected(
