@@ -773,8 +773,8 @@ impl Fleet {
         }
         if self.link.replay_check_at.is_some_and(|at| at <= now.mono) {
             self.link.replay_check_at = None;
-            self.apply_queued(now);
-            self.reread_unheard(now);
+            let queued = self.apply_queued(now);
+            self.reread_unheard(queued, now);
             self.schedule_confirm_check(now.mono);
         }
         if self.link.confirm_check_at.is_some_and(|at| at <= now.mono) {
@@ -905,14 +905,16 @@ impl Fleet {
         (!every.is_zero()).then(|| now + every)
     }
 
-    /// Re-reads the known devices the replay of this connection missed.
-    /// A Sparkplug device not online is asked too: a birth published while
-    /// willwatch was away is never kept for it (QoS 0), even when the
+    /// Re-reads the known devices the replay of this connection missed,
+    /// `queued` (heard only from what the broker queued for us) among
+    /// them. A Sparkplug device not online is asked too: a birth published
+    /// while willwatch was away is never kept for it (QoS 0), even when the
     /// death before it was.
-    fn reread_unheard(&mut self, now: Now) {
+    fn reread_unheard(&mut self, queued: Vec<CompactString>, now: Now) {
         let connects = self.link.connects;
         let missed = |d: &Device| !d.heard_in(connects) || (d.rules.sparkplug.is_some() && d.state != State::Online);
-        let unheard: Vec<CompactString> = self.devices.iter().filter(|d| missed(d)).map(|d| d.id.clone()).collect();
+        let mut unheard: Vec<CompactString> = self.devices.iter().filter(|d| missed(d)).map(|d| d.id.clone()).collect();
+        unheard.extend(queued);
         if !unheard.is_empty() {
             tracing::info!(
                 devices = unheard.len(),

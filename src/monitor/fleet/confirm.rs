@@ -317,8 +317,10 @@ impl Fleet {
     }
 
     /// The replay is in: what the broker queued for us counts for the
-    /// devices the replay said nothing of.
-    pub(super) fn apply_queued(&mut self, now: Now) {
+    /// devices the replay said nothing of. Returns those devices: their
+    /// retained state is still to be read (a full queue drops what came
+    /// after their message there, a will included).
+    pub(super) fn apply_queued(&mut self, now: Now) -> Vec<CompactString> {
         let connects = self.link.connects;
         self.link.queue_open = false;
         let queued = std::mem::take(&mut self.confirm.queued);
@@ -331,25 +333,25 @@ impl Fleet {
             );
         }
         let config = Arc::clone(&self.config);
-        let mut applied = 0usize;
+        let mut applied = Vec::new();
         for (topic, payload) in queued {
-            let told =
-                config.resolve(&topic).and_then(|(id, _)| self.devices.get_mut(&id)).filter(|d| d.heard_in(connects));
-            match told {
+            let id = config.resolve(&topic).map(|(id, _)| CompactString::from(id));
+            match id.as_ref().and_then(|id| self.devices.get_mut(id)).filter(|d| d.heard_in(connects)) {
                 // The device spoke since the store was written: fresh.
                 Some(device) => device.heard(connects, true),
                 None => {
-                    applied += 1;
+                    applied.extend(id);
                     self.status_message(&topic, &payload, Source::Queued, now);
                 }
             }
         }
-        if applied > 0 {
+        if !applied.is_empty() {
             tracing::info!(
-                queued = applied,
+                queued = applied.len(),
                 "applied what the broker queued for us to the devices its retained states did not cover"
             );
         }
+        applied
     }
 
     /// When to look for devices not heard since the connect: after the

@@ -696,6 +696,35 @@ fn what_the_broker_queued_counts_only_where_the_replay_is_silent_and_its_offline
 }
 
 #[test]
+fn a_device_the_queue_spoke_for_is_re_read_when_the_replay_did_not_bring_its_retained_state() {
+    let clock = Clock::new();
+    let mut f = fleet(DEVICES, &clock);
+    f.on_connected(clock.at_ms(0), true, false);
+    for d in ["a", "b"] {
+        f.on_message(&format!("plant/{d}/status"), b"online", clock.at_ms(1));
+    }
+    f.on_disconnected(clock.at_ms(5));
+    drain(&mut f);
+    // A full queue for our session: it holds `a`'s online from while we
+    // were away and dropped its will after; `n`, new since, is known from
+    // the queue alone; the replay, cut short, brings only `b`.
+    f.on_connected(clock.at_ms(10_000), true, false);
+    f.on_live_message("plant/a/status", b"online", clock.at_ms(10_001));
+    f.on_live_message("plant/n/status", b"online", clock.at_ms(10_001));
+    f.on_probed(0, clock.at_ms(10_002));
+    f.on_message("plant/b/status", b"online", clock.at_ms(10_003));
+    f.on_subscribed(clock.at_ms(10_004));
+    f.on_tick(clock.at_ms(12_004));
+    let mut reread = resyncs(&drain(&mut f)).concat();
+    reread.sort();
+    assert_eq!(reread, ["plant/a/status", "plant/n/status"]);
+    // The re-read brings its retained will.
+    f.on_message("plant/a/status", b"offline", clock.at_ms(12_100));
+    f.on_tick(clock.at_ms(12_100));
+    assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "offline")]);
+}
+
+#[test]
 fn a_live_offline_fires_when_its_probe_is_back_and_waits_after_the_connect_when_the_link_went_first() {
     let clock = Clock::new();
     let mut f = connected(DEVICES, &clock);
