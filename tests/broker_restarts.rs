@@ -17,7 +17,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use support::daemon::message;
 use support::proxy::Proxy;
-use support::{Broker, BrokerOptions, Daemon, LiveDevice, SENTINEL, config, eventually, sync_with_sentinel};
+use support::{Broker, BrokerOptions, Daemon, LiveDevice, SENTINEL, config, eventually, publish, sync_with_sentinel};
 
 /// The broker under test: the rule must not be mosquitto-shaped.
 #[derive(Clone, Copy)]
@@ -291,6 +291,49 @@ async fn a_broker_that_refuses_the_probe_topic_still_has_every_will_notified() {
     assert_eq!(event["payload"], "offline");
     let overdue = daemon.metric("willwatch_broker_probes_overdue_total ").await;
     assert!(overdue >= 2.0, "the connect's probe and the will's: {overdue}\n{}", daemon.dump());
+}
+
+const HOME_ASSISTANT: &str = "[[device]]\npreset = \"homeassistant\"\n";
+
+/// Home Assistant's status is not retained, so a broker restart leaves
+/// nothing to read back: until it speaks again it is unconfirmed (on
+/// `/status` and in `/metrics`), never notified for it, and confirmed as
+/// soon as it speaks.
+async fn home_assistant_silent_after_a_graceful_restart(persistence: bool) {
+    let Some(mut broker) = Broker::mosquitto(BrokerOptions { persistence, ..Default::default() }) else { return };
+    let daemon = Daemon::start(&config(&broker, HOME_ASSISTANT));
+    daemon.wait_connected().await;
+    publish(broker.port, "homeassistant/status", "online", false).await;
+    daemon.wait_state("homeassistant", "online").await;
+    wait_confirmed(&daemon, 1).await;
+    assert_eq!(daemon.device("homeassistant").await["confirmed"], true, "{}", daemon.dump());
+
+    broker.stop_with("TERM");
+    broker.start_again();
+    wait_confirmed(&daemon, 2).await;
+    let check = daemon.logs(confirmed).pop().expect("the second connection's confirm check");
+    assert_eq!((check["unconfirmed"].as_u64(), check["not_seen"].as_u64()), (Some(1), Some(0)), "{check}");
+    let device = daemon.device("homeassistant").await;
+    assert_eq!(device["state"], "online", "{device}");
+    assert_eq!(device["confirmed"], false, "{device}");
+    assert_eq!(device["notified"], false, "{device}");
+    assert_eq!(daemon.metric("willwatch_devices_unconfirmed ").await, 1.0);
+
+    publish(broker.port, "homeassistant/status", "online", false).await;
+    daemon.wait_device("homeassistant", "confirmed", |d| d["confirmed"] == true).await;
+    assert_eq!(daemon.metric("willwatch_devices_unconfirmed ").await, 0.0, "{}", daemon.dump());
+    let events = daemon.logs(|l| l["action"] == "log" && l["device"] == "homeassistant");
+    assert!(events.is_empty(), "never notified: {events:?}");
+}
+
+#[tokio::test]
+async fn home_assistant_silent_after_a_graceful_restart_without_persistence_is_unconfirmed_and_never_notified() {
+    home_assistant_silent_after_a_graceful_restart(false).await;
+}
+
+#[tokio::test]
+async fn home_assistant_silent_after_a_graceful_restart_with_persistence_is_unconfirmed_and_never_notified() {
+    home_assistant_silent_after_a_graceful_restart(true).await;
 }
 
 /// A device's true life, as the fault test drives it.

@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use support::sparkplug::{EdgeNode, reference};
-use support::{Broker, Daemon, SENTINEL, SOON, config, eventually, publish_many, sync_with_sentinel};
+use support::{
+    Broker, BrokerOptions, Daemon, SENTINEL, SOON, Subscriber, config, eventually, publish_many, sync_with_sentinel,
+};
 
 const PLANT: &str = "[[sparkplug]]\ngroup = \"plant\"\n";
 
@@ -166,6 +168,54 @@ async fn as_a_host_its_state_birth_and_will_are_retained_with_the_connections_ti
     assert!(daemon.exit_status(SOON).await.success());
     let goodbye = wait_host_state(&broker, "watch", false).await;
     assert_eq!(goodbye["timestamp"], again["timestamp"]);
+}
+
+/// The `connected to broker` log lines of this run of the daemon.
+fn connections(daemon: &Daemon) -> Vec<serde_json::Value> {
+    daemon.logs(|l| support::daemon::message(l) == "connected to broker")
+}
+
+#[tokio::test]
+async fn as_a_host_it_connects_with_a_clean_session_and_sends_its_state_birth_once_per_start() {
+    let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
+    let mut daemon = Daemon::start(&host_config(&broker, ""));
+    daemon.wait_connected().await;
+    wait_host_state(&broker, "watch", true).await;
+    daemon.signal("TERM");
+    assert!(daemon.exit_status(SOON).await.success());
+    let goodbye = wait_host_state(&broker, "watch", false).await;
+
+    // The next start, after that clean stop, as an edge node sees it.
+    let watcher = Subscriber::start(broker.port, "spBv1.0/STATE/watch").await;
+    daemon.restart();
+    daemon.wait_connected().await;
+    // Its own retained offline has come back to it by the confirm check.
+    daemon.wait_log("the connection confirmed", SOON, |l| l["unconfirmed"].is_u64() && l["not_seen"].is_u64()).await;
+    support::observe(Duration::from_millis(500)).await;
+    let births: Vec<serde_json::Value> = watcher
+        .seen()
+        .iter()
+        .filter(|m| !m.retain)
+        .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
+        .filter(|state| state["online"] == true)
+        .collect();
+    assert_eq!(births.len(), 1, "one STATE birth per start: {births:?}\n{}", daemon.dump());
+    assert!(births[0]["timestamp"].as_u64() > goodbye["timestamp"].as_u64(), "{births:?} after {goodbye}");
+
+    // A clean session: the broker kept nothing of the first run's.
+    let connected = connections(&daemon);
+    assert_eq!(connected.len(), 1, "{}", daemon.dump());
+    assert_eq!(connected[0]["session_present"], false, "{}", daemon.dump());
+    let client_id = format!("willwatch-test-{}", broker.port);
+    let flags: Vec<String> = broker
+        .log_tail(200)
+        .lines()
+        .filter(|l| l.contains(&format!(" as {client_id} (")))
+        .map(|l| l.rsplit_once(" (").map(|(_, f)| f.to_string()).unwrap_or_default())
+        .collect();
+    assert_eq!(flags.len(), 2, "both runs connected: {}", broker.log_tail(200));
+    assert!(flags.iter().all(|f| f.split(", ").any(|flag| flag == "c1")), "clean session flag: {flags:?}");
+    assert_eq!(daemon.metric("willwatch_broker_sessions_lost_total ").await, 0.0);
 }
 
 #[tokio::test]

@@ -431,8 +431,8 @@ impl Fleet {
         }
         let parent_down = self.parent_down_of(id).map(str::to_string);
         let stored_hold = self.stored_hold(now.mono);
+        self.heard(id, source != Source::Stored);
         let Some(device) = self.devices.get_mut(id) else { return };
-        device.heard(self.link.connects, source != Source::Stored);
         let before = device.state;
         let durable = device.durable();
         let late = matches!(source, Source::Queued | Source::Unfinished);
@@ -510,11 +510,12 @@ impl Fleet {
     }
 
     fn on_heartbeat(&mut self, id: &str, now: Now) {
-        let Some(device) = self.devices.get_mut(id) else {
+        if !self.devices.contains(id) {
             tracing::debug!(device = %id, "heartbeat from a device not seen on its status topic yet");
             return;
-        };
-        device.heard(self.link.connects, true);
+        }
+        self.heard(id, true);
+        let Some(device) = self.devices.get_mut(id) else { return };
         let (before, durable) = (device.state, device.durable());
         let outcome = device.on_heartbeat(now);
         self.follow(id, before, durable, outcome, false, now);
@@ -783,8 +784,8 @@ impl Fleet {
         }
         if self.link.replay_check_at.is_some_and(|at| at <= now.mono) {
             self.link.replay_check_at = None;
-            self.apply_queued(now);
-            self.reread_unheard(now);
+            let queued = self.apply_queued(now);
+            self.reread_unheard(queued, now);
             self.schedule_confirm_check(now.mono);
         }
         if self.link.confirm_check_at.is_some_and(|at| at <= now.mono) {
@@ -915,14 +916,16 @@ impl Fleet {
         (!every.is_zero()).then(|| now + every)
     }
 
-    /// Re-reads the known devices the replay of this connection missed.
-    /// A Sparkplug device not online is asked too: a birth published while
-    /// willwatch was away is never kept for it (QoS 0), even when the
+    /// Re-reads the known devices the replay of this connection missed,
+    /// `queued` (heard only from what the broker queued for us) among
+    /// them. A Sparkplug device not online is asked too: a birth published
+    /// while willwatch was away is never kept for it (QoS 0), even when the
     /// death before it was.
-    fn reread_unheard(&mut self, now: Now) {
+    fn reread_unheard(&mut self, queued: Vec<CompactString>, now: Now) {
         let connects = self.link.connects;
         let missed = |d: &Device| !d.heard_in(connects) || (d.rules.sparkplug.is_some() && d.state != State::Online);
-        let unheard: Vec<CompactString> = self.devices.iter().filter(|d| missed(d)).map(|d| d.id.clone()).collect();
+        let mut unheard: Vec<CompactString> = self.devices.iter().filter(|d| missed(d)).map(|d| d.id.clone()).collect();
+        unheard.extend(queued);
         if !unheard.is_empty() {
             tracing::info!(
                 devices = unheard.len(),

@@ -135,13 +135,19 @@ impl Daemon {
 
     /// Waits until `/status` shows the device `id` in `state`.
     pub async fn wait_state(&self, id: &str, state: &str) -> Value {
+        self.wait_device(id, state, |device| device["state"] == state).await
+    }
+
+    /// Waits until `/status` shows the device `id` as `matches` wants it
+    /// (`what` says how, for the failure message).
+    pub async fn wait_device(&self, id: &str, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let device = self.device(id).await;
-            if device["state"] == state {
+            if matches(&device) {
                 return device;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{id} never became {state}: {device}\n{}", self.dump());
+            assert!(tokio::time::Instant::now() < deadline, "{id} never became {what}: {device}\n{}", self.dump());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -192,3 +192,69 @@ pub async fn wait_retained(port: u16, topic: &str, expected: &str) {
         assert!(tokio::time::Instant::now() < deadline, "retained {topic} never became {expected}");
     }
 }
+
+/// A message a `Subscriber` received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// Sent because of the subscription (a retained state), not live.
+    pub retain: bool,
+}
+
+/// A test's own MQTT client that records every message on a filter. It
+/// does not subscribe again after a broker restart.
+pub struct Subscriber {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+    task: JoinHandle<()>,
+}
+
+impl Subscriber {
+    /// Subscribes to `filter` (QoS 1, clean session); returns once the
+    /// broker has acknowledged the subscription.
+    pub async fn start(port: u16, filter: &str) -> Subscriber {
+        let mut options = MqttOptions::new(format!("sub-{}", rand_suffix()), "127.0.0.1", port);
+        options.set_clean_session(true);
+        let (client, mut eventloop) = AsyncClient::new(options, 8);
+        client.subscribe(filter, QoS::AtLeastOnce).await.expect("queue subscribe");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&seen);
+        let (subscribed_tx, subscribed_rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let _client = client;
+            let mut subscribed = Some(subscribed_tx);
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(tx) = subscribed.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => sink.lock().unwrap().push(Seen {
+                        topic: p.topic,
+                        payload: p.payload.to_vec(),
+                        retain: p.retain,
+                    }),
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
+            .await
+            .expect("subscribed in time")
+            .expect("subscriber task alive");
+        Subscriber { seen, task }
+    }
+
+    /// Every message received so far, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -15,7 +15,7 @@ pub mod wait;
 
 pub use broker::{Broker, BrokerOptions};
 pub use daemon::Daemon;
-pub use devices::{LiveDevice, SimDevice, publish, publish_many, retained, wait_retained};
+pub use devices::{LiveDevice, SimDevice, Subscriber, publish, publish_many, retained, wait_retained};
 pub use receiver::{Behaviour, Receiver};
 pub use wait::{eventually, observe};
 

@@ -85,6 +85,9 @@ pub struct Confirm {
     /// notified: the store may be older than the devices (a snapshot), so
     /// they wait for the confirm check, and the device's own word.
     recoveries: HashMap<CompactString, (Reading, CompactString)>,
+    /// The devices the last confirm check found unconfirmed and not
+    /// confirmed since: what `willwatch_devices_unconfirmed` counts.
+    unconfirmed: HashSet<CompactString>,
     overdue: Throttle,
 }
 
@@ -100,6 +103,7 @@ impl Default for Confirm {
             queued_dropped: 0,
             late: HashSet::new(),
             recoveries: HashMap::new(),
+            unconfirmed: HashSet::new(),
             overdue: Throttle::new(OVERDUE_LOG_EVERY),
         }
     }
@@ -153,6 +157,18 @@ impl Fleet {
             self.confirm.recoveries.remove(id);
         }
         deferred
+    }
+
+    /// A message of the device `id` arrived in this connection (`fresh`:
+    /// not read from the broker's store). One that the last confirm check
+    /// counted unconfirmed and that this confirms leaves the count.
+    pub(super) fn heard(&mut self, id: &str, fresh: bool) {
+        let (connects, fresh_only) = (self.link.connects, self.link.fresh_only);
+        let Some(device) = self.devices.get_mut(id) else { return };
+        device.heard(connects, fresh);
+        if device.confirmed(connects, fresh_only) && self.confirm.unconfirmed.remove(id) {
+            self.metrics.devices_unconfirmed.set(self.confirm.unconfirmed.len() as i64);
+        }
     }
 
     /// A live offline of `id` waits for a probe sent after it.
@@ -318,8 +334,10 @@ impl Fleet {
     }
 
     /// The replay is in: what the broker queued for us counts for the
-    /// devices the replay said nothing of.
-    pub(super) fn apply_queued(&mut self, now: Now) {
+    /// devices the replay said nothing of. Returns those devices: their
+    /// retained state is still to be read (a full queue drops what came
+    /// after their message there, a will included).
+    pub(super) fn apply_queued(&mut self, now: Now) -> Vec<CompactString> {
         let connects = self.link.connects;
         self.link.queue_open = false;
         let queued = std::mem::take(&mut self.confirm.queued);
@@ -332,25 +350,25 @@ impl Fleet {
             );
         }
         let config = Arc::clone(&self.config);
-        let mut applied = 0usize;
+        let mut applied = Vec::new();
         for (topic, payload) in queued {
-            let told =
-                config.resolve(&topic).and_then(|(id, _)| self.devices.get_mut(&id)).filter(|d| d.heard_in(connects));
-            match told {
+            let id = config.resolve(&topic).map(|(id, _)| CompactString::from(id));
+            match id.as_ref().and_then(|id| self.devices.get_mut(id)).filter(|d| d.heard_in(connects)) {
                 // The device spoke since the store was written: fresh.
                 Some(device) => device.heard(connects, true),
                 None => {
-                    applied += 1;
+                    applied.extend(id);
                     self.status_message(&topic, &payload, Source::Queued, now);
                 }
             }
         }
-        if applied > 0 {
+        if !applied.is_empty() {
             tracing::info!(
-                queued = applied,
+                queued = applied.len(),
                 "applied what the broker queued for us to the devices its retained states did not cover"
             );
         }
+        applied
     }
 
     /// When to look for devices not heard since the connect: after the
@@ -383,6 +401,7 @@ impl Fleet {
             // Known online, or known once and its retained status vanished.
             .map(|d| (d.id.clone(), d.rules.retained && d.state != State::Offline && d.since().is_some()))
             .collect();
+        self.confirm.unconfirmed = unheard.iter().map(|(id, _)| id.clone()).collect();
         self.metrics.devices_unconfirmed.set(unheard.len() as i64);
         // What was queued and waited has fired or came back by now.
         self.confirm.late.clear();

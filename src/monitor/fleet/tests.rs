@@ -696,6 +696,35 @@ fn what_the_broker_queued_counts_only_where_the_replay_is_silent_and_its_offline
 }
 
 #[test]
+fn a_device_the_queue_spoke_for_is_re_read_when_the_replay_did_not_bring_its_retained_state() {
+    let clock = Clock::new();
+    let mut f = fleet(DEVICES, &clock);
+    f.on_connected(clock.at_ms(0), true, false);
+    for d in ["a", "b"] {
+        f.on_message(&format!("plant/{d}/status"), b"online", clock.at_ms(1));
+    }
+    f.on_disconnected(clock.at_ms(5));
+    drain(&mut f);
+    // A full queue for our session: it holds `a`'s online from while we
+    // were away and dropped its will after; `n`, new since, is known from
+    // the queue alone; the replay, cut short, brings only `b`.
+    f.on_connected(clock.at_ms(10_000), true, false);
+    f.on_live_message("plant/a/status", b"online", clock.at_ms(10_001));
+    f.on_live_message("plant/n/status", b"online", clock.at_ms(10_001));
+    f.on_probed(0, clock.at_ms(10_002));
+    f.on_message("plant/b/status", b"online", clock.at_ms(10_003));
+    f.on_subscribed(clock.at_ms(10_004));
+    f.on_tick(clock.at_ms(12_004));
+    let mut reread = resyncs(&drain(&mut f)).concat();
+    reread.sort();
+    assert_eq!(reread, ["plant/a/status", "plant/n/status"]);
+    // The re-read brings its retained will.
+    f.on_message("plant/a/status", b"offline", clock.at_ms(12_100));
+    f.on_tick(clock.at_ms(12_100));
+    assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "offline")]);
+}
+
+#[test]
 fn a_live_offline_fires_when_its_probe_is_back_and_waits_after_the_connect_when_the_link_went_first() {
     let clock = Clock::new();
     let mut f = connected(DEVICES, &clock);
@@ -836,6 +865,33 @@ fn a_device_whose_retained_status_is_gone_after_a_connect_is_not_seen_and_notifi
     );
     live(&mut f, "plant/b/status", b"online", clock.at_ms(20_000));
     assert_eq!(fired(&drain(&mut f)), [("b".to_string(), "online")]);
+}
+
+#[test]
+fn a_device_unconfirmed_at_the_confirm_check_leaves_the_count_when_it_speaks() {
+    let clock = Clock::new();
+    let metrics = Metrics::new();
+    let rest = format!("{DEVICES}[[device]]\npreset = \"homeassistant\"\n");
+    let mut f = Fleet::new(config(&rest), HashMap::new(), Arc::clone(&metrics), clock.at_ms(0));
+    connect(&mut f, clock.at_ms(0));
+    f.on_message("plant/a/status", b"online", clock.at_ms(1));
+    live(&mut f, "homeassistant/status", b"online", clock.at_ms(2));
+    f.on_disconnected(clock.at_ms(5_000));
+    // Home Assistant's status is not retained: the replay cannot bring it.
+    connect(&mut f, clock.at_ms(6_000));
+    f.on_subscribed(clock.at_ms(6_100));
+    f.on_message("plant/a/status", b"online", clock.at_ms(6_200));
+    f.on_tick(clock.at_ms(8_100));
+    let at = f.next_wake().expect("a confirm check");
+    f.on_tick(Now { mono: at, wall: clock.at_ms(0).wall + (at - clock.at_ms(0).mono) });
+    assert_eq!(metrics.devices_unconfirmed.get(), 1);
+
+    live(&mut f, "homeassistant/status", b"online", clock.at_ms(20_000));
+    assert_eq!(metrics.devices_unconfirmed.get(), 0, "it spoke: confirmed");
+    // A device first seen now was never counted.
+    live(&mut f, "plant/new/status", b"online", clock.at_ms(21_000));
+    assert_eq!(metrics.devices_unconfirmed.get(), 0);
+    assert!(fired(&drain(&mut f)).is_empty());
 }
 
 #[test]
