@@ -87,12 +87,14 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let (client_tx, client_rx) = watch::channel(None);
     let metrics = Metrics::new();
     metrics.config_loaded(true);
+    let stop_actions = CancellationToken::new();
     let context = actions::Context::new(
         store_tx.downgrade(),
         ack_tx.clone(),
         Publisher::new(client_rx, link_rx.clone()),
         config.state_dir.clone(),
         Arc::clone(&metrics),
+        stop_actions.clone(),
     );
     let mut dispatcher = tokio::spawn(actions::dispatch(Arc::clone(&config), context, dispatch_rx));
     let (db, mut loaded) = store::open(&config.state_dir, config.state_sync);
@@ -219,6 +221,8 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     tracing::info!("shutting down");
     systemd::stopping();
     stop_intake.cancel();
+    // Retries are not waited for: what they would send stays owed.
+    stop_actions.cancel();
     joined("the monitor", monitor.await);
     // The monitor's queue into the history is gone with it: the writer
     // writes what is left and ends.

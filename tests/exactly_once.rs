@@ -298,6 +298,35 @@ async fn deliveries_abandoned_at_shutdown_resume_at_the_next_start_with_their_id
     check_exactly_once(&resent, &last, "resumed");
 }
 
+/// Guards the stop's drain: it waited for retries that cannot succeed
+/// (every `systemctl restart` with a receiver down took the whole 10 s).
+/// A retry due while stopping is left owed and goes out at the next start,
+/// with its id.
+#[tokio::test]
+async fn a_stop_waits_for_no_retry_and_what_it_owed_resumes_at_the_next_start_with_its_id() {
+    let broker = Broker::start();
+    let failing = Receiver::start(Behaviour::FailFirst { n: 1_000, status: 503 }).await;
+    let mut daemon = Daemon::start(&config(&broker, &hook(&failing)));
+    daemon.wait_connected().await;
+    support::publish(broker.port, "fleet/d1/status", "offline", true).await;
+    let first = failing.wait_for(1, SOON).await;
+    daemon.wait_log("a retry scheduled", SOON, |l| l["retry_in"].is_string()).await;
+    let asked = std::time::Instant::now();
+    daemon.signal("TERM");
+    daemon.exit_status(Duration::from_secs(20)).await;
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(3), "the stop took {took:?}\n{}", daemon.dump());
+    let owed = daemon.logs(|l| l["owed"].is_u64());
+    assert_eq!(owed.last().map(|l| l["owed"].clone()), Some(serde_json::json!(1)), "{}", daemon.dump());
+
+    let receiver = Receiver::start(Behaviour::Accept).await;
+    daemon.write_config(&config(&broker, &hook(&receiver)));
+    daemon.restart();
+    let resent = receiver.wait_for(1, SOON).await;
+    assert_eq!(resent[0].header("webhook-id"), first[0].header("webhook-id"), "resent under a new id");
+    eprintln!("stopped in {took:?} with a retry scheduled");
+}
+
 #[tokio::test]
 async fn a_state_file_deleted_while_running_is_written_back() {
     let broker = Broker::start();

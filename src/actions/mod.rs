@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{ActionKind, ActionSpec, BUILTIN_LOG, Config};
 use crate::dead_letter::{self, Record};
@@ -72,6 +73,10 @@ pub struct Context {
     state_dir: PathBuf,
     http: reqwest::Client,
     metrics: Arc<Metrics>,
+    /// The daemon is stopping: attempts in flight finish, a first attempt
+    /// still goes out, but no retry is waited for (what is not done stays
+    /// owed and resumes at the next start).
+    stopping: CancellationToken,
 }
 
 impl Context {
@@ -81,8 +86,9 @@ impl Context {
         mqtt: Publisher,
         state_dir: PathBuf,
         metrics: Arc<Metrics>,
+        stopping: CancellationToken,
     ) -> Context {
-        Context { store, acks, mqtt, state_dir, http: http_client(), metrics }
+        Context { store, acks, mqtt, state_dir, http: http_client(), metrics, stopping }
     }
 
     /// Writes what `record.action` gave up on to the dead-letter file, and

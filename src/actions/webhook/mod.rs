@@ -56,8 +56,9 @@ pub async fn run(name: String, spec: Webhook, context: Context, mut jobs: mpsc::
     let slots = Arc::new(Semaphore::new(spec.concurrency));
     let taken = Arc::new(Semaphore::new(spec.concurrency * WAITING_PER_SLOT));
     let mut running = JoinSet::new();
-    // The completion signal of the last delivery per key.
-    let mut order: HashMap<String, oneshot::Receiver<()>> = HashMap::new();
+    // The completion signal of the last delivery per key (true: done;
+    // dropped: left owed).
+    let mut order: HashMap<String, oneshot::Receiver<bool>> = HashMap::new();
     while let Some(job) = jobs.recv().await {
         while running.try_join_next().is_some() {}
         order.retain(|_, finished| matches!(finished.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
@@ -68,21 +69,27 @@ pub async fn run(name: String, spec: Webhook, context: Context, mut jobs: mpsc::
         };
         let delivery = Delivery::new(&name, &spec, events, spec.batch.is_some());
         let Ok(waiting) = Arc::clone(&taken).acquire_owned().await else { break };
-        let (done, finished) = oneshot::channel::<()>();
+        let (done, finished) = oneshot::channel::<bool>();
         let before = order.insert(delivery.key.clone(), finished);
         let (name, spec, context, slots) = (name.clone(), Arc::clone(&spec), context.clone(), Arc::clone(&slots));
         running.spawn(async move {
-            if let Some(before) = before {
-                let _ = before.await;
+            // A device's delivery goes only after its earlier one is done:
+            // one left owed by a stop leaves the later ones owed too, so
+            // they resume in order.
+            if let Some(before) = before
+                && before.await != Ok(true)
+            {
+                return;
             }
             // A slot only once it is this delivery's turn: a device whose
             // deliveries keep failing holds one slot, not all of them.
             let Ok(slot) = slots.acquire_owned().await else { return };
-            let events = deliver(&name, &spec, &context, delivery).await;
+            let Some(events) = deliver(&name, &spec, &context, delivery).await else { return };
             for event in &events {
                 context.done(&name, event);
             }
-            drop((slot, waiting, done));
+            let _ = done.send(true);
+            drop((slot, waiting));
         });
     }
     while running.join_next().await.is_some() {}
@@ -133,8 +140,9 @@ pub async fn resend(
     }
 }
 
-/// Delivers, or gives up and dead-letters; returns the events, done either way.
-async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delivery) -> Vec<Arc<Event>> {
+/// Delivers, or gives up and dead-letters; returns the events, done either
+/// way. `None`: a retry was due while the daemon stops; they stay owed.
+async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delivery) -> Option<Vec<Arc<Event>>> {
     let mut backoff = Backoff::new(RETRY_FIRST, spec.max_interval);
     let first = &delivery.events[0];
     let decided = delivery.events.iter().map(|e| e.at).min().unwrap_or(first.at);
@@ -164,7 +172,7 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
                 context.metrics.action_run(name, "ok");
                 tracing::debug!(action = %name, device = %first.device, event = %first.kind,
                     events = delivery.events.len(), webhook_id = %delivery.id, attempt, "webhook delivered");
-                return delivery.events;
+                return Some(delivery.events);
             }
             Verdict::GiveUp => break,
             Verdict::Retry => {
@@ -174,7 +182,14 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
                 };
                 tracing::warn!(action = %name, device = %first.device, webhook_id = %delivery.id,
                     attempt, error = %last_error, retry_in = ?wait, "webhook delivery failed; will retry");
-                tokio::time::sleep(wait).await;
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = context.stopping.cancelled() => {
+                        tracing::info!(action = %name, device = %first.device, webhook_id = %delivery.id, attempt,
+                            "stopping: the retry is left owed; it resumes at the next start, same id");
+                        return None;
+                    }
+                }
             }
         }
     }
@@ -186,7 +201,7 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
     let mut record = Record::new(name, &delivery.id, &events, &last_error);
     record.url = Some(redact::redact(&spec.url));
     context.dead_letter(record);
-    delivery.events
+    Some(delivery.events)
 }
 
 async fn attempt_once(
