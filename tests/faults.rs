@@ -216,28 +216,79 @@ async fn a_broker_down_past_its_alert_time_fires_broker_down_and_no_device_alert
     assert_eq!(offline_events(&daemon), 1, "only the sentinel's: {}", daemon.dump());
 }
 
-#[tokio::test]
-async fn a_corrupt_state_file_is_set_aside_and_the_daemon_starts_clean() {
+/// Guards a start on a broken state file: a corrupt, empty or deleted
+/// `state.db` made willwatch start clean (an empty one with nothing
+/// logged), so every open outage was notified again under a new id and its
+/// recovery never came. The last good copy (taken at the clean stop) takes
+/// its place: the outage is not notified again, and its recovery is.
+async fn a_broken_state_file_is_replaced_by_its_last_good_copy(break_it: fn(&std::path::Path), state: &str) {
     let broker = Broker::start();
-    let mut daemon = Daemon::start(&config(&broker, PUMP));
+    let mut daemon = Daemon::start(&config(&broker, &format!("{PUMP}\n{SENTINEL}")));
     daemon.wait_connected().await;
-    daemon.kill();
+    publish(broker.port, "plant/pump-7/status", "offline", true).await;
+    daemon.wait_event("pump-7", "offline", 1).await;
+    daemon.signal("TERM");
+    daemon.exit_status(SOON).await;
+    let file = daemon.dir().join("state/state.db");
     for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(daemon.dir().join(format!("state/state.db{suffix}")));
+        let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
     }
-    std::fs::write(daemon.dir().join("state/state.db"), vec![b'x'; 4096]).unwrap();
+    break_it(&file);
     daemon.restart();
-    let error =
-        daemon.wait_log("the corrupt-file error", SOON, |l| message(l).starts_with("state database is corrupt")).await;
-    assert_eq!(error["level"], "ERROR");
-    daemon.wait_connected().await;
+    let restored = daemon.wait_log("the copy restored", SOON, |l| l["copy_age_secs"].is_u64()).await;
+    assert_eq!((restored["level"].as_str(), restored["state"].as_str()), (Some("ERROR"), Some(state)));
     let aside = std::fs::read_dir(daemon.dir().join("state"))
         .unwrap()
         .filter_map(Result::ok)
         .any(|e| e.file_name().to_string_lossy().starts_with("state.db.corrupt-"));
-    assert!(aside, "the corrupt file was not kept for inspection");
-    publish(broker.port, "plant/pump-7/status", "offline", false).await;
-    daemon.wait_event("pump-7", "offline", 1).await;
+    assert_eq!(aside, state != "missing", "a broken file is kept for inspection");
+    daemon.wait_connected().await;
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    assert_eq!(daemon.events("pump-7", "offline").len(), 0, "notified again: {}", daemon.dump());
+    publish(broker.port, "plant/pump-7/status", "online", true).await;
+    let online = daemon.wait_event("pump-7", "online", 1).await;
+    assert!(
+        online["offline_for_s"].as_f64().is_some_and(|s| s > 0.0),
+        "the recovery does not know its outage: {online}"
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_state_file_is_replaced_by_its_last_good_copy() {
+    a_broken_state_file_is_replaced_by_its_last_good_copy(|f| std::fs::write(f, vec![b'x'; 4096]).unwrap(), "corrupt")
+        .await;
+}
+
+#[tokio::test]
+async fn an_empty_state_file_is_replaced_by_its_last_good_copy() {
+    a_broken_state_file_is_replaced_by_its_last_good_copy(|f| std::fs::write(f, b"").unwrap(), "empty").await;
+}
+
+#[tokio::test]
+async fn a_deleted_state_file_is_replaced_by_its_last_good_copy() {
+    a_broken_state_file_is_replaced_by_its_last_good_copy(|f| std::fs::remove_file(f).unwrap(), "missing").await;
+}
+
+/// An empty state file and no copy: said, never a silent clean start.
+#[tokio::test]
+async fn an_empty_state_file_without_a_copy_is_reported() {
+    let broker = Broker::start();
+    let mut daemon = Daemon::start(&config(&broker, PUMP));
+    daemon.wait_connected().await;
+    daemon.kill();
+    let state = daemon.dir().join("state");
+    for entry in std::fs::read_dir(&state).unwrap().filter_map(Result::ok) {
+        if entry.file_name().to_string_lossy().starts_with("state.db") {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    std::fs::write(state.join("state.db"), b"").unwrap();
+    daemon.restart();
+    let error = daemon
+        .wait_log("the empty state file reported", SOON, |l| l["state"] == "empty" && l["copy_age_secs"].is_null())
+        .await;
+    assert_eq!(error["level"], "ERROR");
+    daemon.wait_connected().await;
 }
 
 #[tokio::test]

@@ -4,6 +4,8 @@
 //! - `db`: the SQLite file (`state.db`, WAL mode) and its transactions;
 //! - `writer`: the task that commits decisions before they reach the
 //!   actions, and records what the actions finished;
+//! - `copy`: the last good copy, which takes the place of a state
+//!   database found corrupt, empty or gone at a start;
 //! - `legacy`: the JSON state file of earlier versions, imported once.
 //!
 //! Why SQLite rather than a journal of our own: one row per device is
@@ -13,6 +15,7 @@
 //! all; and WAL mode lets `willwatch` commands read the file while the
 //! daemon writes it.
 
+mod copy;
 mod db;
 mod legacy;
 mod writer;
@@ -26,20 +29,47 @@ pub use db::{Batch, Db, DbError, FILE_NAME, Loaded, Taken};
 pub use writer::{Ack, Op, Writer};
 
 /// Opens the state database in `dir` and reads it back. A corrupt file is
-/// set aside (renamed) and the daemon starts clean; a file that cannot be
-/// opened at all (a missing or read-only disk) is logged, and the writer
-/// keeps trying to open it while monitoring goes on.
+/// set aside (renamed), and so is an empty one; the last good copy takes
+/// their place (and that of a file gone since a copy was taken), else the
+/// daemon starts clean, logged either way. A file that cannot be opened at
+/// all (a missing or read-only disk) is logged, and the writer keeps trying
+/// to open it while monitoring goes on.
 pub fn open(dir: &Path, sync: StateSync) -> (Option<Db>, Loaded) {
-    let opened = Db::open(dir, sync).and_then(|db| db.load().map(|loaded| (db, loaded)));
-    let (mut db, mut loaded) = match opened {
+    // SQLite takes an empty file for a new database: it is not one here.
+    match std::fs::metadata(dir.join(FILE_NAME)).map(|m| m.len()) {
+        Ok(0) => {
+            let aside = set_aside(dir);
+            tracing::error!(file = %dir.join(FILE_NAME).display(), set_aside = %aside, "state database is empty");
+            recover(dir, "empty");
+        }
+        Err(_) if copy::exists(dir) => {
+            tracing::error!(file = %dir.join(FILE_NAME).display(), "state database is missing (its good copy is there)");
+            recover(dir, "missing");
+        }
+        _ => {}
+    }
+    let load = || Db::open(dir, sync).and_then(|db| db.load().map(|loaded| (db, loaded)));
+    let (mut db, mut loaded) = match load() {
         Ok((db, loaded)) => (db, loaded),
         Err(DbError::Sqlite { source, .. }) if is_corrupt(&source) => {
             let aside = set_aside(dir);
             tracing::error!(file = %dir.join(FILE_NAME).display(), set_aside = %aside, error = %source,
-                "state database is corrupt; set it aside and starting clean");
-            match Db::open(dir, sync) {
-                Ok(db) => (db, Loaded::default()),
-                Err(e) => return unavailable(e),
+                "state database is corrupt; set it aside");
+            let restored = recover(dir, "corrupt").then(load);
+            match restored {
+                Some(Ok(restored)) => restored,
+                Some(Err(e)) => {
+                    let aside = set_aside(dir);
+                    tracing::error!(error = %e, set_aside = %aside, "the good copy cannot be read either; starting clean");
+                    match Db::open(dir, sync) {
+                        Ok(db) => (db, Loaded::default()),
+                        Err(e) => return unavailable(e),
+                    }
+                }
+                None => match Db::open(dir, sync) {
+                    Ok(db) => (db, Loaded::default()),
+                    Err(e) => return unavailable(e),
+                },
             }
         }
         Err(e) => return unavailable(e),
@@ -62,6 +92,26 @@ pub fn open(dir: &Path, sync: StateSync) -> (Option<Db>, Loaded) {
     }
     tracing::info!(file = %db.path().display(), devices = loaded.devices.len(), owed = loaded.pending.len(), "state restored");
     (Some(db), loaded)
+}
+
+/// Puts the last good copy in place of a state database that is `what`
+/// (corrupt, empty, missing); whether there was one. Logged either way:
+/// a start without the state notifies every open outage again.
+fn recover(dir: &Path, what: &'static str) -> bool {
+    let file = dir.join(FILE_NAME);
+    match copy::restore(dir) {
+        Some(taken) => {
+            let age = SystemTime::now().duration_since(taken).unwrap_or_default().as_secs();
+            tracing::error!(file = %file.display(), state = what, copy_age_secs = age,
+                "restored the last good copy of the state database: what was decided since it was taken may be notified again");
+            true
+        }
+        None => {
+            tracing::error!(file = %file.display(), state = what,
+                "no good copy of the state database to restore: starting clean, every open outage may be notified again");
+            false
+        }
+    }
 }
 
 fn unavailable(e: DbError) -> (Option<Db>, Loaded) {

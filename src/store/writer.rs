@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::copy;
 use super::db::{Batch, Db, DbError, Taken};
 use crate::actions;
 use crate::backoff::Backoff;
@@ -104,6 +105,7 @@ impl Writer {
             metrics,
             failing: false,
             shedding: Throttle::new(Duration::from_secs(60)),
+            copying: None,
         };
         let mut outgoing: Vec<actions::Input> =
             pending.into_iter().map(|e| actions::Input::Event(Arc::new(e))).collect();
@@ -119,6 +121,8 @@ impl Writer {
         let mut retry_at: Option<Instant> = None;
         let mut ops_open = true;
         let mut check = tokio::time::interval(CHECK_EVERY);
+        // The first tick is now: a copy of the state as it was found.
+        let mut copy_tick = tokio::time::interval(copy::EVERY);
         // The last mark taken, not yet committed.
         let mut taken: Option<(u64, Taken)> = None;
         loop {
@@ -133,6 +137,7 @@ impl Writer {
                 Some(ack) = acks.recv() => state.acked(ack, &mut batch),
                 () = sleep_until(retry_at) => {}
                 _ = check.tick(), if retry_at.is_none() => state.keep_in_place().await,
+                _ = copy_tick.tick(), if retry_at.is_none() => state.copy(),
             }
             while batch.devices.len() + batch.events.len() + batch.acks.len() < MAX_BATCH {
                 match ops.try_recv() {
@@ -173,6 +178,7 @@ impl Writer {
             if finishing {
                 // What is committed is owed and resumes at the next start.
                 state.finish(&batch);
+                state.copy_at_stop().await;
                 return;
             }
             // Sent once committed; while the disk fails, at once: never held.
@@ -199,6 +205,8 @@ struct State {
     failing: bool,
     /// How often shedding is logged.
     shedding: Throttle,
+    /// The copy being taken (`copy.rs`), if one is.
+    copying: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl State {
@@ -259,6 +267,35 @@ impl State {
                 held = batch.len(),
                 "the disk is still failing; holding less: notifications done meanwhile may be sent again (same id) at the next start"
             );
+        }
+    }
+
+    /// Takes the last good copy of the state, off the async threads and
+    /// beside the commits (its own connection); not while one is under way
+    /// nor without a state file.
+    fn copy(&mut self) {
+        if self.db.is_none() || self.copying.as_ref().is_some_and(|c| !c.is_finished()) {
+            return;
+        }
+        let dir = self.dir.clone();
+        self.copying = Some(tokio::task::spawn_blocking(move || {
+            if let Err(e) = copy::take(&dir) {
+                tracing::warn!(error = %e, "cannot take a copy of the state database; the last one stays");
+            }
+        }));
+    }
+
+    /// At a clean stop, a copy of the final state.
+    async fn copy_at_stop(&mut self) {
+        if let Some(copying) = self.copying.take() {
+            let _ = copying.await;
+        }
+        if self.failing {
+            return;
+        }
+        self.copy();
+        if let Some(copying) = self.copying.take() {
+            let _ = copying.await;
         }
     }
 

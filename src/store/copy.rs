@@ -1,0 +1,96 @@
+//! The last good copy of the state database (`state.db.good`): taken by
+//! the writer at the start, every `EVERY` and at a clean stop, from a
+//! connection of its own (WAL: the writer goes on meanwhile). When the
+//! state database is corrupt, empty or gone at a start, the copy takes its
+//! place: what was decided since the copy may be decided again, but not
+//! everything, as a clean start would.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use rusqlite::{Connection, OpenFlags, params};
+
+use super::db::{DbError, FILE_NAME};
+
+/// The copy's file name, beside `state.db`.
+pub const COPY_NAME: &str = "state.db.good";
+/// How often the writer takes a copy.
+pub const EVERY: Duration = Duration::from_secs(300);
+
+fn path(dir: &Path) -> PathBuf {
+    dir.join(COPY_NAME)
+}
+
+/// Takes a copy of `dir/state.db` (a consistent snapshot) and puts it in
+/// place of the last one only once it is whole on disk.
+pub fn take(dir: &Path) -> Result<(), DbError> {
+    let source = dir.join(FILE_NAME);
+    let partial = dir.join(format!("{COPY_NAME}.partial"));
+    let sqlite = |source| DbError::Sqlite { file: partial.clone(), source };
+    let _ = std::fs::remove_file(&partial);
+    let conn = Connection::open_with_flags(&source, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sqlite)?;
+    conn.execute("VACUUM INTO ?1", params![partial.to_string_lossy()]).map_err(sqlite)?;
+    drop(conn);
+    let dir_error = |source| DbError::Dir { dir: dir.to_path_buf(), source };
+    std::fs::File::open(&partial).and_then(|f| f.sync_all()).map_err(dir_error)?;
+    std::fs::rename(&partial, path(dir)).map_err(dir_error)?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(dir_error)
+}
+
+/// Puts the last good copy in place of `dir/state.db` (whose files must be
+/// out of the way); when it was taken, if there is one.
+pub fn restore(dir: &Path) -> Option<SystemTime> {
+    let copy = path(dir);
+    let taken = std::fs::metadata(&copy).and_then(|m| m.modified()).ok()?;
+    match std::fs::copy(&copy, dir.join(FILE_NAME)) {
+        Ok(_) => Some(taken),
+        Err(e) => {
+            tracing::error!(file = %copy.display(), error = %e, "cannot put the last good copy of the state in place");
+            None
+        }
+    }
+}
+
+/// Whether `dir` has a copy to restore.
+pub fn exists(dir: &Path) -> bool {
+    path(dir).is_file()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StateSync;
+    use crate::store::{Batch, Db};
+
+    #[test]
+    fn a_copy_restores_what_was_committed_when_it_was_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(dir.path(), StateSync::Full).unwrap();
+        let saved = crate::device::Saved {
+            topic: "t/pump".into(),
+            state: crate::device::State::Offline,
+            since: None,
+            offline_since: None,
+            alerted: true,
+            seq: None,
+        };
+        let batch = Batch { devices: [("pump".to_string(), Some(saved))].into(), ..Batch::default() };
+        db.commit(&batch).unwrap();
+        take(dir.path()).unwrap();
+        assert!(exists(dir.path()));
+        drop(db);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(format!("{FILE_NAME}{suffix}")));
+        }
+        assert!(restore(dir.path()).is_some());
+        let loaded = Db::open(dir.path(), StateSync::Full).unwrap().load().unwrap();
+        assert!(loaded.devices["pump"].alerted);
+    }
+
+    #[test]
+    fn without_a_copy_nothing_is_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!exists(dir.path()));
+        assert_eq!(restore(dir.path()), None);
+    }
+}
