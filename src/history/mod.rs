@@ -81,6 +81,8 @@ impl History {
         // Checkpoints every 64 MiB of log rather than SQLite's 4 MiB: a
         // burst's rows are written back once, not over and over.
         conn.pragma_update(None, "wal_autocheckpoint", 16_384).map_err(sqlite)?;
+        // ...and the log is cut back to that after each: it stays bounded.
+        conn.pragma_update(None, "journal_size_limit", 64_i64 << 20).map_err(sqlite)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS transitions (

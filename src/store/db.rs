@@ -39,6 +39,9 @@ pub enum DbError {
     Newer { file: PathBuf, found: i64 },
 }
 
+/// The size the write-ahead log is cut back to after a checkpoint.
+pub const WAL_LIMIT: i64 = 4 << 20;
+
 /// One unit of work, committed whole or not at all.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -133,6 +136,9 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
         conn.pragma_update(None, "synchronous", sync.pragma()).map_err(sqlite)?;
         conn.pragma_update(None, "cache_size", -256).map_err(sqlite)?;
+        // The log is checkpointed every 1,000 pages (4 MiB) and cut back to
+        // `WAL_LIMIT` after: a burst does not leave it large on disk.
+        conn.pragma_update(None, "journal_size_limit", WAL_LIMIT).map_err(sqlite)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
         let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(sqlite)?;
         if found > SCHEMA_VERSION {
@@ -511,6 +517,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path(), StateSync::Full).unwrap();
         (dir, db)
+    }
+
+    #[test]
+    fn the_write_ahead_log_is_cut_back_after_a_burst() {
+        let (dir, mut db) = fresh();
+        let batch = |round: usize, n: usize| Batch {
+            devices: (0..n)
+                .map(|i| (format!("device-{round}-{i}-{}", "x".repeat(40)), Some(saved(State::Online, false))))
+                .collect(),
+            ..Batch::default()
+        };
+        // One transaction past the checkpoint size, then the ordinary ones.
+        db.commit(&batch(0, 60_000)).unwrap();
+        for round in 1..20 {
+            db.commit(&batch(round, 1_000)).unwrap();
+        }
+        let wal = std::fs::metadata(dir.path().join(format!("{FILE_NAME}-wal"))).unwrap().len();
+        assert!(wal <= WAL_LIMIT as u64 + (1 << 20), "the log is {wal} bytes");
     }
 
     /// pump-7 notified offline, the event owed to the log action.
