@@ -411,13 +411,19 @@ impl Device {
         self.alerted
     }
 
-    /// Its offline, still waiting out its grace here, was notified by
-    /// another instance of a cluster: it counts as notified and does not
-    /// fire again. Whether it was waiting.
-    pub fn notified_elsewhere(&mut self) -> bool {
-        let waiting = self.state == State::Offline && self.pending.take().is_some();
-        self.alerted |= waiting;
-        waiting
+    /// Its outage is the one another instance of a cluster notified, since
+    /// `since`: it counts as notified (a grace still waited out here ends,
+    /// and it does not fire again) and dates from then. Whether anything
+    /// changed.
+    pub fn notified_elsewhere(&mut self, since: SystemTime, now: Now) -> bool {
+        if self.state != State::Offline {
+            return false;
+        }
+        let changed = self.pending.is_some() || !self.alerted || self.offline_since() != Some(since);
+        self.pending = None;
+        self.alerted = true;
+        self.offline_since = Some(now.at_wall(since).into());
+        changed
     }
 
     /// Moves the moment a waiting offline fires (its parent went offline,

@@ -184,7 +184,7 @@ async fn sigkill_the_leader(names: &[&'static str], kills: usize) -> Vec<Duratio
     eprintln!("cluster fault test seed: {seed} (WILLWATCH_FAULT_SEED={seed} repeats it)");
     let context = format!("seed {seed}, {} instances", names.len());
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut g = Group::start(names, 16).await;
+    let mut g = Group::start(names, 100).await;
     let mut failovers = Vec::new();
     for _ in 0..kills {
         let current = leader(&g.daemons).await;
@@ -203,6 +203,10 @@ async fn sigkill_the_leader(names: &[&'static str], kills: usize) -> Vec<Duratio
             assert!(killed.elapsed() < Duration::from_secs(10), "{context}: nobody took over\n{}", g.dump());
         }
         failovers.push(killed.elapsed());
+        // Devices go on failing while it is down: what it learns of them
+        // at its restart is the broker's state, not their history.
+        let away = Duration::from_millis(rng.random_range(300..2000));
+        g.flip_for(away, &mut rng).await;
         // The old leader comes back as a standby, and fires nothing.
         let daemon = g.daemons[current].as_mut().unwrap();
         daemon.restart();

@@ -240,6 +240,10 @@ pub struct Fleet {
     /// Devices whose record changed since it was last saved.
     dirty: Vec<CompactString>,
     confirm: Confirm,
+    /// Since when this instance has seen the fleet live (its start, or its
+    /// last connect): of what happened before, only the broker's state
+    /// then reached it.
+    view_since: SystemTime,
 }
 
 impl Fleet {
@@ -282,6 +286,7 @@ impl Fleet {
             effects: Vec::new(),
             dirty: Vec::new(),
             confirm: Confirm::default(),
+            view_since: now.wall,
         };
         fleet.restore(saved, now);
         fleet.add_explicit_devices();
@@ -831,6 +836,7 @@ impl Fleet {
         if let Some(sign) = sign {
             self.broker_restarted(session_present, sign, now);
         }
+        self.view_since = now.wall;
         let link = &mut self.link;
         link.connected = true;
         link.connects = link.connects.wrapping_add(1);

@@ -75,6 +75,25 @@ pub fn check_exactly_once(received: &[Received], last: &BTreeMap<String, bool>, 
             assert_eq!(kind, expected, "{context}: {device} notified {kinds:?}\n{history:#?}");
         }
     }
+    // Nothing that did not happen: each notification says what its
+    // message said, and a device's messages cause its notifications in
+    // the order they were sent, each at most one (a message decided again
+    // after a failover, as a false recovery and a second outage, is not).
+    let mut causes: HashMap<&str, Vec<(u64, &str)>> = HashMap::new();
+    for e in &events {
+        let Ok(message) = serde_json::from_str::<Value>(e["payload"].as_str().unwrap_or_default()) else { continue };
+        let (Some(n), Some(said)) = (message["n"].as_u64(), message["s"].as_str()) else { continue };
+        let device = e["device"].as_str().unwrap();
+        let kind = e["event"].as_str().unwrap();
+        assert_eq!(kind, said, "{context}: {device} notified {kind} for a message that said {said}: {e}");
+        causes.entry(device).or_default().push((n, kind));
+    }
+    for (device, caused) in &causes {
+        assert!(
+            caused.windows(2).all(|w| w[0].0 < w[1].0),
+            "{context}: {device}'s notifications do not follow its messages (message number, event): {caused:?}"
+        );
+    }
     for (device, online) in last {
         let notified = sequence.get(device).and_then(|k| k.last()).map_or("online", String::as_str);
         let truth = if *online { "online" } else { "offline" };

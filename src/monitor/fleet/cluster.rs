@@ -1,7 +1,7 @@
 //! The fleet in a `[cluster]`: what a new leader fires when it takes over.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Fleet;
 use crate::cluster::{Told, Words, millis, next_id};
@@ -18,22 +18,24 @@ impl Fleet {
     /// way (`in_flight`). A transition the old leader decided and did not
     /// finish fires again under its id; an outage nobody notified fires its
     /// offline; a notified outage that is over fires its online. An offline
-    /// the old leader notified while it still waits out its grace here is
-    /// taken as notified. Returns the events, with their ids, each with
-    /// its device's record.
+    /// here that is the outage the group notified (seen at the same moment,
+    /// or, for an outage that began before this instance's view of the
+    /// fleet did, any offline: it saw only the broker's state since) is
+    /// taken as that one: notified, dating from the group's moment.
+    /// Returns the events, with their ids, each with its device's record.
     pub fn take_over(&mut self, told: &HashMap<String, Words>, in_flight: &HashSet<String>, now: Now) -> Vec<Owed> {
         let mut owed: Vec<(Event, String)> = Vec::new();
         let mut adopted = Vec::new();
         for device in self.devices.iter().filter(|d| !in_flight.contains(d.id.as_str())) {
             let (events, adopt) = self.owed(device, told.get(device.id.as_str()), now);
             owed.extend(events.into_iter().map(|e| (e, device.id.to_string())));
-            if adopt {
-                adopted.push(device.id.to_string());
+            if let Some(since) = adopt {
+                adopted.push((device.id.to_string(), since));
             }
         }
-        for id in adopted {
+        for (id, since) in adopted {
             if let Some(device) = self.devices.get_mut(&id)
-                && device.notified_elsewhere()
+                && device.notified_elsewhere(since, now)
             {
                 self.mark_dirty(&id);
             }
@@ -51,10 +53,10 @@ impl Fleet {
     }
 
     /// What a takeover owes for `device`, given what the group said of it,
-    /// and whether its waiting offline is the one already notified. Each
-    /// new event's id follows from the one before it (`next_id`), as the
-    /// old leader's would have.
-    fn owed(&self, device: &Device, words: Option<&Words>, now: Now) -> (Vec<Event>, bool) {
+    /// and, when its offline here is the outage the group notified, since
+    /// when that is. Each new event's id follows from the one before it
+    /// (`next_id`), as the old leader's would have.
+    fn owed(&self, device: &Device, words: Option<&Words>, now: Now) -> (Vec<Event>, Option<SystemTime>) {
         let cluster = self.config.cluster.as_ref().map_or("", |c| c.name.as_str());
         let since = device.offline_since().filter(|_| device.state == State::Offline);
         let alerted = device.notified();
@@ -77,7 +79,7 @@ impl Fleet {
             self.event_with_id(device, &offline(device.offline_since()), now, id)
         };
         let Some(told) = words.and_then(Words::last) else {
-            return (if alerted { vec![current(None)] } else { Vec::new() }, false);
+            return (if alerted { vec![current(None)] } else { Vec::new() }, None);
         };
         let told_at = UNIX_EPOCH + Duration::from_millis(told.at);
         let after_told = since.is_some_and(|s| millis(s) > told.at);
@@ -95,9 +97,12 @@ impl Fleet {
             if !told.done {
                 events.push(self.event_with_id(device, &offline(Some(told_at)), now, told.id.clone()));
             }
-            if since.is_some_and(|s| told.is("offline", millis(s))) {
+            // Before our view began, we saw none of the device's history:
+            // offline here is the outage the group knows.
+            let unseen = millis(self.view_since) > told.at && device.state == State::Offline;
+            if unseen || since.is_some_and(|s| told.is("offline", millis(s))) {
                 // The outage the group knows: notified, or now fired.
-                return (events, !alerted);
+                return (events, Some(told_at));
             }
             if device.state == State::Online || after_told {
                 let id = next_id(cluster, &device.id, EventKind::Online, Some(&told.id), now.wall);
@@ -118,7 +123,7 @@ impl Fleet {
                 events.push(current(Some(&told.id)));
             }
         }
-        (events, false)
+        (events, None)
     }
 
     /// Every outage notified and not over, as a leader's last word: what

@@ -83,3 +83,39 @@ fn an_offline_the_old_leader_notified_while_it_waits_out_its_grace_here_is_taken
     assert!(fired(&drain(&mut f)).is_empty(), "its grace no longer fires a second offline");
     assert!(f.devices.get("a").unwrap().notified());
 }
+
+#[test]
+fn an_outage_the_group_notified_before_this_instance_saw_the_fleet_is_taken_as_that_one() {
+    // A restarted standby learns the device offline from the retained
+    // state, at its start: it is the outage the group notified earlier, not
+    // a recovery and a second outage (as it fired before).
+    let clock = Clock::new();
+    let mut f = standby(&clock, "", &[("a", "offline")]);
+    let earlier = clock.at_ms(0).wall - Duration::from_secs(30);
+    let told = HashMap::from([("a".to_string(), words(&[("offline", "a-1", crate::cluster::millis(earlier), true)]))]);
+    let owed = f.take_over(&told, &HashSet::new(), clock.at_ms(6_000));
+    assert_eq!(ids(&owed), vec![], "nothing happened that the group did not notify");
+    let device = f.devices.get("a").unwrap();
+    assert!(device.notified());
+    let since = device.offline_since().map(crate::cluster::millis);
+    assert_eq!(since, Some(crate::cluster::millis(earlier)), "the outage dates from the group's moment");
+}
+
+#[test]
+fn an_outage_this_instance_saw_begin_after_the_group_notified_one_is_a_new_one() {
+    // Seen live, long after the group's outage began (the device came back
+    // and failed again while nobody led): a recovery and a new outage.
+    let clock = Clock::new();
+    let mut f = fleet(CLUSTER, &clock);
+    connect(&mut f, clock.at_ms(0));
+    f.on_subscribed(clock.at_ms(0));
+    live(&mut f, "plant/a/status", b"online", clock.at_ms(10));
+    live(&mut f, "plant/a/status", b"offline", clock.at_ms(3_000));
+    f.on_tick(clock.at_ms(8_000));
+    drain(&mut f);
+    let told_at = crate::cluster::millis(clock.at_ms(100).wall);
+    let told = HashMap::from([("a".to_string(), words(&[("offline", "a-1", told_at, true)]))]);
+    let owed = f.take_over(&told, &HashSet::new(), clock.at_ms(9_000));
+    let kinds: Vec<&str> = owed.iter().map(|(e, _)| e.kind.as_str()).collect();
+    assert_eq!(kinds, vec!["online", "offline"]);
+}
