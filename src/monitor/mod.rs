@@ -168,12 +168,12 @@ impl Monitor {
                     self.check_stall(&mut last_turn);
                     let now = Now::read();
                     if !matches!(message, Inbound::Message { .. } | Inbound::Connected { .. }) {
-                        self.end_redelivery(now);
+                        self.redelivered.close();
                     }
                     let cluster = self.cluster.as_mut();
                     match (message, cluster) {
                         (Inbound::Message { topic, payload, retained, redelivered, mark }, _) => {
-                            self.on_message(&topic, payload, retained, redelivered.then_some(mark).flatten(), now);
+                            self.on_message(&topic, payload, retained, redelivered, mark, now);
                             if let Some(mark) = mark {
                                 self.marked = Some((mark, topic));
                             }
@@ -229,26 +229,34 @@ impl Monitor {
         self.save(true).await;
     }
 
-    /// A message from the broker; `redelivered`: sent again, under this
-    /// packet id.
-    fn on_message(&mut self, topic: &str, payload: bytes::Bytes, retained: bool, redelivered: Option<Mark>, now: Now) {
+    /// A message from the broker; `redelivered`: sent again (under its
+    /// mark's packet id).
+    fn on_message(
+        &mut self,
+        topic: &str,
+        payload: bytes::Bytes,
+        retained: bool,
+        redelivered: bool,
+        mark: Option<Mark>,
+        now: Now,
+    ) {
         if let Some(cluster) = &mut self.cluster
             && cluster.owns(topic)
         {
             cluster.on_message(topic, &payload);
             return;
         }
-        if let Some(mark) = redelivered.filter(|_| self.redelivered.open()) {
-            let message = redelivered::Message { topic: topic.to_string(), payload: payload.clone() };
-            for m in self.redelivered.take(mark.pkid, message, retained) {
-                self.fleet.on_unfinished_message(&m.topic, &m.payload, now);
-            }
-            if retained {
-                self.fleet.on_message(topic, &payload, now);
+        if let Some(mark) = mark.filter(|_| redelivered && !retained && self.redelivered.open()) {
+            if self.redelivered.unfinished(mark.pkid, topic) {
+                self.fleet.on_unfinished_message(topic, &payload, now);
+            } else {
+                tracing::debug!(topic = %topic, pkid = mark.pkid, "dropped a message sent again that the saved state already holds");
             }
             return;
         }
-        self.end_redelivery(now);
+        if !redelivered {
+            self.redelivered.close();
+        }
         if retained {
             self.fleet.on_message(topic, &payload, now);
         } else {
@@ -256,23 +264,13 @@ impl Monitor {
         }
     }
 
-    /// The first connection's redelivery is over: what it held is applied.
-    fn end_redelivery(&mut self, now: Now) {
-        if self.redelivered.open() {
-            for m in self.redelivered.close() {
-                self.fleet.on_unfinished_message(&m.topic, &m.payload, now);
-            }
-        }
-    }
-
     /// Gives the writer the mark of the last message taken in, behind the
     /// records it changed (and, in a cluster, behind the decisions held
     /// for the group's word): the session acknowledges the message once
-    /// the writer has committed them. Not while redelivered messages before
-    /// it wait, nor while a live offline waits for its probe (a crash then
-    /// must get that message again).
+    /// the writer has committed them. Not while a live offline waits for
+    /// its probe (a crash then must get that message again).
     async fn mark_taken(&mut self) {
-        if self.redelivered.holds() || self.fleet.deciding() {
+        if self.fleet.deciding() {
             return;
         }
         let Some((mark, topic)) = self.marked.take() else { return };

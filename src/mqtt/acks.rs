@@ -3,8 +3,10 @@
 //! crash between a message and its commit gets it again (redelivered, its
 //! DUP flag set) instead of losing it.
 //!
-//! The session numbers each message it passes on (its *mark*); the state
-//! writer says how far what the monitor decided is committed (`release`).
+//! The session numbers each live message it passes on (its *mark*); the
+//! state writer says how far what the monitor decided is committed
+//! (`release`). A retained message needs no mark: it is the broker's
+//! stored state, read again at the next subscribe whatever happens.
 //! Acknowledgements go out in the order the messages came (MQTT 3.1.1
 //! 4.6.0-2), those of messages the session kept to itself (probes, the
 //! broker's uptime, dropped ones) as soon as everything before them is.
@@ -71,10 +73,14 @@ impl Acks {
         self.next_mark
     }
 
-    /// A message passed on to the monitor: its mark, if it needs an
-    /// acknowledgement (QoS 1 and 2).
+    /// A message passed on to the monitor: its mark, if its
+    /// acknowledgement waits for a commit (QoS 1 and 2, not retained).
     pub fn passed(&mut self, publish: &Publish) -> Option<Mark> {
         if publish.qos == QoS::AtMostOnce {
+            return None;
+        }
+        if publish.retain {
+            self.kept(publish);
             return None;
         }
         self.next_mark += 1;
@@ -94,19 +100,18 @@ impl Acks {
         self.committed = self.committed.max(mark);
     }
 
-    /// What may be acknowledged now, in order: everything committed, and
-    /// the oldest past `HELD_MAX`.
-    pub fn due(&mut self) -> Vec<Due> {
-        let mut due = Vec::new();
-        while let Some(&(mark, pkid, qos)) = self.held.front() {
-            let committed = mark.is_none_or(|m| m <= self.committed);
-            if !committed && self.held.len() <= HELD_MAX {
-                break;
-            }
-            self.held.pop_front();
-            due.push(Due { pkid, qos, early: !committed });
-        }
-        due
+    /// The next message that may be acknowledged now, in order: everything
+    /// committed, and the oldest past `HELD_MAX`. It stays first until
+    /// `sent` (rumqttc's queue may be full: then it waits, never lost).
+    pub fn next(&self) -> Option<Due> {
+        let &(mark, pkid, qos) = self.held.front()?;
+        let committed = mark.is_none_or(|m| m <= self.committed);
+        (committed || self.held.len() > HELD_MAX).then_some(Due { pkid, qos, early: !committed })
+    }
+
+    /// The acknowledgement `next` gave is queued.
+    pub fn sent(&mut self) {
+        self.held.pop_front();
     }
 
     /// The connection went: the broker sends again what we did not
@@ -127,8 +132,14 @@ mod tests {
         p
     }
 
-    fn ids(due: Vec<Due>) -> Vec<(u16, bool)> {
-        due.into_iter().map(|d| (d.pkid, d.early)).collect()
+    /// Every acknowledgement due now, sent.
+    fn ids(acks: &mut Acks) -> Vec<(u16, bool)> {
+        std::iter::from_fn(|| {
+            let due = acks.next()?;
+            acks.sent();
+            Some((due.pkid, due.early))
+        })
+        .collect()
     }
 
     #[test]
@@ -136,10 +147,19 @@ mod tests {
         let mut acks = Acks::default();
         let mark = acks.passed(&message(7, QoS::AtLeastOnce)).expect("QoS 1 is marked");
         assert_eq!(mark.pkid, 7);
-        assert!(acks.due().is_empty());
+        assert!(ids(&mut acks).is_empty());
         acks.release(mark.n);
-        assert_eq!(ids(acks.due()), vec![(7, false)]);
-        assert!(acks.due().is_empty());
+        assert_eq!(ids(&mut acks), vec![(7, false)]);
+        assert!(ids(&mut acks).is_empty());
+    }
+
+    #[test]
+    fn a_retained_message_is_acknowledged_in_turn_without_a_mark() {
+        let mut acks = Acks::default();
+        let mut replay = message(3, QoS::AtLeastOnce);
+        replay.retain = true;
+        assert_eq!(acks.passed(&replay), None);
+        assert_eq!(ids(&mut acks), vec![(3, false)]);
     }
 
     #[test]
@@ -147,7 +167,7 @@ mod tests {
         let mut acks = Acks::default();
         assert_eq!(acks.passed(&message(0, QoS::AtMostOnce)), None);
         acks.kept(&message(0, QoS::AtMostOnce));
-        assert!(acks.due().is_empty());
+        assert!(ids(&mut acks).is_empty());
     }
 
     #[test]
@@ -156,11 +176,11 @@ mod tests {
         let first = acks.passed(&message(1, QoS::AtLeastOnce)).unwrap();
         acks.kept(&message(2, QoS::AtLeastOnce));
         let third = acks.passed(&message(3, QoS::AtLeastOnce)).unwrap();
-        assert!(acks.due().is_empty(), "the kept one waits behind the first");
+        assert!(ids(&mut acks).is_empty(), "the kept one waits behind the first");
         acks.release(first.n);
-        assert_eq!(ids(acks.due()), vec![(1, false), (2, false)]);
+        assert_eq!(ids(&mut acks), vec![(1, false), (2, false)]);
         acks.release(third.n);
-        assert_eq!(ids(acks.due()), vec![(3, false)]);
+        assert_eq!(ids(&mut acks), vec![(3, false)]);
     }
 
     #[test]
@@ -169,8 +189,8 @@ mod tests {
         for pkid in 1..=(HELD_MAX as u16 + 2) {
             acks.passed(&message(pkid, QoS::AtLeastOnce));
         }
-        assert_eq!(ids(acks.due()), vec![(1, true), (2, true)]);
-        assert!(acks.due().is_empty());
+        assert_eq!(ids(&mut acks), vec![(1, true), (2, true)]);
+        assert!(ids(&mut acks).is_empty());
     }
 
     #[test]
@@ -179,7 +199,7 @@ mod tests {
         let mark = acks.passed(&message(1, QoS::AtLeastOnce)).unwrap();
         acks.lost();
         acks.release(mark.n);
-        assert!(acks.due().is_empty());
+        assert!(ids(&mut acks).is_empty());
         let next = acks.passed(&message(1, QoS::AtLeastOnce)).unwrap();
         assert!(next.n > mark.n, "marks never repeat");
     }

@@ -272,7 +272,10 @@ impl Session {
                     }
                     subscribed = wanted;
                 }
-                polled = eventloop.poll() => match polled {
+                polled = eventloop.poll() => {
+                    // What rumqttc's full queue refused last time goes now.
+                    self.acknowledge(&client, &mut acks);
+                    match polled {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         connected = true;
                         previous_connack = (connection > 0).then_some(connected_at);
@@ -408,7 +411,8 @@ impl Session {
                             () = tokio::time::sleep(delay) => {}
                         }
                     }
-                },
+                    }
+                }
             }
         }
         if connected {
@@ -428,15 +432,17 @@ impl Session {
         let _ = self.inbound.send(inbound).await;
     }
 
-    /// Acknowledges what may be now (`acks.rs`); one sent before its
-    /// commit is counted.
+    /// Acknowledges what may be now (`acks.rs`), as far as rumqttc's
+    /// queue takes them; the rest goes at the next turn. One sent before
+    /// its commit is counted.
     fn acknowledge(&self, client: &AsyncClient, acks: &mut Acks) {
-        for due in acks.due() {
+        while let Some(due) = acks.next() {
+            if client.try_ack(&due.packet()).is_err() {
+                return;
+            }
+            acks.sent();
             if due.early {
                 self.metrics.acks_early.inc();
-            }
-            if let Err(e) = client.try_ack(&due.packet()) {
-                tracing::warn!(pkid = due.pkid, error = %e, "could not queue an acknowledgement; the broker sends the message again at the next connect");
             }
         }
     }
