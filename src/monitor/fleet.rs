@@ -359,7 +359,7 @@ impl Fleet {
         if let Some(sparkplug) = SparkplugTopic::parse(topic)
             && let Some(spec) = config.resolve_sparkplug(&sparkplug)
         {
-            self.sparkplug_message(&sparkplug, spec, payload, now);
+            self.sparkplug_message(&sparkplug, spec, payload, source == Source::Unfinished, now);
             return;
         }
         if source == Source::Queued && config.resolve(topic).is_some() && self.keep_queued(topic, payload) {

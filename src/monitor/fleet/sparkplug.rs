@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use compact_str::{CompactString, format_compact};
 
+use super::confirm::Source;
 use super::{Effect, Fleet};
 use crate::config::{DeviceSpec, SparkplugLevel};
 use crate::device::{Now, State};
@@ -38,8 +39,16 @@ pub const REBIRTH_ANSWER: Duration = Duration::from_secs(15);
 pub const NODE_OFFLINE: &str = "(edge node offline)";
 
 impl Fleet {
-    /// A message on a Sparkplug topic that `spec` watches.
-    pub(super) fn sparkplug_message(&mut self, topic: &Topic<'_>, spec: &DeviceSpec, payload: &[u8], now: Now) {
+    /// A message on a Sparkplug topic that `spec` watches (`unfinished`:
+    /// one the last run got and did not take in).
+    pub(super) fn sparkplug_message(
+        &mut self,
+        topic: &Topic<'_>,
+        spec: &DeviceSpec,
+        payload: &[u8],
+        unfinished: bool,
+        now: Now,
+    ) {
         let sequence = match decode_for(topic.verb, payload) {
             Ok(sequence) => sequence,
             Err(e) => {
@@ -66,7 +75,8 @@ impl Fleet {
             self.ask_rebirth(&node, now);
         }
         let shown = shown(topic.verb, sequence);
-        let source = self.source(false);
+        // Never retained: live or queued, unless the last run got it.
+        let source = if unfinished { Source::Unfinished } else { self.source(false) };
         match topic.verb {
             Verb::NBirth => self.apply(&id, Reading::Online { seq: sequence.bd_seq }, shown, source, now),
             Verb::NDeath => self.apply(&id, Reading::Offline { seq: sequence.bd_seq }, shown, source, now),

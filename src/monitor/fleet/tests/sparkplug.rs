@@ -305,3 +305,16 @@ proptest! {
         alternating(&sent)?;
     }
 }
+
+#[test]
+fn a_death_the_last_run_got_and_did_not_take_in_fires_at_once_flagged_late() {
+    let clock = Clock::new();
+    let mut f = connected(PLANT, &clock);
+    nbirth(&mut f, "press", 0, 3_000, &clock);
+    drain(&mut f);
+    f.on_unfinished_message("spBv1.0/plant/NDEATH/press", &payload(Some(0), None), clock.at_ms(3_100));
+    let effects = drain(&mut f);
+    assert_eq!(fired(&effects), [("plant/press".into(), "offline")]);
+    let late = effects.iter().any(|e| matches!(e, Effect::Fire(event, _) if event.seen_late));
+    assert!(late, "flagged seen_late: {effects:?}");
+}
