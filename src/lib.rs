@@ -14,9 +14,10 @@
 //!   task around it that owns the devices and decides events.
 //! - `cluster`: active/standby over MQTT: who leads, what the group notified.
 //! - `store`: the state database (SQLite, WAL) and its writer, which
-//!   commits each decision before any action sees it (the outbox).
+//!   commits each decision before any action sees it (the outbox), and
+//!   its last good copy.
 //! - `mqtt`: the broker session (birth, will, subscriptions, reconnects,
-//!   probes, signs of a broker restart).
+//!   probes, signs of a broker restart, acknowledgements after commit).
 //! - `backoff`: reconnect delays with jitter.
 //! - `throttle`: rate-limited logging of floods.
 //! - `tls`: rustls client settings for `mqtts://`.
