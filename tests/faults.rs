@@ -269,6 +269,37 @@ async fn a_deleted_state_file_is_replaced_by_its_last_good_copy() {
     a_broken_state_file_is_replaced_by_its_last_good_copy(|f| std::fs::remove_file(f).unwrap(), "missing").await;
 }
 
+/// After a SIGKILL the state lives in the write-ahead log: a deleted
+/// `state.db`'s log is set aside, never replayed onto the copy put in its
+/// place (that mixed two states, or made the copy unreadable).
+#[tokio::test]
+async fn after_a_sigkill_a_deleted_state_files_log_is_set_aside_not_replayed_onto_its_copy() {
+    let broker = Broker::start();
+    let mut daemon =
+        Daemon::start(&config(&broker, &format!("[[device]]\ntopic = \"fleet/{{id}}/status\"\n{SENTINEL}")));
+    daemon.wait_connected().await;
+    publish(broker.port, "fleet/d1/status", "offline", true).await;
+    daemon.wait_event("d1", "offline", 1).await;
+    daemon.wait_saved("d1", "offline").await;
+    daemon.kill();
+    let file = daemon.dir().join("state/state.db");
+    assert!(std::fs::metadata(format!("{}-wal", file.display())).is_ok_and(|m| m.len() > 0), "no log");
+    std::fs::remove_file(&file).unwrap();
+    daemon.restart();
+    let restored = daemon.wait_log("the state restored", SOON, |l| l["devices"].is_u64() && l["owed"].is_u64()).await;
+    // The copy from the start knew no device; the log knew d1.
+    assert_eq!(restored["devices"], 0, "the copy, not the copy and another file's log: {}", daemon.dump());
+    let copied = daemon.logs(|l| l["copy_age_secs"].is_u64());
+    assert_eq!(copied.len(), 1, "restored once: {}", daemon.dump());
+    let aside = std::fs::read_dir(daemon.dir().join("state"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .any(|name| name.starts_with("state.db.corrupt-") && name.ends_with("-wal"));
+    assert!(aside, "the log was not set aside");
+    daemon.wait_connected().await;
+}
+
 /// An empty state file and no copy: said, never a silent clean start.
 #[tokio::test]
 async fn an_empty_state_file_without_a_copy_is_reported() {

@@ -35,7 +35,9 @@ pub use writer::{Ack, Op, Writer};
 /// all (a missing or read-only disk) is logged, and the writer keeps trying
 /// to open it while monitoring goes on.
 pub fn open(dir: &Path, sync: StateSync) -> (Option<Db>, Loaded) {
-    // SQLite takes an empty file for a new database: it is not one here.
+    // SQLite takes an empty file for a new database (and then ignores the
+    // log beside it, which cannot be replayed onto another file): it is
+    // not one here.
     match std::fs::metadata(dir.join(FILE_NAME)).map(|m| m.len()) {
         Ok(0) => {
             let aside = set_aside(dir);
@@ -43,7 +45,11 @@ pub fn open(dir: &Path, sync: StateSync) -> (Option<Db>, Loaded) {
             recover(dir, "empty");
         }
         Err(_) if copy::exists(dir) => {
-            tracing::error!(file = %dir.join(FILE_NAME).display(), "state database is missing (its good copy is there)");
+            // Its log belongs to the file that is gone: replayed onto the
+            // copy it would mix two states, or corrupt it.
+            let aside = set_aside(dir);
+            tracing::error!(file = %dir.join(FILE_NAME).display(), set_aside = %aside,
+                "state database is missing (its good copy is there)");
             recover(dir, "missing");
         }
         _ => {}
