@@ -5,8 +5,8 @@
 //! every CONNACK (a clean session forgets them) at a pace the broker can
 //! deliver (`subscriptions.rs`), re-reads retained states when the monitor
 //! asks, follows filter changes from reloads, reconnects with backoff, and
-//! forwards every message to the monitor, acknowledging a QoS 1 message
-//! once what it decided is committed (`acks.rs`). On shutdown it publishes its own retained offline, waits for the
+//! forwards every message to the monitor, acknowledging a live QoS 1
+//! message once what it decided is committed (`acks.rs`). On shutdown it publishes its own retained offline, waits for the
 //! PUBACK (bounded) and disconnects cleanly, because a clean DISCONNECT
 //! suppresses the will.
 //!
