@@ -8,6 +8,12 @@ use crate::cluster::{Told, Words, millis, next_id};
 use crate::device::{Device, Now, Saved, State, Transition};
 use crate::event::{Event, EventKind};
 
+/// The payload of an event a takeover fires for a device whose last
+/// message says otherwise (back and down again while no instance led, or
+/// changed since the old leader decided): the message it was decided on
+/// is not kept.
+pub const CHANGED_SINCE: &str = "(the device has changed since)";
+
 /// An event a takeover owes, with its device's record.
 pub type Owed = (Box<Event>, Option<(String, Saved)>);
 
@@ -44,7 +50,15 @@ impl Fleet {
             tracing::info!(fired = owed.len(), "took over: firing what the cluster had not notified");
         }
         owed.into_iter()
-            .map(|(event, id)| {
+            .map(|(mut event, id)| {
+                let says = self.devices.get(&id).map(|d| d.state);
+                let matches = match event.kind {
+                    EventKind::Offline => says == Some(State::Offline),
+                    _ => says == Some(State::Online),
+                };
+                if !matches {
+                    event.payload = CHANGED_SINCE.to_string();
+                }
                 tracing::debug!(device = %id, event = %event.kind, event_id = %event.id, "fired at takeover");
                 let record = self.devices.get(&id).map(|d| (id.clone(), d.saved()));
                 (Box::new(event), record)

@@ -116,6 +116,6 @@ fn an_outage_this_instance_saw_begin_after_the_group_notified_one_is_a_new_one()
     let told_at = crate::cluster::millis(clock.at_ms(100).wall);
     let told = HashMap::from([("a".to_string(), words(&[("offline", "a-1", told_at, true)]))]);
     let owed = f.take_over(&told, &HashSet::new(), clock.at_ms(9_000));
-    let kinds: Vec<&str> = owed.iter().map(|(e, _)| e.kind.as_str()).collect();
-    assert_eq!(kinds, vec!["online", "offline"]);
+    let kinds: Vec<(&str, &str)> = owed.iter().map(|(e, _)| (e.kind.as_str(), e.payload.as_str())).collect();
+    assert_eq!(kinds, vec![("online", crate::monitor::fleet::cluster::CHANGED_SINCE), ("offline", "offline")]);
 }
