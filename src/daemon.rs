@@ -52,6 +52,10 @@ pub enum DaemonError {
     Session(String),
     #[error("cannot start the history writer: {0}")]
     History(std::io::Error),
+    #[error(transparent)]
+    Twin(#[from] crate::mqtt::twin::Twin),
+    #[error(transparent)]
+    StateInUse(#[from] store::InUse),
 }
 
 /// What a signal asks of the daemon.
@@ -69,6 +73,9 @@ fn intent(signal: i32) -> Intent {
 pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let mut config = Arc::new(Config::load_runnable(path)?);
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(DaemonError::Signals)?;
+    if let Some(cluster) = &config.cluster {
+        crate::mqtt::twin::check(&config.broker, cluster, &config.presence.offline).await?;
+    }
 
     let (filters_tx, _) = watch::channel(config.filters());
     let (link_tx, mut link_rx) = watch::channel(Link {
@@ -97,7 +104,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         stop_actions.clone(),
     );
     let mut dispatcher = tokio::spawn(actions::dispatch(Arc::clone(&config), context, dispatch_rx));
-    let (db, mut loaded) = store::open(&config.state_dir, config.state_sync);
+    let (db, mut loaded) = store::open(&config.state_dir, config.state_sync)?;
     let owed =
         if config.cluster.is_some() { leave_to_the_cluster(&mut loaded.pending, &ack_tx) } else { HashSet::new() };
     let (completed_tx, completed_rx) = mpsc::unbounded_channel();

@@ -224,6 +224,14 @@ fn run(path: &std::path::Path) -> ExitCode {
                 }
             }
         }
+        Err(DaemonError::Twin(twin)) => {
+            tracing::error!(instance = %twin.instance, host = %twin.host, clash = true, "not starting: {twin}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(DaemonError::StateInUse(e)) => {
+            tracing::error!(file = %e.file.display(), clash = true, "not starting: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE

@@ -63,6 +63,7 @@ pub struct Metrics {
     pub acks_early: Counter,
     pub devices_unconfirmed: Gauge,
     pub state_write_errors: Counter,
+    pub state_failing: Gauge,
     pub state_acks_dropped: Counter,
     pub oversized: Counter,
     pub http_refused: Counter,
@@ -100,6 +101,7 @@ impl Metrics {
         let acks_early = Counter::<u64, AtomicU64>::default();
         let devices_unconfirmed = Gauge::default();
         let state_write_errors = Counter::<u64, AtomicU64>::default();
+        let state_failing = Gauge::default();
         let state_acks_dropped = Counter::<u64, AtomicU64>::default();
         let oversized = Counter::<u64, AtomicU64>::default();
         let http_refused = Counter::<u64, AtomicU64>::default();
@@ -200,6 +202,11 @@ impl Metrics {
             state_write_errors.clone(),
         );
         registry.register(
+            "willwatch_state_failing",
+            "1 while the state database does not take commits (a full or broken disk): alerts go out, decided but not saved",
+            state_failing.clone(),
+        );
+        registry.register(
             "willwatch_state_acknowledgements_dropped",
             "Acknowledgements not recorded because the disk failed for long (those notifications are sent again, same id, at the next start)",
             state_acks_dropped.clone(),
@@ -287,6 +294,7 @@ impl Metrics {
             acks_early,
             devices_unconfirmed,
             state_write_errors,
+            state_failing,
             state_acks_dropped,
             oversized,
             http_refused,

@@ -299,6 +299,32 @@ async fn a_frozen_leader_is_replaced_after_its_keep_alive_and_stands_down_when_i
     eprintln!("frozen leader: failover in {failover:?}");
 }
 
+/// Guards twin detection: a second run under a name a live run holds
+/// (the host name both default to, a cloned machine) is refused with exit
+/// 78 and the clash named, and the holder goes on leading undisturbed.
+#[tokio::test]
+async fn a_second_run_under_a_held_instance_name_is_refused_and_the_holder_leads_on() {
+    let mut g = Group::start(&["a", "b"], 2).await;
+    assert_eq!(leader(&g.daemons).await, 0);
+    let mut twin = Daemon::start(&config(&g._broker, &g.receiver, "a"));
+    let status = twin.exit_status(Duration::from_secs(15)).await;
+    assert_eq!(status.code(), Some(78), "the twin is refused:\n{}", twin.dump());
+    let refused = twin.logs(|l| l["clash"] == true && l["level"] == "ERROR");
+    assert_eq!(refused.len(), 1, "the twin says why:\n{}", twin.dump());
+    assert_eq!(refused[0]["instance"], "a");
+    let a = g.daemons[0].as_ref().unwrap();
+    assert!(!a.logs(|l| l["clash"] == true).is_empty(), "the holder logs the clash");
+    // The group goes on as it was: a leads the first epoch, and a device
+    // failing now is notified once, by a.
+    g.fleet.say("d1", false).await;
+    g.last.insert("d1".into(), false);
+    let (transitions, _) = g.settled("twin refused").await;
+    assert_eq!(transitions, 1, "d1's offline, once");
+    assert!(g.receiver.received().iter().all(|r| r.json()["epoch"] == 1), "only a fired, in its first epoch");
+    assert_eq!(leads(g.daemons[0].as_ref().unwrap()), 1, "a never stood down");
+    assert!(g.daemons[1].as_ref().unwrap().logs(|l| message(l) == "leading the cluster").is_empty(), "b never led");
+}
+
 #[tokio::test]
 async fn status_and_metrics_show_role_epoch_and_peers_and_only_the_leader_says_the_broker_is_down() {
     let mut g = Group::start(&["a", "b"], 2).await;

@@ -296,6 +296,15 @@ impl Cluster {
                     }
                 }
             }
+            Heard::Who { instance, who } => {
+                if instance == self.settings.instance {
+                    tracing::error!(instance = %instance, asking = %who.asking, clash = true,
+                        "another run of this instance name asked to join the cluster; it is told this one holds the name");
+                    let here = wire::Here { asking: who.asking, run: self.run, host: self.settings.host.clone() };
+                    self.publish(format!("here/{instance}"), json(&here), false);
+                }
+            }
+            Heard::Here => {}
             Heard::Sync(request) => {
                 if self.role == Role::Leader && request.instance != self.settings.instance {
                     self.publish_snapshot();

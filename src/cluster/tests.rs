@@ -29,7 +29,7 @@ struct Group {
 }
 
 fn settings(instance: &str) -> Settings {
-    Settings { name: "plant".into(), instance: instance.into() }
+    Settings { name: "plant".into(), instance: instance.into(), host: "h".into() }
 }
 
 impl Group {

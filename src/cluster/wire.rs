@@ -7,6 +7,8 @@
 //!   saying it is gone (so a claim whose holder is gone is void);
 //! - `hello/<instance>`: a marker each instance sends itself after it
 //!   subscribed; when it comes back, every retained message is in;
+//! - `who/<instance>`: a run about to join asks whether its name is held
+//!   (`twin`); `here/<instance>`: the run that holds it answers;
 //! - `sync`: a standby asks the leader for what the group has notified;
 //! - `notified`: the leader's word that a transition was notified (its
 //!   actions are done with it), or a snapshot of every notified outage.
@@ -96,6 +98,32 @@ impl Told {
     }
 }
 
+/// A run about to join asks whether its instance name is held; `asking`
+/// is its own nonce, which the answer carries back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Who {
+    pub asking: String,
+}
+
+/// The run that holds an instance name answers a `Who`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Here {
+    pub asking: String,
+    /// The holder's run (microseconds since the Unix epoch at its start).
+    pub run: u64,
+    /// The host it runs on.
+    pub host: String,
+}
+
+/// `who/<instance>` and `here/<instance>`.
+pub fn who_topic(name: &str, instance: &str) -> String {
+    format!("{}who/{instance}", prefix(name))
+}
+
+pub fn here_topic(name: &str, instance: &str) -> String {
+    format!("{}here/{instance}", prefix(name))
+}
+
 /// A standby's request for a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncRequest {
@@ -106,8 +134,20 @@ pub struct SyncRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Heard {
     Claim(Option<Claim>),
-    Member { instance: String, online: bool },
-    Hello { instance: String, nonce: String },
+    Member {
+        instance: String,
+        online: bool,
+    },
+    Hello {
+        instance: String,
+        nonce: String,
+    },
+    Who {
+        instance: String,
+        who: Who,
+    },
+    /// An answer to another run's `Who`: nothing for a member to do.
+    Here,
     Sync(SyncRequest),
     Notice(Notice),
 }
@@ -135,6 +175,10 @@ pub fn read(rest: &str, payload: &[u8], offline: &str) -> Result<Heard, WireErro
             instance: instance.to_string(),
             online: !payload.is_empty() && payload != offline.as_bytes(),
         },
+        Some(("who", instance)) if !instance.contains('/') => {
+            Heard::Who { instance: instance.to_string(), who: serde_json::from_slice(payload)? }
+        }
+        Some(("here", instance)) if !instance.contains('/') => Heard::Here,
         Some(("hello", instance)) if !instance.contains('/') => {
             Heard::Hello { instance: instance.to_string(), nonce: String::from_utf8_lossy(payload).into_owned() }
         }

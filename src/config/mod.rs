@@ -178,6 +178,8 @@ pub struct Cluster {
     pub name: String,
     /// This instance's name among them (the host name unless set).
     pub instance: String,
+    /// The host it runs on: told to another run that asks for its name.
+    pub host: String,
 }
 
 /// The daemon's own birth and will.

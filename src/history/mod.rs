@@ -75,14 +75,15 @@ impl History {
         let path = dir.join(FILE_NAME);
         let sqlite = |source| HistoryError::Sqlite { file: path.clone(), source };
         let conn = Connection::open(&path).map_err(sqlite)?;
-        // History is not a decision: the OS having it is enough.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
+        // A rollback journal, not a write-ahead log: the page and the
+        // `willwatch history` command read this file from connections of
+        // their own, and a log would share its index with them through a
+        // mapped `-shm` file (a write to it on a full or unwritable disk
+        // kills the process with SIGBUS). The journal is emptied after each
+        // commit, so it is never larger than one batch. History is not a
+        // decision: the OS having it is enough.
+        conn.pragma_update(None, "journal_mode", "TRUNCATE").map_err(sqlite)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(sqlite)?;
-        // Checkpoints every 64 MiB of log rather than SQLite's 4 MiB: a
-        // burst's rows are written back once, not over and over.
-        conn.pragma_update(None, "wal_autocheckpoint", 16_384).map_err(sqlite)?;
-        // ...and the log is cut back to that after each: it stays bounded.
-        conn.pragma_update(None, "journal_size_limit", 64_i64 << 20).map_err(sqlite)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS transitions (

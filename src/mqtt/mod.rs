@@ -18,6 +18,7 @@ mod acks;
 mod publisher;
 mod rebirths;
 mod subscriptions;
+pub mod twin;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -517,12 +518,16 @@ impl Session {
 /// rumqttc options from the config: client id, keep-alive, credentials, TLS
 /// and the daemon's retained will (for a connection made at `stamp`).
 pub fn options(broker: &Broker, presence: &Presence, stamp: u64) -> MqttOptions {
-    let mut options = MqttOptions::new(&broker.client_id, &broker.host, broker.port);
+    let mut options = connection(broker, &broker.client_id);
+    options.set_clean_session(!broker.persistent_session).set_last_will(will(presence, stamp));
     options
-        .set_keep_alive(broker.keep_alive)
-        .set_clean_session(!broker.persistent_session)
-        .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
-        .set_last_will(will(presence, stamp));
+}
+
+/// rumqttc options for a clean session of `client_id` to `broker`, without
+/// a will: keep-alive, credentials and TLS from the config.
+fn connection(broker: &Broker, client_id: &str) -> MqttOptions {
+    let mut options = MqttOptions::new(client_id, &broker.host, broker.port);
+    options.set_keep_alive(broker.keep_alive).set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET);
     if let Some(user) = &broker.username {
         let password = broker.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
         options.set_credentials(user, password);

@@ -1,6 +1,8 @@
 //! The last good copy of the state database (`state.db.good`): taken by
-//! the writer at the start, every `EVERY` and at a clean stop, from a
-//! connection of its own (WAL: the writer goes on meanwhile). When the
+//! the writer at the start, every `EVERY` and at a clean stop, through its
+//! own connection (the only one: `Db::copy_to`), which only waits for the
+//! bytes to be copied; the copy reaches the disk and its place beside the
+//! writer (`seal`). When the
 //! state database is corrupt, empty or gone at a start, the copy takes its
 //! place: what was decided since the copy may be decided again, but not
 //! everything, as a clean start would.
@@ -8,9 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use rusqlite::{Connection, OpenFlags, params};
-
-use super::db::{DbError, FILE_NAME};
+use super::db::{Db, DbError, FILE_NAME};
 
 /// The copy's file name, beside `state.db`.
 pub const COPY_NAME: &str = "state.db.good";
@@ -21,16 +21,20 @@ fn path(dir: &Path) -> PathBuf {
     dir.join(COPY_NAME)
 }
 
-/// Takes a copy of `dir/state.db` (a consistent snapshot) and puts it in
-/// place of the last one only once it is whole on disk.
-pub fn take(dir: &Path) -> Result<(), DbError> {
-    let source = dir.join(FILE_NAME);
-    let partial = dir.join(format!("{COPY_NAME}.partial"));
-    let sqlite = |source| DbError::Sqlite { file: partial.clone(), source };
-    let _ = std::fs::remove_file(&partial);
-    let conn = Connection::open_with_flags(&source, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sqlite)?;
-    conn.execute("VACUUM INTO ?1", params![partial.to_string_lossy()]).map_err(sqlite)?;
-    drop(conn);
+fn partial(dir: &Path) -> PathBuf {
+    dir.join(format!("{COPY_NAME}.partial"))
+}
+
+/// Copies `db` (in `dir`) beside it; `seal` puts the copy in place.
+pub fn take(db: &Db, dir: &Path) -> Result<(), DbError> {
+    let _ = std::fs::remove_file(partial(dir));
+    db.copy_to(&partial(dir))
+}
+
+/// Puts the copy `take` wrote in place of the last one once it is whole on
+/// disk.
+pub fn seal(dir: &Path) -> Result<(), DbError> {
+    let partial = partial(dir);
     let dir_error = |source| DbError::Dir { dir: dir.to_path_buf(), source };
     std::fs::File::open(&partial).and_then(|f| f.sync_all()).map_err(dir_error)?;
     std::fs::rename(&partial, path(dir)).map_err(dir_error)?;
@@ -76,7 +80,8 @@ mod tests {
         };
         let batch = Batch { devices: [("pump".to_string(), Some(saved))].into(), ..Batch::default() };
         db.commit(&batch).unwrap();
-        take(dir.path()).unwrap();
+        take(&db, dir.path()).unwrap();
+        seal(dir.path()).unwrap();
         assert!(exists(dir.path()));
         drop(db);
         for suffix in ["", "-wal", "-shm"] {

@@ -129,10 +129,16 @@ impl Db {
         let path = dir.join(FILE_NAME);
         let sqlite = |source| DbError::Sqlite { file: path.clone(), source };
         let conn = Connection::open(&path).map_err(sqlite)?;
-        // WAL: readers (`willwatch` commands) never block the writer.
+        // Exclusive, and so before WAL: the log's index lives in this
+        // process's memory, not in a shared `-shm` file mapped into it (a
+        // write to that mapping on a full or unwritable disk kills the
+        // process with SIGBUS; here it is an error the writer retries).
+        // Only the daemon opens this file, and a second daemon on the same
+        // state directory is refused.
         // FULL: a commit is on the platter, not only in the OS, before the
         // notification it records goes out (NORMAL: in the OS). A small
         // cache: the work is writes of a few rows.
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(sqlite)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sqlite)?;
         conn.pragma_update(None, "synchronous", sync.pragma()).map_err(sqlite)?;
         conn.pragma_update(None, "cache_size", -256).map_err(sqlite)?;
@@ -363,6 +369,17 @@ impl Db {
             .optional()
             .map(Option::unwrap_or_default)
             .map_err(|source| DbError::Sqlite { file: self.path.clone(), source })
+    }
+
+    /// Writes a consistent copy of the database to `to`: the log is
+    /// checkpointed into the file first, and nothing writes meanwhile (the
+    /// copy is this connection's own work).
+    pub fn copy_to(&self, to: &Path) -> Result<(), DbError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|source| DbError::Sqlite { file: self.path.clone(), source })?;
+        let dir = self.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        std::fs::copy(&self.path, to).map(drop).map_err(|source| DbError::Dir { dir, source })
     }
 
     /// Whether the file we write is still the one at our path (it may have

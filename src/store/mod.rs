@@ -12,8 +12,10 @@
 //! updated in place, so a change costs the same at 100 devices and at a
 //! million, with no compaction to write; a transaction makes a device's
 //! new state and the notifications it decided land together or not at
-//! all; and WAL mode lets `willwatch` commands read the file while the
-//! daemon writes it.
+//! all; and a write-ahead log makes a commit one append and one fsync.
+//! Only the daemon opens the file (exclusive locking: the log's index is in
+//! its memory, no `-shm` file is mapped, so a full or unwritable disk is an
+//! error and never a SIGBUS).
 
 mod copy;
 mod db;
@@ -33,8 +35,9 @@ pub use writer::{Ack, Op, Writer};
 /// their place (and that of a file gone since a copy was taken), else the
 /// daemon starts clean, logged either way. A file that cannot be opened at
 /// all (a missing or read-only disk) is logged, and the writer keeps trying
-/// to open it while monitoring goes on.
-pub fn open(dir: &Path, sync: StateSync) -> (Option<Db>, Loaded) {
+/// to open it while monitoring goes on. A file another process holds (a
+/// second daemon on the same directory) is refused.
+pub fn open(dir: &Path, sync: StateSync) -> Result<(Option<Db>, Loaded), InUse> {
     // SQLite takes an empty file for a new database (and then ignores the
     // log beside it, which cannot be replayed onto another file): it is
     // not one here.
@@ -57,6 +60,11 @@ pub fn open(dir: &Path, sync: StateSync) -> (Option<Db>, Loaded) {
     let load = || Db::open(dir, sync).and_then(|db| db.load().map(|loaded| (db, loaded)));
     let (mut db, mut loaded) = match load() {
         Ok((db, loaded)) => (db, loaded),
+        Err(DbError::Sqlite { source, .. })
+            if source.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) =>
+        {
+            return Err(InUse { file: dir.join(FILE_NAME) });
+        }
         Err(DbError::Sqlite { source, .. }) if is_corrupt(&source) => {
             let aside = set_aside(dir);
             tracing::error!(file = %dir.join(FILE_NAME).display(), set_aside = %aside, error = %source,
@@ -69,16 +77,16 @@ pub fn open(dir: &Path, sync: StateSync) -> (Option<Db>, Loaded) {
                     tracing::error!(error = %e, set_aside = %aside, "the good copy cannot be read either; starting clean");
                     match Db::open(dir, sync) {
                         Ok(db) => (db, Loaded::default()),
-                        Err(e) => return unavailable(e),
+                        Err(e) => return Ok(unavailable(e)),
                     }
                 }
                 None => match Db::open(dir, sync) {
                     Ok(db) => (db, Loaded::default()),
-                    Err(e) => return unavailable(e),
+                    Err(e) => return Ok(unavailable(e)),
                 },
             }
         }
-        Err(e) => return unavailable(e),
+        Err(e) => return Ok(unavailable(e)),
     };
     if loaded.devices.is_empty()
         && let Some(devices) = legacy::read(dir)
@@ -97,7 +105,17 @@ pub fn open(dir: &Path, sync: StateSync) -> (Option<Db>, Loaded) {
         }
     }
     tracing::info!(file = %db.path().display(), devices = loaded.devices.len(), owed = loaded.pending.len(), "state restored");
-    (Some(db), loaded)
+    Ok((Some(db), loaded))
+}
+
+/// The state database is held by another process.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "state database {file} is in use by another process (a second willwatch with the same state_dir?): \
+     give each daemon its own state_dir, or stop the other one"
+)]
+pub struct InUse {
+    pub file: std::path::PathBuf,
 }
 
 /// Puts the last good copy in place of a state database that is `what`
@@ -150,7 +168,7 @@ mod tests {
     fn corrupt_file_is_set_aside_and_nothing_is_restored() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE_NAME), b"this is not a database, not even close to one....").unwrap();
-        let (db, loaded) = open(dir.path(), StateSync::Full);
+        let (db, loaded) = open(dir.path(), StateSync::Full).unwrap();
         assert!(db.is_some(), "a fresh database replaces it");
         assert!(loaded.devices.is_empty());
         let aside = std::fs::read_dir(dir.path())
@@ -167,11 +185,21 @@ mod tests {
         let text = r#"{"version":1,"saved_at_ms":0,"devices":{"pump-7":{"topic":"plant/pump-7/status",
             "state":"offline","since_ms":1000,"offline_since_ms":1000,"alerted":true,"seq":null}}}"#;
         std::fs::write(dir.path().join(legacy::FILE_NAME), text).unwrap();
-        let (db, loaded) = open(dir.path(), StateSync::Full);
+        let (db, loaded) = open(dir.path(), StateSync::Full).unwrap();
         assert!(loaded.devices["pump-7"].alerted);
         assert!(!dir.path().join(legacy::FILE_NAME).exists());
         drop(db);
-        let (_, again) = open(dir.path(), StateSync::Full);
+        let (_, again) = open(dir.path(), StateSync::Full).unwrap();
         assert!(again.devices["pump-7"].alerted, "kept in the database");
+    }
+
+    #[test]
+    fn a_state_database_another_process_holds_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (held, _) = open(dir.path(), StateSync::Full).unwrap();
+        let second = open(dir.path(), StateSync::Full);
+        assert!(matches!(second, Err(InUse { .. })), "the second opener is refused");
+        drop(held);
+        assert!(open(dir.path(), StateSync::Full).is_ok(), "free again once the first is gone");
     }
 }

@@ -137,7 +137,7 @@ impl Writer {
                 Some(ack) = acks.recv() => state.acked(ack, &mut batch),
                 () = sleep_until(retry_at) => {}
                 _ = check.tick(), if retry_at.is_none() => state.keep_in_place().await,
-                _ = copy_tick.tick(), if retry_at.is_none() => state.copy(),
+                _ = copy_tick.tick(), if retry_at.is_none() => state.copy().await,
             }
             while batch.devices.len() + batch.events.len() + batch.acks.len() < MAX_BATCH {
                 match ops.try_recv() {
@@ -234,6 +234,7 @@ impl State {
         if result.is_err() {
             *batch = work;
         } else if std::mem::take(&mut self.failing) {
+            self.metrics.state_failing.set(0);
             tracing::info!(dir = %self.dir.display(), "state written again; every decision since the failure is recorded");
         }
         result
@@ -241,6 +242,7 @@ impl State {
 
     fn failed(&mut self, error: &DbError, events: usize) {
         self.metrics.state_write_errors.inc();
+        self.metrics.state_failing.set(1);
         if !std::mem::replace(&mut self.failing, true) {
             tracing::error!(dir = %self.dir.display(), error = %error, events,
                 "cannot write the state; retrying with backoff. Alerts go out meanwhile, but a crash before the disk is back may repeat or miss one");
@@ -270,16 +272,25 @@ impl State {
         }
     }
 
-    /// Takes the last good copy of the state, off the async threads and
-    /// beside the commits (its own connection); not while one is under way
-    /// nor without a state file.
-    fn copy(&mut self) {
-        if self.db.is_none() || self.copying.as_ref().is_some_and(|c| !c.is_finished()) {
+    /// Takes the last good copy of the state, off the async threads: the
+    /// commits wait for the bytes to be copied, not for them to reach the
+    /// disk. Not while one is under way nor without a state file.
+    async fn copy(&mut self) {
+        if self.copying.as_ref().is_some_and(|c| !c.is_finished()) {
             return;
         }
+        let Some(db) = self.db.take() else { return };
+        let dir = self.dir.clone();
+        let (db, copied) = tokio::task::spawn_blocking(move || {
+            let copied = copy::take(&db, &dir);
+            (db, copied)
+        })
+        .await
+        .expect("the copy never panics");
+        self.db = Some(db);
         let dir = self.dir.clone();
         self.copying = Some(tokio::task::spawn_blocking(move || {
-            if let Err(e) = copy::take(&dir) {
+            if let Err(e) = copied.and_then(|()| copy::seal(&dir)) {
                 tracing::warn!(error = %e, "cannot take a copy of the state database; the last one stays");
             }
         }));
@@ -293,7 +304,7 @@ impl State {
         if self.failing {
             return;
         }
-        self.copy();
+        self.copy().await;
         if let Some(copying) = self.copying.take() {
             let _ = copying.await;
         }
@@ -480,18 +491,18 @@ mod tests {
         assert!(matches!(sent, actions::Input::Event(e) if e.device == "pump-7"), "sent although not recorded");
         assert!(metrics.state_write_errors.get() >= 1);
 
+        assert_eq!(metrics.state_failing.get(), 1);
+
         std::fs::remove_file(&dir).unwrap();
-        let loaded = poll("the retried commit", || {
-            let loaded = Db::open(&dir, StateSync::Full).ok()?.load().ok()?;
-            (!loaded.pending.is_empty()).then_some(loaded)
-        })
-        .await;
-        assert!(loaded.devices["pump-7"].alerted);
+        poll("the retried commit", || (metrics.state_failing.get() == 0).then_some(())).await;
         let retries = metrics.state_write_errors.get();
         assert!(dispatched.try_recv().is_err(), "sent once, not again when recorded");
         finish.cancel();
         task.await.unwrap();
         assert_eq!(metrics.state_write_errors.get(), retries);
+        let loaded = Db::open(&dir, StateSync::Full).unwrap().load().unwrap();
+        assert!(loaded.devices["pump-7"].alerted);
+        assert_eq!(loaded.pending.len(), 1);
     }
 
     #[tokio::test]
@@ -518,16 +529,18 @@ mod tests {
         ops_tx.send(Op::Event(Box::new(test_event(EventKind::Offline, "pump-7")), Some(record()))).await.unwrap();
         ops_tx.send(Op::Taken { mark: 3, message: will.clone() }).await.unwrap();
         tokio::time::timeout(Duration::from_secs(5), marks.wait_for(|m| *m == 3)).await.unwrap().unwrap();
-        let loaded = Db::open(dir.path(), StateSync::Full).unwrap().load().unwrap();
-        assert_eq!(loaded.pending.len(), 1, "the decision is committed before its mark goes back");
-        assert_eq!(loaded.taken, Some(will.clone()));
         // A message that decided nothing: its mark goes back at once, and
         // the last message committed stays the one that decided.
         ops_tx.send(Op::Taken { mark: 4, message: Taken { pkid: 10, topic: "x".into() } }).await.unwrap();
         tokio::time::timeout(Duration::from_secs(5), marks.wait_for(|m| *m == 4)).await.unwrap().unwrap();
-        assert_eq!(Db::open(dir.path(), StateSync::Full).unwrap().load().unwrap().taken, Some(will));
-        finish.cancel();
-        task.await.unwrap();
+        // Killed, not stopped: what it committed before the marks went back.
+        task.abort();
+        let _ = task.await;
+        let loaded = poll("the writer's connection to close", || Db::open(dir.path(), StateSync::Full).ok()).await;
+        let loaded = loaded.load().unwrap();
+        assert_eq!(loaded.pending.len(), 1, "the decision is committed before its mark goes back");
+        assert_eq!(loaded.taken, Some(will));
+        drop(finish);
     }
 
     #[tokio::test]
@@ -552,14 +565,11 @@ mod tests {
         let task = tokio::spawn(writer.run(Vec::new(), finish.clone()));
         ops_tx.send(Op::Event(Box::new(test_event(EventKind::Offline, "pump-7")), Some(record()))).await.unwrap();
         let Some(actions::Input::Event(event)) = dispatched.recv().await else { panic!("not sent") };
-        let owed = Db::open(dir.path(), StateSync::Full).unwrap().load().unwrap().pending;
-        assert_eq!(owed.len(), 1, "recorded before it was sent");
         acks_tx.send((event.id.clone(), "log".into())).unwrap();
-        poll("the acknowledgement", || {
-            Db::open(dir.path(), StateSync::Full).ok()?.load().ok()?.pending.is_empty().then_some(())
-        })
-        .await;
         finish.cancel();
         task.await.unwrap();
+        let loaded = Db::open(dir.path(), StateSync::Full).unwrap().load().unwrap();
+        assert!(loaded.pending.is_empty(), "acknowledged, so no longer owed");
+        assert!(loaded.devices["pump-7"].alerted);
     }
 }

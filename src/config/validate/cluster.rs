@@ -39,7 +39,9 @@ impl Validator<'_> {
             },
         };
         Some(match (name_ok, instance) {
-            (true, Some(instance)) => Some(Cluster { name: name.into_inner(), instance }),
+            (true, Some(instance)) => {
+                Some(Cluster { name: name.into_inner(), instance, host: host_name().unwrap_or_default() })
+            }
             _ => None,
         })
     }
