@@ -136,6 +136,15 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 impl Event {
+    /// When the transition was established: an offline when the device
+    /// went offline, anything else when it was decided.
+    pub fn established(&self) -> SystemTime {
+        match self.kind {
+            EventKind::Offline => self.offline_since.unwrap_or(self.at),
+            _ => self.at,
+        }
+    }
+
     /// The event as it leaves the process (webhooks, exec stdin, publish).
     pub fn to_json(&self) -> Value {
         let mut v = json!({

@@ -228,6 +228,99 @@ async fn sigkill_the_leader(names: &[&'static str], kills: usize) -> Vec<Duratio
     failovers
 }
 
+/// Guards a frozen leader's flaps: SIGSTOPs the leader `freezes` times
+/// at random moments, each for a random time (shorter and longer than the
+/// broker takes to give up on it), while devices flip; then SIGCONT.
+/// Every flip is a transition (no grace): each must be notified once, none
+/// lost to a takeover that fires only the difference they add up to.
+async fn sigstop_the_leader(names: &[&'static str], freezes: usize) {
+    let seed: u64 =
+        std::env::var("WILLWATCH_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("cluster freeze test seed: {seed} (WILLWATCH_FAULT_SEED={seed} repeats it)");
+    let context = format!("seed {seed}, {} instances, SIGSTOP", names.len());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut g = Group::start(names, 50).await;
+    let mut flips: BTreeMap<String, (usize, Instant)> = BTreeMap::new();
+    for _ in 0..freezes {
+        let current = leading_now(&g.daemons).await;
+        let busy = Duration::from_millis(rng.random_range(200..1200));
+        count_flips(&mut g, busy, &mut rng, &mut flips).await;
+        // Past a second the thawed instance checks its claim again.
+        let frozen_for = Duration::from_millis(rng.random_range(1200..6000));
+        let synced = g.daemons[current].as_ref().unwrap().logs(|l| message(l) == "in sync with the cluster").len();
+        g.daemons[current].as_ref().unwrap().signal("STOP");
+        count_flips(&mut g, frozen_for, &mut rng, &mut flips).await;
+        g.daemons[current].as_ref().unwrap().signal("CONT");
+        count_flips(&mut g, Duration::from_millis(300), &mut rng, &mut flips).await;
+        let thawed = g.daemons[current].as_ref().unwrap();
+        eventually("the thawed instance to be in sync again", Duration::from_secs(15), || {
+            (thawed.logs(|l| message(l) == "in sync with the cluster").len() > synced).then_some(())
+        })
+        .await;
+        eprintln!("{context}: froze {} for {frozen_for:?}", g.names[current]);
+    }
+    let (transitions, repeats) = g.settled(&context).await;
+    let received = g.receiver.received();
+    let mut notified: BTreeMap<String, usize> = BTreeMap::new();
+    for e in distinct(&received) {
+        *notified.entry(e["device"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    let flipped: usize = flips.values().map(|(n, _)| n).sum();
+    let lost: Vec<String> = flips
+        .iter()
+        .map(|(d, (n, _))| (d, n))
+        .filter(|(d, n)| notified.get(*d).copied().unwrap_or_default() != **n)
+        .map(|(d, n)| format!("{d}: {n} flips, {} notified", notified.get(d).copied().unwrap_or_default()))
+        .collect();
+    eprintln!("{context}: {freezes} freezes, {flipped} flips, {transitions} notified once by id ({repeats} repeats of an id)");
+    assert!(lost.is_empty(), "{context}: transitions lost or added: {lost:?}\n{}", g.dump());
+}
+
+/// The instance that says it leads (its metric), once exactly one does.
+async fn leading_now(daemons: &[Option<Daemon>]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut leading = Vec::new();
+        for (i, d) in daemons.iter().enumerate() {
+            if let Some(d) = d
+                && d.metric("willwatch_cluster_leader ").await == 1.0
+            {
+                leading.push(i);
+            }
+        }
+        if let [one] = leading[..] {
+            return one;
+        }
+        assert!(Instant::now() < deadline, "no single leader: {leading:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Flips devices every 5–40 ms for `time`, counting each device's flips.
+/// A device flips again only after `BETWEEN_FLIPS`: a flap shorter than
+/// the broker's round trip that confirms an offline is no outage.
+async fn count_flips(g: &mut Group, time: Duration, rng: &mut impl Rng, flips: &mut BTreeMap<String, (usize, Instant)>) {
+    const BETWEEN_FLIPS: Duration = Duration::from_millis(200);
+    let end = tokio::time::Instant::now() + time;
+    while tokio::time::Instant::now() < end {
+        let device = format!("d{}", rng.random_range(0..g.devices));
+        let (count, at) = flips.entry(device.clone()).or_insert((0, Instant::now() - BETWEEN_FLIPS));
+        if at.elapsed() >= BETWEEN_FLIPS {
+            *count += 1;
+            *at = Instant::now();
+            let online = !g.last[&device];
+            g.fleet.say(&device, online).await;
+            g.last.insert(device, online);
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(5..40))).await;
+    }
+}
+
+#[tokio::test]
+async fn two_instances_sigstop_the_leader_while_devices_flip_every_flip_notified_once() {
+    sigstop_the_leader(&["a", "b"], 3).await;
+}
+
 #[tokio::test]
 async fn two_instances_sigkill_the_leader_while_devices_fail_each_transition_notified_once_by_id() {
     let failovers = sigkill_the_leader(&["a", "b"], 3).await;

@@ -38,6 +38,9 @@ pub use words::Words;
 
 /// Devices per snapshot message: well under the payload limit.
 const SNAPSHOT_PART: usize = 2048;
+/// Transitions of one device a standby keeps while the group has not said
+/// them (`Cluster::left`); past that the oldest goes, logged.
+const LEFT_MAX: usize = 16;
 
 /// What this instance is in its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +124,11 @@ pub struct Cluster {
     in_flight: HashSet<String>,
     /// A snapshot being received, part by part.
     incoming: Option<HashMap<String, Words>>,
+    /// Transitions this standby decided and left to the leader, by device,
+    /// oldest first, until the group's word covers them. A leader frozen or
+    /// cut off meanwhile said none of them: a takeover fires each, in order,
+    /// not only the difference they add up to.
+    left: HashMap<String, Vec<Box<Event>>>,
     outputs: Vec<Output>,
 }
 
@@ -151,6 +159,7 @@ impl Cluster {
             run,
             in_flight: HashSet::new(),
             incoming: None,
+            left: HashMap::new(),
             outputs: Vec::new(),
         }
     }
@@ -319,7 +328,7 @@ impl Cluster {
     /// (`next_id`), after the group's last word on it.
     pub fn id_for(&self, event: &Event) -> String {
         let previous = self.told.get(&event.device).and_then(Words::last).map(|t| t.id.as_str());
-        next_id(&self.settings.name, &event.device, event.kind, previous, established(event))
+        next_id(&self.settings.name, &event.device, event.kind, previous, event.established())
     }
 
     /// We fire a device's transition: the group is told before the
@@ -330,6 +339,37 @@ impl Cluster {
             self.learn(&event.device, told.clone());
             self.unsent.push((event.device.clone(), told));
         }
+    }
+
+    /// A device's transition this standby decided and leaves to the leader:
+    /// kept until the group says it (or one after it).
+    pub fn left_to_leader(&mut self, event: &Event) {
+        if !matches!(event.kind, EventKind::Offline | EventKind::Online) {
+            return;
+        }
+        // The leader may have said it already (or one after it), unless
+        // this standby decided one since its last word that the group has
+        // not said: then this is a later transition (a device's alternate).
+        let at = millis(event.established());
+        if let Some(last) = self.told.get(&event.device).and_then(Words::last)
+            && !self.left.contains_key(&event.device)
+            && (last.is(event.kind.as_str(), at) || at + wire::SAME_TRANSITION < last.at)
+        {
+            return;
+        }
+        let left = self.left.entry(event.device.clone()).or_default();
+        if left.len() == LEFT_MAX {
+            let gone = left.remove(0);
+            tracing::warn!(device = %gone.device, event = %gone.kind, kept = LEFT_MAX,
+                "the leader has said none of this device's last transitions; the oldest is no longer kept for a takeover");
+        }
+        left.push(Box::new(event.clone()));
+    }
+
+    /// Takes what this standby left to the leader and the group never
+    /// said: a takeover fires it.
+    pub fn take_left(&mut self) -> HashMap<String, Vec<Box<Event>>> {
+        std::mem::take(&mut self.left)
     }
 
     /// The actions are done with a transition we fired: the group is told.
@@ -426,6 +466,7 @@ impl Cluster {
 
     /// Takes `told` into what was said of `device` (`Words::learn`).
     fn learn(&mut self, device: &str, told: Told) {
+        self.covered(device, &told);
         let words = self.told.entry(device.to_string()).or_default();
         if words.learn(told) {
             let words = words.clone();
@@ -439,11 +480,27 @@ impl Cluster {
             self.outputs.push(Output::Told(device.clone(), Words::default()));
         }
         for (device, words) in &snapshot {
+            if let Some(last) = words.last() {
+                self.covered(device, last);
+            }
             if old.get(device) != Some(words) {
                 self.outputs.push(Output::Told(device.clone(), words.clone()));
             }
         }
         self.told = snapshot;
+    }
+
+    /// The group said `told` of `device`: what this standby left to the
+    /// leader up to that transition, or older than it, is said.
+    fn covered(&mut self, device: &str, told: &Told) {
+        let Some(left) = self.left.get_mut(device) else { return };
+        // Words come in the order the leader decided, so the oldest match.
+        let said = left.iter().position(|e| told.is(e.kind.as_str(), millis(e.established())));
+        left.drain(..said.map_or(0, |i| i + 1));
+        left.retain(|e| millis(e.established()) + wire::SAME_TRANSITION >= told.at);
+        if left.is_empty() {
+            self.left.remove(device);
+        }
     }
 
     /// The current claim while its holder is up (and, if it is us, made by
@@ -568,16 +625,7 @@ fn told_of(event: &Event, done: bool) -> Option<Told> {
     if !matches!(event.kind, EventKind::Offline | EventKind::Online) {
         return None;
     }
-    Some(Told { event: event.kind.as_str().to_string(), id: event.id.clone(), at: millis(established(event)), done })
-}
-
-/// When `event`'s transition was established: an offline when the device
-/// went offline, an online when it came back.
-fn established(event: &Event) -> SystemTime {
-    match event.kind {
-        EventKind::Offline => event.offline_since.unwrap_or(event.at),
-        _ => event.at,
-    }
+    Some(Told { event: event.kind.as_str().to_string(), id: event.id.clone(), at: millis(event.established()), done })
 }
 
 /// Milliseconds since the Unix epoch.

@@ -328,3 +328,69 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn what_a_standby_left_to_the_leader_is_kept_until_the_group_says_it_or_one_after_it() {
+    let mut c = Cluster::new(settings("b"), "offline", HashMap::new(), 0);
+    let notice = |what| serde_json::to_vec(&Notice { by: "a".into(), epoch: 1, seq: 1, what }).unwrap();
+    let say = |c: &mut Cluster, event: &str, id: &str, at: u64| {
+        let told = Told { event: event.into(), id: id.into(), at, done: true };
+        let what = What::Transitions { transitions: vec![("x".to_string(), told)] };
+        c.on_message("willwatch/cluster/plant/notified", &notice(what));
+    };
+    let decided = |kind, at_ms: u64| {
+        let mut e = crate::event::test_event(kind, "x");
+        e.at = UNIX_EPOCH + std::time::Duration::from_millis(at_ms);
+        e.offline_since = (kind == EventKind::Offline).then_some(e.at);
+        e
+    };
+    let kinds = |c: &mut Cluster| -> Vec<EventKind> {
+        let left = c.take_left();
+        left.get("x").map_or(Vec::new(), |l| l.iter().map(|e| e.kind).collect())
+    };
+    // Decided here, then said by the leader: nothing left.
+    c.left_to_leader(&decided(EventKind::Offline, 10_000));
+    say(&mut c, "offline", "x1", 10_050);
+    assert_eq!(kinds(&mut c), []);
+    // Said by the leader before this standby decided it: not kept.
+    say(&mut c, "online", "x2", 20_000);
+    c.left_to_leader(&decided(EventKind::Online, 20_030));
+    assert_eq!(kinds(&mut c), []);
+    // A flap the leader never said (it was frozen): both kept, in order,
+    // until a word covers the first; then the second alone.
+    c.left_to_leader(&decided(EventKind::Offline, 30_000));
+    c.left_to_leader(&decided(EventKind::Online, 30_500));
+    assert_eq!(kinds(&mut c), [EventKind::Offline, EventKind::Online]);
+    c.left_to_leader(&decided(EventKind::Offline, 30_000));
+    c.left_to_leader(&decided(EventKind::Online, 30_500));
+    say(&mut c, "offline", "x3", 30_010);
+    assert_eq!(kinds(&mut c), [EventKind::Online]);
+    // A word past all of them covers them all; the sparkplug and broker
+    // events are never kept.
+    c.left_to_leader(&decided(EventKind::Offline, 40_000));
+    c.left_to_leader(&decided(EventKind::BrokerDown, 40_100));
+    say(&mut c, "online", "x4", 50_000);
+    assert_eq!(kinds(&mut c), []);
+}
+
+#[test]
+fn a_flap_faster_than_the_same_transition_window_is_kept_whole() {
+    let mut c = Cluster::new(settings("b"), "offline", HashMap::new(), 0);
+    let notice = |what| serde_json::to_vec(&Notice { by: "a".into(), epoch: 1, seq: 1, what }).unwrap();
+    let told = Told { event: "offline".into(), id: "x1".into(), at: 10_000, done: true };
+    let what = What::Transitions { transitions: vec![("x".to_string(), told)] };
+    c.on_message("willwatch/cluster/plant/notified", &notice(what));
+    let decided = |kind, at_ms: u64| {
+        let mut e = crate::event::test_event(kind, "x");
+        e.at = UNIX_EPOCH + std::time::Duration::from_millis(at_ms);
+        e.offline_since = (kind == EventKind::Offline).then_some(e.at);
+        e
+    };
+    // Back and down again within the window of the leader's last word,
+    // while the leader says nothing: a new outage, not the said one.
+    c.left_to_leader(&decided(EventKind::Online, 10_300));
+    c.left_to_leader(&decided(EventKind::Offline, 10_600));
+    let left = c.take_left();
+    let kinds: Vec<EventKind> = left["x"].iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Online, EventKind::Offline]);
+}

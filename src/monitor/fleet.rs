@@ -435,6 +435,13 @@ impl Fleet {
             return;
         }
         let parent_down = self.parent_down_of(id).map(str::to_string);
+        if source == Source::Live && parent_down.is_none() && matches!(reading, Reading::Online { .. }) {
+            // Back while its live offline waits for the probe: the device's
+            // own word came through the broker after its will, as the probe
+            // would have, so the outage was real (and fires now, unless its
+            // grace is still running: then it is a flap).
+            self.confirmed_by_device(id, now);
+        }
         let stored_hold = self.stored_hold(now.mono);
         self.heard(id, source != Source::Stored);
         let Some(device) = self.devices.get_mut(id) else { return };

@@ -377,7 +377,10 @@ impl Monitor {
                     let cluster = self.cluster.as_mut().expect("in a cluster");
                     self.out.metrics.cluster_takeovers.inc();
                     // Under the ids they were decided under, or follow from.
-                    for (mut event, record) in self.fleet.take_over(cluster.told(), cluster.in_flight(), Now::read()) {
+                    let left = cluster.take_left();
+                    for (mut event, record) in
+                        self.fleet.take_over(cluster.told(), cluster.in_flight(), left, Now::read())
+                    {
                         event.epoch = Some(cluster.epoch());
                         cluster.decided(&event);
                         self.unsaid.push(Op::Event(event, record));
@@ -487,6 +490,7 @@ impl Monitor {
         }
         self.out.metrics.cluster_left_to_leader.inc();
         tracing::debug!(device = %event.device, event = %event.kind, "standby: left to the leader");
+        cluster.left_to_leader(&event);
         device.map(|record| Op::Save(vec![record]))
     }
 

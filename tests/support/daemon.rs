@@ -183,7 +183,11 @@ impl Daemon {
 }
 
 impl Drop for Daemon {
+    /// Stops the daemon; in a failing test, prints its log first.
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- log of the daemon in {} ---\n{}", self.dir().display(), self.dump());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

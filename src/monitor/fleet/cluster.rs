@@ -28,13 +28,32 @@ impl Fleet {
     /// or, for an outage that began before this instance's view of the
     /// fleet did, any offline: it saw only the broker's state since) is
     /// taken as that one: notified, dating from the group's moment.
+    /// A device with transitions this instance decided as a standby that
+    /// the group never said (`left`: its leader was frozen or cut off
+    /// meanwhile) fires each of them, in order, as decided.
     /// Returns the events, with their ids, each with its device's record.
-    pub fn take_over(&mut self, told: &HashMap<String, Words>, in_flight: &HashSet<String>, now: Now) -> Vec<Owed> {
-        let mut owed: Vec<(Event, String)> = Vec::new();
+    pub fn take_over(
+        &mut self,
+        told: &HashMap<String, Words>,
+        in_flight: &HashSet<String>,
+        mut left: HashMap<String, Vec<Box<Event>>>,
+        now: Now,
+    ) -> Vec<Owed> {
+        // Each event, its device, and whether it carries the message it
+        // was decided on.
+        let mut owed: Vec<(Event, String, bool)> = Vec::new();
         let mut adopted = Vec::new();
         for device in self.devices.iter().filter(|d| !in_flight.contains(d.id.as_str())) {
-            let (events, adopt) = self.owed(device, told.get(device.id.as_str()), now);
-            owed.extend(events.into_iter().map(|e| (e, device.id.to_string())));
+            let words = told.get(device.id.as_str());
+            if let Some(decided) = left.remove(device.id.as_str()) {
+                let unfinished = self.unfinished(device, words, now);
+                owed.extend(unfinished.into_iter().map(|e| (e, device.id.to_string(), false)));
+                let decided = self.chained(device, words, decided);
+                owed.extend(decided.into_iter().map(|e| (e, device.id.to_string(), true)));
+                continue;
+            }
+            let (events, adopt) = self.owed(device, words, now);
+            owed.extend(events.into_iter().map(|e| (e, device.id.to_string(), false)));
             if let Some(since) = adopt {
                 adopted.push((device.id.to_string(), since));
             }
@@ -50,18 +69,57 @@ impl Fleet {
             tracing::info!(fired = owed.len(), "took over: firing what the cluster had not notified");
         }
         owed.into_iter()
-            .map(|(mut event, id)| {
+            .map(|(mut event, id, as_decided)| {
                 let says = self.devices.get(&id).map(|d| d.state);
                 let matches = match event.kind {
                     EventKind::Offline => says == Some(State::Offline),
                     _ => says == Some(State::Online),
                 };
-                if !matches {
+                if !matches && !as_decided {
                     event.payload = CHANGED_SINCE.to_string();
                 }
                 tracing::debug!(device = %id, event = %event.kind, event_id = %event.id, "fired at takeover");
                 let record = self.devices.get(&id).map(|d| (id.clone(), d.saved()));
                 (Box::new(event), record)
+            })
+            .collect()
+    }
+
+    /// The transitions the group's leaders decided for `device` and did not
+    /// finish, in order, under their ids.
+    fn unfinished(&self, device: &Device, words: Option<&Words>, now: Now) -> Vec<Event> {
+        let Some(words) = words else { return Vec::new() };
+        let last = words.last().filter(|t| !t.done);
+        words
+            .undone_before_last()
+            .iter()
+            .chain(last)
+            .map(|t| {
+                let at = UNIX_EPOCH + Duration::from_millis(t.at);
+                let (kind, previous, offline_since) = if t.is_offline() {
+                    (EventKind::Offline, State::Online, Some(at))
+                } else {
+                    (EventKind::Online, State::Offline, None)
+                };
+                let transition = Transition { kind, previous, offline_since, offline_for: None };
+                self.event_with_id(device, &transition, now, t.id.clone())
+            })
+            .collect()
+    }
+
+    /// `decided` (by this instance, as a standby) under the ids the group
+    /// would have given them: each follows from the one before it, the
+    /// first from the group's last word.
+    fn chained(&self, device: &Device, words: Option<&Words>, decided: Vec<Box<Event>>) -> Vec<Event> {
+        let cluster = self.config.cluster.as_ref().map_or("", |c| c.name.as_str());
+        let mut previous = words.and_then(Words::last).map(|t| t.id.clone());
+        decided
+            .into_iter()
+            .map(|event| {
+                let mut event = *event;
+                event.id = next_id(cluster, &device.id, event.kind, previous.as_deref(), event.established());
+                previous = Some(event.id.clone());
+                event
             })
             .collect()
     }
@@ -97,20 +155,9 @@ impl Fleet {
         };
         let told_at = UNIX_EPOCH + Duration::from_millis(told.at);
         let after_told = since.is_some_and(|s| millis(s) > told.at);
-        // Earlier transitions the old leader did not finish, in order.
-        let mut events: Vec<Event> = words
-            .map_or(&[][..], Words::undone_before_last)
-            .iter()
-            .map(|t| {
-                let at = Some(UNIX_EPOCH + Duration::from_millis(t.at));
-                let transition = if t.is_offline() { offline(at) } else { online(None) };
-                self.event_with_id(device, &transition, now, t.id.clone())
-            })
-            .collect();
+        // What the old leaders did not finish, in order.
+        let mut events = self.unfinished(device, words, now);
         if told.is_offline() {
-            if !told.done {
-                events.push(self.event_with_id(device, &offline(Some(told_at)), now, told.id.clone()));
-            }
             // Before our view began, we saw none of the device's history:
             // offline here is the outage the group knows.
             let unseen = millis(self.view_since) > told.at && device.state == State::Offline;
@@ -129,13 +176,17 @@ impl Fleet {
                     events.push(back);
                 }
             }
-        } else {
-            if !told.done {
-                events.push(self.event_with_id(device, &online(None), now, told.id.clone()));
-            }
-            if alerted && after_told {
-                events.push(current(Some(&told.id)));
-            }
+        } else if alerted && after_told {
+            events.push(current(Some(&told.id)));
+        } else if alerted && device.state == State::Offline {
+            // The group saw the device back after the outage this instance
+            // still holds (it was away meanwhile and read only the broker's
+            // state since): offline now is a new outage, from when it was
+            // last read at the latest.
+            let since = device.last_seen().filter(|seen| millis(*seen) > told.at).unwrap_or(now.wall);
+            let id = next_id(cluster, &device.id, EventKind::Offline, Some(&told.id), since);
+            events.push(self.event_with_id(device, &offline(Some(since)), now, id));
+            return (events, Some(since));
         }
         (events, None)
     }

@@ -220,6 +220,17 @@ impl Fleet {
         }
     }
 
+    /// A live message of `id` came through the broker after the offline
+    /// that waits for a probe: it proves what the probe would, for this
+    /// device.
+    pub(super) fn confirmed_by_device(&mut self, id: &str, now: Now) {
+        let before = self.confirm.awaiting.len();
+        self.confirm.awaiting.retain(|(device, _)| device != id);
+        if self.confirm.awaiting.len() < before {
+            self.release_held(id, now, false);
+        }
+    }
+
     /// Lets the held offline of `id` fire at the end of its own grace
     /// (unless its parent is down): it is confirmed.
     pub(super) fn release_held(&mut self, id: &str, now: Now, late: bool) {

@@ -750,6 +750,28 @@ fn a_live_offline_fires_when_its_probe_is_back_and_waits_after_the_connect_when_
     assert!(fired(&drain(&mut f)).is_empty());
 }
 
+/// Guards flaps shorter than the probe's round trip (and the backlog a
+/// frozen instance reads at once when it thaws): the device's own word
+/// after its will proves the broker served, so both transitions fire.
+#[test]
+fn a_device_back_before_its_offlines_probe_returns_fires_both_unless_its_grace_runs() {
+    let clock = Clock::new();
+    let mut f = connected(&format!("[defaults]\ngrace = \"0s\"\n{DEVICES}"), &clock);
+    live(&mut f, "plant/a/status", b"online", clock.at_ms(3_000));
+    f.on_live_message("plant/a/status", b"offline", clock.at_ms(4_000));
+    f.on_live_message("plant/a/status", b"online", clock.at_ms(4_001));
+    assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "offline"), ("a".to_string(), "online")]);
+    assert!(!f.deciding(), "nothing waits for the probe any more");
+    // With a grace still running, back within it is a flap.
+    let mut f = connected(&format!("[defaults]\ngrace = \"5s\"\n{DEVICES}"), &clock);
+    live(&mut f, "plant/a/status", b"online", clock.at_ms(3_000));
+    f.on_live_message("plant/a/status", b"offline", clock.at_ms(4_000));
+    f.on_live_message("plant/a/status", b"online", clock.at_ms(4_001));
+    answer_probes(&mut f, clock.at_ms(4_002));
+    f.on_tick(clock.at_ms(20_000));
+    assert!(fired(&drain(&mut f)).is_empty());
+}
+
 #[test]
 fn a_connect_probe_that_never_comes_back_lets_live_messages_through_after_its_wait() {
     let clock = Clock::new();

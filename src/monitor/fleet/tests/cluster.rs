@@ -37,7 +37,7 @@ fn an_outage_nobody_decided_fires_its_offline_and_one_notified_fires_nothing() {
     let mut f = standby(&clock, "", &[("a", "online"), ("a", "offline"), ("b", "online"), ("b", "offline")]);
     let b_since = f.devices.get("b").unwrap().offline_since().unwrap();
     let told = HashMap::from([("b".to_string(), words(&[("offline", "b-1", crate::cluster::millis(b_since), true)]))]);
-    let owed = f.take_over(&told, &HashSet::new(), clock.at_ms(6_000));
+    let owed = f.take_over(&told, &HashSet::new(), HashMap::new(), clock.at_ms(6_000));
     let a_since = f.devices.get("a").unwrap().offline_since().unwrap();
     assert_eq!(ids(&owed), vec![("a".into(), "offline", next_id("p", "a", EventKind::Offline, None, a_since))]);
 }
@@ -48,10 +48,10 @@ fn what_the_old_leader_decided_and_did_not_finish_fires_again_under_its_ids_in_o
     let mut f = standby(&clock, "", &[("a", "online"), ("a", "offline"), ("a", "online")]);
     let told =
         HashMap::from([("a".to_string(), words(&[("offline", "a-off", 10, false), ("online", "a-on", 20, false)]))]);
-    let owed = f.take_over(&told, &HashSet::new(), clock.at_ms(6_000));
+    let owed = f.take_over(&told, &HashSet::new(), HashMap::new(), clock.at_ms(6_000));
     assert_eq!(ids(&owed), vec![("a".into(), "offline", "a-off".into()), ("a".into(), "online", "a-on".into())]);
     assert!(
-        f.take_over(&told, &HashSet::from(["a".to_string()]), clock.at_ms(6_000)).is_empty(),
+        f.take_over(&told, &HashSet::from(["a".to_string()]), HashMap::new(), clock.at_ms(6_000)).is_empty(),
         "ours in flight: not again"
     );
 }
@@ -61,7 +61,7 @@ fn a_notified_outage_that_is_over_fires_its_online_chained_to_the_offline() {
     let clock = Clock::new();
     let mut f = standby(&clock, "", &[("a", "online"), ("a", "offline"), ("a", "online")]);
     let told = HashMap::from([("a".to_string(), words(&[("offline", "a-off", 10, true)]))]);
-    let owed = f.take_over(&told, &HashSet::new(), clock.at_ms(6_000));
+    let owed = f.take_over(&told, &HashSet::new(), HashMap::new(), clock.at_ms(6_000));
     let now = clock.at_ms(6_000).wall;
     assert_eq!(ids(&owed), vec![("a".into(), "online", next_id("p", "a", EventKind::Online, Some("a-off"), now))]);
 }
@@ -78,7 +78,7 @@ fn an_offline_the_old_leader_notified_while_it_waits_out_its_grace_here_is_taken
     let since = f.devices.get("a").unwrap().offline_since().unwrap();
     let told =
         HashMap::from([("a".to_string(), words(&[("offline", "a-off", crate::cluster::millis(since) + 3, true)]))]);
-    assert!(f.take_over(&told, &HashSet::new(), clock.at_ms(100)).is_empty());
+    assert!(f.take_over(&told, &HashSet::new(), HashMap::new(), clock.at_ms(100)).is_empty());
     f.on_tick(clock.at_ms(20_000));
     assert!(fired(&drain(&mut f)).is_empty(), "its grace no longer fires a second offline");
     assert!(f.devices.get("a").unwrap().notified());
@@ -93,7 +93,7 @@ fn an_outage_the_group_notified_before_this_instance_saw_the_fleet_is_taken_as_t
     let mut f = standby(&clock, "", &[("a", "offline")]);
     let earlier = clock.at_ms(0).wall - Duration::from_secs(30);
     let told = HashMap::from([("a".to_string(), words(&[("offline", "a-1", crate::cluster::millis(earlier), true)]))]);
-    let owed = f.take_over(&told, &HashSet::new(), clock.at_ms(6_000));
+    let owed = f.take_over(&told, &HashSet::new(), HashMap::new(), clock.at_ms(6_000));
     assert_eq!(ids(&owed), vec![], "nothing happened that the group did not notify");
     let device = f.devices.get("a").unwrap();
     assert!(device.notified());
@@ -115,7 +115,46 @@ fn an_outage_this_instance_saw_begin_after_the_group_notified_one_is_a_new_one()
     drain(&mut f);
     let told_at = crate::cluster::millis(clock.at_ms(100).wall);
     let told = HashMap::from([("a".to_string(), words(&[("offline", "a-1", told_at, true)]))]);
-    let owed = f.take_over(&told, &HashSet::new(), clock.at_ms(9_000));
+    let owed = f.take_over(&told, &HashSet::new(), HashMap::new(), clock.at_ms(9_000));
     let kinds: Vec<(&str, &str)> = owed.iter().map(|(e, _)| (e.kind.as_str(), e.payload.as_str())).collect();
     assert_eq!(kinds, vec![("online", crate::monitor::fleet::cluster::CHANGED_SINCE), ("offline", "offline")]);
+}
+
+#[test]
+fn a_flap_the_group_never_said_fires_as_both_transitions_in_order_with_their_messages() {
+    let clock = Clock::new();
+    let mut f = standby(&clock, "", &[("a", "online"), ("a", "offline"), ("a", "online")]);
+    let told = HashMap::from([("a".to_string(), words(&[("online", "a-on", 5, true)]))]);
+    let decided = |kind, payload: &str, at_ms| {
+        let mut e = crate::event::test_event(kind, "a");
+        e.payload = payload.to_string();
+        e.at = clock.at_ms(at_ms).wall;
+        e.offline_since = (kind == EventKind::Offline).then_some(e.at);
+        Box::new(e)
+    };
+    let left = HashMap::from([(
+        "a".to_string(),
+        vec![decided(EventKind::Offline, "offline", 11), decided(EventKind::Online, "online", 12)],
+    )]);
+    let owed = f.take_over(&told, &HashSet::new(), left, clock.at_ms(6_000));
+    let off = next_id("p", "a", EventKind::Offline, Some("a-on"), clock.at_ms(11).wall);
+    let on = next_id("p", "a", EventKind::Online, Some(&off), clock.at_ms(12).wall);
+    assert_eq!(ids(&owed), vec![("a".into(), "offline", off), ("a".into(), "online", on)]);
+    let payloads: Vec<&str> = owed.iter().map(|(e, _)| e.payload.as_str()).collect();
+    assert_eq!(payloads, ["offline", "online"], "each with the message it was decided on");
+}
+
+#[test]
+fn an_outage_this_instance_holds_from_before_the_groups_recovery_is_a_new_one_when_it_takes_over() {
+    let clock = Clock::new();
+    let mut f = standby(&clock, "", &[("a", "online"), ("a", "offline")]);
+    // This instance saw a go offline at 11 ms and notified it; it was away
+    // while the group saw a back at 3,000 ms; a is offline again now.
+    let back = crate::cluster::millis(clock.at_ms(3_000).wall);
+    let told = HashMap::from([("a".to_string(), words(&[("online", "a-on", back, true)]))]);
+    let owed = f.take_over(&told, &HashSet::new(), HashMap::new(), clock.at_ms(6_000));
+    let now = clock.at_ms(6_000).wall;
+    assert_eq!(ids(&owed), vec![("a".into(), "offline", next_id("p", "a", EventKind::Offline, Some("a-on"), now))]);
+    assert_eq!(owed[0].0.offline_since, Some(now), "the new outage dates from no earlier than the group's recovery");
+    assert_eq!(f.devices.get("a").unwrap().offline_since(), Some(now), "and the device's record says so");
 }
