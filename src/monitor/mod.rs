@@ -386,7 +386,14 @@ impl Monitor {
                         self.unsaid.push(Op::Event(event, record));
                     }
                 }
-                Output::Told(device, words) => ops.push(Op::Told(device, words)),
+                Output::Told(device, words) => {
+                    let standby = self.cluster.as_ref().is_some_and(|c| c.role() == crate::cluster::Role::Standby);
+                    if standby && let Some(last) = words.last()
+                    {
+                        self.fleet.group_said(&device, last, Now::read());
+                    }
+                    ops.push(Op::Told(device, words));
+                }
                 Output::Confirmed(seq) => {
                     while self.held.front().is_some_and(|(s, _, _)| *s <= seq) {
                         ops.extend(self.held.pop_front().map(|(_, _, held)| held).unwrap_or_default());

@@ -30,7 +30,8 @@ impl Fleet {
     /// taken as that one: notified, dating from the group's moment.
     /// A device with transitions this instance decided as a standby that
     /// the group never said (`left`: its leader was frozen or cut off
-    /// meanwhile) fires each of them, in order, as decided.
+    /// meanwhile) fires each of them, in order, as decided, after its own
+    /// transition still under way if it has one (it led before a freeze).
     /// Returns the events, with their ids, each with its device's record.
     pub fn take_over(
         &mut self,
@@ -43,13 +44,19 @@ impl Fleet {
         // was decided on.
         let mut owed: Vec<(Event, String, bool)> = Vec::new();
         let mut adopted = Vec::new();
-        for device in self.devices.iter().filter(|d| !in_flight.contains(d.id.as_str())) {
+        for device in self.devices.iter() {
             let words = told.get(device.id.as_str());
+            let ours_under_way = in_flight.contains(device.id.as_str());
             if let Some(decided) = left.remove(device.id.as_str()) {
-                let unfinished = self.unfinished(device, words, now);
-                owed.extend(unfinished.into_iter().map(|e| (e, device.id.to_string(), false)));
+                if !ours_under_way {
+                    let unfinished = self.unfinished(device, words, now);
+                    owed.extend(unfinished.into_iter().map(|e| (e, device.id.to_string(), false)));
+                }
                 let decided = self.chained(device, words, decided);
                 owed.extend(decided.into_iter().map(|e| (e, device.id.to_string(), true)));
+                continue;
+            }
+            if ours_under_way {
                 continue;
             }
             let (events, adopt) = self.owed(device, words, now);
@@ -189,6 +196,23 @@ impl Fleet {
             return (events, Some(since));
         }
         (events, None)
+    }
+
+    /// The group said `told` of `id` while this instance stands by. An
+    /// offline this instance still holds back (its grace, the broker's
+    /// confirmation) that began with the one the group notified is that
+    /// outage: notified here too, so the device's return is a recovery to
+    /// leave to the leader (and to fire at a takeover if it never says it).
+    pub fn group_said(&mut self, id: &str, told: &Told, now: Now) {
+        let Some(device) = self.devices.get_mut(id) else { return };
+        let same = device.offline_since().is_some_and(|since| told.is(EventKind::Offline.as_str(), millis(since)));
+        if device.state == State::Offline
+            && !device.notified()
+            && same
+            && device.notified_elsewhere(UNIX_EPOCH + Duration::from_millis(told.at), now)
+        {
+            self.mark_dirty(id);
+        }
     }
 
     /// Every outage notified and not over, as a leader's last word: what

@@ -158,3 +158,34 @@ fn an_outage_this_instance_holds_from_before_the_groups_recovery_is_a_new_one_wh
     assert_eq!(owed[0].0.offline_since, Some(now), "the new outage dates from no earlier than the group's recovery");
     assert_eq!(f.devices.get("a").unwrap().offline_since(), Some(now), "and the device's record says so");
 }
+
+#[test]
+fn an_offline_held_here_that_the_group_notified_counts_as_notified_and_its_return_is_a_recovery() {
+    let clock = Clock::new();
+    let mut f = standby(&clock, "[defaults]\ngrace = \"30s\"\n", &[("a", "online")]);
+    live(&mut f, "plant/a/status", b"offline", clock.at_ms(6_000));
+    assert!(fired(&drain(&mut f)).is_empty(), "held for its grace here");
+    let at = crate::cluster::millis(clock.at_ms(5_900).wall);
+    f.group_said("a", &Told { event: "offline".into(), id: "a-off".into(), at, done: true }, clock.at_ms(6_100));
+    assert!(f.devices.get("a").unwrap().notified());
+    live(&mut f, "plant/a/status", b"online", clock.at_ms(7_000));
+    assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "online")], "its return is the outage's recovery");
+    // An outage that began long after the group's word is not that one.
+    live(&mut f, "plant/a/status", b"offline", clock.at_ms(60_000));
+    f.group_said("a", &Told { event: "offline".into(), id: "a-off".into(), at, done: true }, clock.at_ms(60_100));
+    assert!(!f.devices.get("a").unwrap().notified());
+}
+
+#[test]
+fn what_a_thawed_leader_left_to_itself_fires_even_with_its_own_transition_still_under_way() {
+    let clock = Clock::new();
+    let mut f = standby(&clock, "", &[("a", "online"), ("a", "offline"), ("a", "online")]);
+    let told = HashMap::from([("a".to_string(), words(&[("online", "a-on", 5, false)]))]);
+    let mut later = crate::event::test_event(EventKind::Offline, "a");
+    later.at = clock.at_ms(20).wall;
+    later.offline_since = Some(later.at);
+    let left = HashMap::from([("a".to_string(), vec![Box::new(later)])]);
+    let owed = f.take_over(&told, &HashSet::from(["a".to_string()]), left, clock.at_ms(6_000));
+    let off = next_id("p", "a", EventKind::Offline, Some("a-on"), clock.at_ms(20).wall);
+    assert_eq!(ids(&owed), vec![("a".into(), "offline", off)], "ours under way is not fired again; what came after is");
+}
