@@ -347,13 +347,19 @@ impl Cluster {
         if !matches!(event.kind, EventKind::Offline | EventKind::Online) {
             return;
         }
-        // The leader may have said it already (or one after it), unless
-        // this standby decided one since its last word that the group has
-        // not said: then this is a later transition (a device's alternate).
+        // A device's transitions alternate. With nothing of this device
+        // left unsaid, the group's last word is the transition this
+        // standby decided before this one, or this one itself (said before
+        // this standby read it, or read late: a reconnect's replay).
+        // A transition older than that word is one the group said before
+        // it (this standby is behind).
         let at = millis(event.established());
-        if let Some(last) = self.told.get(&event.device).and_then(Words::last)
-            && !self.left.contains_key(&event.device)
-            && (last.is(event.kind.as_str(), at) || at + wire::SAME_TRANSITION < last.at)
+        if !self.left.contains_key(&event.device)
+            && self
+                .told
+                .get(&event.device)
+                .and_then(Words::last)
+                .is_some_and(|last| last.event == event.kind.as_str() || at + wire::SAME_TRANSITION < last.at)
         {
             return;
         }
@@ -364,6 +370,15 @@ impl Cluster {
                 "the leader has said none of this device's last transitions; the oldest is no longer kept for a takeover");
         }
         left.push(Box::new(event.clone()));
+    }
+
+    /// The group's last word on `device`, unless this standby decided a
+    /// transition of it since that the group has not said.
+    pub fn last_word(&self, device: &str) -> Option<&Told> {
+        if self.left.contains_key(device) {
+            return None;
+        }
+        self.told.get(device).and_then(Words::last)
     }
 
     /// Takes what this standby left to the leader and the group never
@@ -491,13 +506,14 @@ impl Cluster {
     }
 
     /// The group said `told` of `device`: what this standby left to the
-    /// leader up to that transition, or older than it, is said.
+    /// leader up to that transition is said. Words come in the order the
+    /// leader decided and a device's transitions alternate, so it is the
+    /// oldest of its kind (the times two instances see differ when one
+    /// reads late).
     fn covered(&mut self, device: &str, told: &Told) {
         let Some(left) = self.left.get_mut(device) else { return };
-        // Words come in the order the leader decided, so the oldest match.
-        let said = left.iter().position(|e| told.is(e.kind.as_str(), millis(e.established())));
-        left.drain(..said.map_or(0, |i| i + 1));
-        left.retain(|e| millis(e.established()) + wire::SAME_TRANSITION >= told.at);
+        let Some(said) = left.iter().position(|e| e.kind.as_str() == told.event) else { return };
+        left.drain(..=said);
         if left.is_empty() {
             self.left.remove(device);
         }

@@ -365,11 +365,16 @@ fn what_a_standby_left_to_the_leader_is_kept_until_the_group_says_it_or_one_afte
     c.left_to_leader(&decided(EventKind::Online, 30_500));
     say(&mut c, "offline", "x3", 30_010);
     assert_eq!(kinds(&mut c), [EventKind::Online]);
-    // A word past all of them covers them all; the sparkplug and broker
-    // events are never kept.
-    c.left_to_leader(&decided(EventKind::Offline, 40_000));
-    c.left_to_leader(&decided(EventKind::BrokerDown, 40_100));
+    // With nothing left unsaid, a transition of the kind of the group's
+    // last word is that one (read late); the broker's events are never
+    // kept.
     say(&mut c, "online", "x4", 50_000);
+    c.left_to_leader(&decided(EventKind::Online, 58_000));
+    c.left_to_leader(&decided(EventKind::BrokerDown, 58_100));
+    assert_eq!(kinds(&mut c), []);
+    // Behind the group: an offline older than its last word (an online)
+    // is one it said before.
+    c.left_to_leader(&decided(EventKind::Offline, 45_000));
     assert_eq!(kinds(&mut c), []);
 }
 

@@ -351,6 +351,12 @@ impl Fleet {
         self.message(topic, payload, Source::Unfinished, now);
     }
 
+    /// The device whose status `topic` carries, if one is watched there.
+    pub fn device_of(&self, topic: &str) -> Option<&str> {
+        let (id, _) = self.config.resolve(topic)?;
+        self.devices.get(&id).map(|d| d.id.as_str())
+    }
+
     fn message(&mut self, topic: &str, payload: &[u8], source: Source, now: Now) {
         self.metrics.messages.inc();
         let unix = now.wall.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();

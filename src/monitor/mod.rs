@@ -197,13 +197,19 @@ impl Monitor {
                     }
                 }
                 Some(config) = inputs.reloads.recv() => self.fleet.reload(config),
-                () = sleep_until(wake) => self.fleet.on_tick(Now::read()),
+                () = sleep_until(wake) => {
+                    // A thawed leader's first turn may be a timer's: it must
+                    // not fire what came due while it was frozen as a leader.
+                    self.check_stall(&mut last_turn);
+                    self.fleet.on_tick(Now::read());
+                }
                 Some(query) = inputs.queries.recv() => {
                     let mut page = self.fleet.page(&query.page, Now::read().mono);
                     page.cluster = self.cluster.as_ref().map(Cluster::view);
                     let _ = query.reply.send(page);
                 }
                 Some(event) = inputs.completed.recv() => {
+                    self.check_stall(&mut last_turn);
                     if let Some(cluster) = &mut self.cluster {
                         cluster.completed(&event);
                     }
@@ -261,6 +267,16 @@ impl Monitor {
             self.fleet.on_message(topic, &payload, now);
         } else {
             self.fleet.on_live_message(topic, &payload, now);
+        }
+        // A standby that reads an offline the group already notified (its
+        // word came first) takes it as that outage.
+        if let Some(cluster) = &self.cluster
+            && cluster.role() == crate::cluster::Role::Standby
+            && let Some(id) = self.fleet.device_of(topic)
+            && let Some(last) = cluster.last_word(id)
+        {
+            let (id, last) = (id.to_string(), last.clone());
+            self.fleet.group_said(&id, &last, now);
         }
     }
 
@@ -387,10 +403,12 @@ impl Monitor {
                     }
                 }
                 Output::Told(device, words) => {
-                    let standby = self.cluster.as_ref().is_some_and(|c| c.role() == crate::cluster::Role::Standby);
-                    if standby && let Some(last) = words.last()
+                    if let Some(cluster) = &self.cluster
+                        && cluster.role() == crate::cluster::Role::Standby
+                        && let Some(last) = cluster.last_word(&device)
                     {
-                        self.fleet.group_said(&device, last, Now::read());
+                        let last = last.clone();
+                        self.fleet.group_said(&device, &last, Now::read());
                     }
                     ops.push(Op::Told(device, words));
                 }
