@@ -49,8 +49,12 @@ impl Fleet {
             let ours_under_way = in_flight.contains(device.id.as_str());
             if let Some(decided) = left.remove(device.id.as_str()) {
                 if !ours_under_way {
-                    let unfinished = self.unfinished(device, words, now);
-                    owed.extend(unfinished.into_iter().map(|e| (e, device.id.to_string(), false)));
+                    // The device's last message came after them.
+                    let unfinished = self.unfinished(device, words, now).into_iter().map(|mut e| {
+                        e.payload = CHANGED_SINCE.to_string();
+                        (e, device.id.to_string(), false)
+                    });
+                    owed.extend(unfinished);
                 }
                 let decided = self.chained(device, words, decided);
                 owed.extend(decided.into_iter().map(|e| (e, device.id.to_string(), true)));
@@ -93,15 +97,18 @@ impl Fleet {
     }
 
     /// The transitions the group's leaders decided for `device` and did not
-    /// finish, in order, under their ids.
+    /// finish, in order, under their ids. Only the last may carry the
+    /// device's last message: the earlier ones came before it.
     fn unfinished(&self, device: &Device, words: Option<&Words>, now: Now) -> Vec<Event> {
         let Some(words) = words else { return Vec::new() };
         let last = words.last().filter(|t| !t.done);
+        let earlier = words.undone_before_last().len();
         words
             .undone_before_last()
             .iter()
             .chain(last)
-            .map(|t| {
+            .enumerate()
+            .map(|(i, t)| {
                 let at = UNIX_EPOCH + Duration::from_millis(t.at);
                 let (kind, previous, offline_since) = if t.is_offline() {
                     (EventKind::Offline, State::Online, Some(at))
@@ -109,7 +116,11 @@ impl Fleet {
                     (EventKind::Online, State::Offline, None)
                 };
                 let transition = Transition { kind, previous, offline_since, offline_for: None };
-                self.event_with_id(device, &transition, now, t.id.clone())
+                let mut event = self.event_with_id(device, &transition, now, t.id.clone());
+                if i < earlier {
+                    event.payload = CHANGED_SINCE.to_string();
+                }
+                event
             })
             .collect()
     }
