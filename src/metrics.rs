@@ -64,6 +64,7 @@ pub struct Metrics {
     pub devices_unconfirmed: Gauge,
     pub state_write_errors: Counter,
     pub state_failing: Gauge,
+    pub state_reserve_bytes: Gauge,
     pub state_acks_dropped: Counter,
     pub oversized: Counter,
     pub http_refused: Counter,
@@ -102,6 +103,7 @@ impl Metrics {
         let devices_unconfirmed = Gauge::default();
         let state_write_errors = Counter::<u64, AtomicU64>::default();
         let state_failing = Gauge::default();
+        let state_reserve_bytes = Gauge::default();
         let state_acks_dropped = Counter::<u64, AtomicU64>::default();
         let oversized = Counter::<u64, AtomicU64>::default();
         let http_refused = Counter::<u64, AtomicU64>::default();
@@ -207,6 +209,11 @@ impl Metrics {
             state_failing.clone(),
         );
         registry.register(
+            "willwatch_state_reserve_bytes",
+            "Room reserved on the disk for the state's commits; 0 after a full disk used it, until there is room again",
+            state_reserve_bytes.clone(),
+        );
+        registry.register(
             "willwatch_state_acknowledgements_dropped",
             "Acknowledgements not recorded because the disk failed for long (those notifications are sent again, same id, at the next start)",
             state_acks_dropped.clone(),
@@ -295,6 +302,7 @@ impl Metrics {
             devices_unconfirmed,
             state_write_errors,
             state_failing,
+            state_reserve_bytes,
             state_acks_dropped,
             oversized,
             http_refused,

@@ -403,3 +403,149 @@ async fn two_thousand_devices_killed_at_once_are_every_one_detected() {
     assert_eq!(detected, N);
     assert_eq!(offline_events(&daemon), N, "no device reported twice");
 }
+
+/// A tmpfs of `mib` MiB mounted for a test's state, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(mib: u64) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "mounting a tmpfs needs root (as CI has)");
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Fills what is left of the disk.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(self.path().join("filler")).unwrap();
+        let chunk = vec![1u8; 64 << 10];
+        while filler.write_all(&chunk).is_ok() {}
+        let _ = filler.sync_all();
+    }
+
+    fn free(&self) {
+        let _ = std::fs::remove_file(self.path().join("filler"));
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// Guards the reserved room: the state on a 16 MB disk that is filled
+/// and freed at random rounds (seeded; the seed is printed) while devices
+/// fail and return and the daemon is SIGKILLed and restarted at random
+/// moments, the disk still full. Every
+/// transition is notified once, under one id (none decided again under a
+/// new one after a restart on the full disk), none is lost, and the room is
+/// reserved again once the disk has it.
+#[tokio::test]
+async fn a_full_disk_neither_repeats_nor_loses_an_alert_through_sigkills() {
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
+    use support::once::{Fleet, check_exactly_once};
+    use support::{Behaviour, Receiver};
+
+    let seed: u64 =
+        std::env::var("WILLWATCH_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    eprintln!("full disk fault test seed: {seed} (WILLWATCH_FAULT_SEED={seed} repeats it)");
+    let context = format!("seed {seed}, full disk");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let disk = SmallDisk::mount(16);
+    let broker = Broker::start();
+    let receiver = Receiver::start(Behaviour::Accept).await;
+    let fleet = Fleet::connect(broker.port).await;
+    let mut last = BTreeMap::new();
+    for i in 0..20 {
+        fleet.say(&format!("d{i}"), true).await;
+        last.insert(format!("d{i}"), true);
+    }
+    let text = config(
+        &broker,
+        &format!(
+            "[action.hook]\ntype = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n\n\
+             [[device]]\ntopic = \"fleet/{{id}}/status\"\nactions = [\"hook\"]\nstate_field = \"/s\"\n",
+            receiver.url
+        ),
+    )
+    .replace("state_dir = \"state\"", &format!("state_dir = \"{}\"", disk.path().display()));
+    let mut daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    let reserved = eventually("the room to be reserved", SOON, || {
+        std::fs::metadata(disk.path().join("state.reserve")).ok().map(|m| m.len())
+    })
+    .await;
+    assert_eq!(reserved, 8 << 20);
+    let reserve = disk.path().join("state.reserve");
+    let mut full = false;
+    for round in 0..5 {
+        // Filled at random rounds (the first always), once the room is
+        // reserved again: a disk refilled before that leaves the state no
+        // room at all (what is decided then is sent, not saved).
+        if !full && (round == 0 || rng.random_bool(0.5)) {
+            eventually("the room to be reserved", Duration::from_secs(15), || {
+                std::fs::metadata(&reserve).ok().filter(|m| m.len() == 8 << 20)
+            })
+            .await;
+            disk.fill();
+            full = true;
+        } else if full && rng.random_bool(0.4) {
+            disk.free();
+            full = false;
+        }
+        let end = tokio::time::Instant::now() + Duration::from_millis(rng.random_range(300..1500));
+        while tokio::time::Instant::now() < end {
+            let device = format!("d{}", rng.random_range(0..20));
+            let online = !last[&device];
+            fleet.say(&device, online).await;
+            last.insert(device, online);
+            tokio::time::sleep(Duration::from_millis(rng.random_range(10..60))).await;
+        }
+        daemon.kill();
+        daemon.restart();
+        daemon.wait_connected().await;
+    }
+    disk.free();
+    // Settled: every device's last notification says what is true of it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let received = receiver.received();
+        let mut notified: BTreeMap<String, bool> = BTreeMap::new();
+        for e in support::once::distinct(&received) {
+            notified.insert(e["device"].as_str().unwrap().to_string(), e["event"] == "online");
+        }
+        let wrong: Vec<&String> =
+            last.iter().filter(|(d, online)| notified.get(*d).copied().unwrap_or(true) != **online).map(|(d, _)| d).collect();
+        if wrong.is_empty() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let seen: Vec<String> = support::once::distinct(&received)
+                .iter()
+                .filter(|e| wrong.iter().any(|d| e["device"] == d.as_str()))
+                .map(|e| format!("{} {} {} {}", e["device"], e["event"], e["payload"], e["id"]))
+                .collect();
+            panic!("{context}: never notified right: {wrong:?}, truth {last:?}\n{seen:#?}\n{}", daemon.dump());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let transitions = check_exactly_once(&receiver.received(), &last, &context);
+    eventually("the room to be reserved again", Duration::from_secs(15), || {
+        std::fs::metadata(disk.path().join("state.reserve")).ok().filter(|m| m.len() == 8 << 20)
+    })
+    .await;
+    eprintln!("{context}: {transitions} transitions notified once by id");
+}

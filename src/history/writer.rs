@@ -1,7 +1,9 @@
 //! The history writer: a thread of its own that takes transitions from a
 //! bounded queue, writes whatever has queued up in one transaction, and
 //! prunes what is older than `keep` once an hour. The monitor only ever
-//! `try_send`s to it.
+//! `try_send`s to it. It writes nothing into the last `reserve::SIZE`
+//! bytes of a disk that fills up (dropped, counted): those are the
+//! state's.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -68,6 +70,7 @@ fn run(dir: &std::path::Path, keep: Duration, entries: &Receiver<Entry>, metrics
         return;
     };
     let mut pruned_at: Option<Instant> = None;
+    let mut short = crate::throttle::Throttle::new(Duration::from_secs(60));
     loop {
         if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
             pruned_at = Some(Instant::now());
@@ -89,7 +92,13 @@ fn run(dir: &std::path::Path, keep: Duration, entries: &Receiver<Entry>, metrics
                 Err(_) => break,
             }
         }
-        if let Err(e) = history.append(&batch) {
+        if crate::store::reserve::free(dir).is_some_and(|free| free < crate::store::reserve::SIZE) {
+            metrics.history_dropped.inc_by(batch.len() as u64);
+            if let Some(suppressed) = short.allow(Instant::now()) {
+                tracing::error!(dir = %dir.display(), lost = batch.len(), suppressed,
+                    "the disk is nearly full: transitions are left out of the history so the state keeps its room");
+            }
+        } else if let Err(e) = history.append(&batch) {
             metrics.history_dropped.inc_by(batch.len() as u64);
             tracing::error!(error = %e, lost = batch.len(), "cannot write the history; these transitions are not in it");
         }

@@ -39,6 +39,17 @@ pub enum DbError {
     Newer { file: PathBuf, found: i64 },
 }
 
+impl DbError {
+    /// The disk is full.
+    pub fn is_full(&self) -> bool {
+        match self {
+            DbError::Sqlite { source, .. } => source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull),
+            DbError::Dir { source, .. } => source.kind() == std::io::ErrorKind::StorageFull,
+            DbError::Newer { .. } => false,
+        }
+    }
+}
+
 /// The size the write-ahead log is cut back to after a checkpoint.
 pub const WAL_LIMIT: i64 = 4 << 20;
 
@@ -174,7 +185,10 @@ impl Db {
              );",
         )
         .map_err(sqlite)?;
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sqlite)?;
+        // Written only when it changes: opening needs no room on a full disk.
+        if found != SCHEMA_VERSION {
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(sqlite)?;
+        }
         let inode = inode(&path).unwrap_or_default();
         Ok(Db { path, sync, conn, inode })
     }

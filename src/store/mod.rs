@@ -6,6 +6,7 @@
 //!   actions, and records what the actions finished;
 //! - `copy`: the last good copy, which takes the place of a state
 //!   database found corrupt, empty or gone at a start;
+//! - `reserve`: room kept on the disk for the commits of a full one;
 //! - `legacy`: the JSON state file of earlier versions, imported once.
 //!
 //! Why SQLite rather than a journal of our own: one row per device is
@@ -20,6 +21,7 @@
 mod copy;
 mod db;
 mod legacy;
+pub mod reserve;
 mod writer;
 
 use std::path::Path;
@@ -38,6 +40,10 @@ pub use writer::{Ack, Op, Writer};
 /// to open it while monitoring goes on. A file another process holds (a
 /// second daemon on the same directory) is refused.
 pub fn open(dir: &Path, sync: StateSync) -> Result<(Option<Db>, Loaded), InUse> {
+    if std::fs::create_dir_all(dir).is_ok() && reserve::ensure(dir) == 0 {
+        tracing::warn!(dir = %dir.display(), bytes = reserve::SIZE,
+            "cannot reserve room for the state: a disk that fills up may lose decisions");
+    }
     // SQLite takes an empty file for a new database (and then ignores the
     // log beside it, which cannot be replayed onto another file): it is
     // not one here.
@@ -57,7 +63,17 @@ pub fn open(dir: &Path, sync: StateSync) -> Result<(Option<Db>, Loaded), InUse> 
         }
         _ => {}
     }
-    let load = || Db::open(dir, sync).and_then(|db| db.load().map(|loaded| (db, loaded)));
+    // On a full disk the reserved room is given back for the start itself.
+    let load = || {
+        let attempt = || Db::open(dir, sync).and_then(|db| db.load().map(|loaded| (db, loaded)));
+        match attempt() {
+            Err(e) if e.is_full() && reserve::release(dir) => {
+                tracing::error!(dir = %dir.display(), bytes = reserve::SIZE, "the disk is full: released the room reserved for the state");
+                attempt()
+            }
+            done => done,
+        }
+    };
     let (mut db, mut loaded) = match load() {
         Ok((db, loaded)) => (db, loaded),
         Err(DbError::Sqlite { source, .. })

@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::copy;
+use super::{copy, reserve};
 use super::db::{Batch, Db, DbError, Taken};
 use crate::actions;
 use crate::backoff::Backoff;
@@ -136,7 +136,10 @@ impl Writer {
                 },
                 Some(ack) = acks.recv() => state.acked(ack, &mut batch),
                 () = sleep_until(retry_at) => {}
-                _ = check.tick(), if retry_at.is_none() => state.keep_in_place().await,
+                _ = check.tick(), if retry_at.is_none() => {
+                    state.keep_in_place().await;
+                    state.reserve().await;
+                }
                 _ = copy_tick.tick(), if retry_at.is_none() => state.copy().await,
             }
             while batch.devices.len() + batch.events.len() + batch.acks.len() < MAX_BATCH {
@@ -158,6 +161,7 @@ impl Writer {
                         retry.reset();
                         retry_at = None;
                     }
+                    Err(e) if e.is_full() && state.release_reserve() => retry_at = Some(Instant::now()),
                     Err(e) => {
                         state.failed(&e, batch.events.len());
                         retry_at = Some(Instant::now() + retry.next_delay());
@@ -307,6 +311,31 @@ impl State {
         self.copy().await;
         if let Some(copying) = self.copying.take() {
             let _ = copying.await;
+        }
+    }
+
+    /// The disk is full: gives the reserved room back so the commit can be
+    /// made again at once; whether there was room to give.
+    fn release_reserve(&mut self) -> bool {
+        if !reserve::release(&self.dir) {
+            return false;
+        }
+        self.metrics.state_reserve_bytes.set(0);
+        tracing::error!(dir = %self.dir.display(), bytes = reserve::SIZE,
+            "the disk is full: released the room reserved for the state; it is reserved again once the disk has room");
+        true
+    }
+
+    /// Reserves the room again once the disk has it.
+    async fn reserve(&mut self) {
+        if self.metrics.state_reserve_bytes.get() > 0 {
+            return;
+        }
+        let dir = self.dir.clone();
+        let reserved = tokio::task::spawn_blocking(move || reserve::ensure(&dir)).await.unwrap_or_default();
+        if reserved > 0 {
+            self.metrics.state_reserve_bytes.set(reserved as i64);
+            tracing::info!(dir = %self.dir.display(), bytes = reserved, "room for the state is reserved");
         }
     }
 
