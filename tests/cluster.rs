@@ -310,7 +310,12 @@ async fn leading_now(daemons: &[Option<Daemon>]) -> usize {
 /// Flips devices every 5–40 ms for `time`, counting each device's flips.
 /// A device flips again only after `BETWEEN_FLIPS`: a flap shorter than
 /// the broker's round trip that confirms an offline is no outage.
-async fn count_flips(g: &mut Group, time: Duration, rng: &mut impl Rng, flips: &mut BTreeMap<String, (usize, Instant)>) {
+async fn count_flips(
+    g: &mut Group,
+    time: Duration,
+    rng: &mut impl Rng,
+    flips: &mut BTreeMap<String, (usize, Instant)>,
+) {
     const BETWEEN_FLIPS: Duration = Duration::from_millis(200);
     let end = tokio::time::Instant::now() + time;
     while tokio::time::Instant::now() < end {

@@ -527,8 +527,11 @@ async fn a_full_disk_neither_repeats_nor_loses_an_alert_through_sigkills() {
         for e in support::once::distinct(&received) {
             notified.insert(e["device"].as_str().unwrap().to_string(), e["event"] == "online");
         }
-        let wrong: Vec<&String> =
-            last.iter().filter(|(d, online)| notified.get(*d).copied().unwrap_or(true) != **online).map(|(d, _)| d).collect();
+        let wrong: Vec<&String> = last
+            .iter()
+            .filter(|(d, online)| notified.get(*d).copied().unwrap_or(true) != **online)
+            .map(|(d, _)| d)
+            .collect();
         if wrong.is_empty() {
             break;
         }
@@ -548,4 +551,58 @@ async fn a_full_disk_neither_repeats_nor_loses_an_alert_through_sigkills() {
     })
     .await;
     eprintln!("{context}: {transitions} transitions notified once by id");
+}
+
+/// `chattr` on every file in `dir` (`+i`: immutable, `-i`: writable again).
+fn chattr_all(dir: &std::path::Path, flag: &str) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let status = std::process::Command::new("chattr").arg(flag).arg(entry.path()).status().expect("chattr runs");
+        assert!(status.success(), "chattr {flag} {} needs root (as CI has)", entry.path().display());
+    }
+}
+
+/// Guards the SIGBUS of a mapped `-shm` file: with every file of the state
+/// directory made immutable (`chattr +i`, stale `-shm` files of an older
+/// version included), the daemon lives on, notifies each failure once,
+/// says the disk fails, and writes the state again once it can.
+#[tokio::test]
+async fn unwritable_state_files_are_an_error_the_daemon_outlives_not_a_sigbus() {
+    let broker = Broker::start();
+    let mut daemon =
+        Daemon::start(&config(&broker, &format!("[[device]]\ntopic = \"fleet/{{id}}/status\"\n\n{SENTINEL}")));
+    daemon.wait_connected().await;
+    for i in 0..5 {
+        publish(broker.port, &format!("fleet/d{i}/status"), "online", true).await;
+    }
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    let state = daemon.dir().join("state");
+    for shm in ["state.db-shm", "history.db-shm"] {
+        std::fs::write(state.join(shm), vec![0u8; 32 << 10]).unwrap();
+    }
+    chattr_all(&state, "+i");
+    for i in 0..5 {
+        publish(broker.port, &format!("fleet/d{i}/status"), "offline", true).await;
+    }
+    for i in 0..5 {
+        daemon.wait_event(&format!("d{i}"), "offline", 1).await;
+    }
+    eventually("the state to say it fails", SOON, || {
+        daemon.logs(|l| message(l).starts_with("cannot write the state;")).into_iter().next()
+    })
+    .await;
+    assert_eq!(daemon.metric("willwatch_state_failing ").await, 1.0);
+    for i in 0..5 {
+        publish(broker.port, &format!("fleet/d{i}/status"), "online", true).await;
+        daemon.wait_event(&format!("d{i}"), "online", 1).await;
+    }
+    chattr_all(&state, "-i");
+    eventually("the state to be written again", Duration::from_secs(20), || {
+        daemon.logs(|l| message(l).starts_with("state written again")).into_iter().next()
+    })
+    .await;
+    assert_eq!(daemon.metric("willwatch_state_failing ").await, 0.0);
+    assert!(daemon.exit_status_now().is_none(), "the daemon lives");
+    for i in 0..5 {
+        assert_eq!(daemon.events(&format!("d{i}"), "offline").len(), 1, "d{i}: one offline");
+    }
 }

@@ -31,8 +31,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{copy, reserve};
 use super::db::{Batch, Db, DbError, Taken};
+use super::{copy, reserve};
 use crate::actions;
 use crate::backoff::Backoff;
 use crate::config::{Config, StateSync};

@@ -75,6 +75,11 @@ impl Daemon {
         assert!(status.success(), "kill -{signal} failed");
     }
 
+    /// How the process ended, if it has.
+    pub fn exit_status_now(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
     /// Waits for the process to exit and its log to be read to the end.
     pub async fn exit_status(&mut self, timeout: Duration) -> ExitStatus {
         let child = &mut self.child;
