@@ -128,7 +128,7 @@ pub struct Cluster {
     /// oldest first, until the group's word covers them. A leader frozen or
     /// cut off meanwhile said none of them: a takeover fires each, in order,
     /// not only the difference they add up to.
-    left: HashMap<String, Vec<Box<Event>>>,
+    left: HashMap<String, Vec<Event>>,
     outputs: Vec<Output>,
 }
 
@@ -369,7 +369,7 @@ impl Cluster {
             tracing::warn!(device = %gone.device, event = %gone.kind, kept = LEFT_MAX,
                 "the leader has said none of this device's last transitions; the oldest is no longer kept for a takeover");
         }
-        left.push(Box::new(event.clone()));
+        left.push(event.clone());
     }
 
     /// The group's last word on `device`, unless this standby decided a
@@ -383,7 +383,7 @@ impl Cluster {
 
     /// Takes what this standby left to the leader and the group never
     /// said: a takeover fires it.
-    pub fn take_left(&mut self) -> HashMap<String, Vec<Box<Event>>> {
+    pub fn take_left(&mut self) -> HashMap<String, Vec<Event>> {
         std::mem::take(&mut self.left)
     }
 

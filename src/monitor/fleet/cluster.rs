@@ -37,7 +37,7 @@ impl Fleet {
         &mut self,
         told: &HashMap<String, Words>,
         in_flight: &HashSet<String>,
-        mut left: HashMap<String, Vec<Box<Event>>>,
+        mut left: HashMap<String, Vec<Event>>,
         now: Now,
     ) -> Vec<Owed> {
         // Each event, its device, and whether it carries the message it
@@ -128,13 +128,12 @@ impl Fleet {
     /// `decided` (by this instance, as a standby) under the ids the group
     /// would have given them: each follows from the one before it, the
     /// first from the group's last word.
-    fn chained(&self, device: &Device, words: Option<&Words>, decided: Vec<Box<Event>>) -> Vec<Event> {
+    fn chained(&self, device: &Device, words: Option<&Words>, decided: Vec<Event>) -> Vec<Event> {
         let cluster = self.config.cluster.as_ref().map_or("", |c| c.name.as_str());
         let mut previous = words.and_then(Words::last).map(|t| t.id.clone());
         decided
             .into_iter()
-            .map(|event| {
-                let mut event = *event;
+            .map(|mut event| {
                 event.id = next_id(cluster, &device.id, event.kind, previous.as_deref(), event.established());
                 previous = Some(event.id.clone());
                 event

@@ -130,7 +130,7 @@ fn a_flap_the_group_never_said_fires_as_both_transitions_in_order_with_their_mes
         e.payload = payload.to_string();
         e.at = clock.at_ms(at_ms).wall;
         e.offline_since = (kind == EventKind::Offline).then_some(e.at);
-        Box::new(e)
+        e
     };
     let left = HashMap::from([(
         "a".to_string(),
@@ -184,7 +184,7 @@ fn what_a_thawed_leader_left_to_itself_fires_even_with_its_own_transition_still_
     let mut later = crate::event::test_event(EventKind::Offline, "a");
     later.at = clock.at_ms(20).wall;
     later.offline_since = Some(later.at);
-    let left = HashMap::from([("a".to_string(), vec![Box::new(later)])]);
+    let left = HashMap::from([("a".to_string(), vec![later])]);
     let owed = f.take_over(&told, &HashSet::from(["a".to_string()]), left, clock.at_ms(6_000));
     let off = next_id("p", "a", EventKind::Offline, Some("a-on"), clock.at_ms(20).wall);
     assert_eq!(ids(&owed), vec![("a".into(), "offline", off)], "ours under way is not fired again; what came after is");
