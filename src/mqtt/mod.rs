@@ -10,6 +10,9 @@
 //! PUBACK (bounded) and disconnects cleanly, because a clean DISCONNECT
 //! suppresses the will.
 //!
+//! Before a `[cluster]` run joins, `twin.rs` checks on a connection of its
+//! own that no live run holds its instance name.
+//!
 //! It never awaits a client call: rumqttc's request channel is drained by
 //! this very loop, so an awaited `publish` here deadlocks once it fills.
 //! Requests are made with `try_*` and a full channel is logged.
