@@ -329,21 +329,25 @@ proptest! {
     }
 }
 
+/// The leader `a` says it notified device `x`'s transition `event`.
+fn say(c: &mut Cluster, event: &str, id: &str, at: u64) {
+    let told = Told { event: event.into(), id: id.into(), at, done: true };
+    let what = What::Transitions { transitions: vec![("x".to_string(), told)] };
+    let notice = Notice { by: "a".into(), epoch: 1, seq: 1, what };
+    c.on_message("willwatch/cluster/plant/notified", &serde_json::to_vec(&notice).unwrap());
+}
+
+/// Device `x`'s transition `kind`, established at `at_ms`.
+fn decided(kind: EventKind, at_ms: u64) -> Event {
+    let mut e = crate::event::test_event(kind, "x");
+    e.at = UNIX_EPOCH + std::time::Duration::from_millis(at_ms);
+    e.offline_since = (kind == EventKind::Offline).then_some(e.at);
+    e
+}
+
 #[test]
 fn what_a_standby_left_to_the_leader_is_kept_until_the_group_says_it_or_one_after_it() {
     let mut c = Cluster::new(settings("b"), "offline", HashMap::new(), 0);
-    let notice = |what| serde_json::to_vec(&Notice { by: "a".into(), epoch: 1, seq: 1, what }).unwrap();
-    let say = |c: &mut Cluster, event: &str, id: &str, at: u64| {
-        let told = Told { event: event.into(), id: id.into(), at, done: true };
-        let what = What::Transitions { transitions: vec![("x".to_string(), told)] };
-        c.on_message("willwatch/cluster/plant/notified", &notice(what));
-    };
-    let decided = |kind, at_ms: u64| {
-        let mut e = crate::event::test_event(kind, "x");
-        e.at = UNIX_EPOCH + std::time::Duration::from_millis(at_ms);
-        e.offline_since = (kind == EventKind::Offline).then_some(e.at);
-        e
-    };
     let kinds = |c: &mut Cluster| -> Vec<EventKind> {
         let left = c.take_left();
         left.get("x").map_or(Vec::new(), |l| l.iter().map(|e| e.kind).collect())
@@ -381,16 +385,7 @@ fn what_a_standby_left_to_the_leader_is_kept_until_the_group_says_it_or_one_afte
 #[test]
 fn a_flap_faster_than_the_same_transition_window_is_kept_whole() {
     let mut c = Cluster::new(settings("b"), "offline", HashMap::new(), 0);
-    let notice = |what| serde_json::to_vec(&Notice { by: "a".into(), epoch: 1, seq: 1, what }).unwrap();
-    let told = Told { event: "offline".into(), id: "x1".into(), at: 10_000, done: true };
-    let what = What::Transitions { transitions: vec![("x".to_string(), told)] };
-    c.on_message("willwatch/cluster/plant/notified", &notice(what));
-    let decided = |kind, at_ms: u64| {
-        let mut e = crate::event::test_event(kind, "x");
-        e.at = UNIX_EPOCH + std::time::Duration::from_millis(at_ms);
-        e.offline_since = (kind == EventKind::Offline).then_some(e.at);
-        e
-    };
+    say(&mut c, "offline", "x1", 10_000);
     // Back and down again within the window of the leader's last word,
     // while the leader says nothing: a new outage, not the said one.
     c.left_to_leader(&decided(EventKind::Online, 10_300));
