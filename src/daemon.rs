@@ -104,6 +104,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         stop_actions.clone(),
     );
     let mut dispatcher = tokio::spawn(actions::dispatch(Arc::clone(&config), context, dispatch_rx));
+    let _state_lock = store::lock(&config.state_dir)?;
     let (db, mut loaded) = store::open(&config.state_dir, config.state_sync)?;
     let owed =
         if config.cluster.is_some() { leave_to_the_cluster(&mut loaded.pending, &ack_tx) } else { HashSet::new() };

@@ -432,6 +432,13 @@ async fn a_second_run_under_a_held_instance_name_is_refused_and_the_holder_leads
     assert!(g.receiver.received().iter().all(|r| r.json()["epoch"] == 1), "only a fired, in its first epoch");
     assert_eq!(leads(g.daemons[0].as_ref().unwrap()), 1, "a never stood down");
     assert!(g.daemons[1].as_ref().unwrap().logs(|l| message(l) == "leading the cluster").is_empty(), "b never led");
+    // A run restarted at once after a SIGKILL is no twin, and its own
+    // question, delivered back by its session, is no clash.
+    let b = g.daemons[1].as_mut().unwrap();
+    b.kill_and_restart();
+    in_sync(b).await;
+    assert!(b.logs(|l| l["clash"] == true).is_empty(), "b's restart is no clash:\n{}", b.dump());
+    assert!(b.exit_status_now().is_none(), "b runs");
 }
 
 #[tokio::test]

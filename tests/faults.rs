@@ -606,3 +606,47 @@ async fn unwritable_state_files_are_an_error_the_daemon_outlives_not_a_sigbus() 
         assert_eq!(daemon.events(&format!("d{i}"), "offline").len(), 1, "d{i}: one offline");
     }
 }
+
+/// Guards one daemon a state directory: a second daemon started on the
+/// directory a running one holds exits 78, naming it; the first goes on.
+#[tokio::test]
+async fn a_second_daemon_on_the_same_state_directory_is_refused() {
+    let broker = Broker::start();
+    let first = Daemon::start(&config(&broker, PUMP));
+    first.wait_connected().await;
+    let text = config(&broker, PUMP)
+        .replace("state_dir = \"state\"", &format!("state_dir = \"{}\"", first.dir().join("state").display()))
+        .replace("client_id = \"willwatch-test-", "client_id = \"willwatch-second-");
+    let mut second = Daemon::start(&text);
+    let status = second.exit_status(SOON).await;
+    assert_eq!(status.code(), Some(78), "refused:\n{}", second.dump());
+    assert_eq!(second.logs(|l| l["clash"] == true && l["level"] == "ERROR").len(), 1);
+    publish(broker.port, "plant/pump-7/status", "offline", true).await;
+    first.wait_event("pump-7", "offline", 1).await;
+}
+
+/// Guards a start on state files that cannot be written: their state is
+/// read, so an outage notified before the start gets its recovery (the
+/// writer once able commits onto that state, not onto an empty one).
+#[tokio::test]
+async fn a_start_on_unwritable_state_files_keeps_their_state_and_sends_the_recovery() {
+    let broker = Broker::start();
+    let mut daemon = Daemon::start(&config(&broker, &format!("{PUMP}{SENTINEL}")));
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "offline", true).await;
+    daemon.wait_event("pump-7", "offline", 1).await;
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    daemon.signal("TERM");
+    assert!(daemon.exit_status(SOON).await.success());
+    let state = daemon.dir().join("state");
+    chattr_all(&state, "+i");
+    daemon.restart();
+    daemon.wait_connected().await;
+    let read =
+        daemon.wait_log("the state read", SOON, |l| l["devices"].as_u64().is_some() && l["level"] == "ERROR").await;
+    assert!(read["devices"].as_u64().unwrap() >= 1, "{read}");
+    chattr_all(&state, "-i");
+    publish(broker.port, "plant/pump-7/status", "online", true).await;
+    daemon.wait_event("pump-7", "online", 1).await;
+    assert!(daemon.events("pump-7", "offline").is_empty(), "the outage is not notified again");
+}

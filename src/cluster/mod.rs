@@ -306,7 +306,7 @@ impl Cluster {
                 }
             }
             Heard::Who { instance, who } => {
-                if instance == self.settings.instance {
+                if instance == self.settings.instance && who.asking != wire::asking(&self.settings.host) {
                     tracing::error!(instance = %instance, asking = %who.asking, clash = true,
                         "another run of this instance name asked to join the cluster; it is told this one holds the name");
                     let here = wire::Here { asking: who.asking, run: self.run, host: self.settings.host.clone() };

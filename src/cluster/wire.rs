@@ -105,6 +105,12 @@ pub struct Who {
     pub asking: String,
 }
 
+/// This process's `Who::asking`: its own question, delivered back to it
+/// later by its persistent session, is known as its own.
+pub fn asking(host: &str) -> String {
+    format!("{host}/{}", std::process::id())
+}
+
 /// The run that holds an instance name answers a `Who`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Here {

@@ -1,9 +1,9 @@
 //! The history writer: a thread of its own that takes transitions from a
 //! bounded queue, writes whatever has queued up in one transaction, and
 //! prunes what is older than `keep` once an hour. The monitor only ever
-//! `try_send`s to it. It writes nothing into the last `reserve::SIZE`
-//! bytes of a disk that fills up (dropped, counted): those are the
-//! state's.
+//! `try_send`s to it. While the room reserved for the state is not held
+//! (a full disk took it), it writes nothing (dropped, counted): what the
+//! disk has left is the state's.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -92,11 +92,11 @@ fn run(dir: &std::path::Path, keep: Duration, entries: &Receiver<Entry>, metrics
                 Err(_) => break,
             }
         }
-        if crate::store::reserve::free(dir).is_some_and(|free| free < crate::store::reserve::SIZE) {
+        if !crate::store::reserve::held(dir) {
             metrics.history_dropped.inc_by(batch.len() as u64);
             if let Some(suppressed) = short.allow(Instant::now()) {
                 tracing::error!(dir = %dir.display(), lost = batch.len(), suppressed,
-                    "the disk is nearly full: transitions are left out of the history so the state keeps its room");
+                    "the room reserved for the state is given up (a full disk): transitions are left out of the history until it is back");
             }
         } else if let Err(e) = history.append(&batch) {
             metrics.history_dropped.inc_by(batch.len() as u64);

@@ -40,7 +40,7 @@ pub struct Twin {
 /// Checks that no live run holds `cluster.instance`; `offline` is the
 /// presence payload that says a member is gone.
 pub async fn check(broker: &Broker, cluster: &Cluster, offline: &str) -> Result<(), Twin> {
-    let asking = crate::event::new_id();
+    let asking = wire::asking(&cluster.host);
     match tokio::time::timeout(CONNECT_WAIT + ANSWER_WAIT, ask(broker, cluster, offline, &asking)).await {
         Ok(Ok(answer)) => answer.map_or(Ok(()), |here| Err(twin(cluster, here))),
         Ok(Err(e)) => {

@@ -28,7 +28,11 @@ fn partial(dir: &Path) -> PathBuf {
 /// Copies `db` (in `dir`) beside it; `seal` puts the copy in place.
 pub fn take(db: &Db, dir: &Path) -> Result<(), DbError> {
     let _ = std::fs::remove_file(partial(dir));
-    db.copy_to(&partial(dir))
+    let copied = db.copy_to(&partial(dir));
+    if copied.is_err() {
+        let _ = std::fs::remove_file(partial(dir));
+    }
+    copied
 }
 
 /// Puts the copy `take` wrote in place of the last one once it is whole on
@@ -36,9 +40,15 @@ pub fn take(db: &Db, dir: &Path) -> Result<(), DbError> {
 pub fn seal(dir: &Path) -> Result<(), DbError> {
     let partial = partial(dir);
     let dir_error = |source| DbError::Dir { dir: dir.to_path_buf(), source };
-    std::fs::File::open(&partial).and_then(|f| f.sync_all()).map_err(dir_error)?;
-    std::fs::rename(&partial, path(dir)).map_err(dir_error)?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(dir_error)
+    let sealed = std::fs::File::open(&partial)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(&partial, path(dir)))
+        .and_then(|()| std::fs::File::open(dir))
+        .and_then(|d| d.sync_all());
+    if sealed.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    sealed.map_err(dir_error)
 }
 
 /// Puts the last good copy in place of `dir/state.db` (whose files must be

@@ -193,6 +193,32 @@ impl Db {
         Ok(Db { path, sync, conn, inode })
     }
 
+    /// Opens `dir/state.db` to read only: its state, when it cannot be
+    /// written (an immutable or read-only file).
+    pub fn open_read_only(dir: &Path, sync: StateSync) -> Result<Db, DbError> {
+        let path = dir.join(FILE_NAME);
+        let sqlite = |source| DbError::Sqlite { file: path.clone(), source };
+        use rusqlite::OpenFlags;
+        let readable = |conn: Connection| {
+            conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+            conn.query_row("SELECT count(*) FROM devices", [], |_| Ok(()))?;
+            Ok(conn)
+        };
+        // An immutable file cannot be locked, nor its log opened: read as
+        // immutable (without the log: what a crash left in it is not seen).
+        let uri_path = path.display().to_string().replace('%', "%25").replace('?', "%3f").replace('#', "%23");
+        let immutable = format!("file:{uri_path}?immutable=1");
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(readable)
+            .or_else(|_| {
+                Connection::open_with_flags(&immutable, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI)
+                    .and_then(readable)
+            })
+            .map_err(sqlite)?;
+        let inode = inode(&path).unwrap_or_default();
+        Ok(Db { path, sync, conn, inode })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -93,16 +93,16 @@ pub fn open(dir: &Path, sync: StateSync) -> Result<(Option<Db>, Loaded), InUse> 
                     tracing::error!(error = %e, set_aside = %aside, "the good copy cannot be read either; starting clean");
                     match Db::open(dir, sync) {
                         Ok(db) => (db, Loaded::default()),
-                        Err(e) => return Ok(unavailable(e)),
+                        Err(e) => return Ok(unavailable(dir, sync, e)),
                     }
                 }
                 None => match Db::open(dir, sync) {
                     Ok(db) => (db, Loaded::default()),
-                    Err(e) => return Ok(unavailable(e)),
+                    Err(e) => return Ok(unavailable(dir, sync, e)),
                 },
             }
         }
-        Err(e) => return Ok(unavailable(e)),
+        Err(e) => return Ok(unavailable(dir, sync, e)),
     };
     if loaded.devices.is_empty()
         && let Some(devices) = legacy::read(dir)
@@ -122,6 +122,29 @@ pub fn open(dir: &Path, sync: StateSync) -> Result<(Option<Db>, Loaded), InUse> 
     }
     tracing::info!(file = %db.path().display(), devices = loaded.devices.len(), owed = loaded.pending.len(), "state restored");
     Ok((Some(db), loaded))
+}
+
+/// This process's hold on its state directory: one daemon a directory.
+/// Released when dropped (or when the process dies, even by SIGKILL).
+pub struct Lock {
+    _held: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// Takes the state directory `dir` for this process (`state.lock`, an
+/// exclusive `flock`); another daemon holding it is refused.
+pub fn lock(dir: &Path) -> Result<Option<Lock>, InUse> {
+    let file = dir.join("state.lock");
+    let opened = std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&file));
+    let Ok(opened) = opened else {
+        // An unwritable directory: the writer reports it and keeps trying.
+        return Ok(None);
+    };
+    match nix::fcntl::Flock::lock(opened, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(held) => Ok(Some(Lock { _held: held })),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(InUse { file }),
+        Err(_) => Ok(None),
+    }
 }
 
 /// The state database is held by another process.
@@ -154,9 +177,22 @@ fn recover(dir: &Path, what: &'static str) -> bool {
     }
 }
 
-fn unavailable(e: DbError) -> (Option<Db>, Loaded) {
-    tracing::error!(error = %e, "cannot open the state database; monitoring goes on and the writer keeps trying");
-    (None, Loaded::default())
+/// The state database cannot be opened to write: its state is read if it
+/// can be (so what the writer commits once it can is made on it, never on
+/// an empty picture).
+fn unavailable(dir: &Path, sync: StateSync, e: DbError) -> (Option<Db>, Loaded) {
+    match Db::open_read_only(dir, sync).and_then(|db| db.load()) {
+        Ok(loaded) => {
+            tracing::error!(error = %e, devices = loaded.devices.len(), owed = loaded.pending.len(),
+                "cannot write the state database; its state is read, monitoring goes on and the writer keeps trying");
+            (None, loaded)
+        }
+        Err(read) => {
+            tracing::error!(error = %e, read_error = %read,
+                "cannot open the state database; monitoring goes on and the writer keeps trying");
+            (None, Loaded::default())
+        }
+    }
 }
 
 fn is_corrupt(e: &rusqlite::Error) -> bool {
@@ -207,6 +243,16 @@ mod tests {
         drop(db);
         let (_, again) = open(dir.path(), StateSync::Full).unwrap();
         assert!(again.devices["pump-7"].alerted, "kept in the database");
+    }
+
+    #[test]
+    fn a_state_directory_another_daemon_holds_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock(dir.path()).unwrap();
+        assert!(held.is_some());
+        assert!(matches!(lock(dir.path()), Err(InUse { .. })), "a second holder is refused");
+        drop(held);
+        assert!(matches!(lock(dir.path()), Ok(Some(_))), "free again once the first is gone");
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! decide them again under new ids). Once there is room again, it is
 //! written back.
 //!
-//! The history writer keeps off the last `SIZE` bytes of the disk: on a
-//! disk that fills up, what the state was given is the state's.
+//! The history writer writes nothing while the room is not held: on a
+//! disk that filled up, what the state was given is the state's.
 //!
 //! `SIZE` covers the write-ahead log at its cap (`db::WAL_LIMIT`, 4 MiB)
 //! and the checkpoint that empties it, twice over.
@@ -46,11 +46,9 @@ pub fn ensure(dir: &Path) -> u64 {
     }
 }
 
-/// Bytes the disk holding `dir` has free for unprivileged writers, if it
-/// can tell.
-pub fn free(dir: &Path) -> Option<u64> {
-    let stats = nix::sys::statvfs::statvfs(dir).ok()?;
-    Some(stats.blocks_available() as u64 * stats.fragment_size() as u64)
+/// Whether the room is reserved (not given up to a full disk).
+pub fn held(dir: &Path) -> bool {
+    std::fs::metadata(path(dir)).is_ok_and(|m| m.len() == SIZE)
 }
 
 /// Gives the reserved room back to the disk; whether there was any.
