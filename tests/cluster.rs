@@ -338,6 +338,11 @@ async fn two_instances_sigstop_the_leader_while_devices_flip_every_flip_notified
 }
 
 #[tokio::test]
+async fn three_instances_sigstop_the_leader_while_devices_flip_every_flip_notified_once() {
+    sigstop_the_leader(&["a", "b", "c"], 3).await;
+}
+
+#[tokio::test]
 async fn two_instances_sigkill_the_leader_while_devices_fail_each_transition_notified_once_by_id() {
     let failovers = sigkill_the_leader(&["a", "b"], 3).await;
     // A crashed leader's will is published at once: the standby takes
