@@ -481,7 +481,11 @@ impl Cluster {
 
     /// Takes `told` into what was said of `device` (`Words::learn`).
     fn learn(&mut self, device: &str, told: Told) {
-        self.covered(device, &told);
+        // A word on a transition already known (now done) says nothing new
+        // of what this standby decided since.
+        if !self.told.get(device).is_some_and(|w| w.has(&told.id)) {
+            self.covered(device, &told);
+        }
         let words = self.told.entry(device.to_string()).or_default();
         if words.learn(told) {
             let words = words.clone();

@@ -394,3 +394,22 @@ fn a_flap_faster_than_the_same_transition_window_is_kept_whole() {
     let kinds: Vec<EventKind> = left["x"].iter().map(|e| e.kind).collect();
     assert_eq!(kinds, [EventKind::Online, EventKind::Offline]);
 }
+
+#[test]
+fn a_late_done_for_a_transition_already_said_leaves_what_was_decided_since() {
+    let mut c = Cluster::new(settings("b"), "offline", HashMap::new(), 0);
+    let undone = Told { event: "offline".into(), id: "x1".into(), at: 10_000, done: false };
+    let notice = |told: Told| {
+        let what = What::Transitions { transitions: vec![("x".to_string(), told)] };
+        serde_json::to_vec(&Notice { by: "a".into(), epoch: 1, seq: 1, what }).unwrap()
+    };
+    c.on_message("willwatch/cluster/plant/notified", &notice(undone.clone()));
+    // The leader froze before its actions were done; meanwhile a flap.
+    c.left_to_leader(&decided(EventKind::Online, 12_000));
+    c.left_to_leader(&decided(EventKind::Offline, 13_000));
+    // It thaws and says the first offline is done: the flap stays.
+    c.on_message("willwatch/cluster/plant/notified", &notice(Told { done: true, ..undone }));
+    let left = c.take_left();
+    let kinds: Vec<EventKind> = left["x"].iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Online, EventKind::Offline]);
+}

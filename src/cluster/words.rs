@@ -17,6 +17,11 @@ impl Words {
         self.0.last()
     }
 
+    /// Whether the transition `id` is among these words.
+    pub fn has(&self, id: &str) -> bool {
+        self.0.iter().any(|t| t.id == id)
+    }
+
     /// The transitions before the last that are not done, oldest first.
     pub fn undone_before_last(&self) -> &[Told] {
         self.0.split_last().map_or(&[], |(_, earlier)| earlier)
