@@ -140,7 +140,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         monitor::Inputs { inbound: inbound_rx, reloads: reload_rx, queries: queries_rx, completed: completed_rx };
     let stop_intake = CancellationToken::new();
     let monitor = tokio::spawn(
-        Monitor::new(Arc::clone(&config), loaded.devices, loaded.told, &owed, loaded.taken, outputs)
+        Monitor::new(Arc::clone(&config), loaded.devices, loaded.told, &owed, loaded.taken, loaded.lost, outputs)
             .run(inputs, stop_intake.clone()),
     );
     let http_cancel = CancellationToken::new();

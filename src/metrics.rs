@@ -76,6 +76,7 @@ pub struct Metrics {
     pub dead_letters: Family<ActionLabel, Counter>,
     pub dead_letters_discarded: Counter,
     pub history_dropped: Counter,
+    pub events_unlinked: Counter,
     pub sparkplug_rebirths: Counter,
     pub sparkplug_out_of_sequence: Counter,
     pub cluster_leader: Gauge,
@@ -114,6 +115,7 @@ impl Metrics {
         let dead_letters = Family::<ActionLabel, Counter>::default();
         let dead_letters_discarded = Counter::<u64, AtomicU64>::default();
         let history_dropped = Counter::<u64, AtomicU64>::default();
+        let events_unlinked = Counter::<u64, AtomicU64>::default();
         let sparkplug_rebirths = Counter::<u64, AtomicU64>::default();
         let sparkplug_out_of_sequence = Counter::<u64, AtomicU64>::default();
         let reload_success_timestamp = Gauge::<f64, AtomicU64>::default();
@@ -186,6 +188,12 @@ impl Metrics {
             "willwatch_history_dropped",
             "Transitions not written to the history (its queue was full, or the database failed)",
             history_dropped.clone(),
+        );
+        registry.register(
+            "willwatch_events_unlinked",
+            "Transitions notified after a start that lost its state whose id could not follow from the device's \
+             earlier ones: such an alert may repeat one notified before the loss, under a new id",
+            events_unlinked.clone(),
         );
         registry.register(
             "willwatch_sparkplug_rebirth_requests",
@@ -314,6 +322,7 @@ impl Metrics {
             dead_letters,
             dead_letters_discarded,
             history_dropped,
+            events_unlinked,
             sparkplug_rebirths,
             sparkplug_out_of_sequence,
             cluster_leader,

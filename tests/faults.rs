@@ -245,6 +245,7 @@ async fn a_broken_state_file_is_replaced_by_its_last_good_copy(break_it: fn(&std
     daemon.wait_connected().await;
     sync_with_sentinel(&broker, &daemon, &[]).await;
     assert_eq!(daemon.events("pump-7", "offline").len(), 0, "notified again: {}", daemon.dump());
+    assert_eq!(daemon.metric("willwatch_events_unlinked_total").await, 0.0, "the copy knew the outage");
     publish(broker.port, "plant/pump-7/status", "online", true).await;
     let online = daemon.wait_event("pump-7", "online", 1).await;
     assert!(
@@ -300,12 +301,17 @@ async fn after_a_sigkill_a_deleted_state_files_log_is_set_aside_not_replayed_ont
     daemon.wait_connected().await;
 }
 
-/// An empty state file and no copy: said, never a silent clean start.
+/// An empty state file and no copy: said, never a silent clean start; the
+/// open outage notified again from the broker's retained will carries a
+/// new id, so it is counted and said as one that may repeat an alert.
 #[tokio::test]
 async fn an_empty_state_file_without_a_copy_is_reported() {
     let broker = Broker::start();
     let mut daemon = Daemon::start(&config(&broker, PUMP));
     daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "offline", true).await;
+    daemon.wait_event("pump-7", "offline", 1).await;
+    daemon.wait_saved("pump-7", "offline").await;
     daemon.kill();
     let state = daemon.dir().join("state");
     for entry in std::fs::read_dir(&state).unwrap().filter_map(Result::ok) {
@@ -320,6 +326,9 @@ async fn an_empty_state_file_without_a_copy_is_reported() {
         .await;
     assert_eq!(error["level"], "ERROR");
     daemon.wait_connected().await;
+    let again = daemon.wait_log("the outage decided again", SOON, |l| l["unlinked"] == true).await;
+    assert_eq!((again["level"].as_str(), again["device"].as_str()), (Some("ERROR"), Some("pump-7")));
+    wait_metric(&daemon, "willwatch_events_unlinked_total", 1.0, SOON).await;
 }
 
 #[tokio::test]

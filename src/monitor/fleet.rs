@@ -230,6 +230,13 @@ pub struct Fleet {
     malformed: Throttle,
     /// New devices refused past a limit are logged at most this often.
     refusals: Throttle,
+    /// The state was lost at the start (`store::open`) and the start's
+    /// picture of the fleet is not yet confirmed: what fires may repeat
+    /// an alert sent before the loss (`unlinked`). Not in a cluster, whose
+    /// ids follow from the group's words.
+    lost: bool,
+    /// Unlinked alerts are logged at most this often.
+    unlinked: Throttle,
     link: Link,
     recent_offlines: VecDeque<Instant>,
     /// A re-read of the devices not known offline is due then: after a
@@ -279,6 +286,8 @@ impl Fleet {
             children: HashMap::new(),
             malformed: Throttle::new(REFUSALS_LOG_EVERY),
             refusals: Throttle::new(REFUSALS_LOG_EVERY),
+            lost: false,
+            unlinked: Throttle::new(REFUSALS_LOG_EVERY),
             link,
             recent_offlines: VecDeque::new(),
             resync_at: None,
@@ -292,6 +301,11 @@ impl Fleet {
         fleet.add_explicit_devices();
         fleet.recount();
         fleet
+    }
+
+    /// The state was lost at this start (`store::Loaded::lost`).
+    pub fn state_was_lost(&mut self) {
+        self.lost = self.config.cluster.is_none();
     }
 
     /// The effects of the calls since the last drain, in order.
@@ -572,6 +586,9 @@ impl Fleet {
                 let late = late || (t.kind == EventKind::Offline && self.confirm.late.contains(id));
                 let event = self.event(device, &t, late, now);
                 let record = (device.id.to_string(), device.saved());
+                if self.lost && !device.confirmed(self.link.connects, true) {
+                    self.unlinked(&event, now);
+                }
                 self.metrics.transitions.get_or_create(&EventLabel { event: t.kind.as_str() }).inc();
                 if t.kind == EventKind::Offline {
                     self.note_offline(now.mono);
@@ -717,6 +734,18 @@ impl Fleet {
     /// The event of `device`'s transition `t`.
     fn event(&self, device: &Device, t: &crate::device::Transition, late: bool, now: Now) -> Event {
         Event { seen_late: late, ..self.event_with_id(device, t, now, new_id()) }
+    }
+
+    /// Decided from the broker's store (the device has not spoken live
+    /// since the connect) while a start that lost its state takes it in:
+    /// `event` may repeat an alert notified before the loss, under a new
+    /// id (nothing it could follow from survived). Said, and counted.
+    fn unlinked(&mut self, event: &Event, now: Now) {
+        self.metrics.events_unlinked.inc();
+        if let Some(suppressed) = self.unlinked.allow(now.mono) {
+            tracing::error!(device = %event.device, event = %event.kind, event_id = %event.id, suppressed, unlinked = true,
+                "the state was lost at the start: this alert, decided from what the broker kept, may repeat one sent before the loss, under a new id");
+        }
     }
 
     /// The event of `device`'s transition `t`, under `id`.

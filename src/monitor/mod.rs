@@ -115,15 +115,20 @@ impl Monitor {
     /// saved (`None`: this state never belonged to a member, and the
     /// outages it notified itself, less those still `owed`, are taken as
     /// the group's). `taken`: the last message the saved state holds.
+    /// `lost`: the state database was lost at this start.
     pub fn new(
         config: Arc<Config>,
         saved: std::collections::HashMap<String, Saved>,
         told: Option<std::collections::HashMap<String, crate::cluster::Words>>,
         owed: &std::collections::HashSet<String>,
         taken: Option<Taken>,
+        lost: bool,
         out: Outputs,
     ) -> Monitor {
-        let fleet = Fleet::new(Arc::clone(&config), saved, Arc::clone(&out.metrics), Now::read());
+        let mut fleet = Fleet::new(Arc::clone(&config), saved, Arc::clone(&out.metrics), Now::read());
+        if lost {
+            fleet.state_was_lost();
+        }
         // Microseconds since the epoch: later runs number their words higher.
         let run = crate::cluster::millis(std::time::SystemTime::now()) * 1000;
         let cluster = config.cluster.clone().map(|settings| match told {

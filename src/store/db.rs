@@ -122,6 +122,9 @@ pub struct Loaded {
     pub told: Option<HashMap<String, Words>>,
     /// The last message taken in by the run that wrote this state.
     pub taken: Option<Taken>,
+    /// The state database was lost (corrupt, empty, gone): this is its
+    /// last good copy, or nothing.
+    pub lost: bool,
 }
 
 pub struct Db {

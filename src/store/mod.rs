@@ -47,13 +47,16 @@ pub fn open(dir: &Path, sync: StateSync) -> Result<(Option<Db>, Loaded), InUse> 
     // SQLite takes an empty file for a new database (and then ignores the
     // log beside it, which cannot be replayed onto another file): it is
     // not one here.
+    let mut lost = false;
     match std::fs::metadata(dir.join(FILE_NAME)).map(|m| m.len()) {
         Ok(0) => {
+            lost = true;
             let aside = set_aside(dir);
             tracing::error!(file = %dir.join(FILE_NAME).display(), set_aside = %aside, "state database is empty");
             recover(dir, "empty");
         }
         Err(_) if copy::exists(dir) => {
+            lost = true;
             // Its log belongs to the file that is gone: replayed onto the
             // copy it would mix two states, or corrupt it.
             let aside = set_aside(dir);
@@ -82,6 +85,7 @@ pub fn open(dir: &Path, sync: StateSync) -> Result<(Option<Db>, Loaded), InUse> 
             return Err(InUse { file: dir.join(FILE_NAME) });
         }
         Err(DbError::Sqlite { source, .. }) if is_corrupt(&source) => {
+            lost = true;
             let aside = set_aside(dir);
             tracing::error!(file = %dir.join(FILE_NAME).display(), set_aside = %aside, error = %source,
                 "state database is corrupt; set it aside");
@@ -120,6 +124,7 @@ pub fn open(dir: &Path, sync: StateSync) -> Result<(Option<Db>, Loaded), InUse> 
             Err(e) => tracing::error!(error = %e, "cannot import the state file of an earlier version"),
         }
     }
+    loaded.lost = lost;
     tracing::info!(file = %db.path().display(), devices = loaded.devices.len(), owed = loaded.pending.len(), "state restored");
     Ok((Some(db), loaded))
 }
@@ -166,12 +171,12 @@ fn recover(dir: &Path, what: &'static str) -> bool {
         Some(taken) => {
             let age = SystemTime::now().duration_since(taken).unwrap_or_default().as_secs();
             tracing::error!(file = %file.display(), state = what, copy_age_secs = age,
-                "restored the last good copy of the state database: what was decided since it was taken may be notified again");
+                "restored the last good copy of the state database: what was decided since it was taken may be notified again, under new ids (counted in willwatch_events_unlinked_total)");
             true
         }
         None => {
             tracing::error!(file = %file.display(), state = what,
-                "no good copy of the state database to restore: starting clean, every open outage may be notified again");
+                "no good copy of the state database to restore: starting clean, every open outage may be notified again, under new ids (counted in willwatch_events_unlinked_total)");
             false
         }
     }

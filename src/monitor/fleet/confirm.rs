@@ -434,5 +434,8 @@ impl Fleet {
             not_seen = notified,
             "connection confirmed: devices not heard since the connect are unconfirmed"
         );
+        // What the broker kept at the start is taken in: what fires from
+        // now on happened since.
+        self.lost = false;
     }
 }

@@ -158,6 +158,35 @@ fn an_offline_that_outlasts_the_settle_window_fires_once_when_it_ends() {
     assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "offline")]);
 }
 
+/// Guards the loud side of a start that lost its state: an outage
+/// decided again from what the broker kept may repeat one sent before the
+/// loss under a new id, so each is counted (and said); what fires once the
+/// start's picture is confirmed happened since, and is not.
+#[test]
+fn after_a_lost_state_what_the_start_decides_from_the_broker_is_counted_as_unlinked() {
+    let clock = Clock::new();
+    let metrics = Metrics::new();
+    let mut f = Fleet::new(config(DEVICES), HashMap::new(), Arc::clone(&metrics), clock.at_ms(0));
+    f.state_was_lost();
+    connect(&mut f, clock.at_ms(0));
+    f.on_message("plant/a/status", b"offline", clock.at_ms(10));
+    f.on_message("plant/b/status", b"online", clock.at_ms(11));
+    f.on_subscribed(clock.at_ms(100));
+    live(&mut f, "plant/b/status", b"offline", clock.at_ms(500));
+    f.on_tick(clock.at_ms(10_000));
+    f.on_tick(clock.at_ms(20_000));
+    let mut sent = fired(&drain(&mut f));
+    sent.sort();
+    assert_eq!(sent, [("a".to_string(), "offline"), ("b".to_string(), "offline")]);
+    assert_eq!(metrics.events_unlinked.get(), 1, "b said its outage live: it began after the start");
+    assert!(!f.link.confirming, "the start's picture is confirmed");
+    live(&mut f, "plant/a/status", b"online", clock.at_ms(25_000));
+    live(&mut f, "plant/a/status", b"offline", clock.at_ms(26_000));
+    f.on_tick(clock.at_ms(40_000));
+    assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "online"), ("a".to_string(), "offline")]);
+    assert_eq!(metrics.events_unlinked.get(), 1, "after the start's picture, nothing is counted");
+}
+
 #[test]
 fn a_fired_event_carries_its_devices_record_for_the_same_commit() {
     let clock = Clock::new();
