@@ -193,7 +193,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
                         filters_tx.send_replace(config.filters());
                         let _ = reload_tx.send(Arc::clone(&config)).await;
                         if reconnect {
-                            tracing::info!(broker = %config.broker.url, "broker or presence settings changed; reconnecting");
+                            tracing::info!(broker = %config.broker.url, what = "broker_settings_changed", "broker or presence settings changed; reconnecting");
                             cancel.cancel();
                             match session.await {
                                 Ok(ended) => (cancel, session) = start_session(&config, ended),
@@ -226,7 +226,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         }
     }
 
-    tracing::info!("shutting down");
+    tracing::info!(what = "shutting_down", "shutting down");
     systemd::stopping();
     stop_intake.cancel();
     // Retries are not waited for: what they would send stays owed.
@@ -316,7 +316,7 @@ fn reload(path: &Path) -> Option<Arc<Config>> {
             Some(Arc::new(new))
         }
         Err(e) => {
-            tracing::error!("reload failed, still running on the previous config:\n{e}");
+            tracing::error!(what = "reload_failed", "reload failed, still running on the previous config:\n{e}");
             None
         }
     }

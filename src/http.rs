@@ -90,7 +90,7 @@ pub async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationTok
         }
     };
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(listen = %bound, "HTTP status endpoint listening");
+    tracing::info!(listen = %bound, what = "http_listening", "HTTP status endpoint listening");
     let shared = Shared { sources, cancel: cancel.clone() };
     let app = Router::new()
         .route("/", get(page::index))
@@ -134,7 +134,12 @@ pub async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationTok
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             metrics.http_refused.inc();
             if let Some(suppressed) = refused.allow(Instant::now()) {
-                tracing::warn!(limit = MAX_CONNECTIONS, suppressed, "too many HTTP connections; refusing new ones");
+                tracing::warn!(
+                    limit = MAX_CONNECTIONS,
+                    suppressed,
+                    what = "http_refusing",
+                    "too many HTTP connections; refusing new ones"
+                );
             }
             continue;
         };

@@ -83,8 +83,10 @@ pub fn init(format: Format, level: Option<&str>) -> Result<(), String> {
 }
 
 /// Fields for programs, not for a person reading the text log: ids to
-/// correlate, the journal's message ids. JSON and the journal keep them.
-const FOR_MACHINES: &[&str] = &["event_id", "webhook_id", "message_id"];
+/// correlate, the journal's message ids, `what` a line is (a stable name
+/// that programs and tests match instead of the sentence). JSON and the
+/// journal keep them.
+const FOR_MACHINES: &[&str] = &["event_id", "webhook_id", "message_id", "what"];
 
 /// `message field=value …` with every control character escaped, so a
 /// value cannot end the line or drive the terminal; `hidden` fields left out.

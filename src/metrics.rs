@@ -84,6 +84,7 @@ pub struct Metrics {
     pub cluster_peers: Gauge,
     pub cluster_takeovers: Counter,
     pub cluster_left_to_leader: Counter,
+    pub cluster_left_dropped: Counter,
 }
 
 impl Metrics {
@@ -287,6 +288,13 @@ impl Metrics {
             "Transitions this instance decided as a standby and left to the leader",
             cluster_left_to_leader.clone(),
         );
+        let cluster_left_dropped = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "willwatch_cluster_standby_decisions_dropped",
+            "Transitions a standby decided and no longer keeps for a takeover: the leader said none of a device's \
+             last 16 (logged with the device)",
+            cluster_left_dropped.clone(),
+        );
         for state in ["online", "offline", "unknown"] {
             devices.get_or_create(&StateLabel { state }).set(0);
         }
@@ -330,6 +338,7 @@ impl Metrics {
             cluster_peers,
             cluster_takeovers,
             cluster_left_to_leader,
+            cluster_left_dropped,
         })
     }
 

@@ -7,7 +7,6 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use support::daemon::message;
 use support::{Broker, Daemon, SOON, config, eventually, publish};
 
 fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
@@ -39,7 +38,7 @@ async fn hostile_device_ids_are_only_ever_text() {
     let hostile = "a;touch pwned$(touch pwned2)`touch pwned3` && reboot";
     publish(broker.port, &format!("plant/{hostile}/status"), "offline", false).await;
 
-    daemon.wait_log("the command to finish", SOON, |l| message(l) == "command finished").await;
+    daemon.wait_log("the command to finish", SOON, |l| l["what"] == "command_finished").await;
     let file = |prefix: &str| {
         let entry = std::fs::read_dir(out.path())
             .unwrap()
@@ -77,9 +76,7 @@ async fn a_hanging_command_is_killed_with_its_children_at_the_timeout() {
     let daemon = Daemon::start(&config(&broker, &text));
     daemon.wait_connected().await;
     publish(broker.port, "plant/pump-7/status", "offline", false).await;
-    let killed = daemon
-        .wait_log("the timeout", SOON, |l| message(l).starts_with("command timed out; killed it and its process group"))
-        .await;
+    let killed = daemon.wait_log("the timeout", SOON, |l| l["what"] == "command_timed_out").await;
     assert_eq!(killed["level"], "ERROR");
     let recorded = std::fs::read_to_string(&pids).unwrap();
     for pid in recorded.split_whitespace() {

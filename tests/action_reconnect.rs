@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use support::daemon::message;
 use support::{Behaviour, Broker, Daemon, Receiver, SOON, config, eventually, publish};
 
 /// Records (arrival, topic, payload) of everything on `filter`.
@@ -102,8 +101,7 @@ async fn ladder_stops_when_the_device_comes_back() {
     publish(broker.port, "plant/pump-7/status", "offline", false).await;
     eventually("the first command", SOON, || (!commands.lock().unwrap().is_empty()).then_some(())).await;
     publish(broker.port, "plant/pump-7/status", "online", false).await;
-    let stopped =
-        daemon.wait_log("the ladder to stop", SOON, |l| message(l).starts_with("device came back after")).await;
+    let stopped = daemon.wait_log("the ladder to stop", SOON, |l| l["what"] == "reconnect_stopped").await;
     assert_eq!(stopped["attempts"], 1);
     // Past the time the whole ladder would have taken: nothing more was sent.
     support::observe(Duration::from_millis(2500)).await;
@@ -121,7 +119,7 @@ async fn ladder_is_cancelled_by_a_reload_that_removes_the_device() {
     let without_kick = setup(&receiver).replace("actions = [\"log\", \"kick\"]", "actions = [\"log\"]");
     daemon.write_config(&config(&broker, &without_kick));
     daemon.signal("HUP");
-    daemon.wait_log("the cancellation", SOON, |l| message(l) == "reconnect attempts cancelled by the reload").await;
+    daemon.wait_log("the cancellation", SOON, |l| l["what"] == "reconnect_cancelled").await;
     let sent_before = commands.lock().unwrap().len();
     support::observe(Duration::from_millis(2500)).await;
     assert_eq!(commands.lock().unwrap().len(), sent_before, "commands after the cancellation");

@@ -19,7 +19,6 @@ use std::time::Duration;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-use support::daemon::message;
 use support::{Broker, BrokerOptions, Daemon, LiveDevice, SENTINEL, config, eventually, sync_with_sentinel};
 use tokio::time::Instant;
 
@@ -39,7 +38,7 @@ fn back_within(down: Duration) -> Duration {
 }
 
 fn connects(daemon: &Daemon) -> usize {
-    daemon.logs(|l| message(l) == "connected to broker").len()
+    daemon.logs(|l| l["what"] == "broker_connected").len()
 }
 
 /// The built-in log action's `broker_down` or `broker_up` events.
@@ -66,7 +65,7 @@ async fn crash_loop(kinds: impl FnOnce(&mut rand::rngs::StdRng) -> [bool; 5]) {
         .map(|i| LiveDevice::start(broker.port, &format!("d{i:02}"), &format!("fleet/d{i:02}/status")))
         .collect();
     eventually("every device online", Duration::from_secs(10), || {
-        let online = daemon.logs(|l| message(l) == "device state" && l["state"] == "online").len();
+        let online = daemon.logs(|l| l["what"] == "device_state" && l["state"] == "online").len();
         (online >= DEVICES).then_some(())
     })
     .await;

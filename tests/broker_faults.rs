@@ -6,13 +6,12 @@ mod support;
 
 use std::time::Duration;
 
-use support::daemon::message;
 use support::{Broker, BrokerOptions, Daemon, SOON, config, eventually, publish, wait_retained};
 
 const PUMP: &str = "[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n";
 
 fn connections(daemon: &Daemon) -> usize {
-    daemon.logs(|l| message(l) == "connected to broker").len()
+    daemon.logs(|l| l["what"] == "broker_connected").len()
 }
 
 #[tokio::test]
@@ -25,7 +24,7 @@ async fn broker_restart_reconnects_resubscribes_and_detects_again() {
 
     broker.restart();
     eventually("a second connection", Duration::from_secs(30), || (connections(&daemon) >= 2).then_some(())).await;
-    assert_eq!(daemon.logs(|l| message(l) == "lost the broker connection").len(), 1, "{}", daemon.dump());
+    assert_eq!(daemon.logs(|l| l["what"] == "broker_lost").len(), 1, "{}", daemon.dump());
     // The retained birth is back although the broker kept nothing.
     wait_retained(broker.port, "willwatch/test/status", "online").await;
     // Subscriptions were restored: detection works.
@@ -42,7 +41,7 @@ async fn unreachable_broker_is_retried_with_growing_delays_until_it_appears() {
     };
     broker.stop();
     let daemon = Daemon::start(&config(&broker, PUMP));
-    let attempts = |daemon: &Daemon| daemon.logs(|l| message(l).starts_with("cannot reach the broker"));
+    let attempts = |daemon: &Daemon| daemon.logs(|l| l["what"] == "broker_unreachable_attempt");
     let failures = eventually("three failed attempts", Duration::from_secs(20), || {
         let seen = attempts(&daemon);
         (seen.len() >= 3).then_some(seen)
@@ -74,7 +73,7 @@ async fn wrong_password_is_a_clear_error_retried_until_fixed_by_reload() {
         &format!("keep_alive = \"5s\"\nusername = \"watcher\"\npassword_file = \"{}\"\n", password_file.display()),
     );
     let daemon = Daemon::start(&text);
-    let refusals = |daemon: &Daemon| daemon.logs(|l| message(l).starts_with("the broker refused the connection"));
+    let refusals = |daemon: &Daemon| daemon.logs(|l| l["what"] == "broker_refused");
     let seen = eventually("two refused attempts", Duration::from_secs(20), || {
         let seen = refusals(&daemon);
         (seen.len() >= 2).then_some(seen)
@@ -87,7 +86,7 @@ async fn wrong_password_is_a_clear_error_retried_until_fixed_by_reload() {
 
     std::fs::write(&password_file, "right-one\n").unwrap();
     daemon.signal("HUP");
-    daemon.wait_log("a reconnect after the reload", SOON, |l| message(l).contains("reconnecting")).await;
+    daemon.wait_log("a reconnect after the reload", SOON, |l| l["what"] == "broker_settings_changed").await;
     daemon.wait_connected().await;
     publish_with_password(&broker, "plant/pump-7/status", "offline").await;
     daemon.wait_event("pump-7", "offline", 1).await;

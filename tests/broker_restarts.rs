@@ -15,7 +15,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use support::daemon::message;
 use support::proxy::Proxy;
 use support::{Broker, BrokerOptions, Daemon, LiveDevice, SENTINEL, config, eventually, publish, sync_with_sentinel};
 
@@ -43,7 +42,7 @@ fn daemon_config(broker: &Broker) -> String {
 }
 
 fn connects(daemon: &Daemon) -> usize {
-    daemon.logs(|l| message(l) == "connected to broker").len()
+    daemon.logs(|l| l["what"] == "broker_connected").len()
 }
 
 /// The confirm check's log event (its counts of unconfirmed and not seen).
@@ -55,7 +54,7 @@ fn confirmed(line: &serde_json::Value) -> bool {
 /// the restart before it left is decided.
 async fn wait_confirmed(daemon: &Daemon, connections: usize) {
     eventually("the last connection to be confirmed", Duration::from_secs(40), || {
-        let lines = daemon.logs(|l| message(l) == "connected to broker" || confirmed(l));
+        let lines = daemon.logs(|l| l["what"] == "broker_connected" || confirmed(l));
         let made = lines.iter().filter(|l| !confirmed(l)).count();
         (made >= connections && lines.last().is_some_and(confirmed)).then_some(())
     })
@@ -90,7 +89,7 @@ async fn fleet_online(broker: &Broker, daemon: &Daemon, n: usize) -> Vec<LiveDev
     let devices: Vec<LiveDevice> =
         (0..n).map(|i| LiveDevice::start(broker.port, &format!("d{i:03}"), &format!("fleet/d{i:03}/status"))).collect();
     eventually("every device online", Duration::from_secs(30), || {
-        let online = daemon.logs(|l| message(l) == "device state" && l["state"] == "online").len();
+        let online = daemon.logs(|l| l["what"] == "device_state" && l["state"] == "online").len();
         (online >= n).then_some(())
     })
     .await;
@@ -401,7 +400,7 @@ async fn random_broker_restarts_while_devices_die_and_return_notify_no_outage_th
     let last: BTreeMap<String, bool> = truth.devices.iter().map(|(id, d)| (id.clone(), d.is_some())).collect();
     let history = |device: &str| {
         daemon
-            .logs(|l| l["device"] == device || l["message"] == "connected to broker" || l["sign"].is_string())
+            .logs(|l| l["device"] == device || l["what"] == "broker_connected" || l["sign"].is_string())
             .iter()
             .map(|l| l.to_string())
             .collect::<Vec<_>>()

@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use support::daemon::message;
 use support::once::{Fleet, check_exactly_once, distinct};
 use support::receiver::Received;
 use support::{Behaviour, Broker, Daemon, Receiver, eventually};
@@ -36,14 +35,14 @@ fn config(broker: &Broker, receiver: &Receiver, instance: &str) -> String {
 
 /// How many times `daemon` logged that it leads.
 fn leads(daemon: &Daemon) -> usize {
-    daemon.logs(|l| message(l) == "leading the cluster").len()
+    daemon.logs(|l| l["what"] == "cluster_leading").len()
 }
 
 /// Waits until `daemon` is in sync with its cluster, and says who leads.
 async fn in_sync(daemon: &Daemon) -> String {
     let line = daemon
         .wait_log("the instance to be in sync with its cluster", Duration::from_secs(10), |l| {
-            message(l) == "in sync with the cluster"
+            l["what"] == "cluster_synced"
         })
         .await;
     line["leader"].as_str().unwrap_or_default().to_string()
@@ -58,8 +57,7 @@ async fn leader(daemons: &[Option<Daemon>]) -> usize {
             .filter(|(_, d)| {
                 d.as_ref().is_some_and(|d| {
                     let led = leads(d);
-                    led > 0
-                        && d.logs(|l| message(l) == "another instance holds a higher claim; standing down").len() < led
+                    led > 0 && d.logs(|l| l["what"] == "cluster_standing_down").len() < led
                 })
             })
             .map(|(i, _)| i)
@@ -249,14 +247,14 @@ async fn sigstop_the_leader(names: &[&'static str], freezes: usize) {
         count_flips(&mut g, busy, &mut rng, &mut flips).await;
         // Past a second the thawed instance checks its claim again.
         let frozen_for = Duration::from_millis(rng.random_range(1200..6000));
-        let synced = g.daemons[current].as_ref().unwrap().logs(|l| message(l) == "in sync with the cluster").len();
+        let synced = g.daemons[current].as_ref().unwrap().logs(|l| l["what"] == "cluster_synced").len();
         g.daemons[current].as_ref().unwrap().signal("STOP");
         count_flips(&mut g, frozen_for, &mut rng, &mut flips).await;
         g.daemons[current].as_ref().unwrap().signal("CONT");
         count_flips(&mut g, Duration::from_millis(300), &mut rng, &mut flips).await;
         let thawed = g.daemons[current].as_ref().unwrap();
         eventually("the thawed instance to be in sync again", Duration::from_secs(15), || {
-            (thawed.logs(|l| message(l) == "in sync with the cluster").len() > synced).then_some(())
+            (thawed.logs(|l| l["what"] == "cluster_synced").len() > synced).then_some(())
         })
         .await;
         eprintln!("{context}: froze {} for {frozen_for:?}", g.names[current]);
@@ -370,7 +368,7 @@ async fn a_clean_stop_hands_over_at_once_and_a_device_failing_meanwhile_is_notif
     let handover = stopping.elapsed();
     let status = g.daemons[0].as_mut().unwrap().exit_status(Duration::from_secs(10)).await;
     assert!(status.success(), "a stopped cleanly");
-    let released = g.daemons[0].as_ref().unwrap().logs(|l| message(l) == "stopping: leadership released");
+    let released = g.daemons[0].as_ref().unwrap().logs(|l| l["what"] == "cluster_released");
     assert_eq!(released.len(), 1, "a released its claim");
     assert!(handover < Duration::from_secs(1), "handover took {handover:?}");
     let (transitions, _) = g.settled("clean stop").await;
@@ -400,9 +398,9 @@ async fn a_frozen_leader_is_replaced_after_its_keep_alive_and_stands_down_when_i
     );
     g.daemons[0].as_ref().unwrap().signal("CONT");
     let a = g.daemons[0].as_ref().unwrap();
-    let after_thaw = a.logs(|l| message(l) == "in sync with the cluster").len();
+    let after_thaw = a.logs(|l| l["what"] == "cluster_synced").len();
     let deadline = Instant::now() + Duration::from_secs(15);
-    while a.logs(|l| message(l) == "in sync with the cluster").len() <= after_thaw {
+    while a.logs(|l| l["what"] == "cluster_synced").len() <= after_thaw {
         assert!(Instant::now() < deadline, "a never in sync again:\n{}", a.dump());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -436,7 +434,7 @@ async fn a_second_run_under_a_held_instance_name_is_refused_and_the_holder_leads
     assert_eq!(transitions, 1, "d1's offline, once");
     assert!(g.receiver.received().iter().all(|r| r.json()["epoch"] == 1), "only a fired, in its first epoch");
     assert_eq!(leads(g.daemons[0].as_ref().unwrap()), 1, "a never stood down");
-    assert!(g.daemons[1].as_ref().unwrap().logs(|l| message(l) == "leading the cluster").is_empty(), "b never led");
+    assert!(g.daemons[1].as_ref().unwrap().logs(|l| l["what"] == "cluster_leading").is_empty(), "b never led");
     // A run restarted at once after a SIGKILL is no twin, and its own
     // question, delivered back by its session, is no clash.
     let b = g.daemons[1].as_mut().unwrap();
@@ -476,14 +474,11 @@ async fn status_and_metrics_show_role_epoch_and_peers_and_only_the_leader_says_t
     // Both lose the broker: the one that led says so, once; and that it is back.
     g._broker.stop();
     for d in [a, b] {
-        d.wait_log("the broker alert", Duration::from_secs(10), |l| {
-            message(l) == "broker unreachable past broker_alert_after"
-        })
-        .await;
+        d.wait_log("the broker alert", Duration::from_secs(10), |l| l["what"] == "broker_unreachable").await;
     }
     g._broker.restart();
     for d in [a, b] {
-        d.wait_log("the broker back", Duration::from_secs(15), |l| message(l) == "broker reachable again").await;
+        d.wait_log("the broker back", Duration::from_secs(15), |l| l["what"] == "broker_reachable").await;
     }
     let broker_events = |kind: &str| {
         g.receiver.received().into_iter().map(|r| r.json()).filter(|e| e["event"] == kind).collect::<Vec<_>>()

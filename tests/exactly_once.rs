@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use support::daemon::message;
 use support::once::{Fleet, check_exactly_once, distinct};
 use support::{Behaviour, Broker, BrokerOptions, Daemon, Receiver, SOON, config, eventually, publish_many};
 
@@ -111,9 +110,7 @@ async fn random_sigkills_while_devices_toggle_notify_every_transition_once_by_id
             if *online { "online" } else { "offline" },
             notified.get(device.as_str()),
             daemon
-                .logs(|l| l["device"] == device.as_str()
-                    || l["sign"].is_string()
-                    || message(l) == "connected to broker")
+                .logs(|l| l["device"] == device.as_str() || l["sign"].is_string() || l["what"] == "broker_connected")
                 .iter()
                 .map(|l| l.to_string())
                 .collect::<Vec<_>>()
@@ -239,7 +236,7 @@ async fn wills_that_arrive_while_the_daemon_is_away_are_found_when_the_replay_is
     for wave in 0..10 {
         publish_many(broker.port, &all("online", wave * 200..(wave + 1) * 200), true).await;
         eventually("the wave to be known", SOON, || {
-            let known = daemon.logs(|l| message(l) == "device state" && l["state"] == "online").len();
+            let known = daemon.logs(|l| l["what"] == "device_state" && l["state"] == "online").len();
             (known >= (wave + 1) * 200).then_some(())
         })
         .await;
@@ -281,7 +278,7 @@ async fn deliveries_abandoned_at_shutdown_resume_at_the_next_start_with_their_id
     let first = hanging.wait_for(8, SOON).await;
     daemon.signal("TERM");
     daemon.exit_status(Duration::from_secs(20)).await;
-    let owed = daemon.logs(|l| message(l).starts_with("notifications not yet done are kept"));
+    let owed = daemon.logs(|l| l["what"] == "owed_kept");
     assert_eq!(owed.len(), 1, "{}", daemon.dump());
     assert_eq!(owed[0]["owed"], 20);
 
@@ -338,7 +335,7 @@ async fn a_state_file_deleted_while_running_is_written_back() {
     for suffix in ["", "-wal", "-shm"] {
         std::fs::remove_file(daemon.dir().join(format!("state/state.db{suffix}"))).ok();
     }
-    daemon.wait_log("the file written back", SOON, |l| message(l).starts_with("the state database was deleted")).await;
+    daemon.wait_log("the file written back", SOON, |l| l["what"] == "state_rewritten").await;
     assert!(daemon.dir().join("state/state.db").exists());
     daemon.kill_and_restart();
     daemon.wait_connected().await;
@@ -392,5 +389,5 @@ async fn shutdown_lets_actions_that_publish_finish_before_the_goodbye() {
     let warnings = daemon.logs(|l| l["level"] == "WARN" || l["level"] == "ERROR");
     assert_eq!(alerts, decided, "every offline decided before the stop was published; warnings: {warnings:?}");
     assert_eq!(seen.last().map(String::as_str), Some("willwatch/test/status"), "the goodbye comes last");
-    assert!(daemon.logs(|l| message(l) == "could not publish the event").is_empty(), "{}", daemon.dump());
+    assert!(daemon.logs(|l| l["what"] == "publish_failed").is_empty(), "{}", daemon.dump());
 }

@@ -7,7 +7,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::daemon::message;
 use support::proxy::Proxy;
 use support::{
     Broker, BrokerOptions, Daemon, LiveDevice, SENTINEL, SOON, SimDevice, config, eventually, publish,
@@ -77,11 +76,7 @@ async fn a_session_takeover_within_the_grace_period_fires_nothing() {
     let _old = SimDevice::connect(proxy.port, "pump-7", "plant/pump-7/status", "online", "offline").await;
     proxy.go_silent();
     let _new = SimDevice::connect(broker.port, "pump-7", "plant/pump-7/status", "online", "offline").await;
-    daemon
-        .wait_log("the takeover's will", SOON, |l| {
-            message(l).starts_with("device offline; holding it for its grace period") && l["device"] == "pump-7"
-        })
-        .await;
+    daemon.wait_log("the takeover's will", SOON, |l| l["what"] == "device_grace" && l["device"] == "pump-7").await;
     support::observe(Duration::from_millis(2500)).await;
     sync_with_sentinel(&broker, &daemon, &[]).await;
     assert!(daemon.events("pump-7", "offline").is_empty(), "{}", daemon.dump());
@@ -105,7 +100,7 @@ async fn a_stale_will_with_an_old_sequence_is_ignored() {
     ];
     sync_with_sentinel(&broker, &daemon, &late).await;
     assert!(daemon.events("pump-7", "offline").is_empty(), "{}", daemon.dump());
-    let ignored = daemon.logs(|l| message(l).starts_with("ignoring a will from an earlier session"));
+    let ignored = daemon.logs(|l| l["what"] == "stale_will");
     assert_eq!(ignored.len(), 1);
     // The current session's will counts.
     publish(broker.port, t, r#"{"state":"offline","bdSeq":2}"#, false).await;
@@ -123,7 +118,7 @@ async fn a_daemon_killed_mid_incident_neither_repeats_nor_loses_the_alert() {
     let first = daemon.wait_event("pump-7", "offline", 1).await;
     daemon.kill_and_restart();
     daemon.wait_connected().await;
-    daemon.wait_log("the state to be restored", SOON, |l| message(l) == "state restored").await;
+    daemon.wait_log("the state to be restored", SOON, |l| l["what"] == "state_restored").await;
     sync_with_sentinel(&broker, &daemon, &[]).await;
     assert!(daemon.events("pump-7", "offline").is_empty(), "a duplicate offline after the restart");
 
@@ -166,13 +161,13 @@ async fn broker_restart_fires_nothing(persistence: bool) {
         devices.push(SimDevice::connect(broker.port, &id, &format!("fleet/{id}/status"), "online", "offline").await);
     }
     eventually("all devices online", SOON, || {
-        (daemon.logs(|l| message(l) == "device state" && l["state"] == "online").len() >= 20).then_some(())
+        (daemon.logs(|l| l["what"] == "device_state" && l["state"] == "online").len() >= 20).then_some(())
     })
     .await;
 
     broker.restart();
     eventually("the daemon to reconnect", Duration::from_secs(30), || {
-        (daemon.logs(|l| message(l) == "connected to broker").len() >= 2).then_some(())
+        (daemon.logs(|l| l["what"] == "broker_connected").len() >= 2).then_some(())
     })
     .await;
     sync_with_sentinel(&broker, &daemon, &[]).await;
@@ -342,11 +337,11 @@ async fn an_unwritable_state_dir_is_reported_and_monitoring_goes_on() {
     daemon.wait_connected().await;
     publish(broker.port, "plant/pump-7/status", "offline", false).await;
     daemon.wait_event("pump-7", "offline", 1).await;
-    let error = daemon.wait_log("the write error", SOON, |l| message(l).starts_with("cannot write the state;")).await;
+    let error = daemon.wait_log("the write error", SOON, |l| l["what"] == "state_write_failing").await;
     assert_eq!(error["level"], "ERROR");
     publish(broker.port, "plant/pump-7/status", "online", false).await;
     daemon.wait_event("pump-7", "online", 1).await;
-    assert_eq!(daemon.logs(|l| message(l).starts_with("cannot write the state;")).len(), 1, "logged once per streak");
+    assert_eq!(daemon.logs(|l| l["what"] == "state_write_failing").len(), 1, "logged once per streak");
 }
 
 #[tokio::test]
@@ -361,7 +356,7 @@ async fn ten_reloads_in_a_second_leave_one_consistent_daemon() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eventually("the reloads to be applied", SOON, || {
-        (daemon.logs(|l| message(l).starts_with("config reloaded")).len() >= 2).then_some(())
+        (daemon.logs(|l| l["what"] == "config_reloaded").len() >= 2).then_some(())
     })
     .await;
     sync_with_sentinel(&broker, &daemon, &[("plant/pump-7/status", "offline")]).await;
@@ -392,7 +387,7 @@ async fn two_thousand_devices_killed_at_once_are_every_one_detected() {
         devices.extend(connecting.join_all().await);
         let known = (wave + 1) * 200;
         eventually("the wave to be seen online", SOON, || {
-            (daemon.logs(|l| message(l) == "device state" && l["state"] == "online").len() >= known).then_some(())
+            (daemon.logs(|l| l["what"] == "device_state" && l["state"] == "online").len() >= known).then_some(())
         })
         .await;
     }

@@ -81,11 +81,7 @@ async fn a_broken_history_database_is_set_aside_and_detection_goes_on() {
     std::fs::write(state.path().join("history.db"), b"this is not a database at all, not even a little").unwrap();
     let text = config(&broker, PUMP).replace("state_dir = \"state\"", &format!("state_dir = {:?}", state.path()));
     let daemon = Daemon::start(&text);
-    daemon
-        .wait_log("the history set aside", SOON, |l| {
-            l["message"] == "the history database cannot be used; it is set aside and started anew"
-        })
-        .await;
+    daemon.wait_log("the history set aside", SOON, |l| l["what"] == "history_set_aside").await;
     daemon.wait_connected().await;
     publish(broker.port, "plant/pump-7/status", "offline", true).await;
     daemon.wait_event("pump-7", "offline", 1).await;

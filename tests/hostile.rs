@@ -6,7 +6,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::daemon::message;
 use support::{
     Broker, BrokerOptions, Daemon, SENTINEL, SOON, config, eventually, observe, publish, publish_many,
     sync_with_sentinel, wait_retained,
@@ -23,9 +22,7 @@ async fn one_oversized_retained_message_blinds_nothing() {
     publish_many(broker.port, &[("plant/pump-7/status", huge)], true).await;
     let daemon = Daemon::start(&config(&broker, &format!("{PUMP}{SENTINEL}")));
     daemon.wait_connected().await;
-    let dropped = daemon
-        .wait_log("the oversized message dropped", SOON, |l| message(l) == "dropped a message over the payload limit")
-        .await;
+    let dropped = daemon.wait_log("the oversized message dropped", SOON, |l| l["what"] == "message_oversized").await;
     assert_eq!(dropped["topic"], "plant/pump-7/status");
     assert_eq!(dropped["bytes"], 17 << 20);
     // Still watching: the next offline is detected, and the session held.
@@ -33,7 +30,7 @@ async fn one_oversized_retained_message_blinds_nothing() {
     publish(broker.port, "plant/pump-7/status", "offline", true).await;
     daemon.wait_event("pump-7", "offline", 1).await;
     assert_eq!(daemon.metric("willwatch_oversized_messages_total").await, 1.0);
-    assert_eq!(daemon.logs(|l| message(l) == "connected to broker").len(), 1, "{}", daemon.dump());
+    assert_eq!(daemon.logs(|l| l["what"] == "broker_connected").len(), 1, "{}", daemon.dump());
 }
 
 #[tokio::test]
@@ -95,7 +92,7 @@ async fn http_connections_past_the_cap_are_refused_and_counted_and_the_endpoint_
     let mut buf = [0u8; 16];
     let refused = tokio::time::timeout(Duration::from_secs(3), extra.read(&mut buf)).await;
     assert!(matches!(refused, Ok(Ok(0)) | Ok(Err(_))), "the 65th connection was not closed at once");
-    daemon.wait_log("the refusal", SOON, |l| message(l) == "too many HTTP connections; refusing new ones").await;
+    daemon.wait_log("the refusal", SOON, |l| l["what"] == "http_refusing").await;
     drop(held);
     let healthy = eventually("/healthz again", SOON, || {
         let url = format!("{base}/healthz");
@@ -165,7 +162,7 @@ async fn invented_ids_past_max_devices_are_refused_counted_and_logged() {
     let known = c["online"].as_u64().unwrap() + c["offline"].as_u64().unwrap() + c["unknown"].as_u64().unwrap();
     assert_eq!(known, 100, "the sentinel included");
     assert_eq!(daemon.metric("willwatch_devices_refused_total").await, 401.0);
-    let refused = daemon.logs(|l| message(l) == "new device refused: max_devices reached");
+    let refused = daemon.logs(|l| l["what"] == "device_refused");
     assert_eq!(refused.len(), 1, "logged once a minute, not 401 times");
 }
 
@@ -191,7 +188,7 @@ async fn webhook_url_secrets_never_reach_the_log_or_the_dead_letter_file() {
         assert!(!letter.contains(secret), "{secret} in the dead letter: {letter}");
         assert!(!daemon.dump().contains(secret), "{secret} in the log");
     }
-    assert!(!daemon.logs(|l| message(l) == "webhook delivery failed; will retry").is_empty());
+    assert!(!daemon.logs(|l| l["what"] == "webhook_retry").is_empty());
 }
 
 #[tokio::test]
@@ -209,10 +206,10 @@ async fn a_publish_topic_too_long_for_mqtt_is_refused_not_sent() {
     let id = "x".repeat(40_000);
     let topic = format!("fleet/{id}/status");
     publish(broker.port, &topic, "offline", false).await;
-    let refused = daemon.wait_log("the refusal", SOON, |l| message(l) == "could not publish the event").await;
+    let refused = daemon.wait_log("the refusal", SOON, |l| l["what"] == "publish_failed").await;
     assert!(refused["error"].as_str().unwrap().contains("longer than MQTT"), "{refused}");
     sync_with_sentinel(&broker, &daemon, &[]).await;
-    assert_eq!(daemon.logs(|l| message(l) == "connected to broker").len(), 1, "the session never broke");
+    assert_eq!(daemon.logs(|l| l["what"] == "broker_connected").len(), 1, "the session never broke");
 }
 
 #[tokio::test]
@@ -224,11 +221,11 @@ async fn a_second_client_with_our_id_makes_us_back_off_not_flap() {
     let second = Daemon::start(&text);
     let watched = Instant::now();
     observe(Duration::from_secs(12)).await;
-    let connects = first.logs(|l| message(l) == "connected to broker").len()
-        + second.logs(|l| message(l) == "connected to broker").len();
+    let connects =
+        first.logs(|l| l["what"] == "broker_connected").len() + second.logs(|l| l["what"] == "broker_connected").len();
     assert!(connects <= 14, "{connects} connects in {:?}: {}", watched.elapsed(), first.dump());
-    let said = first.logs(|l| message(l).starts_with("the broker keeps closing the connection"));
-    let said2 = second.logs(|l| message(l).starts_with("the broker keeps closing the connection"));
+    let said = first.logs(|l| l["what"] == "broker_closes_young");
+    let said2 = second.logs(|l| l["what"] == "broker_closes_young");
     assert!(!said.is_empty() || !said2.is_empty(), "the likely cause is named");
 }
 

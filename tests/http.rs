@@ -202,7 +202,7 @@ async fn status_command_exit_codes_tell_scripts_what_is_wrong() {
     publish(broker.port, "plant/fan/status", "offline", true).await;
     publish(broker.port, "plant/pump-7/status", "online", true).await;
     eventually("the daemon to see pump-7 online", SOON, || {
-        (!daemon.logs(|l| l["message"] == "device state" && l["state"] == "online").is_empty()).then_some(())
+        (!daemon.logs(|l| l["what"] == "device_state" && l["state"] == "online").is_empty()).then_some(())
     })
     .await;
     let (code, table) = status_command(&url, &[]);

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use std::collections::BTreeMap;
 
-use support::daemon::message;
 use support::{
     Broker, BrokerOptions, Daemon, SENTINEL, SOON, SimDevice, config, eventually, publish, publish_many,
     sync_with_sentinel, wait_retained,
@@ -34,7 +33,7 @@ async fn seen_online_then_stopped(broker: &Broker) -> Daemon {
     publish(broker.port, "homeassistant/status", "online", false).await;
     daemon
         .wait_log("Home Assistant online", Duration::from_secs(10), |l| {
-            l["message"] == "device state" && l["state"] == "online"
+            l["what"] == "device_state" && l["state"] == "online"
         })
         .await;
     daemon.signal("TERM");
@@ -113,7 +112,7 @@ async fn wills_dropped_from_a_full_session_queue_are_notified_once_each_at_the_s
         let births: Vec<(&str, Vec<u8>)> = births.iter().map(|(t, p)| (t.as_str(), p.clone())).collect();
         publish_many(port, &births, true).await;
         eventually("the wave known online", SOON, || {
-            let known = daemon.logs(|l| message(l) == "device state" && l["state"] == "online").len();
+            let known = daemon.logs(|l| l["what"] == "device_state" && l["state"] == "online").len();
             (known >= (wave + 1) * 200).then_some(())
         })
         .await;

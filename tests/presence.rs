@@ -27,7 +27,7 @@ async fn sigterm_publishes_retained_offline_and_exits_zero() {
     let status = daemon.exit_status(SOON).await;
     assert!(status.success(), "exit status {status:?}\n{}", daemon.dump());
     assert_eq!(retained(broker.port, "willwatch/test/status").await.as_deref(), Some("offline"));
-    let goodbye = daemon.logs(|l| l["message"] == "published our offline and disconnected");
+    let goodbye = daemon.logs(|l| l["what"] == "presence_offline_published");
     assert_eq!(goodbye.len(), 1, "{}", daemon.dump());
 }
 

@@ -12,10 +12,7 @@ fn devices(ids: &[&str]) -> String {
 
 async fn wait_reloaded(daemon: &Daemon, n: usize) -> serde_json::Value {
     let what = format!("reload #{n}");
-    support::eventually(&what, SOON, || {
-        daemon.logs(|l| message(l).starts_with("config reloaded")).into_iter().nth(n - 1)
-    })
-    .await
+    support::eventually(&what, SOON, || daemon.logs(|l| l["what"] == "config_reloaded").into_iter().nth(n - 1)).await
 }
 
 #[tokio::test]
@@ -34,7 +31,7 @@ async fn sighup_adds_and_removes_devices_and_keeps_the_state_of_the_rest() {
 
     // c is watched now; b is not.
     support::eventually("the new topic to be subscribed", SOON, || {
-        (daemon.logs(|l| message(l) == "subscribed to every watched topic").len() >= 2).then_some(())
+        (daemon.logs(|l| l["what"] == "subscribed").len() >= 2).then_some(())
     })
     .await;
     publish(broker.port, "plant/b/status", "offline", false).await;
@@ -57,15 +54,14 @@ async fn sighup_with_a_broken_file_keeps_the_old_config() {
 
     daemon.write_config(&config(&broker, "[[device]]\nid = \"a\"\ntopic = \"plant/a/status\"\nactoins = [\"log\"]\n"));
     daemon.signal("HUP");
-    let error = daemon
-        .wait_log("the reload error", SOON, |l| l["level"] == "ERROR" && message(l).starts_with("reload failed"))
-        .await;
+    let error =
+        daemon.wait_log("the reload error", SOON, |l| l["level"] == "ERROR" && l["what"] == "reload_failed").await;
     let text = message(&error);
     assert!(text.contains("willwatch.toml:19:1: unknown field `actoins`"), "{text}");
 
     publish(broker.port, "plant/a/status", "offline", false).await;
     daemon.wait_event("a", "offline", 1).await;
-    assert!(daemon.logs(|l| message(l) == "shutting down").is_empty());
+    assert!(daemon.logs(|l| l["what"] == "shutting_down").is_empty());
 
     // Visible to Prometheus, as Prometheus and Alertmanager show their own.
     assert_eq!(daemon.metric("willwatch_config_last_reload_successful ").await, 0.0);

@@ -114,7 +114,7 @@ async fn malformed_payloads_are_counted_and_logged_and_change_nothing() {
     sync_with_sentinel(&broker, &daemon, &[]).await;
     assert_eq!(daemon.device("plant/press").await["state"], "online");
     assert!(daemon.metric("willwatch_unrecognized_payloads_total").await >= 2.0);
-    let warned = daemon.logs(|l| support::daemon::message(l) == "malformed Sparkplug payload; ignored");
+    let warned = daemon.logs(|l| l["what"] == "sparkplug_malformed");
     assert!(!warned.is_empty(), "{}", daemon.dump());
 }
 
@@ -148,11 +148,7 @@ async fn as_a_host_its_state_birth_and_will_are_retained_with_the_connections_ti
     // Someone says it is offline while it is up: it says otherwise again.
     let overwritten = willwatch::sparkplug::state_payload(false, 1);
     support::devices::publish(broker.port, "spBv1.0/STATE/watch", overwritten, true).await;
-    daemon
-        .wait_log("the STATE put right", SOON, |l| {
-            support::daemon::message(l).starts_with("our Sparkplug STATE was set offline")
-        })
-        .await;
+    daemon.wait_log("the STATE put right", SOON, |l| l["what"] == "sparkplug_state_offline").await;
     assert_eq!(wait_host_state(&broker, "watch", true).await, online);
 
     daemon.signal("KILL");
@@ -172,7 +168,7 @@ async fn as_a_host_its_state_birth_and_will_are_retained_with_the_connections_ti
 
 /// The `connected to broker` log lines of this run of the daemon.
 fn connections(daemon: &Daemon) -> Vec<serde_json::Value> {
-    daemon.logs(|l| support::daemon::message(l) == "connected to broker")
+    daemon.logs(|l| l["what"] == "broker_connected")
 }
 
 #[tokio::test]

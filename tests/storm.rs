@@ -41,7 +41,7 @@ async fn a_storm_of_500_offlines_is_one_batched_request_per_action() {
     let daemon = Daemon::start(&config(&broker, &text));
     daemon.wait_connected().await;
     eventually("every device known online", SOON, || {
-        let online = daemon.logs(|l| l["message"] == "device state" && l["state"] == "online").len();
+        let online = daemon.logs(|l| l["what"] == "device_state" && l["state"] == "online").len();
         (online == DEVICES).then_some(())
     })
     .await;

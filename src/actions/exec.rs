@@ -107,7 +107,7 @@ async fn execute(name: &str, spec: &Exec, event: &Event) -> &'static str {
     match finished {
         Ok((out, err, Ok(status))) if status.success() => {
             tracing::info!(action = %name, device = %event.device, event = %event.kind,
-                stdout = %out, stderr = %err, "command finished");
+                stdout = %out, stderr = %err, what = "command_finished", "command finished");
             "ok"
         }
         Ok((out, err, status)) => {
@@ -122,7 +122,7 @@ async fn execute(name: &str, spec: &Exec, event: &Event) -> &'static str {
             }
             let _ = child.wait().await;
             tracing::error!(action = %name, device = %event.device, event = %event.kind,
-                timeout = ?spec.timeout, "command timed out; killed it and its process group");
+                timeout = ?spec.timeout, what = "command_timed_out", "command timed out; killed it and its process group");
             "timeout"
         }
     }

@@ -19,7 +19,7 @@ pub async fn run(name: String, spec: Publish, context: Context, mut jobs: mpsc::
             Err(e) => {
                 context.metrics.action_run(&name, "failed");
                 tracing::error!(action = %name, device = %event.device, event = %event.kind, topic = %topic,
-                    error = %e, "could not publish the event");
+                    error = %e, what = "publish_failed", "could not publish the event");
             }
         }
         context.done(&name, &event);

@@ -55,7 +55,7 @@ pub async fn run(name: String, spec: Reconnect, context: Context, mut jobs: mpsc
                     context.done(&name, &ladder.offline);
                     let attempts = ladder.attempts.load(Ordering::Relaxed);
                     tracing::info!(action = %name, device = %event.device, attempts,
-                        "device came back after {attempts} reconnect attempt(s); stopped");
+                        what = "reconnect_stopped", "device came back after {attempts} reconnect attempt(s); stopped");
                 }
                 context.done(&name, &event);
             }
@@ -64,7 +64,7 @@ pub async fn run(name: String, spec: Reconnect, context: Context, mut jobs: mpsc
                 if !keep {
                     ladder.task.abort();
                     context.done(&name, &ladder.offline);
-                    tracing::info!(action = %name, device = %device, "reconnect attempts cancelled by the reload");
+                    tracing::info!(action = %name, device = %device, what = "reconnect_cancelled", "reconnect attempts cancelled by the reload");
                 }
                 keep
             }),

@@ -119,7 +119,7 @@ pub struct Cluster {
     /// The number of our last word (words are numbered from `run`).
     said: u64,
     /// This run of the instance.
-    run: u64,
+    run: wire::Run,
     /// Devices with a transition we fired that is not notified yet.
     in_flight: HashSet<String>,
     /// A snapshot being received, part by part.
@@ -137,7 +137,7 @@ impl Cluster {
     /// `run` tells this run of the instance from earlier ones (whose words
     /// a persistent session may still deliver): it must grow from run to
     /// run, as the time of the start does.
-    pub fn new(settings: Settings, offline: &str, told: HashMap<String, Words>, run: u64) -> Cluster {
+    pub fn new(settings: Settings, offline: &str, told: HashMap<String, Words>, run: wire::Run) -> Cluster {
         Cluster {
             prefix: wire::prefix(&settings.name),
             settings,
@@ -155,7 +155,7 @@ impl Cluster {
             stopping: false,
             told,
             unsent: Vec::new(),
-            said: run,
+            said: run.at,
             run,
             in_flight: HashSet::new(),
             incoming: None,
@@ -239,7 +239,7 @@ impl Cluster {
         if !self.connected || self.synced || self.hello.is_some() {
             return;
         }
-        let nonce = format!("{}-{}", self.run, self.connections);
+        let nonce = format!("{}-{}", self.run.at, self.connections);
         self.publish(format!("hello/{}", self.settings.instance), nonce.clone().into_bytes(), false);
         self.hello = Some(nonce);
     }
@@ -298,7 +298,7 @@ impl Cluster {
                     self.synced = true;
                     let leader = self.live_claim().map(|c| c.instance.clone());
                     tracing::info!(instance = %self.settings.instance, leader = leader.as_deref().unwrap_or("none"),
-                        epoch = self.epoch(), "in sync with the cluster");
+                        epoch = self.epoch(), what = "cluster_synced", "in sync with the cluster");
                     if self.live_claim().is_some_and(|c| c.instance != self.settings.instance) {
                         let request = SyncRequest { instance: self.settings.instance.clone() };
                         self.publish("sync".into(), json(&request), false);
@@ -306,10 +306,10 @@ impl Cluster {
                 }
             }
             Heard::Who { instance, who } => {
-                if instance == self.settings.instance && who.asking != wire::asking(&self.settings.host) {
+                if instance == self.settings.instance && who.asking != self.run.asking {
                     tracing::error!(instance = %instance, asking = %who.asking, clash = true,
                         "another run of this instance name asked to join the cluster; it is told this one holds the name");
-                    let here = wire::Here { asking: who.asking, run: self.run, host: self.settings.host.clone() };
+                    let here = wire::Here { asking: who.asking, run: self.run.at, host: self.settings.host.clone() };
                     self.publish(format!("here/{instance}"), json(&here), false);
                 }
             }
@@ -342,10 +342,11 @@ impl Cluster {
     }
 
     /// A device's transition this standby decided and leaves to the leader:
-    /// kept until the group says it (or one after it).
-    pub fn left_to_leader(&mut self, event: &Event) {
+    /// kept until the group says it (or one after it). Whether the oldest
+    /// kept for that device was dropped to make room (`LEFT_MAX`).
+    pub fn left_to_leader(&mut self, event: &Event) -> bool {
         if !matches!(event.kind, EventKind::Offline | EventKind::Online) {
-            return;
+            return false;
         }
         // A device's transitions alternate. With nothing of this device
         // left unsaid, the group's last word is the transition this
@@ -361,15 +362,17 @@ impl Cluster {
                 .and_then(Words::last)
                 .is_some_and(|last| last.event == event.kind.as_str() || at + wire::SAME_TRANSITION < last.at)
         {
-            return;
+            return false;
         }
         let left = self.left.entry(event.device.clone()).or_default();
-        if left.len() == LEFT_MAX {
+        let full = left.len() == LEFT_MAX;
+        if full {
             let gone = left.remove(0);
             tracing::warn!(device = %gone.device, event = %gone.kind, kept = LEFT_MAX,
                 "the leader has said none of this device's last transitions; the oldest is no longer kept for a takeover");
         }
         left.push(event.clone());
+        full
     }
 
     /// The group's last word on `device`, unless this standby decided a
@@ -425,7 +428,7 @@ impl Cluster {
         self.stopping = true;
         if self.role == Role::Leader {
             let claim = Claim { instance: self.settings.instance.clone(), epoch: self.epoch(), released: true };
-            tracing::info!(epoch = claim.epoch, "stopping: leadership released");
+            tracing::info!(epoch = claim.epoch, what = "cluster_released", "stopping: leadership released");
             self.publish("leader".into(), json(&claim), true);
             self.role = Role::Standby;
         }
@@ -545,7 +548,7 @@ impl Cluster {
                 if self.role != Role::Leader {
                     self.role = Role::Leader;
                     self.led_when_lost = false;
-                    tracing::info!(instance = %me, epoch = claim.epoch, "leading the cluster");
+                    tracing::info!(instance = %me, epoch = claim.epoch, what = "cluster_leading", "leading the cluster");
                     // Said again: a broker that restarted without its
                     // retained messages has it back for instances to come.
                     self.publish("leader".into(), json(claim), true);
@@ -557,7 +560,7 @@ impl Cluster {
             Some(claim) => {
                 if self.role == Role::Leader {
                     tracing::warn!(instance = %me, winner = %claim.instance, epoch = claim.epoch,
-                        "another instance holds a higher claim; standing down");
+                        what = "cluster_standing_down", "another instance holds a higher claim; standing down");
                 }
                 self.role = Role::Standby;
                 return;

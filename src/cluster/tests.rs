@@ -37,7 +37,7 @@ impl Group {
         let nodes = NAMES[..n]
             .iter()
             .map(|name| Node {
-                cluster: Cluster::new(settings(name), "offline", HashMap::new(), 0),
+                cluster: Cluster::new(settings(name), "offline", HashMap::new(), wire::Run::default()),
                 up: false,
                 inbox: VecDeque::new(),
                 led: Vec::new(),
@@ -82,7 +82,7 @@ impl Group {
         }
         self.nodes[i].up = false;
         self.nodes[i].inbox.clear();
-        self.nodes[i].cluster = Cluster::new(settings(NAMES[i]), "offline", HashMap::new(), 0);
+        self.nodes[i].cluster = Cluster::new(settings(NAMES[i]), "offline", HashMap::new(), wire::Run::default());
         self.nodes[i].led.clear();
         self.publish(Group::member(i), b"offline".to_vec(), true);
     }
@@ -190,7 +190,7 @@ fn two_claims_at_once_resolve_to_the_higher_and_the_loser_stands_down() {
     g.start(0);
     g.start(1);
     g.settle();
-    let mut a = Cluster::new(settings("a"), "offline", HashMap::new(), 0);
+    let mut a = Cluster::new(settings("a"), "offline", HashMap::new(), wire::Run::default());
     a.on_connected();
     a.on_subscribed();
     let hello = a.drain().next().unwrap();
@@ -209,7 +209,7 @@ fn two_claims_at_once_resolve_to_the_higher_and_the_loser_stands_down() {
 
 #[test]
 fn the_last_word_on_each_device_is_kept_and_a_snapshot_replaces_all() {
-    let mut c = Cluster::new(settings("b"), "offline", HashMap::new(), 0);
+    let mut c = Cluster::new(settings("b"), "offline", HashMap::new(), wire::Run::default());
     let notice = |what| serde_json::to_vec(&Notice { by: "a".into(), epoch: 1, seq: 1, what }).unwrap();
     let told = |event: &str, id: &str, at, done| Told { event: event.into(), id: id.into(), at, done };
     let say = |c: &mut Cluster, device: &str, t: Told| {
@@ -347,7 +347,7 @@ fn decided(kind: EventKind, at_ms: u64) -> Event {
 
 #[test]
 fn what_a_standby_left_to_the_leader_is_kept_until_the_group_says_it_or_one_after_it() {
-    let mut c = Cluster::new(settings("b"), "offline", HashMap::new(), 0);
+    let mut c = Cluster::new(settings("b"), "offline", HashMap::new(), wire::Run::default());
     let kinds = |c: &mut Cluster| -> Vec<EventKind> {
         let left = c.take_left();
         left.get("x").map_or(Vec::new(), |l| l.iter().map(|e| e.kind).collect())
@@ -384,7 +384,7 @@ fn what_a_standby_left_to_the_leader_is_kept_until_the_group_says_it_or_one_afte
 
 #[test]
 fn a_flap_faster_than_the_same_transition_window_is_kept_whole() {
-    let mut c = Cluster::new(settings("b"), "offline", HashMap::new(), 0);
+    let mut c = Cluster::new(settings("b"), "offline", HashMap::new(), wire::Run::default());
     say(&mut c, "offline", "x1", 10_000);
     // Back and down again within the window of the leader's last word,
     // while the leader says nothing: a new outage, not the said one.
@@ -397,7 +397,7 @@ fn a_flap_faster_than_the_same_transition_window_is_kept_whole() {
 
 #[test]
 fn a_late_done_for_a_transition_already_said_leaves_what_was_decided_since() {
-    let mut c = Cluster::new(settings("b"), "offline", HashMap::new(), 0);
+    let mut c = Cluster::new(settings("b"), "offline", HashMap::new(), wire::Run::default());
     let undone = Told { event: "offline".into(), id: "x1".into(), at: 10_000, done: false };
     let notice = |told: Told| {
         let what = What::Transitions { transitions: vec![("x".to_string(), told)] };
@@ -412,4 +412,20 @@ fn a_late_done_for_a_transition_already_said_leaves_what_was_decided_since() {
     let left = c.take_left();
     let kinds: Vec<EventKind> = left["x"].iter().map(|e| e.kind).collect();
     assert_eq!(kinds, [EventKind::Online, EventKind::Offline]);
+}
+
+/// Guards the count of what a standby stops keeping: past `LEFT_MAX`
+/// unsaid transitions of one device, each new one drops the oldest, and
+/// says so (the shell counts it).
+#[test]
+fn a_standby_keeps_at_most_left_max_unsaid_transitions_of_a_device_and_says_what_it_drops() {
+    let mut c = Cluster::new(settings("b"), "offline", HashMap::new(), wire::Run::default());
+    let kinds = [EventKind::Offline, EventKind::Online];
+    let dropped: Vec<bool> =
+        (0..LEFT_MAX + 2).map(|i| c.left_to_leader(&decided(kinds[i % 2], 10_000 + 1_000 * i as u64))).collect();
+    assert_eq!(dropped.iter().filter(|d| **d).count(), 2, "{dropped:?}");
+    assert!(dropped[..LEFT_MAX].iter().all(|d| !d), "nothing dropped below the limit");
+    let left = c.take_left();
+    assert_eq!(left["x"].len(), LEFT_MAX);
+    assert_eq!(left["x"][0].at, UNIX_EPOCH + std::time::Duration::from_millis(12_000), "the two oldest went");
 }

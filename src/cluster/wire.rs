@@ -111,6 +111,15 @@ pub fn asking(host: &str) -> String {
     format!("{host}/{}", std::process::id())
 }
 
+/// This run of an instance, as the shell reads it: when it started
+/// (microseconds since the Unix epoch: later runs number their words
+/// higher), and how its join question names it (`asking`).
+#[derive(Debug, Clone, Default)]
+pub struct Run {
+    pub at: u64,
+    pub asking: String,
+}
+
 /// The run that holds an instance name answers a `Who`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Here {

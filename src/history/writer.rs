@@ -50,7 +50,7 @@ fn open(dir: &std::path::Path) -> Option<History> {
             let aside = dir.join(format!("{}.corrupt-{}", super::FILE_NAME, super::ms(SystemTime::now())));
             let moved = std::fs::rename(&path, &aside);
             tracing::error!(error = %first, set_aside = %aside.display(), moved = moved.is_ok(),
-                "the history database cannot be used; it is set aside and started anew");
+                what = "history_set_aside", "the history database cannot be used; it is set aside and started anew");
             match History::open(dir) {
                 Ok(history) => Some(history),
                 Err(e) => {

@@ -431,7 +431,7 @@ impl Fleet {
             if let Some(suppressed) = self.refusals.allow(now.mono) {
                 tracing::warn!(topic = %topic, pattern = %spec.watch.filter(), devices = self.devices.len(), in_pattern,
                     max_devices = self.config.max_devices, pattern_max_devices = spec.max_devices, suppressed,
-                    "new device refused: max_devices reached");
+                    what = "device_refused", "new device refused: max_devices reached");
             }
             return false;
         }
@@ -490,14 +490,14 @@ impl Fleet {
             && before != State::Offline
         {
             tracing::info!(device = %device.id, topic = %device.topic, parent = %parent, cause = %format!("parent {parent} offline"),
-                "device offline while its parent is offline: its offline actions are inhibited");
+                what = "device_inhibited", "device offline while its parent is offline: its offline actions are inhibited");
         }
         match &outcome {
             Outcome::Unrecognised { warn, suppressed } => {
                 self.metrics.unrecognized.inc();
                 if *warn {
                     tracing::warn!(device = %device.id, topic = %device.topic, payload = %device.last_payload,
-                        suppressed, "payload is neither an online nor an offline payload; state unchanged");
+                        suppressed, what = "payload_unrecognised", "payload is neither an online nor an offline payload; state unchanged");
                 }
             }
             Outcome::Stale { seq, current } if device.rules.sparkplug.is_some() => {
@@ -511,7 +511,7 @@ impl Fleet {
             }
             Outcome::Stale { seq, current } => {
                 tracing::info!(device = %device.id, topic = %device.topic, seq, current,
-                    "ignoring a will from an earlier session (its sequence is not the current birth's)");
+                    what = "stale_will", "ignoring a will from an earlier session (its sequence is not the current birth's)");
             }
             Outcome::StaleBirth { seq } => {
                 tracing::info!(device = %device.id, topic = %device.topic, seq,
@@ -596,12 +596,12 @@ impl Fleet {
                 self.effects.push(Effect::Fire(Box::new(event), Some(record)));
             }
             Outcome::Wait(_) if after == State::Offline && before != State::Offline => {
-                tracing::debug!(device = %device.id, topic = %device.topic, "device offline; holding it for its grace period");
+                tracing::debug!(device = %device.id, topic = %device.topic, what = "device_grace", "device offline; holding it for its grace period");
                 self.mark_dirty(id);
             }
             _ if changed => {
                 if after != before {
-                    tracing::debug!(device = %device.id, topic = %device.topic, state = after.as_str(), "device state");
+                    tracing::debug!(device = %device.id, topic = %device.topic, state = after.as_str(), what = "device_state", "device state");
                 }
                 self.mark_dirty(id);
             }
@@ -952,9 +952,9 @@ impl Fleet {
             actions: self.actions_for(&broker.actions, kind),
         };
         if kind == EventKind::BrokerDown {
-            tracing::error!(broker = %broker.url, down_for = ?down_for, "broker unreachable past broker_alert_after");
+            tracing::error!(broker = %broker.url, down_for = ?down_for, what = "broker_unreachable", "broker unreachable past broker_alert_after");
         } else {
-            tracing::info!(broker = %broker.url, down_for = ?down_for, "broker reachable again");
+            tracing::info!(broker = %broker.url, down_for = ?down_for, what = "broker_reachable", "broker reachable again");
         }
         self.effects.push(Effect::Fire(Box::new(event), None));
     }
@@ -1045,7 +1045,7 @@ impl Fleet {
             added = ?added,
             removed = ?removed,
             devices = after.len(),
-            "config reloaded: {} device(s) added, {} removed, {} kept with their state",
+            what = "config_reloaded", "config reloaded: {} device(s) added, {} removed, {} kept with their state",
             added.len(),
             removed.len(),
             after.len() - added.len()

@@ -129,13 +129,15 @@ impl Monitor {
         if lost {
             fleet.state_was_lost();
         }
-        // Microseconds since the epoch: later runs number their words higher.
-        let run = crate::cluster::millis(std::time::SystemTime::now()) * 1000;
         let cluster = config.cluster.clone().map(|settings| match told {
-            Some(told) => Cluster::new(settings, &config.presence.offline, told, run),
+            Some(told) => {
+                let run = this_run(&settings);
+                Cluster::new(settings, &config.presence.offline, told, run)
+            }
             None => {
                 let mut outages = fleet.outages();
                 outages.retain(|device, _| !owed.contains(device));
+                let run = this_run(&settings);
                 let mut cluster = Cluster::new(settings, &config.presence.offline, outages, run);
                 cluster.save_all();
                 cluster
@@ -520,7 +522,9 @@ impl Monitor {
         }
         self.out.metrics.cluster_left_to_leader.inc();
         tracing::debug!(device = %event.device, event = %event.kind, "standby: left to the leader");
-        cluster.left_to_leader(&event);
+        if cluster.left_to_leader(&event) {
+            self.out.metrics.cluster_left_dropped.inc();
+        }
         device.map(|record| Op::Save(vec![record]))
     }
 
@@ -562,5 +566,14 @@ async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
         None => std::future::pending().await,
+    }
+}
+
+/// This run of the cluster instance `settings` names, read off the
+/// process and the clock.
+fn this_run(settings: &crate::config::Cluster) -> crate::cluster::wire::Run {
+    crate::cluster::wire::Run {
+        at: crate::cluster::millis(std::time::SystemTime::now()) * 1000,
+        asking: crate::cluster::wire::asking(&settings.host),
     }
 }

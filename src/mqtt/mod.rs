@@ -290,7 +290,7 @@ impl Session {
                         let attempts = backoff.attempts();
                         self.set_link(true);
                         tracing::info!(broker = %self.broker.url, client_id = %self.broker.client_id,
-                            filters = subscribed.len(), attempts, session_present = ack.session_present, "connected to broker");
+                            filters = subscribed.len(), attempts, session_present = ack.session_present, what = "broker_connected", "connected to broker");
                         let lost = self.broker.persistent_session && !ack.session_present && connection > 1;
                         self.link.send_modify(|link| {
                             link.session_present = ack.session_present;
@@ -326,7 +326,7 @@ impl Session {
                         self.metrics.oversized.inc();
                         if let Some(suppressed) = oversized.allow(Instant::now()) {
                             tracing::warn!(topic = %p.topic, bytes = p.payload.len(), limit = MAX_PAYLOAD, suppressed,
-                                "dropped a message over the payload limit");
+                                what = "message_oversized", "dropped a message over the payload limit");
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if self.presence.sparkplug_host && p.topic == self.presence.topic => {
@@ -335,7 +335,7 @@ impl Session {
                         // Sparkplug 3.0: a host that sees its STATE say offline
                         // while it is up publishes its birth again.
                         if crate::sparkplug::says_offline(&p.payload) {
-                            tracing::info!(topic = %p.topic, "our Sparkplug STATE was set offline while we are up; publishing it again");
+                            tracing::info!(topic = %p.topic, what = "sparkplug_state_offline", "our Sparkplug STATE was set offline while we are up; publishing it again");
                             self.announce(&client, true, stamp);
                         }
                     }
@@ -390,7 +390,7 @@ impl Session {
                             self.set_link(false);
                             let lasted = connected_at.elapsed();
                             tracing::warn!(broker = %self.broker.url, error = %e, lasted_ms = lasted.as_millis() as u64,
-                                "lost the broker connection");
+                                what = "broker_lost", "lost the broker connection");
                             if lasted >= YOUNG {
                                 backoff.reset();
                                 stable_until = Instant::now();
@@ -398,7 +398,7 @@ impl Session {
                             died_young = if lasted < CLASH { died_young + 1 } else { 0 };
                             if died_young >= 2 {
                                 tracing::error!(broker = %self.broker.url, client_id = %self.broker.client_id, times = died_young,
-                                    "the broker keeps closing the connection right after accepting it: another client may be using our client id, or the broker refuses a packet of ours; backing off");
+                                    what = "broker_closes_young", "the broker keeps closing the connection right after accepting it: another client may be using our client id, or the broker refuses a packet of ours; backing off");
                             }
                             uptime.lost();
                             acks.lost();
@@ -456,7 +456,7 @@ impl Session {
     async fn report_subscribed(&self, subscriptions: &Subscriptions, filters: usize) -> bool {
         let done = subscriptions.idle();
         if done {
-            tracing::info!(filters, "subscribed to every watched topic");
+            tracing::info!(filters, what = "subscribed", "subscribed to every watched topic");
             self.tell(Inbound::Subscribed).await;
         }
         done
@@ -499,7 +499,7 @@ impl Session {
             .await
             .unwrap_or(false);
         if sent {
-            tracing::info!(topic = %self.presence.topic, "published our offline and disconnected");
+            tracing::info!(topic = %self.presence.topic, what = "presence_offline_published", "published our offline and disconnected");
         } else {
             tracing::warn!(topic = %self.presence.topic, "could not send our offline and disconnect in time; the broker's copy of our will covers us");
         }
@@ -560,13 +560,13 @@ fn log_connect_error(url: &str, error: &ConnectionError, attempt: u32, retry_in:
                 ConnectReturnCode::RefusedProtocolVersion => "protocol version refused",
                 ConnectReturnCode::Success => "success",
             };
-            tracing::error!(broker = %url, reason, attempt, retry_in = %retry_in, "the broker refused the connection: {reason}");
+            tracing::error!(broker = %url, reason, attempt, retry_in = %retry_in, what = "broker_refused", "the broker refused the connection: {reason}");
         }
         ConnectionError::Tls(e) => {
-            tracing::error!(broker = %url, error = %e, attempt, retry_in = %retry_in, "TLS connection to the broker failed: {e}");
+            tracing::error!(broker = %url, error = %e, attempt, retry_in = %retry_in, what = "broker_tls_failed", "TLS connection to the broker failed: {e}");
         }
         e => {
-            tracing::warn!(broker = %url, error = %e, attempt, retry_in = %retry_in, "cannot reach the broker: {e}")
+            tracing::warn!(broker = %url, error = %e, attempt, retry_in = %retry_in, what = "broker_unreachable_attempt", "cannot reach the broker: {e}")
         }
     }
 }

@@ -125,7 +125,7 @@ pub fn open(dir: &Path, sync: StateSync) -> Result<(Option<Db>, Loaded), InUse> 
         }
     }
     loaded.lost = lost;
-    tracing::info!(file = %db.path().display(), devices = loaded.devices.len(), owed = loaded.pending.len(), "state restored");
+    tracing::info!(file = %db.path().display(), devices = loaded.devices.len(), owed = loaded.pending.len(), what = "state_restored", "state restored");
     Ok((Some(db), loaded))
 }
 

@@ -249,7 +249,7 @@ impl State {
         self.metrics.state_failing.set(1);
         if !std::mem::replace(&mut self.failing, true) {
             tracing::error!(dir = %self.dir.display(), error = %error, events,
-                "cannot write the state; retrying with backoff. Alerts go out meanwhile, but a crash before the disk is back may repeat or miss one");
+                what = "state_write_failing", "cannot write the state; retrying with backoff. Alerts go out meanwhile, but a crash before the disk is back may repeat or miss one");
         }
     }
 
@@ -385,7 +385,11 @@ impl State {
         match self.db.as_ref().map(Db::pending) {
             Some(Ok(0)) | None => {}
             Some(Ok(owed)) => {
-                tracing::warn!(owed, "notifications not yet done are kept; they resume at the next start")
+                tracing::warn!(
+                    owed,
+                    what = "owed_kept",
+                    "notifications not yet done are kept; they resume at the next start"
+                )
             }
             Some(Err(e)) => tracing::error!(error = %e, "cannot count the notifications still owed"),
         }
@@ -426,7 +430,7 @@ fn in_place(db: Db) -> Result<Db, DbError> {
     }
     let file = db.path().to_path_buf();
     let db = db.rewrite()?;
-    tracing::warn!(file = %file.display(), "the state database was deleted or replaced; wrote it back whole");
+    tracing::warn!(file = %file.display(), what = "state_rewritten", "the state database was deleted or replaced; wrote it back whole");
     Ok(db)
 }
 

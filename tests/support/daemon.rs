@@ -105,16 +105,12 @@ impl Daemon {
 
     /// Waits until the daemon is connected and subscribed to every topic.
     pub async fn wait_connected(&self) {
-        self.wait_log("the daemon to subscribe", Duration::from_secs(10), |l| {
-            message(l) == "subscribed to every watched topic"
-        })
-        .await;
+        self.wait_log("the daemon to subscribe", Duration::from_secs(10), |l| l["what"] == "subscribed").await;
     }
 
     /// The base URL of the daemon's HTTP endpoint, once it listens.
     pub async fn http_url(&self) -> String {
-        let line =
-            self.wait_log("the HTTP endpoint", SOON_ENOUGH, |l| message(l) == "HTTP status endpoint listening").await;
+        let line = self.wait_log("the HTTP endpoint", SOON_ENOUGH, |l| l["what"] == "http_listening").await;
         format!("http://{}", line["listen"].as_str().expect("listen address"))
     }
 

@@ -171,7 +171,7 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
             Verdict::Delivered => {
                 context.metrics.action_run(name, "ok");
                 tracing::debug!(action = %name, device = %first.device, event = %first.kind,
-                    events = delivery.events.len(), webhook_id = %delivery.id, attempt, "webhook delivered");
+                    events = delivery.events.len(), webhook_id = %delivery.id, attempt, what = "webhook_delivered", "webhook delivered");
                 return Some(delivery.events);
             }
             Verdict::GiveUp => break,
@@ -181,7 +181,7 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
                     break;
                 };
                 tracing::warn!(action = %name, device = %first.device, webhook_id = %delivery.id,
-                    attempt, error = %last_error, retry_in = ?wait, "webhook delivery failed; will retry");
+                    attempt, error = %last_error, retry_in = ?wait, what = "webhook_retry", "webhook delivery failed; will retry");
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = context.stopping.cancelled() => {
@@ -195,7 +195,7 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
     }
     tracing::error!(action = %name, device = %first.device, event = %first.kind, events = delivery.events.len(),
         webhook_id = %delivery.id, attempts = attempt, error = %last_error, file = %context.state_dir.join(dead_letter::FILE_NAME).display(),
-        "webhook delivery given up; written to the dead-letter file");
+        what = "webhook_given_up", "webhook delivery given up; written to the dead-letter file");
     context.metrics.action_run(name, "failed");
     let events: Vec<&Event> = delivery.events.iter().map(|e| &**e).collect();
     let mut record = Record::new(name, &delivery.id, &events, &last_error);

@@ -55,7 +55,7 @@ impl Fleet {
                 self.metrics.unrecognized.inc();
                 if let Some(suppressed) = self.malformed.allow(now.mono) {
                     tracing::warn!(topic = %topic.death_topic(), verb = topic.verb.as_str(), bytes = payload.len(), error = %e,
-                        suppressed, "malformed Sparkplug payload; ignored");
+                        suppressed, what = "sparkplug_malformed", "malformed Sparkplug payload; ignored");
                 }
                 return;
             }
