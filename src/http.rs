@@ -62,6 +62,8 @@ struct Shared {
     sources: Sources,
     /// Ends the live streams at shutdown.
     cancel: CancellationToken,
+    /// History reads running (`HISTORY_QUERIES`).
+    history_slots: Arc<Semaphore>,
 }
 
 /// Transitions a slow live client may fall behind by before it is told to
@@ -91,7 +93,7 @@ pub async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationTok
     };
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(listen = %bound, what = "http_listening", "HTTP status endpoint listening");
-    let shared = Shared { sources, cancel: cancel.clone() };
+    let shared = Shared { sources, cancel: cancel.clone(), history_slots: Arc::new(Semaphore::new(HISTORY_QUERIES)) };
     let app = Router::new()
         .route("/", get(page::index))
         .route("/assets/{file}", get(page::asset))
@@ -234,50 +236,76 @@ fn page_query(filter: &Filter) -> Result<PageQuery, String> {
 struct HistoryQuery {
     device: Option<String>,
     since: Option<String>,
-    /// `/api/uptime`: `outages` puts the flappiest first (default: worst
-    /// uptime first).
+    /// `uptime` (worst first, the default), `outages` (flappiest first)
+    /// or `id`.
     sort: Option<String>,
-    /// `/api/uptime`: at most this many devices.
+    /// At most this many devices (or transitions) a page.
     limit: Option<usize>,
+    /// The `next` of the previous page.
+    after: Option<String>,
 }
 
-/// `/api/history?device=ID&since=7d`: what `willwatch history --json` says.
+/// History reads at once; more wait up to `HISTORY_WAIT`, then are told
+/// to come back: a flood of large queries cannot take the machine.
+pub const HISTORY_QUERIES: usize = 2;
+const HISTORY_WAIT: Duration = Duration::from_secs(10);
+
+/// `/api/history?device=ID&since=7d`: what `willwatch history --json` says,
+/// a page at a time (the device's transitions; without a device, every
+/// device's figures).
 async fn history(State(shared): State<Shared>, Query(q): Query<HistoryQuery>) -> Response {
     history_report(shared, q, true).await
 }
 
-/// `/api/uptime?since=24h[&sort=outages][&limit=N]`: per device uptime and
-/// outages, worst (or flappiest) first.
+/// `/api/uptime?since=24h[&sort=outages][&limit=N][&after=C]`: per device
+/// uptime and outages, worst (or flappiest) first, a page at a time.
 async fn uptime(State(shared): State<Shared>, Query(q): Query<HistoryQuery>) -> Response {
     history_report(shared, HistoryQuery { device: None, ..q }, false).await
 }
 
+fn bad_request(text: String) -> Response {
+    (StatusCode::BAD_REQUEST, format!("{text}\n")).into_response()
+}
+
 async fn history_report(shared: Shared, q: HistoryQuery, transitions: bool) -> Response {
-    use crate::history::command;
+    use crate::history::{command, pages};
     let since = match q.since.as_deref().map(humantime::parse_duration).transpose() {
         Ok(since) => since.unwrap_or(Duration::from_secs(7 * 86_400)),
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("since: {e}\n")).into_response(),
+        Err(e) => return bad_request(format!("since: {e}")),
     };
-    let by_outages = match q.sort.as_deref() {
-        None | Some("uptime") => false,
-        Some("outages") => true,
-        Some(other) => {
-            return (StatusCode::BAD_REQUEST, format!("sort `{other}`: use uptime or outages\n")).into_response();
-        }
+    let order = match q.sort.as_deref().map(|s| pages::Order::parse(s).ok_or(s)).transpose() {
+        Ok(order) => order.unwrap_or(pages::Order::Uptime),
+        Err(other) => return bad_request(format!("sort `{other}`: use uptime, outages or id")),
+    };
+    let limit = q.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
+    let Ok(Ok(_slot)) = tokio::time::timeout(HISTORY_WAIT, shared.history_slots.acquire()).await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "busy: too many history queries at once; retry\n").into_response();
     };
     let dir = shared.sources.state_dir.clone();
-    let report =
-        tokio::task::spawn_blocking(move || command::report(&dir, q.device.as_deref(), since, SystemTime::now())).await;
-    match report {
-        Ok(Ok((mut devices, rows))) => {
-            let rows = if transitions { rows } else { Vec::new() };
-            if by_outages {
-                devices.retain(|d| d.stats.outages > 0);
-                devices.sort_by(|a, b| b.stats.outages.cmp(&a.stats.outages).then_with(|| a.device.cmp(&b.device)));
+    let now = SystemTime::now();
+    let window =
+        (crate::history::ms(now.checked_sub(since).unwrap_or(SystemTime::UNIX_EPOCH)), crate::history::ms(now));
+    let read = tokio::task::spawn_blocking(move || {
+        let history = crate::history::History::open_read(&dir)?;
+        let device = q.device.as_deref();
+        let page = match (device, transitions) {
+            // A device's figures, and its transitions a page at a time.
+            (Some(id), true) => {
+                let figures = pages::figures(&history, Some(id), window, pages::Order::Id, None, 1)?;
+                pages::transitions(&history, id, window.0, q.after.as_deref(), limit)?
+                    .and_then(|rows| figures.map(|f| (f.items, rows.items, rows.next)))
             }
-            devices.truncate(q.limit.unwrap_or(usize::MAX));
-            Json(command::to_json(&devices, &rows, since)).into_response()
+            _ => pages::figures(&history, device, window, order, q.after.as_deref(), limit)?
+                .map(|f| (f.items, Vec::new(), f.next)),
+        };
+        Ok::<_, crate::history::HistoryError>(page)
+    })
+    .await;
+    match read {
+        Ok(Ok(Ok((devices, rows, next)))) => {
+            Json(command::to_json(&devices, &rows, since, next.as_deref())).into_response()
         }
+        Ok(Ok(Err(bad))) => bad_request(bad.to_string()),
         Ok(Err(e)) => {
             (StatusCode::NOT_FOUND, format!("no history ([history] keep turns it on): {e}\n")).into_response()
         }

@@ -127,7 +127,7 @@ fn history(path: &std::path::Path, device: Option<&str>, since: std::time::Durat
     };
     match command::report(&config.state_dir, device, since, std::time::SystemTime::now()) {
         Ok((devices, transitions)) if json => {
-            out(&format!("{:#}\n", command::to_json(&devices, &transitions, since)));
+            out(&format!("{:#}\n", command::to_json(&devices, &transitions, since, None)));
             ExitCode::SUCCESS
         }
         Ok((devices, transitions)) => {

@@ -29,16 +29,18 @@ pub fn bars(state_dir: &Path, ids: &[String], now: SystemTime) -> Result<Vec<Bar
     let history = History::open_read(state_dir)?;
     let to = ms(now);
     let from = ms(now - WEEK.0);
-    ids.iter()
-        .map(|id| {
-            let before = history.states_at(Some(id), from)?.pop().map(|(_, state)| state);
-            let rows = history.transitions(Some(id), from)?;
-            let changes: Vec<(i64, &str)> = rows.iter().map(|r| (r.at_ms, r.to.as_str())).collect();
-            let (day, day_uptime) = slots(before.as_deref(), &changes, to, DAY);
-            let (week, week_uptime) = slots(before.as_deref(), &changes, to, WEEK);
-            Ok(Bars { id: id.clone(), day, day_uptime, week, week_uptime })
-        })
-        .collect()
+    let mut all = Vec::with_capacity(ids.len());
+    for id in ids {
+        let (mut before, mut changes) = (None, Vec::new());
+        history.each_device(Some(id), None, (from, to), |_, b, c| {
+            (before, changes) = (b, c.to_vec());
+            false
+        })?;
+        let (day, day_uptime) = slots(before, &changes, to, DAY);
+        let (week, week_uptime) = slots(before, &changes, to, WEEK);
+        all.push(Bars { id: id.clone(), day, day_uptime, week, week_uptime });
+    }
+    Ok(all)
 }
 
 /// The uptime of each of `n` slots of the window `span` ending at `to`,

@@ -3,24 +3,14 @@
 //! window, worst first; with a device, its transitions too. Reads
 //! `history.db` read-only, beside a running daemon or without one.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
-use super::report::{Stats, stats};
+use super::pages::{self, DeviceStats, Order};
+use super::report::Stats;
 use super::{History, HistoryError, Row, ms};
-
-/// A device's state when the window opens, and its transitions in it.
-type Timeline = (Option<String>, Vec<(i64, String)>);
-
-/// One device's figures over the window.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeviceStats {
-    pub device: String,
-    pub stats: Stats,
-}
 
 /// The figures of every device with history in the window (or `device`
 /// only), worst uptime first, and the transitions of `device`.
@@ -31,28 +21,18 @@ pub fn report(
     now: SystemTime,
 ) -> Result<(Vec<DeviceStats>, Vec<Row>), HistoryError> {
     let history = History::open_read(state_dir)?;
-    let (from, to) = (ms(now - since), ms(now));
-    let rows = history.transitions(device, from)?;
-    let mut per_device: BTreeMap<String, Timeline> = BTreeMap::new();
-    for (id, state) in history.states_at(device, from)? {
-        per_device.entry(id).or_default().0 = Some(state);
-    }
-    for row in &rows {
-        per_device.entry(row.device.clone()).or_default().1.push((row.at_ms, row.to.clone()));
-    }
-    let mut out: Vec<DeviceStats> = per_device
-        .into_iter()
-        .map(|(id, (before, changes))| {
-            let changes: Vec<(i64, &str)> = changes.iter().map(|(at, s)| (*at, s.as_str())).collect();
-            DeviceStats { device: id, stats: stats(before.as_deref(), &changes, from, to) }
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        let key = |d: &DeviceStats| d.stats.uptime().unwrap_or(1.0);
-        key(a).total_cmp(&key(b)).then_with(|| a.device.cmp(&b.device))
-    });
-    let transitions = if device.is_some() { rows } else { Vec::new() };
-    Ok((out, transitions))
+    let window = (ms(now - since), ms(now));
+    let devices = whole(pages::figures(&history, device, window, Order::Uptime, None, usize::MAX)?);
+    let transitions = match device {
+        Some(id) => whole(pages::transitions(&history, id, window.0, None, usize::MAX)?),
+        None => Vec::new(),
+    };
+    Ok((devices, transitions))
+}
+
+/// Everything a page without a cursor or a limit holds.
+fn whole<T>(page: Result<pages::Page<T>, pages::BadCursor>) -> Vec<T> {
+    page.map(|p| p.items).unwrap_or_default()
 }
 
 fn seconds(ms: i64) -> String {
@@ -95,10 +75,12 @@ pub fn table(devices: &[DeviceStats], transitions: &[Row]) -> String {
     out
 }
 
-/// The report as JSON (what `GET /api/history` will serve).
-pub fn to_json(devices: &[DeviceStats], transitions: &[Row], since: Duration) -> Value {
+/// The report as JSON (what `GET /api/history` serves, a page at a time:
+/// `next` is where the next page starts).
+pub fn to_json(devices: &[DeviceStats], transitions: &[Row], since: Duration, next: Option<&str>) -> Value {
     json!({
         "since_s": since.as_secs(),
+        "next": next,
         "devices": devices.iter().map(|d| json!({
             "id": d.device,
             "uptime": d.stats.uptime(),

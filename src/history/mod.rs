@@ -7,11 +7,12 @@
 //! storm never waits for history; when its queue is full an entry is
 //! dropped, counted and logged. A history database that cannot be opened
 //! is set aside and started anew; one that still fails turns history off,
-//! never detection. `report.rs` turns transitions into uptime figures, for
-//! `willwatch history`.
+//! never detection. `report.rs` turns transitions into uptime figures, `pages.rs` reads
+//! them a page at a time, for `willwatch history` and the HTTP routes.
 
 pub mod bars;
 pub mod command;
+pub mod pages;
 pub mod report;
 pub mod writer;
 
@@ -49,6 +50,19 @@ pub struct Row {
     pub cause: String,
     pub payload: String,
     pub offline_for_ms: Option<i64>,
+}
+
+/// A transition with its place in the table, for paging.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Numbered {
+    pub n: i64,
+    pub row: Row,
+}
+
+/// A state as the history writes it, as the static name the figures use
+/// (anything else is unknown).
+fn state_name(s: &str) -> &'static str {
+    crate::device::State::parse(s).map_or("unknown", crate::device::State::as_str)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,46 +165,93 @@ impl History {
             .map_err(|source| HistoryError::Sqlite { file: self.path.clone(), source })
     }
 
-    /// Transitions since `since_ms` (of one device, or all), in time order.
-    pub fn transitions(&self, device: Option<&str>, since_ms: i64) -> Result<Vec<Row>, HistoryError> {
+    /// Each device's state before `from` (the `to` of its last transition
+    /// before it) and its transitions in `[from, to)`, one device at a
+    /// time in id order: `device` alone, or every device after `after`.
+    /// `each` says whether to go on. One pass over the `(device, at_ms)`
+    /// index with one device's transitions in memory, however large the
+    /// history.
+    pub fn each_device(
+        &self,
+        device: Option<&str>,
+        after: Option<&str>,
+        (from, to): (i64, i64),
+        mut each: impl FnMut(&str, Option<&'static str>, &[(i64, &'static str)]) -> bool,
+    ) -> Result<(), HistoryError> {
         let sqlite = |source| HistoryError::Sqlite { file: self.path.clone(), source };
+        let (sql, key) = match device {
+            Some(id) => (
+                "SELECT device, at_ms, to_state FROM transitions WHERE device = ?1 AND at_ms < ?2 ORDER BY at_ms, rowid",
+                id,
+            ),
+            None => (
+                "SELECT device, at_ms, to_state FROM transitions WHERE device > ?1 AND at_ms < ?2 ORDER BY device, at_ms, rowid",
+                after.unwrap_or(""),
+            ),
+        };
+        let mut query = self.conn.prepare(sql).map_err(sqlite)?;
+        let mut rows = query.query(params![key, to]).map_err(sqlite)?;
+        let mut current = String::new();
+        let mut before: Option<&'static str> = None;
+        let mut changes: Vec<(i64, &'static str)> = Vec::new();
+        while let Some(row) = rows.next().map_err(sqlite)? {
+            let id = row.get_ref(0).map_err(sqlite)?.as_str().map_err(|e| sqlite(e.into()))?;
+            if id != current {
+                if !current.is_empty() && !each(&current, before, &changes) {
+                    return Ok(());
+                }
+                current.clear();
+                current.push_str(id);
+                (before, changes) = (None, Vec::new());
+            }
+            let at: i64 = row.get(1).map_err(sqlite)?;
+            let state = state_name(row.get_ref(2).map_err(sqlite)?.as_str().map_err(|e| sqlite(e.into()))?);
+            if at < from {
+                before = Some(state);
+            } else {
+                changes.push((at, state));
+            }
+        }
+        if !current.is_empty() {
+            each(&current, before, &changes);
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` transitions of `device` since `from`, in time order,
+    /// after the one `after` names (`(at_ms, n)` of `Numbered`).
+    pub fn transitions_page(
+        &self,
+        device: &str,
+        from: i64,
+        after: Option<(i64, i64)>,
+        limit: usize,
+    ) -> Result<Vec<Numbered>, HistoryError> {
+        let sqlite = |source| HistoryError::Sqlite { file: self.path.clone(), source };
+        let (at, n) = after.unwrap_or((i64::MIN, i64::MIN));
         let mut query = self
             .conn
             .prepare(
-                "SELECT device, at_ms, from_state, to_state, cause, payload, offline_for_ms FROM transitions
-                 WHERE at_ms >= ?1 AND (?2 IS NULL OR device = ?2) ORDER BY at_ms, rowid",
+                "SELECT rowid, device, at_ms, from_state, to_state, cause, payload, offline_for_ms FROM transitions
+                 WHERE device = ?1 AND at_ms >= ?2 AND (at_ms, rowid) > (?3, ?4) ORDER BY at_ms, rowid LIMIT ?5",
             )
             .map_err(sqlite)?;
         let rows = query
-            .query_map(params![since_ms, device], |r| {
-                Ok(Row {
-                    device: r.get(0)?,
-                    at_ms: r.get(1)?,
-                    from: r.get(2)?,
-                    to: r.get(3)?,
-                    cause: r.get(4)?,
-                    payload: r.get(5)?,
-                    offline_for_ms: r.get(6)?,
+            .query_map(params![device, from, at, n, limit.min(i64::MAX as usize) as i64], |r| {
+                Ok(Numbered {
+                    n: r.get(0)?,
+                    row: Row {
+                        device: r.get(1)?,
+                        at_ms: r.get(2)?,
+                        from: r.get(3)?,
+                        to: r.get(4)?,
+                        cause: r.get(5)?,
+                        payload: r.get(6)?,
+                        offline_for_ms: r.get(7)?,
+                    },
                 })
             })
             .map_err(sqlite)?;
-        rows.collect::<Result<_, _>>().map_err(sqlite)
-    }
-
-    /// Each device's state at `at_ms`: the `to` of its last transition
-    /// before it.
-    pub fn states_at(&self, device: Option<&str>, at_ms: i64) -> Result<Vec<(String, String)>, HistoryError> {
-        let sqlite = |source| HistoryError::Sqlite { file: self.path.clone(), source };
-        let mut query = self
-            .conn
-            .prepare(
-                "SELECT t.device, t.to_state FROM transitions t
-                 JOIN (SELECT device, MAX(at_ms) AS at_ms FROM transitions WHERE at_ms < ?1 AND (?2 IS NULL OR device = ?2)
-                       GROUP BY device) last ON t.device = last.device AND t.at_ms = last.at_ms
-                 ORDER BY t.rowid",
-            )
-            .map_err(sqlite)?;
-        let rows = query.query_map(params![at_ms, device], |r| Ok((r.get(0)?, r.get(1)?))).map_err(sqlite)?;
         rows.collect::<Result<_, _>>().map_err(sqlite)
     }
 }
@@ -212,19 +273,29 @@ mod tests {
     }
 
     #[test]
-    fn transitions_read_back_in_order_and_old_ones_are_pruned() {
+    fn transitions_read_back_per_device_in_order_and_old_ones_are_pruned() {
         let dir = tempfile::tempdir().unwrap();
         let mut h = History::open(dir.path()).unwrap();
         h.append(&[entry("a", 10, "unknown", "online"), entry("b", 20, "unknown", "online")]).unwrap();
         h.append(&[entry("a", 30, "online", "offline"), entry("a", 40, "offline", "online")]).unwrap();
         let read = History::open_read(dir.path()).unwrap();
-        let a: Vec<(i64, String)> =
-            read.transitions(Some("a"), 0).unwrap().into_iter().map(|r| (r.at_ms, r.to)).collect();
-        assert_eq!(a, [(10_000, "online".into()), (30_000, "offline".into()), (40_000, "online".into())]);
-        let mut at_35 = read.states_at(None, 35_000).unwrap();
-        at_35.sort();
-        assert_eq!(at_35, [("a".into(), "offline".into()), ("b".into(), "online".into())]);
+        let mut seen = Vec::new();
+        read.each_device(None, None, (35_000, 100_000), |id, before, changes| {
+            seen.push((id.to_string(), before, changes.to_vec()));
+            true
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            [("a".to_string(), Some("offline"), vec![(40_000, "online")]), ("b".to_string(), Some("online"), vec![])]
+        );
         assert_eq!(h.prune(UNIX_EPOCH + Duration::from_secs(25)).unwrap(), 2);
-        assert_eq!(read.transitions(None, 0).unwrap().len(), 2);
+        let mut left = 0;
+        read.each_device(None, Some("a"), (0, 100_000), |_, _, _| {
+            left += 1;
+            true
+        })
+        .unwrap();
+        assert_eq!(left, 0, "after `a`, nothing: b's only row was pruned");
     }
 }

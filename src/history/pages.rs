@@ -1,0 +1,279 @@
+//! The history a page at a time, for `/api/uptime`, `/api/history` and
+//! `willwatch history`: per-device figures in id order, worst uptime
+//! first or flappiest first, and a device's transitions in time order.
+//! Each page is one pass over the history's index with at most one page
+//! (and one device's transitions) in memory, however large the fleet; a
+//! page ends with the cursor the next one starts after.
+//!
+//! In id order a page reads only its own devices. The other orders rank
+//! the whole window on every page (the worst device may be the last one
+//! read) but keep only the `limit` best-ranked after the cursor.
+
+use std::collections::BinaryHeap;
+
+use super::report::{Stats, stats};
+use super::{History, HistoryError, Row};
+
+/// One device's figures over the window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceStats {
+    pub device: String,
+    pub stats: Stats,
+}
+
+/// How devices are ranked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// By id.
+    Id,
+    /// Worst uptime first (a device with nothing known counts as up).
+    Uptime,
+    /// Most outages first; devices without one are left out.
+    Outages,
+}
+
+impl Order {
+    pub fn parse(s: &str) -> Option<Order> {
+        match s {
+            "id" => Some(Order::Id),
+            "uptime" => Some(Order::Uptime),
+            "outages" => Some(Order::Outages),
+            _ => None,
+        }
+    }
+}
+
+/// A page, and the cursor of the next one (`None`: this is the last).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// A cursor that is not one this module wrote.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("after `{0}`: pass the `next` of the previous page")]
+pub struct BadCursor(pub String);
+
+/// Where a device ranks: ascending, then by id.
+fn rank(order: Order, stats: &Stats) -> Option<u64> {
+    match order {
+        Order::Id => Some(0),
+        // Uptimes are in [0, 1]: their bits order as they do.
+        Order::Uptime => Some(stats.uptime().unwrap_or(1.0).to_bits()),
+        Order::Outages => (stats.outages > 0).then(|| u64::MAX - stats.outages as u64),
+    }
+}
+
+/// The rank and id a cursor of `order` names.
+fn parse_cursor(order: Order, cursor: &str) -> Result<(u64, String), BadCursor> {
+    if order == Order::Id {
+        return Ok((0, cursor.to_string()));
+    }
+    cursor
+        .split_once(':')
+        .and_then(|(rank, id)| Some((rank.parse().ok()?, id.to_string())))
+        .ok_or_else(|| BadCursor(cursor.to_string()))
+}
+
+fn cursor(order: Order, rank: u64, device: &str) -> String {
+    if order == Order::Id { device.to_string() } else { format!("{rank}:{device}") }
+}
+
+/// A device in a ranking; the heap keeps the worst-ranked on top.
+struct Ranked {
+    key: (u64, String),
+    stats: Stats,
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Ranked) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for Ranked {}
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Ranked) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ranked {
+    fn cmp(&self, other: &Ranked) -> std::cmp::Ordering {
+        self.key.cmp(&other.key)
+    }
+}
+
+/// Up to `limit` devices' figures over `window` (ms), in `order`, after
+/// `after` (a cursor of the same order); `device` alone when given.
+pub fn figures(
+    history: &History,
+    device: Option<&str>,
+    window: (i64, i64),
+    order: Order,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Result<Page<DeviceStats>, BadCursor>, HistoryError> {
+    let after = match after.map(|c| parse_cursor(order, c)).transpose() {
+        Ok(after) => after,
+        Err(bad) => return Ok(Err(bad)),
+    };
+    let (from, to) = window;
+    // One more than the page, to know whether another follows.
+    let keep = limit.saturating_add(1);
+    let mut heap: BinaryHeap<Ranked> = BinaryHeap::new();
+    // In id order the rows come ranked: start after the cursor's id, and
+    // stop once the page is full.
+    let start = if order == Order::Id { after.as_ref().map(|(_, id)| id.as_str()) } else { None };
+    history.each_device(device, start, window, |id, before, changes| {
+        let stats = stats(before, changes, from, to);
+        let Some(rank) = rank(order, &stats) else { return true };
+        if after.as_ref().is_some_and(|(r, a)| (rank, id) <= (*r, a.as_str())) {
+            return true;
+        }
+        if heap.len() == keep && heap.peek().is_some_and(|worst| (rank, id) >= (worst.key.0, worst.key.1.as_str())) {
+            return true;
+        }
+        heap.push(Ranked { key: (rank, id.to_string()), stats });
+        if heap.len() > keep {
+            heap.pop();
+        }
+        order != Order::Id || heap.len() < keep
+    })?;
+    let mut ranked = heap.into_sorted_vec();
+    let more = ranked.len() > limit;
+    ranked.truncate(limit);
+    let next = ranked.last().filter(|_| more).map(|r| cursor(order, r.key.0, &r.key.1));
+    let items = ranked.into_iter().map(|r| DeviceStats { device: r.key.1, stats: r.stats }).collect();
+    Ok(Ok(Page { items, next }))
+}
+
+/// Up to `limit` transitions of `device` since `from`, in time order,
+/// after `after` (a cursor of this kind of page).
+pub fn transitions(
+    history: &History,
+    device: &str,
+    from: i64,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Result<Page<Row>, BadCursor>, HistoryError> {
+    let after = match after {
+        None => None,
+        Some(c) => match c.split_once(':').and_then(|(at, n)| Some((at.parse().ok()?, n.parse().ok()?))) {
+            Some(place) => Some(place),
+            None => return Ok(Err(BadCursor(c.to_string()))),
+        },
+    };
+    let mut rows = history.transitions_page(device, from, after, limit.saturating_add(1))?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    let next = rows.last().filter(|_| more).map(|r| format!("{}:{}", r.row.at_ms, r.n));
+    Ok(Ok(Page { items: rows.into_iter().map(|r| r.row).collect(), next }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::history::Entry;
+
+    fn entry(device: &str, at_s: u64, to: &'static str) -> Entry {
+        Entry {
+            device: device.into(),
+            at: UNIX_EPOCH + Duration::from_secs(at_s),
+            from: "unknown",
+            to,
+            cause: "will",
+            payload: to.into(),
+            offline_for: None,
+        }
+    }
+
+    /// Every page of `order`, walked with its cursors.
+    fn walk(history: &History, order: Order, limit: usize) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = figures(history, None, (100_000, 200_000), order, after.as_deref(), limit).unwrap().unwrap();
+            assert!(page.items.len() <= limit);
+            seen.extend(page.items.iter().map(|d| d.device.clone()));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return seen,
+            }
+        }
+    }
+
+    proptest! {
+        /// Whatever the fleet and the page size: walking the pages of each
+        /// order meets every device once, in the order one ranking of the
+        /// whole window gives.
+        #[test]
+        fn pages_walk_every_device_once_in_order(
+            fleet in proptest::collection::vec((0u8..40, 50u64..250, 0..2usize), 0..120),
+            limit in 1usize..12,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut h = History::open(dir.path()).unwrap();
+            let entries: Vec<Entry> = fleet
+                .iter()
+                .map(|&(d, at, s)| entry(&format!("d{d:02}"), at, ["online", "offline"][s]))
+                .collect();
+            h.append(&entries).unwrap();
+            for order in [Order::Id, Order::Uptime, Order::Outages] {
+                let whole = figures(&h, None, (100_000, 200_000), order, None, usize::MAX).unwrap().unwrap();
+                prop_assert!(whole.next.is_none());
+                let expected: Vec<String> = whole.items.iter().map(|d| d.device.clone()).collect();
+                prop_assert_eq!(walk(&h, order, limit), expected.clone(), "{:?}", order);
+                let mut ranks: Vec<(u64, &str)> =
+                    whole.items.iter().map(|d| (rank(order, &d.stats).unwrap(), d.device.as_str())).collect();
+                let sorted = { let mut r = ranks.clone(); r.sort(); r };
+                prop_assert_eq!(&ranks, &sorted);
+                ranks.dedup_by(|a, b| a.1 == b.1);
+                prop_assert_eq!(ranks.len(), expected.len(), "each device once");
+            }
+        }
+    }
+
+    #[test]
+    fn the_outages_order_leaves_out_devices_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = History::open(dir.path()).unwrap();
+        h.append(&[entry("flaky", 10, "online"), entry("steady", 10, "online")]).unwrap();
+        h.append(&[entry("flaky", 150, "offline"), entry("flaky", 200, "online")]).unwrap();
+        let flappy = figures(&h, None, (100_000, 200_001), Order::Outages, None, 10).unwrap().unwrap();
+        let ids: Vec<(&str, usize)> = flappy.items.iter().map(|d| (d.device.as_str(), d.stats.outages)).collect();
+        assert_eq!(ids, [("flaky", 1)]);
+    }
+
+    #[test]
+    fn a_devices_transitions_come_in_pages_in_time_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = History::open(dir.path()).unwrap();
+        let flaps: Vec<Entry> = (0..25).map(|i| entry("a", 100 + i, ["online", "offline"][i as usize % 2])).collect();
+        h.append(&flaps).unwrap();
+        h.append(&[entry("b", 110, "offline"), entry("a", 50, "online")]).unwrap();
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = transitions(&h, "a", 100_000, after.as_deref(), 7).unwrap().unwrap();
+            seen.extend(page.items.iter().map(|r| r.at_ms));
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, (100..125).map(|s| s * 1000).collect::<Vec<i64>>(), "a's, since the window, each once");
+    }
+
+    #[test]
+    fn a_cursor_this_module_did_not_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(dir.path()).unwrap();
+        let bad = figures(&h, None, (0, 1), Order::Uptime, Some("nonsense"), 10).unwrap();
+        assert_eq!(bad, Err(BadCursor("nonsense".into())));
+        assert!(transitions(&h, "a", 0, Some("1:x"), 10).unwrap().is_err());
+    }
+}
