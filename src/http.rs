@@ -16,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use std::convert::Infallible;
 
-use axum::extract::{Query, RawQuery, State};
+use axum::extract::{Extension, Query, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -41,6 +41,7 @@ use crate::throttle::Throttle;
 
 mod auth;
 mod page;
+mod pool;
 
 /// What the endpoint serves from: handles only.
 #[derive(Clone)]
@@ -64,15 +65,14 @@ struct Shared {
     cancel: CancellationToken,
     /// History reads running (`HISTORY_QUERIES`).
     history_slots: Arc<Semaphore>,
+    /// Live streams open (`pool.rs`).
+    streams: Arc<pool::Streams>,
 }
 
 /// Transitions a slow live client may fall behind by before it is told to
 /// read everything again.
 pub const LIVE_QUEUE: usize = 4096;
 
-/// Connections served at once; more are refused (closed at once), counted
-/// and logged, so idle or hostile clients cannot use up file descriptors.
-pub const MAX_CONNECTIONS: usize = 64;
 /// A request's headers must arrive within this, and an idle kept-alive
 /// connection is closed after it: a client that sends half a request and
 /// waits holds nothing for long.
@@ -93,7 +93,12 @@ pub async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationTok
     };
     let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(listen = %bound, what = "http_listening", "HTTP status endpoint listening");
-    let shared = Shared { sources, cancel: cancel.clone(), history_slots: Arc::new(Semaphore::new(HISTORY_QUERIES)) };
+    let shared = Shared {
+        sources,
+        cancel: cancel.clone(),
+        history_slots: Arc::new(Semaphore::new(HISTORY_QUERIES)),
+        streams: Arc::default(),
+    };
     let app = Router::new()
         .route("/", get(page::index))
         .route("/assets/{file}", get(page::asset))
@@ -107,7 +112,7 @@ pub async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationTok
         // Probes need no password.
         .route("/healthz", get(healthz))
         .with_state(shared);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let pool = Arc::new(pool::Pool::default());
     let mut connections = JoinSet::new();
     let mut refused = Throttle::new(LOG_EVERY);
     let mut failing = Throttle::new(LOG_EVERY);
@@ -118,10 +123,10 @@ pub async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationTok
             accepted = listener.accept() => accepted,
         };
         while connections.try_join_next().is_some() {}
-        let tcp = match accepted {
-            Ok((tcp, _)) => {
+        let (tcp, peer) = match accepted {
+            Ok((tcp, peer)) => {
                 pause.reset();
-                tcp
+                (tcp, peer.ip())
             }
             Err(e) => {
                 // Out of file descriptors, most likely: wait, then go on.
@@ -133,36 +138,58 @@ pub async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationTok
                 continue;
             }
         };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            metrics.http_refused.inc();
-            if let Some(suppressed) = refused.allow(Instant::now()) {
-                tracing::warn!(
-                    limit = MAX_CONNECTIONS,
-                    suppressed,
-                    what = "http_refusing",
-                    "too many HTTP connections; refusing new ones"
-                );
+        let conn = match pool.admit(peer) {
+            pool::Admitted::Open { conn, closed } => {
+                if closed.is_some() {
+                    metrics.http_evicted.inc();
+                }
+                conn
             }
-            continue;
+            pool::Admitted::Refused => {
+                metrics.http_refused.inc();
+                if let Some(suppressed) = refused.allow(Instant::now()) {
+                    tracing::warn!(
+                        limit = pool::MAX_CONNECTIONS,
+                        suppressed,
+                        what = "http_refusing",
+                        "every HTTP connection is serving a request; refusing new ones"
+                    );
+                }
+                continue;
+            }
         };
         // Small answers go out at once, not after a delayed ACK.
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let cancel = cancel.clone();
+        let service = {
+            let (app, conn) = (app.clone(), Arc::clone(&conn));
+            tower::service_fn(move |mut request: axum::extract::Request<hyper::body::Incoming>| {
+                let busy = pool::Busy::new(&conn);
+                request.extensions_mut().insert(Arc::clone(&conn));
+                let app = app.clone();
+                async move {
+                    let response = tower::ServiceExt::oneshot(app, request).await;
+                    drop(busy);
+                    response
+                }
+            })
+        };
+        let (cancel, pool) = (cancel.clone(), Arc::clone(&pool));
         connections.spawn(async move {
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(tcp), service);
+                .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
             tokio::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}
+                // Closed for a newer one: dropped as it is.
+                () = conn.close.cancelled() => {}
                 () = cancel.cancelled() => {
                     connection.as_mut().graceful_shutdown();
                     let _ = connection.await;
                 }
             }
-            drop(slot);
+            pool.release(&conn);
         });
     }
     // The daemon bounds this wait; dropping the set closes what is left.
@@ -337,14 +364,32 @@ async fn bars(State(shared): State<Shared>, RawQuery(query): RawQuery) -> Respon
 /// `/api/events`: every transition as it happens, as Server-Sent Events
 /// (`transition`, JSON); `resync` when this client fell behind and should
 /// read `/status` again. The stream ends at shutdown, and browsers
-/// reconnect by themselves (`retry` 1 s).
-async fn events(State(shared): State<Shared>) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+/// reconnect by themselves (`retry` 1 s). Past the streams' budget
+/// (`pool.rs`) a client is told to come back later.
+async fn events(State(shared): State<Shared>, Extension(conn): Extension<Arc<pool::Conn>>) -> Response {
+    let place = match shared.streams.open(conn.peer) {
+        Ok(place) => place,
+        Err(full) => {
+            shared.sources.metrics.http_streams_refused.inc();
+            let text = match full {
+                pool::Full::All => format!("busy: {} live streams are open; retry later\n", pool::MAX_STREAMS),
+                pool::Full::Client => {
+                    format!("busy: this client has {} live streams open; retry later\n", pool::MAX_STREAMS_PER_CLIENT)
+                }
+            };
+            let headers = [(header::CONNECTION, "close"), (header::RETRY_AFTER, "10")];
+            return (StatusCode::SERVICE_UNAVAILABLE, headers, text).into_response();
+        }
+    };
+    // Held for the stream's life: it is serving, and it has its place.
+    let held = (pool::Busy::new(&conn), place);
     let receiver = shared.sources.live.subscribe();
     let cancel = shared.cancel.clone();
     let hello = SseEvent::default().event("hello").retry(Duration::from_secs(1)).data("{}");
-    let stream = futures_util::stream::unfold((receiver, cancel, Some(hello)), |(mut rx, cancel, first)| async move {
+    let start = (receiver, cancel, Some(hello), held);
+    let stream = futures_util::stream::unfold(start, |(mut rx, cancel, first, held)| async move {
         if let Some(first) = first {
-            return Some((Ok(first), (rx, cancel, None)));
+            return Some((Ok::<_, Infallible>(first), (rx, cancel, None, held)));
         }
         let event = tokio::select! {
             () = cancel.cancelled() => return None,
@@ -354,9 +399,9 @@ async fn events(State(shared): State<Shared>) -> Sse<impl futures_util::Stream<I
                 Err(broadcast::error::RecvError::Closed) => return None,
             },
         };
-        Some((Ok(event), (rx, cancel, None)))
+        Some((Ok(event), (rx, cancel, None, held)))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
 }
 
 /// A transition as the live page reads it.

@@ -68,6 +68,8 @@ pub struct Metrics {
     pub state_acks_dropped: Counter,
     pub oversized: Counter,
     pub http_refused: Counter,
+    pub http_evicted: Counter,
+    pub http_streams_refused: Counter,
     pub devices_refused: Counter,
     pub reload_successful: Gauge,
     pub reload_success_timestamp: Gauge<f64, AtomicU64>,
@@ -109,6 +111,8 @@ impl Metrics {
         let state_acks_dropped = Counter::<u64, AtomicU64>::default();
         let oversized = Counter::<u64, AtomicU64>::default();
         let http_refused = Counter::<u64, AtomicU64>::default();
+        let http_evicted = Counter::<u64, AtomicU64>::default();
+        let http_streams_refused = Counter::<u64, AtomicU64>::default();
         let devices_refused = Counter::<u64, AtomicU64>::default();
         let reload_successful = Gauge::default();
         let action_queue_depth = Family::<ActionLabel, Gauge>::default();
@@ -238,6 +242,16 @@ impl Metrics {
             http_refused.clone(),
         );
         registry.register(
+            "willwatch_http_connections_closed_for_room",
+            "HTTP connections serving nothing (idle, slow headers, a slow reader) closed to make room for a new one",
+            http_evicted.clone(),
+        );
+        registry.register(
+            "willwatch_http_streams_refused",
+            "Live streams (/api/events) refused: the budget in all or per client was used up",
+            http_streams_refused.clone(),
+        );
+        registry.register(
             "willwatch_devices_refused",
             "Messages from new pattern devices refused because max_devices was reached",
             devices_refused.clone(),
@@ -322,6 +336,8 @@ impl Metrics {
             state_acks_dropped,
             oversized,
             http_refused,
+            http_evicted,
+            http_streams_refused,
             devices_refused,
             reload_successful,
             reload_success_timestamp,
