@@ -52,6 +52,7 @@ use devices::Devices;
 mod cluster;
 mod confirm;
 mod devices;
+mod order;
 mod sparkplug;
 
 /// This many offlines within `BURST_WINDOW` may have overflowed a broker's
@@ -162,6 +163,10 @@ fn pattern_key(spec: &crate::config::DeviceSpec) -> usize {
     Arc::as_ptr(&spec.rules) as usize
 }
 
+/// The most devices a `/status` page filtered by id reads (a page costs
+/// the monitor about a millisecond at most; the next page goes on).
+const SCAN: usize = 50_000;
+
 /// Where a state sorts on `/status`: offline first.
 pub fn rank(state: State) -> u8 {
     match state {
@@ -230,6 +235,9 @@ pub struct Fleet {
     malformed: Throttle,
     /// New devices refused past a limit are logged at most this often.
     refusals: Throttle,
+    /// Every device by the state it is shown in, then by id: what
+    /// `/status` pages walk (`order.rs`).
+    order: order::Order,
     /// The state was lost at the start (`store::open`) and the start's
     /// picture of the fleet is not yet confirmed: what fires may repeat
     /// an alert sent before the loss (`unlinked`). Not in a cluster, whose
@@ -286,6 +294,7 @@ impl Fleet {
             children: HashMap::new(),
             malformed: Throttle::new(REFUSALS_LOG_EVERY),
             refusals: Throttle::new(REFUSALS_LOG_EVERY),
+            order: order::Order::default(),
             lost: false,
             unlinked: Throttle::new(REFUSALS_LOG_EVERY),
             link,
@@ -440,6 +449,7 @@ impl Fleet {
         let rules = Arc::clone(&spec.rules);
         self.devices.get_or_insert_with(id, || Device::new(id.clone(), topic, rules));
         self.adopt(id);
+        self.reorder(id);
         true
     }
 
@@ -610,6 +620,12 @@ impl Fleet {
         if after != before {
             self.counts.add(before, -1);
             self.counts.add(after, 1);
+            self.reorder(id);
+            if self.is_parent(id) {
+                for child in self.children_of(id) {
+                    self.reorder(&child);
+                }
+            }
         }
         if after != before && self.is_parent(id) {
             if after == State::Offline {
@@ -1089,41 +1105,50 @@ impl Fleet {
         self.counts = counts;
         self.per_pattern = per_pattern;
         self.children = children;
+        self.order.clear();
+        let shown: Vec<(CompactString, u8)> =
+            self.devices.iter().map(|d| (d.id.clone(), rank(self.shown_state(d)))).collect();
+        for (id, rank) in shown {
+            self.order.set(&id, rank);
+        }
     }
 
-    /// One page of `/status`, in memory bounded by the page, not the
-    /// fleet: the smallest `limit` keys after the cursor, kept in a heap.
+    /// Puts `id` where `/status` shows it now (nowhere once it is gone).
+    fn reorder(&mut self, id: &str) {
+        match self.devices.get(id).map(|d| rank(self.shown_state(d))) {
+            Some(rank) => self.order.set(id, rank),
+            None => self.order.remove(id),
+        }
+    }
+
+    /// One page of `/status`: the devices after the cursor in the order
+    /// kept for it (`order.rs`), so a page costs its own size, not the
+    /// fleet's. A filter by id (`contains`) reads at most `SCAN` devices a
+    /// page: a page with fewer matches ends where the reading stopped, and
+    /// `next` goes on from there.
     pub fn page(&self, query: &PageQuery, now: Instant) -> StatusPage {
         if let Some(id) = &query.device {
             let devices = self.devices.get(id).map(|d| self.view(d, now)).into_iter().collect();
             return StatusPage { devices, counts: self.shown_counts(), next: None, cluster: None };
         }
         let limit = query.limit.max(1);
-        let mut heap: std::collections::BinaryHeap<(u8, &str)> = std::collections::BinaryHeap::new();
-        for d in self.devices.iter() {
-            let state = self.shown_state(d);
-            if query.state.is_some_and(|s| s != state) {
+        let mut devices = Vec::with_capacity(limit.min(1024));
+        let (mut next, mut more) = (None, false);
+        for (scanned, (r, id)) in self.order.after(query.after.as_ref(), query.state.map(rank)).enumerate() {
+            if devices.len() == limit || scanned == SCAN {
+                more = true;
+                break;
+            }
+            next = Some((r, id.to_string()));
+            if query.contains.as_deref().is_some_and(|q| !id.to_lowercase().contains(q)) {
                 continue;
             }
-            if query.contains.as_deref().is_some_and(|q| !d.id.to_lowercase().contains(q)) {
-                continue;
-            }
-            let key = (rank(state), d.id.as_str());
-            if query.after.as_ref().is_some_and(|(r, id)| key <= (*r, id.as_str())) {
-                continue;
-            }
-            heap.push(key);
-            if heap.len() > limit + 1 {
-                heap.pop();
+            if let Some(d) = self.devices.get(id) {
+                devices.push(self.view(d, now));
             }
         }
-        let mut keys = heap.into_sorted_vec();
-        let next = (keys.len() > limit).then(|| {
-            keys.truncate(limit);
-            keys.last().map(|(r, id)| (*r, id.to_string()))
-        });
-        let devices = keys.iter().filter_map(|(_, id)| self.devices.get(id)).map(|d| self.view(d, now)).collect();
-        StatusPage { devices, counts: self.shown_counts(), next: next.flatten(), cluster: None }
+        let next = next.filter(|_| more);
+        StatusPage { devices, counts: self.shown_counts(), next, cluster: None }
     }
 
     /// The parent, if it is offline: the device is shown offline for it.
@@ -1143,14 +1168,12 @@ impl Fleet {
 
     /// The counts `/status` shows: children of an offline parent as offline.
     fn shown_counts(&self) -> Counts {
-        let mut counts = self.counts;
-        if !self.children.is_empty() {
-            for d in self.devices.iter().filter(|d| d.state != State::Offline && self.parent_down(d).is_some()) {
-                counts.add(d.state, -1);
-                counts.add(State::Offline, 1);
-            }
+        Counts {
+            offline: self.order.count(rank(State::Offline)),
+            unknown: self.order.count(rank(State::Unknown)),
+            online: self.order.count(rank(State::Online)),
+            ..self.counts
         }
-        counts
     }
 
     fn view(&self, d: &Device, now: Instant) -> DeviceView {
