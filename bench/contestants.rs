@@ -173,6 +173,10 @@ impl Daemon {
         }
     }
 
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
     pub fn rss_kib(&self) -> u64 {
         proc_status(self.child.id(), "VmRSS:")
     }

@@ -33,6 +33,7 @@ mod failover;
 mod flat;
 mod history;
 mod load;
+mod reads;
 mod receiver;
 mod report;
 mod reread;
@@ -80,6 +81,7 @@ enum Section {
     Sparkplug,
     History,
     Failover,
+    Reads,
 }
 
 #[tokio::main]
@@ -197,6 +199,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if runs(Section::Failover) {
         let (failovers, per_round) = if args.smoke { (2, 2) } else { (20, 5) };
         report.failover = Some(failover::failover(&willwatch, failovers, per_round).await?);
+    }
+
+    if runs(Section::Reads) {
+        let (n, probes) = if args.smoke { (2_000, 10) } else { (1_000_000, 200) };
+        eprintln!("reads at {n} devices");
+        report.reads = Some(reads::reads(&willwatch, n, probes).await?);
     }
 
     if runs(Section::Soak) {

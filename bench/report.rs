@@ -11,6 +11,7 @@ use crate::ecosystem::Ecosystem;
 use crate::failover::Run as Failover;
 use crate::flat::Flat;
 use crate::history::Run as HistoryRun;
+use crate::reads::Reads;
 use crate::reread::Reread;
 use crate::soak::Soak;
 use crate::sparkplug::Run as Sparkplug;
@@ -42,6 +43,7 @@ pub struct Report {
     pub history: Option<HistoryRun>,
     pub failover: Option<Failover>,
     pub soak: Option<Soak>,
+    pub reads: Option<Reads>,
     pub flats: Vec<Flat>,
 }
 
@@ -113,6 +115,7 @@ impl Report {
             history: None,
             failover: None,
             soak: None,
+            reads: None,
             flats: Vec::new(),
         }
     }
@@ -258,6 +261,9 @@ impl Report {
             }
             out.push_str("\nThe devices are known online (retained), then that many retained offlines are published back to back; extra messages are those willwatch received beyond the wills until its intake was quiet for 3 s. Fewer than 500 offlines in 10 s re-read nothing; a storm above it re-reads, once, the devices not known offline (a broker may have dropped some of their wills).\n");
         }
+        if let Some(r) = &self.reads {
+            render_reads(&mut out, r);
+        }
         if let Some(s) = &self.soak {
             out.push_str("\n## Hostile soak: everything at once\n\n");
             let _ = writeln!(
@@ -307,6 +313,28 @@ impl Report {
         }
         out
     }
+}
+
+fn render_reads(out: &mut String, r: &Reads) {
+    let _ = writeln!(
+        out,
+        "\n## Reads at {} devices\n\nEvery device retained online and seen once (so each has a row in the history); one request at a time, medians of 5.\n\n| request | time (ms) |\n|---|---:|",
+        r.devices
+    );
+    for (what, took) in &r.pages {
+        let _ = writeln!(out, "| {what} | {} |", ms(*took));
+    }
+    let _ = writeln!(
+        out,
+        "\n`willwatch status --json` through every page: {:.2} s, peak RSS {:.1} MB. The daemon's RSS before 20 large queries (10 `/status` pages of 10,000 and 10 `/api/uptime` pages of 10,000): {:.1} MB; after: {:.1} MB.\n\nA probe device's will → webhook while 4 clients loop over `/status?limit=10000` and 4 over `/status?q=zzz`: p50 {:.2} ms, p99 {:.2} ms ({} offlines).",
+        r.status_command.as_secs_f64(),
+        r.status_command_rss_kib as f64 / 1024.0,
+        r.rss_before_kib as f64 / 1024.0,
+        r.rss_after_kib as f64 / 1024.0,
+        r.probe_p50.as_secs_f64() * 1e3,
+        r.probe_p99.as_secs_f64() * 1e3,
+        r.probe_samples
+    );
 }
 
 fn render_sparkplug(out: &mut String, s: &Sparkplug) {

@@ -39,8 +39,6 @@ const DISPATCH_QUEUE: usize = 8192;
 const STORE_QUEUE: usize = 8192;
 /// How long shutdown waits for queued actions to finish.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
-/// How long the HTTP endpoint gets to finish its requests at shutdown.
-const HTTP_DEADLINE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -154,8 +152,9 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
             live: live.clone(),
             users: config.http_users.clone(),
         };
-        let serve = http::serve(listen, sources, http_cancel.clone());
-        tokio::spawn(serve)
+        http::Server::start(listen, sources, http_cancel.clone())
+            .inspect_err(|e| tracing::error!(error = %e, "cannot start the HTTP endpoint's thread; it is off"))
+            .ok()
     });
     let start_session = |config: &Config, (asks, marks_after): (mpsc::Receiver<crate::mqtt::Ask>, u64)| {
         let cancel = CancellationToken::new();
@@ -252,11 +251,8 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     cancel.cancel();
     joined("the broker session", session.await);
     http_cancel.cancel();
-    if let Some(mut http) = http
-        && tokio::time::timeout(HTTP_DEADLINE, &mut http).await.is_err()
-    {
-        http.abort();
-        tracing::info!(deadline = ?HTTP_DEADLINE, "HTTP requests still open at shutdown were closed");
+    if let Some(http) = http.flatten() {
+        http.stopped().await;
     }
     tracing::info!("stopped");
     Ok(())

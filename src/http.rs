@@ -80,9 +80,57 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often, at most, refused connections and accept errors are logged.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Serves until `cancel` fires. A port that cannot be bound is logged and
-/// the daemon goes on without the endpoint.
-pub async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationToken) {
+/// How long requests still open at shutdown get before they are closed.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(1);
+
+/// How much less the endpoint's thread gets of a busy CPU than detection
+/// (its nice value, on Linux per thread).
+const NICE: i32 = 10;
+
+/// The endpoint, served on a thread of its own (a runtime of one thread,
+/// at a lower priority): however hard it is read, it takes at most one
+/// core, and on a busy machine the monitor and the actions go first.
+pub struct Server {
+    done: oneshot::Receiver<()>,
+}
+
+impl Server {
+    /// Starts serving `listen` until `cancel` fires.
+    pub fn start(listen: SocketAddr, sources: Sources, cancel: CancellationToken) -> std::io::Result<Server> {
+        let (finished, done) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().thread_name("http").build()?;
+        std::thread::Builder::new().name("http".into()).spawn(move || {
+            lower_priority();
+            runtime.block_on(serve(listen, sources, cancel));
+            // Dropping the runtime closes what is still open.
+            drop(runtime);
+            let _ = finished.send(());
+        })?;
+        Ok(Server { done })
+    }
+
+    /// Waits until it has stopped (at most `SHUTDOWN_DEADLINE` after
+    /// `cancel`, and a little).
+    pub async fn stopped(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// This thread (and the threads it starts) yields to the rest of the
+/// process on a busy CPU.
+fn lower_priority() {
+    let tid = nix::unistd::gettid().as_raw() as nix::libc::id_t;
+    // SAFETY: a plain system call on this thread's id; no memory is shared.
+    let set = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, NICE) };
+    if set != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "the HTTP thread keeps its priority");
+    }
+}
+
+/// Serves until `cancel` fires, then gives open requests
+/// `SHUTDOWN_DEADLINE`. A port that cannot be bound is logged and the
+/// daemon goes on without the endpoint.
+async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationToken) {
     let metrics = Arc::clone(&sources.metrics);
     let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
@@ -192,8 +240,11 @@ pub async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationTok
             pool.release(&conn);
         });
     }
-    // The daemon bounds this wait; dropping the set closes what is left.
-    while connections.join_next().await.is_some() {}
+    let drained =
+        tokio::time::timeout(SHUTDOWN_DEADLINE, async { while connections.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::info!(deadline = ?SHUTDOWN_DEADLINE, "HTTP requests still open at shutdown were closed");
+    }
 }
 
 async fn healthz(State(shared): State<Shared>) -> Response {
