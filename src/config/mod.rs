@@ -441,12 +441,7 @@ pub enum WebhookFormat {
 pub struct Webhook {
     pub url: url::Url,
     pub timeout: Duration,
-    /// Retried until the event is this old, then given up.
-    pub max_age: Duration,
-    /// The longest wait between two attempts (`Retry-After` included).
-    pub max_interval: Duration,
-    /// An optional cap on attempts, on top of `max_age`.
-    pub max_attempts: Option<u32>,
+    pub retries: Retries,
     /// The Alertmanager `severity` label unless the device sets one.
     pub severity: Option<String>,
     /// `[http] external_url`: where receivers reach `/status`.
@@ -459,6 +454,17 @@ pub struct Webhook {
     pub concurrency: usize,
     /// Collect events this long and send them as one request.
     pub batch: Option<Duration>,
+}
+
+/// How long an action's failed attempts are made again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    /// Retried until the event is this old, then given up.
+    pub max_age: Duration,
+    /// The longest wait between two attempts (`Retry-After` included).
+    pub max_interval: Duration,
+    /// An optional cap on attempts, on top of `max_age`.
+    pub max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
