@@ -22,8 +22,9 @@ use crate::event::EventKind;
 pub mod exposition;
 mod process;
 
-/// How an action run ends, as `willwatch_action_runs_total` counts it.
-pub const OUTCOMES: [&str; 3] = ["ok", "failed", "timeout"];
+/// How an action run ends, as `willwatch_action_runs_total` counts it
+/// (`not_started`: an exec program that could not be started, given up).
+pub const OUTCOMES: [&str; 4] = ["ok", "failed", "timeout", "not_started"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {

@@ -1,6 +1,7 @@
 //! When a failed attempt is made again, and when it is given up: the
 //! action's budget in time (`max_age`, counted from when the event was
 //! decided, so a restart does not renew it) and optionally in attempts.
+//! Shared by webhook deliveries and exec runs whose program did not start.
 
 use std::time::Duration;
 

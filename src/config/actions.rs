@@ -18,8 +18,9 @@ use crate::template::Template;
 
 const ACTION_TYPES: [&str; 5] = ["log", "webhook", "reconnect", "exec", "publish"];
 
-/// How long a failed attempt is made again by default: an outage alert's
-/// receiver is often down in the same outage.
+/// How long a failed attempt (a webhook delivery, an exec run whose program
+/// did not start) is made again by default: an outage alert's receiver is
+/// often down in the same outage.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// Standard Webhooks' shortest secret.
 const MIN_SECRET_BYTES: usize = 24;
@@ -47,7 +48,7 @@ fn settings_of(kind: &str) -> &'static [&'static str] {
         "reconnect" => {
             &["topic", "payload", "first_after", "backoff", "max_interval", "max_attempts", "escalate", "qos", "retain"]
         }
-        "exec" => &["command", "timeout", "concurrency"],
+        "exec" => &["command", "timeout", "concurrency", "max_age", "max_interval", "max_attempts"],
         "publish" => &["topic", "qos", "retain"],
         _ => &[],
     }
@@ -327,6 +328,7 @@ impl Validator<'_> {
     fn exec(&mut self, a: &RawAction, span: std::ops::Range<usize>) -> Option<Exec> {
         let timeout = self.duration(&a.timeout, Duration::from_secs(10), "timeout", Duration::from_millis(1));
         let concurrency = self.count(&a.concurrency, 4, 1, 256, "concurrency");
+        let retries = self.retries(a);
         let Some(command) = a.command.as_ref().filter(|c| !c.get_ref().is_empty()) else {
             self.problem(
                 Problem::new(a.command.as_ref().map_or(span, Spanned::span), "an exec action needs a `command`")
@@ -360,7 +362,7 @@ impl Validator<'_> {
         for arg in &command.get_ref()[1..] {
             args.push(self.template(arg, "command")?);
         }
-        Some(Exec { program: path, args, timeout: timeout?, concurrency: concurrency? as usize })
+        Some(Exec { program: path, args, timeout: timeout?, concurrency: concurrency? as usize, retries: retries? })
     }
 
     fn publish(&mut self, a: &RawAction, span: std::ops::Range<usize>) -> Option<Publish> {

@@ -456,7 +456,8 @@ pub struct Webhook {
     pub batch: Option<Duration>,
 }
 
-/// How long an action's failed attempts are made again.
+/// How long an action's failed attempts are made again (webhook deliveries,
+/// exec runs whose program could not start).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retries {
     /// Retried until the event is this old, then given up.
@@ -489,6 +490,8 @@ pub struct Exec {
     pub args: Vec<Template>,
     pub timeout: Duration,
     pub concurrency: usize,
+    /// For a program that could not be started.
+    pub retries: Retries,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -636,6 +639,22 @@ mod tests {
         assert!(matches!(spec.watch, Watch::Pattern(_)));
         assert!(config.resolve("other/t-2/status").is_none());
         assert_eq!(config.filters(), vec!["s/+/status", "s/+/+", "s/t-1/status"]);
+    }
+
+    #[test]
+    fn an_exec_action_takes_the_retry_budget_of_a_webhook() {
+        let config = parse(
+            "[action.page]\ntype = \"exec\"\ncommand = [\"/bin/true\"]\nmax_age = \"1h\"\nmax_attempts = 3\n\
+             [action.pager]\ntype = \"exec\"\ncommand = [\"/bin/true\"]\n",
+        );
+        let retries = |name: &str| match &config.actions[name].kind {
+            ActionKind::Exec(exec) => exec.retries,
+            other => panic!("{other:?}"),
+        };
+        let hour = Duration::from_secs(3600);
+        let (min5, day) = (Duration::from_secs(300), 24 * hour);
+        assert_eq!(retries("page"), Retries { max_age: hour, max_interval: min5, max_attempts: Some(3) });
+        assert_eq!(retries("pager"), Retries { max_age: day, max_interval: min5, max_attempts: None }, "the defaults");
     }
 
     #[test]
