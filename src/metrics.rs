@@ -42,6 +42,12 @@ pub struct RunLabels {
     pub outcome: &'static str,
 }
 
+/// A device pattern as written (`fleet/{id}/status`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PatternLabel {
+    pub pattern: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabel {
     pub action: String,
@@ -69,7 +75,7 @@ pub struct Metrics {
     pub state_acks_dropped: Counter,
     pub oversized: Counter,
     pub http_refused: Counter,
-    pub devices_refused: Counter,
+    pub devices_refused: Family<PatternLabel, Counter>,
     pub reload_successful: Gauge,
     pub reload_success_timestamp: Gauge<f64, AtomicU64>,
     pub action_queue_depth: Family<ActionLabel, Gauge>,
@@ -110,7 +116,7 @@ impl Metrics {
         let state_acks_dropped = Counter::<u64, AtomicU64>::default();
         let oversized = Counter::<u64, AtomicU64>::default();
         let http_refused = Counter::<u64, AtomicU64>::default();
-        let devices_refused = Counter::<u64, AtomicU64>::default();
+        let devices_refused = Family::<PatternLabel, Counter>::default();
         let reload_successful = Gauge::default();
         let action_queue_depth = Family::<ActionLabel, Gauge>::default();
         let last_message = Gauge::<f64, AtomicU64>::default();
@@ -240,7 +246,7 @@ impl Metrics {
         );
         registry.register(
             "willwatch_devices_refused",
-            "Messages from new pattern devices refused because max_devices was reached",
+            "Messages from new pattern devices refused because their pattern had no room left (max_devices)",
             devices_refused.clone(),
         );
         registry.register(
@@ -371,6 +377,13 @@ impl Metrics {
             let _ = self.action_panics.get_or_create(&label);
             let _ = self.action_queue_depth.get_or_create(&label);
             let _ = self.dead_letters.get_or_create(&label);
+        }
+    }
+
+    /// Makes the refusal series of these patterns exist (at 0 until they move).
+    pub fn patterns_known<'a>(&self, patterns: impl IntoIterator<Item = &'a str>) {
+        for pattern in patterns {
+            let _ = self.devices_refused.get_or_create(&PatternLabel { pattern: pattern.to_string() });
         }
     }
 

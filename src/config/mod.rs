@@ -41,8 +41,9 @@ pub const DEFAULT_HISTORY_KEEP: Duration = Duration::from_secs(90 * 86_400);
 
 /// The action every device may name without defining it.
 pub const BUILTIN_LOG: &str = "log";
-/// Devices watched in all unless `max_devices` says otherwise: anyone who
-/// may publish under a pattern could otherwise invent devices without end.
+/// Devices the patterns may add in all unless `max_devices` says otherwise:
+/// anyone who may publish under a pattern could otherwise invent devices
+/// without end.
 pub const DEFAULT_MAX_DEVICES: usize = 100_000;
 
 #[derive(Debug, Clone)]
@@ -54,7 +55,8 @@ pub struct Config {
     pub actions: BTreeMap<String, ActionSpec>,
     /// Where the state file and the dead-letter file live.
     pub state_dir: PathBuf,
-    /// Most devices watched in all: pattern devices past it are refused.
+    /// Most devices the patterns add in all (exact devices take none of
+    /// it), shared among them: `monitor/fleet/room.rs`.
     pub max_devices: usize,
     /// How far a decision must get before its notification goes out.
     pub state_sync: StateSync,
@@ -214,7 +216,8 @@ pub struct DeviceSpec {
     /// exact for a device, a `{id}` pattern for a pattern).
     pub heartbeat: Option<Watch>,
     pub rules: Arc<Rules>,
-    /// Patterns only: most devices this pattern may add.
+    /// Patterns only: most devices this pattern may add (and its share
+    /// of `Config::max_devices` when lower than an equal one).
     pub max_devices: Option<usize>,
     /// Patterns only: the id its devices get, `{id}` standing for what
     /// the topic says (`esp-{id}`: a namespace of their own).
