@@ -9,7 +9,7 @@
 //!
 //! A program that cannot start for want of what comes back (file
 //! descriptors, processes, memory) is started again with backoff, within
-//! the action's budget as a webhook delivery is retried (`retry.rs`); one
+//! the action's budget as a webhook delivery is (`actions::retry`); one
 //! that cannot be run as named (missing, not executable), or still not
 //! started when the budget is spent, is logged at error and written to the
 //! dead-letter file. A device's runs start in order: one waiting to start
