@@ -22,8 +22,9 @@ use crate::event::EventKind;
 pub mod exposition;
 mod process;
 
-/// How an action run ends, as `willwatch_action_runs_total` counts it.
-pub const OUTCOMES: [&str; 3] = ["ok", "failed", "timeout"];
+/// How an action run ends, as `willwatch_action_runs_total` counts it
+/// (`not_started`: an exec program that could not be started, given up).
+pub const OUTCOMES: [&str; 4] = ["ok", "failed", "timeout", "not_started"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabel {
@@ -39,6 +40,12 @@ pub struct EventLabel {
 pub struct RunLabels {
     pub action: String,
     pub outcome: &'static str,
+}
+
+/// A device pattern as written (`fleet/{id}/status`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PatternLabel {
+    pub pattern: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,7 +77,7 @@ pub struct Metrics {
     pub http_refused: Counter,
     pub http_evicted: Counter,
     pub http_streams_refused: Counter,
-    pub devices_refused: Counter,
+    pub devices_refused: Family<PatternLabel, Counter>,
     pub reload_successful: Gauge,
     pub reload_success_timestamp: Gauge<f64, AtomicU64>,
     pub action_queue_depth: Family<ActionLabel, Gauge>,
@@ -113,7 +120,7 @@ impl Metrics {
         let http_refused = Counter::<u64, AtomicU64>::default();
         let http_evicted = Counter::<u64, AtomicU64>::default();
         let http_streams_refused = Counter::<u64, AtomicU64>::default();
-        let devices_refused = Counter::<u64, AtomicU64>::default();
+        let devices_refused = Family::<PatternLabel, Counter>::default();
         let reload_successful = Gauge::default();
         let action_queue_depth = Family::<ActionLabel, Gauge>::default();
         let last_message = Gauge::<f64, AtomicU64>::default();
@@ -253,7 +260,7 @@ impl Metrics {
         );
         registry.register(
             "willwatch_devices_refused",
-            "Messages from new pattern devices refused because max_devices was reached",
+            "Messages from new pattern devices refused because their pattern had no room left (max_devices)",
             devices_refused.clone(),
         );
         registry.register(
@@ -386,6 +393,13 @@ impl Metrics {
             let _ = self.action_panics.get_or_create(&label);
             let _ = self.action_queue_depth.get_or_create(&label);
             let _ = self.dead_letters.get_or_create(&label);
+        }
+    }
+
+    /// Makes the refusal series of these patterns exist (at 0 until they move).
+    pub fn patterns_known<'a>(&self, patterns: impl IntoIterator<Item = &'a str>) {
+        for pattern in patterns {
+            let _ = self.devices_refused.get_or_create(&PatternLabel { pattern: pattern.to_string() });
         }
     }
 

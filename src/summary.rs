@@ -83,7 +83,12 @@ pub fn summary(config: &Config) -> String {
         crate::config::StateSync::Full => "each decision on disk before its alert",
         crate::config::StateSync::Normal => "each decision with the OS before its alert",
     };
-    let _ = writeln!(out, "state     {} ({sync}); at most {} devices", config.state_dir.display(), config.max_devices);
+    let _ = writeln!(
+        out,
+        "state     {} ({sync}); at most {} devices from patterns",
+        config.state_dir.display(),
+        config.max_devices
+    );
     let http = config.http_listen.map_or("off".to_string(), |a| format!("http://{a} (/status, /healthz, /metrics)"));
     let _ = writeln!(out, "http      {http}");
     out

@@ -168,10 +168,35 @@ async fn invented_ids_past_max_devices_are_refused_counted_and_logged() {
     let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let c = &doc["counts"];
     let known = c["online"].as_u64().unwrap() + c["offline"].as_u64().unwrap() + c["unknown"].as_u64().unwrap();
-    assert_eq!(known, 100, "the sentinel included");
-    assert_eq!(daemon.metric("willwatch_devices_refused_total").await, 401.0);
+    assert_eq!(known, 101, "the pattern's 100, and the exact sentinel, which takes none of its room");
+    assert_eq!(daemon.metric("willwatch_devices_refused_total{pattern=\"fleet/{id}/status\"}").await, 400.0);
     let refused = daemon.logs(|l| l["what"] == "device_refused");
-    assert_eq!(refused.len(), 1, "logged once a minute, not 401 times");
+    assert_eq!(refused.len(), 1, "logged once a minute, not 400 times");
+}
+
+#[tokio::test]
+async fn a_flood_of_invented_ids_on_one_pattern_starves_neither_another_pattern_nor_an_exact_device() {
+    let broker = Broker::start();
+    let devices = format!(
+        "[[device]]\ntopic = \"fleet/{{id}}/status\"\n[[device]]\ntopic = \"site/{{id}}/status\"\n{PUMP}{SENTINEL}"
+    );
+    let text =
+        config(&broker, &devices).replace("state_dir = \"state\"\n", "state_dir = \"state\"\nmax_devices = 100\n");
+    let daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    let topics: Vec<String> = (0..500).map(|i| format!("fleet/x{i}/status")).collect();
+    let messages: Vec<(&str, &str)> = topics.iter().map(|t| (t.as_str(), "online")).collect();
+    sync_with_sentinel(&broker, &daemon, &messages).await;
+    publish(broker.port, "site/boiler/status", "offline", false).await;
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    daemon.wait_event("pump-7", "offline", 1).await;
+    daemon.wait_event("boiler", "offline", 1).await;
+    let refused = |pattern: &str| format!("willwatch_devices_refused_total{{pattern=\"{pattern}\"}}");
+    assert_eq!(daemon.metric(&refused("fleet/{id}/status")).await, 450.0, "past its half of the room");
+    assert_eq!(daemon.metric(&refused("site/{id}/status")).await, 0.0);
+    let logged = daemon.logs(|l| l["what"] == "device_refused");
+    assert_eq!(logged.len(), 1, "logged once a minute, not 450 times: {logged:?}");
+    assert_eq!(logged[0]["pattern"], "fleet/{id}/status");
 }
 
 #[tokio::test]

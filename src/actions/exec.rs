@@ -6,40 +6,87 @@
 //! stdin. Each run gets its own process group; at the timeout the whole
 //! group is killed, children included. Output is logged, capped.
 //! At most `concurrency` runs at once; further events wait in the queue.
+//!
+//! A program that cannot start for want of what comes back (file
+//! descriptors, processes, memory) is started again with backoff, within
+//! the action's budget as a webhook delivery is (`actions::retry`); one
+//! that cannot be run as named (missing, not executable), or still not
+//! started when the budget is spent, is logged at error and written to the
+//! dead-letter file. A device's runs start in order: one waiting to start
+//! again holds back that device's later runs, not other devices'. A
+//! program that started is not run again for the event: how it ended is
+//! logged and counted.
 
+use std::collections::HashMap;
+use std::io;
 use std::process::Stdio;
 use std::sync::Arc;
+use std::time::SystemTime;
 
+use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::process::{Child, Command};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::{Context, Job};
+use super::{Context, Job, retry};
+use crate::backoff::Backoff;
 use crate::config::Exec;
+use crate::dead_letter::{self, Record};
 use crate::event::{Event, rfc3339};
 
 /// Output kept per stream and run; the rest is counted, not kept.
 const OUTPUT_CAP: usize = 4096;
 
+/// Runs taken from the queue but not started, per slot: they wait for
+/// their device's earlier run to start, then for a slot.
+const WAITING_PER_SLOT: usize = 64;
+
+/// Start failures that will be the same on every attempt: the program
+/// cannot be run as named.
+const LASTING: [Errno; 9] = [
+    Errno::ENOENT,
+    Errno::EACCES,
+    Errno::EPERM,
+    Errno::ENOEXEC,
+    Errno::ENOTDIR,
+    Errno::EISDIR,
+    Errno::ELOOP,
+    Errno::ENAMETOOLONG,
+    Errno::E2BIG,
+];
+
 pub async fn run(name: String, spec: Exec, context: Context, mut jobs: mpsc::Receiver<Job>) {
     let spec = Arc::new(spec);
     let slots = Arc::new(Semaphore::new(spec.concurrency));
+    let taken = Arc::new(Semaphore::new(spec.concurrency * WAITING_PER_SLOT));
     let mut running = JoinSet::new();
+    // The signal of the last run per device: sent once it started (or was
+    // given up); dropped when it was left owed.
+    let mut order: HashMap<String, oneshot::Receiver<()>> = HashMap::new();
     while let Some(job) = jobs.recv().await {
         while running.try_join_next().is_some() {}
+        order.retain(|_, started| matches!(started.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
         let Job::Event(event) = job else { continue };
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            break;
-        };
-        let (name, spec, context) = (name.clone(), Arc::clone(&spec), context.clone());
+        let Ok(waiting) = Arc::clone(&taken).acquire_owned().await else { break };
+        let (started, turn) = oneshot::channel();
+        let before = order.insert(event.device.clone(), turn);
+        let (name, spec, context, slots) = (name.clone(), Arc::clone(&spec), context.clone(), Arc::clone(&slots));
         running.spawn(async move {
-            let outcome = execute(&name, &spec, &event).await;
+            // A run left owed by a stop leaves the device's later runs owed
+            // too, so they resume in order.
+            if let Some(before) = before
+                && before.await.is_err()
+            {
+                return;
+            }
+            let Ok(slot) = slots.acquire_owned().await else { return };
+            let Some(outcome) = execute(&name, &spec, &context, &event, started).await else { return };
             context.metrics.action_run(&name, outcome);
             context.done(&name, &event);
-            drop(slot);
+            drop((slot, waiting));
         });
     }
     while running.join_next().await.is_some() {}
@@ -70,26 +117,82 @@ pub fn environment(event: &Event) -> Vec<(&'static str, String)> {
     env
 }
 
-/// Runs the command once; returns the outcome for the metrics.
-async fn execute(name: &str, spec: &Exec, event: &Event) -> &'static str {
+/// Runs the command for `event`, starting it again while it cannot start
+/// for a passing reason, and says `started` once it started or was given
+/// up. The outcome for the metrics, or `None` when a new attempt was due
+/// while the daemon stops: the event stays owed, same id.
+async fn execute(
+    name: &str,
+    spec: &Exec,
+    context: &Context,
+    event: &Event,
+    started: oneshot::Sender<()>,
+) -> Option<&'static str> {
+    let mut backoff = Backoff::new(retry::FIRST, spec.retries.max_interval);
+    let mut attempt = 0;
+    let error = loop {
+        attempt += 1;
+        let error = match start(spec, event) {
+            Ok(child) => {
+                let _ = started.send(());
+                return Some(finish(name, spec, event, child).await);
+            }
+            Err(e) => e,
+        };
+        if !passing(&error) {
+            break error;
+        }
+        let age = SystemTime::now().duration_since(event.at).unwrap_or_default();
+        let Some(wait) = retry::next_attempt(&spec.retries, attempt, age, None, backoff.next_delay()) else {
+            break error;
+        };
+        tracing::warn!(action = %name, device = %event.device, event = %event.kind, event_id = %event.id,
+            program = %spec.program.display(), attempt, error = %error, retry_in = ?wait, what = "command_retry",
+            "the command could not start; will try again");
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = context.stopping.cancelled() => {
+                tracing::info!(action = %name, device = %event.device, event_id = %event.id, attempt,
+                    "stopping: the command's next attempt is left owed; it resumes at the next start, same id");
+                return None;
+            }
+        }
+    };
+    let reason = format!("cannot start {}: {error}", spec.program.display());
+    tracing::error!(action = %name, device = %event.device, event = %event.kind, event_id = %event.id,
+        attempts = attempt, error = %reason, file = %context.state_dir.join(dead_letter::FILE_NAME).display(),
+        what = "command_given_up", "the command could not start; given up and written to the dead-letter file");
+    context.dead_letter(Record::new(name, &event.id, &[event], &reason));
+    let _ = started.send(());
+    Some("not_started")
+}
+
+/// Whether a program that could not start may start on a later attempt:
+/// not when it cannot be run as named (`LASTING`), nor when the standard
+/// library refused the command itself (a NUL byte); yes for what runs out
+/// and comes back (EMFILE, ENFILE, EAGAIN, ENOMEM, ETXTBSY) and anything
+/// else the system says.
+fn passing(error: &io::Error) -> bool {
+    error.raw_os_error().is_some_and(|code| !LASTING.contains(&Errno::from_raw(code)))
+}
+
+/// Starts the program for `event`, its stdin, stdout and stderr piped.
+fn start(spec: &Exec, event: &Event) -> io::Result<Child> {
     let args: Vec<String> = spec.args.iter().map(|a| a.render(event).replace('\0', "\u{fffd}")).collect();
-    let mut command = Command::new(&spec.program);
-    command
+    Command::new(&spec.program)
         .args(&args)
         .envs(environment(event))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true);
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(e) => {
-            tracing::error!(action = %name, device = %event.device, event = %event.kind,
-                program = %spec.program.display(), error = %e, "could not start the command");
-            return "failed";
-        }
-    };
+        .kill_on_drop(true)
+        .spawn()
+}
+
+/// Feeds the started program the event and waits for it (or its timeout);
+/// returns the outcome for the metrics.
+async fn finish(name: &str, spec: &Exec, event: &Event, mut child: Child) -> &'static str {
     let group = child.id().map(|id| Pid::from_raw(id as i32));
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let body = event.to_json().to_string();
@@ -156,6 +259,18 @@ mod tests {
     use super::*;
     use crate::event::{EventKind, test_event};
     use std::time::Duration;
+
+    #[test]
+    fn a_program_is_started_again_when_what_it_lacked_comes_back_never_when_it_cannot_be_run() {
+        let os = |errno: Errno| io::Error::from_raw_os_error(errno as i32);
+        for lacked in [Errno::EMFILE, Errno::ENFILE, Errno::EAGAIN, Errno::ENOMEM, Errno::ETXTBSY] {
+            assert!(passing(&os(lacked)), "{lacked}");
+        }
+        for lasting in [Errno::ENOENT, Errno::EACCES, Errno::ENOEXEC, Errno::ENOTDIR] {
+            assert!(!passing(&os(lasting)), "{lasting}");
+        }
+        assert!(!passing(&io::Error::new(io::ErrorKind::InvalidInput, "nul byte found in provided data")));
+    }
 
     #[test]
     fn environment_carries_the_event_and_survives_nul_bytes() {

@@ -20,6 +20,7 @@ mod exec;
 mod log;
 mod publish;
 mod reconnect;
+mod retry;
 mod webhook;
 
 pub use webhook::resend as resend_webhook;

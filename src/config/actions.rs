@@ -12,18 +12,19 @@ use toml::Spanned;
 use super::error::{Problem, did_you_mean};
 use super::raw::{RawAction, RawDuration, SpannedList};
 use super::validate::Validator;
-use super::{ActionKind, ActionSpec, BUILTIN_LOG, Exec, Publish, Reconnect, Secret, Webhook, WebhookFormat};
+use super::{ActionKind, ActionSpec, BUILTIN_LOG, Exec, Publish, Reconnect, Retries, Secret, Webhook, WebhookFormat};
 use crate::event::EventKind;
 use crate::template::Template;
 
 const ACTION_TYPES: [&str; 5] = ["log", "webhook", "reconnect", "exec", "publish"];
 
-/// How long a webhook delivery is retried by default: an outage alert's
-/// receiver is often down in the same outage.
+/// How long a failed attempt (a webhook delivery, an exec run whose program
+/// did not start) is made again by default: an outage alert's receiver is
+/// often down in the same outage.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 /// Standard Webhooks' shortest secret.
 const MIN_SECRET_BYTES: usize = 24;
-/// The longest a delivery may be retried.
+/// The longest an attempt may be retried.
 const MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The longest wait between two attempts by default.
 const DEFAULT_MAX_INTERVAL: Duration = Duration::from_secs(300);
@@ -47,7 +48,7 @@ fn settings_of(kind: &str) -> &'static [&'static str] {
         "reconnect" => {
             &["topic", "payload", "first_after", "backoff", "max_interval", "max_attempts", "escalate", "qos", "retain"]
         }
-        "exec" => &["command", "timeout", "concurrency"],
+        "exec" => &["command", "timeout", "concurrency", "max_age", "max_interval", "max_attempts"],
         "publish" => &["topic", "qos", "retain"],
         _ => &[],
     }
@@ -191,13 +192,7 @@ impl Validator<'_> {
             }
         };
         let timeout = self.duration(&a.timeout, Duration::from_secs(5), "timeout", Duration::from_millis(1));
-        let max_age = self.duration_up_to(&a.max_age, DEFAULT_MAX_AGE, "max_age", Duration::from_secs(1), MAX_AGE);
-        let max_interval =
-            self.duration(&a.max_interval, DEFAULT_MAX_INTERVAL, "max_interval", Duration::from_millis(100));
-        let max_attempts = match &a.max_attempts {
-            None => Some(None),
-            Some(_) => self.count(&a.max_attempts, 1, 1, 1_000_000, "max_attempts").map(Some),
-        };
+        let retries = self.retries(a);
         let concurrency = self.count(&a.concurrency, 4, 1, 256, "concurrency");
         let secret = match &a.secret_file {
             None => Some(None),
@@ -223,9 +218,7 @@ impl Validator<'_> {
         Some(Webhook {
             url: url?,
             timeout: timeout?,
-            max_age: max_age?,
-            max_interval: max_interval?,
-            max_attempts: max_attempts?,
+            retries: retries?,
             severity,
             external_url: None,
             secret: secret?,
@@ -234,6 +227,19 @@ impl Validator<'_> {
             concurrency: concurrency? as usize,
             batch: batch?,
         })
+    }
+
+    /// `max_age`, `max_interval` and `max_attempts`: how long failed
+    /// attempts are made again.
+    fn retries(&mut self, a: &RawAction) -> Option<Retries> {
+        let max_age = self.duration_up_to(&a.max_age, DEFAULT_MAX_AGE, "max_age", Duration::from_secs(1), MAX_AGE);
+        let max_interval =
+            self.duration(&a.max_interval, DEFAULT_MAX_INTERVAL, "max_interval", Duration::from_millis(100));
+        let max_attempts = match &a.max_attempts {
+            None => Some(None),
+            Some(_) => self.count(&a.max_attempts, 1, 1, 1_000_000, "max_attempts").map(Some),
+        };
+        Some(Retries { max_age: max_age?, max_interval: max_interval?, max_attempts: max_attempts? })
     }
 
     fn headers(&mut self, a: &RawAction) -> Option<Vec<(String, Template)>> {
@@ -322,6 +328,7 @@ impl Validator<'_> {
     fn exec(&mut self, a: &RawAction, span: std::ops::Range<usize>) -> Option<Exec> {
         let timeout = self.duration(&a.timeout, Duration::from_secs(10), "timeout", Duration::from_millis(1));
         let concurrency = self.count(&a.concurrency, 4, 1, 256, "concurrency");
+        let retries = self.retries(a);
         let Some(command) = a.command.as_ref().filter(|c| !c.get_ref().is_empty()) else {
             self.problem(
                 Problem::new(a.command.as_ref().map_or(span, Spanned::span), "an exec action needs a `command`")
@@ -355,7 +362,7 @@ impl Validator<'_> {
         for arg in &command.get_ref()[1..] {
             args.push(self.template(arg, "command")?);
         }
-        Some(Exec { program: path, args, timeout: timeout?, concurrency: concurrency? as usize })
+        Some(Exec { program: path, args, timeout: timeout?, concurrency: concurrency? as usize, retries: retries? })
     }
 
     fn publish(&mut self, a: &RawAction, span: std::ops::Range<usize>) -> Option<Publish> {

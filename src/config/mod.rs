@@ -41,8 +41,9 @@ pub const DEFAULT_HISTORY_KEEP: Duration = Duration::from_secs(90 * 86_400);
 
 /// The action every device may name without defining it.
 pub const BUILTIN_LOG: &str = "log";
-/// Devices watched in all unless `max_devices` says otherwise: anyone who
-/// may publish under a pattern could otherwise invent devices without end.
+/// Devices the patterns may add in all unless `max_devices` says otherwise:
+/// anyone who may publish under a pattern could otherwise invent devices
+/// without end.
 pub const DEFAULT_MAX_DEVICES: usize = 100_000;
 
 #[derive(Debug, Clone)]
@@ -54,7 +55,8 @@ pub struct Config {
     pub actions: BTreeMap<String, ActionSpec>,
     /// Where the state file and the dead-letter file live.
     pub state_dir: PathBuf,
-    /// Most devices watched in all: pattern devices past it are refused.
+    /// Most devices the patterns add in all (exact devices take none of
+    /// it), shared among them: `monitor/fleet/room.rs`.
     pub max_devices: usize,
     /// How far a decision must get before its notification goes out.
     pub state_sync: StateSync,
@@ -214,7 +216,8 @@ pub struct DeviceSpec {
     /// exact for a device, a `{id}` pattern for a pattern).
     pub heartbeat: Option<Watch>,
     pub rules: Arc<Rules>,
-    /// Patterns only: most devices this pattern may add.
+    /// Patterns only: most devices this pattern may add (and its share
+    /// of `Config::max_devices` when lower than an equal one).
     pub max_devices: Option<usize>,
     /// Patterns only: the id its devices get, `{id}` standing for what
     /// the topic says (`esp-{id}`: a namespace of their own).
@@ -441,12 +444,7 @@ pub enum WebhookFormat {
 pub struct Webhook {
     pub url: url::Url,
     pub timeout: Duration,
-    /// Retried until the event is this old, then given up.
-    pub max_age: Duration,
-    /// The longest wait between two attempts (`Retry-After` included).
-    pub max_interval: Duration,
-    /// An optional cap on attempts, on top of `max_age`.
-    pub max_attempts: Option<u32>,
+    pub retries: Retries,
     /// The Alertmanager `severity` label unless the device sets one.
     pub severity: Option<String>,
     /// `[http] external_url`: where receivers reach `/status`.
@@ -459,6 +457,18 @@ pub struct Webhook {
     pub concurrency: usize,
     /// Collect events this long and send them as one request.
     pub batch: Option<Duration>,
+}
+
+/// How long an action's failed attempts are made again (webhook deliveries,
+/// exec runs whose program could not start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    /// Retried until the event is this old, then given up.
+    pub max_age: Duration,
+    /// The longest wait between two attempts (`Retry-After` included).
+    pub max_interval: Duration,
+    /// An optional cap on attempts, on top of `max_age`.
+    pub max_attempts: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -483,6 +493,8 @@ pub struct Exec {
     pub args: Vec<Template>,
     pub timeout: Duration,
     pub concurrency: usize,
+    /// For a program that could not be started.
+    pub retries: Retries,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -630,6 +642,22 @@ mod tests {
         assert!(matches!(spec.watch, Watch::Pattern(_)));
         assert!(config.resolve("other/t-2/status").is_none());
         assert_eq!(config.filters(), vec!["s/+/status", "s/+/+", "s/t-1/status"]);
+    }
+
+    #[test]
+    fn an_exec_action_takes_the_retry_budget_of_a_webhook() {
+        let config = parse(
+            "[action.page]\ntype = \"exec\"\ncommand = [\"/bin/true\"]\nmax_age = \"1h\"\nmax_attempts = 3\n\
+             [action.pager]\ntype = \"exec\"\ncommand = [\"/bin/true\"]\n",
+        );
+        let retries = |name: &str| match &config.actions[name].kind {
+            ActionKind::Exec(exec) => exec.retries,
+            other => panic!("{other:?}"),
+        };
+        let hour = Duration::from_secs(3600);
+        let (min5, day) = (Duration::from_secs(300), 24 * hour);
+        assert_eq!(retries("page"), Retries { max_age: hour, max_interval: min5, max_attempts: Some(3) });
+        assert_eq!(retries("pager"), Retries { max_age: day, max_interval: min5, max_attempts: None }, "the defaults");
     }
 
     #[test]

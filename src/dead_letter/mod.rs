@@ -1,8 +1,9 @@
 //! The dead-letter file: what an action gave up on (a webhook delivery out
-//! of time or attempts, an event an action's full queue could not take),
-//! one JSON record a line in `dead-letter.jsonl` in the state directory,
-//! so nothing given up on is lost without a trace, and `willwatch
-//! dead-letter replay` can send it again with its original ids.
+//! of time or attempts, an exec program that could not be started, an
+//! event an action's full queue could not take), one JSON record a line in
+//! `dead-letter.jsonl` in the state directory, so nothing given up on is
+//! lost without a trace, and `willwatch dead-letter replay` can send it
+//! again with its original ids.
 //!
 //! The file is bounded: past `MAX_SIZE` it becomes `dead-letter.jsonl.1`
 //! and a new one starts; the records of the previous `.1` are discarded,
@@ -31,7 +32,8 @@ pub const MAX_SIZE: u64 = 16 << 20;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub action: String,
-    /// The delivery's id (its `webhook-id`: the event's, or a batch's).
+    /// The delivery's id (its `webhook-id`: the event's, or a batch's; an
+    /// exec run's: the event's).
     pub id: String,
     pub failed_at: String,
     pub error: String,

@@ -41,18 +41,20 @@ use compact_str::CompactString;
 use crate::config::{Config, DeviceSpec, Watch};
 use crate::device::{Device, Durable, Now, Outcome, Saved, State, preview};
 use crate::event::{Event, EventKind, new_id};
-use crate::metrics::{EventLabel, Metrics};
+use crate::metrics::{EventLabel, Metrics, PatternLabel};
 use crate::mqtt::{CLASH, YOUNG};
 use crate::payload::Reading;
 use crate::sparkplug::topic::Topic as SparkplugTopic;
 use crate::throttle::Throttle;
 use confirm::{Confirm, Source};
 use devices::Devices;
+use room::Room;
 
 mod cluster;
 mod confirm;
 mod devices;
 mod order;
+mod room;
 mod sparkplug;
 
 /// This many offlines within `BURST_WINDOW` may have overflowed a broker's
@@ -222,10 +224,10 @@ pub struct Fleet {
     armed: HashMap<CompactString, Instant>,
     /// Topics already reported as clashing with another device's id.
     clashes: HashSet<String>,
-    /// Devices per pattern, for `max_devices`; keyed by the pattern's rules
-    /// (one `Arc` per `[[device]]` of the current config), so a new
-    /// device costs no formatting.
-    per_pattern: HashMap<usize, usize>,
+    /// The room each pattern has for devices (`max_devices`), and what it
+    /// holds; keyed by the pattern's rules (one `Arc` per `[[device]]` of
+    /// the current config), so a new device costs no formatting.
+    room: Room,
     /// The ids some device names as its `parent`.
     parents: HashSet<String>,
     /// The known devices of each parent (by `parent`, or a Sparkplug
@@ -233,8 +235,6 @@ pub struct Fleet {
     children: HashMap<CompactString, Vec<CompactString>>,
     /// Malformed Sparkplug payloads are logged at most this often.
     malformed: Throttle,
-    /// New devices refused past a limit are logged at most this often.
-    refusals: Throttle,
     /// Every device by the state it is shown in, then by id: what
     /// `/status` pages walk (`order.rs`).
     order: order::Order,
@@ -283,17 +283,16 @@ impl Fleet {
             queue_open: false,
         };
         let mut fleet = Fleet {
+            room: Room::new(&config, None),
             config,
             devices: Devices::default(),
             counts: Counts::default(),
             timers: BTreeSet::new(),
             armed: HashMap::new(),
             clashes: HashSet::new(),
-            per_pattern: HashMap::new(),
             parents: HashSet::new(),
             children: HashMap::new(),
             malformed: Throttle::new(REFUSALS_LOG_EVERY),
-            refusals: Throttle::new(REFUSALS_LOG_EVERY),
             order: order::Order::default(),
             lost: false,
             unlinked: Throttle::new(REFUSALS_LOG_EVERY),
@@ -309,6 +308,7 @@ impl Fleet {
         fleet.restore(saved, now);
         fleet.add_explicit_devices();
         fleet.recount();
+        fleet.metrics.patterns_known(fleet.room.labels());
         fleet
     }
 
@@ -426,25 +426,28 @@ impl Fleet {
     }
 
     /// Makes sure the device `id` of `spec` is known, seen on `topic`;
-    /// false when it is new and one too many (refused, counted, logged).
+    /// false when it is new and its pattern has no room for it (refused,
+    /// counted and logged per pattern). Exact devices always fit.
     fn admit(&mut self, id: &CompactString, spec: &DeviceSpec, topic: &str, now: Now) -> bool {
         if self.devices.contains(id) {
             return true;
         }
-        // A pattern device seen for the first time, unless one too many.
+        // Seen for the first time: a pattern's device, if it has room.
         let key = pattern_key(spec);
-        let in_pattern = self.per_pattern.get(&key).copied().unwrap_or(0);
-        let limit = spec.max_devices.unwrap_or(self.config.max_devices).min(self.config.max_devices);
-        if self.devices.len() >= self.config.max_devices || in_pattern >= limit {
-            self.metrics.devices_refused.inc();
-            if let Some(suppressed) = self.refusals.allow(now.mono) {
-                tracing::warn!(topic = %topic, pattern = %spec.watch.filter(), devices = self.devices.len(), in_pattern,
-                    max_devices = self.config.max_devices, pattern_max_devices = spec.max_devices, suppressed,
-                    what = "device_refused", "new device refused: max_devices reached");
+        if !self.room.take(key) {
+            let free = self.room.free();
+            let limit = self.room.limit;
+            if let Some(share) = self.room.share_mut(key) {
+                let label = PatternLabel { pattern: share.label.clone() };
+                self.metrics.devices_refused.get_or_create(&label).inc();
+                if let Some(suppressed) = share.refusals.allow(now.mono) {
+                    tracing::warn!(topic = %topic, pattern = %share.label, in_pattern = share.held, share = share.share,
+                        pattern_max_devices = share.cap, free, max_devices = limit, suppressed,
+                        what = "device_refused", "new device refused: its pattern has no room left (max_devices)");
+                }
             }
             return false;
         }
-        self.per_pattern.insert(key, in_pattern + 1);
         self.counts.add(State::Unknown, 1);
         let rules = Arc::clone(&spec.rules);
         self.devices.get_or_insert_with(id, || Device::new(id.clone(), topic, rules));
@@ -1053,6 +1056,7 @@ impl Fleet {
             _ => false,
         });
         self.clashes.clear();
+        self.room = Room::new(&config, Some(&self.room));
         self.add_explicit_devices();
         let after: BTreeSet<CompactString> = self.devices.iter().map(|d| d.id.clone()).collect();
         let added: Vec<&CompactString> = after.difference(&before).collect();
@@ -1073,6 +1077,7 @@ impl Fleet {
             self.effects.push(Effect::Forget(id.to_string()));
         }
         self.recount();
+        self.metrics.patterns_known(self.room.labels());
         self.effects.push(Effect::Reload(Arc::clone(&self.config)));
     }
 
@@ -1088,7 +1093,6 @@ impl Fleet {
     fn recount(&mut self) {
         self.parents = self.config.devices.iter().filter_map(|d| d.rules.parent.clone()).collect();
         let mut counts = Counts::default();
-        let mut per_pattern: HashMap<usize, usize> = HashMap::new();
         let mut children: HashMap<CompactString, Vec<CompactString>> = HashMap::new();
         for device in self.devices.iter() {
             counts.add(device.state, 1);
@@ -1096,14 +1100,13 @@ impl Fleet {
             if let Some((_, spec)) = self.config.resolve(&device.topic)
                 && !matches!(spec.watch, Watch::Device { .. })
             {
-                *per_pattern.entry(pattern_key(spec)).or_default() += 1;
+                self.room.count(pattern_key(spec));
             }
             if let Some(parent) = device.rules.parent_of(&device.id) {
                 children.entry(parent.into()).or_default().push(device.id.clone());
             }
         }
         self.counts = counts;
-        self.per_pattern = per_pattern;
         self.children = children;
         self.order.clear();
         let shown: Vec<(CompactString, u8)> =

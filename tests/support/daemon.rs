@@ -75,6 +75,30 @@ impl Daemon {
         assert!(status.success(), "kill -{signal} failed");
     }
 
+    /// The lowest file descriptor number the daemon has free: with its
+    /// soft `RLIMIT_NOFILE` there, it can open no file, socket or pipe.
+    pub fn lowest_free_fd(&self) -> u64 {
+        let open: std::collections::HashSet<u64> = std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
+            .expect("the daemon's fds")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        (0..).find(|fd| !open.contains(fd)).expect("a free number")
+    }
+
+    /// Sets the daemon's soft limit on open files (`prlimit(2)`; the hard
+    /// limit stays); returns the soft limit it had.
+    pub fn limit_open_files(&self, soft: u64) -> u64 {
+        use nix::libc::{RLIMIT_NOFILE, pid_t, prlimit, rlimit};
+        let pid = self.child.id() as pid_t;
+        let mut old = rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: plain values in, a struct of ours out.
+        assert_eq!(unsafe { prlimit(pid, RLIMIT_NOFILE, std::ptr::null(), &mut old) }, 0, "read RLIMIT_NOFILE");
+        let new = rlimit { rlim_cur: soft, rlim_max: old.rlim_max };
+        // SAFETY: as above.
+        assert_eq!(unsafe { prlimit(pid, RLIMIT_NOFILE, &new, std::ptr::null_mut()) }, 0, "set RLIMIT_NOFILE");
+        old.rlim_cur
+    }
+
     /// How the process ended, if it has.
     pub fn exit_status_now(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().expect("try_wait")

@@ -143,9 +143,11 @@ mod tests {
         Webhook {
             url: "http://h/".parse().unwrap(),
             timeout: Duration::from_secs(5),
-            max_age: Duration::from_secs(3600),
-            max_interval: Duration::from_secs(300),
-            max_attempts: None,
+            retries: crate::config::Retries {
+                max_age: Duration::from_secs(3600),
+                max_interval: Duration::from_secs(300),
+                max_attempts: None,
+            },
             severity: None,
             external_url: None,
             secret: None,

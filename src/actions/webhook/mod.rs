@@ -2,9 +2,10 @@
 //! retried until delivered or out of attempts.
 //!
 //! Retries follow `retry.rs` (408, 429, 5xx, timeouts and network errors;
-//! `Retry-After` honoured), with exponential backoff and jitter between
-//! them. Every attempt of one delivery carries the same `webhook-id` (the
-//! event's id, or a batch id), so receivers can deduplicate. A delivery out
+//! `Retry-After` honoured) within the action's budget (`actions::retry`),
+//! with exponential backoff and jitter between them. Every attempt of one
+//! delivery carries the same `webhook-id` (the event's id, or a batch id),
+//! so receivers can deduplicate. A delivery out
 //! of attempts is logged at error and written to the dead-letter file.
 //! Deliveries run concurrently up to `concurrency`, but one device's events
 //! always arrive in order (its online never overtakes its offline); past
@@ -33,9 +34,6 @@ use crate::config::Webhook;
 use crate::dead_letter::{self, Record};
 use crate::event::{Event, derived_id};
 use retry::Verdict;
-
-/// First and largest wait between attempts, before jitter.
-const RETRY_FIRST: Duration = Duration::from_millis(500);
 
 /// One request to make, with everything its attempts share.
 struct Delivery {
@@ -143,7 +141,7 @@ pub async fn resend(
 /// Delivers, or gives up and dead-letters; returns the events, done either
 /// way. `None`: a retry was due while the daemon stops; they stay owed.
 async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delivery) -> Option<Vec<Arc<Event>>> {
-    let mut backoff = Backoff::new(RETRY_FIRST, spec.max_interval);
+    let mut backoff = Backoff::new(super::retry::FIRST, spec.retries.max_interval);
     let first = &delivery.events[0];
     let decided = delivery.events.iter().map(|e| e.at).min().unwrap_or(first.at);
     let mut last_error: String;
@@ -177,7 +175,9 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
             Verdict::GiveUp => break,
             Verdict::Retry => {
                 let age = SystemTime::now().duration_since(decided).unwrap_or_default();
-                let Some(wait) = retry::next_attempt(spec, attempt, age, retry_after, backoff.next_delay()) else {
+                let Some(wait) =
+                    super::retry::next_attempt(&spec.retries, attempt, age, retry_after, backoff.next_delay())
+                else {
                     break;
                 };
                 tracing::warn!(action = %name, device = %first.device, webhook_id = %delivery.id,

@@ -599,11 +599,90 @@ fn new_pattern_devices_past_max_devices_are_refused_and_known_ones_go_on() {
     for i in 0..4 {
         f.on_message(&format!("b/e{i}/status"), b"online", clock.at_ms(10));
     }
-    assert_eq!(f.counts().online + f.counts().unknown, 5, "the total, the exact device included");
-    assert_eq!(metrics.devices_refused.get(), 4);
+    assert_eq!(f.counts().online, 5, "the total: b past its share into the room a leaves");
+    assert_eq!(f.counts().unknown, 1, "the exact device, which takes none of it");
+    assert_eq!((refused(&metrics, "a/{id}/status"), refused(&metrics, "b/{id}/status")), (2, 1));
     f.on_message("a/d0/status", b"offline", clock.at_ms(3_000));
     f.on_tick(clock.at_ms(3_000));
     assert_eq!(fired(&drain(&mut f)), [("d0".to_string(), "offline")], "a known device is still watched");
+}
+
+/// New devices of `pattern` refused so far.
+fn refused(metrics: &Metrics, pattern: &str) -> u64 {
+    metrics.devices_refused.get_or_create(&crate::metrics::PatternLabel { pattern: pattern.into() }).get()
+}
+
+/// A config with `max_devices = 100` and `rest`.
+fn at_most_100(rest: &str) -> Arc<Config> {
+    let text = format!(
+        "max_devices = 100\n[broker]\nurl = \"mqtt://b\"\nclient_id = \"w\"\nsettle = \"2s\"\nconfirm_within = \"2s\"\n{rest}"
+    );
+    Arc::new(Config::parse(Path::new("w.toml"), &text).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// Retained `online`s from `n` ids under `prefix` (`prefix-0`…), invented
+/// by whoever may publish there.
+fn flood(f: &mut Fleet, prefix: &str, n: usize, now: Now) {
+    for i in 0..n {
+        f.on_message(&format!("{prefix}/{prefix}-{i}/status"), b"online", now);
+    }
+}
+
+#[test]
+fn a_flood_on_one_pattern_leaves_room_for_an_exact_device_and_another_patterns_new_device() {
+    let clock = Clock::new();
+    let rest = "[[device]]\ntopic = \"fleet/{id}/status\"\n[[device]]\ntopic = \"site/{id}/status\"\n\
+                [[device]]\nid = \"pump\"\ntopic = \"x/pump\"\n";
+    let metrics = Metrics::new();
+    let mut f = Fleet::new(at_most_100(rest), HashMap::new(), Arc::clone(&metrics), clock.at_ms(0));
+    connect(&mut f, clock.at_ms(0));
+    flood(&mut f, "fleet", 500, clock.at_ms(10));
+    f.on_message("x/pump", b"offline", clock.at_ms(3_000));
+    f.on_tick(clock.at_ms(3_000));
+    assert_eq!(fired(&drain(&mut f)), [("pump".to_string(), "offline")], "the exact device");
+    f.on_message("site/boiler/status", b"offline", clock.at_ms(3_000));
+    f.on_tick(clock.at_ms(3_000));
+    assert_eq!(fired(&drain(&mut f)), [("boiler".to_string(), "offline")], "the other pattern's new device");
+    assert_eq!(f.counts().online, 50, "the flooded pattern got its half of the room");
+    assert_eq!((refused(&metrics, "fleet/{id}/status"), refused(&metrics, "site/{id}/status")), (450, 0));
+}
+
+#[test]
+fn a_pattern_may_borrow_the_room_another_patterns_lower_max_devices_leaves_and_no_more() {
+    let clock = Clock::new();
+    let rest =
+        "[[device]]\ntopic = \"fleet/{id}/status\"\n[[device]]\ntopic = \"site/{id}/status\"\nmax_devices = 10\n";
+    let metrics = Metrics::new();
+    let mut f = Fleet::new(at_most_100(rest), HashMap::new(), Arc::clone(&metrics), clock.at_ms(0));
+    connect(&mut f, clock.at_ms(0));
+    flood(&mut f, "fleet", 500, clock.at_ms(10));
+    assert_eq!(f.counts().online, 90, "all but the 10 the other pattern may take");
+    flood(&mut f, "site", 20, clock.at_ms(20));
+    assert_eq!(f.counts().online, 100);
+    assert_eq!((refused(&metrics, "fleet/{id}/status"), refused(&metrics, "site/{id}/status")), (410, 10));
+}
+
+#[test]
+fn after_a_flood_a_reload_adds_an_exact_device_and_a_pattern_that_both_find_room() {
+    let clock = Clock::new();
+    let fleet_only = "[[device]]\ntopic = \"fleet/{id}/status\"\n";
+    let mut f = Fleet::new(at_most_100(fleet_only), HashMap::new(), Metrics::new(), clock.at_ms(0));
+    connect(&mut f, clock.at_ms(0));
+    flood(&mut f, "fleet", 500, clock.at_ms(10));
+    assert_eq!(f.counts().online, 100, "alone, the pattern may take all the room");
+    f.reload(at_most_100(&format!(
+        "{fleet_only}[[device]]\ntopic = \"site/{{id}}/status\"\n[[device]]\nid = \"pump\"\ntopic = \"x/pump\"\n"
+    )));
+    drain(&mut f);
+    f.on_message("x/pump", b"offline", clock.at_ms(3_000));
+    f.on_tick(clock.at_ms(3_000));
+    assert_eq!(fired(&drain(&mut f)), [("pump".to_string(), "offline")], "the exact device");
+    f.on_message("site/boiler/status", b"offline", clock.at_ms(3_000));
+    f.on_tick(clock.at_ms(3_000));
+    assert_eq!(fired(&drain(&mut f)), [("boiler".to_string(), "offline")], "the new pattern's new device");
+    assert_eq!(f.counts().online, 100, "the flooded pattern keeps what it has, and gets no more");
+    flood(&mut f, "fleet", 600, clock.at_ms(3_100));
+    assert_eq!(f.counts().online, 100);
 }
 
 #[test]
