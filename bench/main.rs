@@ -93,9 +93,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let sizes = if args.sizes.is_empty() { vec![1_000, 10_000, 100_000] } else { args.sizes.clone() };
         (sizes, args.rounds, 200, vec![5_000, 10_000, 20_000, 40_000], 3, vec![2_000, 10_000])
     };
-    // (duration, flood rate, invented ids)
-    let soak =
-        if args.smoke { (Duration::from_secs(2), 1_000, 2_000) } else { (Duration::from_secs(30), 20_000, 50_000) };
+    // (duration, flood rate, invented ids, (never-read streams, slow-header
+    // clients, parallel history queries))
+    let soak = if args.smoke {
+        (Duration::from_secs(2), 1_000, 2_000, (50, 50, 2))
+    } else {
+        (Duration::from_secs(30), 20_000, 50_000, (2_000, 500, 8))
+    };
     // (devices, offlines at once)
     let rereads: &[(usize, usize)] = if args.smoke { &[(200, 6)] } else { &[(100_000, 60), (100_000, 600)] };
     // (name, devices, flips a second)
@@ -209,7 +213,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     if runs(Section::Soak) {
         eprintln!("hostile soak for {:?}", soak.0);
-        report.soak = Some(soak::soak(&willwatch, soak.0, soak.1, soak.2).await?);
+        report.soak = Some(soak::soak(&willwatch, soak.0, soak.1, soak.2, soak.3).await?);
     }
 
     if runs(Section::Flat) {

@@ -268,24 +268,32 @@ impl Report {
             out.push_str("\n## Hostile soak: everything at once\n\n");
             let _ = writeln!(
                 out,
-                "For {:.0} s: {} QoS 0 flips on 1,000 devices, {} invented device ids (with `max_devices = 5000`), one 17 MiB retained message on a watched topic, and {} HTTP clients that send half a request and hold it (renewed when closed). Meanwhile a probe device goes offline and back once a second.\n",
+                "For {:.0} s: {} QoS 0 flips on 1,000 devices, {} invented device ids (with `max_devices = 5000`), one 17 MiB retained message on a watched topic; {} live streams (`/api/events`) never read and {} HTTP clients that send half a request and hold it (both renewed when closed), {} clients looping over `/api/uptime?since=90d&limit=10000` and one over `/status?limit=10000`. Meanwhile a probe device goes offline and back once a second, and `/healthz` is asked every 100 ms on a new connection.\n",
                 s.duration.as_secs_f64(),
                 s.flood_sent,
                 s.invented_ids,
-                s.slow_clients
+                s.streams,
+                s.slow_clients,
+                s.history_queries
             );
-            out.push_str("| peak RSS | probe offlines | detected | will → webhook p50 (ms) | max (ms) | oversized dropped | messages from refused devices | HTTP connections refused |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            out.push_str("| peak RSS | probe offlines | detected | will → webhook p50 (ms) | p99 (ms) | max (ms) | `/healthz` answered | slowest (ms) | oversized dropped | messages from refused devices | HTTP connections closed for room | refused | streams refused |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
             let _ = writeln!(
                 out,
-                "| {:.1} MB | {} | {} | {:.2} | {:.2} | {} | {} | {} |",
+                "| {:.1} MB | {} | {} | {:.2} | {:.2} | {:.2} | {} of {} | {:.1} | {} | {} | {} | {} | {} |",
                 s.peak_rss_kib as f64 / 1024.0,
                 s.probe_samples + s.probe_missed,
                 s.probe_samples,
                 s.probe_p50.as_secs_f64() * 1e3,
+                s.probe_p99.as_secs_f64() * 1e3,
                 s.probe_max.as_secs_f64() * 1e3,
+                s.health_ok,
+                s.health_asked,
+                s.health_max.as_secs_f64() * 1e3,
                 s.oversized,
                 s.refused_devices,
-                s.refused_http
+                s.closed_for_room,
+                s.refused_http,
+                s.streams_refused
             );
             out.push_str("\nThe peak RSS includes the 17 MiB message, which is read whole before it is dropped (MQTT cannot skip part of a message).\n");
         }
