@@ -90,19 +90,16 @@ fn status(path: Option<PathBuf>, url: Option<String>, offline: bool, json: bool)
         }
     };
     let state = offline.then_some("offline");
+    let now = std::time::SystemTime::now();
+    let mut printer = status::Printer::new(json, now);
     let fetched = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(status::fetch(&url, state)));
+        .and_then(|rt| rt.block_on(status::fetch(&url, state, |page| out(&printer.page(page)))));
     match fetched {
         Ok(doc) => {
-            let now = std::time::SystemTime::now();
-            if json {
-                out(&format!("{doc:#}\n"));
-            } else {
-                out(&status::table(&doc, now));
-            }
+            out(printer.finish());
             let (code, why) = status::verdict(&doc, now);
             if let Some(why) = why {
                 eprintln!("willwatch: {why}");

@@ -28,17 +28,20 @@ pub fn url_for(listen: std::net::SocketAddr) -> String {
     format!("http://{host}:{}/status", listen.port())
 }
 
-/// GETs the status document, every page of it (`state`: one state only).
-/// A user and password in the URL (`http://ops:secret@host:9818/status`)
-/// are sent as basic authentication (`[http] users_file`), and never shown.
-pub async fn fetch(url: &str, state: Option<&str>) -> Result<Value, String> {
+/// GETs the status document a page at a time (`state`: one state only),
+/// handing each page to `each` as it comes, so a fleet of any size costs
+/// one page of memory; returns the first page (its broker, counts and
+/// cluster are the whole fleet's). A user and password in the URL
+/// (`http://ops:secret@host:9818/status`) are sent as basic
+/// authentication (`[http] users_file`), and never shown.
+pub async fn fetch(url: &str, state: Option<&str>, mut each: impl FnMut(&Value)) -> Result<Value, String> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
     let mut target = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
     let credentials =
         (!target.username().is_empty()).then(|| (target.username().to_string(), target.password().map(String::from)));
     let _ = (target.set_username(""), target.set_password(None));
     let url = target.as_str();
-    let mut doc: Option<Value> = None;
+    let mut first: Option<Value> = None;
     let mut after: Option<String> = None;
     loop {
         let mut request = client.get(url);
@@ -59,21 +62,13 @@ pub async fn fetch(url: &str, state: Option<&str>) -> Result<Value, String> {
         let mut page: Value =
             serde_json::from_slice(&body).map_err(|e| format!("willwatch at {url} sent something unreadable: {e}"))?;
         after = page.get_mut("next").map(Value::take).and_then(|n| n.as_str().map(String::from));
-        match &mut doc {
-            None => doc = Some(page),
-            Some(doc) => {
-                let more = page["devices"].as_array_mut().map(std::mem::take).unwrap_or_default();
-                if let Some(devices) = doc["devices"].as_array_mut() {
-                    devices.extend(more);
-                }
-            }
+        each(&page);
+        if first.is_none() {
+            page["devices"] = Value::Array(Vec::new());
+            first = Some(page);
         }
         if after.is_none() {
-            let mut doc = doc.expect("set above");
-            if let Some(map) = doc.as_object_mut() {
-                map.remove("next");
-            }
-            return Ok(doc);
+            return Ok(first.expect("set above"));
         }
     }
 }
@@ -110,48 +105,119 @@ fn state_text(d: &Value) -> String {
     }
 }
 
-/// The table people read.
-pub fn table(doc: &Value, now: SystemTime) -> String {
-    let mut out = String::new();
-    let broker = &doc["broker"];
-    let link = if broker["connected"] == true { "connected" } else { "NOT CONNECTED" };
-    let _ =
-        writeln!(out, "broker  {} ({link} for {})", broker["url"].as_str().unwrap_or(""), ago(&broker["since"], now));
-    if let Some(cluster) = doc["cluster"].as_object() {
-        let peers: Vec<String> = cluster["peers"]
-            .as_object()
-            .map(|p| {
-                p.iter().map(|(name, up)| if *up == true { name.clone() } else { format!("{name} (gone)") }).collect()
-            })
-            .unwrap_or_default();
+/// How `willwatch status` prints what it reads, a page at a time: the
+/// table people read, or one JSON document (`{"broker", "counts",
+/// "cluster", "devices": [...]}`).
+pub struct Printer {
+    json: bool,
+    now: SystemTime,
+    /// The columns' widths, set by the first page (a longer id later only
+    /// pushes its own row).
+    widths: Option<(usize, usize)>,
+}
+
+impl Printer {
+    pub fn new(json: bool, now: SystemTime) -> Printer {
+        Printer { json, now, widths: None }
+    }
+
+    /// What to print for one page.
+    pub fn page(&mut self, page: &Value) -> String {
+        let devices = page["devices"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let mut out = String::new();
+        if self.json {
+            for (i, d) in devices.iter().enumerate() {
+                match (i, self.widths) {
+                    (0, None) => {
+                        let mut head = page.clone();
+                        if let Some(map) = head.as_object_mut() {
+                            map.remove("devices");
+                            map.remove("next");
+                        }
+                        let head = head.to_string();
+                        let _ = write!(out, "{},\"devices\":[\n{d}", &head[..head.len() - 1]);
+                        self.widths = Some((0, 0));
+                    }
+                    _ => {
+                        let _ = write!(out, ",\n{d}");
+                    }
+                }
+            }
+            if self.widths.is_none() {
+                let mut head = page.clone();
+                if let Some(map) = head.as_object_mut() {
+                    map.remove("devices");
+                    map.remove("next");
+                }
+                let head = head.to_string();
+                let _ = write!(out, "{},\"devices\":[", &head[..head.len() - 1]);
+                self.widths = Some((0, 0));
+            }
+            return out;
+        }
+        let (width, state_width) = match self.widths {
+            Some(widths) => widths,
+            None => {
+                self.header(&mut out, page);
+                let width = devices.iter().map(|d| d["id"].as_str().unwrap_or("").chars().count()).max().unwrap_or(0);
+                let state = devices.iter().map(|d| state_text(d).chars().count()).max().unwrap_or(0);
+                let widths = (width.max(6), state.max(8));
+                let _ =
+                    writeln!(out, "{:<w$} {:<iw$} {:<10} TOPIC", "STATE", "DEVICE", "FOR", w = widths.1, iw = widths.0);
+                self.widths = Some(widths);
+                widths
+            }
+        };
+        for d in devices {
+            let _ = writeln!(
+                out,
+                "{:<state_width$} {:<width$} {:<10} {}",
+                state_text(d),
+                d["id"].as_str().unwrap_or(""),
+                ago(&d["since"], self.now),
+                d["topic"].as_str().unwrap_or("")
+            );
+        }
+        out
+    }
+
+    /// What closes the output once every page was printed.
+    pub fn finish(&self) -> &'static str {
+        if self.json { "\n]}\n" } else { "" }
+    }
+
+    fn header(&self, out: &mut String, doc: &Value) {
+        let broker = &doc["broker"];
+        let link = if broker["connected"] == true { "connected" } else { "NOT CONNECTED" };
         let _ = writeln!(
             out,
-            "cluster {} as {}: {} at epoch {}, leader {}; instances {}",
-            cluster["name"].as_str().unwrap_or(""),
-            cluster["instance"].as_str().unwrap_or(""),
-            cluster["role"].as_str().unwrap_or(""),
-            cluster["epoch"],
-            cluster["leader"].as_str().unwrap_or("none"),
-            peers.join(", ")
+            "broker  {} ({link} for {})",
+            broker["url"].as_str().unwrap_or(""),
+            ago(&broker["since"], self.now)
         );
+        if let Some(cluster) = doc["cluster"].as_object() {
+            let peers: Vec<String> = cluster["peers"]
+                .as_object()
+                .map(|p| {
+                    p.iter()
+                        .map(|(name, up)| if *up == true { name.clone() } else { format!("{name} (gone)") })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "cluster {} as {}: {} at epoch {}, leader {}; instances {}",
+                cluster["name"].as_str().unwrap_or(""),
+                cluster["instance"].as_str().unwrap_or(""),
+                cluster["role"].as_str().unwrap_or(""),
+                cluster["epoch"],
+                cluster["leader"].as_str().unwrap_or("none"),
+                peers.join(", ")
+            );
+        }
+        let c = &doc["counts"];
+        let _ = writeln!(out, "devices {} online, {} offline, {} unknown\n", c["online"], c["offline"], c["unknown"]);
     }
-    let c = &doc["counts"];
-    let _ = writeln!(out, "devices {} online, {} offline, {} unknown\n", c["online"], c["offline"], c["unknown"]);
-    let devices = doc["devices"].as_array().cloned().unwrap_or_default();
-    let width = devices.iter().map(|d| d["id"].as_str().unwrap_or("").chars().count()).max().unwrap_or(0).max(6);
-    let states: Vec<String> = devices.iter().map(state_text).collect();
-    let state_width = states.iter().map(|s| s.chars().count()).max().unwrap_or(0).max(8);
-    let _ = writeln!(out, "{:<state_width$} {:<width$} {:<10} TOPIC", "STATE", "DEVICE", "FOR");
-    for (d, state) in devices.iter().zip(&states) {
-        let _ = writeln!(
-            out,
-            "{state:<state_width$} {:<width$} {:<10} {}",
-            d["id"].as_str().unwrap_or(""),
-            ago(&d["since"], now),
-            d["topic"].as_str().unwrap_or("")
-        );
-    }
-    out
 }
 
 /// "3m 12s" since an RFC 3339 time, or "-".
@@ -191,6 +257,28 @@ mod tests {
             why.as_deref(),
             Some("willwatch is not connected to its broker mqtt://b:1883 (for 1h): what it shows may be stale")
         );
+    }
+
+    fn table(doc: &Value, now: SystemTime) -> String {
+        Printer::new(false, now).page(doc)
+    }
+
+    #[test]
+    fn json_output_is_one_document_whatever_the_pages() {
+        let now = humantime::parse_rfc3339("2026-01-01T01:00:00Z").unwrap();
+        let mut printer = Printer::new(true, now);
+        let mut second = doc(1, 0);
+        second["devices"] = json!([{"id": "later", "state": "online"}]);
+        let empty = json!({"devices": []});
+        let text =
+            [printer.page(&doc(1, 0)), printer.page(&second), printer.page(&empty), printer.finish().into()].concat();
+        let read: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let ids: Vec<&str> = read["devices"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["pump-7", "fan", "later"]);
+        assert_eq!(read["counts"]["offline"], 1);
+        let mut nothing = Printer::new(true, now);
+        let text = [nothing.page(&json!({"broker": {}, "devices": []})), nothing.finish().into()].concat();
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["devices"], json!([]));
     }
 
     #[test]

@@ -152,14 +152,12 @@ async fn board(http_port: u16) {
     let url = format!("http://127.0.0.1:{http_port}/status");
     loop {
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let Ok(doc) = willwatch::status::fetch(&url, None).await else { continue };
-        let offline: Vec<&str> = doc["devices"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|d| d["state"] == "offline")
-            .filter_map(|d| d["id"].as_str())
-            .collect();
+        let mut offline: Vec<String> = Vec::new();
+        let each = |page: &serde_json::Value| {
+            let ids = page["devices"].as_array().into_iter().flatten().filter(|d| d["state"] == "offline");
+            offline.extend(ids.filter_map(|d| d["id"].as_str()).map(String::from));
+        };
+        let Ok(doc) = willwatch::status::fetch(&url, Some("offline"), each).await else { continue };
         println!(
             "  ── board: {} online, {} offline {}",
             doc["counts"]["online"],
