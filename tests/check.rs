@@ -432,3 +432,50 @@ fn a_cluster_is_summarised_and_its_mistakes_point_at_their_line() {
         "w.toml:4:21: in a [cluster] the presence topic is the instance's membership",
     );
 }
+
+/// What a webhook URL hides (user info, query values) stays hidden in every
+/// error about it, whether it parses or not, and in the summary.
+#[test]
+fn url_secrets_appear_in_no_check_output_whatever_is_wrong_with_the_url() {
+    let hook = |url: &str| format!("{BROKER}[action.ops]\ntype = \"webhook\"\nurl = \"{url}\"\n");
+    let cases = [
+        (hook("http://hookuser:SECRETPASS@127.0.0.1:1/hook?token=SECRETTOKEN"), None),
+        (
+            hook("ftp://hookuser:SECRETPASS@hooks.example/hook?token=SECRETTOKEN"),
+            Some("w.toml:5:7: `url` `ftp://***@hooks.example/hook?token=***` is not an http(s) URL"),
+        ),
+        (
+            hook("http://hookuser:SECRETPASS@[::bad/hook?token=SECRETTOKEN"),
+            Some("w.toml:5:7: `url` `http://***@[::bad/hook?token=***` is not an http(s) URL"),
+        ),
+        (
+            hook("hookuser:SECRETPASS@hooks.example/hook?token=SECRETTOKEN"),
+            Some("w.toml:5:7: `url` `***@hooks.example/hook?token=***` is not an http(s) URL"),
+        ),
+        (
+            format!("{BROKER}[http]\nexternal_url = \"ftp://u:SECRETPASS@gw.example/?token=SECRETTOKEN\"\n"),
+            Some("w.toml:4:16: `external_url` `ftp://***@gw.example/?token=***` is not an http(s) URL"),
+        ),
+        (
+            format!("{BROKER}[http]\nexternal_url = \"https://u:SECRETPASS@[bad/?token=SECRETTOKEN\"\n"),
+            Some("w.toml:4:16: `external_url` `https://***@[bad/?token=***` is not an http(s) URL"),
+        ),
+        // A URL where a number belongs: TOML's own message quotes the value.
+        (
+            format!(
+                "{BROKER}[action.ops]\ntype = \"webhook\"\nurl = \"https://h\"\nmax_attempts = \"https://u:SECRETPASS@h/?token=SECRETTOKEN\"\n"
+            ),
+            Some("w.toml:6:16:"),
+        ),
+    ];
+    for (text, refused) in cases {
+        let (ok, stdout, stderr) = check(&text);
+        assert_eq!(ok, refused.is_none(), "{text}\n{stderr}");
+        if let Some(expected) = refused {
+            assert!(stderr.contains(expected), "expected {expected:?} in:\n{stderr}");
+        }
+        for secret in ["SECRETPASS", "SECRETTOKEN"] {
+            assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} shown:\n{stdout}{stderr}");
+        }
+    }
+}

@@ -184,8 +184,11 @@ impl Validator<'_> {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
             Ok(_) | Err(_) => {
                 self.problem(
-                    Problem::new(raw_url.span(), format!("`url` `{}` is not an http(s) URL", raw_url.get_ref()))
-                        .hint("write e.g. https://hooks.example.com/willwatch"),
+                    Problem::new(
+                        raw_url.span(),
+                        format!("`url` `{}` is not an http(s) URL", crate::redact::url(raw_url.get_ref())),
+                    )
+                    .hint("write e.g. https://hooks.example.com/willwatch"),
                 );
                 None
             }

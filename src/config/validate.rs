@@ -889,8 +889,11 @@ impl Validator<'_> {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
             _ => {
                 self.problem(
-                    Problem::new(raw.span(), format!("`external_url` `{}` is not an http(s) URL", raw.get_ref()))
-                        .hint("the address people and receivers use, e.g. https://gateway.example.com:9818"),
+                    Problem::new(
+                        raw.span(),
+                        format!("`external_url` `{}` is not an http(s) URL", crate::redact::url(raw.get_ref())),
+                    )
+                    .hint("the address people and receivers use, e.g. https://gateway.example.com:9818"),
                 );
                 None
             }

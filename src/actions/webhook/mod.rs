@@ -16,7 +16,6 @@
 //! Alertmanager group. An alert storm then costs one request, not thousands.
 
 mod body;
-mod redact;
 mod retry;
 mod signature;
 
@@ -199,7 +198,7 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
     context.metrics.action_run(name, "failed");
     let events: Vec<&Event> = delivery.events.iter().map(|e| &**e).collect();
     let mut record = Record::new(name, &delivery.id, &events, &last_error);
-    record.url = Some(redact::redact(&spec.url));
+    record.url = Some(crate::redact::url(spec.url.as_str()));
     context.dead_letter(record);
     Some(delivery.events)
 }
