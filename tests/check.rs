@@ -479,3 +479,27 @@ fn url_secrets_appear_in_no_check_output_whatever_is_wrong_with_the_url() {
         }
     }
 }
+
+#[test]
+fn a_users_file_others_can_read_is_warned_about_and_an_unusable_hash_refused_by_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    std::fs::write(&users, format!("ops:{hash}\n")).unwrap();
+    let text = format!("{BROKER}[http]\nusers_file = \"{}\"\n", users.display());
+    for (mode, warned) in [(0o644, true), (0o640, true), (0o600, false)] {
+        std::fs::set_permissions(&users, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (ok, _, stderr) = check(&text);
+        assert!(ok, "{stderr}");
+        let expected =
+            format!("w.toml:4:14: warning: `users_file` {} can be read by other users than its owner", users.display());
+        assert_eq!(stderr.contains(&expected), warned, "mode {mode:o}: {stderr}");
+    }
+    // Every login of a user with a hash bcrypt cannot use would fail.
+    std::fs::write(&users, format!("ops:{hash}\n# guests\nguest:$2b$10$short\n")).unwrap();
+    assert_rejected(
+        &text,
+        &format!("w.toml:4:14: `users_file` {}: line 3: the hash of `guest` is not", users.display()),
+    );
+}

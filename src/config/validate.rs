@@ -918,6 +918,7 @@ impl Validator<'_> {
             return None;
         };
         let path = self.file_path(&raw, "users_file").ok()??;
+        self.private(&path, raw.span());
         let text = match super::file::read_small(&path, super::file::MAX_CONFIG) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) => {
@@ -931,6 +932,26 @@ impl Validator<'_> {
                 self.problem(Problem::new(raw.span(), format!("`users_file` {}: {e}", path.display())));
                 None
             }
+        }
+    }
+
+    /// A users file others can read gives them its hashes to attack
+    /// offline: worth a warning.
+    fn private(&mut self, path: &Path, span: std::ops::Range<usize>) {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(mode) = std::fs::metadata(path).map(|m| m.permissions().mode()) else { return };
+        if mode & 0o044 != 0 {
+            self.warning(
+                Problem::new(
+                    span,
+                    format!(
+                        "`users_file` {} can be read by other users than its owner (mode {:o}): its hashes can be attacked offline",
+                        path.display(),
+                        mode & 0o777
+                    ),
+                )
+                .hint("chmod 600 it, owned by the user willwatch runs as; or pass it as a systemd credential: users_file = \"credential:users\""),
+            );
         }
     }
 
