@@ -75,7 +75,7 @@ pub enum Command {
         /// One device only.
         device: Option<String>,
         /// The window, back from now (e.g. `24h`, `7d`).
-        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = crate::history::command::window)]
         since: std::time::Duration,
         /// JSON instead of a table.
         #[arg(long)]

@@ -254,7 +254,7 @@ async fn uptime(State(shared): State<Shared>, Query(q): Query<HistoryQuery>) -> 
 
 async fn history_report(shared: Shared, q: HistoryQuery, transitions: bool) -> Response {
     use crate::history::command;
-    let since = match q.since.as_deref().map(humantime::parse_duration).transpose() {
+    let since = match q.since.as_deref().map(command::window).transpose() {
         Ok(since) => since.unwrap_or(Duration::from_secs(7 * 86_400)),
         Err(e) => return (StatusCode::BAD_REQUEST, format!("since: {e}\n")).into_response(),
     };

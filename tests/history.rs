@@ -92,3 +92,30 @@ async fn a_broken_history_database_is_set_aside_and_detection_goes_on() {
     assert!(aside, "the broken file is kept aside for a look");
     wait_transitions(&daemon, 1).await;
 }
+
+/// A window further back than a clock can count is a clear refusal, on
+/// the command line (exit 2) and over HTTP (400), never a panic.
+#[tokio::test]
+async fn a_window_past_what_a_clock_counts_is_refused_not_a_panic() {
+    let broker = Broker::start();
+    let daemon = Daemon::start(&config(&broker, PUMP));
+    daemon.wait_connected().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_willwatch"))
+        .arg("history")
+        .arg("-c")
+        .arg(daemon.config_path())
+        .args(["--since", "18446744073709551615s"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--since") && !stderr.contains("panicked"), "{stderr}");
+    let base = daemon.http_url().await;
+    for route in ["history?device=pump-7&", "uptime?"] {
+        let response = reqwest::get(format!("{base}/api/{route}since=18446744073709551615s")).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 400, "{route}: {body}");
+        assert!(body.starts_with("since: "), "{route}: {body}");
+    }
+}
