@@ -503,3 +503,30 @@ fn a_users_file_others_can_read_is_warned_about_and_an_unusable_hash_refused_by_
         &format!("w.toml:4:14: `users_file` {}: line 3: the hash of `guest` is not", users.display()),
     );
 }
+
+#[test]
+fn webhook_header_names_and_values_with_control_characters_are_refused_without_showing_the_value() {
+    let hook = format!("{BROKER}[action.ops]\ntype = \"webhook\"\nurl = \"https://h\"\n");
+    assert_rejected(
+        &format!("{hook}headers = {{ \"X-A\\r\\nX-Injected\" = \"1\" }}\n"),
+        "w.toml:6:11: `X-A\\r\\nX-Injected` is not a valid HTTP header name",
+    );
+    let text = format!("{hook}headers = {{ \"Authorization\" = \"Bearer SECRETTOKEN\\r\\nX-Injected: 1\" }}\n");
+    assert_rejected(&text, "w.toml:6:31: header `Authorization`: its value has a control character");
+    let (_, _, stderr) = check(&text);
+    assert!(!stderr.contains("SECRETTOKEN"), "{stderr}");
+    // Nor through the environment.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.toml");
+    std::fs::write(&path, format!("{hook}headers = {{ \"Authorization\" = \"${{WILLWATCH_TEST_HEADER}}\" }}\n"))
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_willwatch"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .env("WILLWATCH_TEST_HEADER", "Bearer SECRETTOKEN\nX-Injected: 1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("its value has a control character"), "{stderr}");
+    assert!(!stderr.contains("SECRETTOKEN"), "{stderr}");
+}

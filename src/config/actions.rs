@@ -259,6 +259,15 @@ impl Validator<'_> {
                     continue;
                 }
             };
+            // Not shown: a header value is often a credential.
+            if expanded.chars().any(|c| c.is_control() && c != '\t') {
+                self.problem(
+                    Problem::new(value.span(), format!("header `{name}`: its value has a control character"))
+                        .hint("a line break would end the header and start another; write the value on one line"),
+                );
+                ok = false;
+                continue;
+            }
             match Template::parse(&expanded) {
                 Ok(t) => out.push((name.clone(), t)),
                 Err(e) => {

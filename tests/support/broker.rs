@@ -213,6 +213,12 @@ impl Broker {
         panic!("mosquitto did not start; see {}", dir.path().join("mosquitto.log").display());
     }
 
+    /// The embedded rumqttd, for tests of what it passes on and mosquitto
+    /// refuses (a topic with a line break in it).
+    pub fn rumqttd() -> Broker {
+        Broker::start_rumqttd()
+    }
+
     fn start_rumqttd() -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();

@@ -214,7 +214,9 @@ async fn attempt_once(
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(delivery.body.clone());
     for (header, value) in &spec.headers {
-        request = request.header(header, value.render(&delivery.events[0]));
+        // An id or topic may hold a line break: escaped, it can neither
+        // start another header nor make the request one that is never sent.
+        request = request.header(header, crate::logging::escape(&value.render(&delivery.events[0])).into_owned());
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     request = request.header("webhook-id", &delivery.id).header("webhook-timestamp", now);
