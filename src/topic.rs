@@ -55,6 +55,14 @@ pub enum TopicError {
 /// The longest topic (and client id) MQTT can carry: a 16-bit length.
 pub const MAX_MQTT_STRING: usize = 65_535;
 
+/// The longest topic a device is watched on, configured or heard: past it
+/// a topic is someone filling the device table, not a device.
+pub const MAX_DEVICE_TOPIC: usize = 1_024;
+
+/// The longest device id, configured (an `id`, a pattern's id template) or
+/// made from a topic.
+pub const MAX_DEVICE_ID: usize = 256;
+
 /// Whether `topic` can be published to: not empty, no wildcard, no NUL,
 /// and short enough for MQTT. Checked on every topic an action builds from
 /// an event, since a device id can make it anything.

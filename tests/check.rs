@@ -530,3 +530,22 @@ fn webhook_header_names_and_values_with_control_characters_are_refused_without_s
     assert!(!out.status.success() && stderr.contains("its value has a control character"), "{stderr}");
     assert!(!stderr.contains("SECRETTOKEN"), "{stderr}");
 }
+
+#[test]
+fn device_ids_and_topics_past_their_limits_are_refused() {
+    let device = |id: &str, topic: &str| format!("{BROKER}[[device]]\nid = \"{id}\"\ntopic = \"{topic}\"\n");
+    let (ok, _, stderr) = check(&device(&"i".repeat(256), &format!("t/{}", "x".repeat(1022))));
+    assert!(ok, "at the limits: {stderr}");
+    assert_rejected(&device(&"i".repeat(257), "t/a"), "w.toml:4:6: `id` is 257 bytes; at most 256");
+    assert_rejected(
+        &device("a", &format!("t/{}", "x".repeat(1023))),
+        "w.toml:5:9: `topic` is 1025 bytes; at most 1024",
+    );
+    let pattern = format!("{BROKER}[[device]]\ntopic = \"t/{{id}}/{}\"\n", "x".repeat(1020));
+    assert_rejected(&pattern, "w.toml:4:9: `topic` is 1027 bytes; at most 1024");
+    let template = format!("{BROKER}[[device]]\ntopic = \"t/{{id}}\"\nid = \"{}{{id}}\"\n", "p".repeat(253));
+    assert_rejected(&template, "w.toml:5:6: `id` is 257 bytes; at most 256");
+    let heartbeat =
+        format!("{BROKER}[[device]]\nid = \"a\"\ntopic = \"t/a\"\nheartbeat_topic = \"h/{}\"\n", "x".repeat(1023));
+    assert_rejected(&heartbeat, "w.toml:6:19: `heartbeat_topic` is 1025 bytes; at most 1024");
+}

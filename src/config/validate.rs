@@ -12,7 +12,7 @@ use super::error::{Problem, did_you_mean};
 use super::preset::{self, Preset};
 use super::raw::{RawBroker, RawConfig, RawDefaults, RawDevice, RawDuration, RawPresence, SpannedList};
 use super::{ActionSpec, BUILTIN_LOG, Broker, Config, DeviceSpec, Presence, Rules, Secret, Tls, Watch};
-use crate::topic::{ID_PLACEHOLDER, TopicError, WatchedTopic};
+use crate::topic::{ID_PLACEHOLDER, MAX_DEVICE_ID, MAX_DEVICE_TOPIC, TopicError, WatchedTopic};
 
 mod cluster;
 mod sparkplug;
@@ -616,6 +616,11 @@ impl Validator<'_> {
                 );
                 continue;
             };
+            let topic_fits = self.short_enough(&topic, "topic", MAX_DEVICE_TOPIC);
+            let id_fits = device.id.as_ref().is_none_or(|id| self.short_enough(id, "id", MAX_DEVICE_ID));
+            if !(topic_fits && id_fits) {
+                continue;
+            }
             let rules = Rules {
                 online: self.payloads(device.online, &defaults.online, "online"),
                 offline: self.payloads(device.offline, &defaults.offline, "offline"),
@@ -806,9 +811,21 @@ impl Validator<'_> {
         out
     }
 
+    /// Whether `raw` (`key`) is at most `max` bytes; a problem if not.
+    fn short_enough(&mut self, raw: &Spanned<String>, key: &str, max: usize) -> bool {
+        let len = raw.get_ref().len();
+        if len > max {
+            self.problem(Problem::new(raw.span(), format!("`{key}` is {len} bytes; at most {max}")));
+        }
+        len <= max
+    }
+
     /// A heartbeat topic of the same shape as the status topic.
     fn heartbeat_topic(&mut self, raw: Option<Spanned<String>>, status: &Watch) -> Option<Watch> {
         let raw = raw?;
+        if !self.short_enough(&raw, "heartbeat_topic", MAX_DEVICE_TOPIC) {
+            return None;
+        }
         match (WatchedTopic::parse(raw.get_ref()), status) {
             (Ok(WatchedTopic::Exact(topic)), Watch::Device { id, .. }) => Some(Watch::Device { id: id.clone(), topic }),
             (Ok(WatchedTopic::Pattern(p)), Watch::Pattern(_)) => Some(Watch::Pattern(p)),

@@ -46,6 +46,7 @@ use crate::mqtt::{CLASH, YOUNG};
 use crate::payload::Reading;
 use crate::sparkplug::topic::Topic as SparkplugTopic;
 use crate::throttle::Throttle;
+use crate::topic::{MAX_DEVICE_ID, MAX_DEVICE_TOPIC};
 use confirm::{Confirm, Source};
 use devices::Devices;
 
@@ -230,6 +231,8 @@ pub struct Fleet {
     malformed: Throttle,
     /// New devices refused past a limit are logged at most this often.
     refusals: Throttle,
+    /// New devices refused for a topic or id too long, likewise.
+    too_long: Throttle,
     /// The state was lost at the start (`store::open`) and the start's
     /// picture of the fleet is not yet confirmed: what fires may repeat
     /// an alert sent before the loss (`unlinked`). Not in a cluster, whose
@@ -286,6 +289,7 @@ impl Fleet {
             children: HashMap::new(),
             malformed: Throttle::new(REFUSALS_LOG_EVERY),
             refusals: Throttle::new(REFUSALS_LOG_EVERY),
+            too_long: Throttle::new(REFUSALS_LOG_EVERY),
             lost: false,
             unlinked: Throttle::new(REFUSALS_LOG_EVERY),
             link,
@@ -417,10 +421,23 @@ impl Fleet {
     }
 
     /// Makes sure the device `id` of `spec` is known, seen on `topic`;
-    /// false when it is new and one too many (refused, counted, logged).
+    /// false when it is new and one too many, or its topic or id is too
+    /// long (refused, counted, logged).
     fn admit(&mut self, id: &CompactString, spec: &DeviceSpec, topic: &str, now: Now) -> bool {
         if self.devices.contains(id) {
             return true;
+        }
+        if topic.len() > MAX_DEVICE_TOPIC || id.len() > MAX_DEVICE_ID {
+            self.metrics.devices_refused_too_long.inc();
+            if let Some(suppressed) = self.too_long.allow(now.mono) {
+                // Its length and how it starts: the whole of it is the flood.
+                let end = (0..=topic.len().min(64)).rev().find(|&i| topic.is_char_boundary(i)).unwrap_or(0);
+                let start = &topic[..end];
+                tracing::warn!(topic_start = %start, topic_bytes = topic.len(), id_bytes = id.len(),
+                    max_topic_bytes = MAX_DEVICE_TOPIC, max_id_bytes = MAX_DEVICE_ID, suppressed,
+                    what = "device_refused_too_long", "new device refused: its topic or id is too long");
+            }
+            return false;
         }
         // A pattern device seen for the first time, unless one too many.
         let key = pattern_key(spec);
