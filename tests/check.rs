@@ -532,6 +532,53 @@ fn webhook_header_names_and_values_with_control_characters_are_refused_without_s
 }
 
 #[test]
+fn resync_below_a_second_is_refused_and_zero_still_turns_it_off() {
+    assert_rejected(
+        &format!("{BROKER}resync = \"10ms\"\n"),
+        "w.toml:3:10: `resync` must be 0s (never) or from 1s to 1day",
+    );
+    let (ok, _, stderr) = check(&format!("{BROKER}resync = \"0s\"\n"));
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = check(&format!("{BROKER}resync = \"1s\"\n"));
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn an_exclude_that_leaves_a_pattern_nothing_is_refused() {
+    let pattern = format!("{BROKER}[[device]]\ntopic = \"fleet/{{id}}/status\"\n");
+    for everything in ["#", "fleet/#", "+/+/status", "+/#", "fleet/+/+"] {
+        assert_rejected(
+            &format!("{pattern}exclude = [\"x/y\", \"{everything}\"]\n"),
+            &format!("w.toml:5:19: `exclude`: `{everything}` excludes every topic of `fleet/{{id}}/status`"),
+        );
+    }
+    let (ok, _, stderr) = check(&format!("{pattern}exclude = [\"fleet/bridge/status\", \"other/#\"]\n"));
+    assert!(ok, "{stderr}");
+    let multi =
+        format!("{BROKER}[[device]]\ntopic = \"z2m/{{*id}}/availability\"\nexclude = [\"z2m/+/availability\"]\n");
+    let (ok, _, stderr) = check(&multi);
+    assert!(ok, "one level of several is not all: {stderr}");
+}
+
+#[test]
+fn an_empty_exec_program_is_refused() {
+    let text = format!("{BROKER}[action.page]\ntype = \"exec\"\ncommand = [\"\", \"{{id}}\"]\n");
+    assert_rejected(&text, "w.toml:5:12: the program of `command` is empty");
+    let text = format!("{BROKER}[action.page]\ntype = \"exec\"\ncommand = [\"  \"]\n");
+    assert_rejected(&text, "w.toml:5:12: the program of `command` is empty");
+}
+
+#[test]
+fn http_listen_on_port_0_is_refused() {
+    assert_rejected(
+        &format!("{BROKER}[http]\nlisten = \"127.0.0.1:0\"\n"),
+        "w.toml:4:10: `listen` `127.0.0.1:0` has port 0",
+    );
+    let (ok, _, stderr) = check(&format!("{BROKER}[http]\nlisten = \"\"\n"));
+    assert!(ok, "\"\" still turns the endpoint off: {stderr}");
+}
+
+#[test]
 fn device_ids_and_topics_past_their_limits_are_refused() {
     let device = |id: &str, topic: &str| format!("{BROKER}[[device]]\nid = \"{id}\"\ntopic = \"{topic}\"\n");
     let (ok, _, stderr) = check(&device(&"i".repeat(256), &format!("t/{}", "x".repeat(1022))));

@@ -342,6 +342,13 @@ impl Validator<'_> {
             return None;
         };
         let program = &command.get_ref()[0];
+        if program.get_ref().trim().is_empty() {
+            self.problem(
+                Problem::new(program.span(), "the program of `command` is empty")
+                    .hint("command = [\"/usr/local/bin/page-oncall\", \"{id}\", \"{event}\"]"),
+            );
+            return None;
+        }
         if program.get_ref().contains('{') {
             self.problem(Problem::new(
                 program.span(),

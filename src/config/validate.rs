@@ -22,6 +22,9 @@ pub const PASSWORD_ENV: &str = "WILLWATCH_MQTT_PASSWORD";
 
 const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
+/// The shortest `resync` but 0 (never): each one re-reads every device.
+const MIN_RESYNC: Duration = Duration::from_secs(1);
+
 pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
@@ -69,7 +72,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
             super::DEFAULT_HISTORY_KEEP,
             "keep",
             Duration::ZERO,
-            Duration::from_secs(10 * 365 * 86_400),
+            crate::history::MAX_KEEP,
         )
         .unwrap_or_default();
     let warnings = v
@@ -213,7 +216,7 @@ impl Validator<'_> {
         let (url, host, port, tls_wanted) = self.url(&raw.url)?;
         let tls = self.tls(tls_wanted, &raw.url, raw.ca_file, raw.cert_file, raw.key_file);
         let settle = self.duration(&raw.settle, Duration::from_secs(2), "settle", Duration::ZERO);
-        let resync = self.duration(&raw.resync, Duration::from_secs(600), "resync", Duration::ZERO);
+        let resync = self.resync(&raw.resync);
         let confirm_within =
             self.duration(&raw.confirm_within, Duration::from_secs(30), "confirm_within", Duration::from_secs(1));
         let persistent_session = raw.persistent_session.as_ref().is_none_or(|p| *p.get_ref());
@@ -289,6 +292,28 @@ impl Validator<'_> {
         };
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         Some((raw.get_ref().clone(), host, url.port().unwrap_or(default_port), tls))
+    }
+
+    /// `resync`: 0 (never), or from `MIN_RESYNC` to 24 hours.
+    fn resync(&mut self, raw: &Option<RawDuration>) -> Option<Duration> {
+        let max = Duration::from_secs(24 * 3600);
+        let Some(raw) = raw else { return Some(Duration::from_secs(600)) };
+        let value = raw.get_ref().into_inner();
+        if value == Duration::ZERO || (MIN_RESYNC..=max).contains(&value) {
+            return Some(value);
+        }
+        self.problem(
+            Problem::new(
+                raw.span(),
+                format!(
+                    "`resync` must be 0s (never) or from {} to {}",
+                    humantime::format_duration(MIN_RESYNC),
+                    humantime::format_duration(max)
+                ),
+            )
+            .hint("each resync re-reads the retained state of every device; minutes suit most fleets"),
+        );
+        None
     }
 
     fn keep_alive(&mut self, raw: Option<RawDuration>) -> Option<Duration> {
@@ -799,7 +824,16 @@ impl Validator<'_> {
             let ok = !f.is_empty()
                 && levels.iter().all(|l| (!l.contains('+') || *l == "+") && (!l.contains('#') || *l == "#"))
                 && !levels[..levels.len() - 1].contains(&"#");
-            if ok {
+            let everything = match watch {
+                Watch::Pattern(p) if ok && p.covered_by(f) => Some(p),
+                _ => None,
+            };
+            if let Some(p) = everything {
+                self.problem(
+                    Problem::new(filter.span(), format!("`exclude`: `{f}` excludes every topic of `{p}`"))
+                        .hint("the pattern would watch nothing; exclude only the topics that are not devices"),
+                );
+            } else if ok {
                 out.push(filter.into_inner());
             } else {
                 self.problem(
@@ -980,7 +1014,14 @@ impl Validator<'_> {
         if text.is_empty() {
             return None;
         }
-        match text.parse() {
+        match text.parse::<std::net::SocketAddr>() {
+            Ok(addr) if addr.port() == 0 => {
+                self.problem(
+                    Problem::new(span, format!("`listen` `{text}` has port 0: the system would pick one, which nobody (nor `willwatch status`) could know"))
+                        .hint("choose the port, e.g. \"127.0.0.1:9818\"; \"\" turns the endpoint off"),
+                );
+                None
+            }
             Ok(addr) => Some(addr),
             Err(_) => {
                 self.problem(
