@@ -10,7 +10,9 @@ use clap::CommandFactory;
 fn main() -> std::io::Result<()> {
     let dir = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target/man".into()));
     std::fs::create_dir_all(&dir)?;
-    let command = willwatch::cli::Cli::command();
+    let mut command = willwatch::cli::Cli::command();
+    // Built, each subcommand has the global options (`-c`) for its page.
+    command.build();
     let mut pages = vec![("willwatch".to_string(), command.clone())];
     for sub in command.get_subcommands() {
         // clap names take static text; the program ends right after.

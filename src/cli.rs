@@ -12,17 +12,26 @@ use crate::{config, dead_letter, logging};
 #[derive(Debug, Parser)]
 #[command(version, about, propagate_version = true)]
 pub struct Cli {
+    /// The config file, anywhere on the line [default:
+    /// /etc/willwatch/willwatch.toml; without it, `status` asks the default
+    /// address when that file does not exist].
+    #[arg(short, long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The config file named, or the default one.
+    pub fn config_path(&self) -> PathBuf {
+        self.config.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon.
     Run {
-        /// The config file.
-        #[arg(short, long, default_value = config::DEFAULT_PATH)]
-        config: PathBuf,
         /// Log filter, e.g. `debug` or `info,willwatch=debug` (overrides RUST_LOG).
         #[arg(long, value_name = "FILTER")]
         log_level: Option<String>,
@@ -32,9 +41,6 @@ pub enum Command {
     },
     /// Validate a config file and print a summary of it.
     Check {
-        /// The config file.
-        #[arg(short, long, default_value = config::DEFAULT_PATH)]
-        config: PathBuf,
         /// Also print each device's effective settings.
         #[arg(short, long, conflicts_with = "quiet")]
         verbose: bool,
@@ -50,11 +56,6 @@ pub enum Command {
     /// notified, 1 when one was, 2 when the daemon cannot be reached or is not
     /// connected to its broker.
     Status {
-        /// The config file, for the address of the daemon's HTTP endpoint
-        /// (default: /etc/willwatch/willwatch.toml, or the default address
-        /// when that file does not exist).
-        #[arg(short, long)]
-        config: Option<PathBuf>,
         /// The daemon's status URL (default: from the config's [http] listen).
         #[arg(long)]
         url: Option<String>,
@@ -69,13 +70,10 @@ pub enum Command {
     /// longest outage and the mean time to recovery, worst first; with a
     /// device, its transitions too.
     History {
-        /// The config file (for the state directory).
-        #[arg(short, long, default_value = config::DEFAULT_PATH)]
-        config: PathBuf,
         /// One device only.
         device: Option<String>,
         /// The window, back from now (e.g. `24h`, `7d`).
-        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+        #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = crate::history::command::window)]
         since: std::time::Duration,
         /// JSON instead of a table.
         #[arg(long)]
@@ -83,9 +81,6 @@ pub enum Command {
     },
     /// List what actions gave up on (the dead-letter file), or send it again.
     DeadLetter {
-        /// The config file (for the state directory and the actions).
-        #[arg(short, long, default_value = config::DEFAULT_PATH)]
-        config: PathBuf,
         #[command(subcommand)]
         command: Option<DeadLetterCommand>,
     },

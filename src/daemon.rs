@@ -332,7 +332,7 @@ fn connection_changed(old: &Config, new: &Config) -> bool {
 
 fn log_warnings(config: &Config) {
     for warning in &config.warnings {
-        tracing::warn!("{warning}");
+        tracing::warn!(what = "config_warning", "{warning}");
     }
 }
 

@@ -347,7 +347,7 @@ fn bad_request(text: String) -> Response {
 
 async fn history_report(shared: Shared, q: HistoryQuery, transitions: bool) -> Response {
     use crate::history::{command, pages};
-    let since = match q.since.as_deref().map(humantime::parse_duration).transpose() {
+    let since = match q.since.as_deref().map(command::window).transpose() {
         Ok(since) => since.unwrap_or(Duration::from_secs(7 * 86_400)),
         Err(e) => return bad_request(format!("since: {e}")),
     };

@@ -30,6 +30,8 @@
 //!   process metrics.
 //! - `systemd`: sd_notify glue.
 //! - `logging`: terminal, journal and JSON output.
+//! - `redact`: URL secrets (user info, query values) hidden wherever a URL
+//!   is shown.
 //! - `summary`: what `willwatch check` prints.
 //! - `status`: the `willwatch status` client of `/status`.
 //! - `cli`: the command line (parsed by the binary, the man page made from it).
@@ -50,6 +52,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod mqtt;
 pub mod payload;
+pub mod redact;
 pub mod sparkplug;
 pub mod status;
 pub mod store;

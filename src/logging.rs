@@ -10,15 +10,22 @@
 //!
 //! Lines are one line each whatever a device sends: in `text` and `journal`
 //! output every control character in a value (a newline that would forge a
-//! second line, ESC, NUL) is written escaped (`\n`, `\u{1b}`). JSON and
-//! journald fields carry values exactly, as those formats delimit them.
+//! second line, ESC, NUL) is written escaped (`\n`, `\u{1b}`). Nor can a
+//! value pass for more fields (a device id `pump-7 event="online"`): a
+//! string field, and any value that is empty or has a space, a quote, a
+//! backslash, `=` or a control character, is written in double quotes,
+//! its `"` and `\` escaped, so `key=value` splits the line as it was
+//! logged. JSON and journald fields carry values exactly, as those formats
+//! delimit them.
 
 use std::fmt;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 
+use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::{MakeVisitor, VisitFmt, VisitOutput};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
@@ -89,17 +96,95 @@ pub fn init(format: Format, level: Option<&str>) -> Result<(), String> {
 const FOR_MACHINES: &[&str] = &["event_id", "webhook_id", "message_id", "what"];
 
 /// `message field=value …` with every control character escaped, so a
-/// value cannot end the line or drive the terminal; `hidden` fields left out.
+/// value cannot end the line or drive the terminal, and values quoted
+/// where they could pass for more fields; `hidden` fields left out.
 fn escaped_fields(hidden: &'static [&'static str]) -> impl for<'w> FormatFields<'w> {
-    // Each field writes its own separator: one left out leaves no gap.
-    tracing_subscriber::fmt::format::debug_fn(move |writer, field, value| {
-        if hidden.contains(&field.name()) {
-            return Ok(());
+    EscapedFields { hidden }
+}
+
+struct EscapedFields {
+    hidden: &'static [&'static str],
+}
+
+impl<'w> MakeVisitor<Writer<'w>> for EscapedFields {
+    type Visitor = FieldWriter<'w>;
+
+    fn make_visitor(&self, writer: Writer<'w>) -> FieldWriter<'w> {
+        FieldWriter { writer, hidden: self.hidden, result: Ok(()) }
+    }
+}
+
+/// Writes one event's fields; strings are told from other values, which
+/// `Debug` alone cannot do.
+struct FieldWriter<'w> {
+    writer: Writer<'w>,
+    hidden: &'static [&'static str],
+    result: fmt::Result,
+}
+
+impl FieldWriter<'_> {
+    fn write(&mut self, field: &Field, text: &str, string: bool) {
+        if self.result.is_err() || self.hidden.contains(&field.name()) {
+            return;
         }
-        let raw = format!("{value:?}");
-        let text = escape(&raw);
-        if field.name() == "message" { write!(writer, "{text}") } else { write!(writer, " {field}={text}") }
-    })
+        // Each field writes its own separator: one left out leaves no gap.
+        self.result = if field.name() == "message" {
+            write!(self.writer, "{}", escape(text))
+        } else if string {
+            write!(self.writer, " {field}={}", quoted(text))
+        } else {
+            write!(self.writer, " {field}={}", value(text))
+        };
+    }
+}
+
+impl Visit for FieldWriter<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.write(field, value, true);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.write(field, &format!("{value:?}"), false);
+    }
+}
+
+impl VisitOutput<fmt::Result> for FieldWriter<'_> {
+    fn finish(self) -> fmt::Result {
+        self.result
+    }
+}
+
+impl VisitFmt for FieldWriter<'_> {
+    fn writer(&mut self) -> &mut dyn fmt::Write {
+        &mut self.writer
+    }
+}
+
+/// A field's value as a text line shows it: as it is when it is one plain
+/// word, else `quoted`.
+fn value(text: &str) -> std::borrow::Cow<'_, str> {
+    let plain =
+        !text.is_empty() && !text.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\\' | '='));
+    if plain { std::borrow::Cow::Borrowed(text) } else { std::borrow::Cow::Owned(quoted(text)) }
+}
+
+/// `text` in double quotes, its `"` and `\` escaped and its control
+/// characters written as Rust escapes.
+fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// `text` with control characters written as Rust escapes.
@@ -170,5 +255,19 @@ mod tests {
         assert_eq!(escape("junk\n<3>device offline"), "junk\\n<3>device offline");
         assert_eq!(escape("\u{1b}[31mred\0"), "\\u{1b}[31mred\\u{0}");
         assert_eq!(escape("plain ünïcode"), "plain ünïcode");
+    }
+
+    #[test]
+    fn values_that_could_pass_for_more_fields_are_quoted() {
+        assert_eq!(value("pump-7"), "pump-7");
+        assert_eq!(value("plant/pump-7/status"), "plant/pump-7/status");
+        assert_eq!(value("ünïcode"), "ünïcode");
+        assert_eq!(value(r#"pump-7 event="online" device=pump-7"#), r#""pump-7 event=\"online\" device=pump-7""#);
+        assert_eq!(value(""), r#""""#);
+        assert_eq!(value("a=b"), r#""a=b""#);
+        assert_eq!(value(r"C:\x"), r#""C:\\x""#);
+        assert_eq!(value("tab\there"), r#""tab\there""#);
+        assert_eq!(value("x\n<3>y"), r#""x\n<3>y""#);
+        assert_eq!(quoted("offline"), r#""offline""#, "a string field is quoted as it always was");
     }
 }

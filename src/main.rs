@@ -16,21 +16,22 @@ const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let path = cli.config_path();
     match cli.command {
         Command::Check { json_schema: true, .. } => {
             out(config::JSON_SCHEMA);
             ExitCode::SUCCESS
         }
-        Command::Check { config, verbose, quiet, .. } => check(&config, verbose, quiet),
-        Command::Status { config, url, offline, json } => status(config, url, offline, json),
-        Command::DeadLetter { config, command } => dead_letters(&config, command),
-        Command::History { config, device, since, json } => history(&config, device.as_deref(), since, json),
-        Command::Run { config, log_level, log_format } => {
+        Command::Check { verbose, quiet, .. } => check(&path, verbose, quiet),
+        Command::Status { url, offline, json } => status(cli.config, url, offline, json),
+        Command::DeadLetter { command } => dead_letters(&path, command),
+        Command::History { device, since, json } => history(&path, device.as_deref(), since, json),
+        Command::Run { log_level, log_format } => {
             if let Err(e) = logging::init(log_format, log_level.as_deref()) {
                 eprintln!("willwatch: {e}");
                 return ExitCode::from(2);
             }
-            run(&config)
+            run(&path)
         }
     }
 }

@@ -78,6 +78,7 @@ pub struct Metrics {
     pub http_evicted: Counter,
     pub http_streams_refused: Counter,
     pub devices_refused: Family<PatternLabel, Counter>,
+    pub devices_refused_too_long: Counter,
     pub reload_successful: Gauge,
     pub reload_success_timestamp: Gauge<f64, AtomicU64>,
     pub action_queue_depth: Family<ActionLabel, Gauge>,
@@ -121,6 +122,7 @@ impl Metrics {
         let http_evicted = Counter::<u64, AtomicU64>::default();
         let http_streams_refused = Counter::<u64, AtomicU64>::default();
         let devices_refused = Family::<PatternLabel, Counter>::default();
+        let devices_refused_too_long = Counter::<u64, AtomicU64>::default();
         let reload_successful = Gauge::default();
         let action_queue_depth = Family::<ActionLabel, Gauge>::default();
         let last_message = Gauge::<f64, AtomicU64>::default();
@@ -264,6 +266,11 @@ impl Metrics {
             devices_refused.clone(),
         );
         registry.register(
+            "willwatch_devices_refused_too_long",
+            "Messages refused because their topic, or the id of the new device it names, is past its limit (1024 and 256 bytes)",
+            devices_refused_too_long.clone(),
+        );
+        registry.register(
             "willwatch_config_last_reload_successful",
             "1 when the last config load (at start or on reload) succeeded, 0 when it failed and the previous config is in use",
             reload_successful.clone(),
@@ -346,6 +353,7 @@ impl Metrics {
             http_evicted,
             http_streams_refused,
             devices_refused,
+            devices_refused_too_long,
             reload_successful,
             reload_success_timestamp,
             action_queue_depth,

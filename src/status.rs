@@ -36,11 +36,12 @@ pub fn url_for(listen: std::net::SocketAddr) -> String {
 /// authentication (`[http] users_file`), and never shown.
 pub async fn fetch(url: &str, state: Option<&str>, mut each: impl FnMut(&Value)) -> Result<Value, String> {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().map_err(|e| e.to_string())?;
-    let mut target = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    let mut target = url::Url::parse(url).map_err(|e| format!("`{}` is not a URL: {e}", crate::redact::url(url)))?;
     let credentials =
         (!target.username().is_empty()).then(|| (target.username().to_string(), target.password().map(String::from)));
     let _ = (target.set_username(""), target.set_password(None));
     let url = target.as_str();
+    let shown = crate::redact::url(url);
     let mut first: Option<Value> = None;
     let mut after: Option<String> = None;
     loop {
@@ -54,13 +55,15 @@ pub async fn fetch(url: &str, state: Option<&str>, mut each: impl FnMut(&Value))
         if let Some(after) = &after {
             request = request.query(&[("after", after)]);
         }
-        let response = request.send().await.map_err(|e| format!("cannot reach willwatch at {url}: {e}"))?;
+        let response =
+            request.send().await.map_err(|e| format!("cannot reach willwatch at {shown}: {}", e.without_url()))?;
         if !response.status().is_success() {
-            return Err(format!("willwatch at {url} answered {}", response.status()));
+            return Err(format!("willwatch at {shown} answered {}", response.status()));
         }
-        let body = response.bytes().await.map_err(|e| format!("reading from willwatch at {url}: {e}"))?;
-        let mut page: Value =
-            serde_json::from_slice(&body).map_err(|e| format!("willwatch at {url} sent something unreadable: {e}"))?;
+        let body =
+            response.bytes().await.map_err(|e| format!("reading from willwatch at {shown}: {}", e.without_url()))?;
+        let mut page: Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("willwatch at {shown} sent something unreadable: {e}"))?;
         after = page.get_mut("next").map(Value::take).and_then(|n| n.as_str().map(String::from));
         each(&page);
         if first.is_none() {

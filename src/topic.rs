@@ -55,6 +55,14 @@ pub enum TopicError {
 /// The longest topic (and client id) MQTT can carry: a 16-bit length.
 pub const MAX_MQTT_STRING: usize = 65_535;
 
+/// The longest topic a device is watched on, configured or heard: past it
+/// a topic is someone filling the device table, not a device.
+pub const MAX_DEVICE_TOPIC: usize = 1_024;
+
+/// The longest device id, configured (an `id`, a pattern's id template) or
+/// made from a topic.
+pub const MAX_DEVICE_ID: usize = 256;
+
 /// Whether `topic` can be published to: not empty, no wildcard, no NUL,
 /// and short enough for MQTT. Checked on every topic an action builds from
 /// an event, since a device id can make it anything.
@@ -199,6 +207,33 @@ impl TopicPattern {
     }
 }
 
+impl TopicPattern {
+    /// Whether every topic this pattern matches also matches the MQTT
+    /// filter `filter` (an `exclude` that would leave it nothing): `#`
+    /// covers whatever is left, `+` one level of any name (not `{*id}`,
+    /// which may be several), a name only itself.
+    pub fn covered_by(&self, filter: &str) -> bool {
+        let wants: Vec<&str> = filter.split('/').collect();
+        // A filter that starts with a wildcard does not match `$` topics.
+        if matches!(self.levels.first(), Some(Level::Literal(l)) if l.starts_with('$'))
+            && matches!(wants.first(), Some(&("+" | "#")))
+        {
+            return false;
+        }
+        let mut levels = self.levels.iter();
+        for want in wants {
+            match (want, levels.next()) {
+                ("#", _) => return true,
+                (_, None) => return false,
+                ("+", Some(Level::Literal(_) | Level::AnyOne | Level::Id)) => {}
+                (want, Some(Level::Literal(l))) if want == l => {}
+                _ => return false,
+            }
+        }
+        levels.next().is_none()
+    }
+}
+
 /// Whether `topic` matches the MQTT subscription filter `filter` (`+` one
 /// level, `#` the rest; a filter of `$`-topics only matches those).
 pub fn filter_matches(filter: &str, topic: &str) -> bool {
@@ -238,6 +273,26 @@ impl fmt::Display for TopicPattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filter_covers_a_pattern_only_when_it_matches_every_topic_of_it() {
+        let pattern = |t: &str| match WatchedTopic::parse(t).unwrap() {
+            WatchedTopic::Pattern(p) => p,
+            WatchedTopic::Exact(_) => panic!("{t} is exact"),
+        };
+        let p = pattern("fleet/{id}/status");
+        for all in ["#", "fleet/#", "+/+/status", "+/#", "fleet/+/+", "fleet/+/status", "fleet/+/status/#"] {
+            assert!(p.covered_by(all), "{all}");
+        }
+        for some in ["fleet/x/status", "fleet/+", "fleet/+/status/x", "other/#", "+/+", "fleet/+/+/+"] {
+            assert!(!p.covered_by(some), "{some}");
+        }
+        let multi = pattern("z2m/{*id}/availability");
+        assert!(multi.covered_by("z2m/#") && !multi.covered_by("z2m/+/availability"));
+        assert!(pattern("site/+/{id}").covered_by("site/+/+"));
+        assert!(!pattern("$SYS/{id}").covered_by("#"), "a wildcard first matches no `$` topic");
+        assert!(pattern("$SYS/{id}").covered_by("$SYS/#"));
+    }
 
     fn pattern(topic: &str) -> TopicPattern {
         match WatchedTopic::parse(topic).unwrap() {

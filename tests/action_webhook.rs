@@ -331,3 +331,21 @@ async fn alertmanager_format_fires_then_resolves_one_alert() {
     assert_eq!(doc["devices"].as_array().unwrap().len(), 1);
     assert_eq!(doc["devices"][0]["id"], "pump-7");
 }
+
+/// A device id with a line break in it (a topic can carry one, through a
+/// broker that does not refuse it) neither injects a header where `{id}`
+/// is templated into one nor stops the delivery: it is sent escaped.
+#[tokio::test]
+async fn a_device_id_cannot_inject_or_break_a_templated_header() {
+    let broker = Broker::rumqttd();
+    let receiver = Receiver::start(Behaviour::Accept).await;
+    let hook = hook("ops", &receiver, "headers = { \"X-Device\" = \"{id}\" }");
+    let device = "[[device]]\ntopic = \"fleet/{id}/status\"\nactions = [\"ops\"]\n";
+    let daemon = Daemon::start(&config(&broker, &format!("{hook}{device}")));
+    daemon.wait_connected().await;
+    publish(broker.port, "fleet/a\r\nX-Injected: 1/status", "offline", false).await;
+    let request = receiver.wait_for(1, SOON).await.remove(0);
+    assert_eq!(request.header("x-device"), "a\\r\\nX-Injected: 1");
+    assert!(request.headers.get("x-injected").is_none(), "{request:?}");
+    assert_eq!(request.json()["device"], "a\r\nX-Injected: 1");
+}

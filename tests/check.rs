@@ -432,3 +432,167 @@ fn a_cluster_is_summarised_and_its_mistakes_point_at_their_line() {
         "w.toml:4:21: in a [cluster] the presence topic is the instance's membership",
     );
 }
+
+/// What a webhook URL hides (user info, query values) stays hidden in every
+/// error about it, whether it parses or not, and in the summary.
+#[test]
+fn url_secrets_appear_in_no_check_output_whatever_is_wrong_with_the_url() {
+    let hook = |url: &str| format!("{BROKER}[action.ops]\ntype = \"webhook\"\nurl = \"{url}\"\n");
+    let cases = [
+        (hook("http://hookuser:SECRETPASS@127.0.0.1:1/hook?token=SECRETTOKEN"), None),
+        (
+            hook("ftp://hookuser:SECRETPASS@hooks.example/hook?token=SECRETTOKEN"),
+            Some("w.toml:5:7: `url` `ftp://***@hooks.example/hook?token=***` is not an http(s) URL"),
+        ),
+        (
+            hook("http://hookuser:SECRETPASS@[::bad/hook?token=SECRETTOKEN"),
+            Some("w.toml:5:7: `url` `http://***@[::bad/hook?token=***` is not an http(s) URL"),
+        ),
+        (
+            hook("hookuser:SECRETPASS@hooks.example/hook?token=SECRETTOKEN"),
+            Some("w.toml:5:7: `url` `***@hooks.example/hook?token=***` is not an http(s) URL"),
+        ),
+        (
+            format!("{BROKER}[http]\nexternal_url = \"ftp://u:SECRETPASS@gw.example/?token=SECRETTOKEN\"\n"),
+            Some("w.toml:4:16: `external_url` `ftp://***@gw.example/?token=***` is not an http(s) URL"),
+        ),
+        (
+            format!("{BROKER}[http]\nexternal_url = \"https://u:SECRETPASS@[bad/?token=SECRETTOKEN\"\n"),
+            Some("w.toml:4:16: `external_url` `https://***@[bad/?token=***` is not an http(s) URL"),
+        ),
+        // A URL where a number belongs: TOML's own message quotes the value.
+        (
+            format!(
+                "{BROKER}[action.ops]\ntype = \"webhook\"\nurl = \"https://h\"\nmax_attempts = \"https://u:SECRETPASS@h/?token=SECRETTOKEN\"\n"
+            ),
+            Some("w.toml:6:16:"),
+        ),
+    ];
+    for (text, refused) in cases {
+        let (ok, stdout, stderr) = check(&text);
+        assert_eq!(ok, refused.is_none(), "{text}\n{stderr}");
+        if let Some(expected) = refused {
+            assert!(stderr.contains(expected), "expected {expected:?} in:\n{stderr}");
+        }
+        for secret in ["SECRETPASS", "SECRETTOKEN"] {
+            assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} shown:\n{stdout}{stderr}");
+        }
+    }
+}
+
+#[test]
+fn a_users_file_others_can_read_is_warned_about_and_an_unusable_hash_refused_by_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    std::fs::write(&users, format!("ops:{hash}\n")).unwrap();
+    let text = format!("{BROKER}[http]\nusers_file = \"{}\"\n", users.display());
+    for (mode, warned) in [(0o644, true), (0o640, true), (0o600, false)] {
+        std::fs::set_permissions(&users, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (ok, _, stderr) = check(&text);
+        assert!(ok, "{stderr}");
+        let expected =
+            format!("w.toml:4:14: warning: `users_file` {} can be read by other users than its owner", users.display());
+        assert_eq!(stderr.contains(&expected), warned, "mode {mode:o}: {stderr}");
+    }
+    // Every login of a user with a hash bcrypt cannot use would fail.
+    std::fs::write(&users, format!("ops:{hash}\n# guests\nguest:$2b$10$short\n")).unwrap();
+    assert_rejected(
+        &text,
+        &format!("w.toml:4:14: `users_file` {}: line 3: the hash of `guest` is not", users.display()),
+    );
+}
+
+#[test]
+fn webhook_header_names_and_values_with_control_characters_are_refused_without_showing_the_value() {
+    let hook = format!("{BROKER}[action.ops]\ntype = \"webhook\"\nurl = \"https://h\"\n");
+    assert_rejected(
+        &format!("{hook}headers = {{ \"X-A\\r\\nX-Injected\" = \"1\" }}\n"),
+        "w.toml:6:11: `X-A\\r\\nX-Injected` is not a valid HTTP header name",
+    );
+    let text = format!("{hook}headers = {{ \"Authorization\" = \"Bearer SECRETTOKEN\\r\\nX-Injected: 1\" }}\n");
+    assert_rejected(&text, "w.toml:6:31: header `Authorization`: its value has a control character");
+    let (_, _, stderr) = check(&text);
+    assert!(!stderr.contains("SECRETTOKEN"), "{stderr}");
+    // Nor through the environment.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.toml");
+    std::fs::write(&path, format!("{hook}headers = {{ \"Authorization\" = \"${{WILLWATCH_TEST_HEADER}}\" }}\n"))
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_willwatch"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .env("WILLWATCH_TEST_HEADER", "Bearer SECRETTOKEN\nX-Injected: 1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("its value has a control character"), "{stderr}");
+    assert!(!stderr.contains("SECRETTOKEN"), "{stderr}");
+}
+
+#[test]
+fn resync_below_a_second_is_refused_and_zero_still_turns_it_off() {
+    assert_rejected(
+        &format!("{BROKER}resync = \"10ms\"\n"),
+        "w.toml:3:10: `resync` must be 0s (never) or from 1s to 1day",
+    );
+    let (ok, _, stderr) = check(&format!("{BROKER}resync = \"0s\"\n"));
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = check(&format!("{BROKER}resync = \"1s\"\n"));
+    assert!(ok, "{stderr}");
+}
+
+#[test]
+fn an_exclude_that_leaves_a_pattern_nothing_is_refused() {
+    let pattern = format!("{BROKER}[[device]]\ntopic = \"fleet/{{id}}/status\"\n");
+    for everything in ["#", "fleet/#", "+/+/status", "+/#", "fleet/+/+"] {
+        assert_rejected(
+            &format!("{pattern}exclude = [\"x/y\", \"{everything}\"]\n"),
+            &format!("w.toml:5:19: `exclude`: `{everything}` excludes every topic of `fleet/{{id}}/status`"),
+        );
+    }
+    let (ok, _, stderr) = check(&format!("{pattern}exclude = [\"fleet/bridge/status\", \"other/#\"]\n"));
+    assert!(ok, "{stderr}");
+    let multi =
+        format!("{BROKER}[[device]]\ntopic = \"z2m/{{*id}}/availability\"\nexclude = [\"z2m/+/availability\"]\n");
+    let (ok, _, stderr) = check(&multi);
+    assert!(ok, "one level of several is not all: {stderr}");
+}
+
+#[test]
+fn an_empty_exec_program_is_refused() {
+    let text = format!("{BROKER}[action.page]\ntype = \"exec\"\ncommand = [\"\", \"{{id}}\"]\n");
+    assert_rejected(&text, "w.toml:5:12: the program of `command` is empty");
+    let text = format!("{BROKER}[action.page]\ntype = \"exec\"\ncommand = [\"  \"]\n");
+    assert_rejected(&text, "w.toml:5:12: the program of `command` is empty");
+}
+
+#[test]
+fn http_listen_on_port_0_is_refused() {
+    assert_rejected(
+        &format!("{BROKER}[http]\nlisten = \"127.0.0.1:0\"\n"),
+        "w.toml:4:10: `listen` `127.0.0.1:0` has port 0",
+    );
+    let (ok, _, stderr) = check(&format!("{BROKER}[http]\nlisten = \"\"\n"));
+    assert!(ok, "\"\" still turns the endpoint off: {stderr}");
+}
+
+#[test]
+fn device_ids_and_topics_past_their_limits_are_refused() {
+    let device = |id: &str, topic: &str| format!("{BROKER}[[device]]\nid = \"{id}\"\ntopic = \"{topic}\"\n");
+    let (ok, _, stderr) = check(&device(&"i".repeat(256), &format!("t/{}", "x".repeat(1022))));
+    assert!(ok, "at the limits: {stderr}");
+    assert_rejected(&device(&"i".repeat(257), "t/a"), "w.toml:4:6: `id` is 257 bytes; at most 256");
+    assert_rejected(
+        &device("a", &format!("t/{}", "x".repeat(1023))),
+        "w.toml:5:9: `topic` is 1025 bytes; at most 1024",
+    );
+    let pattern = format!("{BROKER}[[device]]\ntopic = \"t/{{id}}/{}\"\n", "x".repeat(1020));
+    assert_rejected(&pattern, "w.toml:4:9: `topic` is 1027 bytes; at most 1024");
+    let template = format!("{BROKER}[[device]]\ntopic = \"t/{{id}}\"\nid = \"{}{{id}}\"\n", "p".repeat(253));
+    assert_rejected(&template, "w.toml:5:6: `id` is 257 bytes; at most 256");
+    let heartbeat =
+        format!("{BROKER}[[device]]\nid = \"a\"\ntopic = \"t/a\"\nheartbeat_topic = \"h/{}\"\n", "x".repeat(1023));
+    assert_rejected(&heartbeat, "w.toml:6:19: `heartbeat_topic` is 1025 bytes; at most 1024");
+}

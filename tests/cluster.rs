@@ -25,10 +25,11 @@ fn config(broker: &Broker, receiver: &Receiver, instance: &str) -> String {
     format!(
         "state_dir = \"state\"\n\n[broker]\nurl = \"{}\"\nkeep_alive = \"{KEEP_ALIVE_S}s\"\nsettle = \"0s\"\n\
          broker_alert_after = \"1s\"\nactions = [\"hook\"]\n\n\
-         [cluster]\nname = \"plant\"\ninstance = \"{instance}\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n\
+         [cluster]\nname = \"plant\"\ninstance = \"{instance}\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n\n\
          [action.hook]\ntype = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\nconcurrency = 8\n\n\
          [[device]]\ntopic = \"fleet/{{id}}/status\"\nactions = [\"hook\"]\nstate_field = \"/s\"\n",
         broker.url(),
+        support::broker::http_port(),
         receiver.url
     )
 }

@@ -90,3 +90,27 @@ fn a_config_that_cannot_be_read_is_an_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the config file"));
 }
+
+/// `-c` goes anywhere on the line: before the command, after it, after
+/// its subcommand.
+#[test]
+fn the_config_may_be_named_before_or_after_the_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.toml");
+    std::fs::write(&path, "state_dir = \"state\"\n[broker]\nurl = \"mqtt://127.0.0.1:1\"\n").unwrap();
+    let path = path.display().to_string();
+    for args in [
+        vec!["dead-letter", "list", "-c", &path, "--json"],
+        vec!["dead-letter", "-c", &path, "list", "--json"],
+        vec!["-c", &path, "dead-letter", "list", "--json"],
+        vec!["dead-letter", "replay", "--config", &path],
+        vec!["history", "--json", "-c", &path],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_willwatch")).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("unexpected argument"), "{args:?}: {stderr}");
+        if args[0] != "history" {
+            assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        }
+    }
+}

@@ -174,3 +174,30 @@ async fn the_history_routes_come_in_pages_that_walk_every_device_once() {
 fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
+
+/// A window further back than a clock can count is a clear refusal, on
+/// the command line (exit 2) and over HTTP (400), never a panic.
+#[tokio::test]
+async fn a_window_past_what_a_clock_counts_is_refused_not_a_panic() {
+    let broker = Broker::start();
+    let daemon = Daemon::start(&config(&broker, PUMP));
+    daemon.wait_connected().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_willwatch"))
+        .arg("history")
+        .arg("-c")
+        .arg(daemon.config_path())
+        .args(["--since", "18446744073709551615s"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--since") && !stderr.contains("panicked"), "{stderr}");
+    let base = daemon.http_url().await;
+    for route in ["history?device=pump-7&", "uptime?"] {
+        let response = reqwest::get(format!("{base}/api/{route}since=18446744073709551615s")).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap();
+        assert_eq!(status, 400, "{route}: {body}");
+        assert!(body.starts_with("since: "), "{route}: {body}");
+    }
+}

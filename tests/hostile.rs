@@ -199,6 +199,40 @@ async fn a_flood_of_invented_ids_on_one_pattern_starves_neither_another_pattern_
     assert_eq!(logged[0]["pattern"], "fleet/{id}/status");
 }
 
+/// A topic past 1,024 bytes, or one that names a device with an id past
+/// 256, makes no device: refused, counted, and logged once a minute by
+/// its length, not with the whole of it.
+#[tokio::test]
+async fn a_topic_or_id_past_its_limit_is_refused_counted_and_logged_by_its_length() {
+    let broker = Broker::start();
+    let text = config(
+        &broker,
+        &format!(
+            "[[device]]\ntopic = \"fleet/{{id}}/status\"\n\n[[device]]\ntopic = \"tags/{{id}}\"\nid = \"{}-{{id}}\"\n{SENTINEL}",
+            "p".repeat(200)
+        ),
+    );
+    let daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    let long_topics: Vec<String> = (0..3).map(|i| format!("fleet/{i}{}/status", "x".repeat(2_000))).collect();
+    let long_ids: Vec<String> = (0..2).map(|i| format!("tags/{i}{}", "y".repeat(80))).collect();
+    let mut messages: Vec<(&str, &str)> =
+        long_topics.iter().chain(&long_ids).map(|t| (t.as_str(), "offline")).collect();
+    messages.push(("fleet/ok/status", "online"));
+    sync_with_sentinel(&broker, &daemon, &messages).await;
+    assert_eq!(daemon.metric("willwatch_devices_refused_too_long_total").await, 5.0);
+    let base = daemon.http_url().await;
+    let body = reqwest::get(format!("{base}/status")).await.unwrap().bytes().await.unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let ids: Vec<&str> = doc["devices"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "ok and the sentinel only: {ids:?}");
+    let refused = daemon.logs(|l| l["what"] == "device_refused_too_long");
+    assert_eq!(refused.len(), 1, "logged once a minute, not 5 times: {refused:?}");
+    assert_eq!(refused[0]["topic_bytes"], 2_014, "{}", refused[0]);
+    let log = daemon.dump();
+    assert!(!log.contains(&"x".repeat(100)) && !log.contains(&"y".repeat(80)), "a whole topic in the log");
+}
+
 #[tokio::test]
 async fn webhook_url_secrets_never_reach_the_log_or_the_dead_letter_file() {
     let broker = Broker::start();
@@ -224,19 +258,22 @@ async fn webhook_url_secrets_never_reach_the_log_or_the_dead_letter_file() {
     assert!(!daemon.logs(|l| l["what"] == "webhook_retry").is_empty());
 }
 
+/// An id is at most 256 bytes, but a template may repeat it: 300 times
+/// makes a topic past MQTT's 65,535 bytes.
 #[tokio::test]
 async fn a_publish_topic_too_long_for_mqtt_is_refused_not_sent() {
     let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
     let text = config(
         &broker,
         &format!(
-            "[action.relay]\ntype = \"publish\"\ntopic = \"alerts/{{id}}/{{id}}\"\n\n\
-             [[device]]\ntopic = \"fleet/{{id}}/status\"\nactions = [\"log\", \"relay\"]\n{SENTINEL}"
+            "[action.relay]\ntype = \"publish\"\ntopic = \"alerts/{}\"\n\n\
+             [[device]]\ntopic = \"fleet/{{id}}/status\"\nactions = [\"log\", \"relay\"]\n{SENTINEL}",
+            "{id}".repeat(300)
         ),
     );
     let daemon = Daemon::start(&text);
     daemon.wait_connected().await;
-    let id = "x".repeat(40_000);
+    let id = "x".repeat(250);
     let topic = format!("fleet/{id}/status");
     publish(broker.port, &topic, "offline", false).await;
     let refused = daemon.wait_log("the refusal", SOON, |l| l["what"] == "publish_failed").await;

@@ -274,3 +274,74 @@ async fn with_a_users_file_everything_but_healthz_asks_for_a_password() {
     assert_eq!(status_command(&format!("{with_user}/status"), &[]).0, 0);
     assert_eq!(status_command(&format!("{base}/status"), &[]).0, 2, "without them it cannot tell");
 }
+
+/// A daemon behind `users_file` (`ops`, password `s3cret`, bcrypt of
+/// `cost`, the file's `mode`) and its base URL.
+async fn with_users(broker: &Broker, cost: u32, mode: u32) -> (Daemon, String, tempfile::TempDir) {
+    use std::os::unix::fs::PermissionsExt;
+    let hash = bcrypt::hash("s3cret", cost).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, format!("ops:{hash}\n")).unwrap();
+    std::fs::set_permissions(&users, std::fs::Permissions::from_mode(mode)).unwrap();
+    let text = config(broker, "").replace("[http]\n", &format!("[http]\nusers_file = \"{}\"\n", users.display()));
+    let daemon = Daemon::start(&text);
+    let base = daemon.http_url().await;
+    (daemon, base, dir)
+}
+
+/// Refusing a user who does not exist costs a bcrypt verification like
+/// refusing a wrong password: how long a refusal takes tells nobody which
+/// users exist.
+#[tokio::test]
+async fn an_unknown_user_is_refused_as_slowly_as_a_wrong_password() {
+    let broker = Broker::start();
+    let (_daemon, base, _users) = with_users(&broker, 8, 0o600).await;
+    let client = reqwest::Client::new();
+    let refused_in = |user: &'static str| {
+        let (client, url) = (client.clone(), format!("{base}/status"));
+        async move {
+            let started = Instant::now();
+            let response = client.get(url).basic_auth(user, Some("guess")).send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 401, "{user}");
+            started.elapsed()
+        }
+    };
+    let (mut unknown, mut known) = (Vec::new(), Vec::new());
+    for _ in 0..15 {
+        unknown.push(refused_in("nobody").await);
+        known.push(refused_in("ops").await);
+    }
+    unknown.sort();
+    known.sort();
+    let (unknown, known) = (unknown[unknown.len() / 2], known[known.len() / 2]);
+    eprintln!("median refusal: unknown user {unknown:?}, wrong password {known:?}");
+    assert!(unknown.as_secs_f64() >= 0.5 * known.as_secs_f64(), "unknown {unknown:?} vs known {known:?}");
+}
+
+/// RFC 7617: the scheme's name is case-insensitive.
+#[tokio::test]
+async fn the_basic_scheme_is_taken_whatever_its_case() {
+    use base64::Engine;
+    let broker = Broker::start();
+    let (_daemon, base, _users) = with_users(&broker, 4, 0o600).await;
+    let token = base64::engine::general_purpose::STANDARD.encode("ops:s3cret");
+    for scheme in ["Basic", "basic", "BASIC", "bAsIc"] {
+        let response = reqwest::Client::new()
+            .get(format!("{base}/status"))
+            .header("authorization", format!("{scheme} {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{scheme}");
+    }
+}
+
+#[tokio::test]
+async fn a_users_file_others_can_read_is_warned_about_at_the_start() {
+    let broker = Broker::start();
+    let (daemon, _base, users) = with_users(&broker, 4, 0o644).await;
+    let warning = daemon.wait_log("the warning", SOON, |l| l["what"] == "config_warning").await;
+    let text = support::daemon::message(&warning);
+    assert!(text.contains(&users.path().join("users").display().to_string()), "{warning}");
+}

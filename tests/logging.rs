@@ -19,10 +19,23 @@ async fn run_and_read(args: &[&str], journal_stream: bool, until: &str) -> Vec<S
 
 /// As `run_and_read`, publishing `payload` as pump-7's status.
 async fn run_with_payload(args: &[&str], journal_stream: bool, payload: &str, until: &str) -> Vec<String> {
+    let pump = "[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n";
+    run_publishing(args, journal_stream, pump, "plant/pump-7/status", payload, until).await
+}
+
+/// As `run_and_read`, watching `devices` and publishing `payload` on `topic`.
+async fn run_publishing(
+    args: &[&str],
+    journal_stream: bool,
+    devices: &str,
+    topic: &str,
+    payload: &str,
+    until: &str,
+) -> Vec<String> {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.toml");
-    std::fs::write(&path, config(&broker, "[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n")).unwrap();
+    std::fs::write(&path, config(&broker, devices)).unwrap();
     let (reader, writer) = std::io::pipe().unwrap();
     let meta = std::fs::File::from(std::os::fd::OwnedFd::from(writer.try_clone().unwrap())).metadata().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_willwatch"));
@@ -41,7 +54,7 @@ async fn run_with_payload(args: &[&str], journal_stream: bool, payload: &str, un
             sink.lock().unwrap().push(line);
         }
     });
-    support::publish(broker.port, "plant/pump-7/status", payload, true).await;
+    support::publish(broker.port, topic, payload, true).await;
     eventually(until, Duration::from_secs(10), || {
         lines.lock().unwrap().iter().any(|l| l.contains(until)).then_some(())
     })
@@ -75,6 +88,70 @@ async fn a_payload_cannot_forge_a_log_line_or_drive_the_terminal() {
         assert!(warning.contains("junk\\n<3>device offline device=pump-7 FORGED\\u{1b}[2J\\u{0}"), "{warning}");
         assert!(!lines.iter().any(|l| l.contains("FORGED") && !l.contains("neither an online")), "{lines:#?}");
         assert!(!lines.iter().any(|l| l.contains('\u{1b}') || l.contains('\0')), "{lines:#?}");
+    }
+}
+
+/// The `key=value` fields of a text line, as a logfmt reader splits them:
+/// a value in double quotes runs to the closing quote (`\"` and `\\`
+/// escaped), any other to the next space.
+fn logfmt_fields(line: &str) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    let mut chars = line.chars().peekable();
+    while chars.peek().is_some() {
+        let mut word = String::new();
+        let mut value = None;
+        while let Some(c) = chars.next() {
+            match c {
+                ' ' => break,
+                '=' if value.is_none() => {
+                    let mut v = String::new();
+                    if chars.peek() == Some(&'"') {
+                        chars.next();
+                        while let Some(c) = chars.next() {
+                            match c {
+                                '\\' => v.extend(chars.next()),
+                                '"' => break,
+                                c => v.push(c),
+                            }
+                        }
+                    } else {
+                        while let Some(c) = chars.next_if(|c| *c != ' ') {
+                            v.push(c);
+                        }
+                    }
+                    value = Some(v);
+                }
+                c if value.is_none() => word.push(c),
+                _ => {}
+            }
+        }
+        if let Some(value) = value {
+            fields.push((word, value));
+        }
+    }
+    fields
+}
+
+/// A device id made to look like more fields (`device=pump-7` among them)
+/// stays one quoted value: no line reads as pump-7's, in text or journal
+/// output.
+#[tokio::test]
+async fn a_device_id_cannot_forge_fields_of_a_text_line() {
+    let forged = r#"pump-7 event="online" previous="offline" device=pump-7"#;
+    let pattern = "[[device]]\ntopic = \"fleet/{id}/status\"\n";
+    for format in ["text", "journal"] {
+        let topic = format!("fleet/{forged}/status");
+        let lines =
+            run_publishing(&["--log-format", format], false, pattern, &topic, "offline", "device offline").await;
+        let offline = line_with(&lines, "device offline");
+        let fields = logfmt_fields(offline);
+        let devices: Vec<&str> = fields.iter().filter(|(k, _)| k == "device").map(|(_, v)| v.as_str()).collect();
+        assert_eq!(devices, [forged], "{format}: {offline}");
+        let events: Vec<&str> = fields.iter().filter(|(k, _)| k == "event").map(|(_, v)| v.as_str()).collect();
+        assert_eq!(events, ["offline"], "{format}: {offline}");
+        for line in &lines {
+            assert!(!logfmt_fields(line).iter().any(|(k, v)| k == "device" && v == "pump-7"), "{format}: {line}");
+        }
     }
 }
 

@@ -96,9 +96,8 @@ async fn the_page_lists_the_devices_shows_a_killed_one_offline_without_a_reload_
     let Some((_driver, port)) = chromedriver().await else { return };
     let broker = Broker::start();
     let devices = "[[device]]\ntopic = \"plant/{id}/status\"\n";
-    // A fixed port, so the page finds the daemon again after a restart.
-    let listen = format!("listen = \"127.0.0.1:{}\"", support::broker::free_port());
-    let mut daemon = Daemon::start(&config(&broker, devices).replace("listen = \"127.0.0.1:0\"", &listen));
+    // Its port stays the same, so the page finds the daemon again after a restart.
+    let mut daemon = Daemon::start(&config(&broker, devices));
     daemon.wait_connected().await;
     let pump = SimDevice::connect(broker.port, "pump-7", "plant/pump-7/status", "online", "offline").await;
     let fan = SimDevice::connect(broker.port, "fan-2", "plant/fan-2/status", "online", "offline").await;

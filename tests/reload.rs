@@ -99,3 +99,31 @@ fn run_exec_reload_check(daemon: &Daemon) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_willwatch")).args(&words[1..]).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
 }
+
+/// A reload refused for a webhook URL (or `external_url`) says where and
+/// why, and none of the URL's secrets, whether the URL parses or not.
+#[tokio::test]
+async fn a_reload_refused_for_a_url_logs_none_of_its_secrets() {
+    let broker = Broker::start();
+    let daemon = Daemon::start(&config(&broker, &devices(&["a"])));
+    daemon.wait_connected().await;
+    let hook = |url: &str| format!("[action.ops]\ntype = \"webhook\"\nurl = \"{url}\"\n\n{}", devices(&["a"]));
+    let broken = [
+        config(&broker, &hook("ftp://hookuser:SECRETPASS@hooks.example/hook?token=SECRETTOKEN")),
+        config(&broker, &hook("http://hookuser:SECRETPASS@[::bad/hook?token=SECRETTOKEN")),
+        config(&broker, &devices(&["a"]))
+            .replace("[http]\n", "[http]\nexternal_url = \"https://u:SECRETPASS@[bad/?token=SECRETTOKEN\"\n"),
+    ];
+    for (n, text) in broken.iter().enumerate() {
+        daemon.write_config(text);
+        daemon.signal("HUP");
+        let refused = support::eventually("the reload to be refused", SOON, || {
+            daemon.logs(|l| l["what"] == "reload_failed").into_iter().nth(n)
+        })
+        .await;
+        assert!(message(&refused).contains("is not an http(s) URL"), "{refused}");
+    }
+    for secret in ["SECRETPASS", "SECRETTOKEN"] {
+        assert!(!daemon.dump().contains(secret), "{secret} in the log:\n{}", daemon.dump());
+    }
+}

@@ -185,8 +185,11 @@ impl Validator<'_> {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
             Ok(_) | Err(_) => {
                 self.problem(
-                    Problem::new(raw_url.span(), format!("`url` `{}` is not an http(s) URL", raw_url.get_ref()))
-                        .hint("write e.g. https://hooks.example.com/willwatch"),
+                    Problem::new(
+                        raw_url.span(),
+                        format!("`url` `{}` is not an http(s) URL", crate::redact::url(raw_url.get_ref())),
+                    )
+                    .hint("write e.g. https://hooks.example.com/willwatch"),
                 );
                 None
             }
@@ -262,6 +265,15 @@ impl Validator<'_> {
                     continue;
                 }
             };
+            // Not shown: a header value is often a credential.
+            if expanded.chars().any(|c| c.is_control() && c != '\t') {
+                self.problem(
+                    Problem::new(value.span(), format!("header `{name}`: its value has a control character"))
+                        .hint("a line break would end the header and start another; write the value on one line"),
+                );
+                ok = false;
+                continue;
+            }
             match Template::parse(&expanded) {
                 Ok(t) => out.push((name.clone(), t)),
                 Err(e) => {
@@ -337,6 +349,13 @@ impl Validator<'_> {
             return None;
         };
         let program = &command.get_ref()[0];
+        if program.get_ref().trim().is_empty() {
+            self.problem(
+                Problem::new(program.span(), "the program of `command` is empty")
+                    .hint("command = [\"/usr/local/bin/page-oncall\", \"{id}\", \"{event}\"]"),
+            );
+            return None;
+        }
         if program.get_ref().contains('{') {
             self.problem(Problem::new(
                 program.span(),

@@ -18,14 +18,22 @@ pub struct Problem {
 }
 
 impl Problem {
+    /// A problem saying `message`, which may quote what the file says: its
+    /// control characters are escaped (a line break would forge another
+    /// problem) and the secrets of any URL in it hidden (`crate::redact`).
     pub fn new(span: Range<usize>, message: impl Into<String>) -> Problem {
-        Problem { span, message: message.into(), hint: None }
+        Problem { span, message: shown(&message.into()), hint: None }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Problem {
-        self.hint = Some(hint.into());
+        self.hint = Some(shown(&hint.into()));
         self
     }
+}
+
+/// Text from the file as a problem may show it.
+fn shown(text: &str) -> String {
+    crate::redact::urls_in(&crate::logging::escape(text)).into_owned()
 }
 
 /// Why a config could not be loaded.

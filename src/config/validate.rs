@@ -12,7 +12,7 @@ use super::error::{Problem, did_you_mean};
 use super::preset::{self, Preset};
 use super::raw::{RawBroker, RawConfig, RawDefaults, RawDevice, RawDuration, RawPresence, SpannedList};
 use super::{ActionSpec, BUILTIN_LOG, Broker, Config, DeviceSpec, Presence, Rules, Secret, Tls, Watch};
-use crate::topic::{ID_PLACEHOLDER, TopicError, WatchedTopic};
+use crate::topic::{ID_PLACEHOLDER, MAX_DEVICE_ID, MAX_DEVICE_TOPIC, TopicError, WatchedTopic};
 
 mod cluster;
 mod sparkplug;
@@ -21,6 +21,9 @@ mod sparkplug;
 pub const PASSWORD_ENV: &str = "WILLWATCH_MQTT_PASSWORD";
 
 const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+/// The shortest `resync` but 0 (never): each one re-reads every device.
+const MIN_RESYNC: Duration = Duration::from_secs(1);
 
 pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
@@ -69,7 +72,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
             super::DEFAULT_HISTORY_KEEP,
             "keep",
             Duration::ZERO,
-            Duration::from_secs(10 * 365 * 86_400),
+            crate::history::MAX_KEEP,
         )
         .unwrap_or_default();
     let warnings = v
@@ -213,7 +216,7 @@ impl Validator<'_> {
         let (url, host, port, tls_wanted) = self.url(&raw.url)?;
         let tls = self.tls(tls_wanted, &raw.url, raw.ca_file, raw.cert_file, raw.key_file);
         let settle = self.duration(&raw.settle, Duration::from_secs(2), "settle", Duration::ZERO);
-        let resync = self.duration(&raw.resync, Duration::from_secs(600), "resync", Duration::ZERO);
+        let resync = self.resync(&raw.resync);
         let confirm_within =
             self.duration(&raw.confirm_within, Duration::from_secs(30), "confirm_within", Duration::from_secs(1));
         let persistent_session = raw.persistent_session.as_ref().is_none_or(|p| *p.get_ref());
@@ -289,6 +292,28 @@ impl Validator<'_> {
         };
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         Some((raw.get_ref().clone(), host, url.port().unwrap_or(default_port), tls))
+    }
+
+    /// `resync`: 0 (never), or from `MIN_RESYNC` to 24 hours.
+    fn resync(&mut self, raw: &Option<RawDuration>) -> Option<Duration> {
+        let max = Duration::from_secs(24 * 3600);
+        let Some(raw) = raw else { return Some(Duration::from_secs(600)) };
+        let value = raw.get_ref().into_inner();
+        if value == Duration::ZERO || (MIN_RESYNC..=max).contains(&value) {
+            return Some(value);
+        }
+        self.problem(
+            Problem::new(
+                raw.span(),
+                format!(
+                    "`resync` must be 0s (never) or from {} to {}",
+                    humantime::format_duration(MIN_RESYNC),
+                    humantime::format_duration(max)
+                ),
+            )
+            .hint("each resync re-reads the retained state of every device; minutes suit most fleets"),
+        );
+        None
     }
 
     fn keep_alive(&mut self, raw: Option<RawDuration>) -> Option<Duration> {
@@ -616,6 +641,11 @@ impl Validator<'_> {
                 );
                 continue;
             };
+            let topic_fits = self.short_enough(&topic, "topic", MAX_DEVICE_TOPIC);
+            let id_fits = device.id.as_ref().is_none_or(|id| self.short_enough(id, "id", MAX_DEVICE_ID));
+            if !(topic_fits && id_fits) {
+                continue;
+            }
             let rules = Rules {
                 online: self.payloads(device.online, &defaults.online, "online"),
                 offline: self.payloads(device.offline, &defaults.offline, "offline"),
@@ -794,7 +824,16 @@ impl Validator<'_> {
             let ok = !f.is_empty()
                 && levels.iter().all(|l| (!l.contains('+') || *l == "+") && (!l.contains('#') || *l == "#"))
                 && !levels[..levels.len() - 1].contains(&"#");
-            if ok {
+            let everything = match watch {
+                Watch::Pattern(p) if ok && p.covered_by(f) => Some(p),
+                _ => None,
+            };
+            if let Some(p) = everything {
+                self.problem(
+                    Problem::new(filter.span(), format!("`exclude`: `{f}` excludes every topic of `{p}`"))
+                        .hint("the pattern would watch nothing; exclude only the topics that are not devices"),
+                );
+            } else if ok {
                 out.push(filter.into_inner());
             } else {
                 self.problem(
@@ -806,9 +845,21 @@ impl Validator<'_> {
         out
     }
 
+    /// Whether `raw` (`key`) is at most `max` bytes; a problem if not.
+    fn short_enough(&mut self, raw: &Spanned<String>, key: &str, max: usize) -> bool {
+        let len = raw.get_ref().len();
+        if len > max {
+            self.problem(Problem::new(raw.span(), format!("`{key}` is {len} bytes; at most {max}")));
+        }
+        len <= max
+    }
+
     /// A heartbeat topic of the same shape as the status topic.
     fn heartbeat_topic(&mut self, raw: Option<Spanned<String>>, status: &Watch) -> Option<Watch> {
         let raw = raw?;
+        if !self.short_enough(&raw, "heartbeat_topic", MAX_DEVICE_TOPIC) {
+            return None;
+        }
         match (WatchedTopic::parse(raw.get_ref()), status) {
             (Ok(WatchedTopic::Exact(topic)), Watch::Device { id, .. }) => Some(Watch::Device { id: id.clone(), topic }),
             (Ok(WatchedTopic::Pattern(p)), Watch::Pattern(_)) => Some(Watch::Pattern(p)),
@@ -889,8 +940,11 @@ impl Validator<'_> {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
             _ => {
                 self.problem(
-                    Problem::new(raw.span(), format!("`external_url` `{}` is not an http(s) URL", raw.get_ref()))
-                        .hint("the address people and receivers use, e.g. https://gateway.example.com:9818"),
+                    Problem::new(
+                        raw.span(),
+                        format!("`external_url` `{}` is not an http(s) URL", crate::redact::url(raw.get_ref())),
+                    )
+                    .hint("the address people and receivers use, e.g. https://gateway.example.com:9818"),
                 );
                 None
             }
@@ -915,6 +969,7 @@ impl Validator<'_> {
             return None;
         };
         let path = self.file_path(&raw, "users_file").ok()??;
+        self.private(&path, raw.span());
         let text = match super::file::read_small(&path, super::file::MAX_CONFIG) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) => {
@@ -931,6 +986,26 @@ impl Validator<'_> {
         }
     }
 
+    /// A users file others can read gives them its hashes to attack
+    /// offline: worth a warning.
+    fn private(&mut self, path: &Path, span: std::ops::Range<usize>) {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(mode) = std::fs::metadata(path).map(|m| m.permissions().mode()) else { return };
+        if mode & 0o044 != 0 {
+            self.warning(
+                Problem::new(
+                    span,
+                    format!(
+                        "`users_file` {} can be read by other users than its owner (mode {:o}): its hashes can be attacked offline",
+                        path.display(),
+                        mode & 0o777
+                    ),
+                )
+                .hint("chmod 600 it, owned by the user willwatch runs as; or pass it as a systemd credential: users_file = \"credential:users\""),
+            );
+        }
+    }
+
     fn http_listen(&mut self, raw: Option<Spanned<String>>) -> Option<std::net::SocketAddr> {
         let (text, span) = match &raw {
             Some(l) => (l.get_ref().as_str(), l.span()),
@@ -939,7 +1014,14 @@ impl Validator<'_> {
         if text.is_empty() {
             return None;
         }
-        match text.parse() {
+        match text.parse::<std::net::SocketAddr>() {
+            Ok(addr) if addr.port() == 0 => {
+                self.problem(
+                    Problem::new(span, format!("`listen` `{text}` has port 0: the system would pick one, which nobody (nor `willwatch status`) could know"))
+                        .hint("choose the port, e.g. \"127.0.0.1:9818\"; \"\" turns the endpoint off"),
+                );
+                None
+            }
             Ok(addr) => Some(addr),
             Err(_) => {
                 self.problem(

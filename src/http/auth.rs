@@ -14,15 +14,9 @@ pub async fn require(State(shared): State<Shared>, request: Request, next: Next)
     let Some(users) = shared.sources.users.clone() else {
         return next.run(request).await;
     };
-    let credentials = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
-        .and_then(|b| String::from_utf8(b).ok());
-    if let Some((user, password)) = credentials.as_deref().and_then(|c| c.split_once(':')) {
-        let (user, password) = (user.to_string(), password.to_string());
+    let credentials =
+        request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(basic_credentials);
+    if let Some((user, password)) = credentials {
         // bcrypt takes tens of milliseconds, on purpose: not on the runtime.
         let ok = tokio::task::spawn_blocking(move || users.verify(&user, &password)).await.unwrap_or(false);
         if ok {
@@ -35,4 +29,36 @@ pub async fn require(State(shared): State<Shared>, request: Request, next: Next)
         "who are you?\n",
     )
         .into_response()
+}
+
+/// The user and password of an `Authorization` value of the `Basic`
+/// scheme, whose name is case-insensitive (RFC 7617, RFC 9110 11.1).
+fn basic_credentials(value: &str) -> Option<(String, String)> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(token.trim()).ok()?).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_basic_scheme_is_read_whatever_its_case_and_nothing_else_is() {
+        let ops = Some(("ops".to_string(), "s3:cret".to_string()));
+        let token = base64::engine::general_purpose::STANDARD.encode("ops:s3:cret");
+        for scheme in ["Basic", "basic", "BASIC", "bAsIc"] {
+            assert_eq!(basic_credentials(&format!("{scheme} {token}")), ops, "{scheme}");
+        }
+        assert_eq!(basic_credentials(&format!("Basic  {token} ")), ops, "spaces around the token");
+        assert_eq!(basic_credentials(&format!("Bearer {token}")), None);
+        assert_eq!(basic_credentials(&format!("Basic{token}")), None);
+        assert_eq!(basic_credentials("Basic !!!"), None);
+        let no_colon = base64::engine::general_purpose::STANDARD.encode("ops");
+        assert_eq!(basic_credentials(&format!("Basic {no_colon}")), None);
+    }
 }

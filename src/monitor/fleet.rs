@@ -46,6 +46,7 @@ use crate::mqtt::{CLASH, YOUNG};
 use crate::payload::Reading;
 use crate::sparkplug::topic::Topic as SparkplugTopic;
 use crate::throttle::Throttle;
+use crate::topic::{MAX_DEVICE_ID, MAX_DEVICE_TOPIC};
 use confirm::{Confirm, Source};
 use devices::Devices;
 use room::Room;
@@ -238,6 +239,9 @@ pub struct Fleet {
     /// Every device by the state it is shown in, then by id: what
     /// `/status` pages walk (`order.rs`).
     order: order::Order,
+    /// New devices refused for a topic or id too long are logged at most
+    /// this often.
+    too_long: Throttle,
     /// The state was lost at the start (`store::open`) and the start's
     /// picture of the fleet is not yet confirmed: what fires may repeat
     /// an alert sent before the loss (`unlinked`). Not in a cluster, whose
@@ -294,6 +298,7 @@ impl Fleet {
             children: HashMap::new(),
             malformed: Throttle::new(REFUSALS_LOG_EVERY),
             order: order::Order::default(),
+            too_long: Throttle::new(REFUSALS_LOG_EVERY),
             lost: false,
             unlinked: Throttle::new(REFUSALS_LOG_EVERY),
             link,
@@ -428,9 +433,22 @@ impl Fleet {
     /// Makes sure the device `id` of `spec` is known, seen on `topic`;
     /// false when it is new and its pattern has no room for it (refused,
     /// counted and logged per pattern). Exact devices always fit.
+    /// A topic or id too long is refused too (counted, logged).
     fn admit(&mut self, id: &CompactString, spec: &DeviceSpec, topic: &str, now: Now) -> bool {
         if self.devices.contains(id) {
             return true;
+        }
+        if topic.len() > MAX_DEVICE_TOPIC || id.len() > MAX_DEVICE_ID {
+            self.metrics.devices_refused_too_long.inc();
+            if let Some(suppressed) = self.too_long.allow(now.mono) {
+                // Its length and how it starts: the whole of it is the flood.
+                let end = (0..=topic.len().min(64)).rev().find(|&i| topic.is_char_boundary(i)).unwrap_or(0);
+                let start = &topic[..end];
+                tracing::warn!(topic_start = %start, topic_bytes = topic.len(), id_bytes = id.len(),
+                    max_topic_bytes = MAX_DEVICE_TOPIC, max_id_bytes = MAX_DEVICE_ID, suppressed,
+                    what = "device_refused_too_long", "new device refused: its topic or id is too long");
+            }
+            return false;
         }
         // Seen for the first time: a pattern's device, if it has room.
         let key = pattern_key(spec);

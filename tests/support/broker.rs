@@ -213,6 +213,12 @@ impl Broker {
         panic!("mosquitto did not start; see {}", dir.path().join("mosquitto.log").display());
     }
 
+    /// The embedded rumqttd, for tests of what it passes on and mosquitto
+    /// refuses (a topic with a line break in it).
+    pub fn rumqttd() -> Broker {
+        Broker::start_rumqttd()
+    }
+
     fn start_rumqttd() -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
@@ -326,6 +332,29 @@ fn is_root() -> bool {
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Ports `http_port` hands out: below Linux's ephemeral range (32768 up),
+/// from which the kernel picks `free_port`'s ports and those of every
+/// outgoing connection, so none of those can take one in the moment
+/// between handing it out and the daemon binding it.
+const HTTP_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port for a daemon's HTTP endpoint (willwatch refuses port 0, which
+/// would leave nobody knowing where it listens): free when handed out,
+/// each once per test process, processes starting at different places.
+pub fn http_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(HTTP_PORTS.end - HTTP_PORTS.start);
+    let start = std::process::id().wrapping_mul(7_919) % span;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = HTTP_PORTS.start + ((start + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Polls until the port accepts connections; false if the broker died.

@@ -21,13 +21,15 @@ pub use wait::{eventually, observe};
 
 /// A config for `broker` with the daemon's presence on `willwatch/test/status`,
 /// no settle window (tests of it set their own), its HTTP endpoint on a
-/// free port, followed by `rest` (devices, actions, defaults).
+/// free port (the same after a restart), followed by `rest` (devices,
+/// actions, defaults).
 pub fn config(broker: &Broker, rest: &str) -> String {
     format!(
         "state_dir = \"state\"\n\n[broker]\nurl = \"{}\"\nclient_id = \"willwatch-test-{}\"\nkeep_alive = \"5s\"\nsettle = \"0s\"\nconfirm_within = \"2s\"\n\n\
-         [presence]\ntopic = \"willwatch/test/status\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n\n{rest}",
+         [presence]\ntopic = \"willwatch/test/status\"\n\n[http]\nlisten = \"127.0.0.1:{}\"\n\n{rest}",
         broker.url(),
-        broker.port
+        broker.port,
+        broker::http_port()
     )
 }
 

@@ -17,7 +17,6 @@
 //! Alertmanager group. An alert storm then costs one request, not thousands.
 
 mod body;
-mod redact;
 mod retry;
 mod signature;
 
@@ -199,7 +198,7 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
     context.metrics.action_run(name, "failed");
     let events: Vec<&Event> = delivery.events.iter().map(|e| &**e).collect();
     let mut record = Record::new(name, &delivery.id, &events, &last_error);
-    record.url = Some(redact::redact(&spec.url));
+    record.url = Some(crate::redact::url(spec.url.as_str()));
     context.dead_letter(record);
     Some(delivery.events)
 }
@@ -215,7 +214,9 @@ async fn attempt_once(
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(delivery.body.clone());
     for (header, value) in &spec.headers {
-        request = request.header(header, value.render(&delivery.events[0]));
+        // An id or topic may hold a line break: escaped, it can neither
+        // start another header nor make the request one that is never sent.
+        request = request.header(header, crate::logging::escape(&value.render(&delivery.events[0])).into_owned());
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     request = request.header("webhook-id", &delivery.id).header("webhook-timestamp", now);

@@ -686,6 +686,27 @@ fn after_a_flood_a_reload_adds_an_exact_device_and_a_pattern_that_both_find_room
 }
 
 #[test]
+fn new_devices_whose_topic_or_id_is_too_long_are_refused_and_counted() {
+    let clock = Clock::new();
+    let rest = "[broker]\nurl = \"mqtt://b\"\nclient_id = \"w\"\nconfirm_within = \"2s\"\n\
+                [[device]]\ntopic = \"a/+/{id}\"\n\
+                [[device]]\ntopic = \"b/{id}\"\nid = \"long-prefix-{id}\"\n";
+    let config = Arc::new(Config::parse(Path::new("w.toml"), rest).unwrap_or_else(|e| panic!("{e}")));
+    let metrics = Metrics::new();
+    let mut f = Fleet::new(config, HashMap::new(), Arc::clone(&metrics), clock.at_ms(0));
+    connect(&mut f, clock.at_ms(0));
+    let at_limit = "x".repeat(crate::topic::MAX_DEVICE_TOPIC - "a//d1".len());
+    f.on_message(&format!("a/{at_limit}/d1"), b"online", clock.at_ms(10));
+    f.on_message(&format!("a/{at_limit}x/d2"), b"online", clock.at_ms(10));
+    let id_at_limit = "y".repeat(crate::topic::MAX_DEVICE_ID - "long-prefix-".len());
+    f.on_message(&format!("b/{id_at_limit}"), b"online", clock.at_ms(10));
+    f.on_message(&format!("b/{id_at_limit}z"), b"online", clock.at_ms(10));
+    assert_eq!(f.counts().online, 2, "each at its limit is watched");
+    assert_eq!(metrics.devices_refused_too_long.get(), 2);
+    assert_eq!((refused(&metrics, "a/+/{id}"), refused(&metrics, "b/{id}")), (0, 0), "not a max_devices refusal");
+}
+
+#[test]
 fn status_says_which_offlines_were_notified_and_how_long_a_grace_has_left() {
     let clock = Clock::new();
     let mut f = connected("[defaults]\ngrace = \"10s\"\n[[device]]\ntopic = \"plant/{id}/status\"\n", &clock);
