@@ -5,7 +5,7 @@
 //! over large and filtered `/status` pages.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, MqttOptions, QoS};
@@ -32,18 +32,8 @@ pub async fn reads(bin: &Path, n: usize, probes: usize) -> Result<Reads, String>
     let broker = crate::broker::Broker::start().map_err(|e| e.to_string())?;
     let port = broker.port;
     load::publish_retained(port, n, "online").await?;
-    let arrived: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
-    let sink = Arc::clone(&arrived);
-    let url = crate::receiver::serve(move |event, at| {
-        let payload: serde_json::Value =
-            serde_json::from_str(event["payload"].as_str().unwrap_or_default()).unwrap_or_default();
-        if event["event"] == "offline"
-            && let Some(n) = payload["n"].as_u64()
-        {
-            sink.lock().unwrap().push((n, at));
-        }
-    })
-    .await?;
+    // The probe's webhook arrivals, by its offline's number.
+    let (url, arrived) = crate::receiver::probe_offlines().await?;
     let rest = format!(
         "[history]\nkeep = \"90d\"\n\n[action.hook]\ntype = \"webhook\"\nurl = \"{url}\"\n\n\
          [[device]]\nid = \"probe\"\ntopic = \"probe/status\"\nactions = [\"hook\"]\nstate_field = \"/s\"\n\n{PATTERN}"
@@ -130,10 +120,8 @@ pub async fn reads(bin: &Path, n: usize, probes: usize) -> Result<Reads, String>
     }
     poller.abort();
     let arrived = arrived.lock().unwrap().clone();
-    let mut samples: Vec<Duration> = sent
-        .iter()
-        .filter_map(|(i, at)| arrived.iter().find(|(n, _)| n == i).map(|(_, got)| got.saturating_duration_since(*at)))
-        .collect();
+    let mut samples: Vec<Duration> =
+        sent.iter().filter_map(|(i, at)| arrived.get(i).map(|got| got.saturating_duration_since(*at))).collect();
     samples.sort();
     let pick =
         |q: f64| samples.get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1))).copied();

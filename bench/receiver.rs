@@ -1,6 +1,8 @@
 //! A local webhook receiver for the benchmark: hands each event JSON it is
 //! posted, with its arrival time, to a callback, and answers 200.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde_json::Value;
@@ -19,4 +21,22 @@ pub async fn serve(on_event: impl Fn(Value, Instant) + Clone + Send + Sync + 'st
     });
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(url)
+}
+
+/// A receiver for a probe device whose offlines carry their number
+/// (`{"s":"offline","n":N}` as the event's payload): the URL, and when
+/// each number first arrived.
+pub async fn probe_offlines() -> Result<(String, Arc<Mutex<HashMap<u64, Instant>>>), String> {
+    let arrived: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let sink = Arc::clone(&arrived);
+    let url = serve(move |event, at| {
+        let payload: Value = serde_json::from_str(event["payload"].as_str().unwrap_or_default()).unwrap_or_default();
+        if event["event"] == "offline"
+            && let Some(n) = payload["n"].as_u64()
+        {
+            sink.lock().unwrap().entry(n).or_insert(at);
+        }
+    })
+    .await?;
+    Ok((url, arrived))
 }

@@ -11,7 +11,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, MqttOptions, QoS};
@@ -52,19 +51,8 @@ pub async fn soak(bin: &Path, duration: Duration, rate: u64, invented: usize, at
     let (streams, slow_clients, history_queries) = attack;
     let broker = crate::broker::Broker::start().map_err(|e| e.to_string())?;
     let port = broker.port;
-    // The probe's webhook arrivals, by the moment its offline was sent.
-    let arrived: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
-    let sink = Arc::clone(&arrived);
-    let url = crate::receiver::serve(move |event, at| {
-        let payload: serde_json::Value =
-            serde_json::from_str(event["payload"].as_str().unwrap_or_default()).unwrap_or_default();
-        if event["event"] == "offline"
-            && let Some(n) = payload["n"].as_u64()
-        {
-            sink.lock().unwrap().entry(n).or_insert(at);
-        }
-    })
-    .await?;
+    // The probe's webhook arrivals, by its offline's number.
+    let (url, arrived) = crate::receiver::probe_offlines().await?;
     let rest = format!(
         "[action.hook]\ntype = \"webhook\"\nurl = \"{url}\"\n\n\
          [[device]]\nid = \"probe\"\ntopic = \"probe/status\"\noffline = [\"offline\"]\nactions = [\"hook\"]\n\

@@ -114,72 +114,69 @@ fn state_text(d: &Value) -> String {
 pub struct Printer {
     json: bool,
     now: SystemTime,
+    /// Rows printed so far.
+    rows: usize,
     /// The columns' widths, set by the first page (a longer id later only
-    /// pushes its own row).
+    /// pushes its own row); `None` until the first page is printed.
     widths: Option<(usize, usize)>,
 }
 
 impl Printer {
     pub fn new(json: bool, now: SystemTime) -> Printer {
-        Printer { json, now, widths: None }
+        Printer { json, now, rows: 0, widths: None }
     }
 
     /// What to print for one page.
     pub fn page(&mut self, page: &Value) -> String {
         let devices = page["devices"].as_array().map(Vec::as_slice).unwrap_or_default();
         let mut out = String::new();
-        if self.json {
-            for (i, d) in devices.iter().enumerate() {
-                match (i, self.widths) {
-                    (0, None) => {
-                        let mut head = page.clone();
-                        if let Some(map) = head.as_object_mut() {
-                            map.remove("devices");
-                            map.remove("next");
-                        }
-                        let head = head.to_string();
-                        let _ = write!(out, "{},\"devices\":[\n{d}", &head[..head.len() - 1]);
-                        self.widths = Some((0, 0));
-                    }
-                    _ => {
-                        let _ = write!(out, ",\n{d}");
-                    }
-                }
-            }
-            if self.widths.is_none() {
-                let mut head = page.clone();
-                if let Some(map) = head.as_object_mut() {
-                    map.remove("devices");
-                    map.remove("next");
-                }
-                let head = head.to_string();
-                let _ = write!(out, "{},\"devices\":[", &head[..head.len() - 1]);
-                self.widths = Some((0, 0));
-            }
-            return out;
-        }
         let (width, state_width) = match self.widths {
             Some(widths) => widths,
             None => {
-                self.header(&mut out, page);
-                let width = devices.iter().map(|d| d["id"].as_str().unwrap_or("").chars().count()).max().unwrap_or(0);
-                let state = devices.iter().map(|d| state_text(d).chars().count()).max().unwrap_or(0);
-                let widths = (width.max(6), state.max(8));
-                let _ =
-                    writeln!(out, "{:<w$} {:<iw$} {:<10} TOPIC", "STATE", "DEVICE", "FOR", w = widths.1, iw = widths.0);
+                let widths = if self.json {
+                    // The first page's document, its devices to follow.
+                    let mut head = page.clone();
+                    if let Some(map) = head.as_object_mut() {
+                        map.remove("devices");
+                        map.remove("next");
+                    }
+                    let head = head.to_string();
+                    let _ = write!(out, "{},\"devices\":[", &head[..head.len() - 1]);
+                    (0, 0)
+                } else {
+                    self.header(&mut out, page);
+                    let id = devices.iter().map(|d| d["id"].as_str().unwrap_or("").chars().count()).max();
+                    let state = devices.iter().map(|d| state_text(d).chars().count()).max();
+                    let widths = (id.unwrap_or(0).max(6), state.unwrap_or(0).max(8));
+                    let _ = writeln!(
+                        out,
+                        "{:<w$} {:<iw$} {:<10} TOPIC",
+                        "STATE",
+                        "DEVICE",
+                        "FOR",
+                        w = widths.1,
+                        iw = widths.0
+                    );
+                    widths
+                };
                 self.widths = Some(widths);
                 widths
             }
         };
         for d in devices {
-            let _ = writeln!(
-                out,
-                "{:<state_width$} {:<width$} {:<10} {}",
-                state_text(d),
-                d["id"].as_str().unwrap_or(""),
-                ago(&d["since"], self.now),
-                d["topic"].as_str().unwrap_or("")
-            );
+            if self.json {
+                let _ = write!(out, "{}\n{d}", if self.rows == 0 { "" } else { "," });
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{:<state_width$} {:<width$} {:<10} {}",
+                    state_text(d),
+                    d["id"].as_str().unwrap_or(""),
+                    ago(&d["since"], self.now),
+                    d["topic"].as_str().unwrap_or("")
+                );
+            }
+            self.rows += 1;
         }
         out
     }

@@ -149,13 +149,10 @@ async fn execute(
         tracing::warn!(action = %name, device = %event.device, event = %event.kind, event_id = %event.id,
             program = %spec.program.display(), attempt, error = %error, retry_in = ?wait, what = "command_retry",
             "the command could not start; will try again");
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = context.stopping.cancelled() => {
-                tracing::info!(action = %name, device = %event.device, event_id = %event.id, attempt,
-                    "stopping: the command's next attempt is left owed; it resumes at the next start, same id");
-                return None;
-            }
+        if !super::retry::pause(wait, &context.stopping).await {
+            tracing::info!(action = %name, device = %event.device, event_id = %event.id, attempt,
+                "stopping: the command's next attempt is left owed; it resumes at the next start, same id");
+            return None;
         }
     };
     let reason = format!("cannot start {}: {error}", spec.program.display());

@@ -11,6 +11,15 @@ use crate::config::Retries;
 /// up to `max_interval`).
 pub const FIRST: Duration = Duration::from_millis(500);
 
+/// Waits `wait` before the next attempt, unless the daemon stops first:
+/// whether it waited (if not, the attempt is left owed for the next start).
+pub async fn pause(wait: Duration, stopping: &tokio_util::sync::CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        () = stopping.cancelled() => false,
+    }
+}
+
 /// After failed attempt number `attempt`, on an event `age` old: how long
 /// to wait before the next, or `None` to give up. The wait is what the
 /// receiver asked for (`Retry-After`) or the backoff's, never more than

@@ -265,7 +265,8 @@ impl History {
 mod tests {
     use super::*;
 
-    fn entry(device: &str, at_s: u64, from: &'static str, to: &'static str) -> Entry {
+    /// `device`'s transition from `from` to `to` at `at_s` seconds.
+    pub(in crate::history) fn entry(device: &str, at_s: u64, from: &'static str, to: &'static str) -> Entry {
         Entry {
             device: device.into(),
             at: UNIX_EPOCH + Duration::from_secs(at_s),

@@ -172,23 +172,13 @@ pub fn transitions(
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, UNIX_EPOCH};
-
     use proptest::prelude::*;
 
     use super::*;
     use crate::history::Entry;
 
     fn entry(device: &str, at_s: u64, to: &'static str) -> Entry {
-        Entry {
-            device: device.into(),
-            at: UNIX_EPOCH + Duration::from_secs(at_s),
-            from: "unknown",
-            to,
-            cause: "will",
-            payload: to.into(),
-            offline_for: None,
-        }
+        crate::history::tests::entry(device, at_s, "unknown", to)
     }
 
     /// Every page of `order`, walked with its cursors.

@@ -181,13 +181,10 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
                 };
                 tracing::warn!(action = %name, device = %first.device, webhook_id = %delivery.id,
                     attempt, error = %last_error, retry_in = ?wait, what = "webhook_retry", "webhook delivery failed; will retry");
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = context.stopping.cancelled() => {
-                        tracing::info!(action = %name, device = %first.device, webhook_id = %delivery.id, attempt,
-                            "stopping: the retry is left owed; it resumes at the next start, same id");
-                        return None;
-                    }
+                if !crate::actions::retry::pause(wait, &context.stopping).await {
+                    tracing::info!(action = %name, device = %first.device, webhook_id = %delivery.id, attempt,
+                        "stopping: the retry is left owed; it resumes at the next start, same id");
+                    return None;
                 }
             }
         }
