@@ -206,6 +206,7 @@ async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationToken) 
                 continue;
             }
         };
+        metrics.http_connections.inc();
         // Small answers go out at once, not after a delayed ACK.
         let _ = tcp.set_nodelay(true);
         let service = {
@@ -221,7 +222,7 @@ async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationToken) 
                 }
             })
         };
-        let (cancel, pool) = (cancel.clone(), Arc::clone(&pool));
+        let (cancel, pool, metrics) = (cancel.clone(), Arc::clone(&pool), Arc::clone(&metrics));
         connections.spawn(async move {
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -238,6 +239,7 @@ async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationToken) 
                 }
             }
             pool.release(&conn);
+            metrics.http_connections.dec();
         });
     }
     let drained =

@@ -76,6 +76,7 @@ pub struct Metrics {
     pub oversized: Counter,
     pub http_refused: Counter,
     pub http_evicted: Counter,
+    pub http_connections: Gauge,
     pub http_streams_refused: Counter,
     pub devices_refused: Family<PatternLabel, Counter>,
     pub devices_refused_too_long: Counter,
@@ -120,6 +121,7 @@ impl Metrics {
         let oversized = Counter::<u64, AtomicU64>::default();
         let http_refused = Counter::<u64, AtomicU64>::default();
         let http_evicted = Counter::<u64, AtomicU64>::default();
+        let http_connections = Gauge::default();
         let http_streams_refused = Counter::<u64, AtomicU64>::default();
         let devices_refused = Family::<PatternLabel, Counter>::default();
         let devices_refused_too_long = Counter::<u64, AtomicU64>::default();
@@ -250,6 +252,7 @@ impl Metrics {
             "HTTP connections refused (over the limit) or not accepted (out of file descriptors)",
             http_refused.clone(),
         );
+        registry.register("willwatch_http_connections", "HTTP connections open now", http_connections.clone());
         registry.register(
             "willwatch_http_connections_closed_for_room",
             "HTTP connections serving nothing (idle, slow headers, a slow reader) closed to make room for a new one",
@@ -351,6 +354,7 @@ impl Metrics {
             oversized,
             http_refused,
             http_evicted,
+            http_connections,
             http_streams_refused,
             devices_refused,
             devices_refused_too_long,

@@ -164,7 +164,7 @@ async fn a_receiver_down_past_many_attempts_gets_the_alert_once_when_it_is_back(
     .await
     .iter()
     .for_each(|wait| assert!(*wait <= 0.1, "a wait past max_interval: {wait}"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    support::wait::observe(Duration::from_millis(300)).await;
     assert_eq!(receiver.received().len(), 21, "nothing after the success");
     assert!(dead_letters(&daemon).is_empty());
 }
@@ -220,11 +220,7 @@ async fn a_device_whose_deliveries_keep_failing_delays_another_device_by_no_more
         publish(broker.port, "plant/a/status", *payload, false).await;
         let sample = format!("willwatch_transitions_total{{event=\"{payload}\"}}");
         let n = (i / 2 + 1) as f64;
-        let deadline = tokio::time::Instant::now() + SOON;
-        while daemon.metric(&sample).await < n {
-            assert!(tokio::time::Instant::now() < deadline, "{payload} #{n} of a never decided");
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        daemon.wait_metric(&sample, n).await;
     }
     receiver.wait_for(1, SOON).await;
     let sent = std::time::Instant::now();

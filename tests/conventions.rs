@@ -9,15 +9,15 @@ use support::{Broker, Daemon, SOON, config, publish};
 
 /// Waits until `/status` lists exactly these (id, state) pairs.
 async fn wait_devices(daemon: &Daemon, want: &[(&str, &str)]) {
-    let deadline = tokio::time::Instant::now() + SOON;
-    loop {
+    support::wait::until(&format!("devices {want:?}"), SOON, async || {
         let seen = ids(daemon).await;
         if seen.iter().map(|(i, s)| (i.as_str(), s.as_str())).eq(want.iter().copied()) {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
         }
-        assert!(tokio::time::Instant::now() < deadline, "devices {seen:?}, wanted {want:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    })
+    .await
 }
 
 async fn ids(daemon: &Daemon) -> Vec<(String, String)> {

@@ -559,11 +559,11 @@ async fn a_full_disk_neither_repeats_nor_loses_an_alert_through_sigkills() {
 
 /// Polls `daemon`'s `/metrics` until `sample` reads `value`.
 async fn wait_metric(daemon: &Daemon, sample: &str, value: f64, timeout: Duration) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while daemon.metric(sample).await != value {
-        assert!(tokio::time::Instant::now() < deadline, "{sample} never read {value}:\n{}", daemon.dump());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::wait::until(&format!("{sample} to read {value}"), timeout, async || {
+        let now = daemon.metric(sample).await;
+        if now == value { Ok(()) } else { Err(now) }
+    })
+    .await
 }
 
 /// `chattr` on every file in `dir` (`+i`: immutable, `-i`: writable again).

@@ -30,15 +30,11 @@ async fn get_json(url: &str) -> serde_json::Value {
 
 /// Waits until the history lists `n` transitions of pump-7.
 async fn wait_transitions(daemon: &Daemon, n: usize) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + SOON;
-    loop {
+    support::wait::until(&format!("{n} transitions of pump-7"), SOON, async || {
         let doc = history(daemon, &["pump-7"]);
-        if doc["transitions"].as_array().map_or(0, Vec::len) >= n {
-            return doc;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{doc}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if doc["transitions"].as_array().map_or(0, Vec::len) >= n { Ok(doc) } else { Err(doc) }
+    })
+    .await
 }
 
 #[tokio::test]

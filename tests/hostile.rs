@@ -41,7 +41,8 @@ async fn an_unfinished_http_request_does_not_delay_shutdown() {
     let address = daemon.http_url().await.trim_start_matches("http://").to_string();
     let mut held = TcpStream::connect(&address).await.unwrap();
     held.write_all(b"GET /status HTTP/1.1\r\n").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Taken in: it and the scrape asking.
+    daemon.wait_metric("willwatch_http_connections", 2.0).await;
     let asked = Instant::now();
     daemon.signal("TERM");
     let status = daemon.exit_status(Duration::from_secs(10)).await;

@@ -53,7 +53,7 @@ async fn a_non_retained_will_published_while_stopped_is_alerted_once_after_the_s
     assert_eq!(event["seen_late"], true, "{event}");
     // Not again: give the settle window (2 s) and the re-read after it the
     // chance to fire a second one.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    support::wait::observe(Duration::from_secs(3)).await;
     assert_eq!(daemon.events("homeassistant", "offline").len(), 1, "{}", daemon.dump());
 }
 

@@ -120,16 +120,14 @@ async fn malformed_payloads_are_counted_and_logged_and_change_nothing() {
 
 /// Waits for the retained STATE of `host` saying `online`; returns it.
 async fn wait_host_state(broker: &Broker, host: &str, online: bool) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + SOON;
-    loop {
+    support::wait::until(&format!("the STATE of {host} to say online = {online}"), SOON, async || {
         let text = support::retained(broker.port, &format!("spBv1.0/STATE/{host}")).await;
-        if let Some(state) = text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            && state["online"] == online
-        {
-            return state;
+        match text.as_deref().and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()) {
+            Some(state) if state["online"] == online => Ok(state),
+            _ => Err(format!("{text:?}")),
         }
-        assert!(tokio::time::Instant::now() < deadline, "STATE of {host} never said online = {online}");
-    }
+    })
+    .await
 }
 
 fn host_config(broker: &Broker, rest: &str) -> String {

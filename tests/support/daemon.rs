@@ -150,6 +150,15 @@ impl Daemon {
             .unwrap_or(0.0)
     }
 
+    /// Waits until `sample` on `/metrics` reads at least `value`.
+    pub async fn wait_metric(&self, sample: &str, value: f64) {
+        super::wait::until(&format!("{sample} to reach {value}"), super::SOON, async || {
+            let now = self.metric(sample).await;
+            if now >= value { Ok(()) } else { Err(now) }
+        })
+        .await
+    }
+
     /// The device `id` as `/status` shows it (`Null` while unknown to it).
     pub async fn device(&self, id: &str) -> Value {
         let url = format!("{}/status", self.http_url().await);

@@ -17,6 +17,26 @@ pub async fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut(
     }
 }
 
+/// Polls the async `check` every 20 ms until it returns `Ok`, or panics
+/// after `timeout` saying what was awaited and what `check` saw last
+/// (its `Err`).
+pub async fn until<T, E: std::fmt::Display>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Result<T, E>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) if tokio::time::Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
 /// Lets `window` pass, for asserting that something does *not* happen in
 /// it (a ladder that must stay stopped, a grace period that must stay
 /// quiet). Waiting *for* something is `eventually`'s job.
