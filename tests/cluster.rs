@@ -288,8 +288,7 @@ async fn sigstop_the_leader(names: &[&'static str], freezes: usize) {
 
 /// The instance that says it leads (its metric), once exactly one does.
 async fn leading_now(daemons: &[Option<Daemon>]) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    support::wait::until("a single leader", Duration::from_secs(15), async || {
         let mut leading = Vec::new();
         for (i, d) in daemons.iter().enumerate() {
             if let Some(d) = d
@@ -298,12 +297,9 @@ async fn leading_now(daemons: &[Option<Daemon>]) -> usize {
                 leading.push(i);
             }
         }
-        if let [one] = leading[..] {
-            return one;
-        }
-        assert!(Instant::now() < deadline, "no single leader: {leading:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if let [one] = leading[..] { Ok(one) } else { Err(format!("leading: {leading:?}")) }
+    })
+    .await
 }
 
 /// Flips devices every 5–40 ms for `time`, counting each device's flips.
@@ -400,11 +396,10 @@ async fn a_frozen_leader_is_replaced_after_its_keep_alive_and_stands_down_when_i
     g.daemons[0].as_ref().unwrap().signal("CONT");
     let a = g.daemons[0].as_ref().unwrap();
     let after_thaw = a.logs(|l| l["what"] == "cluster_synced").len();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while a.logs(|l| l["what"] == "cluster_synced").len() <= after_thaw {
-        assert!(Instant::now() < deadline, "a never in sync again:\n{}", a.dump());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::eventually("a in sync again", Duration::from_secs(15), || {
+        (a.logs(|l| l["what"] == "cluster_synced").len() > after_thaw).then_some(())
+    })
+    .await;
     let (transitions, _) = g.settled("frozen leader").await;
     assert_eq!(transitions, 1, "d2's offline, once");
     let received = g.receiver.received();
