@@ -67,6 +67,17 @@ const STALLED: Duration = Duration::from_secs(1);
 /// go out anyway, logged.
 const HOLD_MAX: Duration = Duration::from_secs(10);
 
+/// What woke the monitor for a turn.
+enum Woke {
+    Inbound(Inbound),
+    Reload(Arc<Config>),
+    Timer,
+    Query(StatusQuery),
+    Completed(Arc<Event>),
+    Save,
+    ClusterTick,
+}
+
 /// What the monitor listens to.
 pub struct Inputs {
     /// The MQTT session's traffic.
@@ -106,6 +117,8 @@ pub struct Monitor {
     /// The last message taken in whose mark the writer has not been given.
     marked: Option<(Mark, String)>,
     redelivered: Redelivered,
+    /// This turn's moment: the clock is read once a turn (`run`).
+    turn: Now,
 }
 
 impl Monitor {
@@ -125,7 +138,8 @@ impl Monitor {
         lost: bool,
         out: Outputs,
     ) -> Monitor {
-        let mut fleet = Fleet::new(Arc::clone(&config), saved, Arc::clone(&out.metrics), Now::read());
+        let turn = Now::read();
+        let mut fleet = Fleet::new(Arc::clone(&config), saved, Arc::clone(&out.metrics), turn);
         if lost {
             fleet.state_was_lost();
         }
@@ -152,6 +166,7 @@ impl Monitor {
             history_full: crate::throttle::Throttle::new(Duration::from_secs(60)),
             marked: None,
             redelivered: Redelivered::new(taken),
+            turn,
         }
     }
 
@@ -164,16 +179,31 @@ impl Monitor {
         save_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut cluster_tick = tokio::time::interval(CLUSTER_TICK);
         cluster_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_turn = Instant::now();
+        let mut last_turn = self.turn.mono;
         loop {
             let wake = self.fleet.next_wake();
-            tokio::select! {
+            let woke = tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
-                message = inputs.inbound.recv() => {
-                    let Some(message) = message else { break };
+                message = inputs.inbound.recv() => match message {
+                    Some(message) => Woke::Inbound(message),
+                    None => break,
+                },
+                Some(config) = inputs.reloads.recv() => Woke::Reload(config),
+                () = sleep_until(wake) => Woke::Timer,
+                Some(query) = inputs.queries.recv() => Woke::Query(query),
+                Some(event) = inputs.completed.recv() => Woke::Completed(event),
+                // Last: a burst of messages is handled before its records
+                // are saved, so the disk's work never slows the burst.
+                _ = save_tick.tick(), if self.fleet.has_saves() => Woke::Save,
+                _ = cluster_tick.tick(), if self.cluster.is_some() => Woke::ClusterTick,
+            };
+            // The turn's one reading of the clock.
+            self.turn = Now::read();
+            let now = self.turn;
+            match woke {
+                Woke::Inbound(message) => {
                     self.check_stall(&mut last_turn);
-                    let now = Now::read();
                     if !matches!(message, Inbound::Message { .. } | Inbound::Connected { .. }) {
                         self.redelivered.close();
                     }
@@ -186,9 +216,11 @@ impl Monitor {
                             }
                         }
                         (Inbound::Probed(n), _) => self.fleet.on_probed(n, now),
-                        (Inbound::Restarted { session_present }, _) => {
-                            self.fleet.broker_restarted(session_present, "its uptime is shorter than our last connection", now)
-                        }
+                        (Inbound::Restarted { session_present }, _) => self.fleet.broker_restarted(
+                            session_present,
+                            "its uptime is shorter than our last connection",
+                            now,
+                        ),
                         (Inbound::Connected { session_present, restarted }, c) => {
                             c.map(Cluster::on_connected);
                             self.fleet.on_connected(now, session_present, restarted);
@@ -203,28 +235,26 @@ impl Monitor {
                         }
                     }
                 }
-                Some(config) = inputs.reloads.recv() => self.fleet.reload(config),
-                () = sleep_until(wake) => {
+                Woke::Reload(config) => self.fleet.reload(config),
+                Woke::Timer => {
                     // A thawed leader's first turn may be a timer's: it must
                     // not fire what came due while it was frozen as a leader.
                     self.check_stall(&mut last_turn);
-                    self.fleet.on_tick(Now::read());
+                    self.fleet.on_tick(now);
                 }
-                Some(query) = inputs.queries.recv() => {
-                    let mut page = self.fleet.page(&query.page, Now::read().mono);
+                Woke::Query(query) => {
+                    let mut page = self.fleet.page(&query.page, now.mono);
                     page.cluster = self.cluster.as_ref().map(Cluster::view);
                     let _ = query.reply.send(page);
                 }
-                Some(event) = inputs.completed.recv() => {
+                Woke::Completed(event) => {
                     self.check_stall(&mut last_turn);
                     if let Some(cluster) = &mut self.cluster {
                         cluster.completed(&event);
                     }
                 }
-                // Last: a burst of messages is handled before its records
-                // are saved, so the disk's work never slows the burst.
-                _ = save_tick.tick(), if self.fleet.has_saves() => self.save(false).await,
-                _ = cluster_tick.tick(), if self.cluster.is_some() => {
+                Woke::Save => self.save(false).await,
+                Woke::ClusterTick => {
                     self.check_stall(&mut last_turn);
                     self.release_overdue().await;
                 }
@@ -389,7 +419,7 @@ impl Monitor {
     async fn perform_cluster(&mut self) {
         let Some(cluster) = &mut self.cluster else { return };
         if let Some(seq) = cluster.flush() {
-            self.held.push_back((seq, Instant::now(), std::mem::take(&mut self.unsaid)));
+            self.held.push_back((seq, self.turn.mono, std::mem::take(&mut self.unsaid)));
         }
         let outputs: Vec<Output> = cluster.drain().collect();
         let mut ops = Vec::new();
@@ -402,7 +432,7 @@ impl Monitor {
                     // Under the ids they were decided under, or follow from.
                     let left = cluster.take_left();
                     for (mut event, record) in
-                        self.fleet.take_over(cluster.told(), cluster.in_flight(), left, Now::read())
+                        self.fleet.take_over(cluster.told(), cluster.in_flight(), left, self.turn)
                     {
                         event.epoch = Some(cluster.epoch());
                         cluster.decided(&event);
@@ -415,7 +445,7 @@ impl Monitor {
                         && let Some(last) = cluster.last_word(&device)
                     {
                         let last = last.clone();
-                        self.fleet.group_said(&device, &last, Now::read());
+                        self.fleet.group_said(&device, &last, self.turn);
                     }
                     ops.push(Op::Told(device, words));
                 }
@@ -442,7 +472,7 @@ impl Monitor {
     /// worse than one the group may repeat under the same id.
     async fn release_overdue(&mut self) {
         let mut overdue = Vec::new();
-        while self.held.front().is_some_and(|(_, at, _)| at.elapsed() > HOLD_MAX) {
+        while self.held.front().is_some_and(|(_, at, _)| self.turn.mono.saturating_duration_since(*at) > HOLD_MAX) {
             overdue.extend(self.held.pop_front().map(|(_, _, ops)| ops).unwrap_or_default());
         }
         if !overdue.is_empty() {
@@ -494,7 +524,7 @@ impl Monitor {
     /// In a cluster: a gap since the last turn longer than `STALLED`
     /// means this instance did not run (`Cluster::on_stalled`).
     fn check_stall(&mut self, last_turn: &mut Instant) {
-        let now = Instant::now();
+        let now = self.turn.mono;
         let gap = now.duration_since(*last_turn);
         *last_turn = now;
         if gap > STALLED
@@ -538,7 +568,7 @@ impl Monitor {
             && let Err(std::sync::mpsc::TrySendError::Full(_)) = history.try_send(entry)
         {
             self.out.metrics.history_dropped.inc();
-            if let Some(suppressed) = self.history_full.allow(Instant::now()) {
+            if let Some(suppressed) = self.history_full.allow(self.turn.mono) {
                 tracing::warn!(
                     suppressed,
                     "the history writer is behind; transitions are dropped from the history (counted)"
