@@ -26,6 +26,7 @@
 //! with whatever the broker delivers.
 
 mod fleet;
+mod held;
 mod redelivered;
 
 use std::sync::Arc;
@@ -42,6 +43,7 @@ use crate::metrics::{Metrics, StateLabel};
 use crate::mqtt::{Ask, Inbound, Mark};
 use crate::store::{Op, Taken};
 pub use fleet::{Counts, DeviceView, Effect, Fleet, PageQuery, StatusPage, rank};
+use held::Held;
 use redelivered::Redelivered;
 
 /// A request for a page of devices, answered from the monitor's table.
@@ -109,8 +111,7 @@ pub struct Monitor {
     cluster: Option<Cluster>,
     /// In a cluster, a leader's decisions wait here until the group has its
     /// word on them: those of the word numbered so, and those not yet said.
-    held: std::collections::VecDeque<(u64, Instant, Vec<Op>)>,
-    unsaid: Vec<Op>,
+    held: Held<Op>,
     out: Outputs,
     /// Rate-limits the warning of a full history queue.
     history_full: crate::throttle::Throttle,
@@ -160,8 +161,7 @@ impl Monitor {
         Monitor {
             fleet,
             cluster,
-            held: std::collections::VecDeque::new(),
-            unsaid: Vec::new(),
+            held: Held::default(),
             out,
             history_full: crate::throttle::Throttle::new(Duration::from_secs(60)),
             marked: None,
@@ -266,7 +266,7 @@ impl Monitor {
             cluster.stop();
             self.perform().await;
             // Said, if not yet confirmed: better sent than lost.
-            let held: Vec<Op> = self.held.drain(..).flat_map(|(_, _, ops)| ops).collect();
+            let held = self.held.sent_and_waiting();
             self.send_to_writer(held).await;
         }
         self.save(true).await;
@@ -329,11 +329,9 @@ impl Monitor {
         let Some((mark, topic)) = self.marked.take() else { return };
         self.save(true).await;
         let op = Op::Taken { mark: mark.n, message: Taken { pkid: mark.pkid, topic } };
-        if !self.unsaid.is_empty() {
-            self.unsaid.push(op);
-        } else if let Some((_, _, held)) = self.held.back_mut() {
-            held.push(op);
-        } else if self.out.store.send(op).await.is_err() {
+        if let Some(op) = self.held.behind(op)
+            && self.out.store.send(op).await.is_err()
+        {
             tracing::error!("the state writer is gone; decisions are no longer recorded");
         }
     }
@@ -419,7 +417,7 @@ impl Monitor {
     async fn perform_cluster(&mut self) {
         let Some(cluster) = &mut self.cluster else { return };
         if let Some(seq) = cluster.flush() {
-            self.held.push_back((seq, self.turn.mono, std::mem::take(&mut self.unsaid)));
+            self.held.sent(seq, self.turn.mono);
         }
         let outputs: Vec<Output> = cluster.drain().collect();
         let mut ops = Vec::new();
@@ -436,7 +434,7 @@ impl Monitor {
                     {
                         event.epoch = Some(cluster.epoch());
                         cluster.decided(&event);
-                        self.unsaid.push(Op::Event(event, record));
+                        self.held.decided(Op::Event(event, record));
                     }
                 }
                 Output::Told(device, words) => {
@@ -450,12 +448,10 @@ impl Monitor {
                     ops.push(Op::Told(device, words));
                 }
                 Output::Confirmed(seq) => {
-                    while self.held.front().is_some_and(|(s, _, _)| *s <= seq) {
-                        ops.extend(self.held.pop_front().map(|(_, _, held)| held).unwrap_or_default());
-                    }
+                    ops.extend(self.held.confirmed(seq));
                 }
                 Output::Unconfirmed => {
-                    let held: Vec<Op> = self.held.drain(..).flat_map(|(_, _, ops)| ops).collect();
+                    let held = self.held.sent_and_waiting();
                     ops.extend(held.into_iter().filter_map(|op| self.undecide(op)));
                 }
             }
@@ -471,10 +467,7 @@ impl Monitor {
     /// Sends what waited for its word past `HOLD_MAX`: an alert late is
     /// worse than one the group may repeat under the same id.
     async fn release_overdue(&mut self) {
-        let mut overdue = Vec::new();
-        while self.held.front().is_some_and(|(_, at, _)| self.turn.mono.saturating_duration_since(*at) > HOLD_MAX) {
-            overdue.extend(self.held.pop_front().map(|(_, _, ops)| ops).unwrap_or_default());
-        }
+        let overdue = self.held.overdue(self.turn.mono, HOLD_MAX);
         if !overdue.is_empty() {
             tracing::warn!(held = overdue.len(), after = ?HOLD_MAX,
                 "the cluster's word on these notifications did not come back from the broker (may this instance publish under willwatch/cluster/?); sending them anyway");
@@ -547,7 +540,7 @@ impl Monitor {
             // A device's transition goes out once the group has our word.
             event.id = cluster.id_for(&event);
             cluster.decided(&event);
-            self.unsaid.push(Op::Event(event, device));
+            self.held.decided(Op::Event(event, device));
             return None;
         }
         self.out.metrics.cluster_left_to_leader.inc();
