@@ -279,15 +279,42 @@ async fn status(State(shared): State<Shared>, Query(filter): Query<Filter>) -> R
         Ok(page) => page,
         Err(problem) => return (StatusCode::BAD_REQUEST, format!("{problem}\n")).into_response(),
     };
-    let (reply, answer) = oneshot::channel();
-    if shared.sources.queries.send(StatusQuery { page, reply }).await.is_err() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
-    }
-    let Ok(page) = answer.await else {
+    let Some(page) = gather(&shared.sources.queries, page).await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
     let link = *shared.sources.link.borrow();
     Json(render(&shared.sources.broker_url, &link, &page)).into_response()
+}
+
+/// Devices the monitor puts in one answer: a page is gathered from
+/// several, so no read holds the monitor (and detection) for more than
+/// about a millisecond, whatever the page's `limit`. A page filtered by
+/// id takes at most `FILTERED_ANSWERS` answers that came back short (each
+/// read at most a bounded part of the fleet) and then ends where the
+/// reading stopped.
+pub const MONITOR_CHUNK: usize = 500;
+const FILTERED_ANSWERS: usize = 10;
+
+/// The page `query` asks for, from the monitor's answers; `None` once the
+/// monitor is gone.
+async fn gather(queries: &mpsc::Sender<StatusQuery>, query: PageQuery) -> Option<StatusPage> {
+    let want = query.limit;
+    let mut ask = PageQuery { limit: want.min(MONITOR_CHUNK), ..query };
+    let mut devices = Vec::with_capacity(want.min(MAX_PAGE));
+    let mut short = 0;
+    loop {
+        let (reply, answer) = oneshot::channel();
+        queries.send(StatusQuery { page: ask.clone(), reply }).await.ok()?;
+        let mut page = answer.await.ok()?;
+        short += usize::from(page.devices.len() < ask.limit);
+        devices.append(&mut page.devices);
+        if devices.len() >= want || page.next.is_none() || short >= FILTERED_ANSWERS {
+            page.devices = devices;
+            return Some(page);
+        }
+        ask.after = page.next.take();
+        ask.limit = (want - devices.len()).min(MONITOR_CHUNK);
+    }
 }
 
 /// The page asked for, or what is wrong with the query.
@@ -551,6 +578,45 @@ mod tests {
         assert_eq!(doc["counts"], json!({"online": 5, "offline": 1, "unknown": 1, "notified": 1}));
         assert_eq!(doc["next"], "1:a");
         assert_eq!(doc["broker"]["connected"], true);
+    }
+
+    /// Guards detection against large reads: a page of 10,000 was built
+    /// in one turn of the monitor (a probe's will waited behind it). A page
+    /// is gathered from answers of at most `MONITOR_CHUNK`, and a filtered
+    /// one stops after `FILTERED_ANSWERS` short answers.
+    #[tokio::test]
+    async fn a_large_page_is_gathered_from_small_answers_of_the_monitor() {
+        let (queries, mut asked) = mpsc::channel::<StatusQuery>(1);
+        let monitor = tokio::spawn(async move {
+            let mut limits = Vec::new();
+            let mut served = 0usize;
+            while let Some(q) = asked.recv().await {
+                limits.push(q.page.limit);
+                // A filter: every answer finds a single match and goes on.
+                let n = if q.page.contains.is_some() { 1 } else { q.page.limit.min(2_300 - served) };
+                served += n;
+                let devices = (0..n).map(|i| view(&format!("d{served}-{i}"), "online")).collect();
+                let page = StatusPage {
+                    devices,
+                    counts: crate::monitor::Counts::default(),
+                    next: Some((2, format!("d{served}"))).filter(|_| served < 2_300 || q.page.contains.is_some()),
+                    cluster: None,
+                };
+                let _ = q.reply.send(page);
+            }
+            limits
+        });
+        let page = gather(&queries, PageQuery { limit: 1_200, ..PageQuery::default() }).await.unwrap();
+        assert_eq!((page.devices.len(), page.next.is_some()), (1_200, true));
+        let rest = PageQuery { limit: 5_000, after: page.next, ..PageQuery::default() };
+        let page = gather(&queries, rest).await.unwrap();
+        assert_eq!((page.devices.len(), page.next), (1_100, None), "the fleet ran out");
+        let filtered = PageQuery { limit: 100, contains: Some("x".into()), ..PageQuery::default() };
+        let page = gather(&queries, filtered).await.unwrap();
+        assert_eq!((page.devices.len(), page.next.is_some()), (FILTERED_ANSWERS, true), "ends where it stopped");
+        drop(queries);
+        let limits = monitor.await.unwrap();
+        assert!(limits.iter().all(|l| *l <= MONITOR_CHUNK), "{limits:?}");
     }
 
     #[test]

@@ -764,6 +764,14 @@ fn a_filtered_page_reads_a_bounded_part_of_the_fleet_and_goes_on_from_there() {
     assert_eq!((ids, second.next), (vec!["zz-last"], None));
 }
 
+#[test]
+fn an_id_filter_ignores_case_in_ascii_and_beyond() {
+    assert!(contains_ignoring_case("Kitchen/Floor_Light", "floor_l"));
+    assert!(!contains_ignoring_case("kitchen", "zz"));
+    assert!(contains_ignoring_case("ANY", ""));
+    assert!(contains_ignoring_case("Größe-Ölpumpe", "ölp"));
+}
+
 const BRIDGE: &str = "[[device]]\nid = \"bridge\"\ntopic = \"z2m/bridge/state\"\n\
                       [[device]]\ntopic = \"z2m/{id}/availability\"\nparent = \"bridge\"\n";
 
