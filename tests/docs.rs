@@ -293,3 +293,56 @@ fn every_metric_is_in_the_metrics_list() {
         names.iter().filter(|n| !list.contains(&format!("`{n}`")) && !list.contains(&format!("`{n}{{"))).collect();
     assert!(missing.is_empty(), "metrics missing from the list in docs/operations.md: {missing:?}");
 }
+
+/// The anchors GitHub gives the headings of a Markdown text (code blocks
+/// skipped): lower case, punctuation dropped, spaces as hyphens.
+fn anchors(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut code = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            code = !code;
+        } else if !code && line.starts_with('#') {
+            let heading = line.trim_start_matches('#').trim();
+            let slug: String = heading
+                .to_lowercase()
+                .chars()
+                .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+                .map(|c| if c == ' ' { '-' } else { c })
+                .collect();
+            out.push(slug);
+        }
+    }
+    out
+}
+
+#[test]
+fn every_link_between_the_documents_leads_somewhere() {
+    let mut files = vec![root().join("README.md"), root().join("CONTRIBUTING.md"), root().join("ARCHITECTURE.md")];
+    files.extend(
+        std::fs::read_dir(root().join("docs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "md")),
+    );
+    let mut broken = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for link in text.split("](").skip(1) {
+            let target = link.split(')').next().unwrap();
+            if target.contains("://") {
+                continue;
+            }
+            let (path, anchor) = target.split_once('#').unwrap_or((target, ""));
+            let linked = if path.is_empty() { file.clone() } else { file.parent().unwrap().join(path) };
+            let Ok(linked_text) = std::fs::read(&linked) else {
+                broken.push(format!("{}: {target} (no such file)", file.display()));
+                continue;
+            };
+            if !anchor.is_empty() && !anchors(&String::from_utf8_lossy(&linked_text)).iter().any(|a| a == anchor) {
+                broken.push(format!("{}: {target} (no such heading)", file.display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links: {broken:#?}");
+}
