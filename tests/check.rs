@@ -1,20 +1,29 @@
 //! `willwatch check`: a valid file gets a summary, a broken one gets
 //! `PATH:LINE:COL: message` for each mistake and a non-zero exit.
 
+#[path = "support/schema.rs"]
+mod schema;
+
 use std::path::Path;
 use std::process::{Command, Output};
+
+use schema::as_json;
 
 fn check_file(path: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_willwatch")).args(["check", "-c"]).arg(path).output().expect("run willwatch check")
 }
 
 /// Runs `check` on `text`; returns (success, stdout, stderr with the temp
-/// path replaced by `w.toml`).
+/// path replaced by `w.toml`). What `check` accepts, the JSON schema must
+/// accept too.
 fn check(text: &str) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.toml");
     std::fs::write(&path, text).unwrap();
     let out = check_file(&path);
+    if out.status.success() {
+        schema::assert_valid(text);
+    }
     let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "w.toml");
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
 }
@@ -212,10 +221,6 @@ fn schema() -> serde_json::Value {
     let out = Command::new(env!("CARGO_BIN_EXE_willwatch")).args(["check", "--json-schema"]).output().unwrap();
     assert!(out.status.success());
     serde_json::from_slice(&out.stdout).expect("the schema is JSON")
-}
-
-fn as_json(toml_text: &str) -> serde_json::Value {
-    serde_json::to_value(toml::from_str::<toml::Value>(toml_text).unwrap()).unwrap()
 }
 
 #[test]

@@ -148,7 +148,9 @@ fn check_names_each_preset_and_where_its_convention_is_documented() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("unknown preset `bogus`"), "{stderr}");
     assert!(stderr.contains("presets: tasmota, esphome, shelly, zigbee2mqtt, homeassistant"), "{stderr}");
-    std::fs::write(&path, "[broker]\nurl = \"mqtt://b\"\n[defaults]\npreset = \"tasmota\"\n[[device]]\n").unwrap();
+    let valid = "[broker]\nurl = \"mqtt://b\"\n[defaults]\npreset = \"tasmota\"\n[[device]]\n";
+    support::schema::assert_valid(valid);
+    std::fs::write(&path, valid).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_willwatch"))
         .args(["check", "--verbose", "-c"])
         .arg(&path)

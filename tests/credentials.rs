@@ -33,6 +33,9 @@ fn check(text: &str) -> (bool, String) {
         .env_remove("CREDENTIALS_DIRECTORY")
         .output()
         .unwrap();
+    if out.status.success() {
+        support::schema::assert_valid(text);
+    }
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 

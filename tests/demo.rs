@@ -52,6 +52,11 @@ async fn demo_shows_an_outage_and_a_recovery_then_stops_on_ctrl_c() {
     .await;
     assert!(seen("children_offline=3"), "{}", lines.lock().unwrap().join("\n"));
     assert!(!seen("webhook ← offline hall/bulb"), "a device behind the bridge was alerted");
+    // It says where its live page is, and its config passes the JSON schema.
+    assert!(seen("the live status page: http://127.0.0.1:"), "{}", lines.lock().unwrap().join("\n"));
+    let config = lines.lock().unwrap().iter().find_map(|l| l.split_once(", config ").map(|(_, path)| path.to_string()));
+    let config = config.expect("the demo names its config");
+    support::schema::assert_valid(&std::fs::read_to_string(&config).expect("the demo's config is there while it runs"));
 
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());

@@ -35,7 +35,9 @@ async fn run_publishing(
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.toml");
-    std::fs::write(&path, config(&broker, devices)).unwrap();
+    let text = config(&broker, devices);
+    support::schema::assert_valid(&text);
+    std::fs::write(&path, text).unwrap();
     let (reader, writer) = std::io::pipe().unwrap();
     let meta = std::fs::File::from(std::os::fd::OwnedFd::from(writer.try_clone().unwrap())).metadata().unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_willwatch"));

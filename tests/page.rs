@@ -4,7 +4,7 @@
 //! reload, and across a restart of the daemon the page finds it again by
 //! itself and goes on. Needs chromedriver; without it the test says SKIPPED, unless
 //! `WILLWATCH_TEST_REQUIRE_CHROMIUM=1` (CI) makes that a failure. With
-//! `WILLWATCH_SCREENSHOTS=DIR` it also writes the README's screenshots.
+//! `WILLWATCH_SCREENSHOTS=DIR` it also writes the screenshots docs/http.md shows.
 
 mod support;
 

@@ -61,6 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The embedded broker logs through the same subscriber; keep its chatter out.
     willwatch::logging::init(willwatch::logging::Format::Text, Some("info,rumqttd=off"))?;
     println!("willwatch demo: broker on 127.0.0.1:{port}, config {}", config.display());
+    println!("the live status page: http://127.0.0.1:{http_port}/");
     println!("twelve devices under plant/<id>/status; robot-9, robot-10, conveyor-11 and scale-12");
     println!("stay down until willwatch's reconnect action tells them to come back. Beside them a");
     println!("Tasmota plug, an ESPHome node and a Zigbee2MQTT bridge with three devices: when the");

@@ -29,8 +29,10 @@ impl Daemon {
         Daemon::start_with(config, &[])
     }
 
-    /// As `start`, with extra environment variables.
+    /// As `start`, with extra environment variables. A config the daemon
+    /// is started on is meant to be valid: the JSON schema must accept it.
     pub fn start_with(config: &str, env: &[(&str, &str)]) -> Daemon {
+        super::schema::assert_valid(config);
         let dir = tempfile::tempdir().expect("temp dir");
         std::fs::write(dir.path().join("willwatch.toml"), config).expect("write config");
         let (child, logs) = spawn(dir.path(), env);

@@ -10,6 +10,7 @@ pub mod devices;
 pub mod once;
 pub mod proxy;
 pub mod receiver;
+pub mod schema;
 pub mod sparkplug;
 pub mod wait;
 
