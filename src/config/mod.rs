@@ -38,6 +38,11 @@ pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9818";
 
 /// How long transitions stay in `history.db` unless `[history] keep` says.
 pub const DEFAULT_HISTORY_KEEP: Duration = Duration::from_secs(90 * 86_400);
+/// The longest `[history] keep`, and so the furthest back a history window
+/// reaches.
+pub const MAX_HISTORY_KEEP: Duration = Duration::from_secs(MAX_HISTORY_KEEP_DAYS * 86_400);
+/// `MAX_HISTORY_KEEP` in days, as errors say it.
+pub const MAX_HISTORY_KEEP_DAYS: u64 = 3_650;
 
 /// The action every device may name without defining it.
 pub const BUILTIN_LOG: &str = "log";

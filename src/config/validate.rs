@@ -72,7 +72,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
             super::DEFAULT_HISTORY_KEEP,
             "keep",
             Duration::ZERO,
-            crate::history::MAX_KEEP,
+            super::MAX_HISTORY_KEEP,
         )
         .unwrap_or_default();
     let warnings = v
