@@ -2,7 +2,8 @@
 //! runs actions when a device goes offline or comes back.
 //!
 //! Layout:
-//! - `config`: the TOML schema, validated into types that can't be wrong.
+//! - `config`: the TOML schema, validated into types that can't be wrong
+//!   (the files it names read, the broker's TLS settings built, at load).
 //! - `topic`: exact topics and `{id}` patterns; filters and matching.
 //! - `device`: one device's state and the pure rules of its transitions.
 //! - `payload`: what a status payload says (plain or JSON, with sequence).
@@ -20,7 +21,6 @@
 //!   probes, signs of a broker restart, acknowledgements after commit).
 //! - `backoff`: reconnect delays with jitter.
 //! - `throttle`: rate-limited logging of floods.
-//! - `tls`: rustls client settings for `mqtts://`.
 //! - `actions`: the dispatcher and one file per kind of action.
 //! - `daemon`: wires the tasks together; signals, reload and shutdown.
 //! - `dead_letter`: what actions gave up on, kept, listed and replayed.
@@ -60,5 +60,4 @@ pub mod summary;
 pub mod systemd;
 pub mod template;
 pub mod throttle;
-pub mod tls;
 pub mod topic;

@@ -4,13 +4,15 @@
 //! Config is immutable and swapped whole on reload; runtime state (device
 //! states, alerts already sent) lives elsewhere so a reload never touches it.
 //! Layout: `raw.rs` mirrors the TOML, `validate.rs` checks it and builds these
-//! types, `error.rs` says what is wrong and where.
+//! types, `error.rs` says what is wrong and where; `file.rs` reads the files
+//! a config names, `tls.rs` builds the broker's TLS settings from them.
 
 mod actions;
 mod error;
 mod file;
 mod preset;
 mod raw;
+mod tls;
 mod users;
 mod validate;
 
@@ -22,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ConfigError, Problem};
-pub use file::{MAX_PEM, read_small};
 pub use users::{Users, UsersError};
 
 use crate::template::Template;

@@ -399,7 +399,7 @@ impl Validator<'_> {
         }
         let ca_path = ca_path.flatten();
         let client_paths = client_paths.and_then(|(c, k)| Some((c?, k?)));
-        match crate::tls::client_config(
+        match super::tls::client_config(
             ca_path.as_deref(),
             client_paths.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
         ) {
@@ -410,10 +410,10 @@ impl Validator<'_> {
             })),
             Err(e) => {
                 let span = match e.file {
-                    crate::tls::TlsFile::Ca => ca.map(|c| c.span()),
-                    crate::tls::TlsFile::Cert => client.as_ref().map(|(c, _)| c.span()),
-                    crate::tls::TlsFile::Key => client.as_ref().map(|(_, k)| k.span()),
-                    crate::tls::TlsFile::SystemRoots => None,
+                    super::tls::TlsFile::Ca => ca.map(|c| c.span()),
+                    super::tls::TlsFile::Cert => client.as_ref().map(|(c, _)| c.span()),
+                    super::tls::TlsFile::Key => client.as_ref().map(|(_, k)| k.span()),
+                    super::tls::TlsFile::SystemRoots => None,
                 }
                 .unwrap_or_else(|| url.span());
                 self.problem(Problem::new(span, e.to_string()));
