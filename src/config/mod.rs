@@ -78,7 +78,7 @@ pub struct Config {
     /// config can be checked here but not run.
     pub unread_credentials: Vec<String>,
     /// `[cluster]`: this instance is one of an active/standby group.
-    pub cluster: Option<Cluster>,
+    pub cluster: Option<crate::cluster::Settings>,
     /// Exact topic → index in `devices`, so a message finds its device in
     /// O(1) however many devices are watched.
     exact: HashMap<String, usize>,
@@ -177,17 +177,6 @@ impl StateSync {
             StateSync::Normal => "NORMAL",
         }
     }
-}
-
-/// `[cluster]`: instances of one `name` form an active/standby group in
-/// which one, the leader, runs the actions (`src/cluster/`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cluster {
-    pub name: String,
-    /// This instance's name among them (the host name unless set).
-    pub instance: String,
-    /// The host it runs on: told to another run that asks for its name.
-    pub host: String,
 }
 
 /// The daemon's own birth and will.

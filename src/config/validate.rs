@@ -185,7 +185,7 @@ impl Validator<'_> {
         &mut self,
         raw: Spanned<RawBroker>,
         actions: &BTreeMap<String, ActionSpec>,
-        cluster: Option<&super::Cluster>,
+        cluster: Option<&crate::cluster::Settings>,
     ) -> Option<Broker> {
         let span = raw.span();
         let raw = raw.into_inner();
@@ -1068,7 +1068,7 @@ impl Watch {
 
 /// `willwatch-<host>`; in a cluster `willwatch-<cluster>-<instance>`, so
 /// the instances of one config never take each other's session.
-fn default_client_id(cluster: Option<&super::Cluster>) -> String {
+fn default_client_id(cluster: Option<&crate::cluster::Settings>) -> String {
     match (cluster, cluster::host_name()) {
         (Some(c), _) => format!("willwatch-{}-{}", c.name, c.instance),
         (None, Some(host)) => format!("willwatch-{host}"),
