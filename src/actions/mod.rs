@@ -39,7 +39,7 @@ use crate::dead_letter::{self, Record};
 use crate::event::{Event, EventKind};
 use crate::metrics::{ActionLabel, Metrics};
 use crate::mqtt::Publisher;
-use crate::store::{Ack, Op};
+use crate::store::{Ack, Op, Outgoing};
 
 /// Events waiting per action before new ones are dead-lettered: more than
 /// a storm of every device of a large fleet (the queue grows only as used).
@@ -47,13 +47,6 @@ pub const QUEUE_PER_ACTION: usize = 16_384;
 
 /// How often each action's queue depth is reported to `/metrics`.
 const DEPTH_EVERY: Duration = Duration::from_secs(1);
-
-/// What the dispatcher is told (by the state writer, once recorded).
-#[derive(Debug)]
-pub enum Input {
-    Event(Arc<Event>),
-    Reload(Arc<Config>),
-}
 
 /// What a worker is told.
 #[derive(Debug, Clone)]
@@ -156,7 +149,7 @@ struct Dispatcher {
 
 /// Routes events to action workers until `input` closes, then lets every
 /// worker drain its queue and returns.
-pub async fn dispatch(config: Arc<Config>, context: Context, mut input: mpsc::Receiver<Input>) {
+pub async fn dispatch(config: Arc<Config>, context: Context, mut input: mpsc::Receiver<Outgoing>) {
     let mut d = Dispatcher { config, context, workers: HashMap::new(), tasks: JoinSet::new() };
     d.reconcile();
     let mut depths = tokio::time::interval(DEPTH_EVERY);
@@ -174,8 +167,8 @@ pub async fn dispatch(config: Arc<Config>, context: Context, mut input: mpsc::Re
         };
         d.reap();
         match message {
-            Input::Event(event) => d.route(&event),
-            Input::Reload(config) => {
+            Outgoing::Event(event) => d.route(&event),
+            Outgoing::Reload(config) => {
                 d.config = config;
                 d.reconcile();
                 for (name, worker) in &d.workers {
