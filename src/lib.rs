@@ -21,9 +21,10 @@
 //!   probes, signs of a broker restart, acknowledgements after commit).
 //! - `backoff`: reconnect delays with jitter.
 //! - `throttle`: rate-limited logging of floods.
-//! - `actions`: the dispatcher and one file per kind of action.
+//! - `actions`: the dispatcher, one file per kind of action, and the
+//!   replay of dead letters.
 //! - `daemon`: wires the tasks together; signals, reload and shutdown.
-//! - `dead_letter`: what actions gave up on, kept, listed and replayed.
+//! - `dead_letter`: what actions gave up on, kept and listed.
 //! - `http`: `/healthz`, `/status`, `/metrics`, the history API, the live
 //!   page and its event stream, basic authentication.
 //! - `metrics`: the Prometheus counters and gauges, their exposition, the

@@ -15,15 +15,16 @@
 //!
 //! One file per kind: `log`, `webhook/`, `reconnect`, `exec`, `publish`.
 //! Each exposes `run(name, settings, context, jobs)`, the worker loop.
+//! `replay` is `willwatch dead-letter replay`: webhook deliveries given up
+//! on, sent again.
 
 mod exec;
 mod log;
 mod publish;
 mod reconnect;
+pub mod replay;
 mod retry;
 mod webhook;
-
-pub use webhook::resend as resend_webhook;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -122,7 +123,7 @@ impl Context {
 }
 
 /// The HTTP client of every webhook: no redirects followed, our name.
-pub fn http_client() -> reqwest::Client {
+fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("willwatch/", env!("CARGO_PKG_VERSION")))
