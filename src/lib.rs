@@ -19,6 +19,8 @@
 //!   its last good copy.
 //! - `mqtt`: the broker session (birth, will, subscriptions, reconnects,
 //!   probes, signs of a broker restart, acknowledgements after commit).
+//! - `connection`: what the session and the fleet core agree on about a
+//!   broker connection: how long one must last to count, the probe topic.
 //! - `backoff`: reconnect delays with jitter.
 //! - `throttle`: rate-limited logging of floods.
 //! - `actions`: the dispatcher, one file per kind of action, and the
@@ -42,6 +44,7 @@ pub mod backoff;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod connection;
 pub mod daemon;
 pub mod dead_letter;
 pub mod device;
