@@ -38,6 +38,10 @@
 //! - `summary`: what `willwatch check` prints.
 //! - `status`: the `willwatch status` client of `/status`.
 //! - `cli`: the command line (parsed by the binary, the man page made from it).
+//!
+//! The modules import each other without a cycle, and the pure cores
+//! import nothing that does I/O: ARCHITECTURE.md ("The dependency rule"),
+//! enforced by `tests/modules.rs`.
 
 pub mod actions;
 pub mod backoff;
