@@ -2,7 +2,8 @@
 //! runs actions when a device goes offline or comes back.
 //!
 //! Layout:
-//! - `config`: the TOML schema, validated into types that can't be wrong.
+//! - `config`: the TOML schema, validated into types that can't be wrong
+//!   (the files it names read, the broker's TLS settings built, at load).
 //! - `topic`: exact topics and `{id}` patterns; filters and matching.
 //! - `device`: one device's state and the pure rules of its transitions.
 //! - `payload`: what a status payload says (plain or JSON, with sequence).
@@ -18,12 +19,14 @@
 //!   its last good copy.
 //! - `mqtt`: the broker session (birth, will, subscriptions, reconnects,
 //!   probes, signs of a broker restart, acknowledgements after commit).
+//! - `connection`: what the session and the fleet core agree on about a
+//!   broker connection: how long one must last to count, the probe topic.
 //! - `backoff`: reconnect delays with jitter.
 //! - `throttle`: rate-limited logging of floods.
-//! - `tls`: rustls client settings for `mqtts://`.
-//! - `actions`: the dispatcher and one file per kind of action.
+//! - `actions`: the dispatcher, one file per kind of action, and the
+//!   replay of dead letters.
 //! - `daemon`: wires the tasks together; signals, reload and shutdown.
-//! - `dead_letter`: what actions gave up on, kept, listed and replayed.
+//! - `dead_letter`: what actions gave up on, kept and listed.
 //! - `http`: `/healthz`, `/status`, `/metrics`, the history API, the live
 //!   page and its event stream, basic authentication.
 //! - `metrics`: the Prometheus counters and gauges, their exposition, the
@@ -35,12 +38,17 @@
 //! - `summary`: what `willwatch check` prints.
 //! - `status`: the `willwatch status` client of `/status`.
 //! - `cli`: the command line (parsed by the binary, the man page made from it).
+//!
+//! The modules import each other without a cycle, and the pure cores
+//! import nothing that does I/O: ARCHITECTURE.md ("The dependency rule"),
+//! enforced by `tests/modules.rs`.
 
 pub mod actions;
 pub mod backoff;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod connection;
 pub mod daemon;
 pub mod dead_letter;
 pub mod device;
@@ -60,5 +68,4 @@ pub mod summary;
 pub mod systemd;
 pub mod template;
 pub mod throttle;
-pub mod tls;
 pub mod topic;

@@ -8,7 +8,7 @@ use clap::Parser;
 use willwatch::cli::{Cli, Command, DeadLetterCommand, FilterArgs};
 use willwatch::config::{self, Config, ConfigError};
 use willwatch::daemon::{self, DaemonError};
-use willwatch::{dead_letter, logging, status};
+use willwatch::{actions, dead_letter, logging, status};
 
 /// The config is invalid (sysexits' EX_CONFIG); the unit file tells systemd
 /// not to restart-loop on it.
@@ -140,7 +140,8 @@ fn history(path: &std::path::Path, device: Option<&str>, since: std::time::Durat
 }
 
 fn dead_letters(path: &std::path::Path, command: Option<DeadLetterCommand>) -> ExitCode {
-    use dead_letter::command::{self as dl, Outcome};
+    use actions::replay::{Outcome, replay};
+    use dead_letter::command as dl;
     // A replay signs with the webhook secrets: they must be readable.
     let load =
         if matches!(command, Some(DeadLetterCommand::Replay { .. })) { Config::load_runnable } else { Config::load };
@@ -173,7 +174,7 @@ fn dead_letters(path: &std::path::Path, command: Option<DeadLetterCommand>) -> E
                 .enable_all()
                 .build()
                 .map_err(|e| e.to_string())
-                .and_then(|rt| rt.block_on(dl::replay(&config, &filter.into())).map_err(|e| e.to_string()));
+                .and_then(|rt| rt.block_on(replay(&config, &filter.into())).map_err(|e| e.to_string()));
             match replayed {
                 Ok(results) => {
                     let mut left = 0;

@@ -15,15 +15,16 @@
 //!
 //! One file per kind: `log`, `webhook/`, `reconnect`, `exec`, `publish`.
 //! Each exposes `run(name, settings, context, jobs)`, the worker loop.
+//! `replay` is `willwatch dead-letter replay`: webhook deliveries given up
+//! on, sent again.
 
 mod exec;
 mod log;
 mod publish;
 mod reconnect;
+pub mod replay;
 mod retry;
 mod webhook;
-
-pub use webhook::resend as resend_webhook;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -39,7 +40,7 @@ use crate::dead_letter::{self, Record};
 use crate::event::{Event, EventKind};
 use crate::metrics::{ActionLabel, Metrics};
 use crate::mqtt::Publisher;
-use crate::store::{Ack, Op};
+use crate::store::{Ack, Op, Outgoing};
 
 /// Events waiting per action before new ones are dead-lettered: more than
 /// a storm of every device of a large fleet (the queue grows only as used).
@@ -47,13 +48,6 @@ pub const QUEUE_PER_ACTION: usize = 16_384;
 
 /// How often each action's queue depth is reported to `/metrics`.
 const DEPTH_EVERY: Duration = Duration::from_secs(1);
-
-/// What the dispatcher is told (by the state writer, once recorded).
-#[derive(Debug)]
-pub enum Input {
-    Event(Arc<Event>),
-    Reload(Arc<Config>),
-}
 
 /// What a worker is told.
 #[derive(Debug, Clone)]
@@ -129,7 +123,7 @@ impl Context {
 }
 
 /// The HTTP client of every webhook: no redirects followed, our name.
-pub fn http_client() -> reqwest::Client {
+fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("willwatch/", env!("CARGO_PKG_VERSION")))
@@ -156,7 +150,7 @@ struct Dispatcher {
 
 /// Routes events to action workers until `input` closes, then lets every
 /// worker drain its queue and returns.
-pub async fn dispatch(config: Arc<Config>, context: Context, mut input: mpsc::Receiver<Input>) {
+pub async fn dispatch(config: Arc<Config>, context: Context, mut input: mpsc::Receiver<Outgoing>) {
     let mut d = Dispatcher { config, context, workers: HashMap::new(), tasks: JoinSet::new() };
     d.reconcile();
     let mut depths = tokio::time::interval(DEPTH_EVERY);
@@ -174,8 +168,8 @@ pub async fn dispatch(config: Arc<Config>, context: Context, mut input: mpsc::Re
         };
         d.reap();
         match message {
-            Input::Event(event) => d.route(&event),
-            Input::Reload(config) => {
+            Outgoing::Event(event) => d.route(&event),
+            Outgoing::Reload(config) => {
                 d.config = config;
                 d.reconcile();
                 for (name, worker) in &d.workers {

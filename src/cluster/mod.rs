@@ -30,7 +30,6 @@ mod words;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::Cluster as Settings;
 use crate::event::{Event, EventKind};
 pub use wire::Told;
 use wire::{Claim, Heard, Notice, SyncRequest, What};
@@ -41,6 +40,18 @@ const SNAPSHOT_PART: usize = 2048;
 /// Transitions of one device a standby keeps while the group has not said
 /// them (`Cluster::left`); past that the oldest goes, logged.
 const LEFT_MAX: usize = 16;
+
+/// `[cluster]`: instances of one `name` form an active/standby group in
+/// which one, the leader, runs the actions. Validated by the config, which
+/// holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub name: String,
+    /// This instance's name among them (the host name unless set).
+    pub instance: String,
+    /// The host it runs on: told to another run that asks for its name.
+    pub host: String,
+}
 
 /// What this instance is in its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,7 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The subtree every instance subscribes to.
-pub fn filter(cluster: &crate::config::Cluster) -> String {
+pub fn filter(cluster: &super::Settings) -> String {
     format!("{}#", prefix(&cluster.name))
 }
 

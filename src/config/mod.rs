@@ -4,13 +4,15 @@
 //! Config is immutable and swapped whole on reload; runtime state (device
 //! states, alerts already sent) lives elsewhere so a reload never touches it.
 //! Layout: `raw.rs` mirrors the TOML, `validate.rs` checks it and builds these
-//! types, `error.rs` says what is wrong and where.
+//! types, `error.rs` says what is wrong and where; `file.rs` reads the files
+//! a config names, `tls.rs` builds the broker's TLS settings from them.
 
 mod actions;
 mod error;
 mod file;
 mod preset;
 mod raw;
+mod tls;
 mod users;
 mod validate;
 
@@ -22,7 +24,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::{ConfigError, Problem};
-pub use file::{MAX_PEM, read_small};
 pub use users::{Users, UsersError};
 
 use crate::template::Template;
@@ -38,6 +39,11 @@ pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9818";
 
 /// How long transitions stay in `history.db` unless `[history] keep` says.
 pub const DEFAULT_HISTORY_KEEP: Duration = Duration::from_secs(90 * 86_400);
+/// The longest `[history] keep`, and so the furthest back a history window
+/// reaches.
+pub const MAX_HISTORY_KEEP: Duration = Duration::from_secs(MAX_HISTORY_KEEP_DAYS * 86_400);
+/// `MAX_HISTORY_KEEP` in days, as errors say it.
+pub const MAX_HISTORY_KEEP_DAYS: u64 = 3_650;
 
 /// The action every device may name without defining it.
 pub const BUILTIN_LOG: &str = "log";
@@ -72,7 +78,7 @@ pub struct Config {
     /// config can be checked here but not run.
     pub unread_credentials: Vec<String>,
     /// `[cluster]`: this instance is one of an active/standby group.
-    pub cluster: Option<Cluster>,
+    pub cluster: Option<crate::cluster::Settings>,
     /// Exact topic → index in `devices`, so a message finds its device in
     /// O(1) however many devices are watched.
     exact: HashMap<String, usize>,
@@ -171,17 +177,6 @@ impl StateSync {
             StateSync::Normal => "NORMAL",
         }
     }
-}
-
-/// `[cluster]`: instances of one `name` form an active/standby group in
-/// which one, the leader, runs the actions (`src/cluster/`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cluster {
-    pub name: String,
-    /// This instance's name among them (the host name unless set).
-    pub instance: String,
-    /// The host it runs on: told to another run that asks for its name.
-    pub host: String,
 }
 
 /// The daemon's own birth and will.

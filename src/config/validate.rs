@@ -72,7 +72,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
             super::DEFAULT_HISTORY_KEEP,
             "keep",
             Duration::ZERO,
-            crate::history::MAX_KEEP,
+            super::MAX_HISTORY_KEEP,
         )
         .unwrap_or_default();
     let warnings = v
@@ -185,7 +185,7 @@ impl Validator<'_> {
         &mut self,
         raw: Spanned<RawBroker>,
         actions: &BTreeMap<String, ActionSpec>,
-        cluster: Option<&super::Cluster>,
+        cluster: Option<&crate::cluster::Settings>,
     ) -> Option<Broker> {
         let span = raw.span();
         let raw = raw.into_inner();
@@ -399,7 +399,7 @@ impl Validator<'_> {
         }
         let ca_path = ca_path.flatten();
         let client_paths = client_paths.and_then(|(c, k)| Some((c?, k?)));
-        match crate::tls::client_config(
+        match super::tls::client_config(
             ca_path.as_deref(),
             client_paths.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
         ) {
@@ -410,10 +410,10 @@ impl Validator<'_> {
             })),
             Err(e) => {
                 let span = match e.file {
-                    crate::tls::TlsFile::Ca => ca.map(|c| c.span()),
-                    crate::tls::TlsFile::Cert => client.as_ref().map(|(c, _)| c.span()),
-                    crate::tls::TlsFile::Key => client.as_ref().map(|(_, k)| k.span()),
-                    crate::tls::TlsFile::SystemRoots => None,
+                    super::tls::TlsFile::Ca => ca.map(|c| c.span()),
+                    super::tls::TlsFile::Cert => client.as_ref().map(|(c, _)| c.span()),
+                    super::tls::TlsFile::Key => client.as_ref().map(|(_, k)| k.span()),
+                    super::tls::TlsFile::SystemRoots => None,
                 }
                 .unwrap_or_else(|| url.span());
                 self.problem(Problem::new(span, e.to_string()));
@@ -1068,7 +1068,7 @@ impl Watch {
 
 /// `willwatch-<host>`; in a cluster `willwatch-<cluster>-<instance>`, so
 /// the instances of one config never take each other's session.
-fn default_client_id(cluster: Option<&super::Cluster>) -> String {
+fn default_client_id(cluster: Option<&crate::cluster::Settings>) -> String {
     match (cluster, cluster::host_name()) {
         (Some(c), _) => format!("willwatch-{}-{}", c.name, c.instance),
         (None, Some(host)) => format!("willwatch-{host}"),

@@ -11,17 +11,15 @@ use serde_json::{Value, json};
 use super::pages::{self, DeviceStats, Order};
 use super::report::Stats;
 use super::{History, HistoryError, Row, ms};
+use crate::config::{MAX_HISTORY_KEEP, MAX_HISTORY_KEEP_DAYS};
 
 /// A window back from now (`willwatch history --since`, `?since=` of the
 /// history routes): a duration no longer than the longest history kept,
 /// so that now minus it is a time any clock can count.
 pub fn window(text: &str) -> Result<Duration, String> {
     let since = humantime::parse_duration(text).map_err(|e| e.to_string())?;
-    if since > super::MAX_KEEP {
-        return Err(format!(
-            "{text} reaches back further than any history is kept (at most {}d)",
-            super::MAX_KEEP_DAYS
-        ));
+    if since > MAX_HISTORY_KEEP {
+        return Err(format!("{text} reaches back further than any history is kept (at most {MAX_HISTORY_KEEP_DAYS}d)"));
     }
     Ok(since)
 }
@@ -116,7 +114,7 @@ mod tests {
     #[test]
     fn a_window_reaches_back_at_most_as_far_as_history_is_kept() {
         assert_eq!(window("7d"), Ok(Duration::from_secs(7 * 86_400)));
-        assert_eq!(window("3650d"), Ok(crate::history::MAX_KEEP));
+        assert_eq!(window("3650d"), Ok(MAX_HISTORY_KEEP));
         let err = window("3651d").unwrap_err();
         assert!(err.contains("at most 3650d"), "{err}");
         assert!(window("18446744073709551615s").is_err());

@@ -23,11 +23,6 @@ use rusqlite::{Connection, OpenFlags, params};
 
 pub const FILE_NAME: &str = "history.db";
 
-/// The longest `[history] keep`, and so the furthest back a window reaches.
-pub const MAX_KEEP: Duration = Duration::from_secs(MAX_KEEP_DAYS * 86_400);
-/// `MAX_KEEP` in days, as errors say it.
-pub const MAX_KEEP_DAYS: u64 = 3_650;
-
 /// One transition of one device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {

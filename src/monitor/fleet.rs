@@ -39,10 +39,10 @@ use std::time::{Duration, Instant, SystemTime};
 use compact_str::CompactString;
 
 use crate::config::{Config, DeviceSpec, Watch};
+use crate::connection::{CLASH, YOUNG};
 use crate::device::{Device, Durable, Now, Outcome, Saved, State, preview};
 use crate::event::{Event, EventKind, new_id};
 use crate::metrics::{EventLabel, Metrics, PatternLabel};
-use crate::mqtt::{CLASH, YOUNG};
 use crate::payload::Reading;
 use crate::sparkplug::topic::Topic as SparkplugTopic;
 use crate::throttle::Throttle;

@@ -594,7 +594,7 @@ async fn sleep_until(at: Option<Instant>) {
 
 /// This run of the cluster instance `settings` names, read off the
 /// process and the clock.
-fn this_run(settings: &crate::config::Cluster) -> crate::cluster::wire::Run {
+fn this_run(settings: &crate::cluster::Settings) -> crate::cluster::wire::Run {
     crate::cluster::wire::Run {
         at: crate::cluster::millis(std::time::SystemTime::now()) * 1000,
         asking: crate::cluster::wire::asking(&settings.host),

@@ -36,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::{Broker, Presence};
+use crate::connection::{CLASH, YOUNG, probe_topic};
 use crate::metrics::Metrics;
 use crate::throttle::Throttle;
 use acks::Acks;
@@ -53,14 +54,6 @@ const REQUEST_CAPACITY: usize = 4096;
 const MAX_INCOMING_PACKET: usize = 268_435_455 + 5;
 /// Payloads above this are dropped, counted and logged with their topic.
 pub const MAX_PAYLOAD: usize = 1 << 20;
-/// A connection that dies sooner than this after its CONNACK did not work:
-/// the backoff keeps growing (a second client with our id, a packet the
-/// broker refuses), and the outage is not over.
-pub const YOUNG: Duration = Duration::from_secs(5);
-/// Connections in a row that die this soon after their CONNACK look like
-/// a clash (another client with our id) or a packet the broker refuses:
-/// they do not end an outage.
-pub const CLASH: Duration = Duration::from_secs(1);
 /// How often, at most, dropped oversized messages are logged.
 const OVERSIZED_LOG_EVERY: Duration = Duration::from_secs(10);
 const MAX_OUTGOING_PACKET: usize = 1 << 20;
@@ -68,14 +61,6 @@ const RECONNECT_FIRST: Duration = Duration::from_millis(500);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// How long shutdown waits for the broker to acknowledge our offline.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The topic of the session's probes: messages it sends itself through
-/// the broker, whose return proves that the broker was serving after
-/// everything it delivered before them (`Ask::Probe`).
-pub fn probe_topic(client_id: &str) -> String {
-    let level: String = client_id.chars().map(|c| if matches!(c, '+' | '#' | '/') { '_' } else { c }).collect();
-    format!("willwatch/probe/{level}")
-}
 
 /// Where mosquitto (and brokers like it) publish how long they have run.
 const UPTIME_TOPIC: &str = "$SYS/broker/uptime";

@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, Packet, QoS};
 
+use crate::cluster::Settings;
 use crate::cluster::wire::{self, Here, Who};
-use crate::config::{Broker, Cluster};
+use crate::config::Broker;
 
 /// How long the check may take when the broker does not answer.
 const CONNECT_WAIT: Duration = Duration::from_secs(5);
@@ -39,7 +40,7 @@ pub struct Twin {
 
 /// Checks that no live run holds `cluster.instance`; `offline` is the
 /// presence payload that says a member is gone.
-pub async fn check(broker: &Broker, cluster: &Cluster, offline: &str) -> Result<(), Twin> {
+pub async fn check(broker: &Broker, cluster: &Settings, offline: &str) -> Result<(), Twin> {
     let asking = wire::asking(&cluster.host);
     match tokio::time::timeout(CONNECT_WAIT + ANSWER_WAIT, ask(broker, cluster, offline, &asking)).await {
         Ok(Ok(answer)) => answer.map_or(Ok(()), |here| Err(twin(cluster, here))),
@@ -54,7 +55,7 @@ pub async fn check(broker: &Broker, cluster: &Cluster, offline: &str) -> Result<
     }
 }
 
-fn twin(cluster: &Cluster, here: Here) -> Twin {
+fn twin(cluster: &Settings, here: Here) -> Twin {
     let started = std::time::UNIX_EPOCH + Duration::from_micros(here.run);
     Twin {
         cluster: cluster.name.clone(),
@@ -67,7 +68,7 @@ fn twin(cluster: &Cluster, here: Here) -> Twin {
 /// The holder's answer, if a live one answered.
 async fn ask(
     broker: &Broker,
-    cluster: &Cluster,
+    cluster: &Settings,
     offline: &str,
     asking: &str,
 ) -> Result<Option<Here>, rumqttc::ConnectionError> {

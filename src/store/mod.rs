@@ -30,7 +30,7 @@ use std::time::SystemTime;
 use crate::config::StateSync;
 
 pub use db::{Batch, Db, DbError, FILE_NAME, Loaded, Taken};
-pub use writer::{Ack, Op, Writer};
+pub use writer::{Ack, Op, Outgoing, Writer};
 
 /// Opens the state database in `dir` and reads it back. A corrupt file is
 /// set aside (renamed), and so is an empty one; the last good copy takes

@@ -33,7 +33,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::db::{Batch, Db, DbError, Taken};
 use super::{copy, reserve};
-use crate::actions;
 use crate::backoff::Backoff;
 use crate::config::{Config, StateSync};
 use crate::device::Saved;
@@ -73,6 +72,14 @@ pub enum Op {
     Taken { mark: u64, message: Taken },
 }
 
+/// What the writer hands the dispatcher, in order: each event once it is
+/// committed, and each new config where it came among them.
+#[derive(Debug)]
+pub enum Outgoing {
+    Event(Arc<Event>),
+    Reload(Arc<Config>),
+}
+
 /// An action is done with an event: (event id, action name).
 pub type Ack = (String, String);
 
@@ -82,7 +89,7 @@ pub struct Writer {
     pub db: Option<Db>,
     pub ops: mpsc::Receiver<Op>,
     pub acks: mpsc::UnboundedReceiver<Ack>,
-    pub dispatch: mpsc::Sender<actions::Input>,
+    pub dispatch: mpsc::Sender<Outgoing>,
     /// In a cluster: where each event goes once every action is done with
     /// it (the leader tells the group).
     pub completed: Option<mpsc::UnboundedSender<Arc<Event>>>,
@@ -107,8 +114,7 @@ impl Writer {
             shedding: Throttle::new(Duration::from_secs(60)),
             copying: None,
         };
-        let mut outgoing: Vec<actions::Input> =
-            pending.into_iter().map(|e| actions::Input::Event(Arc::new(e))).collect();
+        let mut outgoing: Vec<Outgoing> = pending.into_iter().map(|e| Outgoing::Event(Arc::new(e))).collect();
         if !outgoing.is_empty() {
             tracing::info!(
                 events = outgoing.len(),
@@ -202,7 +208,7 @@ struct State {
     dir: std::path::PathBuf,
     sync: StateSync,
     db: Option<Db>,
-    dispatch: Option<mpsc::Sender<actions::Input>>,
+    dispatch: Option<mpsc::Sender<Outgoing>>,
     completed: Option<Completions>,
     metrics: Arc<Metrics>,
     /// The last commit failed; logged once until one succeeds.
@@ -350,13 +356,13 @@ impl State {
         }
     }
 
-    async fn forward(&mut self, outgoing: &mut Vec<actions::Input>) {
+    async fn forward(&mut self, outgoing: &mut Vec<Outgoing>) {
         let Some(dispatch) = &self.dispatch else {
             outgoing.clear();
             return;
         };
         for input in std::mem::take(outgoing) {
-            if let (Some(completed), actions::Input::Event(event)) = (&mut self.completed, &input) {
+            if let (Some(completed), Outgoing::Event(event)) = (&mut self.completed, &input) {
                 completed.owe(event);
             }
             if dispatch.send(input).await.is_err() {
@@ -434,7 +440,7 @@ fn in_place(db: Db) -> Result<Db, DbError> {
     Ok(db)
 }
 
-fn take(op: Op, batch: &mut Batch, outgoing: &mut Vec<actions::Input>, taken: &mut Option<(u64, Taken)>) {
+fn take(op: Op, batch: &mut Batch, outgoing: &mut Vec<Outgoing>, taken: &mut Option<(u64, Taken)>) {
     match op {
         Op::Save(records) => {
             batch.devices.extend(records.into_iter().map(|(id, saved)| (id, Some(saved))));
@@ -448,9 +454,9 @@ fn take(op: Op, batch: &mut Batch, outgoing: &mut Vec<actions::Input>, taken: &m
             }
             let event: Arc<Event> = Arc::from(event);
             batch.events.push(Arc::clone(&event));
-            outgoing.push(actions::Input::Event(event));
+            outgoing.push(Outgoing::Event(event));
         }
-        Op::Reload(config) => outgoing.push(actions::Input::Reload(config)),
+        Op::Reload(config) => outgoing.push(Outgoing::Reload(config)),
         Op::Told(device, told) => {
             batch.told.insert(device, told);
         }
@@ -521,7 +527,7 @@ mod tests {
 
         ops_tx.send(Op::Event(Box::new(test_event(EventKind::Offline, "pump-7")), Some(record()))).await.unwrap();
         let sent = tokio::time::timeout(Duration::from_secs(5), dispatched.recv()).await.unwrap().unwrap();
-        assert!(matches!(sent, actions::Input::Event(e) if e.device == "pump-7"), "sent although not recorded");
+        assert!(matches!(sent, Outgoing::Event(e) if e.device == "pump-7"), "sent although not recorded");
         assert!(metrics.state_write_errors.get() >= 1);
 
         assert_eq!(metrics.state_failing.get(), 1);
@@ -597,7 +603,7 @@ mod tests {
         let finish = CancellationToken::new();
         let task = tokio::spawn(writer.run(Vec::new(), finish.clone()));
         ops_tx.send(Op::Event(Box::new(test_event(EventKind::Offline, "pump-7")), Some(record()))).await.unwrap();
-        let Some(actions::Input::Event(event)) = dispatched.recv().await else { panic!("not sent") };
+        let Some(Outgoing::Event(event)) = dispatched.recv().await else { panic!("not sent") };
         acks_tx.send((event.id.clone(), "log".into())).unwrap();
         finish.cancel();
         task.await.unwrap();

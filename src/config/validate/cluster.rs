@@ -4,7 +4,7 @@
 use toml::Spanned;
 
 use super::Validator;
-use crate::config::Cluster;
+use crate::cluster::Settings;
 use crate::config::error::Problem;
 use crate::config::raw::RawCluster;
 
@@ -13,7 +13,7 @@ const MAX_NAME: usize = 64;
 
 impl Validator<'_> {
     /// `None` when there is no `[cluster]`; `Some(None)` when it is wrong.
-    pub(super) fn cluster(&mut self, raw: Option<Spanned<RawCluster>>) -> Option<Option<Cluster>> {
+    pub(super) fn cluster(&mut self, raw: Option<Spanned<RawCluster>>) -> Option<Option<Settings>> {
         let raw = raw?;
         let span = raw.span();
         let raw = raw.into_inner();
@@ -40,7 +40,7 @@ impl Validator<'_> {
         };
         Some(match (name_ok, instance) {
             (true, Some(instance)) => {
-                Some(Cluster { name: name.into_inner(), instance, host: host_name().unwrap_or_default() })
+                Some(Settings { name: name.into_inner(), instance, host: host_name().unwrap_or_default() })
             }
             _ => None,
         })
@@ -78,7 +78,7 @@ impl Validator<'_> {
     pub(super) fn cluster_presence(
         &mut self,
         raw: Option<Spanned<crate::config::raw::RawPresence>>,
-        cluster: &Cluster,
+        cluster: &Settings,
     ) -> Option<crate::config::Presence> {
         let span = raw.as_ref().map_or(0..0, Spanned::span);
         let (mut online, mut offline) = (None, None);

@@ -265,7 +265,7 @@ impl Fleet {
         let Some((n, _)) = self.confirm.out.take() else { return };
         self.metrics.probes_overdue.inc();
         if let Some(suppressed) = self.confirm.overdue.allow(now.mono) {
-            tracing::warn!(topic = %crate::mqtt::probe_topic(&self.config.broker.client_id), after = ?PROBE_WAIT, suppressed,
+            tracing::warn!(topic = %crate::connection::probe_topic(&self.config.broker.client_id), after = ?PROBE_WAIT, suppressed,
                 "a probe did not come back through the broker (may this client publish and subscribe there?); what waited for it goes on now");
         }
         if n == 0 {

@@ -13,6 +13,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
+use super::file::{MAX_PEM, read_small};
+
 /// Which input a TLS problem is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsFile {
@@ -70,7 +72,7 @@ pub fn client_config(ca: Option<&Path>, client: Option<(&Path, &Path)>) -> Resul
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
             let chain = read_certs(cert, TlsFile::Cert, "cert_file")?;
-            let bytes = crate::config::read_small(key, crate::config::MAX_PEM)
+            let bytes = read_small(key, MAX_PEM)
                 .map_err(|e| error(TlsFile::Key, format!("cannot read `key_file` {}: {e}", key.display())))?;
             let key_der = PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
                 error(TlsFile::Key, format!("`key_file` {}: no usable private key ({e})", key.display()))
@@ -83,8 +85,8 @@ pub fn client_config(ca: Option<&Path>, client: Option<(&Path, &Path)>) -> Resul
 }
 
 fn read_certs(path: &Path, file: TlsFile, key: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bytes = crate::config::read_small(path, crate::config::MAX_PEM)
-        .map_err(|e| error(file, format!("cannot read `{key}` {}: {e}", path.display())))?;
+    let bytes =
+        read_small(path, MAX_PEM).map_err(|e| error(file, format!("cannot read `{key}` {}: {e}", path.display())))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| error(file, format!("`{key}` {}: not a PEM certificate file ({e})", path.display())))?;
