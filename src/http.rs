@@ -67,6 +67,8 @@ struct Shared {
     history_slots: Arc<Semaphore>,
     /// Live streams open (`pool.rs`).
     streams: Arc<pool::Streams>,
+    /// Password checks running (`auth::VERIFYING`).
+    verifying: Arc<Semaphore>,
 }
 
 /// Transitions a slow live client may fall behind by before it is told to
@@ -146,6 +148,7 @@ async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationToken) 
         cancel: cancel.clone(),
         history_slots: Arc::new(Semaphore::new(HISTORY_QUERIES)),
         streams: Arc::default(),
+        verifying: Arc::new(Semaphore::new(auth::VERIFYING)),
     };
     let app = Router::new()
         .route("/", get(page::index))

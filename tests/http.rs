@@ -316,6 +316,39 @@ async fn an_unknown_user_is_refused_as_slowly_as_a_wrong_password() {
     assert!(unknown.as_secs_f64() >= 0.5 * known.as_secs_f64(), "unknown {unknown:?} vs known {known:?}");
 }
 
+/// Guards the machine against a flood of password guesses: each refusal
+/// ran bcrypt on a thread of its own, as many at once as requests came
+/// (the load average passed 400). At most `VERIFYING` run at once now;
+/// the rest wait their turn, and `/healthz` is answered meanwhile.
+#[tokio::test]
+async fn a_flood_of_wrong_passwords_checks_few_at_once_and_keeps_the_probe_answered() {
+    let broker = Broker::start();
+    let (daemon, base, _users) = with_users(&broker, 10, 0o600).await;
+    daemon.wait_connected().await;
+    let idle = daemon.threads();
+    let client = reqwest::Client::new();
+    let guesses: Vec<_> = (0..100)
+        .map(|i| {
+            let (client, url) = (client.clone(), format!("{base}/status"));
+            tokio::spawn(async move { client.get(url).basic_auth("ops", Some(format!("guess-{i}"))).send().await })
+        })
+        .collect();
+    let mut most = idle;
+    for _ in 0..10 {
+        let asked = Instant::now();
+        let (code, _) = get(&format!("{base}/healthz")).await;
+        assert_eq!(code, 200);
+        assert!(asked.elapsed() < Duration::from_secs(1), "/healthz took {:?}", asked.elapsed());
+        most = most.max(daemon.threads());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(most <= idle + 4, "{most} threads during the flood, {idle} before");
+    for guess in guesses {
+        let status = guess.await.unwrap().map(|r| r.status().as_u16());
+        assert!(matches!(status, Ok(401 | 503)), "{status:?}");
+    }
+}
+
 /// RFC 7617: the scheme's name is case-insensitive.
 #[tokio::test]
 async fn the_basic_scheme_is_taken_whatever_its_case() {

@@ -10,6 +10,11 @@ use base64::Engine;
 
 use super::Shared;
 
+/// Passwords checked at once (each a bcrypt run on a thread of its own).
+pub const VERIFYING: usize = 2;
+/// How long a login waits for its turn before it is told to come back.
+const VERIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn require(State(shared): State<Shared>, request: Request, next: Next) -> Response {
     let Some(users) = shared.sources.users.clone() else {
         return next.run(request).await;
@@ -17,7 +22,14 @@ pub async fn require(State(shared): State<Shared>, request: Request, next: Next)
     let credentials =
         request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(basic_credentials);
     if let Some((user, password)) = credentials {
-        // bcrypt takes tens of milliseconds, on purpose: not on the runtime.
+        // bcrypt takes tens of milliseconds, on purpose: not on the runtime,
+        // and at most `VERIFYING` at once, so a flood of guesses costs at
+        // most that many cores' worth of the endpoint's (lowered) priority.
+        let Ok(Ok(_turn)) = tokio::time::timeout(VERIFY_WAIT, shared.verifying.acquire()).await else {
+            let headers = [(header::RETRY_AFTER, "5")];
+            return (StatusCode::SERVICE_UNAVAILABLE, headers, "busy: too many logins at once; retry\n")
+                .into_response();
+        };
         let ok = tokio::task::spawn_blocking(move || users.verify(&user, &password)).await.unwrap_or(false);
         if ok {
             return next.run(request).await;

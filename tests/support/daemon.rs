@@ -58,6 +58,12 @@ impl Daemon {
         self.restart();
     }
 
+    /// Threads the daemon runs now (`/proc`).
+    pub fn threads(&self) -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("willwatch.toml")
     }
