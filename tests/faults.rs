@@ -296,6 +296,32 @@ async fn after_a_sigkill_a_deleted_state_files_log_is_set_aside_not_replayed_ont
     daemon.wait_connected().await;
 }
 
+/// Guards a start on a deleted state file without a copy: it was taken
+/// for a first start (INFO only), and the open outage went out again under
+/// a new id, uncounted. The files an earlier run left say otherwise.
+#[tokio::test]
+async fn a_deleted_state_file_without_a_copy_is_reported_and_its_outage_counted() {
+    let broker = Broker::start();
+    let mut daemon = Daemon::start(&config(&broker, PUMP));
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "offline", true).await;
+    daemon.wait_event("pump-7", "offline", 1).await;
+    daemon.wait_saved("pump-7", "offline").await;
+    daemon.kill();
+    let state = daemon.dir().join("state");
+    for entry in std::fs::read_dir(&state).unwrap().filter_map(Result::ok) {
+        if entry.file_name().to_string_lossy().starts_with("state.db") {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    daemon.restart();
+    let error = daemon.wait_log("the missing state file reported", SOON, |l| l["state"] == "missing").await;
+    assert_eq!(error["level"], "ERROR");
+    daemon.wait_connected().await;
+    daemon.wait_log("the outage decided again", SOON, |l| l["unlinked"] == true).await;
+    wait_metric(&daemon, "willwatch_events_unlinked_total", 1.0, SOON).await;
+}
+
 /// An empty state file and no copy: said, never a silent clean start; the
 /// open outage notified again from the broker's retained will carries a
 /// new id, so it is counted and said as one that may repeat an alert.

@@ -120,8 +120,10 @@ impl History {
     /// command, beside a running daemon).
     pub fn open_read(dir: &Path) -> Result<History, HistoryError> {
         let path = dir.join(FILE_NAME);
-        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|source| HistoryError::Sqlite { file: path.clone(), source })?;
+        let sqlite = |source| HistoryError::Sqlite { file: path.clone(), source };
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sqlite)?;
+        // The writer's commit holds the file for a moment: wait it out.
+        conn.busy_timeout(Duration::from_secs(5)).map_err(sqlite)?;
         Ok(History { conn, path })
     }
 

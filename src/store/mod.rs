@@ -40,6 +40,9 @@ pub use writer::{Ack, Op, Outgoing, Writer};
 /// to open it while monitoring goes on. A file another process holds (a
 /// second daemon on the same directory) is refused.
 pub fn open(dir: &Path, sync: StateSync) -> Result<(Option<Db>, Loaded), InUse> {
+    // An earlier run leaves its reserved room (and, after a SIGKILL, its
+    // log): a state database gone without a copy then is lost, not new.
+    let ran_before = reserve::left_by_an_earlier_run(dir) || dir.join(format!("{FILE_NAME}-wal")).exists();
     if std::fs::create_dir_all(dir).is_ok() && reserve::ensure(dir) == 0 {
         tracing::warn!(dir = %dir.display(), bytes = reserve::SIZE,
             "cannot reserve room for the state: a disk that fills up may lose decisions");
@@ -62,6 +65,13 @@ pub fn open(dir: &Path, sync: StateSync) -> Result<(Option<Db>, Loaded), InUse> 
             let aside = set_aside(dir);
             tracing::error!(file = %dir.join(FILE_NAME).display(), set_aside = %aside,
                 "state database is missing (its good copy is there)");
+            recover(dir, "missing");
+        }
+        Err(_) if ran_before => {
+            lost = true;
+            let aside = set_aside(dir);
+            tracing::error!(file = %dir.join(FILE_NAME).display(), set_aside = %aside,
+                "state database is missing (an earlier run left its other files)");
             recover(dir, "missing");
         }
         _ => {}

@@ -22,6 +22,11 @@ fn path(dir: &Path) -> PathBuf {
     dir.join(FILE_NAME)
 }
 
+/// Whether an earlier run reserved room in `dir` (a first start finds none).
+pub fn left_by_an_earlier_run(dir: &Path) -> bool {
+    path(dir).exists()
+}
+
 /// Makes sure the room is reserved (writes the file, really allocated and
 /// on disk); the bytes reserved after, 0 when the disk has no room for it.
 pub fn ensure(dir: &Path) -> u64 {
