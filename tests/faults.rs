@@ -296,11 +296,12 @@ async fn after_a_sigkill_a_deleted_state_files_log_is_set_aside_not_replayed_ont
     daemon.wait_connected().await;
 }
 
-/// Guards a start on a deleted state file without a copy: it was taken
-/// for a first start (INFO only), and the open outage went out again under
-/// a new id, uncounted. The files an earlier run left say otherwise.
-#[tokio::test]
-async fn a_deleted_state_file_without_a_copy_is_reported_and_its_outage_counted() {
+/// A state file lost without a copy (emptied, or deleted where an earlier
+/// run left its other files): said at ERROR, never a silent clean start;
+/// the open outage notified again from the broker's retained will carries
+/// a new id, so it is counted and said as one that may repeat an alert.
+/// (A deleted one was taken for a first start: INFO only, uncounted.)
+async fn a_lost_state_file_without_a_copy_is_reported(empty: bool, state: &str) {
     let broker = Broker::start();
     let mut daemon = Daemon::start(&config(&broker, PUMP));
     daemon.wait_connected().await;
@@ -308,48 +309,34 @@ async fn a_deleted_state_file_without_a_copy_is_reported_and_its_outage_counted(
     daemon.wait_event("pump-7", "offline", 1).await;
     daemon.wait_saved("pump-7", "offline").await;
     daemon.kill();
-    let state = daemon.dir().join("state");
-    for entry in std::fs::read_dir(&state).unwrap().filter_map(Result::ok) {
+    let dir = daemon.dir().join("state");
+    for entry in std::fs::read_dir(&dir).unwrap().filter_map(Result::ok) {
         if entry.file_name().to_string_lossy().starts_with("state.db") {
             std::fs::remove_file(entry.path()).unwrap();
         }
     }
-    daemon.restart();
-    let error = daemon.wait_log("the missing state file reported", SOON, |l| l["state"] == "missing").await;
-    assert_eq!(error["level"], "ERROR");
-    daemon.wait_connected().await;
-    daemon.wait_log("the outage decided again", SOON, |l| l["unlinked"] == true).await;
-    wait_metric(&daemon, "willwatch_events_unlinked_total", 1.0, SOON).await;
-}
-
-/// An empty state file and no copy: said, never a silent clean start; the
-/// open outage notified again from the broker's retained will carries a
-/// new id, so it is counted and said as one that may repeat an alert.
-#[tokio::test]
-async fn an_empty_state_file_without_a_copy_is_reported() {
-    let broker = Broker::start();
-    let mut daemon = Daemon::start(&config(&broker, PUMP));
-    daemon.wait_connected().await;
-    publish(broker.port, "plant/pump-7/status", "offline", true).await;
-    daemon.wait_event("pump-7", "offline", 1).await;
-    daemon.wait_saved("pump-7", "offline").await;
-    daemon.kill();
-    let state = daemon.dir().join("state");
-    for entry in std::fs::read_dir(&state).unwrap().filter_map(Result::ok) {
-        if entry.file_name().to_string_lossy().starts_with("state.db") {
-            std::fs::remove_file(entry.path()).unwrap();
-        }
+    if empty {
+        std::fs::write(dir.join("state.db"), b"").unwrap();
     }
-    std::fs::write(state.join("state.db"), b"").unwrap();
     daemon.restart();
     let error = daemon
-        .wait_log("the empty state file reported", SOON, |l| l["state"] == "empty" && l["copy_age_secs"].is_null())
+        .wait_log("the lost state file reported", SOON, |l| l["state"] == state && l["copy_age_secs"].is_null())
         .await;
     assert_eq!(error["level"], "ERROR");
     daemon.wait_connected().await;
     let again = daemon.wait_log("the outage decided again", SOON, |l| l["unlinked"] == true).await;
     assert_eq!((again["level"].as_str(), again["device"].as_str()), (Some("ERROR"), Some("pump-7")));
     wait_metric(&daemon, "willwatch_events_unlinked_total", 1.0, SOON).await;
+}
+
+#[tokio::test]
+async fn a_deleted_state_file_without_a_copy_is_reported_and_its_outage_counted() {
+    a_lost_state_file_without_a_copy_is_reported(false, "missing").await;
+}
+
+#[tokio::test]
+async fn an_empty_state_file_without_a_copy_is_reported() {
+    a_lost_state_file_without_a_copy_is_reported(true, "empty").await;
 }
 
 #[tokio::test]
