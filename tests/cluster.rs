@@ -80,6 +80,7 @@ struct Group {
     /// Each device's true state.
     last: BTreeMap<String, bool>,
     devices: usize,
+    said: Vec<(Instant, String, bool)>,
 }
 
 impl Group {
@@ -98,7 +99,7 @@ impl Group {
             in_sync(&daemon).await;
             daemons.push(Some(daemon));
         }
-        Group { _broker: broker, receiver, fleet, names: names.to_vec(), daemons, last, devices }
+        Group { _broker: broker, receiver, fleet, names: names.to_vec(), daemons, last, devices, said: Vec::new() }
     }
 
     /// Flips a random device.
@@ -242,6 +243,8 @@ async fn sigstop_the_leader(names: &[&'static str], freezes: usize) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut g = Group::start(names, 50).await;
     let mut flips: BTreeMap<String, (usize, Instant)> = BTreeMap::new();
+    let start = Instant::now();
+    let mut frozen = Vec::new();
     for _ in 0..freezes {
         let current = leading_now(&g.daemons).await;
         let busy = Duration::from_millis(rng.random_range(200..1200));
@@ -250,8 +253,10 @@ async fn sigstop_the_leader(names: &[&'static str], freezes: usize) {
         let frozen_for = Duration::from_millis(rng.random_range(1200..6000));
         let synced = g.daemons[current].as_ref().unwrap().logs(|l| l["what"] == "cluster_synced").len();
         g.daemons[current].as_ref().unwrap().signal("STOP");
+        let stopped = start.elapsed();
         count_flips(&mut g, frozen_for, &mut rng, &mut flips).await;
         g.daemons[current].as_ref().unwrap().signal("CONT");
+        frozen.push(format!("{} {stopped:?}..{:?}", g.names[current], start.elapsed()));
         count_flips(&mut g, Duration::from_millis(300), &mut rng, &mut flips).await;
         let thawed = g.daemons[current].as_ref().unwrap();
         eventually("the thawed instance to be in sync again", Duration::from_secs(15), || {
@@ -269,11 +274,27 @@ async fn sigstop_the_leader(names: &[&'static str], freezes: usize) {
     let flipped: usize = flips.values().map(|(n, _)| n).sum();
     let mut lost = 0;
     let mut added = Vec::new();
+    let mut missing = Vec::new();
     for (d, (n, _)) in &flips {
         let got = notified.get(d).copied().unwrap_or_default();
         lost += n.saturating_sub(got);
         if got > *n {
             added.push(format!("{d}: {n} flips, {got} notified"));
+        }
+        if got < *n {
+            let said: Vec<String> = g
+                .said
+                .iter()
+                .filter(|(_, x, _)| x == d)
+                .map(|(t, _, on)| format!("{:?} {}", t.duration_since(start), if *on { "on" } else { "off" }))
+                .collect();
+            let got: Vec<String> = received
+                .iter()
+                .map(Received::json)
+                .filter(|e| e["device"] == d.as_str())
+                .map(|e| format!("{} {} epoch {}", e["event"], e["id"], e["epoch"]))
+                .collect();
+            missing.push(format!("{d}: said {said:?}\n    notified {got:?}"));
         }
     }
     eprintln!(
@@ -283,7 +304,12 @@ async fn sigstop_the_leader(names: &[&'static str], freezes: usize) {
     // A flap read from a thawed instance's backlog may still be lost (a
     // known limit, in pairs): a few, never the net difference the freeze
     // used to leave (about one flip in six).
-    assert!(lost * 50 <= flipped, "{context}: {lost} of {flipped} flips lost\n{}", g.dump());
+    assert!(
+        lost * 50 <= flipped,
+        "{context}: {lost} of {flipped} flips lost (frozen {frozen:?})\n{}\n{}",
+        missing.join("\n"),
+        g.dump()
+    );
 }
 
 /// The instance that says it leads (its metric), once exactly one does.
@@ -321,6 +347,7 @@ async fn count_flips(
             *at = Instant::now();
             let online = !g.last[&device];
             g.fleet.say(&device, online).await;
+            g.said.push((Instant::now(), device.clone(), online));
             g.last.insert(device, online);
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(5..40))).await;

@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Fleet;
+use crate::cluster::wire::SAME_TRANSITION;
 use crate::cluster::{Told, Words, millis, next_id};
 use crate::device::{Device, Now, Saved, State, Transition};
 use crate::event::{Event, EventKind};
@@ -213,9 +214,18 @@ impl Fleet {
     /// confirmation) that began with the one the group notified is that
     /// outage: notified here too, so the device's return is a recovery to
     /// leave to the leader (and to fire at a takeover if it never says it).
+    /// Read live, it began when the group's did (`SAME_TRANSITION`); read
+    /// from the broker's store since the connect (this instance was away,
+    /// or frozen), it began at the latest when it was read, and the group's
+    /// offline before that is the one the store holds.
     pub fn group_said(&mut self, id: &str, told: &Told, now: Now) {
+        let connects = self.link.connects;
         let Some(device) = self.devices.get_mut(id) else { return };
-        let same = device.offline_since().is_some_and(|since| told.is(EventKind::Offline.as_str(), millis(since)));
+        let read_late = !device.confirmed(connects, true);
+        let same = device.offline_since().is_some_and(|since| {
+            told.is(EventKind::Offline.as_str(), millis(since))
+                || (read_late && told.is_offline() && told.at <= millis(since) + SAME_TRANSITION)
+        });
         if device.state == State::Offline
             && !device.notified()
             && same

@@ -189,3 +189,40 @@ fn what_a_thawed_leader_left_to_itself_fires_even_with_its_own_transition_still_
     let off = next_id("p", "a", EventKind::Offline, Some("a-on"), clock.at_ms(20).wall);
     assert_eq!(ids(&owed), vec![("a".into(), "offline", off)], "ours under way is not fired again; what came after is");
 }
+
+/// Guards a thawed standby's flaps: it reconnects and reads an outage the
+/// group notified from the broker's store (late: more than
+/// `SAME_TRANSITION` after the group's word), then the device comes back
+/// within the confirm window. The stored offline is the group's outage,
+/// so the return is a recovery (left to the leader, fired at a takeover),
+/// not a flap of a broker restart that notifies nothing.
+#[test]
+fn an_outage_read_late_from_the_store_that_the_group_notified_is_that_one_and_its_return_a_recovery() {
+    let clock = Clock::new();
+    let mut f = standby(&clock, "", &[("a", "online")]);
+    f.on_disconnected(clock.at_ms(6_000));
+    let at = crate::cluster::millis(clock.at_ms(6_500).wall);
+    f.on_connected(clock.at_ms(8_000), true, false);
+    f.on_probed(0, clock.at_ms(8_000));
+    f.on_subscribed(clock.at_ms(8_000));
+    f.on_message("plant/a/status", b"offline", clock.at_ms(8_100));
+    assert!(fired(&drain(&mut f)).is_empty(), "a stored offline waits for the confirm check");
+    f.group_said("a", &Told { event: "offline".into(), id: "a-off".into(), at, done: true }, clock.at_ms(8_110));
+    assert!(f.devices.get("a").unwrap().notified(), "the stored offline is the group's outage");
+    live(&mut f, "plant/a/status", b"online", clock.at_ms(9_000));
+    assert_eq!(fired(&drain(&mut f)), [("a".to_string(), "online")], "its return is the outage's recovery");
+    // A stored offline older than the group's word is not that outage's
+    // beginning: never taken for it.
+    f.on_disconnected(clock.at_ms(20_000));
+    f.on_connected(clock.at_ms(21_000), true, false);
+    f.on_probed(0, clock.at_ms(21_000));
+    f.on_subscribed(clock.at_ms(21_000));
+    f.on_message("plant/a/status", b"offline", clock.at_ms(21_100));
+    let later = crate::cluster::millis(clock.at_ms(23_000).wall);
+    f.group_said(
+        "a",
+        &Told { event: "offline".into(), id: "a-off-2".into(), at: later, done: true },
+        clock.at_ms(21_110),
+    );
+    assert!(!f.devices.get("a").unwrap().notified());
+}
