@@ -27,7 +27,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +42,10 @@ use crate::throttle::Throttle;
 mod auth;
 mod page;
 mod pool;
+mod stall;
+mod turns;
+
+use turns::Turns;
 
 /// What the endpoint serves from: handles only.
 #[derive(Clone)]
@@ -63,12 +67,14 @@ struct Shared {
     sources: Sources,
     /// Ends the live streams at shutdown.
     cancel: CancellationToken,
-    /// History reads running (`HISTORY_QUERIES`).
-    history_slots: Arc<Semaphore>,
+    /// History reads (`HISTORY_QUERIES`).
+    history: Arc<Turns>,
+    /// Large answers built and not yet sent (`ANSWERS`).
+    answers: Arc<Turns>,
     /// Live streams open (`pool.rs`).
     streams: Arc<pool::Streams>,
-    /// Password checks running (`auth::VERIFYING`).
-    verifying: Arc<Semaphore>,
+    /// Password checks (`auth::VERIFYING`).
+    logins: Arc<Turns>,
 }
 
 /// Transitions a slow live client may fall behind by before it is told to
@@ -134,7 +140,7 @@ fn lower_priority() {
 /// daemon goes on without the endpoint.
 async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationToken) {
     let metrics = Arc::clone(&sources.metrics);
-    let listener = match tokio::net::TcpListener::bind(listen).await {
+    let listener = match bind(listen) {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(listen = %listen, error = %e, "cannot listen for HTTP; /status, /healthz and /metrics are off");
@@ -146,9 +152,10 @@ async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationToken) 
     let shared = Shared {
         sources,
         cancel: cancel.clone(),
-        history_slots: Arc::new(Semaphore::new(HISTORY_QUERIES)),
+        history: Arc::new(Turns::new(HISTORY_QUERIES, IN_LINE, HISTORY_WAIT, "history queries")),
+        answers: Arc::new(Turns::new(ANSWERS, IN_LINE, HISTORY_WAIT, "large answers")),
         streams: Arc::default(),
-        verifying: Arc::new(Semaphore::new(auth::VERIFYING)),
+        logins: Arc::new(Turns::new(auth::VERIFYING, IN_LINE, auth::VERIFY_WAIT, "logins")),
     };
     let app = Router::new()
         .route("/", get(page::index))
@@ -226,6 +233,7 @@ async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationToken) 
             })
         };
         let (cancel, pool, metrics) = (cancel.clone(), Arc::clone(&pool), Arc::clone(&metrics));
+        let tcp = stall::Stalling::new(tcp, stall::WRITE_STALL, metrics.http_stalled.clone());
         connections.spawn(async move {
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -250,6 +258,18 @@ async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationToken) 
     if drained.is_err() {
         tracing::info!(deadline = ?SHUTDOWN_DEADLINE, "HTTP requests still open at shutdown were closed");
     }
+}
+
+/// Connections the kernel completes and holds for `accept`: a burst of
+/// new clients (hundreds reconnecting at once) waits there instead of
+/// having its SYNs dropped (each drop costs a client a second).
+const BACKLOG: u32 = 1024;
+
+fn bind(listen: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if listen.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(listen)?;
+    socket.listen(BACKLOG)
 }
 
 async fn healthz(State(shared): State<Shared>) -> Response {
@@ -282,11 +302,15 @@ async fn status(State(shared): State<Shared>, Query(filter): Query<Filter>) -> R
         Ok(page) => page,
         Err(problem) => return (StatusCode::BAD_REQUEST, format!("{problem}\n")).into_response(),
     };
+    let turn = match shared.answers.take().await {
+        Ok(turn) => turn,
+        Err(busy) => return busy,
+    };
     let Some(page) = gather(&shared.sources.queries, page).await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
     let link = *shared.sources.link.borrow();
-    Json(render(&shared.sources.broker_url, &link, &page)).into_response()
+    turns::holding(Json(render(&shared.sources.broker_url, &link, &page)).into_response(), turn)
 }
 
 /// Devices the monitor puts in one answer: a page is gathered from
@@ -359,6 +383,13 @@ struct HistoryQuery {
 /// to come back: a flood of large queries cannot take the machine.
 pub const HISTORY_QUERIES: usize = 2;
 const HISTORY_WAIT: Duration = Duration::from_secs(10);
+/// Large answers (a `/status` or history page) built and waiting to be
+/// read at once: their memory is bounded by this many pages, however many
+/// clients ask and never read (each is cut after `stall::WRITE_STALL`).
+pub const ANSWERS: usize = 16;
+/// Requests that wait in line for a turn (`turns.rs`), each kind: past
+/// them, busy at once, so waiting never fills the connection pool.
+pub const IN_LINE: usize = 8;
 
 /// `/api/history?device=ID&since=7d`: what `willwatch history --json` says,
 /// a page at a time (the device's transitions; without a device, every
@@ -388,8 +419,13 @@ async fn history_report(shared: Shared, q: HistoryQuery, transitions: bool) -> R
         Err(other) => return bad_request(format!("sort `{other}`: use uptime, outages or id")),
     };
     let limit = q.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
-    let Ok(Ok(_slot)) = tokio::time::timeout(HISTORY_WAIT, shared.history_slots.acquire()).await else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "busy: too many history queries at once; retry\n").into_response();
+    let answer = match shared.answers.take().await {
+        Ok(turn) => turn,
+        Err(busy) => return busy,
+    };
+    let slot = match shared.history.take().await {
+        Ok(turn) => turn,
+        Err(busy) => return busy,
     };
     let dir = shared.sources.state_dir.clone();
     let now = SystemTime::now();
@@ -411,9 +447,10 @@ async fn history_report(shared: Shared, q: HistoryQuery, transitions: bool) -> R
         Ok::<_, crate::history::HistoryError>(page)
     })
     .await;
+    drop(slot);
     match read {
         Ok(Ok(Ok((devices, rows, next)))) => {
-            Json(command::to_json(&devices, &rows, since, next.as_deref())).into_response()
+            turns::holding(Json(command::to_json(&devices, &rows, since, next.as_deref())).into_response(), answer)
         }
         Ok(Ok(Err(bad))) => bad_request(bad.to_string()),
         Ok(Err(e)) => {

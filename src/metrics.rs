@@ -76,6 +76,7 @@ pub struct Metrics {
     pub oversized: Counter,
     pub http_refused: Counter,
     pub http_evicted: Counter,
+    pub http_stalled: Counter,
     pub http_connections: Gauge,
     pub http_streams_refused: Counter,
     pub devices_refused: Family<PatternLabel, Counter>,
@@ -121,6 +122,7 @@ impl Metrics {
         let oversized = Counter::<u64, AtomicU64>::default();
         let http_refused = Counter::<u64, AtomicU64>::default();
         let http_evicted = Counter::<u64, AtomicU64>::default();
+        let http_stalled = Counter::<u64, AtomicU64>::default();
         let http_connections = Gauge::default();
         let http_streams_refused = Counter::<u64, AtomicU64>::default();
         let devices_refused = Family::<PatternLabel, Counter>::default();
@@ -259,6 +261,11 @@ impl Metrics {
             http_evicted.clone(),
         );
         registry.register(
+            "willwatch_http_connections_closed_stalled",
+            "HTTP connections closed because their client read nothing of the answer for http::WRITE_STALL",
+            http_stalled.clone(),
+        );
+        registry.register(
             "willwatch_http_streams_refused",
             "Live streams (/api/events) refused: the budget in all or per client was used up",
             http_streams_refused.clone(),
@@ -354,6 +361,7 @@ impl Metrics {
             oversized,
             http_refused,
             http_evicted,
+            http_stalled,
             http_connections,
             http_streams_refused,
             devices_refused,

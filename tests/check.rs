@@ -461,6 +461,11 @@ fn url_secrets_appear_in_no_check_output_whatever_is_wrong_with_the_url() {
             format!("{BROKER}[http]\nexternal_url = \"ftp://u:SECRETPASS@gw.example/?token=SECRETTOKEN\"\n"),
             Some("w.toml:4:16: `external_url` `ftp://***@gw.example/?token=***` is not an http(s) URL"),
         ),
+        // Every alert links to it: credentials would reach every receiver.
+        (
+            format!("{BROKER}[http]\nexternal_url = \"https://u:SECRETPASS@gw.example/?token=SECRETTOKEN\"\n"),
+            Some("w.toml:4:16: `external_url` `https://***@gw.example/?token=***` carries credentials"),
+        ),
         (
             format!("{BROKER}[http]\nexternal_url = \"https://u:SECRETPASS@[bad/?token=SECRETTOKEN\"\n"),
             Some("w.toml:4:16: `external_url` `https://***@[bad/?token=***` is not an http(s) URL"),
@@ -507,6 +512,15 @@ fn a_users_file_others_can_read_is_warned_about_and_an_unusable_hash_refused_by_
         &text,
         &format!("w.toml:4:14: `users_file` {}: line 3: the hash of `guest` is not", users.display()),
     );
+    // Cost 31 is a day a login, for a user not in the file too (it is
+    // verified against the highest cost): past 16, refused.
+    std::fs::write(&users, format!("ops:{hash}\nslow:{}\n", hash.replace("$04$", "$31$"))).unwrap();
+    assert_rejected(&text, "line 2: the hash of `slow` has cost 31, more than 16");
+    // Mixed costs tell by timing which users exist.
+    let five = bcrypt::hash("other", 5).unwrap();
+    std::fs::write(&users, format!("ops:{hash}\nguest:{five}\n")).unwrap();
+    let (ok, _, stderr) = check(&text);
+    assert!(ok && stderr.contains("warning") && stderr.contains("different bcrypt costs (4 to 5)"), "{stderr}");
 }
 
 #[test]

@@ -318,8 +318,10 @@ async fn an_unknown_user_is_refused_as_slowly_as_a_wrong_password() {
 
 /// Guards the machine against a flood of password guesses: each refusal
 /// ran bcrypt on a thread of its own, as many at once as requests came
-/// (the load average passed 400). At most `VERIFYING` run at once now;
-/// the rest wait their turn, and `/healthz` is answered meanwhile.
+/// (the load average passed 400). At most `VERIFYING` run at once now,
+/// a few more wait their turn (`IN_LINE`), the rest are told to come back
+/// at once (a request in line holds a connection: a long line filled the
+/// connection pool), and `/healthz` is answered meanwhile.
 #[tokio::test]
 async fn a_flood_of_wrong_passwords_checks_few_at_once_and_keeps_the_probe_answered() {
     let broker = Broker::start();
@@ -330,7 +332,11 @@ async fn a_flood_of_wrong_passwords_checks_few_at_once_and_keeps_the_probe_answe
     let guesses: Vec<_> = (0..100)
         .map(|i| {
             let (client, url) = (client.clone(), format!("{base}/status"));
-            tokio::spawn(async move { client.get(url).basic_auth("ops", Some(format!("guess-{i}"))).send().await })
+            tokio::spawn(async move {
+                let asked = Instant::now();
+                let response = client.get(url).basic_auth("ops", Some(format!("guess-{i}"))).send().await;
+                (response.map(|r| r.status().as_u16()), asked.elapsed())
+            })
         })
         .collect();
     let mut most = idle;
@@ -343,10 +349,15 @@ async fn a_flood_of_wrong_passwords_checks_few_at_once_and_keeps_the_probe_answe
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(most <= idle + 4, "{most} threads during the flood, {idle} before");
+    let mut busy_at_once = 0;
     for guess in guesses {
-        let status = guess.await.unwrap().map(|r| r.status().as_u16());
+        let (status, took) = guess.await.unwrap();
         assert!(matches!(status, Ok(401 | 503)), "{status:?}");
+        if status.is_ok_and(|s| s == 503) && took < Duration::from_secs(2) {
+            busy_at_once += 1;
+        }
     }
+    assert!(busy_at_once >= 80, "{busy_at_once} of 100 told at once to come back");
 }
 
 /// RFC 7617: the scheme's name is case-insensitive.

@@ -20,6 +20,10 @@ pub struct Users {
     verified: Mutex<HashMap<String, String>>,
 }
 
+/// The highest bcrypt cost taken: 2^16 rounds, about 4 s of a core; each
+/// step doubles it (cost 31 is a day).
+pub const MAX_COST: u32 = 16;
+
 /// Most verified credentials remembered; past it the memory starts over.
 const REMEMBERED: usize = 64;
 
@@ -37,6 +41,10 @@ pub enum UsersError {
         "line {0}: the hash of `{1}` is not one bcrypt can use (a cost from 04 to 31, `$`, 53 characters of ./A-Za-z0-9), so every login of `{1}` would fail; make it again with htpasswd -nB {1}"
     )]
     Unusable(usize, String),
+    #[error(
+        "line {0}: the hash of `{1}` has cost {2}, more than {MAX_COST}: each of its logins (and each of a user not in the file) would take over 4 s of a core; make it again with htpasswd -nB -C 12 {1}"
+    )]
+    TooDear(usize, String, u32),
     #[error("line {0}: user `{1}` is listed twice")]
     Twice(usize, String),
     #[error("it lists no user")]
@@ -61,8 +69,10 @@ impl Users {
             if !["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p)) {
                 return Err(UsersError::NotBcrypt(n, user.to_string()));
             }
-            if cost(hash).is_none() {
-                return Err(UsersError::Unusable(n, user.to_string()));
+            match cost(hash) {
+                None => return Err(UsersError::Unusable(n, user.to_string())),
+                Some(dear) if dear > MAX_COST => return Err(UsersError::TooDear(n, user.to_string(), dear)),
+                Some(_) => {}
             }
             if hashes.insert(user.to_string(), hash.to_string()).is_some() {
                 return Err(UsersError::Twice(n, user.to_string()));
@@ -73,6 +83,15 @@ impl Users {
         };
         let stand_in = format!("$2b${highest:02}${STAND_IN}");
         Ok(Users { hashes, stand_in, verified: Mutex::default() })
+    }
+
+    /// The costs of the hashes, lowest and highest, when they differ: a
+    /// login of a user of a lower cost is answered sooner than one of a
+    /// user not in the file, so its time tells that the user exists.
+    pub fn mixed_costs(&self) -> Option<(u32, u32)> {
+        let costs = || self.hashes.values().filter_map(|h| cost(h));
+        let (low, high) = (costs().min()?, costs().max()?);
+        (low != high).then_some((low, high))
     }
 
     /// Whether `password` is `user`'s.
@@ -132,6 +151,40 @@ mod tests {
             let text = format!("ops:{hash}\nguest:{bad}\n");
             assert_eq!(Users::parse(&text).unwrap_err(), UsersError::Unusable(2, "guest".into()), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_cost_past_the_limit_is_refused_and_mixed_costs_are_told() {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let dear = hash.replace("$04$", "$17$");
+        assert_eq!(
+            Users::parse(&format!(
+                "ops:{dear}
+"
+            ))
+            .unwrap_err(),
+            UsersError::TooDear(1, "ops".into(), 17)
+        );
+        let five = bcrypt::hash("b", 5).unwrap();
+        assert_eq!(
+            Users::parse(&format!(
+                "a:{hash}
+b:{five}
+"
+            ))
+            .unwrap()
+            .mixed_costs(),
+            Some((4, 5))
+        );
+        assert_eq!(
+            Users::parse(&format!(
+                "a:{hash}
+"
+            ))
+            .unwrap()
+            .mixed_costs(),
+            None
+        );
     }
 
     #[test]

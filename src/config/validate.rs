@@ -937,6 +937,19 @@ impl Validator<'_> {
     fn external_url(&mut self, raw: Option<Spanned<String>>) -> Option<url::Url> {
         let raw = raw?;
         match url::Url::parse(raw.get_ref()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && (!u.username().is_empty() || u.password().is_some()) => {
+                self.problem(
+                    Problem::new(
+                        raw.span(),
+                        format!(
+                            "`external_url` `{}` carries credentials: every alert links to it, so every receiver would get them",
+                            crate::redact::url(raw.get_ref())
+                        ),
+                    )
+                    .hint("leave the user and password out; people log in when they open the link"),
+                );
+                None
+            }
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
             _ => {
                 self.problem(
@@ -978,7 +991,15 @@ impl Validator<'_> {
             }
         };
         match super::Users::parse(&text) {
-            Ok(users) => Some(Arc::new(users)),
+            Ok(users) => {
+                if let Some((low, high)) = users.mixed_costs() {
+                    self.warning(
+                        Problem::new(raw.span(), format!("`users_file` {}: its hashes have different bcrypt costs ({low} to {high}): how long a refused login takes tells which users exist", path.display()))
+                            .hint("make every hash at one cost: htpasswd -nB -C 12 NAME"),
+                    );
+                }
+                Some(Arc::new(users))
+            }
             Err(e) => {
                 self.problem(Problem::new(raw.span(), format!("`users_file` {}: {e}", path.display())));
                 None

@@ -13,7 +13,7 @@ use super::Shared;
 /// Passwords checked at once (each a bcrypt run on a thread of its own).
 pub const VERIFYING: usize = 2;
 /// How long a login waits for its turn before it is told to come back.
-const VERIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+pub const VERIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn require(State(shared): State<Shared>, request: Request, next: Next) -> Response {
     let Some(users) = shared.sources.users.clone() else {
@@ -25,12 +25,12 @@ pub async fn require(State(shared): State<Shared>, request: Request, next: Next)
         // bcrypt takes tens of milliseconds, on purpose: not on the runtime,
         // and at most `VERIFYING` at once, so a flood of guesses costs at
         // most that many cores' worth of the endpoint's (lowered) priority.
-        let Ok(Ok(_turn)) = tokio::time::timeout(VERIFY_WAIT, shared.verifying.acquire()).await else {
-            let headers = [(header::RETRY_AFTER, "5")];
-            return (StatusCode::SERVICE_UNAVAILABLE, headers, "busy: too many logins at once; retry\n")
-                .into_response();
+        let turn = match shared.logins.take().await {
+            Ok(turn) => turn,
+            Err(busy) => return busy,
         };
         let ok = tokio::task::spawn_blocking(move || users.verify(&user, &password)).await.unwrap_or(false);
+        drop(turn);
         if ok {
             return next.run(request).await;
         }

@@ -1,0 +1,132 @@
+//! Turns at a scarce resource (a history query, a password check, a large
+//! response in memory): `running` at once, at most `waiting` more in line
+//! for at most `wait`; anyone past that is told to come back (503) at once.
+//! A request in line holds its connection, so the line is short: a flood
+//! of slow requests cannot fill the connection pool by waiting.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub struct Turns {
+    running: Arc<Semaphore>,
+    in_line: AtomicUsize,
+    waiting: usize,
+    wait: Duration,
+    /// What a refused request is told it waited for.
+    what: &'static str,
+}
+
+/// A turn: released when dropped.
+pub type Turn = OwnedSemaphorePermit;
+
+impl Turns {
+    pub fn new(running: usize, waiting: usize, wait: Duration, what: &'static str) -> Turns {
+        Turns { running: Arc::new(Semaphore::new(running)), in_line: AtomicUsize::new(0), waiting, wait, what }
+    }
+
+    /// A turn now, or after waiting in line; `Err` with the 503 to send
+    /// when the line is full or the wait ran out.
+    pub async fn take(&self) -> Result<Turn, Response> {
+        if let Ok(turn) = Arc::clone(&self.running).try_acquire_owned() {
+            return Ok(turn);
+        }
+        if self.in_line.fetch_add(1, Ordering::AcqRel) >= self.waiting {
+            self.in_line.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.busy());
+        }
+        let turn = tokio::time::timeout(self.wait, Arc::clone(&self.running).acquire_owned()).await;
+        self.in_line.fetch_sub(1, Ordering::AcqRel);
+        match turn {
+            Ok(Ok(turn)) => Ok(turn),
+            _ => Err(self.busy()),
+        }
+    }
+
+    fn busy(&self) -> Response {
+        let headers = [(header::RETRY_AFTER, "5")];
+        (StatusCode::SERVICE_UNAVAILABLE, headers, format!("busy: too many {} at once; retry\n", self.what))
+            .into_response()
+    }
+}
+
+/// `response` with `turn` kept until its body is sent, or dropped with
+/// its connection: an answer waiting in memory for its client holds a turn.
+pub fn holding(response: Response, turn: Turn) -> Response {
+    let (parts, body) = response.into_parts();
+    Response::from_parts(parts, Body::new(Holding { body, _turn: turn }))
+}
+
+struct Holding {
+    body: Body,
+    _turn: Turn,
+}
+
+impl http_body::Body for Holding {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn past_the_running_and_the_line_a_request_is_refused_at_once_and_the_line_waits_its_turn() {
+        let turns = Arc::new(Turns::new(1, 1, Duration::from_secs(10), "tests"));
+        let first = turns.take().await.expect("free");
+        let second = tokio::spawn({
+            let turns = Arc::clone(&turns);
+            async move { turns.take().await.is_ok() }
+        });
+        tokio::task::yield_now().await;
+        let third = turns.take().await.expect_err("the line is full");
+        assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(third.headers()[header::RETRY_AFTER], "5");
+        drop(first);
+        assert!(second.await.unwrap(), "the one in line got the turn");
+        // Nobody in line any more, and the turn was given back.
+        assert!(turns.take().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_answer_holds_its_turn_until_its_body_is_dropped() {
+        let turns = Turns::new(1, 0, Duration::from_secs(1), "tests");
+        let answer = holding("a large answer".into_response(), turns.take().await.unwrap());
+        assert!(turns.take().await.is_err(), "held while the answer waits to be sent");
+        drop(answer);
+        assert!(turns.take().await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_past_its_deadline_is_refused() {
+        let turns = Turns::new(1, 4, Duration::from_secs(10), "tests");
+        let _held = turns.take().await.unwrap();
+        let started = tokio::time::Instant::now();
+        assert!(turns.take().await.is_err());
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+        assert_eq!(turns.in_line.load(Ordering::Acquire), 0, "left the line");
+    }
+}
