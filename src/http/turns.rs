@@ -41,12 +41,14 @@ impl Turns {
         if let Ok(turn) = Arc::clone(&self.running).try_acquire_owned() {
             return Ok(turn);
         }
+        // Leaves the line when dropped: also when the request is (its
+        // client went away while it waited).
+        let place = InLine(&self.in_line);
         if self.in_line.fetch_add(1, Ordering::AcqRel) >= self.waiting {
-            self.in_line.fetch_sub(1, Ordering::AcqRel);
             return Err(self.busy());
         }
         let turn = tokio::time::timeout(self.wait, Arc::clone(&self.running).acquire_owned()).await;
-        self.in_line.fetch_sub(1, Ordering::AcqRel);
+        drop(place);
         match turn {
             Ok(Ok(turn)) => Ok(turn),
             _ => Err(self.busy()),
@@ -57,6 +59,15 @@ impl Turns {
         let headers = [(header::RETRY_AFTER, "5")];
         (StatusCode::SERVICE_UNAVAILABLE, headers, format!("busy: too many {} at once; retry\n", self.what))
             .into_response()
+    }
+}
+
+/// A place in line, given up when dropped.
+struct InLine<'a>(&'a AtomicUsize);
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -108,6 +119,23 @@ mod tests {
         drop(first);
         assert!(second.await.unwrap(), "the one in line got the turn");
         // Nobody in line any more, and the turn was given back.
+        assert!(turns.take().await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_dropped_while_in_line_leaves_the_line() {
+        let turns = Arc::new(Turns::new(1, 1, Duration::from_secs(10), "tests"));
+        let held = turns.take().await.unwrap();
+        let waiting = tokio::spawn({
+            let turns = Arc::clone(&turns);
+            async move { turns.take().await.is_ok() }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(turns.in_line.load(Ordering::Acquire), 1);
+        waiting.abort();
+        let _ = waiting.await;
+        assert_eq!(turns.in_line.load(Ordering::Acquire), 0, "its place was given up");
+        drop(held);
         assert!(turns.take().await.is_ok());
     }
 
