@@ -330,8 +330,6 @@ impl Session {
                         if let Some(n) = probe_number(&p.payload, &run, connection) {
                             if n > 0 {
                                 answer_probe(&client, &probe_topic);
-                            } else {
-                                uptime.queue_drained();
                             }
                             self.tell(Inbound::Probed(n)).await;
                         }
@@ -601,16 +599,12 @@ struct Uptime {
     answered: bool,
     /// Read on this connection.
     read: bool,
-    /// The connect's probe is back: what the session queued for us while
-    /// we were away (an uptime published then, old now) is in.
-    drained: bool,
 }
 
 impl Uptime {
     /// A new connection; whether to ask for it with the first batch.
     fn on_connack(&mut self) -> bool {
         self.read = false;
-        self.drained = false;
         self.asked = None;
         let now = self.answered && !self.refused;
         if now {
@@ -621,18 +615,11 @@ impl Uptime {
 
     /// Whether this is its first fresh reading on this connection. The
     /// retained copy is as old as the broker's `sys_interval` (10 s by
-    /// default), and so is one the persistent session queued while we
-    /// were away (mosquitto queues its `$SYS` publishes at QoS 1 and sends
-    /// them unretained): only a reading it publishes while we are
-    /// subscribed, after the connect's probe, says when it started.
+    /// default): only a reading it publishes while we are subscribed says
+    /// when it started.
     fn first_reading(&mut self, retained: bool) -> bool {
         self.answered = true;
-        !retained && self.drained && !std::mem::replace(&mut self.read, true)
-    }
-
-    /// The connect's probe came back.
-    fn queue_drained(&mut self) {
-        self.drained = true;
+        !retained && !std::mem::replace(&mut self.read, true)
     }
 
     fn ask(&mut self, subscriptions: &mut Subscriptions) {
