@@ -383,9 +383,9 @@ struct HistoryQuery {
 /// to come back: a flood of large queries cannot take the machine.
 pub const HISTORY_QUERIES: usize = 2;
 const HISTORY_WAIT: Duration = Duration::from_secs(10);
-/// Large answers (a `/status` or history page) built and waiting to be
-/// read at once: their memory is bounded by this many pages, however many
-/// clients ask and never read (each is cut after `stall::WRITE_STALL`).
+/// Large answers (a `/status` or history page) built at once; one a
+/// client never reads is dropped with its connection after
+/// `stall::WRITE_STALL`.
 pub const ANSWERS: usize = 16;
 /// Requests that wait in line for a turn (`turns.rs`), each kind: past
 /// them, busy at once, so waiting never fills the connection pool.

@@ -71,8 +71,8 @@ impl Drop for InLine<'_> {
     }
 }
 
-/// `response` with `turn` kept until its body is sent, or dropped with
-/// its connection: an answer waiting in memory for its client holds a turn.
+/// `response` with `turn` kept until its body is taken by the connection
+/// (or dropped with it).
 pub fn holding(response: Response, turn: Turn) -> Response {
     let (parts, body) = response.into_parts();
     Response::from_parts(parts, Body::new(Holding { body, _turn: turn }))
