@@ -275,6 +275,29 @@ async fn a_reconnect_of_willwatch_alone_pages_nobody() {
     assert!(daemon.logs(|l| l["sign"].is_string()).is_empty(), "no restart: {}", daemon.dump());
 }
 
+/// Guards restart detection against the session's queue: mosquitto
+/// queues its `$SYS` uptime for a persistent session that is away and
+/// sends it unretained at the reconnect, old by then. A willwatch frozen
+/// past its keep-alive and a `sys_interval` took that reading for the
+/// broker's present uptime and declared a broker restart.
+#[tokio::test]
+async fn a_reconnect_after_the_session_queued_the_brokers_uptime_is_no_restart() {
+    let Some(broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
+    let text = daemon_config(&broker).replace("keep_alive = \"5s\"", "keep_alive = \"2s\"");
+    let daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    let _devices = fleet_online(&broker, &daemon, 5).await;
+    wait_confirmed(&daemon, 1).await;
+    // The broker drops it after 3 s; it publishes its uptime every 10-11 s.
+    daemon.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    daemon.signal("CONT");
+    wait_confirmed(&daemon, 2).await;
+    sync_with_sentinel(&broker, &daemon, &[]).await;
+    assert!(daemon.logs(|l| l["sign"].is_string()).is_empty(), "no restart: {}", daemon.dump());
+    assert!(notified(&daemon, "offline").is_empty(), "{}", daemon.dump());
+}
+
 #[tokio::test]
 async fn a_broker_that_refuses_the_probe_topic_still_has_every_will_notified() {
     let acl =

@@ -218,6 +218,8 @@ impl Session {
         // brokers (rumqttd) close the connection on a `$SYS` filter, and
         // then it is not asked for again.
         let mut uptime = Uptime::default();
+        let mut stall_tick = tokio::time::interval(STALL_TICK);
+        stall_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut session_present = false;
         // Between a CONNACK and the last SUBACK of its subscriptions.
         let mut settling = false;
@@ -229,6 +231,7 @@ impl Session {
                 () = cancel.cancelled() => break,
                 () = sleep_until(step_at) => subscriptions.step(&client),
                 () = sleep_until(rebirth_at) => rebirths.step(&client),
+                _ = stall_tick.tick() => uptime.ran(),
                 Some(ask) = self.asks.recv() => match ask {
                     Ask::Probe(n) if connected => probe(&client, &probe_topic, &run, connection, n),
                     Ask::Reread(topics) if connected => {
@@ -264,6 +267,7 @@ impl Session {
                 polled = eventloop.poll() => {
                     // What rumqttc's full queue refused last time goes now.
                     self.acknowledge(&client, &mut acks);
+
                     match polled {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         connected = true;
@@ -330,6 +334,8 @@ impl Session {
                         if let Some(n) = probe_number(&p.payload, &run, connection) {
                             if n > 0 {
                                 answer_probe(&client, &probe_topic);
+                            } else {
+                                uptime.queue_drained();
                             }
                             self.tell(Inbound::Probed(n)).await;
                         }
@@ -337,9 +343,7 @@ impl Session {
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == UPTIME_TOPIC => {
                         acks.kept(&p);
                         self.acknowledge(&client, &mut acks);
-                        if uptime.first_reading(p.retain)
-                            && started_since(&p.payload, previous_connack)
-                        {
+                        if uptime.restarted(&p.payload, p.retain, previous_connack) {
                             tracing::info!(broker = %self.broker.url, uptime = %String::from_utf8_lossy(&p.payload),
                                 "the broker started after our last connection");
                             self.tell(Inbound::Restarted { session_present }).await;
@@ -397,7 +401,7 @@ impl Session {
                         log_connect_error(&self.broker.url, &e, backoff.attempts(), delay);
                         tokio::select! {
                             () = cancel.cancelled() => break,
-                            () = tokio::time::sleep(delay) => {}
+                            () = tokio::time::sleep(delay) => uptime.waited(),
                         }
                     }
                     }
@@ -599,12 +603,25 @@ struct Uptime {
     answered: bool,
     /// Read on this connection.
     read: bool,
+    /// The connect's probe is back: what the session queued for us while
+    /// we were away is in.
+    drained: bool,
+    /// This process did not run for a while (frozen, starved) since the
+    /// last connection began; kept for the connection after it.
+    stalled: bool,
+    /// ... and it did before this connection: what the session queued for
+    /// us meanwhile may be as old as the stall.
+    stalled_before: bool,
+    /// When the session last ran (`STALL_TICK`).
+    ran: Option<Instant>,
 }
 
 impl Uptime {
     /// A new connection; whether to ask for it with the first batch.
     fn on_connack(&mut self) -> bool {
+        self.stalled_before = std::mem::take(&mut self.stalled);
         self.read = false;
+        self.drained = false;
         self.asked = None;
         let now = self.answered && !self.refused;
         if now {
@@ -613,13 +630,41 @@ impl Uptime {
         now
     }
 
-    /// Whether this is its first fresh reading on this connection. The
-    /// retained copy is as old as the broker's `sys_interval` (10 s by
-    /// default): only a reading it publishes while we are subscribed says
-    /// when it started.
-    fn first_reading(&mut self, retained: bool) -> bool {
+    /// The session waited on purpose (to reconnect): no stall.
+    fn waited(&mut self) {
+        self.ran = Some(Instant::now());
+    }
+
+    /// The session runs (every `STALL_TICK`): a gap of more than a
+    /// second since the last time is a stall of this process.
+    fn ran(&mut self) {
+        let now = Instant::now();
+        if self.ran.is_some_and(|ran| now.duration_since(ran) > STALL) {
+            self.stalled = true;
+        }
+        self.ran = Some(now);
+    }
+
+    /// The connect's probe came back.
+    fn queue_drained(&mut self) {
+        self.drained = true;
+    }
+
+    /// Whether the reading `payload` says the broker started after our
+    /// last connection (its CONNACK at `previous`), with a second of slack
+    /// for its whole seconds: its first reading on this connection that is
+    /// not the retained copy (as old as the broker's `sys_interval`, 10 s
+    /// by default), taken as published now. After this process stalled,
+    /// what the session queued for us while it did (mosquitto queues its
+    /// `$SYS` publishes at QoS 1 and sends them unretained) may be as old
+    /// as the stall: only a reading after the connect's probe counts then.
+    fn restarted(&mut self, payload: &[u8], retained: bool, previous: Option<Instant>) -> bool {
         self.answered = true;
-        !retained && !std::mem::replace(&mut self.read, true)
+        if retained || (self.stalled_before && !self.drained) || std::mem::replace(&mut self.read, true) {
+            return false;
+        }
+        let seconds = uptime_seconds(payload);
+        previous.zip(seconds).is_some_and(|(p, s)| Duration::from_secs(s + 1) < p.elapsed())
     }
 
     fn ask(&mut self, subscriptions: &mut Subscriptions) {
@@ -643,13 +688,14 @@ impl Uptime {
     }
 }
 
-/// Whether an uptime payload (mosquitto's `123 seconds`) says the broker
-/// started after `previous` (our last connection's CONNACK), with a second
-/// of slack for its whole seconds.
-fn started_since(payload: &[u8], previous: Option<Instant>) -> bool {
-    let Some(previous) = previous else { return false };
-    let seconds = std::str::from_utf8(payload).ok().and_then(|t| t.split_whitespace().next()?.parse::<u64>().ok());
-    seconds.is_some_and(|s| Duration::from_secs(s + 1) < previous.elapsed())
+/// How often the session notes that it runs, and the gap that says this
+/// process stalled (`Uptime::ran`).
+const STALL_TICK: Duration = Duration::from_millis(250);
+const STALL: Duration = Duration::from_secs(1);
+
+/// The seconds of an uptime payload (mosquitto's `123 seconds`).
+fn uptime_seconds(payload: &[u8]) -> Option<u64> {
+    std::str::from_utf8(payload).ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// Sleeps until `at`, or for ever without one.
