@@ -219,6 +219,10 @@ async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationToken) 
         metrics.http_connections.inc();
         // Small answers go out at once, not after a delayed ACK.
         let _ = tcp.set_nodelay(true);
+        // The kernel lets a blocked writer go on only once half its send
+        // buffer is free: kept small, a client that reads slowly but
+        // steadily shows progress well within `WRITE_STALL`.
+        let _ = socket2::SockRef::from(&tcp).set_send_buffer_size(SEND_BUFFER);
         let service = {
             let (app, conn) = (app.clone(), Arc::clone(&conn));
             tower::service_fn(move |mut request: axum::extract::Request<hyper::body::Incoming>| {
@@ -238,6 +242,7 @@ async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationToken) 
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(CONNECTION_BUFFER)
                 .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
             tokio::pin!(connection);
             tokio::select! {
@@ -259,6 +264,12 @@ async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationToken) 
         tracing::info!(deadline = ?SHUTDOWN_DEADLINE, "HTTP requests still open at shutdown were closed");
     }
 }
+
+/// A connection's send buffer in the kernel (which doubles it), and what
+/// it buffers itself at most: an answer its client does not read stays in
+/// `turns::holding`, counted, not in buffers along the way.
+const SEND_BUFFER: usize = 64 * 1024;
+const CONNECTION_BUFFER: usize = 64 * 1024;
 
 /// Connections the kernel completes and holds for `accept`: a burst of
 /// new clients (hundreds reconnecting at once) waits there instead of
@@ -310,7 +321,8 @@ async fn status(State(shared): State<Shared>, Query(filter): Query<Filter>) -> R
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
     let link = *shared.sources.link.borrow();
-    turns::holding(Json(render(&shared.sources.broker_url, &link, &page)).into_response(), turn)
+    let broker_url = shared.sources.broker_url.clone();
+    answer(turn, move || render(&broker_url, &link, &page)).await
 }
 
 /// Devices the monitor puts in one answer: a page is gathered from
@@ -383,9 +395,9 @@ struct HistoryQuery {
 /// to come back: a flood of large queries cannot take the machine.
 pub const HISTORY_QUERIES: usize = 2;
 const HISTORY_WAIT: Duration = Duration::from_secs(10);
-/// Large answers (a `/status` or history page) built at once; one a
-/// client never reads is dropped with its connection after
-/// `stall::WRITE_STALL`.
+/// Large answers (a `/status` or history page) in memory at once, each
+/// until its client has read it (`turns::holding`); one a client never
+/// reads goes with its connection after `stall::WRITE_STALL`.
 pub const ANSWERS: usize = 16;
 /// Requests that wait in line for a turn (`turns.rs`), each kind: past
 /// them, busy at once, so waiting never fills the connection pool.
@@ -404,6 +416,16 @@ async fn uptime(State(shared): State<Shared>, Query(q): Query<HistoryQuery>) -> 
     history_report(shared, HistoryQuery { device: None, ..q }, false).await
 }
 
+/// A large JSON answer, built and written out off the endpoint's thread (a
+/// page of 10,000 devices takes a while: `/healthz` must not wait for it),
+/// sent holding `turn` until its client has it.
+async fn answer(turn: turns::Turn, build: impl FnOnce() -> Value + Send + 'static) -> Response {
+    match tokio::task::spawn_blocking(move || serde_json::to_vec(&build())).await {
+        Ok(Ok(json)) => turns::holding(json, turn),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "the answer could not be written\n").into_response(),
+    }
+}
+
 fn bad_request(text: String) -> Response {
     (StatusCode::BAD_REQUEST, format!("{text}\n")).into_response()
 }
@@ -419,7 +441,7 @@ async fn history_report(shared: Shared, q: HistoryQuery, transitions: bool) -> R
         Err(other) => return bad_request(format!("sort `{other}`: use uptime, outages or id")),
     };
     let limit = q.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
-    let answer = match shared.answers.take().await {
+    let turn = match shared.answers.take().await {
         Ok(turn) => turn,
         Err(busy) => return busy,
     };
@@ -450,7 +472,7 @@ async fn history_report(shared: Shared, q: HistoryQuery, transitions: bool) -> R
     drop(slot);
     match read {
         Ok(Ok(Ok((devices, rows, next)))) => {
-            turns::holding(Json(command::to_json(&devices, &rows, since, next.as_deref())).into_response(), answer)
+            answer(turn, move || command::to_json(&devices, &rows, since, next.as_deref())).await
         }
         Ok(Ok(Err(bad))) => bad_request(bad.to_string()),
         Ok(Err(e)) => {

@@ -154,6 +154,78 @@ async fn status_of_a_large_fleet_comes_in_pages_and_the_command_reads_them_all()
     assert_eq!(ids.len(), N, "each device once");
 }
 
+/// Guards memory against clients that ask for large answers and never
+/// read them: an answer holds its turn (16 at once) until its client has
+/// taken it, so more of them wait in a short line or are told to come back,
+/// and after 20 s without reading their connections are cut, counted. The
+/// turn used to be given back once the connection took the whole page
+/// into its buffers, so their number (and memory) had no bound.
+#[tokio::test]
+async fn clients_that_never_read_large_answers_hold_at_most_sixteen_and_are_cut() {
+    const N: usize = 3000;
+    let broker = Broker::start();
+    let daemon = Daemon::start(&config(&broker, "[[device]]\ntopic = \"fleet/{id}/status\"\n"));
+    daemon.wait_connected().await;
+    let topics: Vec<String> = (0..N).map(|i| format!("fleet/device-{i:05}-of-the-north-hall-line-4/status")).collect();
+    let messages: Vec<(&str, Vec<u8>)> = topics.iter().map(|t| (t.as_str(), b"online".to_vec())).collect();
+    let base = daemon.http_url().await;
+    let status = |url: String| async move { reqwest::get(url).await.map(|r| r.status().as_u16()).unwrap_or(0) };
+    // In waves a default broker's queue for us (1,000 messages) can take.
+    for (i, wave) in messages.chunks(500).enumerate() {
+        publish_many(broker.port, wave, false).await;
+        let known = i * 500 + wave.len();
+        eventually("the wave known", SOON, || {
+            let url = format!("{base}/status?limit=1");
+            let doc: serde_json::Value = std::thread::spawn(move || blocking::get_json(&url)).join().ok().flatten()?;
+            (doc["counts"]["online"].as_u64()? == known as u64).then_some(())
+        })
+        .await;
+    }
+    let address = base.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut stream = socket.connect(address.parse().unwrap()).await.unwrap();
+        stream.write_all(b"GET /status?limit=10000 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        held.push(stream);
+    }
+    // Their answers hold every turn and the line: a new one is told to
+    // come back, at once.
+    let url = format!("{base}/status?limit=10");
+    support::wait::until("the answers' turns all held", SOON, async || {
+        let asked = Instant::now();
+        match status(url.clone()).await {
+            503 if asked.elapsed() < Duration::from_secs(1) => Ok(()),
+            code => Err(format!("{code} in {:?}", asked.elapsed())),
+        }
+    })
+    .await;
+    let asked = Instant::now();
+    assert_eq!(status(format!("{base}/healthz")).await, 200);
+    assert!(asked.elapsed() < Duration::from_secs(1), "/healthz took {:?}", asked.elapsed());
+    // And they keep them while their clients read nothing: for the next
+    // 5 s no page is answered (each asked with a second to spare).
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().unwrap();
+    let watching = Instant::now();
+    while watching.elapsed() < Duration::from_secs(5) {
+        let code = client.get(&url).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
+        assert_ne!(code, 200, "a page answered {:?} after the turns were all held", watching.elapsed());
+    }
+    // Cut after 20 s without reading: the turns come back.
+    support::wait::until("the never-reading connections cut", Duration::from_secs(40), async || {
+        let cut = daemon.metric("willwatch_http_connections_closed_stalled_total").await;
+        if cut >= 16.0 { Ok(()) } else { Err(cut) }
+    })
+    .await;
+    support::wait::until("a page answered again", Duration::from_secs(30), async || match status(url.clone()).await {
+        200 => Ok(()),
+        code => Err(format!("{code}")),
+    })
+    .await;
+    drop(held);
+}
+
 #[tokio::test]
 async fn invented_ids_past_max_devices_are_refused_counted_and_logged() {
     let broker = Broker::start();

@@ -71,32 +71,49 @@ impl Drop for InLine<'_> {
     }
 }
 
-/// `response` with `turn` kept until its body is taken by the connection
-/// (or dropped with it).
-pub fn holding(response: Response, turn: Turn) -> Response {
-    let (parts, body) = response.into_parts();
-    Response::from_parts(parts, Body::new(Holding { body, _turn: turn }))
+/// A part of an answer handed to the connection at a time: the
+/// connection takes the next only once it has room, so an answer its
+/// client does not read stays here, holding its turn.
+const PART: usize = 16 * 1024;
+
+/// The JSON answer `json` with `turn` kept until its client has taken all
+/// but the last parts (or the connection is dropped): an answer waiting in
+/// memory for its client holds a turn. Each part is a copy, so what the
+/// connection still holds keeps no more of the answer alive.
+pub fn holding(json: Vec<u8>, turn: Turn) -> Response {
+    let body = Body::new(Holding { json: Bytes::from(json), at: 0, _turn: turn });
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 struct Holding {
-    body: Body,
+    json: Bytes,
+    at: usize,
     _turn: Turn,
 }
 
 impl http_body::Body for Holding {
     type Data = Bytes;
-    type Error = axum::Error;
+    type Error = std::convert::Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::convert::Infallible>>> {
+        let (at, len) = (self.at, self.json.len());
+        if at >= len {
+            return Poll::Ready(None);
+        }
+        let end = (at + PART).min(len);
+        self.at = end;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(&self.json[at..end])))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.at >= self.json.len()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        SizeHint::with_exact((self.json.len() - self.at) as u64)
     }
 }
 
@@ -140,12 +157,27 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_answer_holds_its_turn_until_its_body_is_dropped() {
+    async fn an_answer_holds_its_turn_until_its_last_part_is_taken() {
+        use http_body_util::BodyExt;
         let turns = Turns::new(1, 0, Duration::from_secs(1), "tests");
-        let answer = holding("a large answer".into_response(), turns.take().await.unwrap());
-        assert!(turns.take().await.is_err(), "held while the answer waits to be sent");
-        drop(answer);
+        let json = vec![b'x'; 3 * PART + 1];
+        let answer = holding(json.clone(), turns.take().await.unwrap());
+        assert_eq!(answer.headers()[header::CONTENT_TYPE], "application/json");
+        let mut body = answer.into_body();
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(json.len() as u64));
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.extend(body.frame().await.unwrap().unwrap().into_data().unwrap());
+            assert!(turns.take().await.is_err(), "held while parts wait to be taken");
+        }
+        got.extend(body.frame().await.unwrap().unwrap().into_data().unwrap());
+        assert!(body.frame().await.is_none());
+        assert_eq!(got, json);
+        drop(body);
         assert!(turns.take().await.is_ok());
+        let dropped = holding(json, turns.take().await.unwrap());
+        drop(dropped);
+        assert!(turns.take().await.is_ok(), "a dropped answer gives its turn back");
     }
 
     #[tokio::test(start_paused = true)]
