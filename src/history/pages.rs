@@ -65,19 +65,29 @@ fn rank(order: Order, stats: &Stats) -> Option<u64> {
     }
 }
 
-/// The rank and id a cursor of `order` names.
-fn parse_cursor(order: Order, cursor: &str) -> Result<(u64, String), BadCursor> {
-    if order == Order::Id {
-        return Ok((0, cursor.to_string()));
-    }
-    cursor
-        .split_once(':')
-        .and_then(|(rank, id)| Some((rank.parse().ok()?, id.to_string())))
+/// Where a page ends: the last device's rank and id, and the end of the
+/// window the page was read over. The pages after it read that window
+/// (its length kept), or the figures would move as time goes and a walk
+/// would meet a device twice, or miss it.
+struct Cursor {
+    end: Option<i64>,
+    rank: u64,
+    id: String,
+}
+
+fn parse_cursor(cursor: &str) -> Result<Cursor, BadCursor> {
+    let mut parts = cursor.splitn(3, ':');
+    let (end, rank, id) = (parts.next(), parts.next(), parts.next());
+    end.zip(rank)
+        .zip(id)
+        .and_then(|((end, rank), id)| {
+            Some(Cursor { end: Some(end.parse().ok()?), rank: rank.parse().ok()?, id: id.to_string() })
+        })
         .ok_or_else(|| BadCursor(cursor.to_string()))
 }
 
-fn cursor(order: Order, rank: u64, device: &str) -> String {
-    if order == Order::Id { device.to_string() } else { format!("{rank}:{device}") }
+fn cursor(end: i64, rank: u64, device: &str) -> String {
+    format!("{end}:{rank}:{device}")
 }
 
 /// A device in a ranking; the heap keeps the worst-ranked on top.
@@ -113,21 +123,26 @@ pub fn figures(
     after: Option<&str>,
     limit: usize,
 ) -> Result<Result<Page<DeviceStats>, BadCursor>, HistoryError> {
-    let after = match after.map(|c| parse_cursor(order, c)).transpose() {
+    let after = match after.map(parse_cursor).transpose() {
         Ok(after) => after,
         Err(bad) => return Ok(Err(bad)),
     };
-    let (from, to) = window;
+    // The window the first page was ranked over, its length kept.
+    let (from, to) = match after.as_ref().and_then(|c| c.end) {
+        Some(end) => (end - (window.1 - window.0), end),
+        None => window,
+    };
+    let window = (from, to);
     // One more than the page, to know whether another follows.
     let keep = limit.saturating_add(1);
     let mut heap: BinaryHeap<Ranked> = BinaryHeap::new();
     // In id order the rows come ranked: start after the cursor's id, and
     // stop once the page is full.
-    let start = if order == Order::Id { after.as_ref().map(|(_, id)| id.as_str()) } else { None };
+    let start = if order == Order::Id { after.as_ref().map(|c| c.id.as_str()) } else { None };
     history.each_device(device, start, window, |id, before, changes| {
         let stats = stats(before, changes, from, to);
         let Some(rank) = rank(order, &stats) else { return true };
-        if after.as_ref().is_some_and(|(r, a)| (rank, id) <= (*r, a.as_str())) {
+        if after.as_ref().is_some_and(|c| (rank, id) <= (c.rank, c.id.as_str())) {
             return true;
         }
         if heap.len() == keep && heap.peek().is_some_and(|worst| (rank, id) >= (worst.key.0, worst.key.1.as_str())) {
@@ -142,7 +157,7 @@ pub fn figures(
     let mut ranked = heap.into_sorted_vec();
     let more = ranked.len() > limit;
     ranked.truncate(limit);
-    let next = ranked.last().filter(|_| more).map(|r| cursor(order, r.key.0, &r.key.1));
+    let next = ranked.last().filter(|_| more).map(|r| cursor(to, r.key.0, &r.key.1));
     let items = ranked.into_iter().map(|r| DeviceStats { device: r.key.1, stats: r.stats }).collect();
     Ok(Ok(Page { items, next }))
 }
@@ -181,12 +196,15 @@ mod tests {
         crate::history::tests::entry(device, at_s, "unknown", to)
     }
 
-    /// Every page of `order`, walked with its cursors.
-    fn walk(history: &History, order: Order, limit: usize) -> Vec<String> {
+    /// Every page of `order`, walked with its cursors; each page asked
+    /// `later` ms after the one before (the window moves with the clock).
+    fn walk(history: &History, order: Order, limit: usize, later: i64) -> Vec<String> {
         let mut seen = Vec::new();
         let mut after: Option<String> = None;
+        let mut window = (100_000, 200_000);
         loop {
-            let page = figures(history, None, (100_000, 200_000), order, after.as_deref(), limit).unwrap().unwrap();
+            let page = figures(history, None, window, order, after.as_deref(), limit).unwrap().unwrap();
+            window = (window.0 + later, window.1 + later);
             assert!(page.items.len() <= limit);
             seen.extend(page.items.iter().map(|d| d.device.clone()));
             match page.next {
@@ -216,7 +234,9 @@ mod tests {
                 let whole = figures(&h, None, (100_000, 200_000), order, None, usize::MAX).unwrap().unwrap();
                 prop_assert!(whole.next.is_none());
                 let expected: Vec<String> = whole.items.iter().map(|d| d.device.clone()).collect();
-                prop_assert_eq!(walk(&h, order, limit), expected.clone(), "{:?}", order);
+                prop_assert_eq!(walk(&h, order, limit, 0), expected.clone(), "{:?}", order);
+                // Pages asked as time goes read the first page's window.
+                prop_assert_eq!(walk(&h, order, limit, 7_000), expected.clone(), "{:?} as time goes", order);
                 let mut ranks: Vec<(u64, &str)> =
                     whole.items.iter().map(|d| (rank(order, &d.stats).unwrap(), d.device.as_str())).collect();
                 let sorted = { let mut r = ranks.clone(); r.sort(); r };
