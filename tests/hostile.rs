@@ -115,31 +115,9 @@ async fn clients_holding_connections_never_shut_out_the_health_probe() {
 #[tokio::test]
 async fn status_of_a_large_fleet_comes_in_pages_and_the_command_reads_them_all() {
     const N: usize = 2500;
-    let broker = Broker::start();
-    let daemon = Daemon::start(&config(&broker, "[[device]]\ntopic = \"fleet/{id}/status\"\n"));
-    daemon.wait_connected().await;
-    let topics: Vec<String> = (0..N).map(|i| format!("fleet/d{i:04}/status")).collect();
-    let messages: Vec<(&str, Vec<u8>)> = topics
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.as_str(), if i % 10 == 0 { b"offline".to_vec() } else { b"online".to_vec() }))
-        .collect();
-    let base = daemon.http_url().await;
-    let known = |n: usize| {
-        let base = base.clone();
-        move || {
-            let url = format!("{base}/status");
-            let doc: serde_json::Value = std::thread::spawn(move || blocking::get_json(&url)).join().ok().flatten()?;
-            let c = &doc["counts"];
-            (c["online"].as_u64()? + c["offline"].as_u64()? == n as u64).then_some(doc)
-        }
-    };
-    // In waves a default broker's queue for us (1,000 messages) can take.
-    for (i, wave) in messages.chunks(500).enumerate() {
-        publish_many(broker.port, wave, false).await;
-        eventually("the wave known", SOON, known(i * 500 + wave.len())).await;
-    }
-    let first: serde_json::Value = eventually("every device known", SOON, known(N)).await;
+    let (_broker, _daemon, base) = large_fleet(N, |i| format!("fleet/d{i:04}/status"), 10).await;
+    let url = format!("{base}/status");
+    let first = std::thread::spawn(move || blocking::get_json(&url)).join().unwrap().expect("the first page");
     assert_eq!(first["devices"].as_array().unwrap().len(), 1000, "one page");
     assert_eq!(first["devices"][0]["state"], "offline", "offline first");
     assert!(first["next"].is_string());
@@ -154,6 +132,32 @@ async fn status_of_a_large_fleet_comes_in_pages_and_the_command_reads_them_all()
     assert_eq!(ids.len(), N, "each device once");
 }
 
+/// A daemon watching `n` devices (on `topic(i)`, every `offline_every`th
+/// offline, the rest online), each known to it; its endpoint's URL. The
+/// statuses go in waves a default broker's queue for us (1,000 messages)
+/// can take, each known before the next.
+async fn large_fleet(n: usize, topic: impl Fn(usize) -> String, offline_every: usize) -> (Broker, Daemon, String) {
+    let broker = Broker::start();
+    let daemon = Daemon::start(&config(&broker, "[[device]]\ntopic = \"fleet/{id}/status\"\n"));
+    daemon.wait_connected().await;
+    let base = daemon.http_url().await;
+    let topics: Vec<String> = (0..n).map(topic).collect();
+    let says = |i: usize| if i.is_multiple_of(offline_every) { b"offline".to_vec() } else { b"online".to_vec() };
+    let messages: Vec<(&str, Vec<u8>)> = topics.iter().enumerate().map(|(i, t)| (t.as_str(), says(i))).collect();
+    for (i, wave) in messages.chunks(500).enumerate() {
+        publish_many(broker.port, wave, false).await;
+        let known = (i * 500 + wave.len()) as u64;
+        eventually("the wave known", SOON, || {
+            let url = format!("{base}/status?limit=1");
+            let doc: serde_json::Value = std::thread::spawn(move || blocking::get_json(&url)).join().ok().flatten()?;
+            let c = &doc["counts"];
+            (c["online"].as_u64()? + c["offline"].as_u64()? == known).then_some(())
+        })
+        .await;
+    }
+    (broker, daemon, base)
+}
+
 /// Guards memory against clients that ask for large answers and never
 /// read them: an answer holds its turn (16 at once) until its client has
 /// taken it, so more of them wait in a short line or are told to come back,
@@ -162,25 +166,9 @@ async fn status_of_a_large_fleet_comes_in_pages_and_the_command_reads_them_all()
 /// into its buffers, so their number (and memory) had no bound.
 #[tokio::test]
 async fn clients_that_never_read_large_answers_hold_at_most_sixteen_and_are_cut() {
-    const N: usize = 3000;
-    let broker = Broker::start();
-    let daemon = Daemon::start(&config(&broker, "[[device]]\ntopic = \"fleet/{id}/status\"\n"));
-    daemon.wait_connected().await;
-    let topics: Vec<String> = (0..N).map(|i| format!("fleet/device-{i:05}-of-the-north-hall-line-4/status")).collect();
-    let messages: Vec<(&str, Vec<u8>)> = topics.iter().map(|t| (t.as_str(), b"online".to_vec())).collect();
-    let base = daemon.http_url().await;
+    let long = |i| format!("fleet/device-{i:05}-of-the-north-hall-line-4/status");
+    let (_broker, daemon, base) = large_fleet(3000, long, usize::MAX).await;
     let status = |url: String| async move { reqwest::get(url).await.map(|r| r.status().as_u16()).unwrap_or(0) };
-    // In waves a default broker's queue for us (1,000 messages) can take.
-    for (i, wave) in messages.chunks(500).enumerate() {
-        publish_many(broker.port, wave, false).await;
-        let known = i * 500 + wave.len();
-        eventually("the wave known", SOON, || {
-            let url = format!("{base}/status?limit=1");
-            let doc: serde_json::Value = std::thread::spawn(move || blocking::get_json(&url)).join().ok().flatten()?;
-            (doc["counts"]["online"].as_u64()? == known as u64).then_some(())
-        })
-        .await;
-    }
     let address = base.trim_start_matches("http://").to_string();
     let mut held = Vec::new();
     for _ in 0..40 {
