@@ -79,7 +79,11 @@ pub async fn reads(bin: &Path, n: usize, probes: usize) -> Result<Reads, String>
     for i in 0..10 {
         let after = load::topic(i * n / 10).split('/').nth(1).unwrap_or("").to_string();
         get(&client, &format!("{base}/status?limit=10000&after=2:{after}")).await?;
-        get(&client, &format!("{base}/api/uptime?since=1d&sort=id&limit=10000&after={after}")).await?;
+        // A history cursor names the end of the window it walks, the last
+        // row it reads (all of them), then the rank (0 by id) and the id.
+        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
+        let cursor = format!("{now_ms}:{}:0:{after}", i64::MAX);
+        get(&client, &format!("{base}/api/uptime?since=1d&sort=id&limit=10000&after={cursor}")).await?;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after_kib = daemon.rss_kib();

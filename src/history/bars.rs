@@ -32,7 +32,7 @@ pub fn bars(state_dir: &Path, ids: &[String], now: SystemTime) -> Result<Vec<Bar
     let mut all = Vec::with_capacity(ids.len());
     for id in ids {
         let (mut before, mut changes) = (None, Vec::new());
-        history.each_device(Some(id), None, (from, to), |_, b, c| {
+        history.each_device(Some(id), None, (from, to), i64::MAX, |_, b, c| {
             (before, changes) = (b, c.to_vec());
             false
         })?;

@@ -170,29 +170,39 @@ impl History {
     /// Each device's state before `from` (the `to` of its last transition
     /// before it) and its transitions in `[from, to)`, one device at a
     /// time in id order: `device` alone, or every device after `after`.
-    /// `each` says whether to go on. One pass over the `(device, at_ms)`
-    /// index with one device's transitions in memory, however large the
-    /// history.
+    /// `each` says whether to go on. Only rows up to `rows` (a `last_row`
+    /// of before) are read: what was written since is left out. One pass
+    /// over the `(device, at_ms)` index with one device's transitions in
+    /// memory, however large the history.
+    /// The last row written: `each_device` up to it reads the history as
+    /// it is now, however much is written meanwhile.
+    pub fn last_row(&self) -> Result<i64, HistoryError> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(rowid), 0) FROM transitions", [], |row| row.get(0))
+            .map_err(|source| HistoryError::Sqlite { file: self.path.clone(), source })
+    }
+
     pub fn each_device(
         &self,
         device: Option<&str>,
         after: Option<&str>,
         (from, to): (i64, i64),
+        rows: i64,
         mut each: impl FnMut(&str, Option<&'static str>, &[(i64, &'static str)]) -> bool,
     ) -> Result<(), HistoryError> {
         let sqlite = |source| HistoryError::Sqlite { file: self.path.clone(), source };
         let (sql, key) = match device {
             Some(id) => (
-                "SELECT device, at_ms, to_state FROM transitions WHERE device = ?1 AND at_ms < ?2 ORDER BY at_ms, rowid",
+                "SELECT device, at_ms, to_state FROM transitions WHERE device = ?1 AND at_ms < ?2 AND rowid <= ?3 ORDER BY at_ms, rowid",
                 id,
             ),
             None => (
-                "SELECT device, at_ms, to_state FROM transitions WHERE device > ?1 AND at_ms < ?2 ORDER BY device, at_ms, rowid",
+                "SELECT device, at_ms, to_state FROM transitions WHERE device > ?1 AND at_ms < ?2 AND rowid <= ?3 ORDER BY device, at_ms, rowid",
                 after.unwrap_or(""),
             ),
         };
         let mut query = self.conn.prepare(sql).map_err(sqlite)?;
-        let mut rows = query.query(params![key, to]).map_err(sqlite)?;
+        let mut rows = query.query(params![key, to, rows]).map_err(sqlite)?;
         let mut current = String::new();
         let mut before: Option<&'static str> = None;
         let mut changes: Vec<(i64, &'static str)> = Vec::new();
@@ -283,7 +293,7 @@ mod tests {
         h.append(&[entry("a", 30, "online", "offline"), entry("a", 40, "offline", "online")]).unwrap();
         let read = History::open_read(dir.path()).unwrap();
         let mut seen = Vec::new();
-        read.each_device(None, None, (35_000, 100_000), |id, before, changes| {
+        read.each_device(None, None, (35_000, 100_000), i64::MAX, |id, before, changes| {
             seen.push((id.to_string(), before, changes.to_vec()));
             true
         })
@@ -294,7 +304,7 @@ mod tests {
         );
         assert_eq!(h.prune(UNIX_EPOCH + Duration::from_secs(25)).unwrap(), 2);
         let mut left = 0;
-        read.each_device(None, Some("a"), (0, 100_000), |_, _, _| {
+        read.each_device(None, Some("a"), (0, 100_000), i64::MAX, |_, _, _| {
             left += 1;
             true
         })

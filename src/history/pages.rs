@@ -65,29 +65,32 @@ fn rank(order: Order, stats: &Stats) -> Option<u64> {
     }
 }
 
-/// Where a page ends: the last device's rank and id, and the end of the
-/// window the page was read over. The pages after it read that window
-/// (its length kept), or the figures would move as time goes and a walk
-/// would meet a device twice, or miss it.
+/// Where a page ends: the last device's rank and id, and what the walk
+/// reads: the end of the window the first page was read over and the last
+/// row written then. The pages after it read that window (its length
+/// kept) and those rows, or the figures would move as time goes and as
+/// transitions are written, and a walk would meet a device twice, or miss
+/// it.
 struct Cursor {
-    end: Option<i64>,
+    end: i64,
+    rows: i64,
     rank: u64,
     id: String,
 }
 
 fn parse_cursor(cursor: &str) -> Result<Cursor, BadCursor> {
-    let mut parts = cursor.splitn(3, ':');
-    let (end, rank, id) = (parts.next(), parts.next(), parts.next());
-    end.zip(rank)
-        .zip(id)
-        .and_then(|((end, rank), id)| {
-            Some(Cursor { end: Some(end.parse().ok()?), rank: rank.parse().ok()?, id: id.to_string() })
-        })
+    let mut parts = cursor.splitn(4, ':');
+    let end = parts.next().and_then(|n| n.parse().ok());
+    let rows = parts.next().and_then(|n| n.parse().ok());
+    let rank = parts.next().and_then(|n| n.parse().ok());
+    let parsed = end.zip(rows).zip(rank).zip(parts.next());
+    parsed
+        .map(|(((end, rows), rank), id)| Cursor { end, rows, rank, id: id.to_string() })
         .ok_or_else(|| BadCursor(cursor.to_string()))
 }
 
-fn cursor(end: i64, rank: u64, device: &str) -> String {
-    format!("{end}:{rank}:{device}")
+fn cursor(end: i64, rows: i64, rank: u64, device: &str) -> String {
+    format!("{end}:{rows}:{rank}:{device}")
 }
 
 /// A device in a ranking; the heap keeps the worst-ranked on top.
@@ -127,10 +130,10 @@ pub fn figures(
         Ok(after) => after,
         Err(bad) => return Ok(Err(bad)),
     };
-    // The window the first page was ranked over, its length kept.
-    let (from, to) = match after.as_ref().and_then(|c| c.end) {
-        Some(end) => (end - (window.1 - window.0), end),
-        None => window,
+    // The window and the rows the first page read, the window's length kept.
+    let ((from, to), rows) = match &after {
+        Some(c) => ((c.end.saturating_sub(window.1 - window.0), c.end), c.rows),
+        None => (window, history.last_row()?),
     };
     let window = (from, to);
     // One more than the page, to know whether another follows.
@@ -139,7 +142,7 @@ pub fn figures(
     // In id order the rows come ranked: start after the cursor's id, and
     // stop once the page is full.
     let start = if order == Order::Id { after.as_ref().map(|c| c.id.as_str()) } else { None };
-    history.each_device(device, start, window, |id, before, changes| {
+    history.each_device(device, start, window, rows, |id, before, changes| {
         let stats = stats(before, changes, from, to);
         let Some(rank) = rank(order, &stats) else { return true };
         if after.as_ref().is_some_and(|c| (rank, id) <= (c.rank, c.id.as_str())) {
@@ -157,7 +160,7 @@ pub fn figures(
     let mut ranked = heap.into_sorted_vec();
     let more = ranked.len() > limit;
     ranked.truncate(limit);
-    let next = ranked.last().filter(|_| more).map(|r| cursor(to, r.key.0, &r.key.1));
+    let next = ranked.last().filter(|_| more).map(|r| cursor(to, rows, r.key.0, &r.key.1));
     let items = ranked.into_iter().map(|r| DeviceStats { device: r.key.1, stats: r.stats }).collect();
     Ok(Ok(Page { items, next }))
 }
@@ -276,6 +279,32 @@ mod tests {
             }
         }
         assert_eq!(seen, (100..125).map(|s| s * 1000).collect::<Vec<i64>>(), "a's, since the window, each once");
+    }
+
+    /// Guards a walk against transitions written during it: an outage
+    /// written after the first page moved a device ahead of the cursor
+    /// (lower uptime ranks first), and the walk missed it.
+    #[test]
+    fn a_walk_reads_the_history_as_it_was_at_its_first_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = History::open(dir.path()).unwrap();
+        let fleet: Vec<Entry> = (0..20).map(|d| entry(&format!("d{d:02}"), 100 + d, "online")).collect();
+        h.append(&fleet).unwrap();
+        let whole = figures(&h, None, (100_000, 200_000), Order::Uptime, None, usize::MAX).unwrap().unwrap();
+        let first = figures(&h, None, (100_000, 200_000), Order::Uptime, None, 5).unwrap().unwrap();
+        // Every device not yet walked has an outage now.
+        let outages: Vec<Entry> = (5..20).map(|d| entry(&format!("d{d:02}"), 150, "offline")).collect();
+        h.append(&outages).unwrap();
+        let mut seen: Vec<String> = first.items.iter().map(|d| d.device.clone()).collect();
+        let mut after = first.next;
+        while let Some(cursor) = after {
+            let page = figures(&h, None, (100_000, 200_000), Order::Uptime, Some(&cursor), 5).unwrap().unwrap();
+            seen.extend(page.items.iter().map(|d| d.device.clone()));
+            after = page.next;
+        }
+        let expected: Vec<String> = whole.items.iter().map(|d| d.device.clone()).collect();
+        assert_eq!(expected.len(), 20);
+        assert_eq!(seen, expected, "the walk is the ranking of its first page's history");
     }
 
     #[test]
