@@ -267,7 +267,6 @@ impl Session {
                 polled = eventloop.poll() => {
                     // What rumqttc's full queue refused last time goes now.
                     self.acknowledge(&client, &mut acks);
-
                     match polled {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         connected = true;
