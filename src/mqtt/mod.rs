@@ -25,6 +25,7 @@ pub mod twin;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{
@@ -218,8 +219,9 @@ impl Session {
         // brokers (rumqttd) close the connection on a `$SYS` filter, and
         // then it is not asked for again.
         let mut uptime = Uptime::default();
-        let mut stall_tick = tokio::time::interval(STALL_TICK);
-        stall_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Beside the session, not in its `select!`: a tick there would
+        // cancel a connect under way.
+        tokio::spawn(watch_stalls(Arc::clone(&uptime.stalls), cancel.clone()));
         let mut session_present = false;
         // Between a CONNACK and the last SUBACK of its subscriptions.
         let mut settling = false;
@@ -231,7 +233,6 @@ impl Session {
                 () = cancel.cancelled() => break,
                 () = sleep_until(step_at) => subscriptions.step(&client),
                 () = sleep_until(rebirth_at) => rebirths.step(&client),
-                _ = stall_tick.tick() => uptime.ran(),
                 Some(ask) = self.asks.recv() => match ask {
                     Ask::Probe(n) if connected => probe(&client, &probe_topic, &run, connection, n),
                     Ask::Reread(topics) if connected => {
@@ -400,7 +401,7 @@ impl Session {
                         log_connect_error(&self.broker.url, &e, backoff.attempts(), delay);
                         tokio::select! {
                             () = cancel.cancelled() => break,
-                            () = tokio::time::sleep(delay) => uptime.waited(),
+                            () = tokio::time::sleep(delay) => {}
                         }
                     }
                     }
@@ -606,19 +607,17 @@ struct Uptime {
     /// we were away is in.
     drained: bool,
     /// This process did not run for a while (frozen, starved) since the
-    /// last connection began; kept for the connection after it.
-    stalled: bool,
+    /// last connection began (`watch_stalls`).
+    stalls: Arc<AtomicBool>,
     /// ... and it did before this connection: what the session queued for
     /// us meanwhile may be as old as the stall.
     stalled_before: bool,
-    /// When the session last ran (`STALL_TICK`).
-    ran: Option<Instant>,
 }
 
 impl Uptime {
     /// A new connection; whether to ask for it with the first batch.
     fn on_connack(&mut self) -> bool {
-        self.stalled_before = std::mem::take(&mut self.stalled);
+        self.stalled_before = self.stalls.swap(false, Ordering::AcqRel);
         self.read = false;
         self.drained = false;
         self.asked = None;
@@ -627,21 +626,6 @@ impl Uptime {
             self.asked = Some(Instant::now());
         }
         now
-    }
-
-    /// The session waited on purpose (to reconnect): no stall.
-    fn waited(&mut self) {
-        self.ran = Some(Instant::now());
-    }
-
-    /// The session runs (every `STALL_TICK`): a gap of more than a
-    /// second since the last time is a stall of this process.
-    fn ran(&mut self) {
-        let now = Instant::now();
-        if self.ran.is_some_and(|ran| now.duration_since(ran) > STALL) {
-            self.stalled = true;
-        }
-        self.ran = Some(now);
     }
 
     /// The connect's probe came back.
@@ -687,10 +671,29 @@ impl Uptime {
     }
 }
 
-/// How often the session notes that it runs, and the gap that says this
-/// process stalled (`Uptime::ran`).
+/// How often `watch_stalls` notes that the process runs, and the gap that
+/// says it stalled.
 const STALL_TICK: Duration = Duration::from_millis(250);
 const STALL: Duration = Duration::from_secs(1);
+
+/// Sets `stalls` whenever this process did not run for over `STALL`
+/// (frozen by SIGSTOP, starved), until `cancel`.
+async fn watch_stalls(stalls: Arc<AtomicBool>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(STALL_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ran = Instant::now();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = Instant::now();
+        if now.duration_since(ran) > STALL {
+            stalls.store(true, Ordering::Release);
+        }
+        ran = now;
+    }
+}
 
 /// The seconds of an uptime payload (mosquitto's `123 seconds`).
 fn uptime_seconds(payload: &[u8]) -> Option<u64> {
