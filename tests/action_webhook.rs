@@ -124,7 +124,9 @@ async fn a_final_4xx_is_not_retried_and_goes_to_the_dead_letter_file() {
     let (_broker, receiver, daemon) = pump_offline_through(Behaviour::FailFirst { n: 100, status: 404 }, "").await;
     daemon.wait_log("the give-up", SOON, |l| l["what"] == "webhook_given_up").await;
     assert_eq!(receiver.received().len(), 1);
-    let letters = dead_letters(&daemon);
+    // Written after the give-up is logged: waited for, not raced.
+    let letters =
+        support::eventually("the dead letter", SOON, || Some(dead_letters(&daemon)).filter(|l| !l.is_empty())).await;
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0]["action"], "ops");
     assert_eq!(letters[0]["error"], "HTTP 404 Not Found");
