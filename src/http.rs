@@ -422,8 +422,14 @@ async fn uptime(State(shared): State<Shared>, Query(q): Query<HistoryQuery>) -> 
 async fn answer(turn: turns::Turn, build: impl FnOnce() -> Value + Send + 'static) -> Response {
     match tokio::task::spawn_blocking(move || serde_json::to_vec(&build())).await {
         Ok(Ok(json)) => turns::holding(json, turn),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "the answer could not be written\n").into_response(),
+        Ok(Err(e)) => answer_failed(&e),
+        Err(e) => answer_failed(&e),
     }
+}
+
+fn answer_failed(error: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %error, what = "http_answer_failed", "an HTTP answer could not be built");
+    (StatusCode::INTERNAL_SERVER_ERROR, "the answer could not be written\n").into_response()
 }
 
 fn bad_request(text: String) -> Response {
