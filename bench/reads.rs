@@ -75,15 +75,16 @@ pub async fn reads(bin: &Path, n: usize, probes: usize) -> Result<Reads, String>
         pages.push((what, times[times.len() / 2]));
     }
 
+    // A history cursor (`id:END:ROWS:RANK:ID`) names the order, the end of
+    // the window it walks and the last row it reads, then the rank and id:
+    // the first page's, with the id of each place to start from.
+    let first = get(&client, &format!("{base}/api/uptime?since=1d&sort=id&limit=1")).await?;
+    let walk = first["next"].as_str().and_then(|c| c.rsplit_once(':').map(|(walk, _)| walk)).unwrap_or("").to_string();
     let rss_before_kib = daemon.rss_kib();
     for i in 0..10 {
         let after = load::topic(i * n / 10).split('/').nth(1).unwrap_or("").to_string();
         get(&client, &format!("{base}/status?limit=10000&after=2:{after}")).await?;
-        // A history cursor names the end of the window it walks, the last
-        // row it reads (all of them), then the rank (0 by id) and the id.
-        let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis();
-        let cursor = format!("{now_ms}:{}:0:{after}", i64::MAX);
-        get(&client, &format!("{base}/api/uptime?since=1d&sort=id&limit=10000&after={cursor}")).await?;
+        get(&client, &format!("{base}/api/uptime?since=1d&sort=id&limit=10000&after={walk}:{after}")).await?;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_after_kib = daemon.rss_kib();

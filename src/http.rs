@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use std::convert::Infallible;
 
 use axum::extract::{Extension, Query, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -35,7 +35,7 @@ use crate::backoff::Backoff;
 use crate::device::State as DeviceState;
 use crate::event::rfc3339;
 use crate::metrics::{Metrics, exposition};
-use crate::monitor::{PageQuery, StatusPage, StatusQuery};
+use crate::monitor::{Cursor, PageQuery, Sort, StatusPage, StatusQuery};
 use crate::mqtt::Link;
 use crate::throttle::Throttle;
 
@@ -306,13 +306,18 @@ struct Filter {
     after: Option<String>,
     /// Devices whose id contains this, ignoring case.
     q: Option<String>,
+    /// `state` (offline first, the default) or `id`.
+    sort: Option<String>,
 }
 
-async fn status(State(shared): State<Shared>, Query(filter): Query<Filter>) -> Response {
+async fn status(State(shared): State<Shared>, method: Method, Query(filter): Query<Filter>) -> Response {
     let page = match page_query(&filter) {
         Ok(page) => page,
         Err(problem) => return (StatusCode::BAD_REQUEST, format!("{problem}\n")).into_response(),
     };
+    if method == Method::HEAD {
+        return head();
+    }
     let turn = match shared.answers.take().await {
         Ok(turn) => turn,
         Err(busy) => return busy,
@@ -362,17 +367,24 @@ fn page_query(filter: &Filter) -> Result<PageQuery, String> {
         None => None,
         Some(s) => Some(DeviceState::parse(s).ok_or_else(|| format!("state `{s}`: use online, offline or unknown"))?),
     };
+    let sort = match filter.sort.as_deref() {
+        None | Some("state") => Sort::State,
+        Some("id") => Sort::Id,
+        Some(other) => return Err(format!("sort `{other}`: use state or id")),
+    };
     let after = match filter.after.as_deref() {
         None => None,
-        Some(cursor) => {
-            let parsed = cursor.split_once(':').and_then(|(r, id)| Some((r.parse::<u8>().ok()?, id.to_string())));
-            Some(parsed.ok_or_else(|| format!("after `{cursor}`: pass the `next` of the previous page"))?)
-        }
+        Some(cursor) => match Cursor::parse(cursor) {
+            Some(after) if after.sort() == sort => Some(after),
+            Some(_) => return Err(format!("after `{cursor}`: a cursor of another sort; pass the same `sort`")),
+            None => return Err(format!("after `{cursor}`: pass the `next` of the previous page")),
+        },
     };
     Ok(PageQuery {
         device: filter.device.clone(),
         contains: filter.q.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(str::to_lowercase),
         state,
+        sort,
         after,
         limit: filter.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE),
     })
@@ -406,14 +418,14 @@ pub const IN_LINE: usize = 8;
 /// `/api/history?device=ID&since=7d`: what `willwatch history --json` says,
 /// a page at a time (the device's transitions; without a device, every
 /// device's figures).
-async fn history(State(shared): State<Shared>, Query(q): Query<HistoryQuery>) -> Response {
-    history_report(shared, q, true).await
+async fn history(State(shared): State<Shared>, method: Method, Query(q): Query<HistoryQuery>) -> Response {
+    history_report(shared, method, q, true).await
 }
 
 /// `/api/uptime?since=24h[&sort=outages][&limit=N][&after=C]`: per device
 /// uptime and outages, worst (or flappiest) first, a page at a time.
-async fn uptime(State(shared): State<Shared>, Query(q): Query<HistoryQuery>) -> Response {
-    history_report(shared, HistoryQuery { device: None, ..q }, false).await
+async fn uptime(State(shared): State<Shared>, method: Method, Query(q): Query<HistoryQuery>) -> Response {
+    history_report(shared, method, HistoryQuery { device: None, ..q }, false).await
 }
 
 /// A large JSON answer, built and written out off the endpoint's thread (a
@@ -432,11 +444,17 @@ fn answer_failed(error: &dyn std::fmt::Display) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, "the answer could not be written\n").into_response()
 }
 
+/// What a GET of a large answer says before its body: a HEAD costs no
+/// read of the fleet or the history.
+fn head() -> Response {
+    [(header::CONTENT_TYPE, "application/json")].into_response()
+}
+
 fn bad_request(text: String) -> Response {
     (StatusCode::BAD_REQUEST, format!("{text}\n")).into_response()
 }
 
-async fn history_report(shared: Shared, q: HistoryQuery, transitions: bool) -> Response {
+async fn history_report(shared: Shared, method: Method, q: HistoryQuery, transitions: bool) -> Response {
     use crate::history::{command, pages};
     let since = match q.since.as_deref().map(command::window).transpose() {
         Ok(since) => since.unwrap_or(Duration::from_secs(7 * 86_400)),
@@ -447,6 +465,9 @@ async fn history_report(shared: Shared, q: HistoryQuery, transitions: bool) -> R
         Err(other) => return bad_request(format!("sort `{other}`: use uptime, outages or id")),
     };
     let limit = q.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
+    if method == Method::HEAD {
+        return head();
+    }
     let turn = match shared.answers.take().await {
         Ok(turn) => turn,
         Err(busy) => return busy,
@@ -587,7 +608,7 @@ pub fn render(broker_url: &str, link: &Link, page: &StatusPage) -> Value {
             "session_present": link.session_present,
             "sessions_lost": link.sessions_lost,
         },
-        "next": page.next.as_ref().map(|(rank, id)| format!("{rank}:{id}")),
+        "next": page.next.as_ref().map(ToString::to_string),
         "devices": page.devices.iter().map(|d| json!({
             "id": d.id,
             "topic": d.topic,
@@ -637,7 +658,7 @@ mod tests {
         let page = StatusPage {
             devices: vec![view("c", "offline"), view("a", "unknown")],
             counts: crate::monitor::Counts { online: 5, offline: 1, unknown: 1, notified: 1 },
-            next: Some((1, "a".into())),
+            next: Some(Cursor::State(1, "a".into())),
             cluster: None,
         };
         let doc = render("mqtt://b", &link, &page);
@@ -667,7 +688,8 @@ mod tests {
                 let page = StatusPage {
                     devices,
                     counts: crate::monitor::Counts::default(),
-                    next: Some((2, format!("d{served}"))).filter(|_| served < 2_300 || q.page.contains.is_some()),
+                    next: Some(Cursor::State(2, format!("d{served}")))
+                        .filter(|_| served < 2_300 || q.page.contains.is_some()),
                     cluster: None,
                 };
                 let _ = q.reply.send(page);
@@ -695,10 +717,18 @@ mod tests {
             state: state.map(String::from),
             after: after.map(String::from),
             limit,
+            sort: None,
         };
         assert!(page_query(&filter(Some("sideways"), None, None)).unwrap_err().contains("sideways"));
         assert!(page_query(&filter(None, Some("nonsense"), None)).unwrap_err().contains("next"));
         assert_eq!(page_query(&filter(None, None, Some(1_000_000))).unwrap().limit, MAX_PAGE);
-        assert_eq!(page_query(&filter(None, Some("0:a:b"), None)).unwrap().after, Some((0, "a:b".into())));
+        assert_eq!(page_query(&filter(None, Some("0:a:b"), None)).unwrap().after, Some(Cursor::State(0, "a:b".into())));
+        assert!(page_query(&filter(None, Some("3:a"), None)).unwrap_err().contains("next"), "no such rank");
+        let by_id = |after: &str| Filter { sort: Some("id".into()), ..filter(None, Some(after), None) };
+        assert_eq!(page_query(&by_id("id:a:b")).unwrap().after, Some(Cursor::Id("a:b".into())));
+        assert!(page_query(&by_id("0:a")).unwrap_err().contains("another sort"));
+        assert!(page_query(&filter(None, Some("id:a"), None)).unwrap_err().contains("another sort"));
+        let sideways = Filter { sort: Some("size".into()), ..filter(None, None, None) };
+        assert!(page_query(&sideways).unwrap_err().contains("size"));
     }
 }

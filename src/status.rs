@@ -1,5 +1,8 @@
 //! `willwatch status`: asks a running daemon for `/status` and prints a
-//! table, offline devices first, with how long each has been in its state.
+//! table with how long each device has been in its state. It walks the
+//! pages by id, the order that meets every device once however the fleet
+//! changes during the walk; a fleet that fits one page is printed offline
+//! devices first.
 //!
 //! Exit codes make it a monitoring check (Nagios' OK, WARNING, CRITICAL
 //! order is not followed: these say what an operator acts on): 0 when no
@@ -49,19 +52,18 @@ pub async fn fetch(url: &str, state: Option<&str>, mut each: impl FnMut(&Value))
         if let Some((user, password)) = &credentials {
             request = request.basic_auth(user, password.as_deref());
         }
+        request = request.query(&[("sort", "id")]);
         if let Some(state) = state {
             request = request.query(&[("state", state)]);
         }
         if let Some(after) = &after {
             request = request.query(&[("after", after)]);
         }
-        let response =
-            request.send().await.map_err(|e| format!("cannot reach willwatch at {shown}: {}", e.without_url()))?;
+        let response = request.send().await.map_err(|e| format!("cannot reach willwatch at {shown}: {}", why(e)))?;
         if !response.status().is_success() {
             return Err(format!("willwatch at {shown} answered {}", response.status()));
         }
-        let body =
-            response.bytes().await.map_err(|e| format!("reading from willwatch at {shown}: {}", e.without_url()))?;
+        let body = response.bytes().await.map_err(|e| format!("reading from willwatch at {shown}: {}", why(e)))?;
         let mut page: Value = serde_json::from_slice(&body)
             .map_err(|e| format!("willwatch at {shown} sent something unreadable: {e}"))?;
         after = page.get_mut("next").map(Value::take).and_then(|n| n.as_str().map(String::from));
@@ -74,6 +76,19 @@ pub async fn fetch(url: &str, state: Option<&str>, mut each: impl FnMut(&Value))
             return Ok(first.expect("set above"));
         }
     }
+}
+
+/// What went wrong with a request, down to its cause (`operation timed
+/// out`, `connection refused`), without the URL (it may hold a password).
+fn why(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
 }
 
 /// The exit code for a status document, and why when it is not 0.
@@ -128,7 +143,15 @@ impl Printer {
 
     /// What to print for one page.
     pub fn page(&mut self, page: &Value) -> String {
-        let devices = page["devices"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let mut devices: Vec<&Value> = page["devices"].as_array().map(|d| d.iter().collect()).unwrap_or_default();
+        if !self.json && self.widths.is_none() && page["next"].is_null() {
+            // The whole fleet in one page: offline first, then unknown.
+            devices.sort_by_key(|d| match d["state"].as_str() {
+                Some("offline") => 0,
+                Some("unknown") => 1,
+                _ => 2,
+            });
+        }
         let mut out = String::new();
         let (width, state_width) = match self.widths {
             Some(widths) => widths,

@@ -132,6 +132,60 @@ async fn status_of_a_large_fleet_comes_in_pages_and_the_command_reads_them_all()
     assert_eq!(ids.len(), N, "each device once");
 }
 
+/// Guards `willwatch status` on a fleet that changes while it reads: it
+/// walked the pages offline first, so a device that came back after its
+/// page was read was met again among the online ones, and one that went
+/// offline behind the cursor was missed. It walks by id now; a HEAD costs
+/// no page.
+#[tokio::test]
+async fn the_status_command_meets_each_device_once_while_devices_flip() {
+    const N: usize = 2500;
+    let (broker, daemon, base) = large_fleet(N, |i| format!("fleet/d{i:04}/status"), 2).await;
+    let flipping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flipper = tokio::spawn({
+        let flipping = flipping.clone();
+        let port = broker.port;
+        async move {
+            let mut round = 0usize;
+            while flipping.load(std::sync::atomic::Ordering::Relaxed) {
+                round += 1;
+                let topics: Vec<String> = (0..N).map(|i| format!("fleet/d{i:04}/status")).collect();
+                let says =
+                    |i: usize| if (i + round).is_multiple_of(2) { b"offline".to_vec() } else { b"online".to_vec() };
+                let messages: Vec<(&str, Vec<u8>)> =
+                    topics.iter().enumerate().map(|(i, t)| (t.as_str(), says(i))).collect();
+                for wave in messages.chunks(250) {
+                    publish_many(port, wave, false).await;
+                }
+            }
+            round
+        }
+    });
+    for walk in 0..3 {
+        let started = Instant::now();
+        let url = format!("{base}/status");
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_willwatch"))
+                .args(["status", "--json", "--url", &url])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("walk {walk}: {e}: {}\n{}", String::from_utf8_lossy(&out.stderr), daemon.dump())
+        });
+        let ids: Vec<&str> = doc["devices"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+        let once: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+        assert_eq!((ids.len(), once.len()), (N, N), "walk {walk}: every device, each once");
+        eprintln!("walk {walk}: {:?}", started.elapsed());
+    }
+    flipping.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert!(flipper.await.unwrap() >= 1, "the fleet flipped during the walks");
+    let head = reqwest::Client::new().head(format!("{base}/status?limit=10000")).send().await.unwrap();
+    assert_eq!((head.status().as_u16(), head.bytes().await.unwrap().len()), (200, 0));
+}
+
 /// A daemon watching `n` devices (on `topic(i)`, every `offline_every`th
 /// offline, the rest online), each known to it; its endpoint's URL. The
 /// statuses go in waves a default broker's queue for us (1,000 messages)

@@ -70,7 +70,7 @@ fn rank(order: Order, stats: &Stats) -> Option<u64> {
 /// row written then. The pages after it read that window (its length
 /// kept) and those rows, or the figures would move as time goes and as
 /// transitions are written, and a walk would meet a device twice, or miss
-/// it.
+/// it. Written `ORDER:END:ROWS:RANK:ID`; the order is checked, not kept.
 struct Cursor {
     end: i64,
     rows: i64,
@@ -78,19 +78,33 @@ struct Cursor {
     id: String,
 }
 
-fn parse_cursor(cursor: &str) -> Result<Cursor, BadCursor> {
-    let mut parts = cursor.splitn(4, ':');
-    let end = parts.next().and_then(|n| n.parse().ok());
-    let rows = parts.next().and_then(|n| n.parse().ok());
+impl Order {
+    fn name(self) -> &'static str {
+        match self {
+            Order::Id => "id",
+            Order::Uptime => "uptime",
+            Order::Outages => "outages",
+        }
+    }
+}
+
+/// A cursor this module wrote for `order`, read while the window ends at
+/// `now` and the history's last row is `last_row`: one of another order,
+/// from a later time or of rows not yet written is not.
+fn parse_cursor(cursor: &str, order: Order, now: i64, last_row: i64) -> Result<Cursor, BadCursor> {
+    let mut parts = cursor.splitn(5, ':');
+    let same_order = parts.next().filter(|name| *name == order.name());
+    let end = parts.next().and_then(|n| n.parse().ok()).filter(|end| (0..=now).contains(end));
+    let rows = parts.next().and_then(|n| n.parse().ok()).filter(|rows| (0..=last_row).contains(rows));
     let rank = parts.next().and_then(|n| n.parse().ok());
-    let parsed = end.zip(rows).zip(rank).zip(parts.next());
+    let parsed = same_order.zip(end).zip(rows).zip(rank).zip(parts.next());
     parsed
-        .map(|(((end, rows), rank), id)| Cursor { end, rows, rank, id: id.to_string() })
+        .map(|((((_, end), rows), rank), id)| Cursor { end, rows, rank, id: id.to_string() })
         .ok_or_else(|| BadCursor(cursor.to_string()))
 }
 
-fn cursor(end: i64, rows: i64, rank: u64, device: &str) -> String {
-    format!("{end}:{rows}:{rank}:{device}")
+fn cursor(order: Order, end: i64, rows: i64, rank: u64, device: &str) -> String {
+    format!("{}:{end}:{rows}:{rank}:{device}", order.name())
 }
 
 /// A device in a ranking; the heap keeps the worst-ranked on top.
@@ -126,14 +140,15 @@ pub fn figures(
     after: Option<&str>,
     limit: usize,
 ) -> Result<Result<Page<DeviceStats>, BadCursor>, HistoryError> {
-    let after = match after.map(parse_cursor).transpose() {
+    let last_row = history.last_row()?;
+    let after = match after.map(|c| parse_cursor(c, order, window.1, last_row)).transpose() {
         Ok(after) => after,
         Err(bad) => return Ok(Err(bad)),
     };
     // The window and the rows the first page read, the window's length kept.
     let ((from, to), rows) = match &after {
         Some(c) => ((c.end.saturating_sub(window.1 - window.0), c.end), c.rows),
-        None => (window, history.last_row()?),
+        None => (window, last_row),
     };
     let window = (from, to);
     // One more than the page, to know whether another follows.
@@ -160,7 +175,7 @@ pub fn figures(
     let mut ranked = heap.into_sorted_vec();
     let more = ranked.len() > limit;
     ranked.truncate(limit);
-    let next = ranked.last().filter(|_| more).map(|r| cursor(to, rows, r.key.0, &r.key.1));
+    let next = ranked.last().filter(|_| more).map(|r| cursor(order, to, rows, r.key.0, &r.key.1));
     let items = ranked.into_iter().map(|r| DeviceStats { device: r.key.1, stats: r.stats }).collect();
     Ok(Ok(Page { items, next }))
 }
@@ -313,6 +328,19 @@ mod tests {
         let h = History::open(dir.path()).unwrap();
         let bad = figures(&h, None, (0, 1), Order::Uptime, Some("nonsense"), 10).unwrap();
         assert_eq!(bad, Err(BadCursor("nonsense".into())));
+        let mut h = h;
+        h.append(&[entry("a", 150, "online"), entry("b", 160, "online")]).unwrap();
+        let window = (100_000, 200_000);
+        let next = figures(&h, None, window, Order::Uptime, None, 1).unwrap().unwrap().next.unwrap();
+        assert!(figures(&h, None, window, Order::Uptime, Some(&next), 1).unwrap().is_ok());
+        let refused = |cursor: &str, order| figures(&h, None, window, order, Some(cursor), 1).unwrap().is_err();
+        assert!(refused(&next, Order::Id), "a cursor of another order: {next}");
+        assert!(refused(&next, Order::Outages), "a cursor of another order: {next}");
+        let uptime = next.split(':').nth(3).unwrap();
+        assert!(refused(&format!("uptime:200001:2:{uptime}:a"), Order::Uptime), "a window ending later than now");
+        assert!(refused(&format!("uptime:-1:2:{uptime}:a"), Order::Uptime), "a window ending before 1970");
+        assert!(refused(&format!("uptime:200000:3:{uptime}:a"), Order::Uptime), "rows not yet written");
+        assert!(!refused(&format!("uptime:200000:2:{uptime}:a:b"), Order::Uptime), "an id with a colon");
         assert!(transitions(&h, "a", 0, Some("1:x"), 10).unwrap().is_err());
     }
 }

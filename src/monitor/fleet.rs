@@ -55,6 +55,7 @@ mod cluster;
 mod confirm;
 mod devices;
 mod order;
+pub use order::{Cursor, Sort};
 mod room;
 mod sparkplug;
 
@@ -136,9 +137,10 @@ pub struct DeviceView {
     pub confirmed: bool,
 }
 
-/// Which page of the devices `/status` wants: in the order offline,
-/// unknown, online, then by id; those after `after` (a previous page's
-/// `next`), at most `limit`, optionally of one state only.
+/// Which page of the devices `/status` wants: in `sort` (offline, unknown,
+/// online, then by id; or by id); those after `after` (a previous page's
+/// `next`, of the same sort), at most `limit`, optionally of one state
+/// only.
 #[derive(Debug, Clone, Default)]
 pub struct PageQuery {
     /// This device only (alerts link to it).
@@ -146,7 +148,8 @@ pub struct PageQuery {
     /// Devices whose id, lowercased, contains this (lowercase) text.
     pub contains: Option<String>,
     pub state: Option<State>,
-    pub after: Option<(u8, String)>,
+    pub sort: Sort,
+    pub after: Option<Cursor>,
     pub limit: usize,
 }
 
@@ -156,7 +159,7 @@ pub struct PageQuery {
 pub struct StatusPage {
     pub devices: Vec<DeviceView>,
     pub counts: Counts,
-    pub next: Option<(u8, String)>,
+    pub next: Option<Cursor>,
     /// In a `[cluster]`: this instance's role, the epoch, the peers.
     pub cluster: Option<crate::cluster::View>,
 }
@@ -1164,13 +1167,13 @@ impl Fleet {
         }
         let limit = query.limit.max(1);
         let mut devices = Vec::with_capacity(limit.min(1024));
-        let (mut next, mut more) = (None, false);
-        for (scanned, (r, id)) in self.order.after(query.after.as_ref(), query.state.map(rank)).enumerate() {
+        let (mut last, mut more) = (None, false);
+        for (scanned, (r, id)) in self.order.walk(query.sort, query.after.as_ref(), query.state.map(rank)).enumerate() {
             if devices.len() == limit || scanned == SCAN {
                 more = true;
                 break;
             }
-            next = Some((r, id.to_string()));
+            last = Some((r, id));
             if query.contains.as_deref().is_some_and(|q| !contains_ignoring_case(id, q)) {
                 continue;
             }
@@ -1178,7 +1181,7 @@ impl Fleet {
                 devices.push(self.view(d, now));
             }
         }
-        let next = next.filter(|_| more);
+        let next = last.filter(|_| more).map(|(r, id)| Cursor::at(query.sort, r, id));
         StatusPage { devices, counts: self.shown_counts(), next, cluster: None }
     }
 

@@ -42,7 +42,7 @@ use crate::event::{Event, EventKind};
 use crate::metrics::{Metrics, StateLabel};
 use crate::mqtt::{Ask, Inbound, Mark};
 use crate::store::{Op, Taken};
-pub use fleet::{Counts, DeviceView, Effect, Fleet, PageQuery, StatusPage, rank};
+pub use fleet::{Counts, Cursor, DeviceView, Effect, Fleet, PageQuery, Sort, StatusPage, rank};
 use held::Held;
 use redelivered::Redelivered;
 
@@ -63,6 +63,13 @@ const CLUSTER_TICK: Duration = Duration::from_millis(200);
 /// ...so a longer gap between two turns means it did not run: it may have
 /// been replaced meanwhile (`Cluster::on_stalled`).
 const STALLED: Duration = Duration::from_secs(1);
+
+/// A status query waits at most this long behind a flood of messages (the
+/// monitor takes messages first): then one is answered in between, so a
+/// page is read in its chunks' turns however busy intake is, and
+/// detection gives up at most one chunk's work (`MONITOR_CHUNK` devices,
+/// about a millisecond) in this time.
+const QUERY_TURN: Duration = Duration::from_millis(10);
 
 /// A leader's word that has not come back from the broker in this long
 /// (its ACL refuses the publish, the broker drops it): its notifications
@@ -180,9 +187,14 @@ impl Monitor {
         let mut cluster_tick = tokio::time::interval(CLUSTER_TICK);
         cluster_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_turn = self.turn.mono;
+        let mut last_query = Instant::now();
         loop {
             let wake = self.fleet.next_wake();
-            let woke = tokio::select! {
+            let overdue = if last_query.elapsed() >= QUERY_TURN { inputs.queries.try_recv().ok() } else { None };
+            let woke = if let Some(query) = overdue {
+                Woke::Query(query)
+            } else {
+                tokio::select! {
                 biased;
                 () = stop.cancelled() => break,
                 message = inputs.inbound.recv() => match message {
@@ -197,6 +209,7 @@ impl Monitor {
                 // are saved, so the disk's work never slows the burst.
                 _ = save_tick.tick(), if self.fleet.has_saves() => Woke::Save,
                 _ = cluster_tick.tick(), if self.cluster.is_some() => Woke::ClusterTick,
+                }
             };
             // The turn's one reading of the clock.
             self.turn = Now::read();
@@ -243,6 +256,7 @@ impl Monitor {
                     self.fleet.on_tick(now);
                 }
                 Woke::Query(query) => {
+                    last_query = Instant::now();
                     let mut page = self.fleet.page(&query.page, now.mono);
                     page.cluster = self.cluster.as_ref().map(Cluster::view);
                     let _ = query.reply.send(page);
