@@ -127,11 +127,9 @@ impl Server {
 /// This thread (and the threads it starts) yields to the rest of the
 /// process on a busy CPU.
 fn lower_priority() {
-    let tid = nix::unistd::gettid().as_raw() as nix::libc::id_t;
-    // SAFETY: a plain system call on this thread's id; no memory is shared.
-    let set = unsafe { nix::libc::setpriority(nix::libc::PRIO_PROCESS, tid, NICE) };
-    if set != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "the HTTP thread keeps its priority");
+    // On Linux a thread's id as the process names that thread alone.
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICE) {
+        tracing::debug!(error = %e, "the HTTP thread keeps its priority");
     }
 }
 
