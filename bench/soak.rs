@@ -63,14 +63,27 @@ pub async fn soak(bin: &Path, duration: Duration, rate: u64, invented: usize, at
     daemon.wait_metric("willwatch_broker_connected", 1.0).await?;
     let start = Instant::now();
     let until = start + duration;
+    // The attackers and the flood stand for machines elsewhere on the
+    // network: they run on threads of their own at the lowest priority, so
+    // the CPU they burn here is only what the daemon, its broker and the
+    // probe's timing leave.
+    let elsewhere = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("attacker")
+        .on_thread_start(|| {
+            let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
+        })
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
 
     // The 17 MiB retained message, on a watched topic.
     let huge = vec![b'x'; 17 << 20];
     publish_once(port, "bench/huge/status", huge).await?;
     // The flood: flips on 1,000 devices at `rate`.
-    let flood = tokio::spawn(load::flip(port, 1000, rate, duration, QoS::AtMostOnce));
+    let flood = elsewhere.spawn(load::flip(port, 1000, rate, duration, QoS::AtMostOnce));
     // The id blast: invented devices, one message each.
-    let blast = tokio::spawn(async move {
+    let blast = elsewhere.spawn(async move {
         let (client, mut eventloop) = AsyncClient::new(MqttOptions::new("bench-blast", "127.0.0.1", port), 10_000);
         let poller = tokio::spawn(async move { while eventloop.poll().await.is_ok() {} });
         for i in 0..invented {
@@ -82,9 +95,9 @@ pub async fn soak(bin: &Path, duration: Duration, rate: u64, invented: usize, at
     // Slow HTTP clients: half a request each, held, renewed when closed;
     // live streams never read, renewed when closed.
     let address = daemon.http_address();
-    let slow = tokio::spawn(hold(address.clone(), slow_clients, b"GET /status HTTP/1.1\r\n", until));
+    let slow = elsewhere.spawn(hold(address.clone(), slow_clients, b"GET /status HTTP/1.1\r\n", until));
     let never_read =
-        tokio::spawn(hold(address.clone(), streams, b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n", until));
+        elsewhere.spawn(hold(address.clone(), streams, b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n", until));
     // History queries over the whole window, and a /status loop.
     let client = reqwest::Client::new();
     let mut readers = Vec::new();
@@ -95,7 +108,7 @@ pub async fn soak(bin: &Path, duration: Duration, rate: u64, invented: usize, at
         } else {
             format!("http://{address}/status?limit=10000")
         };
-        readers.push(tokio::spawn(async move {
+        readers.push(elsewhere.spawn(async move {
             while Instant::now() < until {
                 let _ = client.get(&url).send().await.map(|r| r.bytes());
             }
@@ -148,6 +161,7 @@ pub async fn soak(bin: &Path, duration: Duration, rate: u64, invented: usize, at
         reader.abort();
     }
     let health = health.await.map_err(|e| e.to_string())?;
+    elsewhere.shutdown_background();
     tokio::time::sleep(Duration::from_secs(1)).await;
     probe_poller.abort();
     let arrived = arrived.lock().unwrap().clone();

@@ -3,13 +3,13 @@
 //! and `escalate` chains that would loop.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use toml::Spanned;
 
 use super::error::{Problem, did_you_mean};
+use super::outside::Outside;
 use super::raw::{RawAction, RawDuration, SpannedList};
 use super::validate::Validator;
 use super::{ActionKind, ActionSpec, BUILTIN_LOG, Exec, Publish, Reconnect, Retries, Secret, Webhook, WebhookFormat};
@@ -257,7 +257,7 @@ impl Validator<'_> {
                 ok = false;
                 continue;
             }
-            let expanded = match expand_env(value.get_ref()) {
+            let expanded = match expand_env(value.get_ref(), self.outside) {
                 Ok(v) => v,
                 Err(message) => {
                     self.problem(Problem::new(value.span(), message));
@@ -370,8 +370,8 @@ impl Validator<'_> {
                 format!("`{}` is not an absolute path; it will be looked up in PATH when it runs", path.display()),
             ));
         } else {
-            match std::fs::metadata(&path) {
-                Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+            match self.outside.mode(&path) {
+                Ok((true, mode)) if mode & 0o111 != 0 => {}
                 Ok(_) => self
                     .warning(Problem::new(program.span(), format!("`{}` is not an executable file", path.display()))),
                 Err(e) => self.warning(Problem::new(program.span(), format!("`{}`: {e}", path.display()))),
@@ -484,7 +484,7 @@ impl Validator<'_> {
             Ok(None) => return Some(None),
             Err(()) => return None,
         };
-        match super::file::read_small_text(&path, super::file::MAX_SECRET) {
+        match self.outside.read_text(&path, super::file::MAX_SECRET) {
             Ok(text) if !text.trim().is_empty() => {
                 let secret = Secret(text.trim().to_string());
                 let bytes = secret.signing_key().len();
@@ -546,7 +546,7 @@ impl Validator<'_> {
 }
 
 /// Replaces `${NAME}` with the environment variable NAME.
-fn expand_env(value: &str) -> Result<String, String> {
+fn expand_env(value: &str, outside: &dyn Outside) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = value;
     while let Some(start) = rest.find("${") {
@@ -555,9 +555,9 @@ fn expand_env(value: &str) -> Result<String, String> {
             return Err("`${` is never closed".into());
         };
         let name = &rest[start + 2..start + 2 + len];
-        match std::env::var(name) {
-            Ok(v) => out.push_str(&v),
-            Err(_) => return Err(format!("environment variable `{name}` is not set")),
+        match outside.var(name) {
+            Some(v) => out.push_str(&v),
+            None => return Err(format!("environment variable `{name}` is not set")),
         }
         rest = &rest[start + 3 + len..];
     }

@@ -26,12 +26,6 @@ pub fn read_small(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// As `read_small`, as UTF-8 text.
-pub fn read_small_text(path: &Path, max: u64) -> std::io::Result<String> {
-    String::from_utf8(read_small(path, max)?)
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

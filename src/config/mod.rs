@@ -10,6 +10,7 @@
 mod actions;
 mod error;
 mod file;
+mod outside;
 mod preset;
 mod raw;
 mod tls;
@@ -528,7 +529,7 @@ impl Config {
 
     /// Validates `text` as if read from `path` (which errors will name).
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        validate::validate(path, text).map_err(|problems| ConfigError::Invalid {
+        validate::validate(path, text, &outside::System).map_err(|problems| ConfigError::Invalid {
             path: path.to_path_buf(),
             text: text.to_string(),
             problems,

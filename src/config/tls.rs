@@ -13,7 +13,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
-use super::file::{MAX_PEM, read_small};
+use super::file::MAX_PEM;
+use super::outside::Outside;
 
 /// Which input a TLS problem is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,19 +43,22 @@ fn error(file: TlsFile, message: String) -> TlsError {
 
 /// A rustls client config trusting `ca` (else the system roots), with a
 /// client certificate and key when given.
-pub fn client_config(ca: Option<&Path>, client: Option<(&Path, &Path)>) -> Result<ClientConfig, TlsError> {
+pub fn client_config(
+    outside: &dyn Outside,
+    ca: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<ClientConfig, TlsError> {
     let mut roots = RootCertStore::empty();
     match ca {
         Some(ca) => {
-            for cert in read_certs(ca, TlsFile::Ca, "ca_file")? {
+            for cert in read_certs(outside, ca, TlsFile::Ca, "ca_file")? {
                 roots.add(cert).map_err(|e| {
                     error(TlsFile::Ca, format!("`ca_file` {}: unusable certificate: {e}", ca.display()))
                 })?;
             }
         }
         None => {
-            let found = rustls_native_certs::load_native_certs();
-            let (added, _) = roots.add_parsable_certificates(found.certs);
+            let (added, _) = roots.add_parsable_certificates(outside.system_roots());
             if added == 0 {
                 return Err(error(
                     TlsFile::SystemRoots,
@@ -71,8 +75,9 @@ pub fn client_config(ca: Option<&Path>, client: Option<(&Path, &Path)>) -> Resul
     match client {
         None => Ok(builder.with_no_client_auth()),
         Some((cert, key)) => {
-            let chain = read_certs(cert, TlsFile::Cert, "cert_file")?;
-            let bytes = read_small(key, MAX_PEM)
+            let chain = read_certs(outside, cert, TlsFile::Cert, "cert_file")?;
+            let bytes = outside
+                .read(key, MAX_PEM)
                 .map_err(|e| error(TlsFile::Key, format!("cannot read `key_file` {}: {e}", key.display())))?;
             let key_der = PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| {
                 error(TlsFile::Key, format!("`key_file` {}: no usable private key ({e})", key.display()))
@@ -84,9 +89,14 @@ pub fn client_config(ca: Option<&Path>, client: Option<(&Path, &Path)>) -> Resul
     }
 }
 
-fn read_certs(path: &Path, file: TlsFile, key: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+fn read_certs(
+    outside: &dyn Outside,
+    path: &Path,
+    file: TlsFile,
+    key: &str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let bytes =
-        read_small(path, MAX_PEM).map_err(|e| error(file, format!("cannot read `{key}` {}: {e}", path.display())))?;
+        outside.read(path, MAX_PEM).map_err(|e| error(file, format!("cannot read `{key}` {}: {e}", path.display())))?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| error(file, format!("`{key}` {}: not a PEM certificate file ({e})", path.display())))?;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::error::{Problem, did_you_mean};
+use super::outside::Outside;
 use super::preset::{self, Preset};
 use super::raw::{RawBroker, RawConfig, RawDefaults, RawDevice, RawDuration, RawPresence, SpannedList};
 use super::{ActionSpec, BUILTIN_LOG, Broker, Config, DeviceSpec, Presence, Rules, Secret, Tls, Watch};
@@ -16,6 +17,8 @@ use crate::topic::{ID_PLACEHOLDER, MAX_DEVICE_ID, MAX_DEVICE_TOPIC, TopicError, 
 
 mod cluster;
 mod sparkplug;
+#[cfg(test)]
+mod tests;
 
 /// Read when the config names no `password_file`.
 pub const PASSWORD_ENV: &str = "WILLWATCH_MQTT_PASSWORD";
@@ -25,7 +28,7 @@ const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// The shortest `resync` but 0 (never): each one re-reads every device.
 const MIN_RESYNC: Duration = Duration::from_secs(1);
 
-pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> {
+pub(super) fn validate(path: &Path, text: &str, outside: &dyn Outside) -> Result<Config, Vec<Problem>> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         let problem = Problem::new(span, e.message().trim_end().to_string());
@@ -37,6 +40,7 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
     let mut v = Validator {
         base: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
         text,
+        outside,
         problems: Vec::new(),
         warnings: Vec::new(),
         unread_credentials: Vec::new(),
@@ -127,6 +131,8 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Config, Vec<Problem>> 
 
 pub(super) struct Validator<'t> {
     text: &'t str,
+    /// Files, the environment, the host.
+    pub(super) outside: &'t dyn Outside,
     /// Relative file paths in the config are relative to the config's folder.
     pub(super) base: PathBuf,
     problems: Vec<Problem>,
@@ -162,7 +168,7 @@ impl Validator<'_> {
             );
             return Err(());
         }
-        match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        match self.outside.var("CREDENTIALS_DIRECTORY") {
             Some(dir) => Ok(Some(PathBuf::from(dir).join(name))),
             None => {
                 self.warning(Problem::new(
@@ -202,7 +208,7 @@ impl Validator<'_> {
                 None
             }
             Some(id) => Some(id.into_inner()),
-            None => Some(default_client_id(cluster)),
+            None => Some(default_client_id(cluster, self.outside.host_name())),
         };
         let keep_alive = self.keep_alive(raw.keep_alive);
         let username = raw.username.map(Spanned::into_inner);
@@ -333,10 +339,10 @@ impl Validator<'_> {
 
     fn password(&mut self, file: Option<Spanned<String>>) -> Option<Secret> {
         let Some(file) = file else {
-            return std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()).map(Secret);
+            return self.outside.var(PASSWORD_ENV).filter(|p| !p.is_empty()).map(Secret);
         };
         let path = self.file_path(&file, "password_file").ok().flatten()?;
-        match super::file::read_small_text(&path, super::file::MAX_SECRET) {
+        match self.outside.read_text(&path, super::file::MAX_SECRET) {
             Ok(text) if text.trim_end_matches(['\r', '\n']).is_empty() => {
                 self.warning(Problem::new(
                     file.span(),
@@ -400,6 +406,7 @@ impl Validator<'_> {
         let ca_path = ca_path.flatten();
         let client_paths = client_paths.and_then(|(c, k)| Some((c?, k?)));
         match super::tls::client_config(
+            self.outside,
             ca_path.as_deref(),
             client_paths.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
         ) {
@@ -983,7 +990,7 @@ impl Validator<'_> {
         };
         let path = self.file_path(&raw, "users_file").ok()??;
         self.private(&path, raw.span());
-        let text = match super::file::read_small(&path, super::file::MAX_CONFIG) {
+        let text = match self.outside.read(&path, super::file::MAX_CONFIG) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(e) => {
                 self.problem(Problem::new(raw.span(), format!("`users_file` {}: {e}", path.display())));
@@ -1010,8 +1017,7 @@ impl Validator<'_> {
     /// A users file others can read gives them its hashes to attack
     /// offline: worth a warning.
     fn private(&mut self, path: &Path, span: std::ops::Range<usize>) {
-        use std::os::unix::fs::PermissionsExt;
-        let Ok(mode) = std::fs::metadata(path).map(|m| m.permissions().mode()) else { return };
+        let Ok((_, mode)) = self.outside.mode(path) else { return };
         if mode & 0o044 != 0 {
             self.warning(
                 Problem::new(
@@ -1063,9 +1069,11 @@ impl Validator<'_> {
                 PathBuf::new()
             }
             Some(dir) => self.base.join(dir.get_ref()),
-            None => std::env::var_os("STATE_DIRECTORY")
+            None => self
+                .outside
+                .var("STATE_DIRECTORY")
                 // systemd may pass several, separated by colons; ours is the first.
-                .and_then(|v| v.to_str().and_then(|v| v.split(':').next()).map(PathBuf::from))
+                .and_then(|v| v.split(':').next().map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from("/var/lib/willwatch")),
         }
     }
@@ -1089,8 +1097,8 @@ impl Watch {
 
 /// `willwatch-<host>`; in a cluster `willwatch-<cluster>-<instance>`, so
 /// the instances of one config never take each other's session.
-fn default_client_id(cluster: Option<&crate::cluster::Settings>) -> String {
-    match (cluster, cluster::host_name()) {
+fn default_client_id(cluster: Option<&crate::cluster::Settings>, host: Option<String>) -> String {
+    match (cluster, host) {
         (Some(c), _) => format!("willwatch-{}-{}", c.name, c.instance),
         (None, Some(host)) => format!("willwatch-{host}"),
         (None, None) => "willwatch".to_string(),

@@ -27,7 +27,7 @@ impl Validator<'_> {
         let name_ok = self.cluster_name(&name, "cluster name");
         let instance = match raw.instance {
             Some(i) => self.cluster_name(&i, "instance name").then(|| i.into_inner()),
-            None => match host_name() {
+            None => match self.outside.host_name() {
                 Some(host) if name_ok_text(&host) => Some(host),
                 _ => {
                     self.problem(
@@ -40,7 +40,7 @@ impl Validator<'_> {
         };
         Some(match (name_ok, instance) {
             (true, Some(instance)) => {
-                Some(Settings { name: name.into_inner(), instance, host: host_name().unwrap_or_default() })
+                Some(Settings { name: name.into_inner(), instance, host: self.outside.host_name().unwrap_or_default() })
             }
             _ => None,
         })
@@ -63,12 +63,6 @@ fn name_ok_text(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME
         && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-/// gethostname(2), not /proc/sys: the unit's ProcSubset=pid hides that.
-pub(super) fn host_name() -> Option<String> {
-    let host = nix::unistd::gethostname().ok()?.to_string_lossy().trim().to_string();
-    (!host.is_empty()).then_some(host)
 }
 
 impl Validator<'_> {

@@ -1,0 +1,177 @@
+//! Validation over a made-up outside (`Given`): the rules that read files,
+//! the environment or the host, tested with none of the machine's.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rustls::pki_types::CertificateDer;
+
+use super::validate;
+use crate::config::error::Problem;
+use crate::config::outside::Outside;
+use crate::config::{ActionKind, Config};
+
+/// Files (bytes and mode), variables and a host name, nothing else.
+#[derive(Default)]
+struct Given {
+    files: HashMap<PathBuf, (Vec<u8>, u32)>,
+    vars: HashMap<&'static str, String>,
+    host: Option<&'static str>,
+}
+
+impl Given {
+    fn file(mut self, path: &str, text: &str, mode: u32) -> Given {
+        self.files.insert(PathBuf::from(path), (text.as_bytes().to_vec(), mode));
+        self
+    }
+
+    fn var(mut self, name: &'static str, value: &str) -> Given {
+        self.vars.insert(name, value.to_string());
+        self
+    }
+
+    fn host(mut self, host: &'static str) -> Given {
+        self.host = Some(host);
+        self
+    }
+}
+
+impl Outside for Given {
+    fn var(&self, name: &str) -> Option<String> {
+        self.vars.get(name).cloned()
+    }
+
+    fn read(&self, path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+        match self.files.get(path) {
+            Some((bytes, _)) if bytes.len() as u64 > max => {
+                Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("larger than {max} bytes")))
+            }
+            Some((bytes, _)) => Ok(bytes.clone()),
+            None => Err(std::io::ErrorKind::NotFound.into()),
+        }
+    }
+
+    fn mode(&self, path: &Path) -> std::io::Result<(bool, u32)> {
+        self.files.get(path).map(|(_, mode)| (true, *mode)).ok_or_else(|| std::io::ErrorKind::NotFound.into())
+    }
+
+    fn host_name(&self) -> Option<String> {
+        self.host.map(String::from)
+    }
+
+    fn system_roots(&self) -> Vec<CertificateDer<'static>> {
+        Vec::new()
+    }
+}
+
+const BROKER: &str = "[broker]\nurl = \"mqtt://b:1883\"\n";
+
+/// `[broker]` and `rest`, validated.
+fn valid(given: &Given, rest: &str) -> Config {
+    whole(given, &format!("{BROKER}{rest}"))
+}
+
+fn whole(given: &Given, text: &str) -> Config {
+    validate(Path::new("/etc/willwatch/w.toml"), text, given).unwrap_or_else(|p| panic!("{p:?}"))
+}
+
+/// The problems' messages, each with the text its span covers.
+fn refused(given: &Given, rest: &str) -> Vec<(String, String)> {
+    let text = format!("{BROKER}{rest}");
+    let problems: Vec<Problem> = validate(Path::new("/etc/willwatch/w.toml"), &text, given).expect_err("refused");
+    problems.into_iter().map(|p| (p.message, text.get(p.span).unwrap_or("").to_string())).collect()
+}
+
+#[test]
+fn the_password_comes_from_its_file_relative_to_the_config_else_from_the_environment() {
+    let given = Given::default().file("/etc/willwatch/pw", "s3cret\n", 0o600).var("WILLWATCH_MQTT_PASSWORD", "env");
+    let config = valid(&given, "username = \"u\"\npassword_file = \"pw\"\n");
+    assert_eq!(config.broker.password.map(|p| p.0), Some("s3cret".into()));
+    let config = valid(&given, "username = \"u\"\n");
+    assert_eq!(config.broker.password.map(|p| p.0), Some("env".into()));
+    let problems = refused(&given, "username = \"u\"\npassword_file = \"missing\"\n");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].1, "\"missing\"", "the span is the setting's value");
+}
+
+#[test]
+fn a_credential_is_read_from_the_credentials_directory_or_left_to_the_service() {
+    let given =
+        Given::default().file("/run/creds/pw", "from-systemd", 0o400).var("CREDENTIALS_DIRECTORY", "/run/creds");
+    let config = valid(&given, "username = \"u\"\npassword_file = \"credential:pw\"\n");
+    assert_eq!(config.broker.password.map(|p| p.0), Some("from-systemd".into()));
+    let config = valid(&Given::default(), "username = \"u\"\npassword_file = \"credential:pw\"\n");
+    assert_eq!(config.unread_credentials, ["pw"]);
+    assert!(config.warnings.iter().any(|w| w.contains("only the service can read")), "{:?}", config.warnings);
+    let problems = refused(&given, "username = \"u\"\npassword_file = \"credential:a/b\"\n");
+    assert!(problems[0].0.contains("not a credential name"), "{problems:?}");
+}
+
+#[test]
+fn the_client_id_and_the_cluster_instance_default_to_the_host_name() {
+    let config = valid(&Given::default().host("gw-3"), "");
+    assert_eq!(config.broker.client_id, "willwatch-gw-3");
+    assert_eq!(valid(&Given::default(), "").broker.client_id, "willwatch");
+    let config = valid(&Given::default().host("gw-3"), "[cluster]\nname = \"plant\"\n");
+    let cluster = config.cluster.expect("a cluster");
+    assert_eq!((cluster.instance.as_str(), config.broker.client_id.as_str()), ("gw-3", "willwatch-plant-gw-3"));
+    let problems = refused(&Given::default().host("a host"), "[cluster]\nname = \"plant\"\n");
+    assert!(problems[0].0.contains("host name cannot serve"), "{problems:?}");
+}
+
+#[test]
+fn the_state_directory_is_systemds_first_when_the_config_names_none() {
+    let given = Given::default().var("STATE_DIRECTORY", "/var/lib/ww:/var/lib/other");
+    assert_eq!(valid(&given, "").state_dir, Path::new("/var/lib/ww"));
+    assert_eq!(valid(&Given::default(), "").state_dir, Path::new("/var/lib/willwatch"));
+    assert_eq!(whole(&given, &format!("state_dir = \"s\"\n{BROKER}")).state_dir, Path::new("/etc/willwatch/s"));
+}
+
+#[test]
+fn a_header_takes_its_variables_from_the_environment_and_a_missing_one_is_refused() {
+    let hook =
+        "[action.hook]\ntype = \"webhook\"\nurl = \"https://h/x\"\nheaders = { Authorization = \"Bearer ${TOKEN}\" }\n";
+    let config = valid(&Given::default().var("TOKEN", "t0k3n"), hook);
+    let ActionKind::Webhook(w) = &config.actions["hook"].kind else { panic!("a webhook") };
+    assert!(format!("{:?}", w.headers).contains("Bearer t0k3n"), "{:?}", w.headers);
+    let problems = refused(&Given::default(), hook);
+    assert!(problems[0].0.contains("`TOKEN` is not set"), "{problems:?}");
+    let problems = refused(&Given::default().var("TOKEN", "a\r\nX-Evil: 1"), hook);
+    assert!(!problems.is_empty() && problems.iter().all(|p| !p.0.contains("Evil")), "refused, unshown: {problems:?}");
+}
+
+#[test]
+fn an_exec_program_that_cannot_run_is_warned_about() {
+    let exec = "[action.run]\ntype = \"exec\"\ncommand = [\"/usr/local/bin/page\", \"{id}\"]\n";
+    let given = Given::default().file("/usr/local/bin/page", "#!/bin/sh\n", 0o755);
+    assert!(valid(&given, exec).warnings.is_empty());
+    let given = Given::default().file("/usr/local/bin/page", "#!/bin/sh\n", 0o644);
+    assert!(valid(&given, exec).warnings.iter().any(|w| w.contains("not an executable file")));
+    assert!(valid(&Given::default(), exec).warnings.iter().any(|w| w.contains("/usr/local/bin/page")));
+}
+
+#[test]
+fn a_users_file_others_can_read_is_warned_about_and_one_that_cannot_be_read_refused() {
+    let line = format!("ops:{}\n", bcrypt::hash("pw", 4).unwrap());
+    let http = "[http]\nlisten = \"127.0.0.1:9818\"\nusers_file = \"users\"\n";
+    let private = Given::default().file("/etc/willwatch/users", &line, 0o600);
+    let config = valid(&private, http);
+    assert!(config.http_users.is_some() && config.warnings.is_empty(), "{:?}", config.warnings);
+    let shared = Given::default().file("/etc/willwatch/users", &line, 0o644);
+    assert!(valid(&shared, http).warnings.iter().any(|w| w.contains("can be read by other users")));
+    let problems = refused(&Given::default(), http);
+    assert_eq!(problems[0].1, "\"users\"", "{problems:?}");
+}
+
+#[test]
+fn tls_without_a_ca_file_needs_system_roots_and_a_bad_ca_file_is_refused_at_its_value() {
+    let tls = "[broker]\nurl = \"mqtts://b:8883\"\n";
+    let text = |rest: &str| format!("{tls}{rest}");
+    let at = Path::new("/etc/willwatch/w.toml");
+    let problems = validate(at, &text(""), &Given::default()).expect_err("no system roots");
+    assert!(problems[0].message.contains("no system CA certificates"), "{problems:?}");
+    let given = Given::default().file("/etc/willwatch/ca.pem", "not a certificate", 0o644);
+    let full = text("ca_file = \"ca.pem\"\n");
+    let problems = validate(at, &full, &given).expect_err("a bad CA file");
+    assert_eq!(&full[problems[0].span.clone()], "\"ca.pem\"", "{problems:?}");
+}
