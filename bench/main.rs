@@ -66,6 +66,13 @@ struct Args {
     /// Length of each flat-memory run, in seconds.
     #[arg(long, default_value_t = 600)]
     flat_secs: u64,
+    /// The soak's HTTP attackers: never-read streams, slow-header clients,
+    /// parallel history queries (default 2000,500,8).
+    #[arg(long, value_delimiter = ',')]
+    soak_attack: Vec<usize>,
+    /// The soak's flood, in flips a second (default 20000).
+    #[arg(long, default_value_t = 20_000)]
+    soak_rate: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -98,7 +105,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let soak = if args.smoke {
         (Duration::from_secs(2), 1_000, 2_000, (50, 50, 2))
     } else {
-        (Duration::from_secs(30), 20_000, 50_000, (2_000, 500, 8))
+        let attack = match args.soak_attack[..] {
+            [streams, slow, queries] => (streams, slow, queries),
+            [] => (2_000, 500, 8),
+            _ => return Err("--soak-attack takes three numbers: streams,slow,queries".into()),
+        };
+        (Duration::from_secs(30), args.soak_rate, 50_000, attack)
     };
     // (devices, offlines at once)
     let rereads: &[(usize, usize)] = if args.smoke { &[(200, 6)] } else { &[(100_000, 60), (100_000, 600)] };

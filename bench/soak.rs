@@ -165,8 +165,12 @@ pub async fn soak(bin: &Path, duration: Duration, rate: u64, invented: usize, at
     tokio::time::sleep(Duration::from_secs(1)).await;
     probe_poller.abort();
     let arrived = arrived.lock().unwrap().clone();
-    let mut samples: Vec<Duration> =
-        sent.iter().filter_map(|(n, at)| arrived.get(n).map(|got| got.saturating_duration_since(*at))).collect();
+    let mut by_second: Vec<(u64, Duration)> =
+        sent.iter().filter_map(|(n, at)| arrived.get(n).map(|got| (*n, got.saturating_duration_since(*at)))).collect();
+    by_second.sort();
+    let shown: Vec<String> = by_second.iter().map(|(n, took)| format!("{n}:{:.1}", took.as_secs_f64() * 1e3)).collect();
+    eprintln!("probe will → webhook (ms), by second: {}", shown.join(" "));
+    let mut samples: Vec<Duration> = by_second.into_iter().map(|(_, took)| took).collect();
     samples.sort();
     let client = reqwest::Client::new();
     let counter = |name: &'static str| {

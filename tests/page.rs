@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
+use support::wait::until;
 use support::{Broker, Daemon, SimDevice, config};
 
 /// chromedriver in a process group of its own, which takes its browsers
@@ -77,18 +78,22 @@ async fn shown_state(page: &Client, device: &str) -> Option<String> {
 }
 
 async fn wait_shown(page: &Client, device: &str, state: &str, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if shown_state(page, device).await.as_deref() == Some(state) {
-            return;
+    until(&format!("the page to show {device} {state}"), within, async || {
+        match shown_state(page, device).await {
+            Some(shown) if shown == state => Ok(()),
+            shown => Err(format!("{shown:?} in {:?}", page.source().await)),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the page never showed {device} {state}: {:?}",
-            page.source().await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+}
+
+/// Waits until `script` returns `true` on the page.
+async fn wait_true(page: &Client, what: &str, script: &str) {
+    until(what, support::SOON, async || match page.execute(script, vec![]).await {
+        Ok(v) if v == json!(true) => Ok(()),
+        other => Err(format!("{other:?}")),
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -122,31 +127,16 @@ async fn the_page_lists_the_devices_shows_a_killed_one_offline_without_a_reload_
         "the page reloaded"
     );
     // Offline first, with why and the counts.
-    let deadline = tokio::time::Instant::now() + support::SOON;
-    loop {
-        let first = page.find(Locator::Css("#rows tr")).await.unwrap();
-        if first.attr("data-id").await.unwrap().as_deref() == Some("pump-7") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "pump-7 never moved to the top");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let first = "return document.querySelector('#rows tr')?.dataset.id === 'pump-7';";
+    wait_true(&page, "pump-7 at the top", first).await;
     let why = page.find(Locator::Css("tr[data-id=\"pump-7\"] .why")).await.unwrap().text().await.unwrap();
     assert_eq!(why, "will: offline");
-    let deadline = tokio::time::Instant::now() + support::SOON;
-    while page.find(Locator::Id("n-offline")).await.unwrap().text().await.unwrap() != "1" {
-        assert!(tokio::time::Instant::now() < deadline, "the offline count never became 1");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_true(&page, "an offline count of 1", "return document.getElementById('n-offline').textContent === '1';").await;
     eprintln!("offline on the page {took:?} after the kill");
 
     // The filter narrows the list.
     page.find(Locator::Id("filter")).await.unwrap().send_keys("fan").await.unwrap();
-    let deadline = tokio::time::Instant::now() + support::SOON;
-    while shown_state(&page, "pump-7").await.is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "the filter never hid pump-7");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_true(&page, "the filter to hide pump-7", "return !document.querySelector('tr[data-id=\"pump-7\"]');").await;
     assert_eq!(shown_state(&page, "fan-2").await.as_deref(), Some("online"));
 
     if let Some(dir) = std::env::var_os("WILLWATCH_SCREENSHOTS") {
@@ -155,13 +145,7 @@ async fn the_page_lists_the_devices_shows_a_killed_one_offline_without_a_reload_
             shot.goto(&format!("{url}/?theme={theme}")).await.unwrap();
             wait_shown(&shot, "pump-7", "offline", support::SOON).await;
             // And its bars painted.
-            let deadline = tokio::time::Instant::now() + support::SOON;
-            while shot.execute("return document.querySelectorAll('.slots i').length;", vec![]).await.unwrap()
-                == json!(0)
-            {
-                assert!(tokio::time::Instant::now() < deadline, "the bars were never painted");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            wait_true(&shot, "the bars painted", "return document.querySelectorAll('.slots i').length > 0;").await;
             let png = shot.screenshot().await.unwrap();
             let name = if width < 800 { format!("page-{theme}-phone.png") } else { format!("page-{theme}.png") };
             std::fs::write(std::path::Path::new(&dir).join(name), png).unwrap();
@@ -173,18 +157,11 @@ async fn the_page_lists_the_devices_shows_a_killed_one_offline_without_a_reload_
     // goes on following transitions.
     page.find(Locator::Id("filter")).await.unwrap().clear().await.unwrap();
     daemon.kill();
-    let deadline = tokio::time::Instant::now() + support::SOON;
-    while !page.find(Locator::Id("link")).await.unwrap().text().await.unwrap().contains("not answering") {
-        assert!(tokio::time::Instant::now() < deadline, "the page never said willwatch is gone");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let link = |text: &str| format!("return document.getElementById('link').textContent.{text};");
+    wait_true(&page, "the page to say willwatch is gone", &link("includes('not answering')")).await;
     daemon.restart();
     daemon.wait_connected().await;
-    let deadline = tokio::time::Instant::now() + support::SOON;
-    while !page.find(Locator::Id("link")).await.unwrap().text().await.unwrap().ends_with(": connected") {
-        assert!(tokio::time::Instant::now() < deadline, "the page never found the daemon again");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_true(&page, "the page to find the daemon again", &link("endsWith(': connected')")).await;
     wait_shown(&page, "fan-2", "online", support::SOON).await;
     fan.kill();
     wait_shown(&page, "fan-2", "offline", Duration::from_secs(5)).await;
@@ -206,24 +183,17 @@ async fn a_hundred_thousand_devices_come_a_page_at_a_time_and_do_not_freeze_the_
     support::publish_many(broker.port, &messages, true).await;
     let daemon = Daemon::start(&config(&broker, "[[device]]\ntopic = \"fleet/{id}/status\"\n"));
     daemon.wait_connected().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while daemon.metric("willwatch_devices{state=\"online\"}").await < N as f64 {
-        assert!(tokio::time::Instant::now() < deadline, "the daemon never knew every device");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until("the daemon to know every device", Duration::from_secs(60), async || {
+        let online = daemon.metric("willwatch_devices{state=\"online\"}").await;
+        if online < N as f64 { Err(online) } else { Ok(()) }
+    })
+    .await;
     let url = daemon.http_url().await;
     let page = browser(port, 1280).await;
     let started = std::time::Instant::now();
     page.goto(&url).await.unwrap();
-    let deadline = tokio::time::Instant::now() + support::SOON;
-    loop {
-        let online = page.find(Locator::Id("n-online")).await.unwrap().text().await.unwrap();
-        if online == N.to_string() {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the page never counted {N} online: {online}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let counted = format!("return document.getElementById('n-online').textContent === '{N}';");
+    wait_true(&page, &format!("the page to count {N} online"), &counted).await;
     let rows = page.execute("return document.querySelectorAll('#rows tr').length;", vec![]).await.unwrap();
     assert_eq!(rows, json!(100), "one page of rows, not the fleet");
     // The page still answers at once: a script runs within a second.
@@ -232,10 +202,7 @@ async fn a_hundred_thousand_devices_come_a_page_at_a_time_and_do_not_freeze_the_
     assert!(asked.elapsed() < Duration::from_secs(1), "the page is busy for {:?}", asked.elapsed());
     eprintln!("{N} devices: counted and first page shown {:?} after loading", started.elapsed());
     page.find(Locator::Id("more")).await.unwrap().click().await.unwrap();
-    let deadline = tokio::time::Instant::now() + support::SOON;
-    while page.execute("return document.querySelectorAll('#rows tr').length;", vec![]).await.unwrap() != json!(200) {
-        assert!(tokio::time::Instant::now() < deadline, "Show more never showed the next page");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_true(&page, "Show more to show the next page", "return document.querySelectorAll('#rows tr').length === 200;")
+        .await;
     page.close().await.unwrap();
 }
