@@ -14,11 +14,20 @@ pub struct Broker {
     _dir: tempfile::TempDir,
 }
 
+/// The listener sends small packets at once (no Nagle), as
+/// docs/operations.md recommends: the soak runs with it.
+pub const NODELAY: &str = "set_tcp_nodelay true\n";
+
 impl Broker {
     pub fn start() -> std::io::Result<Broker> {
+        Broker::start_with("")
+    }
+
+    /// With `listener` options (`NODELAY`).
+    pub fn start_with(listener: &str) -> std::io::Result<Broker> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let dir = tempfile::tempdir()?;
-        let mut conf = format!("listener {port} 127.0.0.1\n{CONFIG}");
+        let mut conf = format!("listener {port} 127.0.0.1\n{listener}{CONFIG}");
         if std::fs::read_to_string("/proc/self/status")?
             .lines()
             .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))

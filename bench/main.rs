@@ -73,6 +73,10 @@ struct Args {
     /// The soak's flood, in flips a second (default 20000).
     #[arg(long, default_value_t = 20_000)]
     soak_rate: u64,
+    /// The soak's broker at its default, Nagle on (it runs with
+    /// `set_tcp_nodelay true` otherwise).
+    #[arg(long)]
+    soak_nagle: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -225,7 +229,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     if runs(Section::Soak) {
         eprintln!("hostile soak for {:?}", soak.0);
-        report.soak = Some(soak::soak(&willwatch, soak.0, soak.1, soak.2, soak.3).await?);
+        let listener = if args.soak_nagle { "" } else { broker::NODELAY };
+        report.soak = Some(soak::soak(&willwatch, soak.0, soak.1, soak.2, soak.3, listener).await?);
     }
 
     if runs(Section::Flat) {

@@ -268,13 +268,18 @@ impl Report {
             out.push_str("\n## Hostile soak: everything at once\n\n");
             let _ = writeln!(
                 out,
-                "For {:.0} s: {} QoS 0 flips on 1,000 devices, {} invented device ids (with `max_devices = 5000`), one 17 MiB retained message on a watched topic; {} live streams (`/api/events`) never read and {} HTTP clients that send half a request and hold it (both renewed when closed), {} clients looping over `/api/uptime?since=90d&limit=10000` and one over `/status?limit=10000`. Meanwhile a probe device goes offline and back once a second, and `/healthz` is asked every 100 ms on a new connection.\n",
+                "For {:.0} s: {} QoS 0 flips on 1,000 devices, {} invented device ids (with `max_devices = 5000`), one 17 MiB retained message on a watched topic; {} live streams (`/api/events`) never read and {} HTTP clients that send half a request and hold it (both renewed when closed), {} clients looping over `/api/uptime?since=90d&limit=10000` and one over `/status?limit=10000`. Meanwhile a probe device goes offline and back once a second, and `/healthz` is asked every 100 ms on a new connection. The attackers and the flood run on threads of their own at the lowest priority (nice 19): they stand for machines elsewhere, and take only the CPU the daemon, its broker and the probe's timing leave. The broker {}.\n",
                 s.duration.as_secs_f64(),
                 s.flood_sent,
                 s.invented_ids,
                 s.streams,
                 s.slow_clients,
-                s.history_queries
+                s.history_queries,
+                if s.nodelay {
+                    "sends small packets at once (`set_tcp_nodelay true`, as docs/operations.md recommends)"
+                } else {
+                    "runs at its default (Nagle on: `--soak-nagle`)"
+                }
             );
             out.push_str("| peak RSS | probe offlines | detected | will → webhook p50 (ms) | p99 (ms) | max (ms) | `/healthz` answered | slowest (ms) | oversized dropped | messages from refused devices | HTTP connections closed for room | refused | streams refused |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
             let _ = writeln!(

@@ -21,6 +21,8 @@ use crate::load;
 
 pub struct Soak {
     pub duration: Duration,
+    /// The broker's listener sent small packets at once (`set_tcp_nodelay`).
+    pub nodelay: bool,
     pub flood_sent: u64,
     pub invented_ids: usize,
     pub slow_clients: usize,
@@ -47,9 +49,18 @@ pub struct Soak {
 /// history queries).
 pub type Attack = (usize, usize, usize);
 
-pub async fn soak(bin: &Path, duration: Duration, rate: u64, invented: usize, attack: Attack) -> Result<Soak, String> {
+/// `listener`: the broker's listener options (`broker::NODELAY`, or none:
+/// its default, Nagle on).
+pub async fn soak(
+    bin: &Path,
+    duration: Duration,
+    rate: u64,
+    invented: usize,
+    attack: Attack,
+    listener: &str,
+) -> Result<Soak, String> {
     let (streams, slow_clients, history_queries) = attack;
-    let broker = crate::broker::Broker::start().map_err(|e| e.to_string())?;
+    let broker = crate::broker::Broker::start_with(listener).map_err(|e| e.to_string())?;
     let port = broker.port;
     // The probe's webhook arrivals, by its offline's number.
     let (url, arrived) = crate::receiver::probe_offlines().await?;
@@ -180,6 +191,7 @@ pub async fn soak(bin: &Path, duration: Duration, rate: u64, invented: usize, at
     };
     Ok(Soak {
         duration,
+        nodelay: !listener.is_empty(),
         flood_sent,
         invented_ids: invented,
         slow_clients,

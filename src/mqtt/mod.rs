@@ -18,6 +18,7 @@
 //! Requests are made with `try_*` and a full channel is logged.
 
 mod acks;
+mod nudges;
 mod publisher;
 mod rebirths;
 mod subscriptions;
@@ -41,6 +42,7 @@ use crate::connection::{CLASH, YOUNG, probe_topic};
 use crate::metrics::Metrics;
 use crate::throttle::Throttle;
 use acks::Acks;
+use nudges::Nudges;
 pub use acks::Mark;
 pub use publisher::Publisher;
 use rebirths::Rebirths;
@@ -219,6 +221,7 @@ impl Session {
         // brokers (rumqttd) close the connection on a `$SYS` filter, and
         // then it is not asked for again.
         let mut uptime = Uptime::default();
+        let mut nudges = Nudges::default();
         // Beside the session, not in its `select!`: a tick there would
         // cancel a connect under way.
         tokio::spawn(watch_stalls(Arc::clone(&uptime.stalls), cancel.clone()));
@@ -228,13 +231,21 @@ impl Session {
         loop {
             let step_at = subscriptions.due().filter(|_| connected).map(tokio::time::Instant::from_std);
             let rebirth_at = rebirths.due().filter(|_| connected).map(tokio::time::Instant::from_std);
+            let nudge_at = nudges.due().filter(|_| connected).map(tokio::time::Instant::from_std);
             tokio::select! {
                 biased;
                 () = cancel.cancelled() => break,
                 () = sleep_until(step_at) => subscriptions.step(&client),
                 () = sleep_until(rebirth_at) => rebirths.step(&client),
+                () = sleep_until(nudge_at) => {
+                    answer_probe(&client, &probe_topic);
+                    nudges.nudged(Instant::now());
+                }
                 Some(ask) = self.asks.recv() => match ask {
-                    Ask::Probe(n) if connected => probe(&client, &probe_topic, &run, connection, n),
+                    Ask::Probe(n) if connected => {
+                        probe(&client, &probe_topic, &run, connection, n);
+                        nudges.probe_sent(n, Instant::now());
+                    }
                     Ask::Reread(topics) if connected => {
                         tracing::debug!(topics = topics.len(), "re-reading retained states");
                         subscriptions.resync(topics, &subscribed);
@@ -332,6 +343,7 @@ impl Session {
                         acks.kept(&p);
                         self.acknowledge(&client, &mut acks);
                         if let Some(n) = probe_number(&p.payload, &run, connection) {
+                            nudges.probe_back(n);
                             if n > 0 {
                                 answer_probe(&client, &probe_topic);
                             } else {
@@ -374,6 +386,7 @@ impl Session {
                     Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => subscriptions.sent(pkid),
                     Ok(_) => {}
                     Err(e) => {
+                        nudges.reset();
                         if connected {
                             connected = false;
                             self.set_link(false);
@@ -573,10 +586,11 @@ fn probe(client: &AsyncClient, topic: &str, run: &str, connection: u64, n: u64) 
 }
 
 /// Sends the broker a packet (an empty QoS 0 message that reaches nobody)
-/// right after a probe came back. Its echo is the broker's last word to
-/// us, and with nothing to answer our TCP stack delays its ACK (40 ms):
-/// the broker's Nagle would hold the next will for that long. This packet
-/// carries the ACK at once.
+/// right after a probe came back, and while one is out (`nudges.rs`). Its
+/// echo is the broker's last word to us, and with nothing to answer our
+/// TCP stack delays its ACK (40 ms): the broker's Nagle would hold the
+/// next will (or the probe's echo) for that long. This packet carries the
+/// ACK at once.
 fn answer_probe(client: &AsyncClient, probe_topic: &str) {
     if let Err(e) = client.try_publish(format!("{probe_topic}/back"), QoS::AtMostOnce, false, Vec::new()) {
         tracing::debug!(error = %e, "could not queue a probe's answer");
