@@ -90,7 +90,7 @@ async fn wait_shown(page: &Client, device: &str, state: &str, within: Duration) 
 /// Waits until `script` returns `true` on the page.
 async fn wait_true(page: &Client, what: &str, script: &str) {
     until(what, support::SOON, async || match page.execute(script, vec![]).await {
-        Ok(v) if v == json!(true) => Ok(()),
+        Ok(serde_json::Value::Bool(true)) => Ok(()),
         other => Err(format!("{other:?}")),
     })
     .await;
