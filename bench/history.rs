@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use willwatch::history::{Entry, History};
+use willwatch::history::History;
+use willwatch::transition::Transition;
 
 use crate::contestants::{self, BurstRun};
 
@@ -65,10 +66,10 @@ fn write(n: usize) -> Result<(Duration, u64), String> {
     let mut history = History::open(dir.path()).map_err(|e| e.to_string())?;
     let start = Instant::now();
     let at = SystemTime::now();
-    let entries: Vec<Entry> = (0..n)
+    let entries: Vec<Transition> = (0..n)
         .map(|i| {
             let offline = i % 2 == 0;
-            Entry {
+            Transition {
                 device: format!("dev-{}", i % 10_000).into(),
                 at: at + Duration::from_millis(i as u64),
                 from: if offline { "online" } else { "offline" },

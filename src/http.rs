@@ -57,7 +57,7 @@ pub struct Sources {
     /// Where `history.db` is, for `/api/history`, `/api/uptime`, `/api/bars`.
     pub state_dir: std::path::PathBuf,
     /// Transitions as they happen, for `/api/events`.
-    pub live: broadcast::Sender<Arc<crate::history::Entry>>,
+    pub live: broadcast::Sender<Arc<crate::transition::Transition>>,
     /// Who may read, when `[http] users_file` says.
     pub users: Option<Arc<crate::config::Users>>,
 }
@@ -572,7 +572,7 @@ async fn events(State(shared): State<Shared>, Extension(conn): Extension<Arc<poo
 }
 
 /// A transition as the live page reads it.
-fn live_json(entry: &crate::history::Entry) -> Value {
+fn live_json(entry: &crate::transition::Transition) -> Value {
     json!({
         "device": entry.device.as_str(),
         "from": entry.from,

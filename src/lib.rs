@@ -9,6 +9,8 @@
 //! - `payload`: what a status payload says (plain or JSON, with sequence).
 //! - `sparkplug`: Sparkplug B topics, protobuf payloads and the host STATE.
 //! - `event`: a transition as the actions see it, and its JSON.
+//! - `transition`: one transition as the fleet hands it to the history and
+//!   the live page.
 //! - `history`: every transition in `history.db`, and uptime figures from it.
 //! - `template`: `{id}`-style placeholders in action settings.
 //! - `monitor`: the fleet core (every device, every policy; pure) and the
@@ -69,3 +71,4 @@ pub mod systemd;
 pub mod template;
 pub mod throttle;
 pub mod topic;
+pub mod transition;

@@ -97,15 +97,16 @@ async fn a_broken_history_database_is_set_aside_and_detection_goes_on() {
 /// window the daemon did not write is a 400, not a 500.
 #[tokio::test]
 async fn the_history_routes_come_in_pages_that_walk_every_device_once() {
-    use willwatch::history::{Entry, History};
+    use willwatch::history::History;
+    use willwatch::transition::Transition;
     let broker = Broker::start();
     let state = tempfile::tempdir().unwrap();
     let now = std::time::SystemTime::now();
-    let entries: Vec<Entry> = (0..2_500)
+    let entries: Vec<Transition> = (0..2_500)
         .flat_map(|i| {
             let device = format!("d{i:05}");
             let at = |ago: u64| now - Duration::from_secs(ago);
-            let e = |ago, to| Entry {
+            let e = |ago, to| Transition {
                 device: device.as_str().into(),
                 at: at(ago),
                 from: "unknown",

@@ -78,11 +78,9 @@ async fn shown_state(page: &Client, device: &str) -> Option<String> {
 }
 
 async fn wait_shown(page: &Client, device: &str, state: &str, within: Duration) {
-    until(&format!("the page to show {device} {state}"), within, async || {
-        match shown_state(page, device).await {
-            Some(shown) if shown == state => Ok(()),
-            shown => Err(format!("{shown:?} in {:?}", page.source().await)),
-        }
+    until(&format!("the page to show {device} {state}"), within, async || match shown_state(page, device).await {
+        Some(shown) if shown == state => Ok(()),
+        shown => Err(format!("{shown:?} in {:?}", page.source().await)),
     })
     .await;
 }

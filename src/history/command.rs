@@ -121,7 +121,7 @@ mod tests {
         assert!(window("99999999999999999999s").is_err(), "overflows the parser itself");
         assert!(window("soon").is_err());
     }
-    use crate::history::Entry;
+    use crate::transition::Transition;
     use std::time::UNIX_EPOCH;
 
     #[test]
@@ -129,7 +129,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut h = History::open(dir.path()).unwrap();
         let at = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
-        let e = |device: &str, s: u64, from: &'static str, to: &'static str| Entry {
+        let e = |device: &str, s: u64, from: &'static str, to: &'static str| Transition {
             device: device.into(),
             at: at(s),
             from,

@@ -21,24 +21,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OpenFlags, params};
 
-pub const FILE_NAME: &str = "history.db";
+use crate::transition::Transition;
 
-/// One transition of one device.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    /// Inline up to 24 bytes, as devices keep their ids: a burst of
-    /// transitions costs no allocation per entry.
-    pub device: compact_str::CompactString,
-    pub at: SystemTime,
-    pub from: &'static str,
-    pub to: &'static str,
-    /// Why: `will` (it said so), `silence` (its heartbeat stopped),
-    /// `birth`, `cleared` (its retained state was removed).
-    pub cause: &'static str,
-    pub payload: compact_str::CompactString,
-    /// On a return online: how long it was offline.
-    pub offline_for: Option<Duration>,
-}
+pub const FILE_NAME: &str = "history.db";
 
 /// One transition as read back.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -132,7 +117,7 @@ impl History {
     }
 
     /// Appends entries in one transaction.
-    pub fn append(&mut self, entries: &[Entry]) -> Result<(), HistoryError> {
+    pub fn append(&mut self, entries: &[Transition]) -> Result<(), HistoryError> {
         let sqlite = |source| HistoryError::Sqlite { file: self.path.clone(), source };
         let tx = self.conn.transaction().map_err(sqlite)?;
         {
@@ -273,8 +258,8 @@ mod tests {
     use super::*;
 
     /// `device`'s transition from `from` to `to` at `at_s` seconds.
-    pub(in crate::history) fn entry(device: &str, at_s: u64, from: &'static str, to: &'static str) -> Entry {
-        Entry {
+    pub(in crate::history) fn entry(device: &str, at_s: u64, from: &'static str, to: &'static str) -> Transition {
+        Transition {
             device: device.into(),
             at: UNIX_EPOCH + Duration::from_secs(at_s),
             from,

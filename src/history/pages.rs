@@ -208,9 +208,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::history::Entry;
+    use crate::transition::Transition;
 
-    fn entry(device: &str, at_s: u64, to: &'static str) -> Entry {
+    fn entry(device: &str, at_s: u64, to: &'static str) -> Transition {
         crate::history::tests::entry(device, at_s, "unknown", to)
     }
 
@@ -243,7 +243,7 @@ mod tests {
         ) {
             let dir = tempfile::tempdir().unwrap();
             let mut h = History::open(dir.path()).unwrap();
-            let entries: Vec<Entry> = fleet
+            let entries: Vec<Transition> = fleet
                 .iter()
                 .map(|&(d, at, s)| entry(&format!("d{d:02}"), at, ["online", "offline"][s]))
                 .collect();
@@ -280,7 +280,8 @@ mod tests {
     fn a_devices_transitions_come_in_pages_in_time_order() {
         let dir = tempfile::tempdir().unwrap();
         let mut h = History::open(dir.path()).unwrap();
-        let flaps: Vec<Entry> = (0..25).map(|i| entry("a", 100 + i, ["online", "offline"][i as usize % 2])).collect();
+        let flaps: Vec<Transition> =
+            (0..25).map(|i| entry("a", 100 + i, ["online", "offline"][i as usize % 2])).collect();
         h.append(&flaps).unwrap();
         h.append(&[entry("b", 110, "offline"), entry("a", 50, "online")]).unwrap();
         let mut seen = Vec::new();
@@ -303,12 +304,12 @@ mod tests {
     fn a_walk_reads_the_history_as_it_was_at_its_first_page() {
         let dir = tempfile::tempdir().unwrap();
         let mut h = History::open(dir.path()).unwrap();
-        let fleet: Vec<Entry> = (0..20).map(|d| entry(&format!("d{d:02}"), 100 + d, "online")).collect();
+        let fleet: Vec<Transition> = (0..20).map(|d| entry(&format!("d{d:02}"), 100 + d, "online")).collect();
         h.append(&fleet).unwrap();
         let whole = figures(&h, None, (100_000, 200_000), Order::Uptime, None, usize::MAX).unwrap().unwrap();
         let first = figures(&h, None, (100_000, 200_000), Order::Uptime, None, 5).unwrap().unwrap();
         // Every device not yet walked has an outage now.
-        let outages: Vec<Entry> = (5..20).map(|d| entry(&format!("d{d:02}"), 150, "offline")).collect();
+        let outages: Vec<Transition> = (5..20).map(|d| entry(&format!("d{d:02}"), 150, "offline")).collect();
         h.append(&outages).unwrap();
         let mut seen: Vec<String> = first.items.iter().map(|d| d.device.clone()).collect();
         let mut after = first.next;

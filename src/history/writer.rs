@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Entry, History};
+use super::History;
 use crate::metrics::Metrics;
+use crate::transition::Transition;
 
 /// Transitions waiting for the writer before new ones are dropped
 /// (counted). A 100k-device burst on two busy cores overflowed a queue of
@@ -24,7 +25,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The running writer: the queue into it, and its thread.
 pub struct Writer {
-    pub queue: SyncSender<Entry>,
+    pub queue: SyncSender<Transition>,
     pub thread: std::thread::JoinHandle<()>,
 }
 
@@ -62,7 +63,7 @@ fn open(dir: &std::path::Path) -> Option<History> {
     }
 }
 
-fn run(dir: &std::path::Path, keep: Duration, entries: &Receiver<Entry>, metrics: &Metrics) {
+fn run(dir: &std::path::Path, keep: Duration, entries: &Receiver<Transition>, metrics: &Metrics) {
     let Some(mut history) = open(dir) else {
         for _ in entries.iter() {
             metrics.history_dropped.inc();

@@ -93,7 +93,7 @@ pub enum Effect {
     /// Hand the new config to the actions (in order with the events).
     Reload(Arc<Config>),
     /// A device changed state: for the history and the live page.
-    Transition(crate::history::Entry),
+    Transition(crate::transition::Transition),
 }
 
 /// How many devices are in each state; for status lines.
@@ -615,7 +615,7 @@ impl Fleet {
                 Outcome::Fire(t) if t.kind == EventKind::Online => t.offline_for,
                 _ => None,
             };
-            self.effects.push(Effect::Transition(crate::history::Entry {
+            self.effects.push(Effect::Transition(crate::transition::Transition {
                 device: device.id.clone(),
                 at: now.wall,
                 from: before.as_str(),

@@ -107,9 +107,9 @@ pub struct Outputs {
     /// nodes for a rebirth.
     pub asks: mpsc::Sender<Ask>,
     /// Transitions, to the history writer (none when history is off).
-    pub history: Option<std::sync::mpsc::SyncSender<crate::history::Entry>>,
+    pub history: Option<std::sync::mpsc::SyncSender<crate::transition::Transition>>,
     /// Transitions, to whoever watches live (the page's event stream).
-    pub live: tokio::sync::broadcast::Sender<Arc<crate::history::Entry>>,
+    pub live: tokio::sync::broadcast::Sender<Arc<crate::transition::Transition>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -567,7 +567,7 @@ impl Monitor {
 
     /// Hands a transition to the history (never waiting: a full queue
     /// drops it, counted) and to live watchers, if any.
-    fn transition(&mut self, entry: crate::history::Entry) {
+    fn transition(&mut self, entry: crate::transition::Transition) {
         if self.out.live.receiver_count() > 0 {
             let _ = self.out.live.send(Arc::new(entry.clone()));
         }
