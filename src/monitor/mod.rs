@@ -187,10 +187,12 @@ impl Monitor {
         let mut cluster_tick = tokio::time::interval(CLUSTER_TICK);
         cluster_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_turn = self.turn.mono;
-        let mut last_query = Instant::now();
+        let mut last_query = self.turn.mono;
         loop {
             let wake = self.fleet.next_wake();
-            let overdue = if last_query.elapsed() >= QUERY_TURN { inputs.queries.try_recv().ok() } else { None };
+            // By the last turn's clock: a turn under a flood is short.
+            let waited = self.turn.mono.saturating_duration_since(last_query);
+            let overdue = if waited >= QUERY_TURN { inputs.queries.try_recv().ok() } else { None };
             let woke = if let Some(query) = overdue {
                 Woke::Query(query)
             } else {
@@ -256,7 +258,7 @@ impl Monitor {
                     self.fleet.on_tick(now);
                 }
                 Woke::Query(query) => {
-                    last_query = Instant::now();
+                    last_query = now.mono;
                     let mut page = self.fleet.page(&query.page, now.mono);
                     page.cluster = self.cluster.as_ref().map(Cluster::view);
                     let _ = query.reply.send(page);
