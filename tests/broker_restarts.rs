@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use support::proxy::Proxy;
+use support::wait::within;
 use support::{Broker, BrokerOptions, Daemon, LiveDevice, SENTINEL, config, eventually, publish, sync_with_sentinel};
 
 /// The broker under test: the rule must not be mosquitto-shaped.
@@ -115,18 +116,17 @@ async fn restart_with(which: Which, signal: &str, persistence: bool, dying: usiz
     broker.start_again();
     eventually("the daemon to reconnect", Duration::from_secs(30), || (connects(&daemon) >= 2).then_some(())).await;
     wait_confirmed(&daemon, 2).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while notified(&daemon, "offline").len() < dying {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}: the dead were not notified: {:?}\n{}\n{}",
-            broker.name(),
-            notified(&daemon, "offline"),
-            broker.log_tail(40),
-            daemon.dump()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    within(Duration::from_secs(10), async || if notified(&daemon, "offline").len() < dying { Err(()) } else { Ok(()) })
+        .await
+        .unwrap_or_else(|()| {
+            panic!(
+                "{}: the dead were not notified: {:?}\n{}\n{}",
+                broker.name(),
+                notified(&daemon, "offline"),
+                broker.log_tail(40),
+                daemon.dump()
+            )
+        });
     // Everything decided before the sentinel is logged before it.
     sync_with_sentinel(&broker, &daemon, &[]).await;
     let offline = notified(&daemon, "offline");
@@ -429,8 +429,7 @@ async fn random_broker_restarts_while_devices_die_and_return_notify_no_outage_th
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    within(Duration::from_secs(30), async || {
         let mut now: HashMap<String, String> = HashMap::new();
         for l in daemon.logs(|l| l["action"] == "log" && (l["event"] == "offline" || l["event"] == "online")) {
             let (Some(device), Some(event)) = (l["device"].as_str(), l["event"].as_str()) else { continue };
@@ -439,16 +438,19 @@ async fn random_broker_restarts_while_devices_die_and_return_notify_no_outage_th
         let wrong = last
             .iter()
             .find(|(id, up)| now.get(*id).map_or("online", String::as_str) != if **up { "online" } else { "offline" });
-        let Some((id, up)) = wrong else { break };
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{context}: {id} is {} but was last notified {:?}\n{}",
-            if *up { "online" } else { "offline" },
-            now.get(id),
-            history(id)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        match wrong {
+            None => Ok(()),
+            Some((id, up)) => Err((id.clone(), *up, now.get(id).cloned())),
+        }
+    })
+    .await
+    .unwrap_or_else(|(id, up, now)| {
+        panic!(
+            "{context}: {id} is {} but was last notified {now:?}\n{}",
+            if up { "online" } else { "offline" },
+            history(&id)
+        )
+    });
     sync_with_sentinel(&broker, &daemon, &[]).await;
     let mut kinds: HashMap<String, Vec<String>> = HashMap::new();
     for l in daemon.logs(|l| l["action"] == "log" && (l["event"] == "offline" || l["event"] == "online")) {

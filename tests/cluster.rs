@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, SeedableRng};
 use support::once::{Fleet, check_exactly_once, distinct};
 use support::receiver::Received;
+use support::wait::within;
 use support::{Behaviour, Broker, Daemon, Receiver, eventually};
 
 /// Keep-alive of the instances: a frozen leader's will comes after 1.5× it.
@@ -122,8 +123,7 @@ impl Group {
     /// Waits until the receiver's last notification of every device says
     /// what is true of it, then checks exactly once; returns what arrived.
     async fn settled(&self, context: &str) -> (usize, usize) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let settled = loop {
+        let settled = within(Duration::from_secs(30), async || {
             let received = self.receiver.received();
             let mut notified: BTreeMap<String, String> = BTreeMap::new();
             for e in distinct(&received) {
@@ -143,24 +143,22 @@ impl Group {
                     )
                 })
                 .collect();
-            if wrong.is_empty() {
-                break received;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let seen: Vec<String> = received
-                    .iter()
-                    .map(Received::json)
-                    .map(|e| {
-                        format!(
-                            "{} {} {} epoch {} since {}",
-                            e["device"], e["event"], e["id"], e["epoch"], e["offline_since"]
-                        )
-                    })
-                    .collect();
-                panic!("{context}: {wrong:?}\nreceived:\n{}\n{}", seen.join("\n"), self.dump());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+            if wrong.is_empty() { Ok(received) } else { Err((wrong, received)) }
+        })
+        .await
+        .unwrap_or_else(|(wrong, received)| {
+            let seen: Vec<String> = received
+                .iter()
+                .map(Received::json)
+                .map(|e| {
+                    format!(
+                        "{} {} {} epoch {} since {}",
+                        e["device"], e["event"], e["id"], e["epoch"], e["offline_since"]
+                    )
+                })
+                .collect();
+            panic!("{context}: {wrong:?}\nreceived:\n{}\n{}", seen.join("\n"), self.dump());
+        });
         let devices: Vec<Received> =
             settled.into_iter().filter(|r| r.json()["event"] == "offline" || r.json()["event"] == "online").collect();
         let settled = devices;

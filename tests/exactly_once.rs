@@ -15,6 +15,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use support::once::{Fleet, check_exactly_once, distinct};
+use support::wait::within;
 use support::{Behaviour, Broker, BrokerOptions, Daemon, Receiver, SOON, config, eventually, publish_many};
 
 fn hook(receiver: &Receiver) -> String {
@@ -90,8 +91,7 @@ async fn random_sigkills_while_devices_toggle_notify_every_transition_once_by_id
     daemon.wait_connected().await;
 
     // Settled: every device's last notification matches its true state.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let settled = loop {
+    let settled = within(Duration::from_secs(30), async || {
         let received = receiver.received();
         let events = distinct(&received);
         let mut notified: HashMap<String, String> = HashMap::new();
@@ -103,21 +103,24 @@ async fn random_sigkills_while_devices_toggle_notify_every_transition_once_by_id
         let wrong = last.iter().find(|(d, online)| {
             notified.get(d.as_str()).map_or("online", String::as_str) != if **online { "online" } else { "offline" }
         });
-        let Some((device, online)) = wrong else { break received };
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{context}: {device} is {} but was last notified {:?}\n{}",
-            if *online { "online" } else { "offline" },
-            notified.get(device.as_str()),
+        match wrong {
+            None => Ok(received),
+            Some((device, online)) => Err((device.clone(), *online, notified.get(device.as_str()).cloned())),
+        }
+    })
+    .await
+    .unwrap_or_else(|(device, online, notified)| {
+        panic!(
+            "{context}: {device} is {} but was last notified {notified:?}\n{}",
+            if online { "online" } else { "offline" },
             daemon
                 .logs(|l| l["device"] == device.as_str() || l["sign"].is_string() || l["what"] == "broker_connected")
                 .iter()
                 .map(|l| l.to_string())
                 .collect::<Vec<_>>()
                 .join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        )
+    });
     let transitions = check_exactly_once(&settled, &last, &context);
     let duplicates = settled.len() - distinct(&settled).len();
     eprintln!(
@@ -173,19 +176,18 @@ async fn a_flap_whose_offline_reached_the_daemon_just_before_a_sigkill_is_notifi
         daemon.wait_connected().await;
         if reached {
             caught.push(device.clone());
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-            loop {
+            let notified = within(Duration::from_secs(15), async || {
                 let events = distinct(&receiver.received());
                 let kinds: Vec<String> = events
                     .iter()
                     .filter(|e| e["device"] == device.as_str())
                     .filter_map(|e| e["event"].as_str().map(String::from))
                     .collect();
-                if kinds == ["offline", "online"] {
-                    break;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
+                if kinds == ["offline", "online"] { Ok(()) } else { Err(kinds) }
+            })
+            .await;
+            if let Err(kinds) = notified {
+                panic!(
                     "{context}: {device}'s outage and recovery were not both notified: {kinds:?}\nmosquitto:\n{}\nwillwatch:\n{}",
                     log()
                         .get(from..)
@@ -202,7 +204,6 @@ async fn a_flap_whose_offline_reached_the_daemon_just_before_a_sigkill_is_notifi
                         .collect::<Vec<_>>()
                         .join("\n")
                 );
-                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }

@@ -8,6 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::proxy::Proxy;
+use support::wait::within;
 use support::{
     Broker, BrokerOptions, Daemon, LiveDevice, SENTINEL, SOON, SimDevice, config, eventually, publish,
     sync_with_sentinel,
@@ -537,31 +538,28 @@ async fn a_full_disk_neither_repeats_nor_loses_an_alert_through_sigkills() {
     }
     disk.free();
     // Settled: every device's last notification says what is true of it.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    within(Duration::from_secs(30), async || {
         let received = receiver.received();
         let mut notified: BTreeMap<String, bool> = BTreeMap::new();
         for e in support::once::distinct(&received) {
             notified.insert(e["device"].as_str().unwrap().to_string(), e["event"] == "online");
         }
-        let wrong: Vec<&String> = last
+        let wrong: Vec<String> = last
             .iter()
             .filter(|(d, online)| notified.get(*d).copied().unwrap_or(true) != **online)
-            .map(|(d, _)| d)
+            .map(|(d, _)| d.clone())
             .collect();
-        if wrong.is_empty() {
-            break;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let seen: Vec<String> = support::once::distinct(&received)
-                .iter()
-                .filter(|e| wrong.iter().any(|d| e["device"] == d.as_str()))
-                .map(|e| format!("{} {} {} {}", e["device"], e["event"], e["payload"], e["id"]))
-                .collect();
-            panic!("{context}: never notified right: {wrong:?}, truth {last:?}\n{seen:#?}\n{}", daemon.dump());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        if wrong.is_empty() { Ok(()) } else { Err((wrong, received)) }
+    })
+    .await
+    .unwrap_or_else(|(wrong, received)| {
+        let seen: Vec<String> = support::once::distinct(&received)
+            .iter()
+            .filter(|e| wrong.iter().any(|d| e["device"] == d.as_str()))
+            .map(|e| format!("{} {} {} {}", e["device"], e["event"], e["payload"], e["id"]))
+            .collect();
+        panic!("{context}: never notified right: {wrong:?}, truth {last:?}\n{seen:#?}\n{}", daemon.dump());
+    });
     let transitions = check_exactly_once(&receiver.received(), &last, &context);
     eventually("the room to be reserved again", Duration::from_secs(15), || {
         std::fs::metadata(disk.path().join("state.reserve")).ok().filter(|m| m.len() == 8 << 20)

@@ -6,6 +6,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::wait::within;
 use support::{Broker, BrokerOptions, Daemon, SOON, SimDevice, config, eventually, publish};
 
 const DEVICES: &str = "[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\n\n\
@@ -133,8 +134,7 @@ async fn metrics_exist_from_the_start_move_and_pass_promtool() {
     publish(broker.port, "plant/pump-7/status", "offline", false).await;
     publish(broker.port, "plant/pump-7/status", "garbage", false).await;
     daemon.wait_event("pump-7", "offline", 1).await;
-    let deadline = Instant::now() + SOON;
-    loop {
+    within(SOON, async || {
         let (_, after) = get(&format!("{base}/metrics")).await;
         let moved = [
             "willwatch_transitions_total{event=\"offline\"} 1",
@@ -149,10 +149,13 @@ async fn metrics_exist_from_the_start_move_and_pass_promtool() {
             && daemon.metric("willwatch_last_message_timestamp_seconds").await > 1.7e9
         {
             promtool_check(&after);
-            break;
+            Ok(())
+        } else {
+            Err(format!("not all of {moved:?} in\n{after}"))
         }
-        assert!(Instant::now() < deadline, "not all of {moved:?} in\n{after}");
-    }
+    })
+    .await
+    .unwrap_or_else(|seen| panic!("{seen}"));
 
     let openmetrics = client
         .get(format!("{base}/metrics"))

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use support::sparkplug::{EdgeNode, reference};
+use support::wait::within;
 use support::{
     Broker, BrokerOptions, Daemon, SENTINEL, SOON, Subscriber, config, eventually, publish_many, sync_with_sentinel,
 };
@@ -234,14 +235,10 @@ async fn after_a_restart_without_a_session_nodes_are_asked_to_rebirth_and_one_th
         (alive.rebirths.load(Ordering::SeqCst) >= 1).then_some(())
     })
     .await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let offline = loop {
-        if let Some(offline) = daemon.events("plant/doomed", "offline").into_iter().next() {
-            break offline;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no offline for the dead node\n{}", daemon.dump());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let offline =
+        within(Duration::from_secs(30), async || daemon.events("plant/doomed", "offline").into_iter().next().ok_or(()))
+            .await
+            .unwrap_or_else(|()| panic!("no offline for the dead node\n{}", daemon.dump()));
     assert_eq!(offline["payload"], "(silent)");
     sync_with_sentinel(&broker, &daemon, &[]).await;
     assert!(daemon.events("plant/alive", "offline").is_empty(), "{}", daemon.dump());
@@ -332,8 +329,7 @@ async fn random_sigkills_while_nodes_die_and_return_never_notify_twice_and_end_w
     let alive: Vec<bool> = nodes.iter().map(|(c, _)| c.is_some()).collect();
     // Settled: each node's last notification is where it is (a node never
     // notified was never seen offline); past the rebirth answer deadline.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    let events = loop {
+    let events = within(Duration::from_secs(40), async || {
         let events = distinct(&receiver.received());
         let last = |i: usize| {
             events
@@ -342,16 +338,11 @@ async fn random_sigkills_while_nodes_die_and_return_never_notify_twice_and_end_w
                 .find(|e| e["device"] == format!("plant/n{i}"))
                 .map_or("online", |e| e["event"].as_str().unwrap())
         };
-        if (0..NODES).all(|i| last(i) == if alive[i] { "online" } else { "offline" }) {
-            break events;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "seed {seed}: never settled: alive {alive:?}\n{events:#?}\n{}",
-            daemon.dump()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        let settled = (0..NODES).all(|i| last(i) == if alive[i] { "online" } else { "offline" });
+        if settled { Ok(events) } else { Err(events) }
+    })
+    .await
+    .unwrap_or_else(|events| panic!("seed {seed}: never settled: alive {alive:?}\n{events:#?}\n{}", daemon.dump()));
     for i in 0..NODES {
         let kinds: Vec<&str> = events
             .iter()

@@ -23,15 +23,23 @@ pub async fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut(
 pub async fn until<T, E: std::fmt::Display>(
     what: &str,
     timeout: Duration,
-    mut check: impl AsyncFnMut() -> Result<T, E>,
+    check: impl AsyncFnMut() -> Result<T, E>,
 ) -> T {
+    match within(timeout, check).await {
+        Ok(value) => value,
+        Err(seen) => panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}"),
+    }
+}
+
+/// Polls the async `check` every 20 ms until it returns `Ok`; after
+/// `timeout`, its last `Err`, for a caller that says more about the
+/// failure than `until` can (a daemon's logs, a receiver's record).
+pub async fn within<T, E>(timeout: Duration, mut check: impl AsyncFnMut() -> Result<T, E>) -> Result<T, E> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         match check().await {
-            Ok(value) => return value,
-            Err(seen) if tokio::time::Instant::now() >= deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}")
-            }
+            Ok(value) => return Ok(value),
+            Err(seen) if tokio::time::Instant::now() >= deadline => return Err(seen),
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
