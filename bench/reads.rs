@@ -74,6 +74,18 @@ pub async fn reads(bin: &Path, n: usize, probes: usize) -> Result<Reads, String>
         times.sort();
         pages.push((what, times[times.len() / 2]));
     }
+    // The page after the first of a worst-first walk: read ahead by it.
+    let first = get(&client, &format!("{base}/api/uptime?since=1d&limit=100")).await?;
+    let next = first["next"].as_str().ok_or("the worst-first walk has one page")?;
+    let next: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    let mut times = Vec::new();
+    for _ in 0..ROUNDS {
+        let start = Instant::now();
+        get(&client, &format!("{base}/api/uptime?since=1d&limit=100&after={next}")).await?;
+        times.push(start.elapsed());
+    }
+    times.sort();
+    pages.push(("`/api/uptime` worst first, the next page of 100 (read ahead by the first)", times[times.len() / 2]));
 
     // A history cursor (`id:END:ROWS:RANK:ID`) names the order, the end of
     // the window it walks and the last row it reads, then the rank and id:

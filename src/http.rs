@@ -75,6 +75,8 @@ struct Shared {
     streams: Arc<pool::Streams>,
     /// Password checks (`auth::VERIFYING`).
     logins: Arc<Turns>,
+    /// What ranked history pages read ahead for their walks' next pages.
+    ahead: Arc<std::sync::Mutex<crate::history::pages::Ahead>>,
 }
 
 /// Transitions a slow live client may fall behind by before it is told to
@@ -154,6 +156,7 @@ async fn serve(listen: SocketAddr, sources: Sources, cancel: CancellationToken) 
         answers: Arc::new(Turns::new(ANSWERS, IN_LINE, HISTORY_WAIT, "large answers")),
         streams: Arc::default(),
         logins: Arc::new(Turns::new(auth::VERIFYING, IN_LINE, auth::VERIFY_WAIT, "logins")),
+        ahead: Arc::default(),
     };
     let app = Router::new()
         .route("/", get(page::index))
@@ -475,6 +478,7 @@ async fn history_report(shared: Shared, method: Method, q: HistoryQuery, transit
         Err(busy) => return busy,
     };
     let dir = shared.sources.state_dir.clone();
+    let ahead = Arc::clone(&shared.ahead);
     let now = SystemTime::now();
     let window =
         (crate::history::ms(now.checked_sub(since).unwrap_or(SystemTime::UNIX_EPOCH)), crate::history::ms(now));
@@ -484,11 +488,11 @@ async fn history_report(shared: Shared, method: Method, q: HistoryQuery, transit
         let page = match (device, transitions) {
             // A device's figures, and its transitions a page at a time.
             (Some(id), true) => {
-                let figures = pages::figures(&history, Some(id), window, pages::Order::Id, None, 1)?;
+                let figures = pages::figures(&history, Some(id), window, pages::Order::Id, None, 1, None)?;
                 pages::transitions(&history, id, window.0, q.after.as_deref(), limit)?
                     .and_then(|rows| figures.map(|f| (f.items, rows.items, rows.next)))
             }
-            _ => pages::figures(&history, device, window, order, q.after.as_deref(), limit)?
+            _ => pages::figures(&history, device, window, order, q.after.as_deref(), limit, Some(&ahead))?
                 .map(|f| (f.items, Vec::new(), f.next)),
         };
         Ok::<_, crate::history::HistoryError>(page)

@@ -34,7 +34,7 @@ pub fn report(
 ) -> Result<(Vec<DeviceStats>, Vec<Row>), HistoryError> {
     let history = History::open_read(state_dir)?;
     let window = (ms(now - since), ms(now));
-    let devices = whole(pages::figures(&history, device, window, Order::Uptime, None, usize::MAX)?);
+    let devices = whole(pages::figures(&history, device, window, Order::Uptime, None, usize::MAX, None)?);
     let transitions = match device {
         Some(id) => whole(pages::transitions(&history, id, window.0, None, usize::MAX)?),
         None => Vec::new(),

@@ -6,8 +6,13 @@
 //! page ends with the cursor the next one starts after.
 //!
 //! In id order a page reads only its own devices. The other orders rank
-//! the whole window on every page (the worst device may be the last one
-//! read) but keep only the `limit` best-ranked after the cursor.
+//! the whole window (the worst device may be the last one read) but keep
+//! only the `limit` best-ranked after the cursor, and the `AHEAD` after
+//! those for the walk's next pages (`Ahead`): a walk through a large fleet
+//! ranks the window once every `AHEAD` devices, not on every page.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, PoisonError};
 
 use std::collections::BinaryHeap;
 
@@ -107,7 +112,62 @@ fn cursor(order: Order, end: i64, rows: i64, rank: u64, device: &str) -> String 
     format!("{}:{end}:{rows}:{rank}:{device}", order.name())
 }
 
+/// Ranked devices read past a page, kept for the pages after it.
+pub const AHEAD: usize = 10_000;
+/// Walks read ahead for at once; the oldest makes room.
+const AHEAD_WALKS: usize = 4;
+
+/// What pages of ranked orders read past themselves, for the walks they
+/// belong to (each named by its order, window and rows, as its cursors
+/// are): at most `AHEAD_WALKS` walks of `AHEAD` devices.
+pub struct Ahead {
+    walks: VecDeque<ReadAhead>,
+    /// Devices read ahead past a page (`AHEAD`).
+    size: usize,
+}
+
+impl Default for Ahead {
+    fn default() -> Ahead {
+        Ahead::reading(AHEAD)
+    }
+}
+
+struct ReadAhead {
+    /// (order, window end, window length, rows)
+    walk: (Order, i64, i64, i64),
+    /// In ranking order, after the page that read them.
+    ranked: Vec<Ranked>,
+    /// No device ranks after the last of them.
+    complete: bool,
+}
+
+impl Ahead {
+    /// Reads `size` devices ahead.
+    pub fn reading(size: usize) -> Ahead {
+        Ahead { walks: VecDeque::new(), size }
+    }
+
+    /// The page after `after` of `walk`, from what was read ahead, if it
+    /// holds one.
+    fn page(&self, walk: (Order, i64, i64, i64), after: &Cursor, limit: usize) -> Option<(Vec<Ranked>, bool)> {
+        let kept = self.walks.iter().find(|w| w.walk == walk)?;
+        let at = kept.ranked.partition_point(|r| (r.key.0, r.key.1.as_str()) <= (after.rank, after.id.as_str()));
+        let rest = &kept.ranked[at..];
+        let more = rest.len() > limit;
+        (more || kept.complete).then(|| (rest[..rest.len().min(limit)].to_vec(), more))
+    }
+
+    fn keep(&mut self, walk: (Order, i64, i64, i64), ranked: Vec<Ranked>, complete: bool) {
+        self.walks.retain(|w| w.walk != walk);
+        if self.walks.len() == AHEAD_WALKS {
+            self.walks.pop_front();
+        }
+        self.walks.push_back(ReadAhead { walk, ranked, complete });
+    }
+}
+
 /// A device in a ranking; the heap keeps the worst-ranked on top.
+#[derive(Clone)]
 struct Ranked {
     key: (u64, String),
     stats: Stats,
@@ -131,7 +191,9 @@ impl Ord for Ranked {
 }
 
 /// Up to `limit` devices' figures over `window` (ms), in `order`, after
-/// `after` (a cursor of the same order); `device` alone when given.
+/// `after` (a cursor of the same order); `device` alone when given. With
+/// `ahead`, a ranked order's page is taken from what an earlier page of
+/// its walk read ahead when it can be, and reads ahead for the next.
 pub fn figures(
     history: &History,
     device: Option<&str>,
@@ -139,6 +201,7 @@ pub fn figures(
     order: Order,
     after: Option<&str>,
     limit: usize,
+    ahead: Option<&Mutex<Ahead>>,
 ) -> Result<Result<Page<DeviceStats>, BadCursor>, HistoryError> {
     let last_row = history.last_row()?;
     let after = match after.map(|c| parse_cursor(c, order, window.1, last_row)).transpose() {
@@ -151,8 +214,16 @@ pub fn figures(
         None => (window, last_row),
     };
     let window = (from, to);
-    // One more than the page, to know whether another follows.
-    let keep = limit.saturating_add(1);
+    let walk = (order, to, to - from, rows);
+    let ahead = ahead.filter(|_| order != Order::Id && device.is_none());
+    let read_ahead = |c: &Cursor| ahead?.lock().unwrap_or_else(PoisonError::into_inner).page(walk, c, limit);
+    if let Some((ranked, more)) = after.as_ref().and_then(read_ahead) {
+        return Ok(Ok(page_of(ranked, more, walk)));
+    }
+    // One more than the page, to know whether another follows; and those
+    // to read ahead.
+    let reads_ahead = ahead.map_or(0, |a| a.lock().unwrap_or_else(PoisonError::into_inner).size);
+    let keep = limit.saturating_add(1).saturating_add(reads_ahead);
     let mut heap: BinaryHeap<Ranked> = BinaryHeap::new();
     // In id order the rows come ranked: start after the cursor's id, and
     // stop once the page is full.
@@ -172,12 +243,24 @@ pub fn figures(
         }
         order != Order::Id || heap.len() < keep
     })?;
+    let complete = heap.len() < keep;
     let mut ranked = heap.into_sorted_vec();
     let more = ranked.len() > limit;
-    ranked.truncate(limit);
+    let rest = ranked.split_off(ranked.len().min(limit));
+    if let Some(ahead) = ahead
+        && !rest.is_empty()
+    {
+        ahead.lock().unwrap_or_else(PoisonError::into_inner).keep(walk, rest, complete);
+    }
+    Ok(Ok(page_of(ranked, more, walk)))
+}
+
+/// A page of `ranked`, with the cursor of the next when there is `more`.
+fn page_of(ranked: Vec<Ranked>, more: bool, walk: (Order, i64, i64, i64)) -> Page<DeviceStats> {
+    let (order, to, _, rows) = walk;
     let next = ranked.last().filter(|_| more).map(|r| cursor(order, to, rows, r.key.0, &r.key.1));
     let items = ranked.into_iter().map(|r| DeviceStats { device: r.key.1, stats: r.stats }).collect();
-    Ok(Ok(Page { items, next }))
+    Page { items, next }
 }
 
 /// Up to `limit` transitions of `device` since `from`, in time order,
@@ -217,11 +300,22 @@ mod tests {
     /// Every page of `order`, walked with its cursors; each page asked
     /// `later` ms after the one before (the window moves with the clock).
     fn walk(history: &History, order: Order, limit: usize, later: i64) -> Vec<String> {
+        walk_reading(history, order, limit, later, None)
+    }
+
+    /// As `walk`, reading ahead with `ahead`.
+    fn walk_reading(
+        history: &History,
+        order: Order,
+        limit: usize,
+        later: i64,
+        ahead: Option<&Mutex<Ahead>>,
+    ) -> Vec<String> {
         let mut seen = Vec::new();
         let mut after: Option<String> = None;
         let mut window = (100_000, 200_000);
         loop {
-            let page = figures(history, None, window, order, after.as_deref(), limit).unwrap().unwrap();
+            let page = figures(history, None, window, order, after.as_deref(), limit, ahead).unwrap().unwrap();
             window = (window.0 + later, window.1 + later);
             assert!(page.items.len() <= limit);
             seen.extend(page.items.iter().map(|d| d.device.clone()));
@@ -240,6 +334,7 @@ mod tests {
         fn pages_walk_every_device_once_in_order(
             fleet in proptest::collection::vec((0u8..40, 50u64..250, 0..2usize), 0..120),
             limit in 1usize..12,
+            reading in 1usize..30,
         ) {
             let dir = tempfile::tempdir().unwrap();
             let mut h = History::open(dir.path()).unwrap();
@@ -249,12 +344,17 @@ mod tests {
                 .collect();
             h.append(&entries).unwrap();
             for order in [Order::Id, Order::Uptime, Order::Outages] {
-                let whole = figures(&h, None, (100_000, 200_000), order, None, usize::MAX).unwrap().unwrap();
+                let whole = figures(&h, None, (100_000, 200_000), order, None, usize::MAX, None).unwrap().unwrap();
                 prop_assert!(whole.next.is_none());
                 let expected: Vec<String> = whole.items.iter().map(|d| d.device.clone()).collect();
                 prop_assert_eq!(walk(&h, order, limit, 0), expected.clone(), "{:?}", order);
                 // Pages asked as time goes read the first page's window.
                 prop_assert_eq!(walk(&h, order, limit, 7_000), expected.clone(), "{:?} as time goes", order);
+                // Read ahead by a few devices (some pages from what an
+                // earlier one kept, some ranked again): the same walk.
+                let ahead = Mutex::new(Ahead::reading(reading));
+                let read = walk_reading(&h, order, limit, 7_000, Some(&ahead));
+                prop_assert_eq!(read, expected.clone(), "{:?} reading {} ahead", order, reading);
                 let mut ranks: Vec<(u64, &str)> =
                     whole.items.iter().map(|d| (rank(order, &d.stats).unwrap(), d.device.as_str())).collect();
                 let sorted = { let mut r = ranks.clone(); r.sort(); r };
@@ -271,7 +371,7 @@ mod tests {
         let mut h = History::open(dir.path()).unwrap();
         h.append(&[entry("flaky", 10, "online"), entry("steady", 10, "online")]).unwrap();
         h.append(&[entry("flaky", 150, "offline"), entry("flaky", 200, "online")]).unwrap();
-        let flappy = figures(&h, None, (100_000, 200_001), Order::Outages, None, 10).unwrap().unwrap();
+        let flappy = figures(&h, None, (100_000, 200_001), Order::Outages, None, 10, None).unwrap().unwrap();
         let ids: Vec<(&str, usize)> = flappy.items.iter().map(|d| (d.device.as_str(), d.stats.outages)).collect();
         assert_eq!(ids, [("flaky", 1)]);
     }
@@ -306,15 +406,15 @@ mod tests {
         let mut h = History::open(dir.path()).unwrap();
         let fleet: Vec<Transition> = (0..20).map(|d| entry(&format!("d{d:02}"), 100 + d, "online")).collect();
         h.append(&fleet).unwrap();
-        let whole = figures(&h, None, (100_000, 200_000), Order::Uptime, None, usize::MAX).unwrap().unwrap();
-        let first = figures(&h, None, (100_000, 200_000), Order::Uptime, None, 5).unwrap().unwrap();
+        let whole = figures(&h, None, (100_000, 200_000), Order::Uptime, None, usize::MAX, None).unwrap().unwrap();
+        let first = figures(&h, None, (100_000, 200_000), Order::Uptime, None, 5, None).unwrap().unwrap();
         // Every device not yet walked has an outage now.
         let outages: Vec<Transition> = (5..20).map(|d| entry(&format!("d{d:02}"), 150, "offline")).collect();
         h.append(&outages).unwrap();
         let mut seen: Vec<String> = first.items.iter().map(|d| d.device.clone()).collect();
         let mut after = first.next;
         while let Some(cursor) = after {
-            let page = figures(&h, None, (100_000, 200_000), Order::Uptime, Some(&cursor), 5).unwrap().unwrap();
+            let page = figures(&h, None, (100_000, 200_000), Order::Uptime, Some(&cursor), 5, None).unwrap().unwrap();
             seen.extend(page.items.iter().map(|d| d.device.clone()));
             after = page.next;
         }
@@ -327,14 +427,14 @@ mod tests {
     fn a_cursor_this_module_did_not_write_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let h = History::open(dir.path()).unwrap();
-        let bad = figures(&h, None, (0, 1), Order::Uptime, Some("nonsense"), 10).unwrap();
+        let bad = figures(&h, None, (0, 1), Order::Uptime, Some("nonsense"), 10, None).unwrap();
         assert_eq!(bad, Err(BadCursor("nonsense".into())));
         let mut h = h;
         h.append(&[entry("a", 150, "online"), entry("b", 160, "online")]).unwrap();
         let window = (100_000, 200_000);
-        let next = figures(&h, None, window, Order::Uptime, None, 1).unwrap().unwrap().next.unwrap();
-        assert!(figures(&h, None, window, Order::Uptime, Some(&next), 1).unwrap().is_ok());
-        let refused = |cursor: &str, order| figures(&h, None, window, order, Some(cursor), 1).unwrap().is_err();
+        let next = figures(&h, None, window, Order::Uptime, None, 1, None).unwrap().unwrap().next.unwrap();
+        assert!(figures(&h, None, window, Order::Uptime, Some(&next), 1, None).unwrap().is_ok());
+        let refused = |cursor: &str, order| figures(&h, None, window, order, Some(cursor), 1, None).unwrap().is_err();
         assert!(refused(&next, Order::Id), "a cursor of another order: {next}");
         assert!(refused(&next, Order::Outages), "a cursor of another order: {next}");
         let uptime = next.split(':').nth(3).unwrap();
