@@ -466,8 +466,27 @@ async fn history_report(shared: Shared, method: Method, q: HistoryQuery, transit
         Err(other) => return bad_request(format!("sort `{other}`: use uptime, outages or id")),
     };
     let limit = q.limit.unwrap_or(PAGE).clamp(1, MAX_PAGE);
+    let dir = shared.sources.state_dir.clone();
+    let now = SystemTime::now();
+    let window =
+        (crate::history::ms(now.checked_sub(since).unwrap_or(SystemTime::UNIX_EPOCH)), crate::history::ms(now));
+    let transitions = transitions && q.device.is_some();
     if method == Method::HEAD {
-        return head();
+        // What a GET would say of the history and the cursor, no page read.
+        let checked = tokio::task::spawn_blocking(move || {
+            let history = crate::history::History::open_read(&dir)?;
+            match q.after.as_deref() {
+                Some(after) => pages::check(&history, order, window.1, transitions, after),
+                None => Ok(Ok(())),
+            }
+        })
+        .await;
+        return match checked {
+            Ok(Ok(Ok(()))) => head(),
+            Ok(Ok(Err(bad))) => bad_request(bad.to_string()),
+            Ok(Err(e)) => no_history(&e),
+            Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "the history read failed\n").into_response(),
+        };
     }
     let turn = match shared.answers.take().await {
         Ok(turn) => turn,
@@ -477,11 +496,7 @@ async fn history_report(shared: Shared, method: Method, q: HistoryQuery, transit
         Ok(turn) => turn,
         Err(busy) => return busy,
     };
-    let dir = shared.sources.state_dir.clone();
     let ahead = Arc::clone(&shared.ahead);
-    let now = SystemTime::now();
-    let window =
-        (crate::history::ms(now.checked_sub(since).unwrap_or(SystemTime::UNIX_EPOCH)), crate::history::ms(now));
     let read = tokio::task::spawn_blocking(move || {
         let history = crate::history::History::open_read(&dir)?;
         let device = q.device.as_deref();
@@ -504,11 +519,13 @@ async fn history_report(shared: Shared, method: Method, q: HistoryQuery, transit
             answer(turn, move || command::to_json(&devices, &rows, since, next.as_deref())).await
         }
         Ok(Ok(Err(bad))) => bad_request(bad.to_string()),
-        Ok(Err(e)) => {
-            (StatusCode::NOT_FOUND, format!("no history ([history] keep turns it on): {e}\n")).into_response()
-        }
+        Ok(Err(e)) => no_history(&e),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "the history read failed\n").into_response(),
     }
+}
+
+fn no_history(e: &crate::history::HistoryError) -> Response {
+    (StatusCode::NOT_FOUND, format!("no history ([history] keep turns it on): {e}\n")).into_response()
 }
 
 /// The most devices one `/api/bars` request may ask about.

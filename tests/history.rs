@@ -159,6 +159,11 @@ async fn the_history_routes_come_in_pages_that_walk_every_device_once() {
     let client = reqwest::Client::new();
     let head = client.head(format!("{base}/api/uptime?since=1d&limit=10000")).send().await.unwrap();
     assert_eq!((head.status().as_u16(), head.bytes().await.unwrap().len()), (200, 0));
+    // And says what a GET would of a cursor it would refuse.
+    for bad in ["/api/uptime?after=bogus", "/api/history?after=zz", "/api/history?device=d00003&after=zz"] {
+        let head = client.head(format!("{base}{bad}")).send().await.unwrap();
+        assert_eq!(head.status().as_u16(), 400, "HEAD {bad}");
+    }
     let mut rows = 0;
     let mut next: Option<String> = None;
     loop {
@@ -207,5 +212,21 @@ async fn a_window_past_what_a_clock_counts_is_refused_not_a_panic() {
         let body = response.text().await.unwrap();
         assert_eq!(status, 400, "{route}: {body}");
         assert!(body.starts_with("since: "), "{route}: {body}");
+    }
+}
+
+/// Guards HEAD against saying more than GET: with history off, both are a
+/// 404 (HEAD said 200).
+#[tokio::test]
+async fn with_history_off_get_and_head_of_the_history_routes_are_not_found() {
+    let broker = Broker::start();
+    let daemon = Daemon::start(&config(&broker, &PUMP.replace("keep = \"90d\"", "keep = \"0s\"")));
+    daemon.wait_connected().await;
+    let base = daemon.http_url().await;
+    let client = reqwest::Client::new();
+    for route in ["/api/uptime?since=1d", "/api/history?device=pump-7"] {
+        let get = client.get(format!("{base}{route}")).send().await.unwrap().status().as_u16();
+        let head = client.head(format!("{base}{route}")).send().await.unwrap().status().as_u16();
+        assert_eq!((get, head), (404, 404), "{route}");
     }
 }

@@ -555,8 +555,12 @@ fn expand_env(value: &str, outside: &dyn Outside) -> Result<String, String> {
             return Err("`${` is never closed".into());
         };
         let name = &rest[start + 2..start + 2 + len];
-        match outside.var(name) {
-            Some(v) => out.push_str(&v),
+        if name.is_empty() {
+            return Err("`${}` names no environment variable".into());
+        }
+        match outside.var(name).map(std::ffi::OsString::into_string) {
+            Some(Ok(v)) => out.push_str(&v),
+            Some(Err(_)) => return Err(format!("environment variable `{name}` is not UTF-8 text")),
             None => return Err(format!("environment variable `{name}` is not set")),
         }
         rest = &rest[start + 3 + len..];

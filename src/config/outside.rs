@@ -4,6 +4,7 @@
 //! real machine, and the unit tests of `validate` pass a made-up one, so
 //! every rule is tested with no file, variable or host of the machine.
 
+use std::ffi::OsString;
 use std::path::Path;
 
 use rustls::pki_types::CertificateDer;
@@ -11,8 +12,8 @@ use rustls::pki_types::CertificateDer;
 use super::file;
 
 pub trait Outside {
-    /// An environment variable, when set (and UTF-8).
-    fn var(&self, name: &str) -> Option<String>;
+    /// An environment variable, when set.
+    fn var(&self, name: &str) -> Option<OsString>;
     /// The bytes of the regular file at `path`, if it holds at most `max`.
     fn read(&self, path: &Path, max: u64) -> std::io::Result<Vec<u8>>;
     /// Whether `path` is a regular file, and its permission bits.
@@ -33,8 +34,8 @@ pub trait Outside {
 pub struct System;
 
 impl Outside for System {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
+    fn var(&self, name: &str) -> Option<OsString> {
+        std::env::var_os(name)
     }
 
     fn read(&self, path: &Path, max: u64) -> std::io::Result<Vec<u8>> {

@@ -166,7 +166,7 @@ impl Validator<'_> {
             );
             return Err(());
         }
-        match self.outside.var("CREDENTIALS_DIRECTORY") {
+        match self.outside.var("CREDENTIALS_DIRECTORY").filter(|dir| !dir.is_empty()) {
             Some(dir) => Ok(Some(PathBuf::from(dir).join(name))),
             None => {
                 self.warning(Problem::new(
@@ -209,7 +209,7 @@ impl Validator<'_> {
                 .outside
                 .var("STATE_DIRECTORY")
                 // systemd may pass several, separated by colons; ours is the first.
-                .and_then(|v| v.split(':').next().map(PathBuf::from))
+                .and_then(|v| v.to_str().and_then(|v| v.split(':').find(|d| !d.is_empty())).map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from("/var/lib/willwatch")),
         }
     }

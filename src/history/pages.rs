@@ -263,6 +263,30 @@ fn page_of(ranked: Vec<Ranked>, more: bool, walk: (Order, i64, i64, i64)) -> Pag
     Page { items, next }
 }
 
+/// Where a page of transitions ended: `AT:N`.
+fn parse_place(cursor: &str) -> Result<(i64, i64), BadCursor> {
+    cursor
+        .split_once(':')
+        .and_then(|(at, n)| Some((at.parse().ok()?, n.parse().ok()?)))
+        .ok_or_else(|| BadCursor(cursor.to_string()))
+}
+
+/// Whether `figures` (or `transitions`, for a device's) would take `after`
+/// from a window ending at `end`, without reading a page: what a HEAD
+/// answers.
+pub fn check(
+    history: &History,
+    order: Order,
+    end: i64,
+    transitions: bool,
+    after: &str,
+) -> Result<Result<(), BadCursor>, HistoryError> {
+    if transitions {
+        return Ok(parse_place(after).map(drop));
+    }
+    Ok(parse_cursor(after, order, end, history.last_row()?).map(drop))
+}
+
 /// Up to `limit` transitions of `device` since `from`, in time order,
 /// after `after` (a cursor of this kind of page).
 pub fn transitions(
@@ -272,12 +296,9 @@ pub fn transitions(
     after: Option<&str>,
     limit: usize,
 ) -> Result<Result<Page<Row>, BadCursor>, HistoryError> {
-    let after = match after {
-        None => None,
-        Some(c) => match c.split_once(':').and_then(|(at, n)| Some((at.parse().ok()?, n.parse().ok()?))) {
-            Some(place) => Some(place),
-            None => return Ok(Err(BadCursor(c.to_string()))),
-        },
+    let after = match after.map(parse_place).transpose() {
+        Ok(after) => after,
+        Err(bad) => return Ok(Err(bad)),
     };
     let mut rows = history.transitions_page(device, from, after, limit.saturating_add(1))?;
     let more = rows.len() > limit;
@@ -429,11 +450,16 @@ mod tests {
         let h = History::open(dir.path()).unwrap();
         let bad = figures(&h, None, (0, 1), Order::Uptime, Some("nonsense"), 10, None).unwrap();
         assert_eq!(bad, Err(BadCursor("nonsense".into())));
+        assert!(check(&h, Order::Uptime, 1, false, "nonsense").unwrap().is_err());
+        assert!(check(&h, Order::Uptime, 1, true, "1:x").unwrap().is_err());
+        assert!(check(&h, Order::Uptime, 1, true, "1:2").unwrap().is_ok());
         let mut h = h;
         h.append(&[entry("a", 150, "online"), entry("b", 160, "online")]).unwrap();
         let window = (100_000, 200_000);
         let next = figures(&h, None, window, Order::Uptime, None, 1, None).unwrap().unwrap().next.unwrap();
         assert!(figures(&h, None, window, Order::Uptime, Some(&next), 1, None).unwrap().is_ok());
+        assert!(check(&h, Order::Uptime, window.1, false, &next).unwrap().is_ok());
+        assert!(check(&h, Order::Id, window.1, false, &next).unwrap().is_err(), "another order");
         let refused = |cursor: &str, order| figures(&h, None, window, order, Some(cursor), 1, None).unwrap().is_err();
         assert!(refused(&next, Order::Id), "a cursor of another order: {next}");
         assert!(refused(&next, Order::Outages), "a cursor of another order: {next}");

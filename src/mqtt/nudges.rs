@@ -6,28 +6,33 @@
 //! the offline it confirms) with it, for 40 ms about every third time.
 //! Any packet of ours carries the ACK at once, so while a probe is out a
 //! tiny one goes every `EVERY`: a probe back within 2 ms (as it is when
-//! nothing holds it) costs none.
+//! nothing holds it) costs none. A probe that never comes back (a broker
+//! whose ACL refuses the probe topic, a message it dropped) is nudged for
+//! `AT_MOST`, then left: at most 250 nudges for it.
 
 use std::time::{Duration, Instant};
 
 /// While a probe is out, a nudge this long after it or the last nudge.
 pub const EVERY: Duration = Duration::from_millis(2);
+/// A probe is nudged for at most this long (a delayed ACK waits at most
+/// 200 ms).
+pub const AT_MOST: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Default)]
 pub struct Nudges {
-    /// The newest probe out, and when it or the last nudge went.
-    out: Option<(u64, Instant)>,
+    /// The newest probe out, when it went and when it or the last nudge went.
+    out: Option<(u64, Instant, Instant)>,
 }
 
 impl Nudges {
     /// Probe `n` was sent at `now`.
     pub fn probe_sent(&mut self, n: u64, now: Instant) {
-        self.out = Some((n, now));
+        self.out = Some((n, now, now));
     }
 
     /// Probe `n` came back: nothing is out once the newest is.
     pub fn probe_back(&mut self, n: u64) {
-        if self.out.is_some_and(|(newest, _)| n >= newest) {
+        if self.out.is_some_and(|(newest, _, _)| n >= newest) {
             self.out = None;
         }
     }
@@ -37,15 +42,17 @@ impl Nudges {
         self.out = None;
     }
 
-    /// When the next nudge is due, while a probe is out.
+    /// When the next nudge is due, while a probe is out and not given up.
     pub fn due(&self) -> Option<Instant> {
-        self.out.map(|(_, last)| last + EVERY)
+        self.out.map(|(_, _, last)| last + EVERY)
     }
 
-    /// A nudge went at `now`.
+    /// A nudge went at `now`; past `AT_MOST` the probe is given up.
     pub fn nudged(&mut self, now: Instant) {
-        if let Some((_, last)) = &mut self.out {
-            *last = now;
+        match &mut self.out {
+            Some((_, sent, _)) if now.saturating_duration_since(*sent) >= AT_MOST => self.out = None,
+            Some((_, _, last)) => *last = now,
+            None => {}
         }
     }
 }
@@ -74,5 +81,21 @@ mod tests {
         nudges.probe_sent(3, at(30));
         nudges.reset();
         assert_eq!(nudges.due(), None, "a new connection starts quiet");
+    }
+
+    /// Guards the broker's load against a probe that never comes back (an
+    /// ACL refusing the probe topic): it was nudged every 2 ms for good.
+    #[test]
+    fn a_probe_that_never_comes_back_is_nudged_for_half_a_second_at_most() {
+        let t0 = Instant::now();
+        let mut nudges = Nudges::default();
+        nudges.probe_sent(7, t0);
+        let mut sent = 0;
+        while let Some(at) = nudges.due() {
+            nudges.nudged(at);
+            sent += 1;
+            assert!(sent <= 260, "still nudging after {sent}");
+        }
+        assert_eq!(sent, 250);
     }
 }

@@ -173,7 +173,12 @@ impl Validator<'_> {
 
     pub(in crate::config) fn password(&mut self, file: Option<Spanned<String>>) -> Option<Secret> {
         let Some(file) = file else {
-            return self.outside.var(PASSWORD_ENV).filter(|p| !p.is_empty()).map(Secret);
+            return self
+                .outside
+                .var(PASSWORD_ENV)
+                .and_then(|p| p.into_string().ok())
+                .filter(|p| !p.is_empty())
+                .map(Secret);
         };
         let path = self.file_path(&file, "password_file").ok().flatten()?;
         match self.outside.read_text(&path, crate::config::file::MAX_SECRET) {

@@ -2,6 +2,8 @@
 //! the environment or the host, tested with none of the machine's.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use rustls::pki_types::CertificateDer;
@@ -15,7 +17,7 @@ use crate::config::{ActionKind, Config};
 #[derive(Default)]
 struct Given {
     files: HashMap<PathBuf, (Vec<u8>, u32)>,
-    vars: HashMap<&'static str, String>,
+    vars: HashMap<&'static str, OsString>,
     host: Option<&'static str>,
 }
 
@@ -26,7 +28,7 @@ impl Given {
     }
 
     fn var(mut self, name: &'static str, value: &str) -> Given {
-        self.vars.insert(name, value.to_string());
+        self.vars.insert(name, OsString::from(value));
         self
     }
 
@@ -37,7 +39,7 @@ impl Given {
 }
 
 impl Outside for Given {
-    fn var(&self, name: &str) -> Option<String> {
+    fn var(&self, name: &str) -> Option<OsString> {
         self.vars.get(name).cloned()
     }
 
@@ -105,6 +107,13 @@ fn a_credential_is_read_from_the_credentials_directory_or_left_to_the_service() 
     assert!(config.warnings.iter().any(|w| w.contains("only the service can read")), "{:?}", config.warnings);
     let problems = refused(&given, "username = \"u\"\npassword_file = \"credential:a/b\"\n");
     assert!(problems[0].0.contains("not a credential name"), "{problems:?}");
+    // Guards a directory whose name is not UTF-8: it was taken as unset.
+    let mut odd = Given::default();
+    let dir = OsString::from_vec(b"/run/cr\xffeds".to_vec());
+    odd.files.insert(PathBuf::from(&dir).join("pw"), (b"raw".to_vec(), 0o400));
+    odd.vars.insert("CREDENTIALS_DIRECTORY", dir);
+    let config = valid(&odd, "username = \"u\"\npassword_file = \"credential:pw\"\n");
+    assert_eq!(config.broker.password.map(|p| p.0), Some("raw".into()));
 }
 
 #[test]
@@ -123,6 +132,13 @@ fn the_client_id_and_the_cluster_instance_default_to_the_host_name() {
 fn the_state_directory_is_systemds_first_when_the_config_names_none() {
     let given = Given::default().var("STATE_DIRECTORY", "/var/lib/ww:/var/lib/other");
     assert_eq!(valid(&given, "").state_dir, Path::new("/var/lib/ww"));
+    // Guards against writing the state into the working directory: an
+    // empty first entry gave an empty state directory.
+    for odd in ["", ":", ":/var/lib/ww"] {
+        let given = Given::default().var("STATE_DIRECTORY", odd);
+        let expected = if odd.ends_with("ww") { "/var/lib/ww" } else { "/var/lib/willwatch" };
+        assert_eq!(valid(&given, "").state_dir, Path::new(expected), "{odd:?}");
+    }
     assert_eq!(valid(&Given::default(), "").state_dir, Path::new("/var/lib/willwatch"));
     assert_eq!(whole(&given, &format!("state_dir = \"s\"\n{BROKER}")).state_dir, Path::new("/etc/willwatch/s"));
 }
@@ -136,6 +152,11 @@ fn a_header_takes_its_variables_from_the_environment_and_a_missing_one_is_refuse
     assert!(format!("{:?}", w.headers).contains("Bearer t0k3n"), "{:?}", w.headers);
     let problems = refused(&Given::default(), hook);
     assert!(problems[0].0.contains("`TOKEN` is not set"), "{problems:?}");
+    let mut odd = Given::default();
+    odd.vars.insert("TOKEN", OsString::from_vec(b"t\xff".to_vec()));
+    assert!(refused(&odd, hook)[0].0.contains("not UTF-8"));
+    let empty = hook.replace("${TOKEN}", "${}");
+    assert!(refused(&Given::default(), &empty)[0].0.contains("names no environment variable"));
     let problems = refused(&Given::default().var("TOKEN", "a\r\nX-Evil: 1"), hook);
     assert!(!problems.is_empty() && problems.iter().all(|p| !p.0.contains("Evil")), "refused, unshown: {problems:?}");
 }
