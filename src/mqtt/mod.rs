@@ -31,7 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    Transport,
+    StateError, Transport,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -387,6 +387,12 @@ impl Session {
                     Ok(_) => {}
                     Err(e) => {
                         nudges.reset();
+                        if matches!(e, ConnectionError::MqttState(StateError::AwaitPingResp)) {
+                            // The broker's answers fell behind (a flood we
+                            // could not read fast enough, a broker frozen):
+                            // what it queued for us may be that old.
+                            uptime.stalls.store(true, Ordering::Release);
+                        }
                         if connected {
                             connected = false;
                             self.set_link(false);
@@ -621,7 +627,8 @@ struct Uptime {
     /// we were away is in.
     drained: bool,
     /// This process did not run for a while (frozen, starved) since the
-    /// last connection began (`watch_stalls`).
+    /// last connection began (`watch_stalls`), or the connection ended
+    /// with the broker's answers behind (a keep-alive unanswered).
     stalls: Arc<AtomicBool>,
     /// ... and it did before this connection: what the session queued for
     /// us meanwhile may be as old as the stall.
@@ -654,7 +661,9 @@ impl Uptime {
     /// by default), taken as published now. After this process stalled,
     /// what the session queued for us while it did (mosquitto queues its
     /// `$SYS` publishes at QoS 1 and sends them unretained) may be as old
-    /// as the stall: only a reading after the connect's probe counts then.
+    /// as the stall, or as the backlog that kept the broker's answer to our
+    /// keep-alive from us: only a reading after the connect's probe counts
+    /// then.
     fn restarted(&mut self, payload: &[u8], retained: bool, previous: Option<Instant>) -> bool {
         self.answered = true;
         if retained || (self.stalled_before && !self.drained) || std::mem::replace(&mut self.read, true) {

@@ -48,6 +48,12 @@ impl Proxy {
     pub fn go_silent(&self) {
         self.blackhole.store(true, Ordering::SeqCst);
     }
+
+    /// Forwards again, after closing what went silent.
+    pub fn speak_again(&self) {
+        self.cut();
+        self.blackhole.store(false, Ordering::SeqCst);
+    }
 }
 
 async fn pipe(
