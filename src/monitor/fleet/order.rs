@@ -38,7 +38,8 @@ impl Cursor {
         let (head, id) = s.split_once(':')?;
         match head {
             "id" => Some(Cursor::Id(id.to_string())),
-            rank => rank.parse().ok().filter(|r| *r < 3).map(|r| Cursor::State(r, id.to_string())),
+            "0" | "1" | "2" => head.parse().ok().map(|r| Cursor::State(r, id.to_string())),
+            _ => None,
         }
     }
 
@@ -208,7 +209,7 @@ mod tests {
         for cursor in [Cursor::State(2, "a:b".into()), Cursor::Id("id:x".into()), Cursor::Id(String::new())] {
             assert_eq!(Cursor::parse(&cursor.to_string()), Some(cursor));
         }
-        for bad in ["", "x", "3:a", "-1:a", "ID:a"] {
+        for bad in ["", "x", "3:a", "-1:a", "ID:a", "+1:a", "01:a"] {
             assert_eq!(Cursor::parse(bad), None, "{bad}");
         }
     }
