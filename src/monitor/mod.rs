@@ -236,8 +236,11 @@ impl Monitor {
                             "its uptime is shorter than our last connection",
                             now,
                         ),
-                        (Inbound::Connected { session_present, restarted }, c) => {
+                        (Inbound::Connected { session_present, restarted, behind }, c) => {
                             c.map(Cluster::on_connected);
+                            if behind {
+                                self.fleet.fell_behind();
+                            }
                             self.fleet.on_connected(now, session_present, restarted);
                         }
                         (Inbound::Subscribed, c) => {

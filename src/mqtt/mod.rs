@@ -72,11 +72,15 @@ const UPTIME_TOPIC: &str = "$SYS/broker/uptime";
 #[derive(Debug)]
 pub enum Inbound {
     /// A CONNACK: the retained states are about to replay. Whether the
-    /// broker still had our session (what it queued for us comes now), and
-    /// whether it restarted since the last connection (it refused one).
+    /// broker still had our session (what it queued for us comes now),
+    /// whether it restarted since the last connection (it refused one), and
+    /// whether we fell behind meanwhile (this process stalled, or the
+    /// broker's answer to our keep-alive never came): then the probes lost
+    /// with the connection say nothing of the broker.
     Connected {
         session_present: bool,
         restarted: bool,
+        behind: bool,
     },
     /// The broker's uptime says it started after our last connection.
     Restarted {
@@ -302,7 +306,8 @@ impl Session {
                                 "the broker did not keep our session: what it would have queued for us while we were away is lost; every device is read again and confirmed");
                         }
                         // Before subscribing: the settle window must cover the replay.
-                        self.tell(Inbound::Connected { session_present: ack.session_present, restarted }).await;
+                        let behind = uptime.stalls.load(Ordering::Acquire);
+                        self.tell(Inbound::Connected { session_present: ack.session_present, restarted, behind }).await;
                         self.announce(&client, true, stamp);
                         subscriptions.reset();
                         // The probe's subscription in the first batch, then

@@ -302,6 +302,14 @@ impl Fleet {
         confirm.recoveries.clear();
     }
 
+    /// We fell behind before the last link went (this process stalled,
+    /// the broker's answer to our keep-alive never came): wills read from
+    /// that backlog lost their probes with the connection, which says
+    /// nothing of the broker. They stay suspects.
+    pub fn fell_behind(&mut self) {
+        self.confirm.wills_unconfirmed = false;
+    }
+
     /// Whether the last link went with wills waiting for their probe: the
     /// signature of a broker shutting down (not the offlines restored from
     /// disk, which are suspects too). Asked once a connect.

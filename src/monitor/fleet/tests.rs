@@ -1249,3 +1249,23 @@ proptest! {
         }
     }
 }
+
+/// Guards a thawed instance against a false broker restart: the wills it
+/// read from its backlog lost their probes with the frozen connection, and
+/// that was taken for a broker publishing wills as it went down (a cluster
+/// CI run: the restart's holds then fired an outage the group had said).
+#[test]
+fn wills_whose_probes_died_while_we_fell_behind_are_no_sign_of_a_restart() {
+    for behind in [false, true] {
+        let clock = Clock::new();
+        let mut f = connected(DEVICES, &clock);
+        live(&mut f, "plant/a/status", b"online", clock.at_ms(3_000));
+        f.on_live_message("plant/a/status", b"offline", clock.at_ms(4_000));
+        f.on_disconnected(clock.at_ms(4_001));
+        if behind {
+            f.fell_behind();
+        }
+        f.on_connected(clock.at_ms(6_000), true, false);
+        assert_eq!(f.link.restarted, !behind, "behind: {behind}");
+    }
+}
