@@ -135,6 +135,10 @@ impl Default for Ahead {
 struct ReadAhead {
     /// (order, window end, window length, rows)
     walk: (Order, i64, i64, i64),
+    /// The rank and id of the last device of the page that read them: a
+    /// cursor before it (a page asked again, a walk gone back) is not
+    /// served from them.
+    from: (u64, String),
     /// In ranking order, after the page that read them.
     ranked: Vec<Ranked>,
     /// No device ranks after the last of them.
@@ -151,18 +155,21 @@ impl Ahead {
     /// holds one.
     fn page(&self, walk: (Order, i64, i64, i64), after: &Cursor, limit: usize) -> Option<(Vec<Ranked>, bool)> {
         let kept = self.walks.iter().find(|w| w.walk == walk)?;
+        if (after.rank, after.id.as_str()) < (kept.from.0, kept.from.1.as_str()) {
+            return None;
+        }
         let at = kept.ranked.partition_point(|r| (r.key.0, r.key.1.as_str()) <= (after.rank, after.id.as_str()));
         let rest = &kept.ranked[at..];
         let more = rest.len() > limit;
         (more || kept.complete).then(|| (rest[..rest.len().min(limit)].to_vec(), more))
     }
 
-    fn keep(&mut self, walk: (Order, i64, i64, i64), ranked: Vec<Ranked>, complete: bool) {
+    fn keep(&mut self, walk: (Order, i64, i64, i64), from: (u64, String), ranked: Vec<Ranked>, complete: bool) {
         self.walks.retain(|w| w.walk != walk);
         if self.walks.len() == AHEAD_WALKS {
             self.walks.pop_front();
         }
-        self.walks.push_back(ReadAhead { walk, ranked, complete });
+        self.walks.push_back(ReadAhead { walk, from, ranked, complete });
     }
 }
 
@@ -247,10 +254,10 @@ pub fn figures(
     let mut ranked = heap.into_sorted_vec();
     let more = ranked.len() > limit;
     let rest = ranked.split_off(ranked.len().min(limit));
-    if let Some(ahead) = ahead
+    if let (Some(ahead), Some(last)) = (ahead, ranked.last())
         && !rest.is_empty()
     {
-        ahead.lock().unwrap_or_else(PoisonError::into_inner).keep(walk, rest, complete);
+        ahead.lock().unwrap_or_else(PoisonError::into_inner).keep(walk, last.key.clone(), rest, complete);
     }
     Ok(Ok(page_of(ranked, more, walk)))
 }
@@ -442,6 +449,31 @@ mod tests {
         let expected: Vec<String> = whole.items.iter().map(|d| d.device.clone()).collect();
         assert_eq!(expected.len(), 20);
         assert_eq!(seen, expected, "the walk is the ranking of its first page's history");
+    }
+
+    /// Guards the read-ahead against a walk that goes back: a page asked
+    /// again with an earlier cursor was served from what a later page kept,
+    /// and the devices between were never shown.
+    #[test]
+    fn a_page_asked_again_after_a_later_one_is_the_same_page() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = History::open(dir.path()).unwrap();
+        let fleet: Vec<Transition> = (0..30).map(|d| entry(&format!("d{d:02}"), 100 + d, "online")).collect();
+        h.append(&fleet).unwrap();
+        let outages: Vec<Transition> = (0..30).map(|d| entry(&format!("d{d:02}"), 150 + d, "offline")).collect();
+        h.append(&outages).unwrap();
+        let window = (100_000, 200_000);
+        let ahead = Mutex::new(Ahead::reading(4));
+        let page =
+            |after: Option<&str>| figures(&h, None, window, Order::Uptime, after, 3, Some(&ahead)).unwrap().unwrap();
+        let first = page(None);
+        let second = page(first.next.as_deref());
+        let third = page(second.next.as_deref());
+        let fourth = page(third.next.as_deref());
+        // Back to the second page, after the fourth kept what follows it.
+        let again = page(first.next.as_deref());
+        assert_eq!(again, second, "the same page, not what the fourth kept");
+        assert!(fourth.items.iter().all(|d| !second.items.contains(d)));
     }
 
     #[test]

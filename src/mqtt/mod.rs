@@ -228,7 +228,11 @@ impl Session {
         let mut nudges = Nudges::default();
         // Beside the session, not in its `select!`: a tick there would
         // cancel a connect under way.
-        tokio::spawn(watch_stalls(Arc::clone(&uptime.stalls), cancel.clone()));
+        let last_stall: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+        tokio::spawn(watch_stalls(Arc::clone(&uptime.stalls), Arc::clone(&last_stall), cancel.clone()));
+        // When the last connection went, and whether its keep-alive went
+        // unanswered: with the next CONNACK, whether we fell behind.
+        let mut went: Option<(Instant, bool)> = None;
         let mut session_present = false;
         // Between a CONNACK and the last SUBACK of its subscriptions.
         let mut settling = false;
@@ -306,7 +310,10 @@ impl Session {
                                 "the broker did not keep our session: what it would have queued for us while we were away is lost; every device is read again and confirmed");
                         }
                         // Before subscribing: the settle window must cover the replay.
-                        let behind = uptime.stalls.load(Ordering::Acquire);
+                        let stall = last_stall.lock().ok().and_then(|at| *at);
+                        let behind = went.take().is_some_and(|(at, unanswered)| {
+                            unanswered || stall.is_some_and(|s| killed_by_stall(s, at, self.broker.keep_alive))
+                        });
                         self.tell(Inbound::Connected { session_present: ack.session_present, restarted, behind }).await;
                         self.announce(&client, true, stamp);
                         subscriptions.reset();
@@ -392,13 +399,15 @@ impl Session {
                     Ok(_) => {}
                     Err(e) => {
                         nudges.reset();
-                        if matches!(e, ConnectionError::MqttState(StateError::AwaitPingResp)) {
+                        let unanswered = matches!(e, ConnectionError::MqttState(StateError::AwaitPingResp));
+                        if unanswered {
                             // The broker's answers fell behind (a flood we
                             // could not read fast enough, a broker frozen):
                             // what it queued for us may be that old.
                             uptime.stalls.store(true, Ordering::Release);
                         }
                         if connected {
+                            went = Some((Instant::now(), unanswered));
                             connected = false;
                             self.set_link(false);
                             let lasted = connected_at.elapsed();
@@ -704,9 +713,23 @@ impl Uptime {
 const STALL_TICK: Duration = Duration::from_millis(250);
 const STALL: Duration = Duration::from_secs(1);
 
-/// Sets `stalls` whenever this process did not run for over `STALL`
-/// (frozen by SIGSTOP, starved), until `cancel`.
-async fn watch_stalls(stalls: Arc<AtomicBool>, cancel: CancellationToken) {
+/// Whether a stall noticed at `stall` is what ended a connection lost at
+/// `lost`: one noticed in the keep-alives before (twice `keep_alive`: the
+/// connection did not survive it), or just after (noticed at the first
+/// tick after the thaw, which the dead connection may beat). One noticed
+/// later fell in the reconnect's wait; one further back was survived.
+fn killed_by_stall(stall: Instant, lost: Instant, keep_alive: Duration) -> bool {
+    stall + keep_alive * 2 > lost && stall < lost + STALL
+}
+
+/// Sets `stalls` (and `last`, when it was noticed) whenever this process
+/// did not run for over `STALL` (frozen by SIGSTOP, starved), until
+/// `cancel`.
+async fn watch_stalls(
+    stalls: Arc<AtomicBool>,
+    last: Arc<std::sync::Mutex<Option<Instant>>>,
+    cancel: CancellationToken,
+) {
     let mut tick = tokio::time::interval(STALL_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ran = Instant::now();
@@ -718,6 +741,9 @@ async fn watch_stalls(stalls: Arc<AtomicBool>, cancel: CancellationToken) {
         let now = Instant::now();
         if now.duration_since(ran) > STALL {
             stalls.store(true, Ordering::Release);
+            if let Ok(mut last) = last.lock() {
+                *last = Some(now);
+            }
         }
         ran = now;
     }
@@ -733,5 +759,23 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guards the broker-restart signs against a stall the connection
+    /// survived, or one in the reconnect's wait: either made a later loss
+    /// look like falling behind, and a real restart's wills were ignored.
+    #[test]
+    fn a_stall_ends_a_connection_only_near_its_loss() {
+        let lost = Instant::now() + Duration::from_secs(100);
+        let keep_alive = Duration::from_secs(5);
+        assert!(killed_by_stall(lost - Duration::from_secs(3), lost, keep_alive), "in the keep-alives before");
+        assert!(killed_by_stall(lost + Duration::from_millis(300), lost, keep_alive), "noticed just after");
+        assert!(!killed_by_stall(lost - Duration::from_secs(60), lost, keep_alive), "survived long ago");
+        assert!(!killed_by_stall(lost + Duration::from_secs(3), lost, keep_alive), "in the reconnect's wait");
     }
 }
