@@ -425,15 +425,21 @@ mod tests {
         assert_eq!(seen, (100..125).map(|s| s * 1000).collect::<Vec<i64>>(), "a's, since the window, each once");
     }
 
+    /// A history of `n` devices `dNN`, each online from `100 + N` s.
+    fn online_fleet(n: u64) -> (tempfile::TempDir, History) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = History::open(dir.path()).unwrap();
+        let fleet: Vec<Transition> = (0..n).map(|d| entry(&format!("d{d:02}"), 100 + d, "online")).collect();
+        h.append(&fleet).unwrap();
+        (dir, h)
+    }
+
     /// Guards a walk against transitions written during it: an outage
     /// written after the first page moved a device ahead of the cursor
     /// (lower uptime ranks first), and the walk missed it.
     #[test]
     fn a_walk_reads_the_history_as_it_was_at_its_first_page() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut h = History::open(dir.path()).unwrap();
-        let fleet: Vec<Transition> = (0..20).map(|d| entry(&format!("d{d:02}"), 100 + d, "online")).collect();
-        h.append(&fleet).unwrap();
+        let (_dir, mut h) = online_fleet(20);
         let whole = figures(&h, None, (100_000, 200_000), Order::Uptime, None, usize::MAX, None).unwrap().unwrap();
         let first = figures(&h, None, (100_000, 200_000), Order::Uptime, None, 5, None).unwrap().unwrap();
         // Every device not yet walked has an outage now.
@@ -456,10 +462,7 @@ mod tests {
     /// and the devices between were never shown.
     #[test]
     fn a_page_asked_again_after_a_later_one_is_the_same_page() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut h = History::open(dir.path()).unwrap();
-        let fleet: Vec<Transition> = (0..30).map(|d| entry(&format!("d{d:02}"), 100 + d, "online")).collect();
-        h.append(&fleet).unwrap();
+        let (_dir, mut h) = online_fleet(30);
         let outages: Vec<Transition> = (0..30).map(|d| entry(&format!("d{d:02}"), 150 + d, "offline")).collect();
         h.append(&outages).unwrap();
         let window = (100_000, 200_000);
