@@ -472,7 +472,12 @@ async fn history_report(shared: Shared, method: Method, q: HistoryQuery, transit
         (crate::history::ms(now.checked_sub(since).unwrap_or(SystemTime::UNIX_EPOCH)), crate::history::ms(now));
     let transitions = transitions && q.device.is_some();
     if method == Method::HEAD {
-        // What a GET would say of the history and the cursor, no page read.
+        // What a GET would say of the history and the cursor, no page read;
+        // in the history reads' line, as GET.
+        let slot = match shared.history.take().await {
+            Ok(turn) => turn,
+            Err(busy) => return busy,
+        };
         let checked = tokio::task::spawn_blocking(move || {
             let history = crate::history::History::open_read(&dir)?;
             match q.after.as_deref() {
@@ -481,11 +486,12 @@ async fn history_report(shared: Shared, method: Method, q: HistoryQuery, transit
             }
         })
         .await;
+        drop(slot);
         return match checked {
             Ok(Ok(Ok(()))) => head(),
             Ok(Ok(Err(bad))) => bad_request(bad.to_string()),
             Ok(Err(e)) => no_history(&e),
-            Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "the history read failed\n").into_response(),
+            Err(e) => answer_failed(&e),
         };
     }
     let turn = match shared.answers.take().await {
@@ -520,7 +526,7 @@ async fn history_report(shared: Shared, method: Method, q: HistoryQuery, transit
         }
         Ok(Ok(Err(bad))) => bad_request(bad.to_string()),
         Ok(Err(e)) => no_history(&e),
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "the history read failed\n").into_response(),
+        Err(e) => answer_failed(&e),
     }
 }
 
@@ -542,10 +548,8 @@ async fn bars(State(shared): State<Shared>, RawQuery(query): RawQuery) -> Respon
     let dir = shared.sources.state_dir.clone();
     match tokio::task::spawn_blocking(move || crate::history::bars::bars(&dir, &ids, SystemTime::now())).await {
         Ok(Ok(bars)) => Json(bars).into_response(),
-        Ok(Err(e)) => {
-            (StatusCode::NOT_FOUND, format!("no history ([history] keep turns it on): {e}\n")).into_response()
-        }
-        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "the history read failed\n").into_response(),
+        Ok(Err(e)) => no_history(&e),
+        Err(e) => answer_failed(&e),
     }
 }
 

@@ -25,8 +25,7 @@ mod subscriptions;
 pub mod twin;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{
@@ -228,8 +227,9 @@ impl Session {
         let mut nudges = Nudges::default();
         // Beside the session, not in its `select!`: a tick there would
         // cancel a connect under way.
-        let last_stall: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
-        tokio::spawn(watch_stalls(Arc::clone(&uptime.stalls), Arc::clone(&last_stall), cancel.clone()));
+        // When this process was last seen to have stalled (`watch_stalls`).
+        let last_stall: Arc<Mutex<Option<Instant>>> = Arc::default();
+        tokio::spawn(watch_stalls(Arc::clone(&last_stall), cancel.clone()));
         // When the last connection went, and whether its keep-alive went
         // unanswered: with the next CONNACK, whether we fell behind.
         let mut went: Option<(Instant, bool)> = None;
@@ -310,10 +310,16 @@ impl Session {
                                 "the broker did not keep our session: what it would have queued for us while we were away is lost; every device is read again and confirmed");
                         }
                         // Before subscribing: the settle window must cover the replay.
-                        let stall = last_stall.lock().ok().and_then(|at| *at);
-                        let behind = went.take().is_some_and(|(at, unanswered)| {
-                            unanswered || stall.is_some_and(|s| killed_by_stall(s, at, self.broker.keep_alive))
-                        });
+                        let stall = *last_stall.lock().unwrap_or_else(PoisonError::into_inner);
+                        let went = went.take();
+                        let unanswered = went.is_some_and(|(_, unanswered)| unanswered);
+                        // What ended the last connection: then the probes
+                        // lost with it say nothing of the broker.
+                        let behind = unanswered
+                            || went.zip(stall).is_some_and(|((at, _), s)| killed_by_stall(s, at, self.broker.keep_alive));
+                        // Since the last CONNACK: then what the session
+                        // queued for us may be as old.
+                        let stalled = unanswered || stall.is_some_and(|s| previous_connack.is_none_or(|p| s > p));
                         self.tell(Inbound::Connected { session_present: ack.session_present, restarted, behind }).await;
                         self.announce(&client, true, stamp);
                         subscriptions.reset();
@@ -321,7 +327,7 @@ impl Session {
                         // probe 0: it comes back behind whatever the broker
                         // queued for us.
                         let mut filters = vec![probe_topic.clone()];
-                        if uptime.on_connack() {
+                        if uptime.on_connack(stalled) {
                             // Known to answer: read before the replay, so a
                             // restart is known before the first retained state.
                             filters.push(UPTIME_TOPIC.to_string());
@@ -399,14 +405,11 @@ impl Session {
                     Ok(_) => {}
                     Err(e) => {
                         nudges.reset();
-                        let unanswered = matches!(e, ConnectionError::MqttState(StateError::AwaitPingResp));
-                        if unanswered {
-                            // The broker's answers fell behind (a flood we
-                            // could not read fast enough, a broker frozen):
-                            // what it queued for us may be that old.
-                            uptime.stalls.store(true, Ordering::Release);
-                        }
                         if connected {
+                            // Unanswered: the broker's answers fell behind
+                            // (a flood we could not read fast enough, a
+                            // broker frozen).
+                            let unanswered = matches!(e, ConnectionError::MqttState(StateError::AwaitPingResp));
                             went = Some((Instant::now(), unanswered));
                             connected = false;
                             self.set_link(false);
@@ -640,19 +643,17 @@ struct Uptime {
     /// The connect's probe is back: what the session queued for us while
     /// we were away is in.
     drained: bool,
-    /// This process did not run for a while (frozen, starved) since the
-    /// last connection began (`watch_stalls`), or the connection ended
-    /// with the broker's answers behind (a keep-alive unanswered).
-    stalls: Arc<AtomicBool>,
-    /// ... and it did before this connection: what the session queued for
-    /// us meanwhile may be as old as the stall.
+    /// Since the last connection began, this process stalled (frozen,
+    /// starved) or the connection ended with the broker's answers behind
+    /// (a keep-alive unanswered): what the session queued for us meanwhile
+    /// may be as old.
     stalled_before: bool,
 }
 
 impl Uptime {
     /// A new connection; whether to ask for it with the first batch.
-    fn on_connack(&mut self) -> bool {
-        self.stalled_before = self.stalls.swap(false, Ordering::AcqRel);
+    fn on_connack(&mut self, stalled: bool) -> bool {
+        self.stalled_before = stalled;
         self.read = false;
         self.drained = false;
         self.asked = None;
@@ -722,14 +723,9 @@ fn killed_by_stall(stall: Instant, lost: Instant, keep_alive: Duration) -> bool 
     stall + keep_alive * 2 > lost && stall < lost + STALL
 }
 
-/// Sets `stalls` (and `last`, when it was noticed) whenever this process
-/// did not run for over `STALL` (frozen by SIGSTOP, starved), until
-/// `cancel`.
-async fn watch_stalls(
-    stalls: Arc<AtomicBool>,
-    last: Arc<std::sync::Mutex<Option<Instant>>>,
-    cancel: CancellationToken,
-) {
+/// Notes in `last` when this process is seen not to have run for over
+/// `STALL` (frozen by SIGSTOP, starved), until `cancel`.
+async fn watch_stalls(last: Arc<Mutex<Option<Instant>>>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(STALL_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ran = Instant::now();
@@ -740,10 +736,7 @@ async fn watch_stalls(
         }
         let now = Instant::now();
         if now.duration_since(ran) > STALL {
-            stalls.store(true, Ordering::Release);
-            if let Ok(mut last) = last.lock() {
-                *last = Some(now);
-            }
+            *last.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
         }
         ran = now;
     }
