@@ -176,7 +176,7 @@ fn bad_webhook_url_is_pointed_at() {
 #[test]
 fn settings_of_another_kind_are_refused() {
     let text = format!("{BROKER}[action.ops]\ntype = \"log\"\nurl = \"https://x\"\n");
-    assert_rejected(&text, "w.toml:5:7: `url` is not a setting of a `log` action\n  hint: it belongs to: webhook");
+    assert_rejected(&text, "w.toml:5:1: `url` is not a setting of a `log` action\n  hint: it belongs to: webhook");
 }
 
 #[test]

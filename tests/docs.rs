@@ -7,7 +7,6 @@
 #[path = "support/schema.rs"]
 mod schema;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -132,43 +131,6 @@ fn the_schema_accepts_every_example_in_the_documentation() {
     assert!(examples >= 4, "only {examples} TOML examples found");
 }
 
-/// The keys each table of the config file takes, from the serde types that
-/// read it (`src/config/raw.rs`), by table: "" for the top level.
-fn config_keys() -> BTreeMap<&'static str, Vec<String>> {
-    let tables = [
-        ("RawConfig", ""),
-        ("RawBroker", "broker"),
-        ("RawPresence", "presence"),
-        ("RawCluster", "cluster"),
-        ("RawHttp", "http"),
-        ("RawHistory", "history"),
-        ("RawDefaults", "defaults"),
-        ("RawDevice", "device"),
-        ("RawSparkplug", "sparkplug"),
-        ("RawAction", "action"),
-    ];
-    let source = read("src/config/raw.rs");
-    let mut out: BTreeMap<&'static str, Vec<String>> = BTreeMap::new();
-    let mut table = None;
-    let mut rename = None;
-    for line in source.lines().map(str::trim) {
-        if let Some(rest) = line.strip_prefix("pub struct ") {
-            let name = rest.split([' ', '{']).next().unwrap();
-            table = tables.iter().find(|(s, _)| *s == name).map(|(_, t)| *t);
-            assert!(table.is_some(), "src/config/raw.rs: struct {name} is no table this test knows");
-        } else if line == "}" {
-            table = None;
-        } else if let Some(rest) = line.strip_prefix("#[serde(rename = \"") {
-            rename = Some(rest.split('"').next().unwrap().to_string());
-        } else if let (Some(t), Some(rest)) = (table, line.strip_prefix("pub ")) {
-            let field = rest.split(':').next().unwrap().to_string();
-            out.entry(t).or_default().push(rename.take().unwrap_or(field));
-        }
-    }
-    assert_eq!(out.len(), tables.len(), "{out:?}");
-    out
-}
-
 /// What the schema says a table (`""`: the top level) takes.
 fn schema_table(table: &str) -> &'static serde_json::Map<String, Value> {
     let top = schema::schema();
@@ -183,14 +145,42 @@ fn schema_table(table: &str) -> &'static serde_json::Map<String, Value> {
     object["properties"].as_object().unwrap_or_else(|| panic!("the schema has no keys for `{table}`"))
 }
 
+/// The keys the schema lets a table (`action.TYPE`: an action of that
+/// type) take.
+fn schema_keys(table: &str) -> Vec<String> {
+    let Some(kind) = table.strip_prefix("action.") else {
+        return schema_table(table).keys().cloned().collect();
+    };
+    let action = &schema::schema()["properties"]["action"]["additionalProperties"];
+    let rule = action["allOf"]
+        .as_array()
+        .expect("the schema's actions have rules by type")
+        .iter()
+        .find(|rule| rule["if"]["properties"]["type"]["const"] == kind)
+        .unwrap_or_else(|| panic!("the schema has no rule for actions of type `{kind}`"));
+    let names = rule["then"]["propertyNames"]["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the schema's rule for `{kind}` actions does not list their keys"));
+    names.iter().map(|n| n.as_str().unwrap().to_string()).collect()
+}
+
+/// The keys each table takes, as the serde types that read the config
+/// declare them (`willwatch::config::keys`), are the schema's, no more, no
+/// fewer.
 #[test]
-fn the_schema_knows_every_key_the_config_takes() {
-    let mut missing = Vec::new();
-    for (table, keys) in config_keys() {
-        let known = schema_table(table);
-        missing.extend(keys.iter().filter(|k| !known.contains_key(*k)).map(|k| format!("[{table}] {k}")));
+fn the_schema_takes_exactly_the_keys_the_config_takes() {
+    let mut wrong = Vec::new();
+    for (table, keys) in willwatch::config::keys() {
+        let known = schema_keys(&table);
+        wrong.extend(keys.iter().filter(|k| !known.iter().any(|n| n == *k)).map(|k| format!("[{table}] {k}: refused")));
+        wrong.extend(
+            known
+                .iter()
+                .filter(|n| !keys.contains(&n.as_str()))
+                .map(|n| format!("[{table}] {n}: unknown to willwatch")),
+        );
     }
-    assert!(missing.is_empty(), "keys the config takes that the JSON schema refuses: {missing:?}");
+    assert!(wrong.is_empty(), "the JSON schema and the config differ: {wrong:?}");
 }
 
 /// The `## ` sections of a Markdown text: heading, and the text up to the
@@ -232,18 +222,50 @@ fn every_key_of_the_schema_is_in_the_configuration_reference() {
         if marker == *key {
             continue;
         }
-        // The keys a section documents: those in the first column of its tables.
-        let documented: Vec<&str> = body
-            .lines()
-            .filter_map(|line| line.strip_prefix('|'))
-            .filter_map(|row| row.split('|').next())
-            .flat_map(|cell| cell.split('`').skip(1).step_by(2))
-            .collect();
+        let documented = documented_keys(body);
         for inner in schema_table(key).keys() {
             if !documented.contains(&inner.as_str()) {
                 missing.push(format!("`{inner}` in a table of the `{marker}` section"));
             }
         }
+    }
+    assert!(missing.is_empty(), "docs/configuration.md lacks {missing:?}");
+}
+
+/// The keys the first column of a Markdown text's tables names.
+fn documented_keys(body: &str) -> Vec<&str> {
+    body.lines()
+        .filter_map(|line| line.strip_prefix('|'))
+        .filter_map(|row| row.split('|').next())
+        .flat_map(|cell| cell.split('`').skip(1).step_by(2))
+        .collect()
+}
+
+/// Each action type's keys are in its own subsection (`### type = "…"`),
+/// or, for `type` and `on`, in the table every action shares.
+#[test]
+fn every_key_of_each_action_type_is_in_its_subsection() {
+    let reference = read("docs/configuration.md");
+    let (_, actions) = sections(&reference)
+        .into_iter()
+        .find(|(heading, _)| heading.starts_with("## `[action.NAME]`"))
+        .expect("docs/configuration.md has an `[action.NAME]` section");
+    let common = documented_keys(&actions[..actions.find("\n### ").unwrap_or(actions.len())]);
+    let mut missing = Vec::new();
+    for (table, keys) in willwatch::config::keys() {
+        let Some(kind) = table.strip_prefix("action.") else { continue };
+        let heading = format!("\n### `type = \"{kind}\"`");
+        let Some(start) = actions.find(&heading) else {
+            missing.push(format!("a subsection `type = \"{kind}\"`"));
+            continue;
+        };
+        let rest = &actions[start + 1..];
+        let own = documented_keys(&rest[..rest.find("\n### ").unwrap_or(rest.len())]);
+        missing.extend(
+            keys.iter()
+                .filter(|k| !(own.contains(k) || ["type", "on"].contains(k) && common.contains(k)))
+                .map(|k| format!("`{k}` of a `{kind}` action")),
+        );
     }
     assert!(missing.is_empty(), "docs/configuration.md lacks {missing:?}");
 }

@@ -27,6 +27,19 @@ use std::time::Duration;
 pub use error::{ConfigError, Problem};
 pub use users::{Users, UsersError};
 
+/// Every key the config file takes, by table, as the serde types that read
+/// it declare them: `""` is the top level, `action.TYPE` an action of that
+/// type. The JSON schema and docs/configuration.md are tested against this.
+pub fn keys() -> Vec<(String, Vec<&'static str>)> {
+    let mut out: Vec<(String, Vec<&'static str>)> =
+        raw::tables().into_iter().map(|(table, keys)| (table.to_string(), keys.to_vec())).collect();
+    if let Some((_, top)) = out.iter_mut().find(|(table, _)| table.is_empty()) {
+        top.push("action");
+    }
+    out.extend(actions::kinds().into_iter().map(|(kind, keys)| (format!("action.{kind}"), keys)));
+    out
+}
+
 use crate::template::Template;
 
 /// The default config path of `run`, `check` and `status`.

@@ -3,18 +3,81 @@
 //!
 //! Nothing here is checked beyond TOML syntax, types and unknown keys
 //! (`deny_unknown_fields`); `validate.rs` turns these into a `Config`.
+//! The `[action.NAME]` tables are kept as parsed TOML: which settings an
+//! action takes depends on its `type`, and each kind reads its own
+//! (`config/actions/`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_aux::serde_introspection::serde_introspect;
 use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::error::Problem;
 
 /// A human duration ("500ms", "30s", "5m") with its place in the file.
 pub type RawDuration = Spanned<humantime_serde::Serde<Duration>>;
 
 /// A list of strings, each with its place in the file.
 pub type SpannedList = Spanned<Vec<Spanned<String>>>;
+
+/// The file as written: everything but the actions, and the `[action.NAME]`
+/// tables by name, spans kept.
+pub struct RawFile<'i> {
+    pub config: RawConfig,
+    pub actions: BTreeMap<String, Spanned<DeValue<'i>>>,
+}
+
+impl<'i> RawFile<'i> {
+    pub fn parse(text: &'i str) -> Result<RawFile<'i>, Problem> {
+        let mut doc = DeTable::parse(text).map_err(problem)?;
+        let actions = match doc.get_mut().remove("action") {
+            None => BTreeMap::new(),
+            Some(table) => {
+                let span = table.span();
+                match table.into_inner() {
+                    DeValue::Table(table) => {
+                        table.into_iter().map(|(name, action)| (name.into_inner().into_owned(), action)).collect()
+                    }
+                    _ => {
+                        return Err(Problem::new(span, "`action` is not a table")
+                            .hint("define each action as a table: [action.NAME]"));
+                    }
+                }
+            }
+        };
+        let config = RawConfig::deserialize(toml::de::Deserializer::from(doc)).map_err(problem)?;
+        Ok(RawFile { config, actions })
+    }
+}
+
+/// Each table of the file and the keys its serde type declares: `""` is
+/// the top level (`action` aside: each kind of action declares its own,
+/// `actions::kinds`).
+pub fn tables() -> [(&'static str, &'static [&'static str]); 9] {
+    [
+        ("", serde_introspect::<RawConfig>()),
+        ("broker", serde_introspect::<RawBroker>()),
+        ("presence", serde_introspect::<RawPresence>()),
+        ("cluster", serde_introspect::<RawCluster>()),
+        ("http", serde_introspect::<RawHttp>()),
+        ("history", serde_introspect::<RawHistory>()),
+        ("defaults", serde_introspect::<RawDefaults>()),
+        ("device", serde_introspect::<RawDevice>()),
+        ("sparkplug", serde_introspect::<RawSparkplug>()),
+    ]
+}
+
+/// What TOML or serde refused, where.
+pub fn problem(e: toml::de::Error) -> Problem {
+    let p = Problem::new(e.span().unwrap_or(0..0), e.message().trim_end().to_string());
+    if e.message().contains("expected a duration") {
+        return p.hint("write durations like \"500ms\", \"30s\", \"5m\" or \"1h 30m\"");
+    }
+    p
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,8 +89,6 @@ pub struct RawConfig {
     pub device: Vec<Spanned<RawDevice>>,
     #[serde(default)]
     pub sparkplug: Vec<Spanned<RawSparkplug>>,
-    #[serde(default)]
-    pub action: BTreeMap<String, Spanned<RawAction>>,
     pub state_dir: Option<Spanned<String>>,
     pub max_devices: Option<Spanned<i64>>,
     pub state_sync: Option<Spanned<String>>,
@@ -131,38 +192,4 @@ pub struct RawSparkplug {
     pub severity: Option<Spanned<String>>,
     pub parent: Option<Spanned<String>>,
     pub max_devices: Option<Spanned<i64>>,
-}
-
-/// `[action.NAME]`. One struct for every kind, rather than an enum tagged by
-/// `type`: serde's tagged enums buffer their input and lose the spans, and
-/// validation wants to say "`url` is not a setting of a `log` action" with
-/// a line number anyway.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAction {
-    #[serde(rename = "type")]
-    pub kind: Spanned<String>,
-    pub on: Option<SpannedList>,
-    // webhook
-    pub url: Option<Spanned<String>>,
-    pub timeout: Option<RawDuration>,
-    pub max_age: Option<RawDuration>,
-    pub max_attempts: Option<Spanned<i64>>,
-    pub secret_file: Option<Spanned<String>>,
-    pub headers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
-    pub format: Option<Spanned<String>>,
-    pub concurrency: Option<Spanned<i64>>,
-    pub batch: Option<RawDuration>,
-    pub severity: Option<Spanned<String>>,
-    // reconnect and publish
-    pub topic: Option<Spanned<String>>,
-    pub payload: Option<Spanned<String>>,
-    pub first_after: Option<RawDuration>,
-    pub backoff: Option<Spanned<f64>>,
-    pub max_interval: Option<RawDuration>,
-    pub escalate: Option<SpannedList>,
-    pub retain: Option<Spanned<bool>>,
-    pub qos: Option<Spanned<i64>>,
-    // exec
-    pub command: Option<SpannedList>,
 }

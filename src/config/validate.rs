@@ -3,7 +3,7 @@
 //! together and holds what they share (problems, warnings, the files a
 //! setting names); each section's rules are in `validate/` (`broker`,
 //! `presence`, `devices`, `sparkplug`, `cluster`, `http`; the actions in
-//! `config/actions.rs`). What it reads of the machine comes through
+//! `config/actions/`). What it reads of the machine comes through
 //! `Outside`.
 
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use toml::Spanned;
 use super::error::Problem;
 use super::outside::Outside;
 use super::preset::Preset;
-use super::raw::{RawConfig, RawDefaults};
+use super::raw::{RawDefaults, RawFile};
 use super::{Config, Watch};
 
 mod broker;
@@ -27,14 +27,7 @@ mod sparkplug;
 mod tests;
 
 pub(super) fn validate(path: &Path, text: &str, outside: &dyn Outside) -> Result<Config, Vec<Problem>> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        let problem = Problem::new(span, e.message().trim_end().to_string());
-        if e.message().contains("expected a duration") {
-            return vec![problem.hint("write durations like \"500ms\", \"30s\", \"5m\" or \"1h 30m\"")];
-        }
-        vec![problem]
-    })?;
+    let RawFile { config: raw, actions: raw_actions } = RawFile::parse(text).map_err(|p| vec![p])?;
     let mut v = Validator {
         base: path.parent().unwrap_or(Path::new(".")).to_path_buf(),
         text,
@@ -44,7 +37,7 @@ pub(super) fn validate(path: &Path, text: &str, outside: &dyn Outside) -> Result
         unread_credentials: Vec::new(),
         default_preset: None,
     };
-    let actions = v.actions(raw.action);
+    let actions = v.actions(raw_actions);
     let cluster = v.cluster(raw.cluster);
     let broker = v.broker(raw.broker, &actions, cluster.as_ref().and_then(Option::as_ref));
     let presence = match &cluster {

@@ -196,3 +196,37 @@ fn tls_without_a_ca_file_needs_system_roots_and_a_bad_ca_file_is_refused_at_its_
     let problems = validate(at, &full, &given).expect_err("a bad CA file");
     assert_eq!(&full[problems[0].span.clone()], "\"ca.pem\"", "{problems:?}");
 }
+
+#[test]
+fn each_action_kind_reads_its_own_settings_and_every_action_is_judged_in_one_pass() {
+    let text = "[action.a]\ntype = \"log\"\nurl = \"https://h/x\"\n\n\
+                [action.b]\ntype = \"webhook\"\nurl = \"https://h/x\"\nurll = \"x\"\n\n\
+                [action.c]\ntype = \"exec\"\ncommand = \"/bin/true\"\n\n\
+                [action.d]\ntype = \"publish\"\ntopic = \"t\"\nqos = 1\non = [\"offline\"]\n\n\
+                [action.e]\ntype = \"reconnect\"\ntopic = \"t\"\non = [\"offline\"]\n\n\
+                [action.f]\ntype = \"webhok\"\n\n\
+                [action.g]\nurl = \"https://h/x\"\n\n\
+                [action.h]\ntype = 7\n";
+    let problems = refused(&Given::default(), text);
+    let expected = [
+        ("`url` is not a setting of a `log` action", "url"),
+        ("unknown setting `urll` of a `webhook` action", "urll"),
+        ("invalid type: string \"/bin/true\", expected a sequence", "\"/bin/true\""),
+        ("`on` is not a setting of a `reconnect` action", "on"),
+        ("unknown action type `webhok`", "\"webhok\""),
+        ("action `g` has no `type`", ""),
+        ("invalid type: integer `7`, expected a string", "7"),
+    ];
+    assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+    for ((message, at), (want, want_at)) in problems.iter().zip(expected) {
+        assert!(message.contains(want), "{message:?} is not {want:?}");
+        if !want_at.is_empty() {
+            assert_eq!(at, want_at, "{message}: the span is the key or value at fault");
+        }
+    }
+    let config =
+        valid(&Given::default(), "[action.d]\ntype = \"publish\"\ntopic = \"t/{id}\"\nqos = 0\non = [\"offline\"]\n");
+    let spec = &config.actions["d"];
+    assert_eq!(spec.on, vec![crate::event::EventKind::Offline]);
+    assert!(matches!(&spec.kind, ActionKind::Publish(p) if p.qos == 0 && !p.retain));
+}
