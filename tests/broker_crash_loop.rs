@@ -16,8 +16,8 @@ mod support;
 
 use std::time::Duration;
 
+use rand::Rng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use support::{Broker, BrokerOptions, Daemon, LiveDevice, SENTINEL, config, eventually, sync_with_sentinel};
 use tokio::time::Instant;
@@ -49,10 +49,7 @@ fn broker_events(daemon: &Daemon, event: &str) -> Vec<Value> {
 /// Crashes the broker five times, each outage long or short as `kinds`
 /// draws them, and checks after each what willwatch made of it.
 async fn crash_loop(kinds: impl FnOnce(&mut rand::rngs::StdRng) -> [bool; 5]) {
-    let seed: u64 =
-        std::env::var("WILLWATCH_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    eprintln!("crash loop seed: {seed} (WILLWATCH_FAULT_SEED={seed} repeats it)");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (seed, mut rng) = support::fault_seed("crash loop");
     let long = kinds(&mut rng);
     let Some(mut broker) = Broker::mosquitto(BrokerOptions::default()) else { return };
     let text = config(&broker, &format!("[[device]]\ntopic = \"fleet/{{id}}/status\"\n{SENTINEL}")).replace(

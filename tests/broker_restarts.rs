@@ -14,7 +14,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use support::proxy::Proxy;
 use support::wait::within;
 use support::{
@@ -415,10 +415,7 @@ impl Truth {
 async fn random_broker_restarts_while_devices_die_and_return_notify_no_outage_that_did_not_happen() {
     let setting = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let restarts = setting("WILLWATCH_FAULT_RESTARTS", 4);
-    let seed: u64 =
-        std::env::var("WILLWATCH_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    eprintln!("broker fault test seed: {seed} (WILLWATCH_FAULT_SEED={seed} repeats it)");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (seed, mut rng) = support::fault_seed("broker fault test");
     let persistence = rng.random_bool(0.5);
     let context = format!("seed {seed}, persistence {persistence}");
     let Some(mut broker) = Broker::mosquitto(BrokerOptions { persistence, ..Default::default() }) else { return };

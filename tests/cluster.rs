@@ -11,7 +11,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use support::once::{Fleet, check_exactly_once, distinct};
 use support::receiver::Received;
 use support::wait::within;
@@ -177,11 +177,8 @@ impl Group {
 /// SIGKILLs the leader `kills` times at random moments while devices flip,
 /// restarting it each time; returns the failover times.
 async fn sigkill_the_leader(names: &[&'static str], kills: usize) -> Vec<Duration> {
-    let seed: u64 =
-        std::env::var("WILLWATCH_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    eprintln!("cluster fault test seed: {seed} (WILLWATCH_FAULT_SEED={seed} repeats it)");
+    let (seed, mut rng) = support::fault_seed("cluster fault test");
     let context = format!("seed {seed}, {} instances", names.len());
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut g = Group::start(names, 100).await;
     let mut failovers = Vec::new();
     for _ in 0..kills {
@@ -234,11 +231,8 @@ async fn sigkill_the_leader(names: &[&'static str], kills: usize) -> Vec<Duratio
 /// from a backlog) none lost to a takeover that fires only the difference
 /// they add up to.
 async fn sigstop_the_leader(names: &[&'static str], freezes: usize) {
-    let seed: u64 =
-        std::env::var("WILLWATCH_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    eprintln!("cluster freeze test seed: {seed} (WILLWATCH_FAULT_SEED={seed} repeats it)");
+    let (seed, mut rng) = support::fault_seed("cluster freeze test");
     let context = format!("seed {seed}, {} instances, SIGSTOP", names.len());
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut g = Group::start(names, 50).await;
     let mut flips: BTreeMap<String, (usize, Instant)> = BTreeMap::new();
     let start = Instant::now();

@@ -12,7 +12,7 @@ mod support;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use support::once::{Fleet, check_exactly_once, distinct};
 use support::wait::within;
@@ -26,13 +26,11 @@ fn hook(receiver: &Receiver) -> String {
     )
 }
 
-/// The fault tests' seed (`WILLWATCH_FAULT_SEED`, else random), printed,
-/// as the context of their failures, and its generator.
+/// The fault tests' seed, as the context of their failures, and its
+/// generator.
 fn fault_seed() -> (String, rand::rngs::StdRng) {
-    let seed: u64 =
-        std::env::var("WILLWATCH_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    eprintln!("fault test seed: {seed} (WILLWATCH_FAULT_SEED={seed} repeats it)");
-    (format!("seed {seed}"), rand::rngs::StdRng::seed_from_u64(seed))
+    let (seed, rng) = support::fault_seed("fault test");
+    (format!("seed {seed}"), rng)
 }
 
 /// `devices` devices (`d0`…) known online, and the daemon connected,

@@ -472,16 +472,13 @@ impl Drop for SmallDisk {
 /// reserved again once the disk has it.
 #[tokio::test]
 async fn a_full_disk_neither_repeats_nor_loses_an_alert_through_sigkills() {
-    use rand::{Rng, SeedableRng};
+    use rand::Rng;
     use std::collections::BTreeMap;
     use support::once::{Fleet, check_exactly_once};
     use support::{Behaviour, Receiver};
 
-    let seed: u64 =
-        std::env::var("WILLWATCH_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    eprintln!("full disk fault test seed: {seed} (WILLWATCH_FAULT_SEED={seed} repeats it)");
+    let (seed, mut rng) = support::fault_seed("full disk fault test");
     let context = format!("seed {seed}, full disk");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let disk = SmallDisk::mount(16);
     let broker = Broker::start();
     let receiver = Receiver::start(Behaviour::Accept).await;

@@ -112,6 +112,92 @@ async fn clients_holding_connections_never_shut_out_the_health_probe() {
     drop(held);
 }
 
+/// Guards the HTTP limits at moments nobody chose: for 6 s, attackers drawn
+/// from a seed arrive, one to three every few milliseconds (several hundred
+/// alive at once, past the 256 connections), and leave after a random hold
+/// (live streams never read, headers sent a line at a time, large answers
+/// never read, requests cut half-way, bursts of connections dropped at
+/// once), while `/healthz` is asked every 100 ms from a thread of its own
+/// and pump-7 goes offline and back at random moments. Every probe is
+/// answered 200 within a second; every offline is detected within two.
+/// (`WILLWATCH_FAULT_SEED` repeats a run.)
+#[tokio::test]
+async fn random_http_attacks_never_shut_out_the_health_probe_or_detection() {
+    use rand::Rng;
+    let (seed, mut rng) = support::fault_seed("HTTP attack test");
+    let broker = Broker::start();
+    let daemon = Daemon::start(&config(&broker, PUMP));
+    daemon.wait_connected().await;
+    publish(broker.port, "plant/pump-7/status", "online", true).await;
+    daemon.wait_state("pump-7", "online").await;
+    let base = daemon.http_url().await;
+    let address = base.trim_start_matches("http://").to_string();
+    let run = Duration::from_secs(6);
+    let started = Instant::now();
+    let health = {
+        let url = format!("{base}/healthz");
+        std::thread::spawn(move || {
+            let mut asked = Vec::new();
+            while started.elapsed() < run {
+                let at = Instant::now();
+                asked.push((blocking::get_status(&url), at.elapsed()));
+                std::thread::sleep(Duration::from_millis(100).saturating_sub(at.elapsed()));
+            }
+            asked
+        })
+    };
+    let mut attackers = tokio::task::JoinSet::new();
+    let (flip_seed, attack_seed): (u64, u64) = (rng.random(), rng.random());
+    let attacks = async {
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(attack_seed);
+        while started.elapsed() < run {
+            for _ in 0..rng.random_range(1..4) {
+                let kind = rng.random_range(0..5u8);
+                let hold = Duration::from_millis(rng.random_range(50..4000));
+                attackers.spawn(attack(address.clone(), kind, hold));
+            }
+            tokio::time::sleep(Duration::from_millis(rng.random_range(1..15))).await;
+        }
+    };
+    // Offline, detected, back online: each detection's time.
+    let flips = async {
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(flip_seed);
+        let mut detected = Vec::new();
+        while started.elapsed() < run {
+            tokio::time::sleep(Duration::from_millis(rng.random_range(100..800))).await;
+            let published = Instant::now();
+            publish(broker.port, "plant/pump-7/status", "offline", true).await;
+            daemon.wait_event("pump-7", "offline", detected.len() + 1).await;
+            detected.push(published.elapsed());
+            publish(broker.port, "plant/pump-7/status", "online", true).await;
+            daemon.wait_event("pump-7", "online", detected.len()).await;
+        }
+        detected
+    };
+    let ((), detected) = tokio::join!(attacks, flips);
+    let context = format!("seed {seed}, {} attackers", attackers.len());
+    assert!(detected.len() >= 3, "{context}: only {} offlines", detected.len());
+    for (n, took) in detected.iter().enumerate() {
+        assert!(*took < Duration::from_secs(2), "{context}: offline {n} detected after {took:?}");
+    }
+    attackers.abort_all();
+    let asked = health.join().unwrap();
+    eprintln!(
+        "{context}: {} probes, slowest {:?}; {} offlines, slowest {:?}; {} streams refused, {} connections closed for room",
+        asked.len(),
+        asked.iter().map(|(_, took)| *took).max().unwrap_or_default(),
+        detected.len(),
+        detected.iter().max().copied().unwrap_or_default(),
+        daemon.metric("willwatch_http_streams_refused_total").await,
+        daemon.metric("willwatch_http_connections_closed_for_room_total").await,
+    );
+    assert!(asked.len() >= 40, "{context}: only {} probes in {run:?}", asked.len());
+    for (n, (status, took)) in asked.iter().enumerate() {
+        assert_eq!(*status, Some(200), "{context}: probe {n} not answered");
+        assert!(*took < Duration::from_secs(1), "{context}: probe {n} took {took:?}");
+    }
+}
+
 #[tokio::test]
 async fn status_of_a_large_fleet_comes_in_pages_and_the_command_reads_them_all() {
     const N: usize = 2500;
@@ -415,6 +501,30 @@ async fn a_second_client_with_our_id_makes_us_back_off_not_flap() {
 }
 
 /// Blocking helpers for polling inside `eventually` (its check is sync).
+/// One attacker of `random_http_attacks_never_shut_out_the_health_probe_or_detection`,
+/// holding its connection for `hold`.
+async fn attack(address: String, kind: u8, hold: Duration) {
+    let Ok(mut stream) = TcpStream::connect(&address).await else { return };
+    match kind {
+        0 => drop(stream.write_all(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n").await),
+        1 => {
+            let _ = stream.write_all(b"GET /status HTTP/1.1\r\n").await;
+            let until = Instant::now() + hold;
+            while Instant::now() < until && stream.write_all(b"X-a: b\r\n").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        2 => drop(stream.write_all(b"GET /status?limit=10000 HTTP/1.1\r\nHost: x\r\n\r\n").await),
+        3 => return drop(stream.write_all(b"GET /metr").await),
+        _ => {
+            for _ in 0..20 {
+                drop(TcpStream::connect(&address).await);
+            }
+        }
+    }
+    tokio::time::sleep(hold).await;
+}
+
 mod blocking {
     pub fn get_status(url: &str) -> Option<u16> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;

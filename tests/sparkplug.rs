@@ -274,11 +274,8 @@ fn distinct(received: &[support::receiver::Received]) -> Vec<serde_json::Value> 
 
 #[tokio::test]
 async fn random_sigkills_while_nodes_die_and_return_never_notify_twice_and_end_where_the_nodes_are() {
-    use rand::{Rng, SeedableRng};
-    let seed: u64 =
-        std::env::var("WILLWATCH_FAULT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
-    eprintln!("fault test seed: {seed} (WILLWATCH_FAULT_SEED={seed} repeats it)");
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    use rand::Rng;
+    let (seed, mut rng) = support::fault_seed("fault test");
     let broker = Broker::start();
     let receiver = support::Receiver::start(support::Behaviour::Accept).await;
     let hook = format!("[action.hook]\ntype = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n", receiver.url);

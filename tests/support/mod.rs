@@ -11,6 +11,7 @@ pub mod once;
 pub mod proxy;
 pub mod receiver;
 pub mod schema;
+pub mod seed;
 pub mod sparkplug;
 pub mod wait;
 
@@ -18,6 +19,7 @@ pub use broker::{Broker, BrokerOptions};
 pub use daemon::Daemon;
 pub use devices::{LiveDevice, SimDevice, Subscriber, publish, publish_many, retained, wait_retained};
 pub use receiver::{Behaviour, Receiver};
+pub use seed::fault_seed;
 pub use wait::{eventually, observe};
 
 /// A config for `broker` with the daemon's presence on `willwatch/test/status`,
