@@ -63,10 +63,17 @@ fn setup(receiver: &Receiver) -> String {
 /// A broker, a webhook receiver for escalations, a listener on the command
 /// topics, and a connected daemon running the ladder.
 async fn ladder_bed() -> (Broker, Receiver, Arc<Mutex<Vec<(Instant, String, String)>>>, Daemon) {
+    ladder_bed_with(|setup| setup).await
+}
+
+/// `ladder_bed`, its config changed by `change`.
+async fn ladder_bed_with(
+    change: impl FnOnce(String) -> String,
+) -> (Broker, Receiver, Arc<Mutex<Vec<(Instant, String, String)>>>, Daemon) {
     let broker = Broker::start();
     let receiver = Receiver::start(Behaviour::Accept).await;
     let commands = listen(broker.port, "plant/+/cmd").await;
-    let daemon = Daemon::start(&config(&broker, &setup(&receiver)));
+    let daemon = Daemon::start(&config(&broker, &change(setup(&receiver))));
     daemon.wait_connected().await;
     (broker, receiver, commands, daemon)
 }
@@ -96,15 +103,20 @@ async fn ladder_sends_commands_with_backoff_then_escalates() {
 
 #[tokio::test]
 async fn ladder_stops_when_the_device_comes_back() {
-    let (broker, receiver, commands, daemon) = ladder_bed().await;
+    // The second command 3 s after the first: the online arrives between
+    // them even on a loaded machine.
+    let (broker, receiver, commands, daemon) = ladder_bed_with(|setup| {
+        setup.replace("backoff = 2.0", "backoff = 10.0").replace("max_interval = \"1s\"", "max_interval = \"3s\"")
+    })
+    .await;
 
     publish(broker.port, "plant/pump-7/status", "offline", false).await;
     eventually("the first command", SOON, || (!commands.lock().unwrap().is_empty()).then_some(())).await;
     publish(broker.port, "plant/pump-7/status", "online", false).await;
     let stopped = daemon.wait_log("the ladder to stop", SOON, |l| l["what"] == "reconnect_stopped").await;
     assert_eq!(stopped["attempts"], 1);
-    // Past the time the whole ladder would have taken: nothing more was sent.
-    support::observe(Duration::from_millis(2500)).await;
+    // Past the time the second command was due: nothing more was sent.
+    support::observe(Duration::from_millis(3500)).await;
     assert_eq!(commands.lock().unwrap().len(), 1);
     assert!(receiver.received().is_empty());
     assert!(daemon.events("pump-7", "reconnect_failed").is_empty());

@@ -110,10 +110,25 @@ async fn crash_loop(kinds: impl FnOnce(&mut rand::rngs::StdRng) -> [bool; 5]) {
             );
         }
         tokio::time::sleep_until(back + up).await;
+        // What the outage was in fact: a broker slow to start again (a
+        // loaded machine) can make a short one long. Near the threshold
+        // either verdict is right, but never two.
+        let alert_after = humantime::parse_duration(ALERT_AFTER).unwrap();
+        let margin = Duration::from_millis(300);
+        let expected: &[usize] = if listening - killed > alert_after + margin {
+            &[1]
+        } else if back - killed < alert_after - margin {
+            &[0]
+        } else {
+            &[0, 1]
+        };
+        if long {
+            assert_eq!(expected, &[1], "{context}: a long outage is long");
+        }
         let downs = broker_events(&daemon, "broker_down").len() - downs_before;
-        assert_eq!(downs, usize::from(long), "{context}: broker_down fired {downs} times\n{}", daemon.dump());
+        assert!(expected.contains(&downs), "{context}: broker_down fired {downs} times\n{}", daemon.dump());
         let ups = broker_events(&daemon, "broker_up").len() - ups_before;
-        assert_eq!(ups, usize::from(long), "{context}: broker_up fired {ups} times\n{}", daemon.dump());
+        assert_eq!(ups, downs, "{context}: broker_up fired {ups} times after {downs} broker_down\n{}", daemon.dump());
     }
 
     sync_with_sentinel(&broker, &daemon, &[]).await;
