@@ -201,8 +201,13 @@ impl Validator<'_> {
             None => self
                 .outside
                 .var("STATE_DIRECTORY")
-                // systemd may pass several, separated by colons; ours is the first.
-                .and_then(|v| v.to_str().and_then(|v| v.split(':').find(|d| !d.is_empty())).map(PathBuf::from))
+                // systemd may pass several, separated by colons; ours is the
+                // first. A path need not be UTF-8.
+                .and_then(|v| {
+                    use std::os::unix::ffi::OsStrExt;
+                    let first = v.as_bytes().split(|b| *b == b':').find(|d| !d.is_empty())?;
+                    Some(PathBuf::from(std::ffi::OsStr::from_bytes(first)))
+                })
                 .unwrap_or_else(|| PathBuf::from("/var/lib/willwatch")),
         }
     }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
@@ -141,6 +142,11 @@ fn the_state_directory_is_systemds_first_when_the_config_names_none() {
     }
     assert_eq!(valid(&Given::default(), "").state_dir, Path::new("/var/lib/willwatch"));
     assert_eq!(whole(&given, &format!("state_dir = \"s\"\n{BROKER}")).state_dir, Path::new("/etc/willwatch/s"));
+    // Guards a path that is not UTF-8 (Linux allows it): it was dropped for
+    // the default, silently.
+    let mut latin1 = Given::default();
+    latin1.vars.insert("STATE_DIRECTORY", OsString::from_vec(b"/srv/\xe9tat:/x".to_vec()));
+    assert_eq!(valid(&latin1, "").state_dir.as_os_str().as_bytes(), b"/srv/\xe9tat");
 }
 
 #[test]
