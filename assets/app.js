@@ -205,6 +205,9 @@ function live() {
 
 function init() {
   theme();
+  // A notification's link opens the page filtered to its device: ?q=ID.
+  view.q = (new URLSearchParams(location.search).get("q") || "").trim();
+  $("filter").value = view.q;
   let typing = null;
   $("filter").addEventListener("input", (e) => {
     clearTimeout(typing);

@@ -145,6 +145,15 @@ impl Event {
         }
     }
 
+    /// The outage this event belongs to: its device and when it went
+    /// offline. An offline and the online that ends it share it, whatever
+    /// their own ids, so a service that deduplicates (an incident's key)
+    /// sees one outage however often it is told.
+    pub fn outage_id(&self) -> String {
+        let since = rfc3339(self.offline_since.unwrap_or(self.at));
+        derived_id(["outage", self.device.as_str(), since.as_str()])
+    }
+
     /// The event as it leaves the process (webhooks, exec stdin, publish).
     pub fn to_json(&self) -> Value {
         let mut v = json!({

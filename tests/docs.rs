@@ -156,7 +156,10 @@ fn schema_keys(table: &str) -> Vec<String> {
         .as_array()
         .expect("the schema's actions have rules by type")
         .iter()
-        .find(|rule| rule["if"]["properties"]["type"]["const"] == kind)
+        .find(|rule| {
+            let of = &rule["if"]["properties"]["type"];
+            of["const"] == kind || of["enum"].as_array().is_some_and(|kinds| kinds.iter().any(|k| k == kind))
+        })
         .unwrap_or_else(|| panic!("the schema has no rule for actions of type `{kind}`"));
     let names = rule["then"]["propertyNames"]["enum"]
         .as_array()
@@ -254,13 +257,20 @@ fn every_key_of_each_action_type_is_in_its_subsection() {
     let mut missing = Vec::new();
     for (table, keys) in willwatch::config::keys() {
         let Some(kind) = table.strip_prefix("action.") else { continue };
-        let heading = format!("\n### `type = \"{kind}\"`");
-        let Some(start) = actions.find(&heading) else {
+        // Its heading (`###` or `####`) names the type; the subsection runs
+        // to the next heading.
+        let named = format!("`type = \"{kind}\"`");
+        let Some(start) = actions
+            .match_indices("\n#")
+            .map(|(i, _)| i + 1)
+            .find(|&i| actions[i..].lines().next().unwrap().contains(&named))
+        else {
             missing.push(format!("a subsection `type = \"{kind}\"`"));
             continue;
         };
-        let rest = &actions[start + 1..];
-        let own = documented_keys(&rest[..rest.find("\n### ").unwrap_or(rest.len())]);
+        let rest = &actions[start..];
+        let body = &rest[rest.find('\n').unwrap_or(rest.len())..];
+        let own = documented_keys(&body[..body.find("\n#").unwrap_or(body.len())]);
         missing.extend(
             keys.iter()
                 .filter(|k| !(own.contains(k) || ["type", "on"].contains(k) && common.contains(k)))

@@ -20,6 +20,7 @@
 
 mod exec;
 mod log;
+mod notify;
 mod publish;
 mod reconnect;
 pub mod replay;

@@ -423,6 +423,7 @@ impl ActionSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ActionKind {
     Log,
+    /// An HTTP request per event: a webhook, or a service a person reads.
     Webhook(Box<Webhook>),
     Reconnect(Reconnect),
     Exec(Exec),
@@ -433,7 +434,7 @@ impl ActionKind {
     pub fn name(&self) -> &'static str {
         match self {
             ActionKind::Log => "log",
-            ActionKind::Webhook(_) => "webhook",
+            ActionKind::Webhook(w) => w.service.kind(),
             ActionKind::Reconnect(_) => "reconnect",
             ActionKind::Exec(_) => "exec",
             ActionKind::Publish(_) => "publish",
@@ -461,11 +462,54 @@ pub struct Webhook {
     /// Signs requests the Standard Webhooks way when set.
     pub secret: Option<Secret>,
     pub headers: Vec<(String, Template)>,
-    pub format: WebhookFormat,
+    /// Who receives the requests, and so what each one says.
+    pub service: Service,
     /// Requests in flight at once.
     pub concurrency: usize,
     /// Collect events this long and send them as one request.
     pub batch: Option<Duration>,
+    /// Requests at most this often (a chat's or a push service's limit):
+    /// what arrives meanwhile goes out as one digest, never dropped.
+    pub min_interval: Option<Duration>,
+}
+
+/// Who an HTTP action talks to: a plain webhook, or a service a person
+/// reads (`actions/notify/`), each with what it needs besides the URL.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Service {
+    Webhook(WebhookFormat),
+    /// ntfy: `url` is the server and topic.
+    Ntfy {
+        token: Option<Secret>,
+        priority: Option<u8>,
+    },
+    /// Slack-compatible incoming webhooks (Slack, Mattermost, Rocket.Chat).
+    Slack,
+    /// A Discord channel's webhook.
+    Discord,
+    /// Telegram's Bot API (`url` is its base), `sendMessage` to one chat.
+    Telegram {
+        bot_token: Secret,
+        chat_id: String,
+    },
+    /// PagerDuty's Events API v2 (`url` is the enqueue endpoint).
+    PagerDuty {
+        routing_key: Secret,
+    },
+}
+
+impl Service {
+    /// The action type that configures it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Service::Webhook(_) => "webhook",
+            Service::Ntfy { .. } => "ntfy",
+            Service::Slack => "slack",
+            Service::Discord => "discord",
+            Service::Telegram { .. } => "telegram",
+            Service::PagerDuty { .. } => "pagerduty",
+        }
+    }
 }
 
 /// How long an action's failed attempts are made again (webhook deliveries,

@@ -39,6 +39,21 @@ impl Daemon {
         Daemon { child, logs, dir }
     }
 
+    /// Starts the daemon with `files` (name, content) written beside its
+    /// config first: the secret files a config names.
+    pub fn start_with_files(config: &str, files: &[(&str, &str)]) -> Daemon {
+        super::schema::assert_valid(config);
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("willwatch.toml"), config).expect("write config");
+        for (name, content) in files {
+            let path = dir.path().join(name);
+            std::fs::write(&path, content).expect("write a file the config names");
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+        }
+        let (child, logs) = spawn(dir.path(), &[]);
+        Daemon { child, logs, dir }
+    }
+
     /// Kills the daemon with SIGKILL: no goodbye, no last state write.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

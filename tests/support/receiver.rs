@@ -26,6 +26,12 @@ pub enum Behaviour {
     Hang,
     /// 500 to every request about this device, 200 to the rest.
     FailDevice(&'static str),
+    /// A chat service's limit: a request sooner than this after the last
+    /// one accepted gets 429 with a `Retry-After` header.
+    OnePer(Duration),
+    /// 429 to the first `n` requests with the wait in a JSON body only, as
+    /// Telegram answers (`parameters.retry_after`), then 200.
+    TooManyInBody { n: usize, retry_after_secs: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +56,8 @@ impl Received {
 struct Shared {
     behaviour: Behaviour,
     received: Arc<Mutex<Vec<Received>>>,
+    /// When the last request `OnePer` accepted arrived.
+    accepted: Arc<Mutex<Option<Instant>>>,
 }
 
 pub struct Receiver {
@@ -62,7 +70,7 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let received = Arc::new(Mutex::new(Vec::new()));
-        let shared = Shared { behaviour, received: Arc::clone(&received) };
+        let shared = Shared { behaviour, received: Arc::clone(&received), accepted: Arc::default() };
         let app = Router::new().fallback(handle).with_state(shared);
         tokio::spawn(async move { axum::serve(listener, app).await });
         Receiver { url, received }
@@ -96,6 +104,20 @@ async fn handle(State(shared): State<Shared>, uri: axum::http::Uri, headers: Hea
             (StatusCode::TOO_MANY_REQUESTS, [("retry-after", retry_after_secs.to_string())]).into_response()
         }
         Behaviour::Hang => std::future::pending().await,
+        Behaviour::OnePer(gap) => {
+            let mut accepted = shared.accepted.lock().unwrap();
+            let now = Instant::now();
+            if accepted.is_some_and(|last| now < last + gap) {
+                return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")]).into_response();
+            }
+            *accepted = Some(now);
+            StatusCode::OK.into_response()
+        }
+        Behaviour::TooManyInBody { n, retry_after_secs } if count <= n => {
+            let body = serde_json::json!({"ok": false, "error_code": 429,
+                "description": "Too Many Requests", "parameters": {"retry_after": retry_after_secs}});
+            (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response()
+        }
         Behaviour::FailDevice(device) => {
             let about = serde_json::from_slice::<Value>(&shared.received.lock().unwrap()[count - 1].body)
                 .is_ok_and(|v| v["device"] == device);

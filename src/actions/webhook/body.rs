@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Webhook, WebhookFormat};
+use crate::config::{Service, Webhook, WebhookFormat};
 use crate::event::{Event, EventKind, rfc3339};
 
 /// Alertmanager's "not ended yet".
@@ -26,10 +26,10 @@ const DEFAULT_SEVERITY: &str = "critical";
 
 /// The body for `events`: one event, or a batch.
 pub fn render(spec: &Webhook, receiver: &str, events: &[Arc<Event>], batched: bool) -> Vec<u8> {
-    let value = match spec.format {
-        WebhookFormat::Willwatch if batched => Value::Array(events.iter().map(|e| e.to_json()).collect()),
-        WebhookFormat::Willwatch => events[0].to_json(),
-        WebhookFormat::Alertmanager => alertmanager(spec, receiver, events),
+    let value = match spec.service {
+        Service::Webhook(WebhookFormat::Alertmanager) => alertmanager(spec, receiver, events),
+        _ if batched => Value::Array(events.iter().map(|e| e.to_json()).collect()),
+        _ => events[0].to_json(),
     };
     value.to_string().into_bytes()
 }
@@ -152,9 +152,10 @@ mod tests {
             external_url: None,
             secret: None,
             headers: Vec::new(),
-            format,
+            service: Service::Webhook(format),
             concurrency: 4,
             batch: None,
+            min_interval: None,
         }
     }
 

@@ -15,6 +15,12 @@
 //! With `batch`, the first event opens a window of that length; everything
 //! that arrives in it goes out as one request: an array of events, or one
 //! Alertmanager group. An alert storm then costs one request, not thousands.
+//!
+//! The services a person reads (`actions/notify`) travel the same road with
+//! their own requests. With `min_interval` (a chat's or a push service's
+//! rate limit) the first event goes at once; what arrives before the next
+//! request may go (up to `DIGEST_MAX` events) goes as one digest, and no
+//! attempt, retries included, follows another sooner.
 
 mod body;
 mod retry;
@@ -27,9 +33,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use super::notify::{self, Request};
 use super::{Context, Job};
 use crate::backoff::Backoff;
-use crate::config::Webhook;
+use crate::config::{Service, Webhook};
 use crate::dead_letter::{self, Record};
 use crate::event::{Event, derived_id};
 use retry::Verdict;
@@ -41,8 +48,11 @@ struct Delivery {
     key: String,
     id: String,
     events: Vec<Arc<Event>>,
-    body: Vec<u8>,
+    request: Request,
 }
+
+/// The most events one digest holds: each is named in it.
+const DIGEST_MAX: usize = 100;
 
 /// Deliveries taken from the queue but not finished, per request slot:
 /// they wait for their device's earlier delivery, then for a slot.
@@ -56,19 +66,27 @@ pub async fn run(name: String, spec: Webhook, context: Context, mut jobs: mpsc::
     // The completion signal of the last delivery per key (true: done;
     // dropped: left owed).
     let mut order: HashMap<String, oneshot::Receiver<bool>> = HashMap::new();
+    let pace = Pace::new(spec.min_interval);
     while let Some(job) = jobs.recv().await {
         while running.try_join_next().is_some() {}
         order.retain(|_, finished| matches!(finished.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
         let Job::Event(first) = job else { continue };
-        let events = match spec.batch {
-            Some(window) => collect(first, window, &mut jobs).await,
-            None => vec![first],
+        let (events, batched) = match (spec.batch, spec.min_interval) {
+            (Some(window), _) => (collect(first, window, &mut jobs).await, true),
+            (None, Some(_)) => {
+                pace.ready().await;
+                let events = drain(first, &mut jobs);
+                let digest = events.len() > 1;
+                (events, digest)
+            }
+            (None, None) => (vec![first], false),
         };
-        let delivery = Delivery::new(&name, &spec, events, spec.batch.is_some());
+        let delivery = Delivery::new(&name, &spec, events, batched);
         let Ok(waiting) = Arc::clone(&taken).acquire_owned().await else { break };
         let (done, finished) = oneshot::channel::<bool>();
         let before = order.insert(delivery.key.clone(), finished);
-        let (name, spec, context, slots) = (name.clone(), Arc::clone(&spec), context.clone(), Arc::clone(&slots));
+        let (name, spec, context, slots, pace) =
+            (name.clone(), Arc::clone(&spec), context.clone(), Arc::clone(&slots), pace.clone());
         running.spawn(async move {
             // A device's delivery goes only after its earlier one is done:
             // one left owed by a stop leaves the later ones owed too, so
@@ -81,7 +99,7 @@ pub async fn run(name: String, spec: Webhook, context: Context, mut jobs: mpsc::
             // A slot only once it is this delivery's turn: a device whose
             // deliveries keep failing holds one slot, not all of them.
             let Ok(slot) = slots.acquire_owned().await else { return };
-            let Some(events) = deliver(&name, &spec, &context, delivery).await else { return };
+            let Some(events) = deliver(&name, &spec, &context, &pace, delivery).await else { return };
             for event in &events {
                 context.done(&name, event);
             }
@@ -106,15 +124,71 @@ async fn collect(first: Arc<Event>, window: Duration, jobs: &mut mpsc::Receiver<
     }
 }
 
+/// The first event and what is already queued behind it, up to
+/// `DIGEST_MAX`.
+fn drain(first: Arc<Event>, jobs: &mut mpsc::Receiver<Job>) -> Vec<Arc<Event>> {
+    let mut events = vec![first];
+    while events.len() < DIGEST_MAX {
+        match jobs.try_recv() {
+            Ok(Job::Event(e)) => events.push(e),
+            Ok(Job::Reload(_)) => {}
+            Err(_) => break,
+        }
+    }
+    events
+}
+
+/// An action's pace: when its next attempt may go (`min_interval` after the
+/// last one began), shared by its deliveries and their retries.
+#[derive(Clone)]
+struct Pace {
+    gap: Option<Duration>,
+    next: Arc<std::sync::Mutex<tokio::time::Instant>>,
+}
+
+impl Pace {
+    fn new(gap: Option<Duration>) -> Pace {
+        Pace { gap, next: Arc::new(std::sync::Mutex::new(tokio::time::Instant::now())) }
+    }
+
+    /// Waits until an attempt may go, without taking the turn.
+    async fn ready(&self) {
+        let next = *self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        tokio::time::sleep_until(next).await;
+    }
+
+    /// Waits for the turn and takes it.
+    async fn take(&self) {
+        let Some(gap) = self.gap else { return };
+        loop {
+            let at = {
+                let mut next = self.next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let now = tokio::time::Instant::now();
+                if *next <= now {
+                    *next = now + gap;
+                    return;
+                }
+                *next
+            };
+            tokio::time::sleep_until(at).await;
+        }
+    }
+}
+
 impl Delivery {
     /// The request for `events`: one event's own, or a batch's. A batch's
     /// id follows from its events, so the same batch sent again (after a
     /// restart, or from the dead-letter file) carries the same id.
     fn new(name: &str, spec: &Webhook, events: Vec<Arc<Event>>, batched: bool) -> Delivery {
         let id = if batched { derived_id(events.iter().map(|e| e.id.as_str())) } else { events[0].id.clone() };
-        let body = body::render(spec, name, &events, batched);
-        let key = if batched { String::new() } else { events[0].device.clone() };
-        Delivery { key, id, events, body }
+        let request = notify::request(spec, &events).unwrap_or_else(|| Request {
+            url: spec.url.clone(),
+            headers: vec![("content-type", "application/json".into())],
+            body: body::render(spec, name, &events, batched),
+        });
+        // Paced actions send one request at a time, in the order decided.
+        let key = if batched || spec.min_interval.is_some() { String::new() } else { events[0].device.clone() };
+        Delivery { key, id, events, request }
     }
 }
 
@@ -139,7 +213,13 @@ pub async fn resend(
 
 /// Delivers, or gives up and dead-letters; returns the events, done either
 /// way. `None`: a retry was due while the daemon stops; they stay owed.
-async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delivery) -> Option<Vec<Arc<Event>>> {
+async fn deliver(
+    name: &str,
+    spec: &Webhook,
+    context: &Context,
+    pace: &Pace,
+    delivery: Delivery,
+) -> Option<Vec<Arc<Event>>> {
     let mut backoff = Backoff::new(super::retry::FIRST, spec.retries.max_interval);
     let first = &delivery.events[0];
     let decided = delivery.events.iter().map(|e| e.at).min().unwrap_or(first.at);
@@ -147,16 +227,22 @@ async fn deliver(name: &str, spec: &Webhook, context: &Context, delivery: Delive
     let mut attempt = 0;
     loop {
         attempt += 1;
+        pace.take().await;
         let (outcome, retry_after) = match attempt_once(spec, &context.http, &delivery).await {
             Ok(response) => {
                 let status = response.status();
-                let retry_after = response
+                let header = response
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| retry::retry_after(v, SystemTime::now()));
+                let verdict = retry::verdict(status.as_u16());
                 last_error = format!("HTTP {status}");
-                (retry::verdict(status.as_u16()), retry_after)
+                let retry_after = match (header, status.as_u16()) {
+                    (None, 429) => retry::retry_after_in_body(&response.bytes().await.unwrap_or_default()),
+                    (header, _) => header,
+                };
+                (verdict, retry_after)
             }
             Err(e) => {
                 // Without the URL: its query may hold a token.
@@ -205,20 +291,22 @@ async fn attempt_once(
     http: &reqwest::Client,
     delivery: &Delivery,
 ) -> reqwest::Result<reqwest::Response> {
-    let mut request = http
-        .post(spec.url.clone())
-        .timeout(spec.timeout)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(delivery.body.clone());
+    let mut request = http.post(delivery.request.url.clone()).timeout(spec.timeout).body(delivery.request.body.clone());
+    for (header, value) in &delivery.request.headers {
+        request = request.header(*header, value);
+    }
     for (header, value) in &spec.headers {
         // An id or topic may hold a line break: escaped, it can neither
         // start another header nor make the request one that is never sent.
         request = request.header(header, crate::logging::escape(&value.render(&delivery.events[0])).into_owned());
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    request = request.header("webhook-id", &delivery.id).header("webhook-timestamp", now);
-    if let Some(secret) = &spec.secret {
-        request = request.header("webhook-signature", signature::sign(secret, &delivery.id, now, &delivery.body));
+    if let Service::Webhook(_) = spec.service {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        request = request.header("webhook-id", &delivery.id).header("webhook-timestamp", now);
+        if let Some(secret) = &spec.secret {
+            let signature = signature::sign(secret, &delivery.id, now, &delivery.request.body);
+            request = request.header("webhook-signature", signature);
+        }
     }
     request.send().await
 }

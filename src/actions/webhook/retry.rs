@@ -32,6 +32,15 @@ pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     }
 }
 
+/// How long a 429's body asks to wait when no `Retry-After` header says
+/// it: Discord's `retry_after` (seconds, fractional), Telegram's
+/// `parameters.retry_after`.
+pub fn retry_after_in_body(body: &[u8]) -> Option<Duration> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let seconds = value["retry_after"].as_f64().or_else(|| value["parameters"]["retry_after"].as_f64())?;
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +65,14 @@ mod tests {
         assert_eq!(retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO));
         assert_eq!(retry_after("86400", now), Some(Duration::from_secs(86400)));
         assert_eq!(retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn a_429_body_says_how_long_where_discord_and_telegram_put_it() {
+        assert_eq!(retry_after_in_body(br#"{"retry_after": 1.5, "global": false}"#), Some(Duration::from_millis(1500)));
+        let telegram = br#"{"ok":false,"error_code":429,"parameters":{"retry_after":7}}"#;
+        assert_eq!(retry_after_in_body(telegram), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after_in_body(br#"{"retry_after": -1}"#), None);
+        assert_eq!(retry_after_in_body(b"slow down"), None);
     }
 }

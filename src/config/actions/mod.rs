@@ -18,13 +18,17 @@ use toml::de::{DeValue, ValueDeserializer};
 use super::error::{Problem, did_you_mean};
 use super::raw::{self, RawDuration, SpannedList};
 use super::validate::Validator;
-use super::{ActionKind, ActionSpec, BUILTIN_LOG, Retries};
+use super::{ActionKind, ActionSpec, BUILTIN_LOG, Retries, Secret, Service, Webhook};
 use crate::event::EventKind;
 use crate::template::Template;
 
+mod chat;
 mod exec;
+mod ntfy;
+mod pagerduty;
 mod publish;
 mod reconnect;
+mod telegram;
 mod webhook;
 
 /// How long a failed attempt (a webhook delivery, an exec run whose program
@@ -40,12 +44,17 @@ const DEFAULT_MAX_INTERVAL: Duration = Duration::from_secs(300);
 /// reconnect ladder, which an offline starts and an online stops), and the
 /// settings its kind's struct declares.
 pub fn kinds() -> Vec<(&'static str, Vec<&'static str>)> {
-    let declared: [(&str, &[&str]); 5] = [
+    let declared: [(&str, &[&str]); 10] = [
         ("log", &[]),
         ("webhook", serde_introspect::<webhook::RawWebhook>()),
         ("reconnect", serde_introspect::<reconnect::RawReconnect>()),
         ("exec", serde_introspect::<exec::RawExec>()),
         ("publish", serde_introspect::<publish::RawPublish>()),
+        ("ntfy", serde_introspect::<ntfy::RawNtfy>()),
+        ("slack", serde_introspect::<chat::RawChat>()),
+        ("discord", serde_introspect::<chat::RawChat>()),
+        ("telegram", serde_introspect::<telegram::RawTelegram>()),
+        ("pagerduty", serde_introspect::<pagerduty::RawPagerDuty>()),
     ];
     declared
         .into_iter()
@@ -54,6 +63,17 @@ pub fn kinds() -> Vec<(&'static str, Vec<&'static str>)> {
             (kind, common.iter().chain(settings).copied().collect())
         })
         .collect()
+}
+
+/// The settings every service's action shares, as written, and the pace
+/// its service wants by default (`None`: each event its own request).
+struct ServiceSettings<'a> {
+    timeout: &'a Option<RawDuration>,
+    max_age: &'a Option<RawDuration>,
+    max_interval: &'a Option<RawDuration>,
+    max_attempts: &'a Option<Spanned<i64>>,
+    min_interval: &'a Option<RawDuration>,
+    paced: Option<Duration>,
 }
 
 impl Validator<'_> {
@@ -150,9 +170,25 @@ impl Validator<'_> {
                 let raw = self.read(settings)?;
                 self.exec(raw, span).map(ActionKind::Exec)
             }
-            _ => {
+            "publish" => {
                 let raw = self.read(settings)?;
                 self.publish(raw, span).map(ActionKind::Publish)
+            }
+            "ntfy" => {
+                let raw = self.read(settings)?;
+                self.ntfy(raw, span).map(|w| ActionKind::Webhook(Box::new(w)))
+            }
+            "telegram" => {
+                let raw = self.read(settings)?;
+                self.telegram(raw, span).map(|w| ActionKind::Webhook(Box::new(w)))
+            }
+            "pagerduty" => {
+                let raw = self.read(settings)?;
+                self.pagerduty(raw, span).map(|w| ActionKind::Webhook(Box::new(w)))
+            }
+            chat => {
+                let raw = self.read(settings)?;
+                self.chat(chat, raw, span).map(|w| ActionKind::Webhook(Box::new(w)))
             }
         };
         Some(ActionSpec { kind: kind?, on: on? })
@@ -205,6 +241,85 @@ impl Validator<'_> {
             Some(_) => self.count(max_attempts, 1, 1, 1_000_000, "max_attempts").map(Some),
         };
         Some(Retries { max_age: max_age?, max_interval: max_interval?, max_attempts: max_attempts? })
+    }
+
+    /// An HTTP action to a service: its URL and what the service needs
+    /// (`None` where a problem was recorded), and the settings every
+    /// service shares.
+    fn service(
+        &mut self,
+        url: Option<url::Url>,
+        service: Option<Service>,
+        common: &ServiceSettings,
+    ) -> Option<Webhook> {
+        let timeout = self.duration(common.timeout, Duration::from_secs(10), "timeout", Duration::from_millis(1));
+        let retries = self.retries(common.max_age, common.max_interval, common.max_attempts);
+        let min_interval = match (&common.min_interval, common.paced) {
+            (None, default) => Some(default),
+            (Some(_), _) => self
+                .duration_up_to(
+                    common.min_interval,
+                    Duration::ZERO,
+                    "min_interval",
+                    Duration::ZERO,
+                    Duration::from_secs(3600),
+                )
+                .map(|d| (!d.is_zero()).then_some(d)),
+        };
+        Some(Webhook {
+            url: url?,
+            timeout: timeout?,
+            retries: retries?,
+            severity: None,
+            external_url: None,
+            secret: None,
+            headers: Vec::new(),
+            service: service?,
+            concurrency: if common.paced.is_some() { 1 } else { 4 },
+            batch: None,
+            min_interval: min_interval?,
+        })
+    }
+
+    /// An http(s) URL with a host, else a problem at it (its secrets
+    /// hidden).
+    fn http_url(&mut self, raw: &Spanned<String>, key: &str) -> Option<url::Url> {
+        match url::Url::parse(raw.get_ref().trim()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
+            Ok(_) | Err(_) => {
+                self.problem(
+                    Problem::new(
+                        raw.span(),
+                        format!("`{key}` `{}` is not an http(s) URL", crate::redact::url(raw.get_ref())),
+                    )
+                    .hint("write e.g. https://hooks.example.com/willwatch"),
+                );
+                None
+            }
+        }
+    }
+
+    /// The secret a `*_file` setting holds (its text, trimmed). Where only
+    /// the service can read it (a credential, `check` outside the unit) it
+    /// is left empty: such a config is checked, never run
+    /// (`Config::unread_credentials`).
+    fn secret_in(&mut self, file: &Spanned<String>, key: &str) -> Option<Secret> {
+        let path = match self.file_path(file, key) {
+            Ok(Some(path)) => path,
+            Ok(None) => return Some(Secret::new("")),
+            Err(()) => return None,
+        };
+        match self.outside.read_text(&path, super::file::MAX_SECRET) {
+            Ok(text) if !text.trim().is_empty() => Some(Secret::new(text.trim())),
+            Ok(_) => {
+                self.problem(Problem::new(file.span(), format!("`{key}` {} is empty", path.display())));
+                None
+            }
+            Err(e) => {
+                self.problem(Problem::new(file.span(), format!("cannot read `{key}` {}: {e}", path.display())));
+                None
+            }
+        }
     }
 
     /// A required topic template without MQTT wildcards.

@@ -13,7 +13,7 @@ use super::super::error::Problem;
 use super::super::outside::Outside;
 use super::super::raw::RawDuration;
 use super::super::validate::Validator;
-use super::super::{Secret, Webhook, WebhookFormat};
+use super::super::{Secret, Service, Webhook, WebhookFormat};
 use crate::template::Template;
 
 /// Standard Webhooks' shortest secret.
@@ -86,9 +86,10 @@ impl Validator<'_> {
             external_url: None,
             secret: secret?,
             headers: headers?,
-            format: format?,
+            service: Service::Webhook(format?),
             concurrency: concurrency? as usize,
             batch: batch?,
+            min_interval: None,
         })
     }
 

@@ -236,3 +236,48 @@ fn each_action_kind_reads_its_own_settings_and_every_action_is_judged_in_one_pas
     assert_eq!(spec.on, vec![crate::event::EventKind::Offline]);
     assert!(matches!(&spec.kind, ActionKind::Publish(p) if p.qos == 0 && !p.retain));
 }
+
+#[test]
+fn a_notification_service_takes_its_secrets_from_files_and_its_mistakes_are_shown_where_they_are() {
+    let given = Given::default().file("/etc/willwatch/tg", "123:ABC\n", 0o600).file(
+        "/etc/willwatch/hook",
+        "https://hooks.slack.com/services/T/B/X\n",
+        0o600,
+    );
+    let config = valid(
+        &given,
+        "[action.bot]\ntype = \"telegram\"\nbot_token_file = \"tg\"\nchat_id = -100200\n\n\
+         [action.team]\ntype = \"slack\"\nurl_file = \"hook\"\n",
+    );
+    let ActionKind::Webhook(bot) = &config.actions["bot"].kind else { panic!("an HTTP action") };
+    assert!(matches!(&bot.service, crate::config::Service::Telegram { bot_token, chat_id }
+        if bot_token.expose() == "123:ABC" && chat_id == "-100200"));
+    assert_eq!(bot.min_interval, Some(std::time::Duration::from_secs(3)));
+    assert_eq!(bot.concurrency, 1, "paced: one request at a time");
+    let ActionKind::Webhook(team) = &config.actions["team"].kind else { panic!("an HTTP action") };
+    assert_eq!(team.url.as_str(), "https://hooks.slack.com/services/T/B/X");
+
+    let problems = refused(
+        &given,
+        "[action.a]\ntype = \"telegram\"\nbot_token_file = \"tg\"\nchat_id = \"plant\"\n\n\
+         [action.b]\ntype = \"slack\"\nurl = \"https://h/x\"\nurl_file = \"hook\"\n\n\
+         [action.c]\ntype = \"ntfy\"\nurl = \"https://ntfy.sh/\"\n\n\
+         [action.d]\ntype = \"pagerduty\"\nrouting_key_file = \"missing\"\n\n\
+         [action.e]\ntype = \"ntfy\"\nurl = \"https://ntfy.sh/t\"\npriority = 9\n",
+    );
+    let expected = [
+        ("`chat_id` `plant` is neither a number nor an @channel name", "\"plant\""),
+        ("give the webhook's `url` or its `url_file`, not both", "\"hook\""),
+        ("`url` names no topic", "\"https://ntfy.sh/\""),
+        ("cannot read `routing_key_file`", "\"missing\""),
+        ("`priority` must be from 1 to 5", "9"),
+    ];
+    assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+    for ((message, at), (want, want_at)) in problems.iter().zip(expected) {
+        assert!(message.contains(want), "{message:?} is not {want:?}");
+        assert_eq!(at, want_at, "{message}");
+    }
+    // A credential only the service can read: checked, never run.
+    let config = valid(&Given::default(), "[action.x]\ntype = \"discord\"\nurl_file = \"credential:discord\"\n");
+    assert_eq!(config.unread_credentials, ["discord"]);
+}

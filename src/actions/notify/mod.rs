@@ -1,0 +1,66 @@
+//! Notifications a person reads: each service's request built from the
+//! events (`ntfy.rs`, `slack.rs`, `discord.rs`, `telegram.rs`,
+//! `pagerduty.rs`), in the words they share (`text.rs`). Pure; they travel
+//! the webhook's road (`actions/webhook`): the same queue and order,
+//! retries by time with `Retry-After`, dead letters, pacing and digests.
+
+mod discord;
+mod ntfy;
+mod pagerduty;
+mod slack;
+mod telegram;
+pub mod text;
+
+use std::sync::Arc;
+
+use crate::config::{Service, Webhook};
+use crate::event::Event;
+
+/// One HTTP request: a POST of `body` to `url` with `headers`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub url: url::Url,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    fn json(url: url::Url, body: &serde_json::Value) -> Request {
+        Request { url, headers: vec![("content-type", "application/json".into())], body: body.to_string().into_bytes() }
+    }
+}
+
+/// The request that tells `spec`'s service about `events` (one event, or
+/// a digest of several); `None` for a plain webhook, whose body is the
+/// event JSON (`webhook/body.rs`).
+pub fn request(spec: &Webhook, events: &[Arc<Event>]) -> Option<Request> {
+    let message = text::message(events, spec.external_url.as_ref());
+    Some(match &spec.service {
+        Service::Webhook(_) => return None,
+        Service::Ntfy { token, priority } => ntfy::request(&spec.url, token.as_ref(), *priority, &message),
+        Service::Slack => slack::request(&spec.url, &message),
+        Service::Discord => discord::request(&spec.url, &message),
+        Service::Telegram { bot_token, chat_id } => telegram::request(&spec.url, bot_token, chat_id, &message),
+        Service::PagerDuty { routing_key } => pagerduty::request(&spec.url, routing_key, &events[0], &message),
+    })
+}
+
+/// `text` cut to at most `max` characters, with an ellipsis when cut.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max.saturating_sub(1)) {
+        Some((end, _)) if text.chars().count() > max => format!("{}…", &text[..end]),
+        _ => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_keeps_short_text_and_ends_long_text_with_an_ellipsis() {
+        assert_eq!(cut("pump", 10), "pump");
+        assert_eq!(cut("pumpé-7", 5), "pump…");
+        assert_eq!(cut("pumpé", 5), "pumpé");
+    }
+}

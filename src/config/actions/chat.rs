@@ -1,0 +1,69 @@
+//! `type = "slack"` (also Mattermost and Rocket.Chat, which take Slack's
+//! incoming webhooks) and `type = "discord"`: a chat message through the
+//! channel's incoming-webhook URL (`actions/notify/slack.rs`, `discord.rs`).
+//! The URL is a secret (it carries the token): written in `url`, or read
+//! from `url_file` (a file or `credential:NAME`). At most one request every
+//! `min_interval` (1 s for Slack, 2 s for Discord: their limits per
+//! webhook), what arrives meanwhile sent as one digest.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::super::error::Problem;
+use super::super::raw::RawDuration;
+use super::super::validate::Validator;
+use super::super::{Service, Webhook};
+use super::ServiceSettings;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChat {
+    url: Option<Spanned<String>>,
+    url_file: Option<Spanned<String>>,
+    min_interval: Option<RawDuration>,
+    timeout: Option<RawDuration>,
+    max_age: Option<RawDuration>,
+    max_interval: Option<RawDuration>,
+    max_attempts: Option<Spanned<i64>>,
+}
+
+impl Validator<'_> {
+    /// `kind`: "slack" or "discord".
+    pub(super) fn chat(&mut self, kind: &str, a: RawChat, span: std::ops::Range<usize>) -> Option<Webhook> {
+        let url = match (&a.url, &a.url_file) {
+            (Some(url), None) => self.http_url(url, "url"),
+            (None, Some(file)) => match self.secret_in(file, "url_file") {
+                // A credential only the service reads: checked when it runs.
+                Some(text) if text.expose().is_empty() => url::Url::parse("https://credential.invalid/").ok(),
+                Some(text) => self.http_url(&Spanned::new(file.span(), text.expose().to_string()), "url_file"),
+                None => None,
+            },
+            (Some(_), Some(file)) => {
+                self.problem(Problem::new(file.span(), "give the webhook's `url` or its `url_file`, not both"));
+                None
+            }
+            (None, None) => {
+                self.problem(
+                    Problem::new(span, format!("a {kind} action needs its incoming webhook's `url` or `url_file`"))
+                        .hint("url_file = \"credential:chat-webhook\" keeps the URL, which holds a token, out of the config"),
+                );
+                None
+            }
+        };
+        let (service, pace) = match kind {
+            "discord" => (Service::Discord, Duration::from_secs(2)),
+            _ => (Service::Slack, Duration::from_secs(1)),
+        };
+        let common = ServiceSettings {
+            timeout: &a.timeout,
+            max_age: &a.max_age,
+            max_interval: &a.max_interval,
+            max_attempts: &a.max_attempts,
+            min_interval: &a.min_interval,
+            paced: Some(pace),
+        };
+        self.service(url, Some(service), &common)
+    }
+}

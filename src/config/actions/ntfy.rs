@@ -1,0 +1,74 @@
+//! `type = "ntfy"`: a push notification through ntfy (`actions/notify/ntfy.rs`
+//! builds it). `url` is the server and the topic; a token from
+//! `token_file`; `priority` from 1 to 5 (default: 4 for an alarm, 3 for its
+//! end); at most one request every `min_interval` (5 s: ntfy.sh's pace per
+//! visitor), what arrives meanwhile sent as one digest.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::super::error::Problem;
+use super::super::raw::RawDuration;
+use super::super::validate::Validator;
+use super::super::{Service, Webhook};
+use super::ServiceSettings;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNtfy {
+    url: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    priority: Option<Spanned<i64>>,
+    min_interval: Option<RawDuration>,
+    timeout: Option<RawDuration>,
+    max_age: Option<RawDuration>,
+    max_interval: Option<RawDuration>,
+    max_attempts: Option<Spanned<i64>>,
+}
+
+impl Validator<'_> {
+    pub(super) fn ntfy(&mut self, a: RawNtfy, span: std::ops::Range<usize>) -> Option<Webhook> {
+        let url = match &a.url {
+            Some(raw) => self.http_url(raw, "url").filter(|u| {
+                let topic = u.path_segments().and_then(|mut s| s.next_back()).is_some_and(|t| !t.is_empty());
+                if !topic {
+                    self.problem(
+                        Problem::new(raw.span(), "`url` names no topic")
+                            .hint("write the server and the topic, e.g. https://ntfy.sh/plant-alerts"),
+                    );
+                }
+                topic
+            }),
+            None => {
+                self.problem(
+                    Problem::new(span, "an ntfy action needs a `url`")
+                        .hint("e.g. url = \"https://ntfy.sh/plant-alerts\""),
+                );
+                None
+            }
+        };
+        let token = match &a.token_file {
+            None => Some(None),
+            Some(file) => self.secret_in(file, "token_file").map(Some),
+        };
+        let priority = match &a.priority {
+            None => Some(None),
+            Some(_) => self.count(&a.priority, 3, 1, 5, "priority").map(|p| Some(p as u8)),
+        };
+        let service = match (token, priority) {
+            (Some(token), Some(priority)) => Some(Service::Ntfy { token, priority }),
+            _ => None,
+        };
+        let common = ServiceSettings {
+            timeout: &a.timeout,
+            max_age: &a.max_age,
+            max_interval: &a.max_interval,
+            max_attempts: &a.max_attempts,
+            min_interval: &a.min_interval,
+            paced: Some(Duration::from_secs(5)),
+        };
+        self.service(url, service, &common)
+    }
+}

@@ -1,0 +1,90 @@
+//! `type = "telegram"`: a message from a bot to one chat
+//! (`actions/notify/telegram.rs`). The bot token from `bot_token_file` (a
+//! file or `credential:NAME`); `chat_id` a number or `@channelname`;
+//! `api_url` for a Bot API server of one's own (default the public one).
+//! At most one message every `min_interval` (3 s: Telegram's pace for a
+//! group), what arrives meanwhile sent as one digest.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::super::error::Problem;
+use super::super::raw::RawDuration;
+use super::super::validate::Validator;
+use super::super::{Service, Webhook};
+use super::ServiceSettings;
+
+/// The public Bot API.
+const API_URL: &str = "https://api.telegram.org/";
+
+/// A chat id as people write it: a number, or text (`@channel`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ChatId {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTelegram {
+    bot_token_file: Option<Spanned<String>>,
+    chat_id: Option<Spanned<ChatId>>,
+    api_url: Option<Spanned<String>>,
+    min_interval: Option<RawDuration>,
+    timeout: Option<RawDuration>,
+    max_age: Option<RawDuration>,
+    max_interval: Option<RawDuration>,
+    max_attempts: Option<Spanned<i64>>,
+}
+
+impl Validator<'_> {
+    pub(super) fn telegram(&mut self, a: RawTelegram, span: std::ops::Range<usize>) -> Option<Webhook> {
+        let url = match &a.api_url {
+            Some(raw) => self.http_url(raw, "api_url"),
+            None => url::Url::parse(API_URL).ok(),
+        };
+        let token = match &a.bot_token_file {
+            Some(file) => self.secret_in(file, "bot_token_file"),
+            None => {
+                self.problem(
+                    Problem::new(span.clone(), "a telegram action needs its bot's `bot_token_file`")
+                        .hint("bot_token_file = \"credential:telegram-bot\" (the token @BotFather gave)"),
+                );
+                None
+            }
+        };
+        let chat_id = match a.chat_id.as_ref().map(|c| (c.get_ref(), c.span())) {
+            Some((ChatId::Number(n), _)) => Some(n.to_string()),
+            Some((ChatId::Text(t), _)) if t.parse::<i64>().is_ok() || (t.starts_with('@') && t.len() > 1) => {
+                Some(t.clone())
+            }
+            Some((ChatId::Text(t), at)) => {
+                self.problem(
+                    Problem::new(at, format!("`chat_id` `{t}` is neither a number nor an @channel name"))
+                        .hint("a group's id is a number like -1001234567890"),
+                );
+                None
+            }
+            None => {
+                self.problem(Problem::new(span, "a telegram action needs a `chat_id`"));
+                None
+            }
+        };
+        let service = match (token, chat_id) {
+            (Some(bot_token), Some(chat_id)) => Some(Service::Telegram { bot_token, chat_id }),
+            _ => None,
+        };
+        let common = ServiceSettings {
+            timeout: &a.timeout,
+            max_age: &a.max_age,
+            max_interval: &a.max_interval,
+            max_attempts: &a.max_attempts,
+            min_interval: &a.min_interval,
+            paced: Some(Duration::from_secs(3)),
+        };
+        self.service(url, service, &common)
+    }
+}

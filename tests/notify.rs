@@ -1,0 +1,162 @@
+//! The services a person reads, end to end: the real daemon, a real
+//! broker, and a local receiver standing for each service, which checks
+//! every request against what the service's API documents (method, path,
+//! headers, body fields), answers as the service does when it is over its
+//! limit, and shows that a storm reaches a person as a few digests that
+//! name every device, not a flood of messages.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use support::{Behaviour, Broker, Daemon, Receiver, SENTINEL, SOON, config, publish, publish_many, sync_with_sentinel};
+
+const PUMP: &str = "[[device]]\nid = \"pump-7\"\ntopic = \"plant/pump-7/status\"\nseverity = \"warning\"\n";
+
+/// A daemon whose devices notify `actions`, with the secret files they
+/// name written first (`name`, `content`).
+fn start(broker: &Broker, secrets: &[(&str, &str)], actions: &str, devices: &str) -> Daemon {
+    Daemon::start_with_files(&config(broker, &format!("{actions}\n{devices}\n{SENTINEL}")), secrets)
+}
+
+#[tokio::test]
+async fn each_service_gets_the_request_its_api_documents_and_no_secret_is_logged() {
+    let broker = Broker::start();
+    let receiver = Receiver::start(Behaviour::Accept).await;
+    let base = receiver.url.trim_end_matches("/hook");
+    let actions = format!(
+        "[action.push]\ntype = \"ntfy\"\nurl = \"{base}/ntfy/plant-alerts\"\ntoken_file = \"ntfy-token\"\nmin_interval = \"0s\"\n\n\
+         [action.chat]\ntype = \"slack\"\nurl = \"{base}/slack/services/T0/B0/XYZSECRET\"\nmin_interval = \"0s\"\n\n\
+         [action.channel]\ntype = \"discord\"\nurl_file = \"discord-url\"\nmin_interval = \"0s\"\n\n\
+         [action.bot]\ntype = \"telegram\"\nbot_token_file = \"telegram-token\"\nchat_id = -1001234\napi_url = \"{base}/telegram\"\nmin_interval = \"0s\"\n\n\
+         [action.oncall]\ntype = \"pagerduty\"\nrouting_key_file = \"routing-key\"\napi_url = \"{base}/pagerduty/v2/enqueue\"\n"
+    );
+    let discord_url = format!("{base}/discord/api/webhooks/1/DISCORDSECRET");
+    let secrets = [
+        ("ntfy-token", "tk_NTFYSECRET\n"),
+        ("discord-url", discord_url.as_str()),
+        ("telegram-token", "123:TELEGRAMSECRET"),
+        ("routing-key", "ROUTINGSECRET"),
+    ];
+    let devices = format!("{PUMP}actions = [\"push\", \"chat\", \"channel\", \"bot\", \"oncall\"]\n");
+    let daemon = start(&broker, &secrets, &actions, &devices);
+    daemon.wait_connected().await;
+    sync_with_sentinel(&broker, &daemon, &[("plant/pump-7/status", "online")]).await;
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    receiver.wait_for(5, SOON).await;
+    publish(broker.port, "plant/pump-7/status", "online", false).await;
+    let all = receiver.wait_for(10, SOON).await;
+    let by = |prefix: &str| -> Vec<support::receiver::Received> {
+        all.iter().filter(|r| r.path.starts_with(prefix)).cloned().collect()
+    };
+
+    // ntfy: JSON to the server's root, the topic in the body, the token as a bearer.
+    let ntfy = by("/ntfy");
+    assert_eq!(ntfy.len(), 2, "{ntfy:?}");
+    assert_eq!(ntfy[0].path, "/ntfy/");
+    assert_eq!(ntfy[0].header("authorization"), "Bearer tk_NTFYSECRET");
+    let (off, on) = (ntfy[0].json(), ntfy[1].json());
+    assert_eq!(off["topic"], "plant-alerts");
+    assert_eq!(off["title"], "pump-7 is offline");
+    assert_eq!(off["priority"], 4);
+    assert_eq!(on["title"], "pump-7 is back online");
+    assert_eq!(on["priority"], 3);
+
+    // Slack: text for every client, blocks for Slack.
+    let slack = by("/slack");
+    assert_eq!(slack.len(), 2);
+    assert_eq!(slack[0].path, "/slack/services/T0/B0/XYZSECRET");
+    assert_eq!(slack[0].header("content-type"), "application/json");
+    assert!(slack[0].json()["text"].as_str().unwrap().contains("*pump-7 is offline*"));
+    assert_eq!(slack[0].json()["blocks"][0]["type"], "header");
+
+    // Discord: the URL read from its file; one embed, mentions off.
+    let discord = by("/discord");
+    assert_eq!(discord.len(), 2);
+    assert_eq!(discord[0].path, "/discord/api/webhooks/1/DISCORDSECRET");
+    assert_eq!(discord[0].json()["embeds"][0]["title"], "pump-7 is offline");
+    assert_eq!(discord[0].json()["allowed_mentions"]["parse"], serde_json::json!([]));
+
+    // Telegram: sendMessage under the bot's path, to the chat, as HTML.
+    let telegram = by("/telegram");
+    assert_eq!(telegram.len(), 2);
+    assert_eq!(telegram[0].path, "/telegram/bot123:TELEGRAMSECRET/sendMessage");
+    assert_eq!(telegram[0].json()["chat_id"], "-1001234");
+    assert_eq!(telegram[0].json()["parse_mode"], "HTML");
+    assert!(telegram[0].json()["text"].as_str().unwrap().starts_with("<b>pump-7 is offline</b>"));
+
+    // PagerDuty: a trigger, then the resolve of the same incident.
+    let pagerduty = by("/pagerduty");
+    assert_eq!(pagerduty.len(), 2);
+    assert_eq!(pagerduty[0].path, "/pagerduty/v2/enqueue");
+    let (trigger, resolve) = (pagerduty[0].json(), pagerduty[1].json());
+    assert_eq!(trigger["routing_key"], "ROUTINGSECRET");
+    assert_eq!(trigger["event_action"], "trigger");
+    assert_eq!(trigger["payload"]["severity"], "warning", "the device's own");
+    assert_eq!(trigger["payload"]["source"], "pump-7");
+    assert_eq!(resolve["event_action"], "resolve");
+    assert_eq!(trigger["dedup_key"], resolve["dedup_key"]);
+
+    for secret in ["NTFYSECRET", "XYZSECRET", "DISCORDSECRET", "TELEGRAMSECRET", "ROUTINGSECRET"] {
+        assert!(!daemon.dump().contains(secret), "{secret} reached the log");
+    }
+}
+
+/// Guards a person's phone against a storm: 300 devices offline at once,
+/// to a chat that takes one request a second (429 sooner): a few digests,
+/// each device named in one, no request over the limit, none dropped.
+#[tokio::test]
+async fn a_storm_to_a_rate_limited_chat_becomes_digests_that_name_every_device() {
+    let broker = Broker::start();
+    let receiver = Receiver::start(Behaviour::OnePer(Duration::from_millis(900))).await;
+    let actions = format!("[action.chat]\ntype = \"slack\"\nurl = \"{}\"\n", receiver.url);
+    let devices = "[[device]]\ntopic = \"fleet/{id}/status\"\nactions = [\"chat\"]\n";
+    let daemon = start(&broker, &[], &actions, devices);
+    daemon.wait_connected().await;
+    let names: Vec<String> = (0..300).map(|i| format!("d{i:03}")).collect();
+    let topics: Vec<String> = names.iter().map(|n| format!("fleet/{n}/status")).collect();
+    let online: Vec<(&str, &str)> = topics.iter().map(|t| (t.as_str(), "online")).collect();
+    sync_with_sentinel(&broker, &daemon, &online).await;
+    let offline: Vec<(&str, Vec<u8>)> = topics.iter().map(|t| (t.as_str(), b"offline".to_vec())).collect();
+    publish_many(broker.port, &offline, false).await;
+    let named = support::eventually("every device named", Duration::from_secs(30), || {
+        let mut named = BTreeSet::new();
+        for r in receiver.received() {
+            let text = r.json()["text"].as_str().unwrap_or_default().to_string();
+            named.extend(names.iter().filter(|n| text.contains(n.as_str())).cloned());
+        }
+        (named.len() == names.len()).then_some(named)
+    })
+    .await;
+    assert_eq!(named.len(), 300);
+    let received = receiver.received();
+    assert!(received.len() <= 6, "{} requests for 300 offlines", received.len());
+    for pair in received.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(gap >= Duration::from_millis(900), "a request {gap:?} after the one before");
+    }
+    assert!(daemon.logs(|l| l["what"] == "webhook_given_up").is_empty(), "nothing dropped");
+}
+
+/// A 429 whose wait is only in its body (Telegram's way) is honoured: the
+/// next attempt waits as long, and the message arrives once.
+#[tokio::test]
+async fn a_429_with_its_wait_in_the_body_is_honoured() {
+    let broker = Broker::start();
+    let receiver = Receiver::start(Behaviour::TooManyInBody { n: 1, retry_after_secs: 2 }).await;
+    let base = receiver.url.trim_end_matches("/hook");
+    let actions = format!(
+        "[action.bot]\ntype = \"telegram\"\nbot_token_file = \"token\"\nchat_id = \"@plant\"\napi_url = \"{base}\"\n"
+    );
+    let devices = format!("{PUMP}actions = [\"bot\"]\n");
+    let daemon = start(&broker, &[("token", "9:T")], &actions, &devices);
+    daemon.wait_connected().await;
+    sync_with_sentinel(&broker, &daemon, &[("plant/pump-7/status", "online")]).await;
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    let both = receiver.wait_for(2, SOON).await;
+    assert!(both[1].at - both[0].at >= Duration::from_secs(2), "retried after {:?}", both[1].at - both[0].at);
+    assert_eq!(both[1].json()["chat_id"], "@plant");
+    support::observe(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received().len(), 2, "delivered once, then nothing more");
+}
