@@ -84,6 +84,22 @@ pub enum Command {
         #[command(subcommand)]
         command: Option<DeadLetterCommand>,
     },
+    /// Try a notification action.
+    Notify {
+        #[command(subcommand)]
+        command: NotifyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a test message through one action (a webhook or a service) and
+    /// print the service's answer: exit 0 when it accepted the message, 1
+    /// when it did not, 2 when the action cannot be tried.
+    Test {
+        /// The action's NAME in `[action.NAME]`.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use willwatch::cli::{Cli, Command, DeadLetterCommand, FilterArgs};
+use willwatch::cli::{Cli, Command, DeadLetterCommand, FilterArgs, NotifyCommand};
 use willwatch::config::{self, Config, ConfigError};
 use willwatch::daemon::{self, DaemonError};
 use willwatch::{actions, dead_letter, logging, status};
@@ -25,6 +25,7 @@ fn main() -> ExitCode {
         Command::Check { verbose, quiet, .. } => check(&path, verbose, quiet),
         Command::Status { url, offline, json } => status(cli.config, url, offline, json),
         Command::DeadLetter { command } => dead_letters(&path, command),
+        Command::Notify { command: NotifyCommand::Test { name } } => notify_test(&path, &name),
         Command::History { device, since, json } => history(&path, device.as_deref(), since, json),
         Command::Run { log_level, log_format } => {
             if let Err(e) = logging::init(log_format, log_level.as_deref()) {
@@ -131,6 +132,37 @@ fn history(path: &std::path::Path, device: Option<&str>, since: std::time::Durat
         Ok((devices, transitions)) => {
             out(&command::table(&devices, &transitions));
             ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("willwatch: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn notify_test(path: &std::path::Path, name: &str) -> ExitCode {
+    use actions::test_message::{TestError, test};
+    // The service's secrets must be readable to send.
+    let config = match Config::load_runnable(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let tried = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| TestError::Refused(e.to_string()))
+        .and_then(|rt| rt.block_on(test(&config, name)));
+    match tried {
+        Ok(answer) => {
+            out(&format!("{name}: accepted ({answer})\n"));
+            ExitCode::SUCCESS
+        }
+        Err(TestError::Refused(answer)) => {
+            eprintln!("{name}: not accepted: {answer}");
+            ExitCode::FAILURE
         }
         Err(e) => {
             eprintln!("willwatch: {e}");

@@ -160,3 +160,66 @@ async fn a_429_with_its_wait_in_the_body_is_honoured() {
     support::observe(Duration::from_millis(500)).await;
     assert_eq!(receiver.received().len(), 2, "delivered once, then nothing more");
 }
+
+/// `willwatch notify test NAME -c FILE`: the command run from a temporary
+/// directory holding `config` and `files`; its exit code and what it said.
+fn notify_test(config: &str, files: &[(&str, &str)], name: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("w.toml"), config).unwrap();
+    for (file, content) in files {
+        std::fs::write(dir.path().join(file), content).unwrap();
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_willwatch"))
+        .args(["notify", "test", name, "-c"])
+        .arg(dir.path().join("w.toml"))
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), said)
+}
+
+#[tokio::test]
+async fn notify_test_sends_one_message_and_says_what_the_service_answered() {
+    let accepting = Receiver::start(Behaviour::Accept).await;
+    let refusing = Receiver::start(Behaviour::FailFirst { n: 100, status: 403 }).await;
+    let base = accepting.url.trim_end_matches("/hook");
+    let text = format!(
+        "[broker]\nurl = \"mqtt://127.0.0.1:1\"\n\n\
+         [action.bot]\ntype = \"telegram\"\nbot_token_file = \"token\"\nchat_id = 42\napi_url = \"{base}\"\n\n\
+         [action.team]\ntype = \"slack\"\nurl = \"{}\"\n\n\
+         [action.out]\ntype = \"publish\"\ntopic = \"alerts\"\n",
+        refusing.url
+    );
+    let (code, said) = tokio::task::spawn_blocking({
+        let text = text.clone();
+        move || notify_test(&text, &[("token", "1:T")], "bot")
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("bot: accepted (HTTP 200 OK)"), "{said}");
+    let sent = accepting.received();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].json()["text"].as_str().unwrap().contains("willwatch-test is offline"));
+
+    let (code, said) = tokio::task::spawn_blocking({
+        let text = text.clone();
+        move || notify_test(&text, &[("token", "1:T")], "team")
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("team: not accepted: HTTP 403 Forbidden"), "{said}");
+
+    for (name, words) in [("nobody", "no action `nobody`"), ("out", "only webhooks and notification services")] {
+        let (code, said) = tokio::task::spawn_blocking({
+            let text = text.clone();
+            move || notify_test(&text, &[("token", "1:T")], name)
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 2, "{said}");
+        assert!(said.contains(words), "{said}");
+    }
+}

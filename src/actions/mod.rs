@@ -14,9 +14,11 @@
 //! start with the same id.
 //!
 //! One file per kind: `log`, `webhook/`, `reconnect`, `exec`, `publish`.
-//! Each exposes `run(name, settings, context, jobs)`, the worker loop.
-//! `replay` is `willwatch dead-letter replay`: webhook deliveries given up
-//! on, sent again.
+//! Each exposes `run(name, settings, context, jobs)`, the worker loop. The
+//! services a person reads run on the webhook's worker; `notify/` builds
+//! their requests. `replay` is `willwatch dead-letter replay`: HTTP
+//! deliveries given up on, sent again; `test_message` is `willwatch notify
+//! test`.
 
 mod exec;
 mod log;
@@ -25,6 +27,7 @@ mod publish;
 mod reconnect;
 pub mod replay;
 mod retry;
+pub mod test_message;
 mod webhook;
 
 use std::collections::HashMap;

@@ -46,7 +46,7 @@ pub fn request(spec: &Webhook, events: &[Arc<Event>]) -> Option<Request> {
 }
 
 /// `text` cut to at most `max` characters, with an ellipsis when cut.
-fn cut(text: &str, max: usize) -> String {
+pub fn cut(text: &str, max: usize) -> String {
     match text.char_indices().nth(max.saturating_sub(1)) {
         Some((end, _)) if text.chars().count() > max => format!("{}…", &text[..end]),
         _ => text.to_string(),

@@ -211,6 +211,44 @@ pub async fn resend(
     }
 }
 
+/// One attempt to deliver a made-up offline of a device named
+/// `willwatch-test` (`willwatch notify test`): the service's answer, `Ok`
+/// when it accepted it.
+pub async fn test(name: &str, spec: &Webhook, http: &reqwest::Client) -> Result<String, String> {
+    let now = SystemTime::now();
+    let event = Event {
+        id: crate::event::new_id(),
+        kind: crate::event::EventKind::Offline,
+        device: "willwatch-test".into(),
+        topic: "willwatch/test".into(),
+        payload: "a test of this action: nothing is offline".into(),
+        previous: "online",
+        at: now,
+        offline_since: Some(now),
+        offline_for: None,
+        attempts: None,
+        severity: Some("info".into()),
+        children_offline: None,
+        seen_late: false,
+        sparkplug: false,
+        epoch: None,
+        actions: Arc::from(vec![name.to_string()]),
+    };
+    let delivery = Delivery::new(name, spec, vec![Arc::new(event)], false);
+    match attempt_once(spec, http, &delivery).await {
+        Ok(response) => {
+            let status = response.status();
+            let body = response.text().await.unwrap_or_default();
+            let answer = format!(
+                "HTTP {status}{}",
+                if body.trim().is_empty() { String::new() } else { format!(": {}", notify::cut(body.trim(), 500)) }
+            );
+            if retry::verdict(status.as_u16()) == Verdict::Delivered { Ok(answer) } else { Err(answer) }
+        }
+        Err(e) => Err(error_chain(&e.without_url())),
+    }
+}
+
 /// Delivers, or gives up and dead-letters; returns the events, done either
 /// way. `None`: a retry was due while the daemon stops; they stay owed.
 async fn deliver(
