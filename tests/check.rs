@@ -615,3 +615,24 @@ fn device_ids_and_topics_past_their_limits_are_refused() {
         format!("{BROKER}[[device]]\nid = \"a\"\ntopic = \"t/a\"\nheartbeat_topic = \"h/{}\"\n", "x".repeat(1023));
     assert_rejected(&heartbeat, "w.toml:6:19: `heartbeat_topic` is 1025 bytes; at most 1024");
 }
+
+/// Guards the list of keys a mistyped top-level key is offered (`action`
+/// was missing from it) and the length of what a file of thousands of
+/// mistakes prints (each problem was located from the start of the file:
+/// 20,000 stray keys took 10 s).
+#[test]
+fn a_mistyped_top_level_key_is_offered_action_and_thousands_of_mistakes_print_a_hundred() {
+    let (_, _, said) = check(&format!("{BROKER}[actoins.ops]\n"));
+    assert!(said.contains("unknown field `actoins`, expected one of `broker`"), "{said}");
+    assert!(said.contains("`action`"), "{said}");
+    let many = format!(
+        "{BROKER}[action.x]\ntype = \"log\"\n{}",
+        (0..20_000).map(|i| format!("k{i} = 1\n")).collect::<String>()
+    );
+    let started = std::time::Instant::now();
+    let (ok, _, said) = check(&many);
+    assert!(!ok);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert_eq!(said.lines().filter(|l| l.contains("unknown setting")).count(), 100, "{}", &said[..300]);
+    assert!(said.contains("… and 19900 more problems"), "{}", &said[said.len() - 200..]);
+}

@@ -30,7 +30,12 @@ async fn each_service_gets_the_request_its_api_documents_and_no_secret_is_logged
          [action.chat]\ntype = \"slack\"\nurl = \"{base}/slack/services/T0/B0/XYZSECRET\"\nmin_interval = \"0s\"\n\n\
          [action.channel]\ntype = \"discord\"\nurl_file = \"discord-url\"\nmin_interval = \"0s\"\n\n\
          [action.bot]\ntype = \"telegram\"\nbot_token_file = \"telegram-token\"\nchat_id = -1001234\napi_url = \"{base}/telegram\"\nmin_interval = \"0s\"\n\n\
-         [action.oncall]\ntype = \"pagerduty\"\nrouting_key_file = \"routing-key\"\napi_url = \"{base}/pagerduty/v2/enqueue\"\n"
+         [action.oncall]\ntype = \"pagerduty\"\nrouting_key_file = \"routing-key\"\napi_url = \"{base}/pagerduty/v2/enqueue\"\n\n\
+         [action.phone]\ntype = \"gotify\"\nurl = \"{base}/gotify/\"\ntoken_file = \"gotify-token\"\nmin_interval = \"0s\"\n\n\
+         [action.pager]\ntype = \"pushover\"\nuser_key_file = \"pushover-user\"\ntoken_file = \"pushover-token\"\napi_url = \"{base}/pushover/1/messages.json\"\nmin_interval = \"0s\"\n\n\
+         [action.office]\ntype = \"teams\"\nurl = \"{base}/teams/workflows/TEAMSSECRET\"\nmin_interval = \"0s\"\n\n\
+         [action.room]\ntype = \"matrix\"\nhomeserver = \"{base}/matrix\"\nroom = \"!plant:example.org\"\ntoken_file = \"matrix-token\"\nmin_interval = \"0s\"\n\n\
+         [action.genie]\ntype = \"opsgenie\"\napi_key_file = \"opsgenie-key\"\napi_url = \"{base}/opsgenie/\"\n"
     );
     let discord_url = format!("{base}/discord/api/webhooks/1/DISCORDSECRET");
     let secrets = [
@@ -38,15 +43,22 @@ async fn each_service_gets_the_request_its_api_documents_and_no_secret_is_logged
         ("discord-url", discord_url.as_str()),
         ("telegram-token", "123:TELEGRAMSECRET"),
         ("routing-key", "ROUTINGSECRET"),
+        ("gotify-token", "GOTIFYSECRET"),
+        ("pushover-user", "PUSHOVERUSER"),
+        ("pushover-token", "PUSHOVERSECRET"),
+        ("matrix-token", "MATRIXSECRET"),
+        ("opsgenie-key", "OPSGENIESECRET"),
     ];
-    let devices = format!("{PUMP}actions = [\"push\", \"chat\", \"channel\", \"bot\", \"oncall\"]\n");
+    let devices = format!(
+        "{PUMP}actions = [\"push\", \"chat\", \"channel\", \"bot\", \"oncall\", \"phone\", \"pager\", \"office\", \"room\", \"genie\"]\n"
+    );
     let daemon = start(&broker, &secrets, &actions, &devices);
     daemon.wait_connected().await;
     sync_with_sentinel(&broker, &daemon, &[("plant/pump-7/status", "online")]).await;
     publish(broker.port, "plant/pump-7/status", "offline", false).await;
-    receiver.wait_for(5, SOON).await;
+    receiver.wait_for(10, SOON).await;
     publish(broker.port, "plant/pump-7/status", "online", false).await;
-    let all = receiver.wait_for(10, SOON).await;
+    let all = receiver.wait_for(20, SOON).await;
     let by = |prefix: &str| -> Vec<support::receiver::Received> {
         all.iter().filter(|r| r.path.starts_with(prefix)).cloned().collect()
     };
@@ -98,7 +110,58 @@ async fn each_service_gets_the_request_its_api_documents_and_no_secret_is_logged
     assert_eq!(resolve["event_action"], "resolve");
     assert_eq!(trigger["dedup_key"], resolve["dedup_key"]);
 
-    for secret in ["NTFYSECRET", "XYZSECRET", "DISCORDSECRET", "TELEGRAMSECRET", "ROUTINGSECRET"] {
+    // Gotify: /message with the token in its header.
+    let gotify = by("/gotify");
+    assert_eq!(gotify.len(), 2);
+    assert_eq!(gotify[0].path, "/gotify/message");
+    assert_eq!(gotify[0].header("x-gotify-key"), "GOTIFYSECRET");
+    assert_eq!(gotify[0].json()["priority"], 8);
+
+    // Pushover: a form with the token and the user key.
+    let pushover = by("/pushover");
+    assert_eq!(pushover.len(), 2);
+    assert_eq!(pushover[0].header("content-type"), "application/x-www-form-urlencoded");
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(&pushover[0].body).into_owned().collect();
+    assert_eq!(form["token"], "PUSHOVERSECRET");
+    assert_eq!(form["user"], "PUSHOVERUSER");
+    assert_eq!(form["title"], "pump-7 is offline");
+
+    // Teams: one Adaptive Card.
+    let teams = by("/teams");
+    assert_eq!(teams.len(), 2);
+    assert_eq!(teams[0].json()["attachments"][0]["content"]["type"], "AdaptiveCard");
+
+    // Matrix: a PUT into the room, named by the delivery.
+    let matrix = by("/matrix");
+    assert_eq!(matrix.len(), 2);
+    assert_eq!(matrix[0].method, "PUT");
+    let prefix = "/matrix/_matrix/client/v3/rooms/!plant:example.org/send/m.room.message/";
+    assert!(matrix[0].path.starts_with(prefix), "{}", matrix[0].path);
+    assert_ne!(matrix[0].path, matrix[1].path, "each message its own transaction");
+    assert_eq!(matrix[0].header("authorization"), "Bearer MATRIXSECRET");
+    assert_eq!(matrix[0].json()["msgtype"], "m.text");
+
+    // Opsgenie: the alert created, then closed by its alias.
+    let opsgenie = by("/opsgenie");
+    assert_eq!(opsgenie.len(), 2);
+    assert_eq!(opsgenie[0].path, "/opsgenie/v2/alerts");
+    assert_eq!(opsgenie[0].header("authorization"), "GenieKey OPSGENIESECRET");
+    let alias = opsgenie[0].json()["alias"].as_str().unwrap().to_string();
+    assert_eq!(opsgenie[1].path, format!("/opsgenie/v2/alerts/{alias}/close"));
+
+    for secret in [
+        "NTFYSECRET",
+        "XYZSECRET",
+        "DISCORDSECRET",
+        "TELEGRAMSECRET",
+        "ROUTINGSECRET",
+        "GOTIFYSECRET",
+        "PUSHOVERSECRET",
+        "TEAMSSECRET",
+        "MATRIXSECRET",
+        "OPSGENIESECRET",
+    ] {
         assert!(!daemon.dump().contains(secret), "{secret} reached the log");
     }
 }

@@ -68,8 +68,17 @@ impl ConfigError {
     }
 }
 
+/// The most problems shown: past that, how many more (a file of thousands
+/// of mistakes is not read problem by problem).
+const SHOWN: usize = 100;
+
 fn render(path: &std::path::Path, text: &str, problems: &[Problem]) -> String {
-    problems.iter().map(|p| Located { path, text, problem: p }.to_string()).collect::<Vec<_>>().join("\n")
+    let mut lines: Vec<String> =
+        problems.iter().take(SHOWN).map(|p| Located { path, text, problem: p }.to_string()).collect();
+    if problems.len() > SHOWN {
+        lines.push(format!("{}: … and {} more problems", path.display(), problems.len() - SHOWN));
+    }
+    lines.join("\n")
 }
 
 struct Located<'a> {
@@ -104,7 +113,8 @@ pub fn did_you_mean<'a>(wrong: &str, known: impl IntoIterator<Item = &'a str>) -
     known
         .into_iter()
         .map(|k| (edit_distance(wrong, k), k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        // Close, but not a different word altogether ("id" is no typo of "on").
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4) && *d < k.len().min(wrong.chars().count()))
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
 }

@@ -33,9 +33,6 @@ pub use users::{Users, UsersError};
 pub fn keys() -> Vec<(String, Vec<&'static str>)> {
     let mut out: Vec<(String, Vec<&'static str>)> =
         raw::tables().into_iter().map(|(table, keys)| (table.to_string(), keys.to_vec())).collect();
-    if let Some((_, top)) = out.iter_mut().find(|(table, _)| table.is_empty()) {
-        top.push("action");
-    }
     out.extend(actions::kinds().into_iter().map(|(kind, keys)| (format!("action.{kind}"), keys)));
     out
 }
@@ -496,6 +493,28 @@ pub enum Service {
     PagerDuty {
         routing_key: Secret,
     },
+    /// Gotify: `url` is the server.
+    Gotify {
+        token: Secret,
+        priority: Option<u8>,
+    },
+    /// Pushover: `url` is its messages API.
+    Pushover {
+        user: Secret,
+        token: Secret,
+        priority: Option<i8>,
+    },
+    /// A Microsoft Teams workflow webhook (an Adaptive Card).
+    Teams,
+    /// A Matrix room: `url` is the homeserver.
+    Matrix {
+        room: String,
+        token: Secret,
+    },
+    /// Opsgenie's Alert API (`url` is its base, by region).
+    Opsgenie {
+        api_key: Secret,
+    },
 }
 
 impl Service {
@@ -508,6 +527,11 @@ impl Service {
             Service::Discord => "discord",
             Service::Telegram { .. } => "telegram",
             Service::PagerDuty { .. } => "pagerduty",
+            Service::Gotify { .. } => "gotify",
+            Service::Pushover { .. } => "pushover",
+            Service::Teams => "teams",
+            Service::Matrix { .. } => "matrix",
+            Service::Opsgenie { .. } => "opsgenie",
         }
     }
 }

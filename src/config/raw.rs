@@ -89,6 +89,11 @@ pub struct RawConfig {
     pub device: Vec<Spanned<RawDevice>>,
     #[serde(default)]
     pub sparkplug: Vec<Spanned<RawSparkplug>>,
+    /// Always absent here: `RawFile::parse` takes the actions out first
+    /// (each kind reads its own). Declared so that a mistyped top-level
+    /// key's message lists it among the keys the file takes.
+    #[serde(rename = "action")]
+    pub _action: Option<serde::de::IgnoredAny>,
     pub state_dir: Option<Spanned<String>>,
     pub max_devices: Option<Spanned<i64>>,
     pub state_sync: Option<Spanned<String>>,

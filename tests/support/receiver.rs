@@ -36,6 +36,7 @@ pub enum Behaviour {
 
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub method: String,
     pub path: String,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
@@ -91,10 +92,23 @@ impl Receiver {
     }
 }
 
-async fn handle(State(shared): State<Shared>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(shared): State<Shared>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let count = {
         let mut received = shared.received.lock().unwrap();
-        received.push(Received { path: uri.path().to_string(), headers, body: body.to_vec(), at: Instant::now() });
+        let method = method.to_string();
+        received.push(Received {
+            method,
+            path: uri.path().to_string(),
+            headers,
+            body: body.to_vec(),
+            at: Instant::now(),
+        });
         received.len()
     };
     match shared.behaviour {

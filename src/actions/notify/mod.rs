@@ -1,13 +1,20 @@
 //! Notifications a person reads: each service's request built from the
-//! events (`ntfy.rs`, `slack.rs`, `discord.rs`, `telegram.rs`,
-//! `pagerduty.rs`), in the words they share (`text.rs`). Pure; they travel
-//! the webhook's road (`actions/webhook`): the same queue and order,
-//! retries by time with `Retry-After`, dead letters, pacing and digests.
+//! events (push: `ntfy.rs`, `gotify.rs`, `pushover.rs`; chat: `slack.rs`,
+//! `discord.rs`, `teams.rs`, `telegram.rs`, `matrix.rs`; on-call:
+//! `pagerduty.rs`, `opsgenie.rs`), in the words they share (`text.rs`).
+//! Pure; they travel the webhook's road (`actions/webhook`): the same
+//! queue and order, retries by time with `Retry-After`, dead letters,
+//! pacing and digests.
 
 mod discord;
+mod gotify;
+mod matrix;
 mod ntfy;
+mod opsgenie;
 mod pagerduty;
+mod pushover;
 mod slack;
+mod teams;
 mod telegram;
 pub mod text;
 
@@ -16,9 +23,12 @@ use std::sync::Arc;
 use crate::config::{Service, Webhook};
 use crate::event::Event;
 
-/// One HTTP request: a POST of `body` to `url` with `headers`.
+/// One HTTP request: `body` to `url` with `headers`, by POST (or PUT,
+/// where the service names the message in its URL and so makes resending
+/// it harmless).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
+    pub put: bool,
     pub url: url::Url,
     pub headers: Vec<(&'static str, String)>,
     pub body: Vec<u8>,
@@ -26,14 +36,20 @@ pub struct Request {
 
 impl Request {
     fn json(url: url::Url, body: &serde_json::Value) -> Request {
-        Request { url, headers: vec![("content-type", "application/json".into())], body: body.to_string().into_bytes() }
+        Request {
+            put: false,
+            url,
+            headers: vec![("content-type", "application/json".into())],
+            body: body.to_string().into_bytes(),
+        }
     }
 }
 
 /// The request that tells `spec`'s service about `events` (one event, or
-/// a digest of several); `None` for a plain webhook, whose body is the
-/// event JSON (`webhook/body.rs`).
-pub fn request(spec: &Webhook, events: &[Arc<Event>]) -> Option<Request> {
+/// a digest of several), `id` the delivery's (the same on every attempt);
+/// `None` for a plain webhook, whose body is the event JSON
+/// (`webhook/body.rs`).
+pub fn request(spec: &Webhook, id: &str, events: &[Arc<Event>]) -> Option<Request> {
     let message = text::message(events, spec.external_url.as_ref());
     Some(match &spec.service {
         Service::Webhook(_) => return None,
@@ -42,6 +58,11 @@ pub fn request(spec: &Webhook, events: &[Arc<Event>]) -> Option<Request> {
         Service::Discord => discord::request(&spec.url, &message),
         Service::Telegram { bot_token, chat_id } => telegram::request(&spec.url, bot_token, chat_id, &message),
         Service::PagerDuty { routing_key } => pagerduty::request(&spec.url, routing_key, &events[0], &message),
+        Service::Gotify { token, priority } => gotify::request(&spec.url, token, *priority, &message),
+        Service::Pushover { user, token, priority } => pushover::request(&spec.url, user, token, *priority, &message),
+        Service::Teams => teams::request(&spec.url, &message),
+        Service::Matrix { room, token } => matrix::request(&spec.url, room, token, id, &message),
+        Service::Opsgenie { api_key } => opsgenie::request(&spec.url, api_key, &events[0], &message),
     })
 }
 

@@ -181,7 +181,8 @@ impl Delivery {
     /// restart, or from the dead-letter file) carries the same id.
     fn new(name: &str, spec: &Webhook, events: Vec<Arc<Event>>, batched: bool) -> Delivery {
         let id = if batched { derived_id(events.iter().map(|e| e.id.as_str())) } else { events[0].id.clone() };
-        let request = notify::request(spec, &events).unwrap_or_else(|| Request {
+        let request = notify::request(spec, &id, &events).unwrap_or_else(|| Request {
+            put: false,
             url: spec.url.clone(),
             headers: vec![("content-type", "application/json".into())],
             body: body::render(spec, name, &events, batched),
@@ -329,7 +330,9 @@ async fn attempt_once(
     http: &reqwest::Client,
     delivery: &Delivery,
 ) -> reqwest::Result<reqwest::Response> {
-    let mut request = http.post(delivery.request.url.clone()).timeout(spec.timeout).body(delivery.request.body.clone());
+    let method = if delivery.request.put { reqwest::Method::PUT } else { reqwest::Method::POST };
+    let mut request =
+        http.request(method, delivery.request.url.clone()).timeout(spec.timeout).body(delivery.request.body.clone());
     for (header, value) in &delivery.request.headers {
         request = request.header(*header, value);
     }

@@ -1,10 +1,11 @@
 //! `type = "slack"` (also Mattermost and Rocket.Chat, which take Slack's
-//! incoming webhooks) and `type = "discord"`: a chat message through the
-//! channel's incoming-webhook URL (`actions/notify/slack.rs`, `discord.rs`).
+//! incoming webhooks), `type = "discord"` and `type = "teams"` (a workflow
+//! webhook): a chat message through the channel's webhook URL
+//! (`actions/notify/slack.rs`, `discord.rs`, `teams.rs`).
 //! The URL is a secret (it carries the token): written in `url`, or read
 //! from `url_file` (a file or `credential:NAME`). At most one request every
-//! `min_interval` (1 s for Slack, 2 s for Discord: their limits per
-//! webhook), what arrives meanwhile sent as one digest.
+//! `min_interval` (1 s for Slack and Teams, 2 s for Discord: their limits
+//! per webhook), what arrives meanwhile sent as one digest.
 
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ pub(super) struct RawChat {
 }
 
 impl Validator<'_> {
-    /// `kind`: "slack" or "discord".
+    /// `kind`: "slack", "discord" or "teams".
     pub(super) fn chat(&mut self, kind: &str, a: RawChat, span: std::ops::Range<usize>) -> Option<Webhook> {
         let url = match (&a.url, &a.url_file) {
             (Some(url), None) => self.http_url(url, "url"),
@@ -54,6 +55,7 @@ impl Validator<'_> {
         };
         let (service, pace) = match kind {
             "discord" => (Service::Discord, Duration::from_secs(2)),
+            "teams" => (Service::Teams, Duration::from_secs(1)),
             _ => (Service::Slack, Duration::from_secs(1)),
         };
         let common = ServiceSettings {

@@ -24,9 +24,13 @@ use crate::template::Template;
 
 mod chat;
 mod exec;
+mod gotify;
+mod matrix;
 mod ntfy;
+mod opsgenie;
 mod pagerduty;
 mod publish;
+mod pushover;
 mod reconnect;
 mod telegram;
 mod webhook;
@@ -44,7 +48,7 @@ const DEFAULT_MAX_INTERVAL: Duration = Duration::from_secs(300);
 /// reconnect ladder, which an offline starts and an online stops), and the
 /// settings its kind's struct declares.
 pub fn kinds() -> Vec<(&'static str, Vec<&'static str>)> {
-    let declared: [(&str, &[&str]); 10] = [
+    let declared: [(&str, &[&str]); 15] = [
         ("log", &[]),
         ("webhook", serde_introspect::<webhook::RawWebhook>()),
         ("reconnect", serde_introspect::<reconnect::RawReconnect>()),
@@ -55,6 +59,11 @@ pub fn kinds() -> Vec<(&'static str, Vec<&'static str>)> {
         ("discord", serde_introspect::<chat::RawChat>()),
         ("telegram", serde_introspect::<telegram::RawTelegram>()),
         ("pagerduty", serde_introspect::<pagerduty::RawPagerDuty>()),
+        ("gotify", serde_introspect::<gotify::RawGotify>()),
+        ("pushover", serde_introspect::<pushover::RawPushover>()),
+        ("teams", serde_introspect::<chat::RawChat>()),
+        ("matrix", serde_introspect::<matrix::RawMatrix>()),
+        ("opsgenie", serde_introspect::<opsgenie::RawOpsgenie>()),
     ];
     declared
         .into_iter()
@@ -133,28 +142,34 @@ impl Validator<'_> {
             });
             return None;
         };
+        // Every problem of the action is found, though one is enough to
+        // refuse it: a key of another kind or a wrong `on` hides nothing.
+        let mut refused = false;
         let on = match table.remove_entry("on") {
             Some((key, _)) if *kind_name == "reconnect" => {
                 self.problem(
                     Problem::new(key.span(), "`on` is not a setting of a `reconnect` action")
                         .hint("a reconnect ladder starts on offline and stops on online; remove `on`"),
                 );
-                return None;
+                refused = true;
+                None
             }
-            Some((_, on)) => Some(self.read::<SpannedList>(on)?),
+            Some((_, on)) => {
+                let on = self.read::<SpannedList>(on);
+                refused |= on.is_none();
+                on
+            }
             None => None,
         };
-        let mut foreign = false;
-        for key in table.keys() {
-            if !keys.contains(&key.get_ref().as_ref()) {
-                foreign = true;
-                self.problem(unknown_setting(key.get_ref(), key.span(), kind_name));
-            }
+        let foreign: Vec<_> = table.keys().filter(|key| !keys.contains(&key.get_ref().as_ref())).cloned().collect();
+        let owners = kinds.iter().map(|(k, keys)| (*k, keys.as_slice())).collect::<Vec<_>>();
+        for key in &foreign {
+            self.problem(unknown_setting(key.get_ref(), key.span(), kind_name, &owners));
         }
-        let on = self.event_filter(on);
-        if foreign {
-            return None;
-        }
+        let table: toml::de::DeTable<'_> =
+            table.into_iter().filter(|(key, _)| keys.contains(&key.get_ref().as_ref())).collect();
+        refused |= !foreign.is_empty();
+        let on = if refused { None } else { self.event_filter(on) };
         let settings = Spanned::new(span.clone(), DeValue::Table(table));
         let kind = match *kind_name {
             "log" => Some(ActionKind::Log),
@@ -186,11 +201,30 @@ impl Validator<'_> {
                 let raw = self.read(settings)?;
                 self.pagerduty(raw, span).map(|w| ActionKind::Webhook(Box::new(w)))
             }
+            "gotify" => {
+                let raw = self.read(settings)?;
+                self.gotify(raw, span).map(|w| ActionKind::Webhook(Box::new(w)))
+            }
+            "pushover" => {
+                let raw = self.read(settings)?;
+                self.pushover(raw, span).map(|w| ActionKind::Webhook(Box::new(w)))
+            }
+            "matrix" => {
+                let raw = self.read(settings)?;
+                self.matrix(raw, span).map(|w| ActionKind::Webhook(Box::new(w)))
+            }
+            "opsgenie" => {
+                let raw = self.read(settings)?;
+                self.opsgenie(raw, span).map(|w| ActionKind::Webhook(Box::new(w)))
+            }
             chat => {
                 let raw = self.read(settings)?;
                 self.chat(chat, raw, span).map(|w| ActionKind::Webhook(Box::new(w)))
             }
         };
+        if refused {
+            return None;
+        }
         Some(ActionSpec { kind: kind?, on: on? })
     }
 
@@ -445,15 +479,14 @@ impl Validator<'_> {
 }
 
 /// A setting the action's kind does not take: the kinds it belongs to, or
-/// the setting of this kind it is closest to.
-fn unknown_setting(key: &str, span: Range<usize>, kind: &str) -> Problem {
-    let kinds = kinds();
+/// the setting of this kind it is closest to. `kinds`: each kind's keys.
+fn unknown_setting(key: &str, span: Range<usize>, kind: &str, kinds: &[(&str, &[&'static str])]) -> Problem {
     let owners: Vec<&str> = kinds.iter().filter(|(_, keys)| keys.contains(&key)).map(|(k, _)| *k).collect();
     if !owners.is_empty() {
         return Problem::new(span, format!("`{key}` is not a setting of a `{kind}` action"))
             .hint(format!("it belongs to: {}", owners.join(", ")));
     }
-    let own = kinds.into_iter().find(|(k, _)| *k == kind).map(|(_, keys)| keys).unwrap_or_default();
+    let own = kinds.iter().find(|(k, _)| *k == kind).map_or(&[][..], |(_, keys)| keys);
     let p = Problem::new(span, format!("unknown setting `{key}` of a `{kind}` action"));
     match did_you_mean(key, own.iter().copied()) {
         Some(s) => p.hint(format!("did you mean `{s}`?")),

@@ -281,3 +281,23 @@ fn a_notification_service_takes_its_secrets_from_files_and_its_mistakes_are_show
     let config = valid(&Given::default(), "[action.x]\ntype = \"discord\"\nurl_file = \"credential:discord\"\n");
     assert_eq!(config.unread_credentials, ["discord"]);
 }
+
+/// Guards what a key of another kind used to hide: the action's other
+/// problems, each at its place, in the file's order.
+#[test]
+fn a_key_of_another_kind_hides_none_of_the_actions_other_problems() {
+    let problems = refused(
+        &Given::default(),
+        "[action.w]\ntype = \"webhook\"\nurl = \"ftp://x\"\ntopic = \"a\"\ntimeout = \"0s\"\n\n\
+         [action.x]\ntype = \"log\"\non = \"offline\"\nid = 1\n",
+    );
+    let messages: Vec<&str> = problems.iter().map(|(m, _)| m.as_str()).collect();
+    assert_eq!(messages.len(), 5, "{messages:#?}");
+    assert!(messages[0].contains("`topic` is not a setting of a `webhook` action"));
+    assert!(messages[1].contains("`url` `ftp://x` is not an http(s) URL"));
+    assert!(messages[2].contains("`timeout` must be from"));
+    assert!(messages[3].contains("invalid type: string \"offline\", expected a sequence"));
+    assert!(messages[4].contains("unknown setting `id` of a `log` action"));
+    assert_eq!(crate::config::error::did_you_mean("id", ["on", "type"]), None, "no typo of `on`");
+    assert_eq!(crate::config::error::did_you_mean("ur", ["url"]), Some("url"));
+}

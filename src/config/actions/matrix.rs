@@ -1,0 +1,75 @@
+//! `type = "matrix"`: a message in a Matrix room (`actions/notify/matrix.rs`).
+//! `homeserver` is its base URL, `room` a room id (`!abc:example.org`: an
+//! alias would need resolving first), the access token from `token_file`;
+//! at most one message every `min_interval` (1 s), what arrives meanwhile
+//! sent as one digest.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::super::error::Problem;
+use super::super::raw::RawDuration;
+use super::super::validate::Validator;
+use super::super::{Service, Webhook};
+use super::ServiceSettings;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMatrix {
+    homeserver: Option<Spanned<String>>,
+    room: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    min_interval: Option<RawDuration>,
+    timeout: Option<RawDuration>,
+    max_age: Option<RawDuration>,
+    max_interval: Option<RawDuration>,
+    max_attempts: Option<Spanned<i64>>,
+}
+
+impl Validator<'_> {
+    pub(super) fn matrix(&mut self, a: RawMatrix, span: std::ops::Range<usize>) -> Option<Webhook> {
+        let url = match &a.homeserver {
+            Some(raw) => self.http_url(raw, "homeserver"),
+            None => {
+                self.problem(Problem::new(span.clone(), "a matrix action needs its `homeserver`"));
+                None
+            }
+        };
+        let room = match &a.room {
+            Some(r) if r.get_ref().starts_with('!') && r.get_ref().contains(':') => Some(r.get_ref().clone()),
+            Some(r) => {
+                self.problem(
+                    Problem::new(r.span(), format!("`room` `{}` is not a room id", r.get_ref()))
+                        .hint("a room id looks like !AbCdEf:example.org (Element: room settings, Advanced)"),
+                );
+                None
+            }
+            None => {
+                self.problem(Problem::new(span.clone(), "a matrix action needs a `room`"));
+                None
+            }
+        };
+        let token = match &a.token_file {
+            Some(file) => self.secret_in(file, "token_file"),
+            None => {
+                self.problem(Problem::new(span, "a matrix action needs an access token's `token_file`"));
+                None
+            }
+        };
+        let service = match (room, token) {
+            (Some(room), Some(token)) => Some(Service::Matrix { room, token }),
+            _ => None,
+        };
+        let common = ServiceSettings {
+            timeout: &a.timeout,
+            max_age: &a.max_age,
+            max_interval: &a.max_interval,
+            max_attempts: &a.max_attempts,
+            min_interval: &a.min_interval,
+            paced: Some(Duration::from_secs(1)),
+        };
+        self.service(url, service, &common)
+    }
+}
