@@ -16,7 +16,7 @@ use super::super::error::Problem;
 use super::super::raw::RawDuration;
 use super::super::validate::Validator;
 use super::super::{Service, Webhook};
-use super::ServiceSettings;
+use super::shared;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,14 +58,7 @@ impl Validator<'_> {
             "teams" => (Service::Teams, Duration::from_secs(1)),
             _ => (Service::Slack, Duration::from_secs(1)),
         };
-        let common = ServiceSettings {
-            timeout: &a.timeout,
-            max_age: &a.max_age,
-            max_interval: &a.max_interval,
-            max_attempts: &a.max_attempts,
-            min_interval: &a.min_interval,
-            paced: Some(pace),
-        };
+        let common = shared!(a, pace);
         self.service(url, Some(service), &common)
     }
 }

@@ -13,7 +13,7 @@ use super::super::error::Problem;
 use super::super::raw::RawDuration;
 use super::super::validate::Validator;
 use super::super::{Service, Webhook};
-use super::ServiceSettings;
+use super::shared;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,25 +51,13 @@ impl Validator<'_> {
                 None
             }
         };
-        let token = match &a.token_file {
-            Some(file) => self.secret_in(file, "token_file"),
-            None => {
-                self.problem(Problem::new(span, "a matrix action needs an access token's `token_file`"));
-                None
-            }
-        };
+        let missing = Problem::new(span, "a matrix action needs an access token's `token_file`");
+        let token = self.required_secret(&a.token_file, "token_file", missing);
         let service = match (room, token) {
             (Some(room), Some(token)) => Some(Service::Matrix { room, token }),
             _ => None,
         };
-        let common = ServiceSettings {
-            timeout: &a.timeout,
-            max_age: &a.max_age,
-            max_interval: &a.max_interval,
-            max_attempts: &a.max_attempts,
-            min_interval: &a.min_interval,
-            paced: Some(Duration::from_secs(1)),
-        };
+        let common = shared!(a, Duration::from_secs(1));
         self.service(url, service, &common)
     }
 }

@@ -76,6 +76,33 @@ pub fn kinds() -> Vec<(&'static str, Vec<&'static str>)> {
 
 /// The settings every service's action shares, as written, and the pace
 /// its service wants by default (`None`: each event its own request).
+/// `shared!(raw, paced)` takes them from a service's raw settings (its
+/// fields of the same names); `shared!(raw)` for a service never paced,
+/// which has no `min_interval`.
+macro_rules! shared {
+    ($raw:expr, $paced:expr) => {
+        super::ServiceSettings {
+            timeout: &$raw.timeout,
+            max_age: &$raw.max_age,
+            max_interval: &$raw.max_interval,
+            max_attempts: &$raw.max_attempts,
+            min_interval: &$raw.min_interval,
+            paced: Some($paced),
+        }
+    };
+    ($raw:expr) => {
+        super::ServiceSettings {
+            timeout: &$raw.timeout,
+            max_age: &$raw.max_age,
+            max_interval: &$raw.max_interval,
+            max_attempts: &$raw.max_attempts,
+            min_interval: &None,
+            paced: None,
+        }
+    };
+}
+use shared;
+
 struct ServiceSettings<'a> {
     timeout: &'a Option<RawDuration>,
     max_age: &'a Option<RawDuration>,
@@ -351,6 +378,18 @@ impl Validator<'_> {
             }
             Err(e) => {
                 self.problem(Problem::new(file.span(), format!("cannot read `{key}` {}: {e}", path.display())));
+                None
+            }
+        }
+    }
+
+    /// The secret a required `*_file` setting holds; `missing` is the
+    /// problem when the setting is not there.
+    fn required_secret(&mut self, file: &Option<Spanned<String>>, key: &str, missing: Problem) -> Option<Secret> {
+        match file {
+            Some(file) => self.secret_in(file, key),
+            None => {
+                self.problem(missing);
                 None
             }
         }

@@ -13,7 +13,7 @@ use super::super::error::Problem;
 use super::super::raw::RawDuration;
 use super::super::validate::Validator;
 use super::super::{Service, Webhook};
-use super::ServiceSettings;
+use super::shared;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -61,14 +61,7 @@ impl Validator<'_> {
             (Some(token), Some(priority)) => Some(Service::Ntfy { token, priority }),
             _ => None,
         };
-        let common = ServiceSettings {
-            timeout: &a.timeout,
-            max_age: &a.max_age,
-            max_interval: &a.max_interval,
-            max_attempts: &a.max_attempts,
-            min_interval: &a.min_interval,
-            paced: Some(Duration::from_secs(5)),
-        };
+        let common = shared!(a, Duration::from_secs(5));
         self.service(url, service, &common)
     }
 }

@@ -11,7 +11,7 @@ use super::super::error::Problem;
 use super::super::raw::RawDuration;
 use super::super::validate::Validator;
 use super::super::{Service, Webhook};
-use super::ServiceSettings;
+use super::shared;
 
 /// Opsgenie's API.
 const API_URL: &str = "https://api.opsgenie.com/";
@@ -33,21 +33,9 @@ impl Validator<'_> {
             Some(raw) => self.http_url(raw, "api_url"),
             None => url::Url::parse(API_URL).ok(),
         };
-        let api_key = match &a.api_key_file {
-            Some(file) => self.secret_in(file, "api_key_file"),
-            None => {
-                self.problem(Problem::new(span, "an opsgenie action needs an API integration's `api_key_file`"));
-                None
-            }
-        };
-        let common = ServiceSettings {
-            timeout: &a.timeout,
-            max_age: &a.max_age,
-            max_interval: &a.max_interval,
-            max_attempts: &a.max_attempts,
-            min_interval: &None,
-            paced: None,
-        };
+        let missing = Problem::new(span, "an opsgenie action needs an API integration's `api_key_file`");
+        let api_key = self.required_secret(&a.api_key_file, "api_key_file", missing);
+        let common = shared!(a);
         self.service(url, api_key.map(|api_key| Service::Opsgenie { api_key }), &common)
     }
 }

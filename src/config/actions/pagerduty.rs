@@ -12,7 +12,7 @@ use super::super::error::Problem;
 use super::super::raw::RawDuration;
 use super::super::validate::Validator;
 use super::super::{Service, Webhook};
-use super::ServiceSettings;
+use super::shared;
 
 /// PagerDuty's Events API v2.
 const API_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -34,24 +34,10 @@ impl Validator<'_> {
             Some(raw) => self.http_url(raw, "api_url"),
             None => url::Url::parse(API_URL).ok(),
         };
-        let routing_key = match &a.routing_key_file {
-            Some(file) => self.secret_in(file, "routing_key_file"),
-            None => {
-                self.problem(
-                    Problem::new(span, "a pagerduty action needs its integration's `routing_key_file`")
-                        .hint("routing_key_file = \"credential:pagerduty\" (an Events API v2 integration key)"),
-                );
-                None
-            }
-        };
-        let common = ServiceSettings {
-            timeout: &a.timeout,
-            max_age: &a.max_age,
-            max_interval: &a.max_interval,
-            max_attempts: &a.max_attempts,
-            min_interval: &None,
-            paced: None,
-        };
+        let missing = Problem::new(span, "a pagerduty action needs its integration's `routing_key_file`")
+            .hint("routing_key_file = \"credential:pagerduty\" (an Events API v2 integration key)");
+        let routing_key = self.required_secret(&a.routing_key_file, "routing_key_file", missing);
+        let common = shared!(a);
         self.service(url, routing_key.map(|routing_key| Service::PagerDuty { routing_key }), &common)
     }
 }

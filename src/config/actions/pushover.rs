@@ -14,7 +14,7 @@ use super::super::error::Problem;
 use super::super::raw::RawDuration;
 use super::super::validate::Validator;
 use super::super::{Service, Webhook};
-use super::ServiceSettings;
+use super::shared;
 
 /// Pushover's messages API.
 const API_URL: &str = "https://api.pushover.net/1/messages.json";
@@ -39,15 +39,9 @@ impl Validator<'_> {
             Some(raw) => self.http_url(raw, "api_url"),
             None => url::Url::parse(API_URL).ok(),
         };
-        let mut secret = |file: &Option<Spanned<String>>, key: &str| match file {
-            Some(file) => self.secret_in(file, key),
-            None => {
-                self.problem(Problem::new(span.clone(), format!("a pushover action needs a `{key}`")));
-                None
-            }
-        };
-        let user = secret(&a.user_key_file, "user_key_file");
-        let token = secret(&a.token_file, "token_file");
+        let missing = |key: &str| Problem::new(span.clone(), format!("a pushover action needs a `{key}`"));
+        let user = self.required_secret(&a.user_key_file, "user_key_file", missing("user_key_file"));
+        let token = self.required_secret(&a.token_file, "token_file", missing("token_file"));
         let priority = match &a.priority {
             None => Some(None),
             Some(p) if (-2..=1).contains(p.get_ref()) => Some(Some(*p.get_ref() as i8)),
@@ -63,14 +57,7 @@ impl Validator<'_> {
             (Some(user), Some(token), Some(priority)) => Some(Service::Pushover { user, token, priority }),
             _ => None,
         };
-        let common = ServiceSettings {
-            timeout: &a.timeout,
-            max_age: &a.max_age,
-            max_interval: &a.max_interval,
-            max_attempts: &a.max_attempts,
-            min_interval: &a.min_interval,
-            paced: Some(Duration::from_secs(2)),
-        };
+        let common = shared!(a, Duration::from_secs(2));
         self.service(url, service, &common)
     }
 }

@@ -14,7 +14,7 @@ use super::super::error::Problem;
 use super::super::raw::RawDuration;
 use super::super::validate::Validator;
 use super::super::{Service, Webhook};
-use super::ServiceSettings;
+use super::shared;
 
 /// The public Bot API.
 const API_URL: &str = "https://api.telegram.org/";
@@ -46,16 +46,9 @@ impl Validator<'_> {
             Some(raw) => self.http_url(raw, "api_url"),
             None => url::Url::parse(API_URL).ok(),
         };
-        let token = match &a.bot_token_file {
-            Some(file) => self.secret_in(file, "bot_token_file"),
-            None => {
-                self.problem(
-                    Problem::new(span.clone(), "a telegram action needs its bot's `bot_token_file`")
-                        .hint("bot_token_file = \"credential:telegram-bot\" (the token @BotFather gave)"),
-                );
-                None
-            }
-        };
+        let missing = Problem::new(span.clone(), "a telegram action needs its bot's `bot_token_file`")
+            .hint("bot_token_file = \"credential:telegram-bot\" (the token @BotFather gave)");
+        let token = self.required_secret(&a.bot_token_file, "bot_token_file", missing);
         let chat_id = match a.chat_id.as_ref().map(|c| (c.get_ref(), c.span())) {
             Some((ChatId::Number(n), _)) => Some(n.to_string()),
             Some((ChatId::Text(t), _)) if t.parse::<i64>().is_ok() || (t.starts_with('@') && t.len() > 1) => {
@@ -77,14 +70,7 @@ impl Validator<'_> {
             (Some(bot_token), Some(chat_id)) => Some(Service::Telegram { bot_token, chat_id }),
             _ => None,
         };
-        let common = ServiceSettings {
-            timeout: &a.timeout,
-            max_age: &a.max_age,
-            max_interval: &a.max_interval,
-            max_attempts: &a.max_attempts,
-            min_interval: &a.min_interval,
-            paced: Some(Duration::from_secs(3)),
-        };
+        let common = shared!(a, Duration::from_secs(3));
         self.service(url, service, &common)
     }
 }
