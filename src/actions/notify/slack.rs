@@ -2,7 +2,8 @@
 //! `text` for every client and for notifications, and Block Kit `blocks`
 //! (a header, the lines, a link button) where Slack shows them; the others
 //! read `text`. Device names are escaped as Slack's mrkdwn asks (`&`, `<`,
-//! `>`), so an id cannot mention `@channel` or forge a link.
+//! `>`, and `@` kept from mentioning), so an id cannot ping a channel or
+//! forge a link.
 //! See <https://api.slack.com/messaging/webhooks>.
 
 use serde_json::json;
@@ -31,9 +32,11 @@ pub fn request(url: &url::Url, m: &Message) -> Request {
     Request::json(url.clone(), &json!({"text": text, "blocks": blocks}))
 }
 
-/// Text as Slack's mrkdwn shows it literally.
+/// Text as Slack's mrkdwn shows it literally; an `@` is followed by a word
+/// joiner, so Mattermost and Rocket.Chat (which read `@channel` in text)
+/// mention nobody either.
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('@', "@\u{2060}")
 }
 
 #[cfg(test)]
@@ -44,7 +47,7 @@ mod tests {
     fn text_for_everyone_blocks_for_slack_and_no_mention_from_an_id() {
         let m = Message {
             title: "<!channel> is offline".into(),
-            lines: vec!["cause: `offline` on a&b".into()],
+            lines: vec!["cause: `offline` on a&b @channel".into()],
             alarm: true,
             link: Some("https://ww.example/?q=x".parse().unwrap()),
         };
@@ -52,7 +55,7 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         let text = body["text"].as_str().unwrap();
         assert!(text.starts_with(":red_circle: *&lt;!channel&gt; is offline*"), "{text}");
-        assert!(text.contains("a&amp;b"));
+        assert!(text.contains("a&amp;b @\u{2060}channel"), "{text}");
         assert!(text.ends_with("<https://ww.example/?q=x|Open in willwatch>"));
         assert_eq!(body["blocks"][0]["text"]["text"], "<!channel> is offline", "plain_text is shown as is");
         assert_eq!(body["blocks"][2]["elements"][0]["url"], "https://ww.example/?q=x");

@@ -10,10 +10,10 @@ use super::text::Message;
 
 pub fn request(url: &url::Url, m: &Message) -> Request {
     let mut body = vec![json!({
-        "type": "TextBlock", "text": m.title, "weight": "Bolder", "size": "Medium", "wrap": true,
+        "type": "TextBlock", "text": escape(&m.title), "weight": "Bolder", "size": "Medium", "wrap": true,
         "color": if m.alarm { "Attention" } else { "Good" },
     })];
-    body.extend(m.lines.iter().map(|line| json!({"type": "TextBlock", "text": line, "wrap": true})));
+    body.extend(m.lines.iter().map(|line| json!({"type": "TextBlock", "text": escape(line), "wrap": true})));
     let mut card = json!({
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
@@ -28,6 +28,19 @@ pub fn request(url: &url::Url, m: &Message) -> Request {
         "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": null, "content": card}],
     });
     Request::json(url.clone(), &message)
+}
+
+/// Text as a TextBlock's Markdown shows it literally: a device id cannot
+/// make a link or emphasis.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '[' | ']' | '(' | ')' | '*' | '_' | '`' | '#' | '>' | '-' | '+') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -47,9 +60,14 @@ mod tests {
         let card = &body["attachments"][0]["content"];
         assert_eq!(body["attachments"][0]["contentType"], "application/vnd.microsoft.card.adaptive");
         assert_eq!(card["type"], "AdaptiveCard");
-        assert_eq!(card["body"][0]["text"], "pump-7 is offline");
+        assert_eq!(card["body"][0]["text"], "pump\\-7 is offline");
         assert_eq!(card["body"][0]["color"], "Attention");
         assert_eq!(card["body"][1]["text"], "since then");
         assert_eq!(card["actions"][0]["url"], "https://ww.example/?q=pump-7");
+        let m = Message { title: "[ack](https://evil.example) *now*".into(), lines: vec![], alarm: true, link: None };
+        let body: serde_json::Value =
+            serde_json::from_slice(&request(&"https://prod.example/x".parse().unwrap(), &m).body).unwrap();
+        let title = &body["attachments"][0]["content"]["body"][0]["text"];
+        assert_eq!(title, "\\[ack\\]\\(https://evil.example\\) \\*now\\*", "no link, no emphasis");
     }
 }

@@ -43,7 +43,7 @@ fn single(e: &Event, external: Option<&url::Url>) -> Message {
     let (title, mut lines) = match e.kind {
         EventKind::Offline => {
             let mut lines = vec![format!("offline since {}", clock(since))];
-            lines.push(format!("cause: `{}` on {}", e.payload, e.topic));
+            lines.push(format!("cause: `{}` on {}", cut_short(&e.payload), e.topic));
             if let Some(children) = e.children_offline.filter(|n| *n > 0) {
                 lines.push(format!("{children} devices behind it are unreachable"));
             }
@@ -121,6 +121,16 @@ fn named(names: &[&str]) -> String {
         text.push_str(name);
     }
     text
+}
+
+/// A payload as a message quotes it: its first line, up to 80 characters.
+fn cut_short(payload: &str) -> String {
+    let first = payload.lines().next().unwrap_or_default();
+    match first.char_indices().nth(80) {
+        Some((end, _)) => format!("{}…", &first[..end]),
+        None if first.len() < payload.len() => format!("{first}…"),
+        None => first.to_string(),
+    }
 }
 
 /// The live page under `external`, filtered to `device` when there is one.

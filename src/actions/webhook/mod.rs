@@ -53,6 +53,10 @@ struct Delivery {
 
 /// The most events one digest holds: each is named in it.
 const DIGEST_MAX: usize = 100;
+/// The most bytes of device names one digest holds: escaped for the most
+/// demanding form (HTML, five bytes for a `&`), they still fit the
+/// smallest service's message (Slack's section, Pushover's message).
+const DIGEST_NAMES: usize = 500;
 
 /// Deliveries taken from the queue but not finished, per request slot:
 /// they wait for their device's earlier delivery, then for a slot.
@@ -67,15 +71,30 @@ pub async fn run(name: String, spec: Webhook, context: Context, mut jobs: mpsc::
     // dropped: left owed).
     let mut order: HashMap<String, oneshot::Receiver<bool>> = HashMap::new();
     let pace = Pace::new(spec.min_interval);
-    while let Some(job) = jobs.recv().await {
+    // An event taken from the queue that the last digest had no room for.
+    let mut carried: Option<Arc<Event>> = None;
+    loop {
+        let first = match carried.take() {
+            Some(event) => event,
+            None => match jobs.recv().await {
+                Some(Job::Event(event)) => event,
+                Some(Job::Reload(_)) => continue,
+                None => break,
+            },
+        };
         while running.try_join_next().is_some() {}
         order.retain(|_, finished| matches!(finished.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
-        let Job::Event(first) = job else { continue };
+        // A paced action's slot is taken here, before its digest is made:
+        // what arrives while a delivery is out (retries included) waits in
+        // the queue and goes as the next digest.
+        let mut paced_slot = None;
         let (events, batched) = match (spec.batch, spec.min_interval) {
             (Some(window), _) => (collect(first, window, &mut jobs).await, true),
             (None, Some(_)) => {
+                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { break };
+                paced_slot = Some(slot);
                 pace.ready().await;
-                let events = drain(first, &mut jobs);
+                let events = drain(first, &mut jobs, &mut carried);
                 let digest = events.len() > 1;
                 (events, digest)
             }
@@ -98,7 +117,13 @@ pub async fn run(name: String, spec: Webhook, context: Context, mut jobs: mpsc::
             }
             // A slot only once it is this delivery's turn: a device whose
             // deliveries keep failing holds one slot, not all of them.
-            let Ok(slot) = slots.acquire_owned().await else { return };
+            let slot = match paced_slot {
+                Some(slot) => slot,
+                None => match slots.acquire_owned().await {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+            };
             let Some(events) = deliver(&name, &spec, &context, &pace, delivery).await else { return };
             for event in &events {
                 context.done(&name, event);
@@ -125,12 +150,22 @@ async fn collect(first: Arc<Event>, window: Duration, jobs: &mut mpsc::Receiver<
 }
 
 /// The first event and what is already queued behind it, up to
-/// `DIGEST_MAX`.
-fn drain(first: Arc<Event>, jobs: &mut mpsc::Receiver<Job>) -> Vec<Arc<Event>> {
+/// `DIGEST_MAX` events and `DIGEST_NAMES` bytes of device names (so each
+/// service's message names every one); one taken that has no room is left
+/// in `carried` for the next digest.
+fn drain(first: Arc<Event>, jobs: &mut mpsc::Receiver<Job>, carried: &mut Option<Arc<Event>>) -> Vec<Arc<Event>> {
+    let mut names = first.device.len();
     let mut events = vec![first];
     while events.len() < DIGEST_MAX {
         match jobs.try_recv() {
-            Ok(Job::Event(e)) => events.push(e),
+            Ok(Job::Event(e)) if names + e.device.len() + 2 > DIGEST_NAMES => {
+                *carried = Some(e);
+                break;
+            }
+            Ok(Job::Event(e)) => {
+                names += e.device.len() + 2;
+                events.push(e);
+            }
             Ok(Job::Reload(_)) => {}
             Err(_) => break,
         }
@@ -320,7 +355,11 @@ async fn deliver(
     context.metrics.action_run(name, "failed");
     let events: Vec<&Event> = delivery.events.iter().map(|e| &**e).collect();
     let mut record = Record::new(name, &delivery.id, &events, &last_error);
-    record.url = Some(crate::redact::url(spec.url.as_str()));
+    record.url = Some(match spec.service {
+        Service::Webhook(_) => crate::redact::url(spec.url.as_str()),
+        // A service's URL may hold its token in the path (Slack, Discord).
+        _ => format!("{}/***", spec.url.origin().ascii_serialization()),
+    });
     context.dead_letter(record);
     Some(delivery.events)
 }

@@ -38,7 +38,14 @@ impl Validator<'_> {
             }
         };
         let room = match &a.room {
-            Some(r) if r.get_ref().starts_with('!') && r.get_ref().contains(':') => Some(r.get_ref().clone()),
+            Some(r)
+                if r.get_ref()
+                    .strip_prefix('!')
+                    .and_then(|id| id.split_once(':'))
+                    .is_some_and(|(local, server)| !local.is_empty() && !server.is_empty()) =>
+            {
+                Some(r.get_ref().clone())
+            }
             Some(r) => {
                 self.problem(
                     Problem::new(r.span(), format!("`room` `{}` is not a room id", r.get_ref()))

@@ -32,10 +32,11 @@ impl Validator<'_> {
     pub(super) fn ntfy(&mut self, a: RawNtfy, span: std::ops::Range<usize>) -> Option<Webhook> {
         let url = match &a.url {
             Some(raw) => self.http_url(raw, "url").filter(|u| {
-                let topic = u.path_segments().and_then(|mut s| s.next_back()).is_some_and(|t| !t.is_empty());
+                let topic = u.path_segments().and_then(|mut s| s.next_back()).is_some_and(|t| !t.is_empty())
+                    && u.query().is_none();
                 if !topic {
                     self.problem(
-                        Problem::new(raw.span(), "`url` names no topic")
+                        Problem::new(raw.span(), "`url` names no topic, or has a query ntfy would not get")
                             .hint("write the server and the topic, e.g. https://ntfy.sh/plant-alerts"),
                     );
                 }

@@ -51,7 +51,11 @@ impl Validator<'_> {
         let token = self.required_secret(&a.bot_token_file, "bot_token_file", missing);
         let chat_id = match a.chat_id.as_ref().map(|c| (c.get_ref(), c.span())) {
             Some((ChatId::Number(n), _)) => Some(n.to_string()),
-            Some((ChatId::Text(t), _)) if t.parse::<i64>().is_ok() || (t.starts_with('@') && t.len() > 1) => {
+            Some((ChatId::Text(t), _))
+                if t.parse::<i64>().is_ok()
+                    || t.strip_prefix('@')
+                        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) =>
+            {
                 Some(t.clone())
             }
             Some((ChatId::Text(t), at)) => {
