@@ -11,6 +11,7 @@ use crate::config::Secret;
 /// Pushover's longest message and title.
 const MAX_MESSAGE: usize = 1024;
 const MAX_TITLE: usize = 250;
+const MAX_URL: usize = 512;
 
 /// `url`: the messages API (`https://api.pushover.net/1/messages.json`).
 pub fn request(url: &url::Url, user: &Secret, token: &Secret, priority: Option<i8>, m: &Message) -> Request {
@@ -23,7 +24,9 @@ pub fn request(url: &url::Url, user: &Secret, token: &Secret, priority: Option<i
         .append_pair("title", &title)
         .append_pair("message", &message)
         .append_pair("priority", &priority);
-    if let Some(link) = &m.link {
+    // Pushover takes a link of at most 512 characters; a longer one (an id
+    // of 256 `&`, escaped) is left out rather than refused with the message.
+    if let Some(link) = m.link.as_ref().filter(|l| l.as_str().len() <= MAX_URL) {
         form.append_pair("url", link.as_str()).append_pair("url_title", "Open in willwatch");
     }
     Request {
@@ -50,5 +53,8 @@ mod tests {
         assert_eq!(get("title"), Some("pump 7 is offline"));
         assert_eq!(get("message"), Some("since &c"));
         assert_eq!(get("priority"), Some("1"));
+        let far = Message { link: Some(format!("https://ww.example/?q={}", "%26".repeat(200)).parse().unwrap()), ..m };
+        let r = request(&url, &Secret::new("U"), &Secret::new("T"), None, &far);
+        assert!(url::form_urlencoded::parse(&r.body).all(|(k, _)| k != "url"), "a link past 512 is left out");
     }
 }
