@@ -138,35 +138,22 @@ impl Validator<'_> {
 
     /// The webhook secret; `Some(None)` when only the service can read it.
     fn read_secret(&mut self, file: &Spanned<String>) -> Option<Option<Secret>> {
-        let path = match self.file_path(file, "secret_file") {
-            Ok(Some(path)) => path,
-            Ok(None) => return Some(None),
-            Err(()) => return None,
-        };
-        match self.outside.read_text(&path, super::super::file::MAX_SECRET) {
-            Ok(text) if !text.trim().is_empty() => {
-                let secret = Secret(text.trim().to_string());
-                let bytes = secret.signing_key().len();
-                if bytes < MIN_SECRET_BYTES {
-                    self.warning(
-                        Problem::new(
-                            file.span(),
-                            format!("the webhook secret is {bytes} bytes; Standard Webhooks asks for 24 to 64"),
-                        )
-                        .hint("make one with: echo \"whsec_$(head -c 32 /dev/urandom | base64)\""),
-                    );
-                }
-                Some(Some(secret))
-            }
-            Ok(_) => {
-                self.problem(Problem::new(file.span(), format!("`secret_file` {} is empty", path.display())));
-                None
-            }
-            Err(e) => {
-                self.problem(Problem::new(file.span(), format!("cannot read `secret_file` {}: {e}", path.display())));
-                None
-            }
+        let secret = self.secret_in(file, "secret_file")?;
+        // Empty: a credential only the service reads, checked when it runs.
+        if secret.expose().is_empty() {
+            return Some(None);
         }
+        let bytes = secret.signing_key().len();
+        if bytes < MIN_SECRET_BYTES {
+            self.warning(
+                Problem::new(
+                    file.span(),
+                    format!("the webhook secret is {bytes} bytes; Standard Webhooks asks for 24 to 64"),
+                )
+                .hint("make one with: echo \"whsec_$(head -c 32 /dev/urandom | base64)\""),
+            );
+        }
+        Some(Some(secret))
     }
 }
 
