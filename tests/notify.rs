@@ -273,24 +273,6 @@ async fn a_429_with_its_wait_in_the_body_is_honoured() {
     assert_eq!(receiver.received().len(), 2, "delivered once, then nothing more");
 }
 
-/// `willwatch notify test NAME -c FILE`: the command run from a temporary
-/// directory holding `config` and `files`; its exit code and what it said.
-fn notify_test(config: &str, files: &[(&str, &str)], name: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("w.toml"), config).unwrap();
-    for (file, content) in files {
-        std::fs::write(dir.path().join(file), content).unwrap();
-    }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_willwatch"))
-        .args(["notify", "test", name, "-c"])
-        .arg(dir.path().join("w.toml"))
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .output()
-        .unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), said)
-}
-
 #[tokio::test]
 async fn notify_test_sends_one_message_and_says_what_the_service_answered() {
     let accepting = Receiver::start(Behaviour::Accept).await;
@@ -305,7 +287,7 @@ async fn notify_test_sends_one_message_and_says_what_the_service_answered() {
     );
     let (code, said) = tokio::task::spawn_blocking({
         let text = text.clone();
-        move || notify_test(&text, &[("token", "1:T")], "bot")
+        move || support::notify_test(&text, &[("token", "1:T")], "bot")
     })
     .await
     .unwrap();
@@ -317,7 +299,7 @@ async fn notify_test_sends_one_message_and_says_what_the_service_answered() {
 
     let (code, said) = tokio::task::spawn_blocking({
         let text = text.clone();
-        move || notify_test(&text, &[("token", "1:T")], "team")
+        move || support::notify_test(&text, &[("token", "1:T")], "team")
     })
     .await
     .unwrap();
@@ -327,7 +309,7 @@ async fn notify_test_sends_one_message_and_says_what_the_service_answered() {
     for (name, words) in [("nobody", "no action `nobody`"), ("out", "only webhooks and notification services")] {
         let (code, said) = tokio::task::spawn_blocking({
             let text = text.clone();
-            move || notify_test(&text, &[("token", "1:T")], name)
+            move || support::notify_test(&text, &[("token", "1:T")], name)
         })
         .await
         .unwrap();

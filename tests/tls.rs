@@ -6,54 +6,8 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use support::broker::TlsFiles;
+use support::pki::{Pki, make_pki};
 use support::{Broker, BrokerOptions, Daemon, eventually};
-
-/// A CA, a server certificate for 127.0.0.1/localhost and a client
-/// certificate, as PEM files in `dir`.
-struct Pki {
-    ca: std::path::PathBuf,
-    server: TlsFiles,
-    client_cert: std::path::PathBuf,
-    client_key: std::path::PathBuf,
-}
-
-fn make_pki(dir: &Path, name: &str) -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let leaf = |names: Vec<String>, cn: &str| {
-        let mut params = CertificateParams::new(names).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server_cert, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()], "localhost");
-    let (client_cert, client_key) = leaf(Vec::new(), "willwatch");
-
-    let write = |file: &str, text: &str| {
-        let path = dir.join(format!("{name}-{file}"));
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    let ca = write("ca.pem", &ca_cert.pem());
-    Pki {
-        server: TlsFiles {
-            ca: ca.clone(),
-            cert: write("server.pem", &server_cert),
-            key: write("server.key", &server_key),
-        },
-        ca,
-        client_cert: write("client.pem", &client_cert),
-        client_key: write("client.key", &client_key),
-    }
-}
 
 fn tls_config(broker: &Broker, ca: &Path, client: Option<(&Path, &Path)>) -> String {
     let mut broker_section = format!(

@@ -515,6 +515,26 @@ pub enum Service {
     Opsgenie {
         api_key: Secret,
     },
+    /// Mail through an SMTP server (`url` is `smtp://` or `smtps://`).
+    Email(Box<Email>),
+}
+
+/// What an email action needs besides its server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Email {
+    pub from: lettre::message::Mailbox,
+    pub to: Vec<lettre::message::Mailbox>,
+    /// The user name and password to log in with (STARTTLS is then
+    /// required on `smtp://`).
+    pub login: Option<(String, Secret)>,
+    /// `smtps://`: TLS from the first byte.
+    pub implicit_tls: bool,
+    /// The CAs to trust (DER) instead of the system's; empty where
+    /// `ca_file` is a credential `check` cannot read.
+    pub ca: Option<Vec<Vec<u8>>>,
+    /// One event's subject and body instead of the usual words.
+    pub subject: Option<Template>,
+    pub body: Option<Template>,
 }
 
 impl Service {
@@ -532,6 +552,7 @@ impl Service {
             Service::Teams => "teams",
             Service::Matrix { .. } => "matrix",
             Service::Opsgenie { .. } => "opsgenie",
+            Service::Email(_) => "email",
         }
     }
 }

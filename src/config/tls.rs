@@ -89,7 +89,8 @@ pub fn client_config(
     }
 }
 
-fn read_certs(
+/// The PEM certificates of `path` (the setting `key`), at least one.
+pub(super) fn read_certs(
     outside: &dyn Outside,
     path: &Path,
     file: TlsFile,

@@ -8,10 +8,12 @@ pub mod broker;
 pub mod daemon;
 pub mod devices;
 pub mod once;
+pub mod pki;
 pub mod proxy;
 pub mod receiver;
 pub mod schema;
 pub mod seed;
+pub mod smtp;
 pub mod sparkplug;
 pub mod wait;
 
@@ -52,4 +54,22 @@ pub async fn sync_with_sentinel(broker: &Broker, daemon: &Daemon, messages: &[(&
     all.push(("plant/sentinel/status", b"offline".to_vec()));
     devices::publish_many(broker.port, &all, false).await;
     daemon.wait_event("sentinel", "offline", n).await;
+}
+
+/// `willwatch notify test NAME -c FILE`: the command run from a temporary
+/// directory holding `config` and `files`; its exit code and what it said.
+pub fn notify_test(config: &str, files: &[(&str, &str)], name: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("w.toml"), config).unwrap();
+    for (file, content) in files {
+        std::fs::write(dir.path().join(file), content).unwrap();
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_willwatch"))
+        .args(["notify", "test", name, "-c"])
+        .arg(dir.path().join("w.toml"))
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), said)
 }

@@ -7,7 +7,7 @@
 use serde_json::json;
 
 use super::Request;
-use super::text::Message;
+use super::text::{Message, html};
 use crate::config::Secret;
 
 /// `homeserver`: its base URL; `room`: a room id (`!abc:example.org`).
@@ -20,20 +20,16 @@ pub fn request(homeserver: &url::Url, room: &str, token: &Secret, id: &str, m: &
         path.pop_if_empty().extend(["_matrix", "client", "v3", "rooms", room, "send", "m.room.message", id]);
     }
     let plain = format!("{}\n{}", m.title, m.lines.join("\n"));
-    let mut html =
-        format!("<strong>{}</strong><br>{}", escape(&m.title), escape(&m.lines.join("\n")).replace('\n', "<br>"));
+    let mut rich =
+        format!("<strong>{}</strong><br>{}", html(&m.title), html(&m.lines.join("\n")).replace('\n', "<br>"));
     if let Some(link) = &m.link {
-        html.push_str(&format!("<br><a href=\"{}\">Open in willwatch</a>", escape(link.as_str())));
+        rich.push_str(&format!("<br><a href=\"{}\">Open in willwatch</a>", html(link.as_str())));
     }
-    let body = json!({"msgtype": "m.text", "body": plain, "format": "org.matrix.custom.html", "formatted_body": html});
+    let body = json!({"msgtype": "m.text", "body": plain, "format": "org.matrix.custom.html", "formatted_body": rich});
     let mut request = Request::json(url, &body);
     request.put = true;
     request.headers.push(("authorization", format!("Bearer {}", token.expose())));
     request
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! pacing and digests.
 
 mod discord;
+pub mod email;
 mod gotify;
 mod matrix;
 mod ntfy;
@@ -48,11 +49,11 @@ impl Request {
 /// The request that tells `spec`'s service about `events` (one event, or
 /// a digest of several), `id` the delivery's (the same on every attempt);
 /// `None` for a plain webhook, whose body is the event JSON
-/// (`webhook/body.rs`).
+/// (`webhook/body.rs`), and for email, a mail (`email.rs`).
 pub fn request(spec: &Webhook, id: &str, events: &[Arc<Event>]) -> Option<Request> {
     let message = text::message(events, spec.external_url.as_ref());
     Some(match &spec.service {
-        Service::Webhook(_) => return None,
+        Service::Webhook(_) | Service::Email(_) => return None,
         Service::Ntfy { token, priority } => ntfy::request(&spec.url, token.as_ref(), *priority, &message),
         Service::Slack => slack::request(&spec.url, &message),
         Service::Discord => discord::request(&spec.url, &message),

@@ -7,7 +7,7 @@
 use serde_json::json;
 
 use super::Request;
-use super::text::Message;
+use super::text::{Message, html};
 use crate::config::Secret;
 
 /// A message's longest text.
@@ -15,9 +15,9 @@ const MAX_TEXT: usize = 4096;
 
 /// `base`: the Bot API (`https://api.telegram.org/`, or a server of one's own).
 pub fn request(base: &url::Url, token: &Secret, chat_id: &str, m: &Message) -> Request {
-    let mut text = format!("<b>{}</b>\n{}", escape(&m.title), escape(&m.lines.join("\n")));
+    let mut text = format!("<b>{}</b>\n{}", html(&m.title), html(&m.lines.join("\n")));
     if let Some(link) = &m.link {
-        text.push_str(&format!("\n<a href=\"{}\">Open in willwatch</a>", escape(link.as_str())));
+        text.push_str(&format!("\n<a href=\"{}\">Open in willwatch</a>", html(link.as_str())));
     }
     let mut url = base.clone();
     url.set_path(&format!("{}/bot{}/sendMessage", base.path().trim_end_matches('/'), token.expose()));
@@ -28,11 +28,6 @@ pub fn request(base: &url::Url, token: &Secret, chat_id: &str, m: &Message) -> R
         "link_preview_options": {"is_disabled": true},
     });
     Request::json(url, &body)
-}
-
-/// Text as Telegram's HTML shows it literally.
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
 #[cfg(test)]

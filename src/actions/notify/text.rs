@@ -146,6 +146,11 @@ pub fn page_link(external: &url::Url, device: Option<&str>) -> url::Url {
     url
 }
 
+/// Text as HTML shows it literally.
+pub fn html(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
 /// A moment as people read it in an alert: UTC, to the second.
 pub fn clock(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string().replace('T', " ").replace('Z', " UTC")

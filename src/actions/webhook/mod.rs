@@ -17,7 +17,7 @@
 //! Alertmanager group. An alert storm then costs one request, not thousands.
 //!
 //! The services a person reads (`actions/notify`) travel the same road with
-//! their own requests. With `min_interval` (a chat's or a push service's
+//! their own requests; email the same road over SMTP (`smtp.rs`). With `min_interval` (a chat's or a push service's
 //! rate limit) the first event goes at once; what arrives before the next
 //! request may go (up to `DIGEST_MAX` events) goes as one digest, and no
 //! attempt, retries included, follows another sooner.
@@ -25,6 +25,7 @@
 mod body;
 mod retry;
 mod signature;
+mod smtp;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,7 +49,49 @@ struct Delivery {
     key: String,
     id: String,
     events: Vec<Arc<Event>>,
-    request: Request,
+    outgoing: Outgoing,
+}
+
+/// How an action reaches its service: HTTP, or a mail server.
+#[derive(Clone)]
+enum Road {
+    Http(reqwest::Client),
+    /// The SMTP transport (its connections pooled), or why it cannot be
+    /// built.
+    Mail(Result<Arc<smtp::Mailer>, String>),
+}
+
+impl Road {
+    fn new(spec: &Webhook, http: &reqwest::Client) -> Road {
+        match &spec.service {
+            Service::Email(email) => Road::Mail(smtp::mailer(&spec.url, email, spec.timeout).map(Arc::new)),
+            _ => Road::Http(http.clone()),
+        }
+    }
+}
+
+/// What one delivery sends, and the way it goes.
+enum Outgoing {
+    Http(reqwest::Client, Request),
+    Mail(Arc<smtp::Mailer>, lettre::Message),
+    /// It cannot be made: given up at once, with why.
+    Unsendable(String),
+}
+
+/// What one attempt came to: the verdict, the wait the service asked
+/// for, its answer in words (for logs and dead letters), and what else it
+/// said (shown by `notify test`).
+struct Answer {
+    verdict: Verdict,
+    retry_after: Option<Duration>,
+    text: String,
+    said: Option<String>,
+}
+
+impl Answer {
+    fn new(verdict: Verdict, text: String) -> Answer {
+        Answer { verdict, retry_after: None, text, said: None }
+    }
 }
 
 /// The most events one digest holds: each is named in it.
@@ -64,6 +107,7 @@ const WAITING_PER_SLOT: usize = 64;
 
 pub async fn run(name: String, spec: Webhook, context: Context, mut jobs: mpsc::Receiver<Job>) {
     let spec = Arc::new(spec);
+    let road = Road::new(&spec, &context.http);
     let slots = Arc::new(Semaphore::new(spec.concurrency));
     let taken = Arc::new(Semaphore::new(spec.concurrency * WAITING_PER_SLOT));
     let mut running = JoinSet::new();
@@ -100,7 +144,7 @@ pub async fn run(name: String, spec: Webhook, context: Context, mut jobs: mpsc::
             }
             (None, None) => (vec![first], false),
         };
-        let delivery = Delivery::new(&name, &spec, events, batched);
+        let delivery = Delivery::new(&name, &spec, &road, events, batched);
         let Ok(waiting) = Arc::clone(&taken).acquire_owned().await else { break };
         let (done, finished) = oneshot::channel::<bool>();
         let before = order.insert(delivery.key.clone(), finished);
@@ -214,17 +258,31 @@ impl Delivery {
     /// The request for `events`: one event's own, or a batch's. A batch's
     /// id follows from its events, so the same batch sent again (after a
     /// restart, or from the dead-letter file) carries the same id.
-    fn new(name: &str, spec: &Webhook, events: Vec<Arc<Event>>, batched: bool) -> Delivery {
+    fn new(name: &str, spec: &Webhook, road: &Road, events: Vec<Arc<Event>>, batched: bool) -> Delivery {
         let id = if batched { derived_id(events.iter().map(|e| e.id.as_str())) } else { events[0].id.clone() };
-        let request = notify::request(spec, &id, &events).unwrap_or_else(|| Request {
-            put: false,
-            url: spec.url.clone(),
-            headers: vec![("content-type", "application/json".into())],
-            body: body::render(spec, name, &events, batched),
-        });
+        let outgoing = match (road, &spec.service) {
+            (Road::Mail(Err(e)), _) => Outgoing::Unsendable(e.clone()),
+            (Road::Mail(Ok(mailer)), Service::Email(email)) => {
+                let message = notify::text::message(&events, spec.external_url.as_ref());
+                match notify::email::mail(email, &id, &events, &message) {
+                    Ok(mail) => Outgoing::Mail(Arc::clone(mailer), mail),
+                    Err(e) => Outgoing::Unsendable(format!("the mail cannot be written: {e}")),
+                }
+            }
+            (Road::Mail(Ok(_)), _) => Outgoing::Unsendable("not an email action".into()),
+            (Road::Http(client), _) => {
+                let request = notify::request(spec, &id, &events).unwrap_or_else(|| Request {
+                    put: false,
+                    url: spec.url.clone(),
+                    headers: vec![("content-type", "application/json".into())],
+                    body: body::render(spec, name, &events, batched),
+                });
+                Outgoing::Http(client.clone(), request)
+            }
+        };
         // Paced actions send one request at a time, in the order decided.
         let key = if batched || spec.min_interval.is_some() { String::new() } else { events[0].device.clone() };
-        Delivery { key, id, events, request }
+        Delivery { key, id, events, outgoing }
     }
 }
 
@@ -238,13 +296,12 @@ pub async fn resend(
     events: Vec<Event>,
 ) -> Result<(), String> {
     let batched = events.len() > 1 || events.first().is_some_and(|e| e.id != id);
-    let mut delivery = Delivery::new(name, spec, events.into_iter().map(Arc::new).collect(), batched);
+    let road = Road::new(spec, http);
+    let events = events.into_iter().map(Arc::new).collect();
+    let mut delivery = Delivery::new(name, spec, &road, events, batched);
     delivery.id = id.to_string();
-    match attempt_once(spec, http, &delivery).await {
-        Ok(response) if retry::verdict(response.status().as_u16()) == Verdict::Delivered => Ok(()),
-        Ok(response) => Err(format!("HTTP {}", response.status())),
-        Err(e) => Err(error_chain(&e.without_url())),
-    }
+    let answer = send_once(spec, &delivery).await;
+    if answer.verdict == Verdict::Delivered { Ok(()) } else { Err(answer.text) }
 }
 
 /// One attempt to deliver a made-up offline of a device named
@@ -270,19 +327,13 @@ pub async fn test(name: &str, spec: &Webhook, http: &reqwest::Client) -> Result<
         epoch: None,
         actions: Arc::from(vec![name.to_string()]),
     };
-    let delivery = Delivery::new(name, spec, vec![Arc::new(event)], false);
-    match attempt_once(spec, http, &delivery).await {
-        Ok(response) => {
-            let status = response.status();
-            let body = response.text().await.unwrap_or_default();
-            let answer = format!(
-                "HTTP {status}{}",
-                if body.trim().is_empty() { String::new() } else { format!(": {}", notify::cut(body.trim(), 500)) }
-            );
-            if retry::verdict(status.as_u16()) == Verdict::Delivered { Ok(answer) } else { Err(answer) }
-        }
-        Err(e) => Err(error_chain(&e.without_url())),
-    }
+    let delivery = Delivery::new(name, spec, &Road::new(spec, http), vec![Arc::new(event)], false);
+    let answer = send_once(spec, &delivery).await;
+    let text = match answer.said {
+        Some(said) => format!("{}: {said}", answer.text),
+        None => answer.text,
+    };
+    if answer.verdict == Verdict::Delivered { Ok(text) } else { Err(text) }
 }
 
 /// Delivers, or gives up and dead-letters; returns the events, done either
@@ -302,28 +353,9 @@ async fn deliver(
     loop {
         attempt += 1;
         pace.take().await;
-        let (outcome, retry_after) = match attempt_once(spec, &context.http, &delivery).await {
-            Ok(response) => {
-                let status = response.status();
-                let header = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| retry::retry_after(v, SystemTime::now()));
-                let verdict = retry::verdict(status.as_u16());
-                last_error = format!("HTTP {status}");
-                let retry_after = match (header, status.as_u16()) {
-                    (None, 429) => retry::retry_after_in_body(&response.bytes().await.unwrap_or_default()),
-                    (header, _) => header,
-                };
-                (verdict, retry_after)
-            }
-            Err(e) => {
-                // Without the URL: its query may hold a token.
-                last_error = error_chain(&e.without_url());
-                (Verdict::Retry, None)
-            }
-        };
+        let answer = send_once(spec, &delivery).await;
+        let (outcome, retry_after) = (answer.verdict, answer.retry_after);
+        last_error = answer.text;
         match outcome {
             Verdict::Delivered => {
                 context.metrics.action_run(name, "ok");
@@ -356,7 +388,8 @@ async fn deliver(
     let events: Vec<&Event> = delivery.events.iter().map(|e| &**e).collect();
     let mut record = Record::new(name, &delivery.id, &events, &last_error);
     record.url = Some(match spec.service {
-        Service::Webhook(_) => crate::redact::url(spec.url.as_str()),
+        // An SMTP server's URL holds no login (refused by the config).
+        Service::Webhook(_) | Service::Email(_) => crate::redact::url(spec.url.as_str()),
         // A service's URL may hold its token in the path (Slack, Discord).
         _ => format!("{}/***", spec.url.origin().ascii_serialization()),
     });
@@ -364,15 +397,51 @@ async fn deliver(
     Some(delivery.events)
 }
 
-async fn attempt_once(
+/// One attempt: the request, or the mail.
+async fn send_once(spec: &Webhook, delivery: &Delivery) -> Answer {
+    match &delivery.outgoing {
+        Outgoing::Http(client, request) => attempt_http(spec, client, delivery, request).await,
+        Outgoing::Mail(mailer, mail) => {
+            let (verdict, text) = smtp::send(mailer, mail).await;
+            Answer::new(verdict, text)
+        }
+        Outgoing::Unsendable(why) => Answer::new(Verdict::GiveUp, why.clone()),
+    }
+}
+
+/// One HTTP attempt: the status (with the start of the body, the words a
+/// person reads), and the wait a 429 asks for.
+async fn attempt_http(spec: &Webhook, http: &reqwest::Client, delivery: &Delivery, request: &Request) -> Answer {
+    let response = match send_http(spec, http, delivery, request).await {
+        Ok(response) => response,
+        // Without the URL: its query may hold a token.
+        Err(e) => return Answer::new(Verdict::Retry, error_chain(&e.without_url())),
+    };
+    let status = response.status();
+    let header = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry::retry_after(v, SystemTime::now()));
+    let body = response.bytes().await.unwrap_or_default();
+    let retry_after = match (header, status.as_u16()) {
+        (None, 429) => retry::retry_after_in_body(&body),
+        (header, _) => header,
+    };
+    let said = String::from_utf8_lossy(&body);
+    let said = (!said.trim().is_empty()).then(|| notify::cut(said.trim(), 500));
+    Answer { verdict: retry::verdict(status.as_u16()), retry_after, text: format!("HTTP {status}"), said }
+}
+
+async fn send_http(
     spec: &Webhook,
     http: &reqwest::Client,
     delivery: &Delivery,
+    outgoing: &Request,
 ) -> reqwest::Result<reqwest::Response> {
-    let method = if delivery.request.put { reqwest::Method::PUT } else { reqwest::Method::POST };
-    let mut request =
-        http.request(method, delivery.request.url.clone()).timeout(spec.timeout).body(delivery.request.body.clone());
-    for (header, value) in &delivery.request.headers {
+    let method = if outgoing.put { reqwest::Method::PUT } else { reqwest::Method::POST };
+    let mut request = http.request(method, outgoing.url.clone()).timeout(spec.timeout).body(outgoing.body.clone());
+    for (header, value) in &outgoing.headers {
         request = request.header(*header, value);
     }
     for (header, value) in &spec.headers {
@@ -384,7 +453,7 @@ async fn attempt_once(
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         request = request.header("webhook-id", &delivery.id).header("webhook-timestamp", now);
         if let Some(secret) = &spec.secret {
-            let signature = signature::sign(secret, &delivery.id, now, &delivery.request.body);
+            let signature = signature::sign(secret, &delivery.id, now, &outgoing.body);
             request = request.header("webhook-signature", signature);
         }
     }

@@ -23,6 +23,7 @@ use crate::event::EventKind;
 use crate::template::Template;
 
 mod chat;
+mod email;
 mod exec;
 mod gotify;
 mod matrix;
@@ -48,7 +49,7 @@ const DEFAULT_MAX_INTERVAL: Duration = Duration::from_secs(300);
 /// reconnect ladder, which an offline starts and an online stops), and the
 /// settings its kind's struct declares.
 pub fn kinds() -> Vec<(&'static str, Vec<&'static str>)> {
-    let declared: [(&str, &[&str]); 15] = [
+    let declared: [(&str, &[&str]); 16] = [
         ("log", &[]),
         ("webhook", serde_introspect::<webhook::RawWebhook>()),
         ("reconnect", serde_introspect::<reconnect::RawReconnect>()),
@@ -64,6 +65,7 @@ pub fn kinds() -> Vec<(&'static str, Vec<&'static str>)> {
         ("teams", serde_introspect::<chat::RawChat>()),
         ("matrix", serde_introspect::<matrix::RawMatrix>()),
         ("opsgenie", serde_introspect::<opsgenie::RawOpsgenie>()),
+        ("email", serde_introspect::<email::RawEmail>()),
     ];
     declared
         .into_iter()
@@ -243,6 +245,10 @@ impl Validator<'_> {
             "opsgenie" => {
                 let raw = self.read(settings)?;
                 self.opsgenie(raw, span).map(|w| ActionKind::Webhook(Box::new(w)))
+            }
+            "email" => {
+                let raw = self.read(settings)?;
+                self.email(raw, span).map(|w| ActionKind::Webhook(Box::new(w)))
             }
             chat => {
                 let raw = self.read(settings)?;

@@ -301,3 +301,42 @@ fn a_key_of_another_kind_hides_none_of_the_actions_other_problems() {
     assert_eq!(crate::config::error::did_you_mean("id", ["on", "type"]), None, "no typo of `on`");
     assert_eq!(crate::config::error::did_you_mean("ur", ["url"]), Some("url"));
 }
+
+#[test]
+fn an_email_action_takes_its_server_addresses_and_login_and_shows_each_mistake_where_it_is() {
+    let given = Given::default().file("/etc/willwatch/smtp-pw", "s3cret\n", 0o600);
+    let config = valid(
+        &given,
+        "[action.mail]\ntype = \"email\"\nsmtp = \"smtps://mail.example.com\"\nusername = \"alerts\"\n\
+         password_file = \"smtp-pw\"\nfrom = \"willwatch <ww@plant.example>\"\nto = \"ops@plant.example\"\n\
+         subject = \"[plant] {id} {event}\"\n",
+    );
+    let ActionKind::Webhook(mail) = &config.actions["mail"].kind else { panic!("a delivery action") };
+    let crate::config::Service::Email(email) = &mail.service else { panic!("email") };
+    assert!(email.implicit_tls);
+    assert_eq!(email.login.as_ref().map(|(u, p)| (u.as_str(), p.expose())), Some(("alerts", "s3cret")));
+    assert_eq!(email.to.len(), 1);
+    assert_eq!(mail.min_interval, Some(std::time::Duration::from_secs(10)), "a storm is a few digests");
+
+    let problems = refused(
+        &given,
+        "[action.a]\ntype = \"email\"\nsmtp = \"smtp://u:PASS@mail.example.com\"\nfrom = \"ww@plant.example\"\nto = [\"ops\"]\n\n\
+         [action.b]\ntype = \"email\"\nsmtp = \"https://mail.example.com\"\nfrom = \"ww@plant.example\"\nto = []\n\n\
+         [action.c]\ntype = \"email\"\nsmtp = \"smtp://mail.example.com\"\nusername = \"alerts\"\nfrom = \"ww\"\nto = \"ops@plant.example\"\nsubject = \"{device}\"\n",
+    );
+    let expected = [
+        ("`smtp` `smtp://***@mail.example.com` holds a login", "\"smtp://u:PASS@mail.example.com\""),
+        ("`to` `ops` is not a mail address", "[\"ops\"]"),
+        ("`smtp` `https://mail.example.com` is not an smtp:// or smtps:// server", "\"https://mail.example.com\""),
+        ("`to` must name from 1 to 50 addresses", "[]"),
+        ("`from` `ww` is not a mail address", "\"ww\""),
+        ("`username` without a `password_file`", "\"alerts\""),
+        ("`subject`: unknown placeholder `{device}`", "{"),
+    ];
+    assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+    for ((message, at), (want, want_at)) in problems.iter().zip(expected) {
+        assert!(message.contains(want), "{message:?} is not {want:?}");
+        assert_eq!(at, want_at, "{message}");
+    }
+    assert!(problems.iter().all(|(m, _)| !m.contains("PASS")), "{problems:#?}");
+}

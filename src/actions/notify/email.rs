@@ -1,0 +1,151 @@
+//! Email: one mail per event or digest, plain text with an HTML
+//! alternative (the title in bold, red for an alarm and green for its end,
+//! a link to the device). The `Message-ID` follows from the outage for the
+//! offline that opens it, and from the delivery for the rest, so a mail
+//! sent again after a crash, a retry or a failover is the same mail to the
+//! server and the reader; the online and the failed reconnects of an
+//! outage answer its offline (`In-Reply-To`, `References`), so a mail
+//! client shows one conversation per outage.
+
+use std::sync::Arc;
+
+use lettre::message::{MultiPart, SinglePart};
+
+use super::text::{Message, html};
+use crate::config::Email;
+use crate::event::{Event, EventKind};
+
+/// The mail about `events` (one event, or a digest), `id` the delivery's.
+pub fn mail(
+    email: &Email,
+    id: &str,
+    events: &[Arc<Event>],
+    m: &Message,
+) -> Result<lettre::Message, lettre::error::Error> {
+    let domain = email.from.email.domain();
+    let one = match events {
+        [one] => Some(&**one),
+        _ => None,
+    };
+    let subject = match (one, &email.subject) {
+        (Some(e), Some(template)) => template.render(e),
+        _ => m.title.clone(),
+    };
+    let mut builder = lettre::Message::builder().from(email.from.clone()).subject(one_line(&subject));
+    for to in &email.to {
+        builder = builder.to(to.clone());
+    }
+    let outage = one.map(|e| format!("<{}@{domain}>", e.outage_id()));
+    builder = match (one.map(|e| e.kind), outage) {
+        (Some(EventKind::Offline | EventKind::BrokerDown), Some(outage)) => builder.message_id(Some(outage)),
+        (Some(_), Some(outage)) => {
+            builder.message_id(Some(format!("<{id}@{domain}>"))).in_reply_to(outage.clone()).references(outage)
+        }
+        _ => builder.message_id(Some(format!("<{id}@{domain}>"))),
+    };
+    let plain = match (one, &email.body) {
+        (Some(e), Some(template)) => template.render(e),
+        _ => plain(m),
+    };
+    if email.body.is_some() && one.is_some() {
+        return builder.singlepart(SinglePart::plain(plain));
+    }
+    builder.multipart(MultiPart::alternative_plain_html(plain, rich(m)))
+}
+
+fn plain(m: &Message) -> String {
+    let mut text = format!("{}\n\n{}\n", m.title, m.lines.join("\n"));
+    if let Some(link) = &m.link {
+        text.push_str(&format!("\n{link}\n"));
+    }
+    text
+}
+
+fn rich(m: &Message) -> String {
+    let colour = if m.alarm { "#b00020" } else { "#1b7f3b" };
+    let mut out = format!("<p style=\"font-size:1.2em;font-weight:bold;color:{colour}\">{}</p>\n<p>", html(&m.title));
+    out.push_str(&m.lines.iter().map(|l| html(l)).collect::<Vec<_>>().join("<br>\n"));
+    out.push_str("</p>\n");
+    if let Some(link) = &m.link {
+        out.push_str(&format!("<p><a href=\"{}\">Open in willwatch</a></p>\n", html(link.as_str())));
+    }
+    out
+}
+
+/// A subject on one line: an id or a template cannot add a header.
+fn one_line(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::event::test_event;
+
+    fn email() -> Email {
+        Email {
+            from: "willwatch <ww@plant.example>".parse().unwrap(),
+            to: vec!["ops@plant.example".parse().unwrap(), "Night <night@plant.example>".parse().unwrap()],
+            login: None,
+            implicit_tls: false,
+            ca: None,
+            subject: None,
+            body: None,
+        }
+    }
+
+    fn sent(email: &Email, id: &str, events: Vec<Event>) -> String {
+        let events: Vec<_> = events.into_iter().map(Arc::new).collect();
+        let m = super::super::text::message(&events, Some(&"https://ww.example/".parse().unwrap()));
+        String::from_utf8(mail(email, id, &events, &m).unwrap().formatted()).unwrap()
+    }
+
+    fn header<'a>(mail: &'a str, name: &str) -> Option<&'a str> {
+        mail.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
+    }
+
+    #[test]
+    fn the_online_answers_the_offline_of_its_outage() {
+        let mut off = test_event(EventKind::Offline, "pump-7");
+        off.offline_since = Some(off.at);
+        let mut on = test_event(EventKind::Online, "pump-7");
+        on.offline_since = off.offline_since;
+        on.at = off.at + Duration::from_secs(60);
+        let outage = format!("<{}@plant.example>", off.outage_id());
+        let first = sent(&email(), "ev-1", vec![off]);
+        assert_eq!(header(&first, "Message-ID"), Some(outage.as_str()));
+        assert_eq!(header(&first, "In-Reply-To"), None);
+        assert_eq!(header(&first, "Subject"), Some("pump-7 is offline"));
+        assert!(header(&first, "To").unwrap().contains("ops@plant.example"), "{first}");
+        assert!(first.contains("multipart/alternative"), "{first}");
+        let second = sent(&email(), "ev-2", vec![on]);
+        assert_eq!(header(&second, "Message-ID"), Some("<ev-2@plant.example>"));
+        assert_eq!(header(&second, "In-Reply-To"), Some(outage.as_str()));
+        assert_eq!(header(&second, "References"), Some(outage.as_str()));
+    }
+
+    #[test]
+    fn templates_and_ids_cannot_add_headers() {
+        let mut e = email();
+        e.subject = Some(crate::template::Template::parse("[plant] {id} {event}").unwrap());
+        e.body = Some(crate::template::Template::parse("{id} went {event} on {topic}").unwrap());
+        let off = test_event(EventKind::Offline, "pump\r\nBcc: thief@evil.example");
+        let text = sent(&e, "ev-1", vec![off]);
+        let headers = text.split("\r\n\r\n").next().unwrap();
+        assert!(!headers.lines().any(|l| l.starts_with("Bcc")), "{text}");
+        assert!(header(&text, "Subject").unwrap().starts_with("[plant] pump"), "{text}");
+        assert!(text.contains("text/plain"), "{text}");
+        assert!(!text.contains("text/html"), "{text}");
+    }
+
+    #[test]
+    fn a_digest_is_one_mail_of_its_own() {
+        let events = (0..3).map(|i| test_event(EventKind::Offline, &format!("pump-{i}"))).collect();
+        let text = sent(&email(), "digest-1", events);
+        assert_eq!(header(&text, "Message-ID"), Some("<digest-1@plant.example>"));
+        assert_eq!(header(&text, "Subject"), Some("3 devices offline"));
+        assert!(text.contains("pump-0, pump-1, pump-2"), "{text}");
+    }
+}
