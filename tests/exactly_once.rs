@@ -36,15 +36,28 @@ fn fault_seed() -> (String, rand::rngs::StdRng) {
 /// `devices` devices (`d0`…) known online, and the daemon connected,
 /// notifying `receiver`.
 async fn online_fleet(broker: &Broker, receiver: &Receiver, devices: usize) -> (Fleet, BTreeMap<String, bool>, Daemon) {
+    online_fleet_with(broker, receiver, devices, "", &[]).await
+}
+
+/// `online_fleet`, the devices also notifying the actions of `actions`
+/// (their names in `also`).
+async fn online_fleet_with(
+    broker: &Broker,
+    receiver: &Receiver,
+    devices: usize,
+    actions: &str,
+    also: &[&str],
+) -> (Fleet, BTreeMap<String, bool>, Daemon) {
     let fleet = Fleet::connect(broker.port).await;
     let mut last: BTreeMap<String, bool> = BTreeMap::new();
     for i in 0..devices {
         fleet.say(&format!("d{i}"), true).await;
         last.insert(format!("d{i}"), true);
     }
-    let text = config(broker, &hook(receiver))
-        .replace("actions = [\"hook\"]\n", "actions = [\"hook\"]\nstate_field = \"/s\"\n");
-    let daemon = Daemon::start(&text);
+    let names: String = also.iter().map(|a| format!(", \"{a}\"")).collect();
+    let text = config(broker, &format!("{actions}\n{}", hook(receiver)))
+        .replace("actions = [\"hook\"]\n", &format!("actions = [\"hook\"{names}]\nstate_field = \"/s\"\n"));
+    let daemon = Daemon::start_with_files(&text, &[("routing-key", "R0UTINGKEY")]);
     daemon.wait_connected().await;
     (fleet, last, daemon)
 }
@@ -58,7 +71,14 @@ async fn random_sigkills_while_devices_toggle_notify_every_transition_once_by_id
     let (context, mut rng) = fault_seed();
     let broker = Broker::start();
     let receiver = Receiver::start(Behaviour::Accept).await;
-    let (fleet, mut last, mut daemon) = online_fleet(&broker, &receiver, devices).await;
+    // An on-call service beside the webhook: it must see one incident per
+    // outage, opened once and resolved by the same key.
+    let pagerduty = Receiver::start(Behaviour::Accept).await;
+    let oncall = format!(
+        "[action.oncall]\ntype = \"pagerduty\"\nrouting_key_file = \"routing-key\"\napi_url = \"{}\"\ntimeout = \"2s\"\n",
+        pagerduty.url
+    );
+    let (fleet, mut last, mut daemon) = online_fleet_with(&broker, &receiver, devices, &oncall, &["oncall"]).await;
 
     // Devices toggle every 5-40 ms; the daemon dies at random moments and
     // comes back after a random time away.
@@ -121,9 +141,17 @@ async fn random_sigkills_while_devices_toggle_notify_every_transition_once_by_id
     });
     let transitions = check_exactly_once(&settled, &last, &context);
     let duplicates = settled.len() - distinct(&settled).len();
+    let outages = distinct(&settled).iter().filter(|e| e["event"] == "offline").count();
+    let incidents =
+        within(Duration::from_secs(30), async || support::once::check_incidents(&pagerduty.received(), &last))
+            .await
+            .unwrap_or_else(|wrong| panic!("{context}: {wrong}"));
+    assert_eq!(incidents, outages, "{context}: {incidents} incidents for {outages} outages");
     eprintln!(
-        "{context}: {kills_wanted} SIGKILLs, {transitions} transitions notified, {} requests ({duplicates} repeats of an id), 0 missed",
-        settled.len()
+        "{context}: {kills_wanted} SIGKILLs, {transitions} transitions notified, {} requests ({duplicates} repeats of an id), 0 missed; \
+         {incidents} incidents for {outages} outages in {} on-call requests",
+        settled.len(),
+        pagerduty.received().len()
     );
     assert!(transitions >= kills_wanted, "{context}: too few transitions to mean anything: {transitions}");
 }

@@ -102,6 +102,56 @@ pub fn check_exactly_once(received: &[Received], last: &BTreeMap<String, bool>, 
     events.len()
 }
 
+/// What an on-call service (PagerDuty's Events API) made of `received`,
+/// given each device's true final state: the number of incidents, or what
+/// is wrong. An incident is a `dedup_key`; a request sent again (a retry,
+/// a restart) repeats the one before it and counts for nothing. Each
+/// device's incidents must alternate trigger and resolve, the resolve by
+/// the key its trigger opened, each key opened once, and the last request
+/// must match the device's state.
+pub fn check_incidents(received: &[Received], last: &BTreeMap<String, bool>) -> Result<usize, String> {
+    let mut device_of: HashMap<String, String> = HashMap::new();
+    let mut requests: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for r in received {
+        let body = r.json();
+        let key = body["dedup_key"].as_str().ok_or("a request without a dedup_key")?.to_string();
+        let action = body["event_action"].as_str().unwrap_or_default().to_string();
+        if let Some(source) = body["payload"]["source"].as_str() {
+            device_of.insert(key.clone(), source.to_string());
+        }
+        let device = device_of.get(&key).ok_or_else(|| format!("a {action} of {key}, which nothing triggered"))?;
+        let seen = requests.entry(device.clone()).or_default();
+        if seen.last() != Some(&(action.clone(), key.clone())) {
+            seen.push((action, key));
+        }
+    }
+    let mut opened = HashSet::new();
+    for (device, seen) in &requests {
+        for (i, (action, key)) in seen.iter().enumerate() {
+            let expected = if i % 2 == 0 { "trigger" } else { "resolve" };
+            if action != expected {
+                return Err(format!("{device}: {action} where a {expected} was due: {seen:?}"));
+            }
+            if action == "trigger" && !opened.insert(key.clone()) {
+                return Err(format!("{device}: incident {key} opened twice: {seen:?}"));
+            }
+            if action == "resolve" && seen[i - 1].1 != *key {
+                return Err(format!("{device}: resolved {key}, not the incident it opened: {seen:?}"));
+            }
+        }
+    }
+    for (device, online) in last {
+        let state = requests.get(device).and_then(|s| s.last()).map_or("resolve", |(a, _)| a.as_str());
+        if (state == "resolve") != *online {
+            return Err(format!(
+                "{device} is {} but its incident is left {state}d",
+                if *online { "online" } else { "offline" }
+            ));
+        }
+    }
+    Ok(opened.len())
+}
+
 /// One client publishing devices' retained states, as their births and
 /// wills would be.
 pub struct Fleet {
