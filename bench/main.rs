@@ -11,7 +11,7 @@
 //! - footprint: peak RSS per fleet size, CPU seconds per 100k messages;
 //! - steady throughput: open-loop flips at fixed rates, received vs sent;
 //! - an alert storm: every device of a fleet offline at once, to the last
-//!   webhook;
+//!   webhook; and to a chat service that takes one message a second;
 //! - a hostile soak: flood, id blast, oversized message and slow HTTP
 //!   clients at once, with a probe device's detection latency;
 //! - Sparkplug B: a birth storm of 10,000 edge nodes, recovery after a
@@ -27,6 +27,7 @@
 //! this never rots) and writes nothing unless `--out` is given.
 
 mod broker;
+mod chat_storm;
 mod contestants;
 mod ecosystem;
 mod failover;
@@ -85,6 +86,7 @@ enum Section {
     Latency,
     Steady,
     Storm,
+    ChatStorm,
     Ecosystem,
     Reread,
     Soak,
@@ -189,6 +191,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for &n in &storms {
         eprintln!("storm of {n} offlines");
         report.storms.push(storm::storm(&willwatch, n).await?);
+    }
+
+    if runs(Section::ChatStorm) {
+        let n = if args.smoke { 50 } else { 2_000 };
+        eprintln!("storm of {n} offlines to a chat service");
+        report.chat_storm = Some(chat_storm::chat_storm(&willwatch, n).await?);
     }
 
     if runs(Section::Ecosystem) {

@@ -15,6 +15,7 @@ use crate::reads::Reads;
 use crate::reread::Reread;
 use crate::soak::Soak;
 use crate::sparkplug::Run as Sparkplug;
+use crate::chat_storm::ChatStorm;
 use crate::storm::Storm;
 
 #[derive(Default)]
@@ -37,6 +38,7 @@ pub struct Report {
     pub latency: Vec<Latency>,
     pub throughput: Vec<Steady>,
     pub storms: Vec<Storm>,
+    pub chat_storm: Option<ChatStorm>,
     pub rereads: Vec<Reread>,
     pub ecosystem: Option<Ecosystem>,
     pub sparkplug: Option<Sparkplug>,
@@ -109,6 +111,7 @@ impl Report {
             latency: Vec::new(),
             throughput: Vec::new(),
             storms: Vec::new(),
+            chat_storm: None,
             rereads: Vec::new(),
             ecosystem: None,
             sparkplug: None,
@@ -220,6 +223,22 @@ impl Report {
                 );
             }
             out.push_str("\nEach offline is committed to the state database (fsync) before its webhook goes out; the wills are published back to back by one client, retained, QoS 1; the webhook action at its defaults (concurrency 4).\n");
+        }
+        if let Some(c) = &self.chat_storm {
+            out.push_str("\n## Alert storm to a chat service: one message a second\n\n| devices | messages taken | refused for coming early | devices named | most in one message | shortest gap (ms) | first will → last device named (s) | given up |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {:.1} | {} |",
+                c.devices,
+                c.requests,
+                c.refused,
+                c.named,
+                c.largest,
+                ms(c.min_gap),
+                c.elapsed.as_secs_f64(),
+                c.given_up
+            );
+            out.push_str("\nEvery device goes offline at once; a `slack` action at its defaults (`min_interval = \"1s\"`) notifies a local receiver that answers 429 with `Retry-After: 1` to a request sooner than 950 ms after the one before (as a rate-limited service would) and reads every device name out of each message's text. A digest holds up to 100 events and 500 bytes of names.\n");
         }
         if let Some(e) = &self.ecosystem {
             out.push_str("\n## Retained burst through a preset and a multi-level pattern\n\n| devices | telemetry messages in the tree | mosquitto_sub -C 2N (ms) | willwatch (ms) | willwatch / mosquitto_sub | mosquitto_sub CPU (s) | willwatch CPU (s) | willwatch peak RSS |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n");
