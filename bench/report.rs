@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::broker;
+use crate::chat_storm::ChatStorm;
 use crate::contestants::{Latency, Steady};
 use crate::ecosystem::Ecosystem;
 use crate::failover::Run as Failover;
@@ -15,7 +16,6 @@ use crate::reads::Reads;
 use crate::reread::Reread;
 use crate::soak::Soak;
 use crate::sparkplug::Run as Sparkplug;
-use crate::chat_storm::ChatStorm;
 use crate::storm::Storm;
 
 #[derive(Default)]

@@ -43,7 +43,7 @@ fn single(e: &Event, external: Option<&url::Url>) -> Message {
     let (title, mut lines) = match e.kind {
         EventKind::Offline => {
             let mut lines = vec![format!("offline since {}", clock(since))];
-            lines.push(format!("cause: `{}` on {}", cut_short(&e.payload), e.topic));
+            lines.push(cause(e));
             if let Some(children) = e.children_offline.filter(|n| *n > 0) {
                 lines.push(format!("{children} devices behind it are unreachable"));
             }
@@ -103,6 +103,15 @@ fn digest(events: &[Arc<Event>], external: Option<&url::Url>) -> Message {
         lines,
         alarm: events.iter().any(|e| alarm(e.kind)),
         link: external.map(|u| page_link(u, None)),
+    }
+}
+
+/// Why a device is offline: what its status said, or that it fell silent.
+fn cause(e: &Event) -> String {
+    match e.payload.as_str() {
+        crate::device::SILENCE => "cause: silence, nothing heard within its heartbeat timeout".to_string(),
+        crate::device::NOT_SEEN => "cause: not seen since the broker restarted".to_string(),
+        payload => format!("cause: `{}` on {}", cut_short(payload), e.topic),
     }
 }
 
@@ -178,6 +187,14 @@ mod tests {
         assert_eq!(m.lines[2], "3 devices behind it are unreachable");
         assert!(m.alarm);
         assert_eq!(m.link.unwrap().as_str(), "https://ww.example/plant/?q=pump+7");
+    }
+
+    #[test]
+    fn a_silent_device_is_said_to_be_silent_not_to_have_said_something() {
+        let mut e = test_event(EventKind::Offline, "pump-7");
+        e.payload = crate::device::SILENCE.into();
+        let m = message(&[Arc::new(e)], None);
+        assert_eq!(m.lines[1], "cause: silence, nothing heard within its heartbeat timeout");
     }
 
     #[test]
