@@ -128,3 +128,30 @@ async fn notify_test_mails_over_implicit_tls_and_reports_a_refused_login() {
     assert!(said.contains("535"), "{said}");
     assert!(!said.contains("wrong"), "{said}");
 }
+
+/// An Apprise-style `mailtos://` URL (the login, the server, the sender
+/// and the recipients in one line, from a file) mails as the keys do.
+#[tokio::test]
+async fn an_apprise_mailtos_url_mails_as_the_keys_do() {
+    let Some(server) = MailServer::start(MailOptions::default()) else { return };
+    let broker = Broker::start();
+    let url = format!(
+        "mailtos://{USER}:{PASSWORD}@plant.example?smtp=127.0.0.1:{}&from=willwatch@plant.example&to=ops@plant.example",
+        server.port
+    );
+    let action = format!(
+        "[action.mail]\ntype = \"email\"\nurl_file = \"mail-url\"\nca_file = \"{}\"\nmin_interval = \"0s\"\n",
+        server.ca.display()
+    );
+    let text = config(&broker, &format!("{action}\n{PUMP}\n{SENTINEL}"));
+    let daemon = Daemon::start_with_files(&text, &[("mail-url", url.as_str())]);
+    daemon.wait_connected().await;
+    sync_with_sentinel(&broker, &daemon, &[("plant/pump-7/status", "online")]).await;
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    let mails = server.wait_for(1, SOON).await;
+    assert!(mails[0].tls);
+    assert_eq!(mails[0].user.as_deref(), Some(USER));
+    assert_eq!(mails[0].rcpt_tos, ["ops@plant.example"]);
+    assert_eq!(mails[0].header("Subject").unwrap(), "pump-7 is offline");
+    assert!(!daemon.dump().contains(PASSWORD));
+}

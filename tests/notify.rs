@@ -317,3 +317,31 @@ async fn notify_test_sends_one_message_and_says_what_the_service_answered() {
         assert!(said.contains(words), "{said}");
     }
 }
+
+/// Apprise-style URLs, as Home Assistant and Uptime Kuma users have them,
+/// work unchanged: an ntfy one inline (a user and password in it) and a
+/// Telegram one from a file, pointed at a local Bot API server.
+#[tokio::test]
+async fn apprise_style_urls_notify_as_the_services_own_keys_do() {
+    let broker = Broker::start();
+    let receiver = Receiver::start(Behaviour::Accept).await;
+    let host = receiver.url.trim_start_matches("http://").trim_end_matches("/hook").to_string();
+    let actions = format!(
+        "[action.push]\ntype = \"ntfy\"\nurl = \"ntfy://ops:p%40ss@{host}/plant-alerts?priority=max\"\nmin_interval = \"0s\"\n\n\
+         [action.bot]\ntype = \"telegram\"\nurl_file = \"telegram-url\"\napi_url = \"http://{host}/telegram\"\nmin_interval = \"0s\"\n"
+    );
+    let devices = format!("{PUMP}actions = [\"push\", \"bot\"]\n");
+    let daemon = start(&broker, &[("telegram-url", "tgram://123456:TGSECRET/-1001234\n")], &actions, &devices);
+    daemon.wait_connected().await;
+    sync_with_sentinel(&broker, &daemon, &[("plant/pump-7/status", "online")]).await;
+    publish(broker.port, "plant/pump-7/status", "offline", false).await;
+    let all = receiver.wait_for(2, SOON).await;
+    let ntfy = all.iter().find(|r| r.path == "/").expect("the ntfy request");
+    assert_eq!(ntfy.json()["topic"], "plant-alerts");
+    assert_eq!(ntfy.json()["priority"], 5, "priority=max");
+    assert_eq!(ntfy.header("authorization"), "Basic b3BzOnBAc3M=", "ops:p@ss");
+    let bot = all.iter().find(|r| r.path.starts_with("/telegram")).expect("the Telegram request");
+    assert_eq!(bot.path, "/telegram/bot123456:TGSECRET/sendMessage");
+    assert_eq!(bot.json()["chat_id"], "-1001234");
+    assert!(!daemon.dump().contains("TGSECRET") && !daemon.dump().contains("p%40ss"));
+}

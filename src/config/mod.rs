@@ -475,9 +475,10 @@ pub struct Webhook {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Service {
     Webhook(WebhookFormat),
-    /// ntfy: `url` is the server and topic.
+    /// ntfy: `url` is the server and topic; `authorization` the header's
+    /// value (`Bearer` a token, or `Basic` a user and password).
     Ntfy {
-        token: Option<Secret>,
+        authorization: Option<Secret>,
         priority: Option<u8>,
     },
     /// Slack-compatible incoming webhooks (Slack, Mattermost, Rocket.Chat).

@@ -54,7 +54,9 @@ pub fn request(spec: &Webhook, id: &str, events: &[Arc<Event>]) -> Option<Reques
     let message = text::message(events, spec.external_url.as_ref());
     Some(match &spec.service {
         Service::Webhook(_) | Service::Email(_) => return None,
-        Service::Ntfy { token, priority } => ntfy::request(&spec.url, token.as_ref(), *priority, &message),
+        Service::Ntfy { authorization, priority } => {
+            ntfy::request(&spec.url, authorization.as_ref(), *priority, &message)
+        }
         Service::Slack => slack::request(&spec.url, &message),
         Service::Discord => discord::request(&spec.url, &message),
         Service::Telegram { bot_token, chat_id } => telegram::request(&spec.url, bot_token, chat_id, &message),

@@ -1,8 +1,8 @@
 //! ntfy (ntfy.sh or a server of one's own): the message published as JSON
 //! to the server's root, with its topic, title, priority (high for an
 //! alarm, default for its end, unless the action sets one), tags (shown
-//! as emoji) and a click link to the device. A token, when set, is sent
-//! as `Authorization: Bearer`.
+//! as emoji) and a click link to the device. A token (`Bearer`) or a user
+//! and password (`Basic`), when set, go as `Authorization`.
 //! See <https://docs.ntfy.sh/publish/#publish-as-json>.
 
 use serde_json::json;
@@ -15,7 +15,7 @@ use crate::config::Secret;
 const MAX_MESSAGE: usize = 4096;
 
 /// `url` is the server and the topic (`https://ntfy.sh/plant-alerts`).
-pub fn request(url: &url::Url, token: Option<&Secret>, priority: Option<u8>, m: &Message) -> Request {
+pub fn request(url: &url::Url, authorization: Option<&Secret>, priority: Option<u8>, m: &Message) -> Request {
     let mut root = url.clone();
     let topic = url.path_segments().and_then(|mut s| s.next_back()).unwrap_or_default().to_string();
     root.set_path(url.path().strip_suffix(&topic).unwrap_or("/"));
@@ -31,8 +31,8 @@ pub fn request(url: &url::Url, token: Option<&Secret>, priority: Option<u8>, m: 
         body["click"] = json!(link.as_str());
     }
     let mut request = Request::json(root, &body);
-    if let Some(token) = token {
-        request.headers.push(("authorization", format!("Bearer {}", token.expose())));
+    if let Some(authorization) = authorization {
+        request.headers.push(("authorization", authorization.expose().to_string()));
     }
     request
 }
@@ -53,7 +53,7 @@ mod tests {
     #[test]
     fn publishes_json_to_the_servers_root_with_the_topic_in_the_body() {
         let url = "https://ntfy.example/base/plant-alerts".parse().unwrap();
-        let r = request(&url, Some(&Secret::new("tk_abc")), None, &message(true));
+        let r = request(&url, Some(&Secret::new("Bearer tk_abc")), None, &message(true));
         assert_eq!(r.url.as_str(), "https://ntfy.example/base/");
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["topic"], "plant-alerts");

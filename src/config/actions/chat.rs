@@ -7,8 +7,6 @@
 //! `min_interval` (1 s for Slack and Teams, 2 s for Discord: their limits
 //! per webhook), what arrives meanwhile sent as one digest.
 
-use std::time::Duration;
-
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -34,10 +32,17 @@ impl Validator<'_> {
     /// `kind`: "slack", "discord" or "teams".
     pub(super) fn chat(&mut self, kind: &str, a: RawChat, span: std::ops::Range<usize>) -> Option<Webhook> {
         let url = match (&a.url, &a.url_file) {
-            (Some(url), None) => self.http_url(url, "url"),
+            (Some(url), None) => match super::apprise::chat_url(kind, url.get_ref()) {
+                None => self.http_url(url, "url"),
+                Some(read) => self.apprise_chat(read, url, "url"),
+            },
             (None, Some(file)) => match self.secret_in(file, "url_file") {
                 // A credential only the service reads: checked when it runs.
                 Some(text) if text.expose().is_empty() => url::Url::parse("https://credential.invalid/").ok(),
+                Some(text) if super::apprise::chat_url(kind, text.expose()).is_some() => {
+                    let read = super::apprise::chat_url(kind, text.expose())?;
+                    self.apprise_chat(read, file, "url_file")
+                }
                 Some(text) => match url::Url::parse(text.expose()) {
                     Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
                     // Not shown: the URL holds the webhook's token.
@@ -63,12 +68,17 @@ impl Validator<'_> {
                 None
             }
         };
-        let (service, pace) = match kind {
-            "discord" => (Service::Discord, Duration::from_secs(2)),
-            "teams" => (Service::Teams, Duration::from_secs(1)),
-            _ => (Service::Slack, Duration::from_secs(1)),
+        let service = match kind {
+            "discord" => Service::Discord,
+            "teams" => Service::Teams,
+            _ => Service::Slack,
         };
-        let common = shared!(a, pace);
+        let common = shared!(a, kind);
         self.service(url, Some(service), &common)
+    }
+
+    /// What an Apprise-style URL in `key` came to, or the problem at it.
+    fn apprise_chat(&mut self, read: Result<url::Url, String>, at: &Spanned<String>, key: &str) -> Option<url::Url> {
+        read.map_err(|e| self.problem(Problem::new(at.span(), format!("`{key}`: {e}")))).ok()
     }
 }

@@ -9,8 +9,6 @@
 //! At most one mail every `min_interval` (10 s), what arrives meanwhile
 //! sent as one digest.
 
-use std::time::Duration;
-
 use lettre::message::Mailbox;
 use serde::Deserialize;
 use toml::Spanned;
@@ -114,7 +112,7 @@ impl Validator<'_> {
             }
             _ => None,
         };
-        let common = shared!(a, Duration::from_secs(10));
+        let common = shared!(a, "email");
         self.service(url, email, &common)
     }
 
@@ -178,7 +176,7 @@ impl Validator<'_> {
     }
 
     /// The certificates of `ca_file`, each as DER.
-    fn email_ca(&mut self, file: &Spanned<String>) -> Option<Vec<Vec<u8>>> {
+    pub(super) fn email_ca(&mut self, file: &Spanned<String>) -> Option<Vec<Vec<u8>>> {
         let path = match self.file_path(file, "ca_file") {
             Ok(Some(path)) => path,
             Ok(None) => return Some(Vec::new()),

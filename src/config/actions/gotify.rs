@@ -4,8 +4,6 @@
 //! alarm, 4 for its end); at most one message every `min_interval` (1 s),
 //! what arrives meanwhile sent as one digest.
 
-use std::time::Duration;
-
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -47,7 +45,7 @@ impl Validator<'_> {
             (Some(token), Some(priority)) => Some(Service::Gotify { token, priority }),
             _ => None,
         };
-        let common = shared!(a, Duration::from_secs(1));
+        let common = shared!(a, "gotify");
         self.service(url, service, &common)
     }
 }

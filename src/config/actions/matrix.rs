@@ -4,8 +4,6 @@
 //! at most one message every `min_interval` (1 s), what arrives meanwhile
 //! sent as one digest.
 
-use std::time::Duration;
-
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -64,7 +62,7 @@ impl Validator<'_> {
             (Some(room), Some(token)) => Some(Service::Matrix { room, token }),
             _ => None,
         };
-        let common = shared!(a, Duration::from_secs(1));
+        let common = shared!(a, "matrix");
         self.service(url, service, &common)
     }
 }

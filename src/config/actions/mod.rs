@@ -22,6 +22,7 @@ use super::{ActionKind, ActionSpec, BUILTIN_LOG, Retries, Secret, Service, Webho
 use crate::event::EventKind;
 use crate::template::Template;
 
+mod apprise;
 mod chat;
 mod email;
 mod exec;
@@ -71,25 +72,44 @@ pub fn kinds() -> Vec<(&'static str, Vec<&'static str>)> {
         .into_iter()
         .map(|(kind, settings)| {
             let common: &[&str] = if kind == "reconnect" { &["type"] } else { &["type", "on"] };
-            (kind, common.iter().chain(settings).copied().collect())
+            let mut keys: Vec<&str> = common.iter().chain(settings).copied().collect();
+            // An Apprise-style URL may stand for a service's own keys.
+            if apprise::takes(kind) {
+                keys.extend(["url", "url_file"].into_iter().filter(|k| !settings.contains(k)));
+            }
+            (kind, keys)
         })
         .collect()
 }
 
+/// Each paced service's default `min_interval`: the pace its documentation
+/// states for one sender (`None`: each event its own request).
+fn pace(kind: &str) -> Option<Duration> {
+    let seconds = match kind {
+        "ntfy" => 5,
+        "gotify" | "slack" | "teams" | "matrix" => 1,
+        "pushover" | "discord" => 2,
+        "telegram" => 3,
+        "email" => 10,
+        _ => return None,
+    };
+    Some(Duration::from_secs(seconds))
+}
+
 /// The settings every service's action shares, as written, and the pace
 /// its service wants by default (`None`: each event its own request).
-/// `shared!(raw, paced)` takes them from a service's raw settings (its
-/// fields of the same names); `shared!(raw)` for a service never paced,
-/// which has no `min_interval`.
+/// `shared!(raw, kind)` takes them from a service's raw settings (its
+/// fields of the same names) with the kind's `pace`; `shared!(raw)` for a
+/// service never paced, which has no `min_interval`.
 macro_rules! shared {
-    ($raw:expr, $paced:expr) => {
+    ($raw:expr, $kind:expr) => {
         super::ServiceSettings {
             timeout: &$raw.timeout,
             max_age: &$raw.max_age,
             max_interval: &$raw.max_interval,
             max_attempts: &$raw.max_attempts,
             min_interval: &$raw.min_interval,
-            paced: Some($paced),
+            paced: super::pace($kind),
         }
     };
     ($raw:expr) => {
@@ -199,6 +219,14 @@ impl Validator<'_> {
             table.into_iter().filter(|(key, _)| keys.contains(&key.get_ref().as_ref())).collect();
         refused |= !foreign.is_empty();
         let on = if refused { None } else { self.event_filter(on) };
+        let mut table = table;
+        if let Some(found) = self.apprise(kind_name, &mut table, span.clone()) {
+            return if refused {
+                None
+            } else {
+                Some(ActionSpec { kind: ActionKind::Webhook(Box::new(found?)), on: on? })
+            };
+        }
         let settings = Spanned::new(span.clone(), DeValue::Table(table));
         let kind = match *kind_name {
             "log" => Some(ActionKind::Log),

@@ -1,10 +1,8 @@
 //! `type = "ntfy"`: a push notification through ntfy (`actions/notify/ntfy.rs`
 //! builds it). `url` is the server and the topic; a token from
-//! `token_file`; `priority` from 1 to 5 (default: 4 for an alarm, 3 for its
+//! `token_file`, or `username` with `password_file`; `priority` from 1 to 5 (default: 4 for an alarm, 3 for its
 //! end); at most one request every `min_interval` (5 s: ntfy.sh's pace per
 //! visitor), what arrives meanwhile sent as one digest.
-
-use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -12,7 +10,7 @@ use toml::Spanned;
 use super::super::error::Problem;
 use super::super::raw::RawDuration;
 use super::super::validate::Validator;
-use super::super::{Service, Webhook};
+use super::super::{Secret, Service, Webhook};
 use super::shared;
 
 #[derive(Debug, Deserialize)]
@@ -20,6 +18,8 @@ use super::shared;
 pub(super) struct RawNtfy {
     url: Option<Spanned<String>>,
     token_file: Option<Spanned<String>>,
+    username: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
     priority: Option<Spanned<i64>>,
     min_interval: Option<RawDuration>,
     timeout: Option<RawDuration>,
@@ -50,19 +50,45 @@ impl Validator<'_> {
                 None
             }
         };
-        let token = match &a.token_file {
-            None => Some(None),
-            Some(file) => self.secret_in(file, "token_file").map(Some),
+        let authorization = match (&a.token_file, &a.username, &a.password_file) {
+            (None, None, None) => Some(None),
+            (Some(file), None, None) => {
+                self.secret_in(file, "token_file").map(|t| Some(Secret::new(format!("Bearer {}", t.expose()))))
+            }
+            (Some(file), _, _) => {
+                self.problem(Problem::new(
+                    file.span(),
+                    "give a `token_file` or a `username` and `password_file`, not both",
+                ));
+                None
+            }
+            (None, Some(user), _) if user.get_ref().is_empty() => {
+                self.problem(Problem::new(user.span(), "`username` is empty"));
+                None
+            }
+            (None, Some(user), Some(file)) => self.secret_in(file, "password_file").map(|p| {
+                use base64::Engine;
+                let pair = format!("{}:{}", user.get_ref(), p.expose());
+                Some(Secret::new(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))))
+            }),
+            (None, Some(user), None) => {
+                self.problem(Problem::new(user.span(), "`username` without a `password_file`"));
+                None
+            }
+            (None, None, Some(file)) => {
+                self.problem(Problem::new(file.span(), "`password_file` without a `username`"));
+                None
+            }
         };
         let priority = match &a.priority {
             None => Some(None),
             Some(_) => self.count(&a.priority, 3, 1, 5, "priority").map(|p| Some(p as u8)),
         };
-        let service = match (token, priority) {
-            (Some(token), Some(priority)) => Some(Service::Ntfy { token, priority }),
+        let service = match (authorization, priority) {
+            (Some(authorization), Some(priority)) => Some(Service::Ntfy { authorization, priority }),
             _ => None,
         };
-        let common = shared!(a, Duration::from_secs(5));
+        let common = shared!(a, "ntfy");
         self.service(url, service, &common)
     }
 }

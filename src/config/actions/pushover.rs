@@ -5,8 +5,6 @@
 //! another endpoint; at most one message every `min_interval` (2 s), what
 //! arrives meanwhile sent as one digest.
 
-use std::time::Duration;
-
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -17,7 +15,7 @@ use super::super::{Service, Webhook};
 use super::shared;
 
 /// Pushover's messages API.
-const API_URL: &str = "https://api.pushover.net/1/messages.json";
+pub(super) const API_URL: &str = "https://api.pushover.net/1/messages.json";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,7 +55,7 @@ impl Validator<'_> {
             (Some(user), Some(token), Some(priority)) => Some(Service::Pushover { user, token, priority }),
             _ => None,
         };
-        let common = shared!(a, Duration::from_secs(2));
+        let common = shared!(a, "pushover");
         self.service(url, service, &common)
     }
 }

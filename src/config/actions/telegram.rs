@@ -5,8 +5,6 @@
 //! At most one message every `min_interval` (3 s: Telegram's pace for a
 //! group), what arrives meanwhile sent as one digest.
 
-use std::time::Duration;
-
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -17,7 +15,7 @@ use super::super::{Service, Webhook};
 use super::shared;
 
 /// The public Bot API.
-const API_URL: &str = "https://api.telegram.org/";
+pub(super) const API_URL: &str = "https://api.telegram.org/";
 
 /// A chat id as people write it: a number, or text (`@channel`).
 #[derive(Debug, Deserialize)]
@@ -74,7 +72,7 @@ impl Validator<'_> {
             (Some(bot_token), Some(chat_id)) => Some(Service::Telegram { bot_token, chat_id }),
             _ => None,
         };
-        let common = shared!(a, Duration::from_secs(3));
+        let common = shared!(a, "telegram");
         self.service(url, service, &common)
     }
 }

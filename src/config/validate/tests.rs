@@ -340,3 +340,36 @@ fn an_email_action_takes_its_server_addresses_and_login_and_shows_each_mistake_w
     }
     assert!(problems.iter().all(|(m, _)| !m.contains("PASS")), "{problems:#?}");
 }
+
+#[test]
+fn an_apprise_style_url_stands_for_the_services_keys_and_its_mistakes_show_no_secret() {
+    let given = Given::default().file("/etc/willwatch/tg", "tgram://123:SECRET/-100200\n", 0o600);
+    let config = valid(&given, "[action.bot]\ntype = \"telegram\"\nurl_file = \"tg\"\nmin_interval = \"5s\"\n");
+    let ActionKind::Webhook(bot) = &config.actions["bot"].kind else { panic!("an HTTP action") };
+    assert!(matches!(&bot.service, crate::config::Service::Telegram { bot_token, chat_id }
+        if bot_token.expose() == "123:SECRET" && chat_id == "-100200"));
+    assert_eq!(bot.url.as_str(), "https://api.telegram.org/");
+    assert_eq!(bot.min_interval, Some(std::time::Duration::from_secs(5)));
+
+    let problems = refused(
+        &given,
+        "[action.a]\ntype = \"telegram\"\nurl_file = \"tg\"\nchat_id = 5\n\n\
+         [action.b]\ntype = \"ntfy\"\nurl = \"tgram://123:SECRET/1\"\n\n\
+         [action.c]\ntype = \"pushover\"\nurl = \"https://example.com/SECRET\"\n\n\
+         [action.d]\ntype = \"matrix\"\nurl = \"matrixs://me:SECRET@m.example/!r:x\"\n\n\
+         [action.e]\ntype = \"slack\"\nurl = \"slack://SECRET\"\n",
+    );
+    let expected = [
+        ("`chat_id` is given by the Apprise-style URL in `url_file`", "chat_id"),
+        ("`url` is a `tgram://` URL, for a `telegram` action, not a `ntfy` one", "\"tgram://123:SECRET/1\""),
+        ("`url` of a `pushover` action is an Apprise-style URL, `pover://…`", "\"https://example.com/SECRET\""),
+        ("a user and password are not supported", "\"matrixs://me:SECRET@m.example/!r:x\""),
+        ("`url`: `slack://…`: expected slack://", "\"slack://SECRET\""),
+    ];
+    assert_eq!(problems.len(), expected.len(), "{problems:#?}");
+    for ((message, at), (want, want_at)) in problems.iter().zip(expected) {
+        assert!(message.contains(want), "{message:?} is not {want:?}");
+        assert!(!message.contains("SECRET"), "{message}");
+        assert_eq!(at, want_at, "{message}");
+    }
+}
