@@ -23,6 +23,8 @@ pub(super) const API_URL: &str = "https://api.telegram.org/";
 enum ChatId {
     Number(i64),
     Text(String),
+    /// Anything else (a fraction, a list), refused with what it must be.
+    Other(toml::Value),
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,6 +61,13 @@ impl Validator<'_> {
             Some((ChatId::Text(t), at)) => {
                 self.problem(
                     Problem::new(at, format!("`chat_id` `{t}` is neither a number nor an @channel name"))
+                        .hint("a group's id is a number like -1001234567890"),
+                );
+                None
+            }
+            Some((ChatId::Other(_), at)) => {
+                self.problem(
+                    Problem::new(at, "`chat_id` must be a chat's number or an @channel name")
                         .hint("a group's id is a number like -1001234567890"),
                 );
                 None

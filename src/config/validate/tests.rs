@@ -263,7 +263,8 @@ fn a_notification_service_takes_its_secrets_from_files_and_its_mistakes_are_show
          [action.b]\ntype = \"slack\"\nurl = \"https://h/x\"\nurl_file = \"hook\"\n\n\
          [action.c]\ntype = \"ntfy\"\nurl = \"https://ntfy.sh/\"\n\n\
          [action.d]\ntype = \"pagerduty\"\nrouting_key_file = \"missing\"\n\n\
-         [action.e]\ntype = \"ntfy\"\nurl = \"https://ntfy.sh/t\"\npriority = 9\n",
+         [action.e]\ntype = \"ntfy\"\nurl = \"https://ntfy.sh/t\"\npriority = 9\n\n\
+         [action.f]\ntype = \"telegram\"\nbot_token_file = \"tg\"\nchat_id = 1.5\n",
     );
     let expected = [
         ("`chat_id` `plant` is neither a number nor an @channel name", "\"plant\""),
@@ -271,6 +272,7 @@ fn a_notification_service_takes_its_secrets_from_files_and_its_mistakes_are_show
         ("`url` names no topic", "\"https://ntfy.sh/\""),
         ("cannot read `routing_key_file`", "\"missing\""),
         ("`priority` must be from 1 to 5", "9"),
+        ("`chat_id` must be a chat's number or an @channel name", "1.5"),
     ];
     assert_eq!(problems.len(), expected.len(), "{problems:#?}");
     for ((message, at), (want, want_at)) in problems.iter().zip(expected) {
