@@ -155,3 +155,28 @@ async fn an_apprise_mailtos_url_mails_as_the_keys_do() {
     assert_eq!(mails[0].header("Subject").unwrap(), "pump-7 is offline");
     assert!(!daemon.dump().contains(PASSWORD));
 }
+
+/// Guards the bound on a whole exchange: a server that accepts the
+/// connection and then says nothing held the action for ever (no retry,
+/// no dead letter, `notify test` hanging), as `timeout` bounded only the
+/// connect.
+#[tokio::test]
+async fn a_mail_server_that_says_nothing_holds_no_delivery() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for connection in listener.incoming() {
+            held.push(connection);
+        }
+    });
+    let text = format!(
+        "[broker]\nurl = \"mqtt://127.0.0.1:1\"\n\n[action.mail]\ntype = \"email\"\nsmtp = \"smtp://127.0.0.1:{port}\"\n\
+         from = \"ww@plant.example\"\nto = \"ops@plant.example\"\ntimeout = \"1s\"\n"
+    );
+    let asked = std::time::Instant::now();
+    let (code, said) = tokio::task::spawn_blocking(move || support::notify_test(&text, &[], "mail")).await.unwrap();
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("did not finish within 1s"), "{said}");
+    assert!(asked.elapsed() < Duration::from_secs(8), "answered after {:?}", asked.elapsed());
+}

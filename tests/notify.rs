@@ -320,7 +320,8 @@ async fn notify_test_sends_one_message_and_says_what_the_service_answered() {
 
 /// Apprise-style URLs, as Home Assistant and Uptime Kuma users have them,
 /// work unchanged: an ntfy one inline (a user and password in it) and a
-/// Telegram one from a file, pointed at a local Bot API server.
+/// Telegram one from a file, pointed at a local Bot API server, its title
+/// the action's own template.
 #[tokio::test]
 async fn apprise_style_urls_notify_as_the_services_own_keys_do() {
     let broker = Broker::start();
@@ -328,7 +329,8 @@ async fn apprise_style_urls_notify_as_the_services_own_keys_do() {
     let host = receiver.url.trim_start_matches("http://").trim_end_matches("/hook").to_string();
     let actions = format!(
         "[action.push]\ntype = \"ntfy\"\nurl = \"ntfy://ops:p%40ss@{host}/plant-alerts?priority=max\"\nmin_interval = \"0s\"\n\n\
-         [action.bot]\ntype = \"telegram\"\nurl_file = \"telegram-url\"\napi_url = \"http://{host}/telegram\"\nmin_interval = \"0s\"\n"
+         [action.bot]\ntype = \"telegram\"\nurl_file = \"telegram-url\"\napi_url = \"http://{host}/telegram\"\nmin_interval = \"0s\"\n\
+         title = \"[plant] {{id}} went {{event}}\"\n"
     );
     let devices = format!("{PUMP}actions = [\"push\", \"bot\"]\n");
     let daemon = start(&broker, &[("telegram-url", "tgram://123456:TGSECRET/-1001234\n")], &actions, &devices);
@@ -343,5 +345,6 @@ async fn apprise_style_urls_notify_as_the_services_own_keys_do() {
     let bot = all.iter().find(|r| r.path.starts_with("/telegram")).expect("the Telegram request");
     assert_eq!(bot.path, "/telegram/bot123456:TGSECRET/sendMessage");
     assert_eq!(bot.json()["chat_id"], "-1001234");
+    assert!(bot.json()["text"].as_str().unwrap().starts_with("<b>[plant] pump-7 went offline</b>"), "{}", bot.json());
     assert!(!daemon.dump().contains("TGSECRET") && !daemon.dump().contains("p%40ss"));
 }

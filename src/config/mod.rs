@@ -468,6 +468,10 @@ pub struct Webhook {
     /// Requests at most this often (a chat's or a push service's limit):
     /// what arrives meanwhile goes out as one digest, never dropped.
     pub min_interval: Option<Duration>,
+    /// A service's words for one event instead of the usual: its title (an
+    /// email's subject) and body.
+    pub title: Option<Template>,
+    pub body: Option<Template>,
 }
 
 /// Who an HTTP action talks to: a plain webhook, or a service a person
@@ -533,9 +537,6 @@ pub struct Email {
     /// The CAs to trust (DER) instead of the system's; empty where
     /// `ca_file` is a credential `check` cannot read.
     pub ca: Option<Vec<Vec<u8>>>,
-    /// One event's subject and body instead of the usual words.
-    pub subject: Option<Template>,
-    pub body: Option<Template>,
 }
 
 impl Service {

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use lettre::message::{MultiPart, SinglePart};
+use lettre::message::MultiPart;
 
 use super::text::{Message, html};
 use crate::config::Email;
@@ -22,16 +22,16 @@ pub fn mail(
     events: &[Arc<Event>],
     m: &Message,
 ) -> Result<lettre::Message, lettre::error::Error> {
-    let domain = email.from.email.domain();
+    // Punycode: a Message-ID is ASCII, whatever the sender's domain.
+    let domain = match url::Host::parse(email.from.email.domain()) {
+        Ok(url::Host::Domain(ascii)) => ascii,
+        _ => "willwatch.invalid".to_string(),
+    };
     let one = match events {
         [one] => Some(&**one),
         _ => None,
     };
-    let subject = match (one, &email.subject) {
-        (Some(e), Some(template)) => template.render(e),
-        _ => m.title.clone(),
-    };
-    let mut builder = lettre::Message::builder().from(email.from.clone()).subject(one_line(&subject));
+    let mut builder = lettre::Message::builder().from(email.from.clone()).subject(one_line(&m.title));
     for to in &email.to {
         builder = builder.to(to.clone());
     }
@@ -41,16 +41,19 @@ pub fn mail(
         (Some(_), Some(outage)) => {
             builder.message_id(Some(format!("<{id}@{domain}>"))).in_reply_to(outage.clone()).references(outage)
         }
-        _ => builder.message_id(Some(format!("<{id}@{domain}>"))),
+        // A digest names the outages it opens, so each one's later mails
+        // (which answer the outage) join its conversation.
+        _ => {
+            let opened: Vec<String> = events
+                .iter()
+                .filter(|e| matches!(e.kind, EventKind::Offline | EventKind::BrokerDown))
+                .map(|e| format!("<{}@{domain}>", e.outage_id()))
+                .collect();
+            let builder = builder.message_id(Some(format!("<{id}@{domain}>")));
+            if opened.is_empty() { builder } else { builder.references(opened.join(" ")) }
+        }
     };
-    let plain = match (one, &email.body) {
-        (Some(e), Some(template)) => template.render(e),
-        _ => plain(m),
-    };
-    if email.body.is_some() && one.is_some() {
-        return builder.singlepart(SinglePart::plain(plain));
-    }
-    builder.multipart(MultiPart::alternative_plain_html(plain, rich(m)))
+    builder.multipart(MultiPart::alternative_plain_html(plain(m), rich(m)))
 }
 
 fn plain(m: &Message) -> String {
@@ -91,14 +94,12 @@ mod tests {
             login: None,
             implicit_tls: false,
             ca: None,
-            subject: None,
-            body: None,
         }
     }
 
     fn sent(email: &Email, id: &str, events: Vec<Event>) -> String {
         let events: Vec<_> = events.into_iter().map(Arc::new).collect();
-        let m = super::super::text::message(&events, Some(&"https://ww.example/".parse().unwrap()));
+        let m = super::super::text::message(&events, Some(&"https://ww.example/".parse().unwrap()), None, None);
         String::from_utf8(mail(email, id, &events, &m).unwrap().formatted()).unwrap()
     }
 
@@ -127,24 +128,32 @@ mod tests {
     }
 
     #[test]
-    fn templates_and_ids_cannot_add_headers() {
+    fn a_message_id_is_ascii_whatever_the_senders_domain() {
         let mut e = email();
-        e.subject = Some(crate::template::Template::parse("[plant] {id} {event}").unwrap());
-        e.body = Some(crate::template::Template::parse("{id} went {event} on {topic}").unwrap());
-        let off = test_event(EventKind::Offline, "pump\r\nBcc: thief@evil.example");
-        let text = sent(&e, "ev-1", vec![off]);
-        let headers = text.split("\r\n\r\n").next().unwrap();
-        assert!(!headers.lines().any(|l| l.starts_with("Bcc")), "{text}");
-        assert!(header(&text, "Subject").unwrap().starts_with("[plant] pump"), "{text}");
-        assert!(text.contains("text/plain"), "{text}");
-        assert!(!text.contains("text/html"), "{text}");
+        e.from = "ww@plänt.example".parse().unwrap();
+        let text = sent(&e, "ev-1", vec![test_event(EventKind::Online, "pump-7")]);
+        assert_eq!(header(&text, "Message-ID"), Some("<ev-1@xn--plnt-moa.example>"));
     }
 
     #[test]
-    fn a_digest_is_one_mail_of_its_own() {
-        let events = (0..3).map(|i| test_event(EventKind::Offline, &format!("pump-{i}"))).collect();
+    fn an_id_cannot_add_a_header() {
+        let off = test_event(EventKind::Offline, "pump\r\nBcc: thief@evil.example");
+        let text = sent(&email(), "ev-1", vec![off]);
+        let headers = text.split("\r\n\r\n").next().unwrap();
+        assert!(!headers.lines().any(|l| l.starts_with("Bcc")), "{text}");
+        assert!(header(&text, "Subject").unwrap().starts_with("pump  Bcc"), "{text}");
+    }
+
+    #[test]
+    fn a_digest_is_one_mail_of_its_own_that_names_the_outages_it_opens() {
+        let events: Vec<Event> = (0..3).map(|i| test_event(EventKind::Offline, &format!("pump-{i}"))).collect();
+        let opened = format!("<{}@plant.example>", events[1].outage_id());
         let text = sent(&email(), "digest-1", events);
         assert_eq!(header(&text, "Message-ID"), Some("<digest-1@plant.example>"));
+        let parsed = mailparse::parse_mail(text.as_bytes()).unwrap();
+        use mailparse::MailHeaderMap;
+        let references = parsed.headers.get_first_value("References").unwrap();
+        assert!(references.contains(&opened), "{references}");
         assert_eq!(header(&text, "Subject"), Some("3 devices offline"));
         assert!(text.contains("pump-0, pump-1, pump-2"), "{text}");
     }

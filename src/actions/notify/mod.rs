@@ -51,7 +51,7 @@ impl Request {
 /// `None` for a plain webhook, whose body is the event JSON
 /// (`webhook/body.rs`), and for email, a mail (`email.rs`).
 pub fn request(spec: &Webhook, id: &str, events: &[Arc<Event>]) -> Option<Request> {
-    let message = text::message(events, spec.external_url.as_ref());
+    let message = text::message(events, spec.external_url.as_ref(), spec.title.as_ref(), spec.body.as_ref());
     Some(match &spec.service {
         Service::Webhook(_) | Service::Email(_) => return None,
         Service::Ntfy { authorization, priority } => {

@@ -70,7 +70,7 @@ mod tests {
         let key = Secret::new("K");
         let make = |e: Event| {
             let e = Arc::new(e);
-            request(&base, &key, &e, &super::super::text::message(std::slice::from_ref(&e), None))
+            request(&base, &key, &e, &super::super::text::message(std::slice::from_ref(&e), None, None, None))
         };
         let (create, close) = (make(off.clone()), make(on));
         assert_eq!(create.url.as_str(), "https://api.eu.opsgenie.com/v2/alerts");

@@ -75,7 +75,7 @@ mod tests {
         let key = Secret::new("R0UT1NG");
         let body = |e: Event| {
             let e = Arc::new(e);
-            let m = crate::actions::notify::text::message(std::slice::from_ref(&e), None);
+            let m = crate::actions::notify::text::message(std::slice::from_ref(&e), None, None, None);
             serde_json::from_slice::<serde_json::Value>(&request(&url, &key, &e, &m).body).unwrap()
         };
         let (trigger, resolve) = (body(off), body(on));

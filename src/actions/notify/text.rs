@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::event::{Event, EventKind};
+use crate::template::Template;
 
 /// The most characters of names a digest line holds; the rest are counted
 /// ("… and 31 more"). Each service's message limit is a few thousand.
@@ -29,10 +30,26 @@ pub fn alarm(kind: EventKind) -> bool {
     matches!(kind, EventKind::Offline | EventKind::ReconnectFailed | EventKind::BrokerDown)
 }
 
-/// The message for `events`: one event's, or a digest's.
-pub fn message(events: &[Arc<Event>], external: Option<&url::Url>) -> Message {
+/// The message for `events`: one event's, or a digest's. One event's
+/// `title` and `body`, when the action sets them, replace the usual words
+/// (the link stays).
+pub fn message(
+    events: &[Arc<Event>],
+    external: Option<&url::Url>,
+    title: Option<&Template>,
+    body: Option<&Template>,
+) -> Message {
     match events {
-        [one] => single(one, external),
+        [one] => {
+            let mut m = single(one, external);
+            if let Some(title) = title {
+                m.title = title.render(one).lines().collect::<Vec<_>>().join(" ");
+            }
+            if let Some(body) = body {
+                m.lines = body.render(one).lines().map(String::from).collect();
+            }
+            m
+        }
         _ => digest(events, external),
     }
 }
@@ -180,7 +197,7 @@ mod tests {
         let mut e = test_event(EventKind::Offline, "pump 7");
         e.children_offline = Some(3);
         let external: url::Url = "https://ww.example/plant".parse().unwrap();
-        let m = message(&[Arc::new(e)], Some(&external));
+        let m = message(&[Arc::new(e)], Some(&external), None, None);
         assert_eq!(m.title, "pump 7 is offline");
         assert_eq!(m.lines[0], "offline since 2027-01-15 08:00:00 UTC");
         assert!(m.lines[1].starts_with("cause: `offline` on "), "{m:?}");
@@ -193,15 +210,28 @@ mod tests {
     fn a_silent_device_is_said_to_be_silent_not_to_have_said_something() {
         let mut e = test_event(EventKind::Offline, "pump-7");
         e.payload = crate::device::SILENCE.into();
-        let m = message(&[Arc::new(e)], None);
+        let m = message(&[Arc::new(e)], None, None, None);
         assert_eq!(m.lines[1], "cause: silence, nothing heard within its heartbeat timeout");
+    }
+
+    #[test]
+    fn an_actions_title_and_body_replace_one_events_words_but_not_a_digests() {
+        let title = Template::parse("[plant] {id} {event}").unwrap();
+        let body = Template::parse("{id} said {payload}\non {topic}").unwrap();
+        let e = Arc::new(test_event(EventKind::Offline, "pump-7"));
+        let m = message(std::slice::from_ref(&e), None, Some(&title), Some(&body));
+        assert_eq!(m.title, "[plant] pump-7 offline");
+        assert_eq!(m.lines, ["pump-7 said offline", "on plant/pump-7/status"]);
+        assert!(m.alarm);
+        let two = [Arc::clone(&e), Arc::new(test_event(EventKind::Offline, "fan"))];
+        assert_eq!(message(&two, None, Some(&title), Some(&body)).title, "2 devices offline");
     }
 
     #[test]
     fn an_online_says_how_long_it_was_offline() {
         let mut e = test_event(EventKind::Online, "pump-7");
         e.offline_for = Some(Duration::from_millis(125_400));
-        let m = message(&[Arc::new(e)], None);
+        let m = message(&[Arc::new(e)], None, None, None);
         assert_eq!(m.title, "pump-7 is back online");
         assert!(m.lines[0].ends_with("after 2m 5s offline"), "{m:?}");
         assert!(!m.alarm);
@@ -213,7 +243,7 @@ mod tests {
         let mut events: Vec<_> =
             (0..37).map(|i| Arc::new(test_event(EventKind::Offline, &format!("pump-{i}")))).collect();
         events.push(Arc::new(test_event(EventKind::Online, "fan")));
-        let m = message(&events, None);
+        let m = message(&events, None, None, None);
         assert_eq!(m.title, "37 devices offline, 1 device back online");
         assert!(m.lines[0].starts_with("offline: pump-0, pump-1, "), "{m:?}");
         assert!(m.lines[0].ends_with("pump-36"));
@@ -221,7 +251,7 @@ mod tests {
         assert!(m.alarm);
         let many: Vec<_> =
             (0..2000).map(|i| Arc::new(test_event(EventKind::Offline, &format!("device-{i:04}")))).collect();
-        let m = message(&many, None);
+        let m = message(&many, None, None, None);
         assert!(m.lines[0].len() < NAMES_MAX + 40, "{}", m.lines[0].len());
         assert!(m.lines[0].ends_with("more"), "{}", &m.lines[0][m.lines[0].len() - 30..]);
     }

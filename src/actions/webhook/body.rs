@@ -156,6 +156,8 @@ mod tests {
             concurrency: 4,
             batch: None,
             min_interval: None,
+            title: None,
+            body: None,
         }
     }
 

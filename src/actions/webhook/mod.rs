@@ -263,7 +263,8 @@ impl Delivery {
         let outgoing = match (road, &spec.service) {
             (Road::Mail(Err(e)), _) => Outgoing::Unsendable(e.clone()),
             (Road::Mail(Ok(mailer)), Service::Email(email)) => {
-                let message = notify::text::message(&events, spec.external_url.as_ref());
+                let message =
+                    notify::text::message(&events, spec.external_url.as_ref(), spec.title.as_ref(), spec.body.as_ref());
                 match notify::email::mail(email, &id, &events, &message) {
                     Ok(mail) => Outgoing::Mail(Arc::clone(mailer), mail),
                     Err(e) => Outgoing::Unsendable(format!("the mail cannot be written: {e}")),
@@ -402,7 +403,7 @@ async fn send_once(spec: &Webhook, delivery: &Delivery) -> Answer {
     match &delivery.outgoing {
         Outgoing::Http(client, request) => attempt_http(spec, client, delivery, request).await,
         Outgoing::Mail(mailer, mail) => {
-            let (verdict, text) = smtp::send(mailer, mail).await;
+            let (verdict, text) = smtp::send(mailer, mail, spec.timeout).await;
             Answer::new(verdict, text)
         }
         Outgoing::Unsendable(why) => Answer::new(Verdict::GiveUp, why.clone()),

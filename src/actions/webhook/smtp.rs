@@ -1,7 +1,11 @@
 //! Email's road: the SMTP transport of an email action (STARTTLS, or TLS
 //! from the first byte, its connections pooled) and what the server's
-//! answer means for the delivery: a 5xx is refused for good (given up and
-//! dead-lettered), a 4xx, a timeout or a broken connection is tried again.
+//! answer means for the delivery: a 5xx, or what only the config can mend
+//! (no STARTTLS where a login needs it, no login mechanism in common, an
+//! address the server cannot take) is given up at once and dead-lettered;
+//! a 4xx, a timeout or a broken connection is tried again. A whole
+//! exchange is bounded by the action's `timeout`: a server that accepts
+//! and then says nothing holds no delivery.
 
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
@@ -42,16 +46,19 @@ pub fn mailer(url: &url::Url, email: &Email, timeout: std::time::Duration) -> Re
     Ok(builder.build())
 }
 
-/// Sends `mail`: the verdict, and the server's answer in words.
-pub async fn send(mailer: &Mailer, mail: &lettre::Message) -> (Verdict, String) {
-    match mailer.send(mail.clone()).await {
-        Ok(response) => {
+/// Sends `mail` within `timeout`: the verdict, and the server's answer in
+/// words.
+pub async fn send(mailer: &Mailer, mail: &lettre::Message, timeout: std::time::Duration) -> (Verdict, String) {
+    match tokio::time::timeout(timeout, mailer.send(mail.clone())).await {
+        Err(_) => {
+            (Verdict::Retry, format!("the mail server did not finish within {}", humantime::format_duration(timeout)))
+        }
+        Ok(Ok(response)) => {
             let words = response.message().collect::<Vec<_>>().join(" ");
             (Verdict::Delivered, format!("SMTP {} {words}", response.code()))
         }
-        Err(e) => {
-            let verdict = if e.is_permanent() { Verdict::GiveUp } else { Verdict::Retry };
-            (verdict, super::error_chain(&e))
-        }
+        // lettre's words already hold their causes.
+        Ok(Err(e)) if e.is_permanent() || e.is_client() => (Verdict::GiveUp, e.to_string()),
+        Ok(Err(e)) => (Verdict::Retry, e.to_string()),
     }
 }

@@ -4,8 +4,8 @@
 //! offers it, and insists on it when there is a login (a password never
 //! travels in clear); `smtps://host:465` is TLS from the first byte.
 //! `username` with `password_file` (a file or `credential:NAME`); `from`,
-//! `to` (one address or several); `subject` and `body` templates for one
-//! event's mail; `ca_file` to trust a private CA instead of the system's.
+//! `to` (one address or several); `subject` (a service's `title`) and
+//! `body` templates for one event's mail; `ca_file` to trust a private CA instead of the system's.
 //! At most one mail every `min_interval` (10 s), what arrives meanwhile
 //! sent as one digest.
 
@@ -39,7 +39,9 @@ pub(super) struct RawEmail {
     password_file: Option<Spanned<String>>,
     from: Option<Spanned<String>>,
     to: Option<Spanned<To>>,
-    subject: Option<Spanned<String>>,
+    /// One event's subject: the title every service takes, by its mail name.
+    #[serde(rename = "subject")]
+    title: Option<Spanned<String>>,
     body: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
     min_interval: Option<RawDuration>,
@@ -97,22 +99,15 @@ impl Validator<'_> {
             None => Some(None),
             Some(file) => self.email_ca(file).map(Some),
         };
-        let subject = match &a.subject {
-            None => Some(None),
-            Some(s) => self.template(s, "subject").map(Some),
-        };
-        let body = match &a.body {
-            None => Some(None),
-            Some(b) => self.template(b, "body").map(Some),
-        };
         let implicit_tls = url.as_ref().is_some_and(|u: &url::Url| u.scheme() == "smtps");
-        let email = match (from, to, login, ca, subject, body) {
-            (Some(from), Some(to), Some(login), Some(ca), Some(subject), Some(body)) => {
-                Some(Service::Email(Box::new(Email { from, to, login, implicit_tls, ca, subject, body })))
+        let email = match (from, to, login, ca) {
+            (Some(from), Some(to), Some(login), Some(ca)) => {
+                Some(Service::Email(Box::new(Email { from, to, login, implicit_tls, ca })))
             }
             _ => None,
         };
-        let common = shared!(a, "email");
+        let mut common = shared!(a, "email");
+        common.title_key = "subject";
         self.service(url, email, &common)
     }
 

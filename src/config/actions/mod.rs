@@ -110,6 +110,9 @@ macro_rules! shared {
             max_attempts: &$raw.max_attempts,
             min_interval: &$raw.min_interval,
             paced: super::pace($kind),
+            title: &$raw.title,
+            title_key: "title",
+            body: &$raw.body,
         }
     };
     ($raw:expr) => {
@@ -120,6 +123,9 @@ macro_rules! shared {
             max_attempts: &$raw.max_attempts,
             min_interval: &None,
             paced: None,
+            title: &$raw.title,
+            title_key: "title",
+            body: &$raw.body,
         }
     };
 }
@@ -132,6 +138,11 @@ struct ServiceSettings<'a> {
     max_attempts: &'a Option<Spanned<i64>>,
     min_interval: &'a Option<RawDuration>,
     paced: Option<Duration>,
+    /// One event's title and body instead of the usual words.
+    title: &'a Option<Spanned<String>>,
+    /// The title's key as the action names it (an email's is `subject`).
+    title_key: &'static str,
+    body: &'a Option<Spanned<String>>,
 }
 
 impl Validator<'_> {
@@ -361,9 +372,19 @@ impl Validator<'_> {
                 )
                 .map(|d| (!d.is_zero()).then_some(d)),
         };
+        let title = match common.title {
+            None => Some(None),
+            Some(t) => self.template(t, common.title_key).map(Some),
+        };
+        let body = match common.body {
+            None => Some(None),
+            Some(b) => self.template(b, "body").map(Some),
+        };
         Some(Webhook {
             url: url?,
             timeout: timeout?,
+            title: title?,
+            body: body?,
             retries: retries?,
             severity: None,
             external_url: None,

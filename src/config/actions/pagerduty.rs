@@ -26,6 +26,8 @@ pub(super) struct RawPagerDuty {
     max_age: Option<RawDuration>,
     max_interval: Option<RawDuration>,
     max_attempts: Option<Spanned<i64>>,
+    title: Option<Spanned<String>>,
+    body: Option<Spanned<String>>,
 }
 
 impl Validator<'_> {

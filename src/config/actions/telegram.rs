@@ -38,6 +38,8 @@ pub(super) struct RawTelegram {
     max_age: Option<RawDuration>,
     max_interval: Option<RawDuration>,
     max_attempts: Option<Spanned<i64>>,
+    title: Option<Spanned<String>>,
+    body: Option<Spanned<String>>,
 }
 
 impl Validator<'_> {
@@ -65,9 +67,9 @@ impl Validator<'_> {
                 );
                 None
             }
-            Some((ChatId::Other(_), at)) => {
+            Some((ChatId::Other(given), at)) => {
                 self.problem(
-                    Problem::new(at, "`chat_id` must be a chat's number or an @channel name")
+                    Problem::new(at, format!("`chat_id` {given} must be a chat's number or an @channel name"))
                         .hint("a group's id is a number like -1001234567890"),
                 );
                 None

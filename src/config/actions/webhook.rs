@@ -84,6 +84,8 @@ impl Validator<'_> {
             retries: retries?,
             severity,
             external_url: None,
+            title: None,
+            body: None,
             secret: secret?,
             headers: headers?,
             service: Service::Webhook(format?),

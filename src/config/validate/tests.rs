@@ -272,7 +272,7 @@ fn a_notification_service_takes_its_secrets_from_files_and_its_mistakes_are_show
         ("`url` names no topic", "\"https://ntfy.sh/\""),
         ("cannot read `routing_key_file`", "\"missing\""),
         ("`priority` must be from 1 to 5", "9"),
-        ("`chat_id` must be a chat's number or an @channel name", "1.5"),
+        ("`chat_id` 1.5 must be a chat's number or an @channel name", "1.5"),
     ];
     assert_eq!(problems.len(), expected.len(), "{problems:#?}");
     for ((message, at), (want, want_at)) in problems.iter().zip(expected) {

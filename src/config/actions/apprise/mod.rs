@@ -8,6 +8,7 @@
 mod parse;
 
 use serde::Deserialize;
+use serde_aux::serde_introspection::serde_introspect;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -24,6 +25,8 @@ use parse::Apprise;
 struct RawBeside {
     api_url: Option<Spanned<String>>,
     priority: Option<Spanned<i64>>,
+    title: Option<Spanned<String>>,
+    /// An email's title.
     subject: Option<Spanned<String>>,
     body: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
@@ -33,20 +36,6 @@ struct RawBeside {
     max_interval: Option<RawDuration>,
     max_attempts: Option<Spanned<i64>>,
 }
-
-/// The keys `RawBeside` reads.
-const BESIDE: [&str; 10] = [
-    "api_url",
-    "priority",
-    "subject",
-    "body",
-    "ca_file",
-    "min_interval",
-    "timeout",
-    "max_age",
-    "max_interval",
-    "max_attempts",
-];
 
 /// The action types that take an Apprise-style URL.
 pub fn takes(kind: &str) -> bool {
@@ -146,7 +135,11 @@ impl Validator<'_> {
             }
         };
         table.remove(key);
-        let given: Vec<_> = table.keys().filter(|k| !BESIDE.contains(&k.get_ref().as_ref())).cloned().collect();
+        let given: Vec<_> = table
+            .keys()
+            .filter(|k| !serde_introspect::<RawBeside>().contains(&k.get_ref().as_ref()))
+            .cloned()
+            .collect();
         for other in &given {
             self.problem(
                 Problem::new(
@@ -201,21 +194,13 @@ impl Validator<'_> {
                 (homeserver, Service::Matrix { room, token: Secret::new(token) })
             }
             Apprise::Email { smtp, login, from, to } => {
-                let subject = match &beside.subject {
-                    None => Some(None),
-                    Some(s) => self.template(s, "subject").map(Some),
-                };
-                let body = match &beside.body {
-                    None => Some(None),
-                    Some(b) => self.template(b, "body").map(Some),
-                };
                 let ca = match &beside.ca_file {
                     None => Some(None),
                     Some(file) => self.email_ca(file).map(Some),
                 };
                 let implicit_tls = smtp.scheme() == "smtps";
                 let login = login.map(|(user, password)| (user, Secret::new(password)));
-                let email = Email { from, to, login, implicit_tls, ca: ca?, subject: subject?, body: body? };
+                let email = Email { from, to, login, implicit_tls, ca: ca? };
                 (smtp, Service::Email(Box::new(email)))
             }
         };
@@ -226,6 +211,9 @@ impl Validator<'_> {
             max_attempts: &beside.max_attempts,
             min_interval: &beside.min_interval,
             paced: pace(kind),
+            title: if beside.subject.is_some() { &beside.subject } else { &beside.title },
+            title_key: if beside.subject.is_some() { "subject" } else { "title" },
+            body: &beside.body,
         };
         self.service(Some(url), Some(service), &common)
     }
