@@ -15,6 +15,7 @@ pub mod schema;
 pub mod seed;
 pub mod smtp;
 pub mod sparkplug;
+pub mod synapse;
 pub mod wait;
 
 pub use broker::{Broker, BrokerOptions};

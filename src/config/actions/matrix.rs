@@ -1,5 +1,6 @@
 //! `type = "matrix"`: a message in a Matrix room (`actions/notify/matrix.rs`).
-//! `homeserver` is its base URL, `room` a room id (`!abc:example.org`: an
+//! `homeserver` is its base URL, `room` a room id (`!abc:example.org`, or
+//! `!abc…` from room version 12 on: an
 //! alias would need resolving first), the access token from `token_file`;
 //! at most one message every `min_interval` (1 s), what arrives meanwhile
 //! sent as one digest.
@@ -38,18 +39,11 @@ impl Validator<'_> {
             }
         };
         let room = match &a.room {
-            Some(r)
-                if r.get_ref()
-                    .strip_prefix('!')
-                    .and_then(|id| id.split_once(':'))
-                    .is_some_and(|(local, server)| !local.is_empty() && !server.is_empty()) =>
-            {
-                Some(r.get_ref().clone())
-            }
+            Some(r) if is_room_id(r.get_ref()) => Some(r.get_ref().clone()),
             Some(r) => {
                 self.problem(
                     Problem::new(r.span(), format!("`room` `{}` is not a room id", r.get_ref()))
-                        .hint("a room id looks like !AbCdEf:example.org (Element: room settings, Advanced)"),
+                        .hint("a room id looks like !AbCdEf:example.org, or !AbCdEf… in newer rooms (Element: room settings, Advanced)"),
                 );
                 None
             }
@@ -66,5 +60,29 @@ impl Validator<'_> {
         };
         let common = shared!(a, "matrix");
         self.service(url, service, &common)
+    }
+}
+
+/// A room id: `!` and an opaque id, `!localpart:server` in rooms before
+/// version 12, `!` and a hash from version 12 on; no spaces or controls.
+pub(super) fn is_room_id(text: &str) -> bool {
+    let Some(id) = text.strip_prefix('!') else { return false };
+    let parts_filled = id.split_once(':').is_none_or(|(local, server)| !local.is_empty() && !server.is_empty());
+    !id.is_empty() && parts_filled && !id.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_room_id;
+
+    /// Guards rooms of version 12 and later, whose ids have no server part
+    /// (`!` and a hash): a real Synapse makes them, and they were refused.
+    #[test]
+    fn room_ids_of_every_room_version_are_taken_and_aliases_are_not() {
+        assert!(is_room_id("!AbCdEf:example.org"));
+        assert!(is_room_id("!p_rAmoTVeKMbrdQkMeu2imDLwhWXlmAy11eYGoOqAhs"));
+        for wrong in ["#plant:example.org", "!", "!:x", "!a:", "!a b", "!a/b", "AbCdEf:example.org"] {
+            assert!(!is_room_id(wrong), "{wrong}");
+        }
     }
 }

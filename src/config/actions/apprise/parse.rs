@@ -143,7 +143,7 @@ pub fn parse(text: &str, scheme: &str) -> Result<Apprise, String> {
                     Some((token, _)) if token.contains(':') => Err(wrong(
                         "a user and password are not supported; give the account's access token as TOKEN@HOST",
                     )),
-                    Some((token, host)) if room.starts_with('!') && room.contains(':') => Ok(Apprise::Matrix {
+                    Some((token, host)) if super::super::matrix::is_room_id(&room) => Ok(Apprise::Matrix {
                         homeserver: server_url(http, host, &[]).ok_or_else(|| wrong("no homeserver"))?,
                         token: decode(token),
                         room,
