@@ -46,6 +46,17 @@ pub fn url(url: &str) -> String {
     shown
 }
 
+/// `url` as far as its host (`https://hooks.slack.com/…`): for a service's
+/// URL, whose path may hold its token (Slack's, Discord's, Gotify's).
+pub fn origin(url: &str) -> String {
+    let shown = self::url(url);
+    let host_at = shown.find("://").map_or(0, |at| at + 3);
+    match shown[host_at..].find(['/', '?', '#']) {
+        Some(end) => format!("{}/…", &shown[..host_at + end]),
+        None => shown,
+    }
+}
+
 /// `text` with every URL in it (a word with `://`) redacted as by `url`:
 /// for messages that may quote a config value anywhere in them.
 pub fn urls_in(text: &str) -> Cow<'_, str> {
@@ -73,6 +84,15 @@ fn is_delimiter(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::origin;
+
+    #[test]
+    fn an_origin_shows_the_host_and_nothing_of_the_path() {
+        assert_eq!(origin("https://hooks.slack.com/services/T/B/SECRET"), "https://hooks.slack.com/…");
+        assert_eq!(origin("gotfy://u:p@push.example:8080/SECRET?x=1"), "gotfy://***@push.example:8080/…");
+        assert_eq!(origin("https://ntfy.sh"), "https://ntfy.sh");
+    }
+
     use super::*;
 
     #[test]

@@ -15,6 +15,11 @@ use crate::template::Template;
 /// ("… and 31 more"). Each service's message limit is a few thousand.
 const NAMES_MAX: usize = 2500;
 
+/// The longest title and body a template renders to (a payload may be
+/// megabytes): what every service shows whole.
+const TITLE_MAX: usize = 250;
+const BODY_MAX: usize = 3000;
+
 /// A message: its title, its lines, whether it raises an alarm (an
 /// offline) or ends one, and where the person can look.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,11 +47,17 @@ pub fn message(
     match events {
         [one] => {
             let mut m = single(one, external);
-            if let Some(title) = title {
-                m.title = title.render(one).lines().collect::<Vec<_>>().join(" ");
+            // What renders empty (an empty payload) keeps the usual words:
+            // services refuse an empty message.
+            if let Some(title) = title.map(|t| t.render(one).lines().collect::<Vec<_>>().join(" "))
+                && !title.trim().is_empty()
+            {
+                m.title = super::cut(&title, TITLE_MAX);
             }
-            if let Some(body) = body {
-                m.lines = body.render(one).lines().map(String::from).collect();
+            if let Some(body) = body.map(|b| super::cut(&b.render(one), BODY_MAX))
+                && !body.trim().is_empty()
+            {
+                m.lines = body.lines().map(String::from).collect();
             }
             m
         }
@@ -223,6 +234,16 @@ mod tests {
         assert_eq!(m.title, "[plant] pump-7 offline");
         assert_eq!(m.lines, ["pump-7 said offline", "on plant/pump-7/status"]);
         assert!(m.alarm);
+        let empty = Template::parse("{payload}").unwrap();
+        let mut quiet = test_event(EventKind::Offline, "pump-7");
+        quiet.payload = String::new();
+        let m = message(&[Arc::new(quiet)], None, Some(&empty), Some(&empty));
+        assert_eq!(m.title, "pump-7 is offline", "what renders empty keeps the usual words");
+        assert!(!m.lines.is_empty());
+        let mut loud = test_event(EventKind::Offline, "pump-7");
+        loud.payload = "x".repeat(1 << 20);
+        let m = message(&[Arc::new(loud)], None, Some(&empty), Some(&empty));
+        assert!(m.title.chars().count() <= TITLE_MAX && m.lines.concat().chars().count() <= BODY_MAX);
         let two = [Arc::clone(&e), Arc::new(test_event(EventKind::Offline, "fan"))];
         assert_eq!(message(&two, None, Some(&title), Some(&body)).title, "2 devices offline");
     }

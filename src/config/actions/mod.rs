@@ -397,8 +397,8 @@ impl Validator<'_> {
         })
     }
 
-    /// An http(s) URL with a host, else a problem at it (its secrets
-    /// hidden).
+    /// An http(s) URL with a host, else a problem at it showing no more
+    /// than its host (a service's path may hold its token).
     fn http_url(&mut self, raw: &Spanned<String>, key: &str) -> Option<url::Url> {
         match url::Url::parse(raw.get_ref().trim()) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Some(u),
@@ -406,7 +406,7 @@ impl Validator<'_> {
                 self.problem(
                     Problem::new(
                         raw.span(),
-                        format!("`{key}` `{}` is not an http(s) URL", crate::redact::url(raw.get_ref())),
+                        format!("`{key}` `{}` is not an http(s) URL", crate::redact::origin(raw.get_ref())),
                     )
                     .hint("write e.g. https://hooks.example.com/willwatch"),
                 );

@@ -345,7 +345,8 @@ fn an_apprise_style_url_stands_for_the_services_keys_and_its_mistakes_show_no_se
          [action.b]\ntype = \"ntfy\"\nurl = \"tgram://123:SECRET/1\"\n\n\
          [action.c]\ntype = \"pushover\"\nurl = \"https://example.com/SECRET\"\n\n\
          [action.d]\ntype = \"matrix\"\nurl = \"matrixs://me:SECRET@m.example/!r:x\"\n\n\
-         [action.e]\ntype = \"slack\"\nurl = \"slack://SECRET\"\n",
+         [action.e]\ntype = \"slack\"\nurl = \"slack://SECRET\"\n\n\
+         [action.f]\ntype = \"gotify\"\nurl = \"gotfy://push.example/SECRET\"\ntoken_file = \"tg\"\n",
     );
     let expected = [
         ("`chat_id` is given by the Apprise-style URL in `url_file`", "chat_id"),
@@ -353,6 +354,7 @@ fn an_apprise_style_url_stands_for_the_services_keys_and_its_mistakes_show_no_se
         ("`url` of a `pushover` action is an Apprise-style URL, `pover://…`", "\"https://example.com/SECRET\""),
         ("a user and password are not supported", "\"matrixs://me:SECRET@m.example/!r:x\""),
         ("`url`: `slack://…`: expected slack://", "\"slack://SECRET\""),
+        ("`url` `gotfy://push.example/…` is not an http(s) URL", "\"gotfy://push.example/SECRET\""),
     ];
     assert_problems(&problems, &expected);
     assert!(problems.iter().all(|(m, _)| !m.contains("SECRET")), "{problems:#?}");

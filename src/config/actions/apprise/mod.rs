@@ -172,9 +172,9 @@ impl Validator<'_> {
                 let priority = priority(self, given, 0, 10)?;
                 (url, Service::Gotify { token: Secret::new(token), priority })
             }
-            Apprise::Pushover { user, token } => {
+            Apprise::Pushover { user, token, priority: given } => {
                 let priority = match &beside.priority {
-                    None => None,
+                    None => given,
                     Some(p) if (-2..=1).contains(p.get_ref()) => Some(*p.get_ref() as i8),
                     Some(p) => {
                         self.problem(Problem::new(p.span(), "`priority` must be from -2 to 1"));

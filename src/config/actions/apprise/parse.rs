@@ -13,7 +13,7 @@ pub enum Apprise {
     /// `gotify://`/`gotifys://`: the server, an application's token.
     Gotify { url: url::Url, token: String, priority: Option<u8> },
     /// `pover://USER@TOKEN`.
-    Pushover { user: String, token: String },
+    Pushover { user: String, token: String, priority: Option<i8> },
     /// `slack://A/B/C`, `discord://ID/TOKEN`: the incoming webhook.
     Webhook { url: url::Url },
     /// `tgram://BOT_TOKEN/CHAT_ID`.
@@ -53,8 +53,18 @@ pub fn scheme_of(text: &str) -> Option<&'static str> {
 /// Reads `text`, whose scheme is `scheme` (from `scheme_of`); the error
 /// says what is wrong without any secret.
 pub fn parse(text: &str, scheme: &str) -> Result<Apprise, String> {
-    let rest = text.trim().split_once("://").map_or("", |(_, r)| r);
+    let rest = text.trim().trim_start_matches('\u{feff}').split_once("://").map_or("", |(_, r)| r);
     let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if rest.contains('#') && !scheme.starts_with("matrix") {
+        return Err(format!("`{scheme}://…`: a `#` has no meaning here (write it as %23)"));
+    }
+    if rest.contains('#') {
+        return Err(format!(
+            "`{scheme}://…`: the room must be its id, `!AbCdEf:example.org` (a `#` alias is not resolved)"
+        ));
+    }
+    // A `+` stays a `+`, as Apprise reads it.
+    let query = query.replace('+', "%2B");
     let query: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
     let param = |name: &str| query.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone());
     let parts: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
@@ -63,12 +73,26 @@ pub fn parse(text: &str, scheme: &str) -> Result<Apprise, String> {
     let wrong = |what: &str| format!("`{scheme}://…`: {what}");
     match scheme {
         "tgram" => match parts[..] {
-            [token, chat] if token.contains(':') && !chat.is_empty() => Ok(Apprise::Telegram {
-                bot_token: token.strip_prefix("bot").unwrap_or(token).to_string(),
-                chat_id: decode(chat),
-            }),
-            [_, _, ..] => Err(wrong("one chat per action (write another action for another chat)")),
-            _ => Err(wrong("expected tgram://BOT_TOKEN/CHAT_ID")),
+            [token, chat] => {
+                let token = token.strip_prefix("bot").unwrap_or(token);
+                let well_formed = token
+                    .split_once(':')
+                    .is_some_and(|(id, key)| !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()) && is_token(key));
+                if !well_formed {
+                    return Err(wrong("the bot token is not NUMBER:KEY, as @BotFather gives it"));
+                }
+                let chat = decode(chat);
+                let chat_id = if chat.parse::<i64>().is_ok() || chat.strip_prefix('@').is_some_and(is_name) {
+                    chat
+                } else if is_name(&chat) {
+                    format!("@{chat}")
+                } else {
+                    return Err(wrong("the chat is neither a number nor a channel name"));
+                };
+                Ok(Apprise::Telegram { bot_token: token.to_string(), chat_id })
+            }
+            [_, _, _, ..] => Err(wrong("one chat per action (write another action for another chat)")),
+            _ => Err(wrong("expected the bot token and the chat: tgram:// then BOT_TOKEN/CHAT_ID")),
         },
         "slack" => {
             let tokens: Vec<&str> = parts.iter().map(|p| p.rsplit('@').next().unwrap_or(p)).collect();
@@ -95,11 +119,25 @@ pub fn parse(text: &str, scheme: &str) -> Result<Apprise, String> {
         "pover" => match parts[..] {
             [login] => match login.split_once('@') {
                 Some((user, token)) if is_token(user) && is_token(token) => {
-                    Ok(Apprise::Pushover { user: user.to_string(), token: token.to_string() })
+                    let priority = match param("priority").map(|p| p.to_ascii_lowercase()) {
+                        None => None,
+                        Some(p) => Some(match p.as_str() {
+                            "lowest" | "-2" => -2,
+                            "low" | "-1" => -1,
+                            "normal" | "0" => 0,
+                            "high" | "1" => 1,
+                            _ => {
+                                return Err(wrong(
+                                    "`priority=` is lowest, low, normal or high (emergency needs acknowledging, which willwatch does not ask for)",
+                                ));
+                            }
+                        }),
+                    };
+                    Ok(Apprise::Pushover { user: user.to_string(), token: token.to_string(), priority })
                 }
-                _ => Err(wrong("expected pover://USER_KEY@TOKEN")),
+                _ => Err(wrong("expected the user key and the token: pover:// then USER_KEY, @, TOKEN")),
             },
-            _ => Err(wrong("sending to chosen devices is not supported; expected pover://USER_KEY@TOKEN")),
+            _ => Err(wrong("sending to chosen devices is not supported; one user key and one token")),
         },
         "ntfy" | "ntfys" => {
             let (login, host, topic) = match parts[..] {
@@ -109,18 +147,35 @@ pub fn parse(text: &str, scheme: &str) -> Result<Apprise, String> {
                     (login, host, topic)
                 }
                 [_, _, _, ..] => return Err(wrong("one topic per action (write another action for another topic)")),
-                _ => return Err(wrong("expected ntfys://[TOKEN@]HOST/TOPIC")),
+                _ => {
+                    return Err(wrong(
+                        "expected the server and the topic: ntfys://HOST/TOPIC, a token or a login before the host",
+                    ));
+                }
             };
             // ntfy.sh has no plain-HTTP publishing; a bare topic goes there
             // over TLS.
-            let http = if host == "ntfy.sh" { "https" } else { http };
+            let http = if host.eq_ignore_ascii_case("ntfy.sh") { "https" } else { http };
             let url = server_url(http, host, &[topic]).ok_or_else(|| wrong("no server or topic"))?;
             let authorization = match login.map(|l| l.split_once(':')) {
                 None => None,
-                Some(Some((user, password))) => Some(basic(&decode(user), &decode(password))),
-                Some(None) => Some(format!("Bearer {}", decode(login.unwrap_or_default()))),
+                Some(Some((user, password))) if !user.is_empty() && !user.contains(':') => {
+                    Some(basic(&decode(user), &decode(password)))
+                }
+                Some(Some(_)) => return Err(wrong("a login needs a user")),
+                Some(None) if login.is_some_and(|l| !l.is_empty()) => {
+                    Some(format!("Bearer {}", decode(login.unwrap_or_default())))
+                }
+                Some(None) => return Err(wrong("an empty token before the host")),
             };
-            Ok(Apprise::Ntfy { url, authorization, priority: priority(param("priority"), &[1, 2, 3, 4, 5]) })
+            let priority = match param("priority") {
+                None => None,
+                Some(word) => Some(
+                    ntfy_priority(&word)
+                        .ok_or_else(|| wrong("`priority=` is min, low, default, high, max or 1 to 5"))?,
+                ),
+            };
+            Ok(Apprise::Ntfy { url, authorization, priority })
         }
         "gotify" | "gotifys" => match parts[..] {
             [host, ref path @ .., token] if !token.is_empty() => {
@@ -128,11 +183,14 @@ pub fn parse(text: &str, scheme: &str) -> Result<Apprise, String> {
                 if !url.path().ends_with('/') {
                     url.set_path(&format!("{}/", url.path()));
                 }
-                Ok(Apprise::Gotify {
-                    url,
-                    token: token.to_string(),
-                    priority: priority(param("priority"), &[1, 3, 5, 8, 10]),
-                })
+                let priority = match param("priority") {
+                    None => None,
+                    Some(word) => Some(
+                        gotify_priority(&word)
+                            .ok_or_else(|| wrong("`priority=` is low, moderate, normal, high, emergency or 0 to 10"))?,
+                    ),
+                };
+                Ok(Apprise::Gotify { url, token: decode(token), priority })
             }
             _ => Err(wrong("expected gotifys://HOST/TOKEN")),
         },
@@ -143,6 +201,7 @@ pub fn parse(text: &str, scheme: &str) -> Result<Apprise, String> {
                     Some((token, _)) if token.contains(':') => Err(wrong(
                         "a user and password are not supported; give the account's access token as TOKEN@HOST",
                     )),
+                    Some(("", _)) => Err(wrong("an empty access token before the host")),
                     Some((token, host)) if super::super::matrix::is_room_id(&room) => Ok(Apprise::Matrix {
                         homeserver: server_url(http, host, &[]).ok_or_else(|| wrong("no homeserver"))?,
                         token: decode(token),
@@ -151,23 +210,29 @@ pub fn parse(text: &str, scheme: &str) -> Result<Apprise, String> {
                     Some(_) => {
                         Err(wrong("the room must be its id, `!AbCdEf:example.org` (a `#` alias is not resolved)"))
                     }
-                    None => Err(wrong("expected matrixs://TOKEN@HOST/!ROOM_ID:SERVER")),
+                    None => Err(wrong(
+                        "expected matrixs://HOST/!ROOM_ID with the access token before the host (TOKEN@HOST)",
+                    )),
                 }
             }
-            _ => Err(wrong("expected matrixs://TOKEN@HOST/!ROOM_ID:SERVER (one room per action)")),
+            _ => Err(wrong(
+                "expected matrixs://HOST/!ROOM_ID with the access token before the host, one room per action",
+            )),
         },
-        "mailto" | "mailtos" => email(scheme, parts.first().copied().unwrap_or_default(), &param, &wrong),
+        "mailto" | "mailtos" => email(scheme, parts.first().copied().unwrap_or_default(), &parts[1..], &param, &wrong),
         _ => Err(wrong("not a scheme willwatch reads")),
     }
 }
 
-/// `mailto(s)://[USER[:PASSWORD]@]DOMAIN[:PORT]`: the server is DOMAIN
-/// unless `smtp=` names it; `from` is USER@DOMAIN unless `from=` says;
-/// `to` is `from` unless `to=` lists addresses (comma-separated).
+/// `mailto(s)://[USER[:PASSWORD]@]DOMAIN[:PORT][/TO…]`: the server is
+/// DOMAIN unless `smtp=` names it; `from` is USER@DOMAIN unless `from=`
+/// says; `to` the addresses in the path and in `to=` (comma-separated),
+/// else `from`.
 /// `mailtos` is STARTTLS, or TLS from the first byte with `mode=ssl`.
 fn email(
     scheme: &str,
     server: &str,
+    targets: &[&str],
     param: &dyn Fn(&str) -> Option<String>,
     wrong: &dyn Fn(&str) -> String,
 ) -> Result<Apprise, String> {
@@ -184,8 +249,8 @@ fn email(
     let host = param("smtp").unwrap_or_else(|| domain.to_string());
     let smtp = url::Url::parse(&format!("{}://{host}", if implicit { "smtps" } else { "smtp" }))
         .ok()
-        .filter(|u| u.host_str().is_some_and(|h| !h.is_empty()))
-        .ok_or_else(|| wrong("`smtp=` is not a server"))?;
+        .filter(|u| u.host_str().is_some_and(|h| !h.is_empty()) && u.port() != Some(0))
+        .ok_or_else(|| wrong("the mail server is not a host and a port"))?;
     let user = param("user").or_else(|| login.as_ref().map(|(u, _)| u.clone()));
     let from_text = match (param("from"), &user) {
         (Some(from), _) => from,
@@ -194,14 +259,15 @@ fn email(
         (None, None) => return Err(wrong("no sender: give USER@DOMAIN or `from=`")),
     };
     let from: Mailbox = from_text.parse().map_err(|_| wrong("`from` is not a mail address"))?;
-    let to = match param("to") {
-        Some(list) => list
-            .split([',', ' '])
-            .filter(|a| !a.is_empty())
-            .map(|a| a.parse::<Mailbox>().map_err(|_| wrong("`to=` holds something that is not a mail address")))
-            .collect::<Result<Vec<_>, _>>()?,
-        None => vec![from.clone()],
-    };
+    let mut to: Vec<Mailbox> = Vec::new();
+    let listed = param("to").unwrap_or_default();
+    let path: Vec<String> = targets.iter().map(|t| decode(t)).collect();
+    for address in path.iter().map(String::as_str).chain(listed.split(',')).map(str::trim).filter(|a| !a.is_empty()) {
+        to.push(address.parse().map_err(|_| wrong("a recipient is not a mail address"))?);
+    }
+    if to.is_empty() && param("to").is_none() {
+        to.push(from.clone());
+    }
     if to.is_empty() {
         return Err(wrong("`to=` names nobody"));
     }
@@ -223,7 +289,7 @@ fn server_url(http: &str, host: &str, path: &[&str]) -> Option<url::Url> {
     if host.is_empty() || host.contains(['@', '#', '?']) {
         return None;
     }
-    let mut url = url::Url::parse(&format!("{http}://{host}/")).ok()?;
+    let mut url = url::Url::parse(&format!("{http}://{host}/")).ok().filter(|u| u.port() != Some(0))?;
     if path.iter().any(|p| p.is_empty()) {
         return None;
     }
@@ -248,20 +314,33 @@ fn basic(user: &str, password: &str) -> String {
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
 }
 
-/// Apprise's priority words (`min`, `low`, `normal`, `high`, `max`,
-/// also `emergency`) or a number, as the service's number from `scale`
-/// (its values for those five words).
-fn priority(value: Option<String>, scale: &[u8; 5]) -> Option<u8> {
-    let value = value?.to_ascii_lowercase();
-    let index = match value.as_str() {
-        "min" | "1" => 0,
-        "low" | "2" => 1,
-        "normal" | "default" | "moderate" | "3" => 2,
-        "high" | "4" => 3,
-        "max" | "emergency" | "urgent" | "5" => 4,
-        _ => return None,
-    };
-    Some(scale[index])
+/// ntfy's priority as Apprise writes it: a word or 1 to 5.
+fn ntfy_priority(word: &str) -> Option<u8> {
+    match word.to_ascii_lowercase().as_str() {
+        "min" => Some(1),
+        "low" => Some(2),
+        "default" | "normal" => Some(3),
+        "high" => Some(4),
+        "max" | "emergency" | "urgent" => Some(5),
+        n => n.parse().ok().filter(|n| (1..=5).contains(n)),
+    }
+}
+
+/// Gotify's priority as Apprise writes it: a word or 0 to 10.
+fn gotify_priority(word: &str) -> Option<u8> {
+    match word.to_ascii_lowercase().as_str() {
+        "low" => Some(0),
+        "moderate" => Some(3),
+        "normal" => Some(5),
+        "high" => Some(8),
+        "emergency" => Some(10),
+        n => n.parse().ok().filter(|n| *n <= 10),
+    }
+}
+
+/// A channel's name: letters, digits and `_`.
+fn is_name(text: &str) -> bool {
+    !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 #[cfg(test)]
@@ -294,7 +373,8 @@ mod tests {
             read("pover://uQiRzpo4DXghDmr9QzzfQu27cmVRsG@azGDORePK8gMaC0QOYAMyEEuzJnyUi").unwrap(),
             Apprise::Pushover {
                 user: "uQiRzpo4DXghDmr9QzzfQu27cmVRsG".into(),
-                token: "azGDORePK8gMaC0QOYAMyEEuzJnyUi".into()
+                token: "azGDORePK8gMaC0QOYAMyEEuzJnyUi".into(),
+                priority: None
             }
         );
         assert_eq!(
@@ -312,7 +392,7 @@ mod tests {
         };
         assert_eq!(authorization.unwrap(), basic("ops", "p@ss"));
         assert_eq!(
-            read("gotifys://push.example/gotify/AzyoeNS.D4iJLVa?priority=max").unwrap(),
+            read("gotifys://push.example/gotify/AzyoeNS.D4iJLVa?priority=emergency").unwrap(),
             Apprise::Gotify {
                 url: "https://push.example/gotify/".parse().unwrap(),
                 token: "AzyoeNS.D4iJLVa".into(),
@@ -339,15 +419,33 @@ mod tests {
         assert_eq!(to.len(), 2);
         let Apprise::Email { smtp, .. } = read("mailtos://a:b@example.com:465?mode=ssl").unwrap() else { panic!() };
         assert_eq!(smtp.as_str(), "smtps://example.com:465");
+        // Recipients in the path, and a `+` in a query value kept.
+        let Apprise::Email { to, login, .. } =
+            read("mailto://a:b+c@example.com/ops@example.com/night@example.com?to=ops+pager@example.com").unwrap()
+        else {
+            panic!()
+        };
+        let to: Vec<String> = to.iter().map(|m| m.email.to_string()).collect();
+        assert_eq!(to, ["ops@example.com", "night@example.com", "ops+pager@example.com"]);
+        assert_eq!(login.unwrap().1, "b+c");
+        let Apprise::Telegram { chat_id, .. } = read("tgram://1:abc/plantchannel").unwrap() else { panic!() };
+        assert_eq!(chat_id, "@plantchannel", "a bare name is a channel, as Apprise reads it");
+        let Apprise::Gotify { priority, .. } = read("gotify://h/t?priority=low").unwrap() else { panic!() };
+        assert_eq!(priority, Some(0));
     }
 
     #[test]
     fn a_wrong_url_says_what_is_wrong_and_nothing_it_holds() {
         for (text, want) in [
-            ("tgram://123456:SECRET", "expected tgram://BOT_TOKEN/CHAT_ID"),
+            ("tgram://123456:SECRET", "expected the bot token and the chat"),
             ("tgram://123456:SECRET/1/2", "one chat per action"),
+            ("tgram://SECRET/1", "the bot token is not NUMBER:KEY"),
+            ("tgram://1:SECRET/bad-name", "neither a number nor a channel name"),
+            ("ntfys://SECRET@h/t?priority=bogus", "`priority=` is min"),
+            ("ntfys://@h/t", "an empty token"),
+            ("ntfys://h/t#SECRET", "a `#` has no meaning here"),
             ("slack://SECRET/B", "expected slack://"),
-            ("pover://SECRET", "expected pover://"),
+            ("pover://SECRET", "expected the user key and the token"),
             ("matrixs://me:SECRET@matrix.example/!r:x", "a user and password are not supported"),
             ("matrixs://SECRET@matrix.example/%23room:x", "the room must be its id"),
             ("mailtos://:SECRET@", "no domain"),
