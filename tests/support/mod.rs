@@ -74,3 +74,21 @@ pub fn notify_test(config: &str, files: &[(&str, &str)], name: &str) -> (i32, St
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), said)
 }
+
+/// Whether Python can import `module` (a server a test runs). When it
+/// cannot, says so and the test skips, unless `required` (an environment
+/// variable CI sets to 1) makes that a failure naming the `package` to
+/// install.
+pub fn python_module(module: &str, required: &str, package: &str) -> bool {
+    let present = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        let must = std::env::var(required).is_ok_and(|v| v == "1");
+        assert!(!must, "{required}=1 but {module} is not installed (pip install {package})");
+        eprintln!("SKIPPED: this test needs {module} (pip install {package}), which is not installed");
+    }
+    present
+}

@@ -69,18 +69,7 @@ impl Mail {
 
 impl MailServer {
     pub fn start(options: MailOptions) -> Option<MailServer> {
-        let required = std::env::var("WILLWATCH_TEST_REQUIRE_AIOSMTPD").is_ok_and(|v| v == "1");
-        let present = Command::new("python3")
-            .args(["-c", "import aiosmtpd"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !present {
-            assert!(
-                !required,
-                "WILLWATCH_TEST_REQUIRE_AIOSMTPD=1 but aiosmtpd is not installed (pip install aiosmtpd)"
-            );
-            eprintln!("SKIPPED: this test needs aiosmtpd, which is not installed");
+        if !super::python_module("aiosmtpd", "WILLWATCH_TEST_REQUIRE_AIOSMTPD", "aiosmtpd") {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");

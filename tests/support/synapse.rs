@@ -25,18 +25,7 @@ pub struct Homeserver {
 
 impl Homeserver {
     pub async fn start() -> Option<Homeserver> {
-        let required = std::env::var("WILLWATCH_TEST_REQUIRE_SYNAPSE").is_ok_and(|v| v == "1");
-        let present = Command::new("python3")
-            .args(["-c", "import synapse"])
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !present {
-            assert!(
-                !required,
-                "WILLWATCH_TEST_REQUIRE_SYNAPSE=1 but Synapse is not installed (pip install matrix-synapse)"
-            );
-            eprintln!("SKIPPED: this test needs Synapse, which is not installed");
+        if !super::python_module("synapse", "WILLWATCH_TEST_REQUIRE_SYNAPSE", "matrix-synapse") {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
