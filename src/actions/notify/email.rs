@@ -37,23 +37,25 @@ pub fn mail(
     }
     let outage = one.map(|e| format!("<{}@{domain}>", e.outage_id()));
     builder = match (one.map(|e| e.kind), outage) {
-        (Some(EventKind::Offline | EventKind::BrokerDown), Some(outage)) => builder.message_id(Some(outage)),
+        (Some(kind), Some(outage)) if opens(kind) => builder.message_id(Some(outage)),
         (Some(_), Some(outage)) => {
             builder.message_id(Some(format!("<{id}@{domain}>"))).in_reply_to(outage.clone()).references(outage)
         }
         // A digest names the outages it opens, so each one's later mails
         // (which answer the outage) join its conversation.
         _ => {
-            let opened: Vec<String> = events
-                .iter()
-                .filter(|e| matches!(e.kind, EventKind::Offline | EventKind::BrokerDown))
-                .map(|e| format!("<{}@{domain}>", e.outage_id()))
-                .collect();
+            let opened: Vec<String> =
+                events.iter().filter(|e| opens(e.kind)).map(|e| format!("<{}@{domain}>", e.outage_id())).collect();
             let builder = builder.message_id(Some(format!("<{id}@{domain}>")));
             if opened.is_empty() { builder } else { builder.references(opened.join(" ")) }
         }
     };
     builder.multipart(MultiPart::alternative_plain_html(plain(m), rich(m)))
+}
+
+/// Whether an event opens an outage (its mail starts the conversation).
+fn opens(kind: EventKind) -> bool {
+    matches!(kind, EventKind::Offline | EventKind::BrokerDown)
 }
 
 fn plain(m: &Message) -> String {

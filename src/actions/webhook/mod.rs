@@ -17,8 +17,9 @@
 //! Alertmanager group. An alert storm then costs one request, not thousands.
 //!
 //! The services a person reads (`actions/notify`) travel the same road with
-//! their own requests; email the same road over SMTP (`smtp.rs`). With `min_interval` (a chat's or a push service's
-//! rate limit) the first event goes at once; what arrives before the next
+//! their own requests; email the same road over SMTP (`smtp.rs`). With
+//! `min_interval` (a chat's or a push service's rate limit) the first event
+//! goes at once; what arrives before the next
 //! request may go (up to `DIGEST_MAX` events) goes as one digest, and no
 //! attempt, retries included, follows another sooner.
 
@@ -37,7 +38,7 @@ use tokio::task::JoinSet;
 use super::notify::{self, Request};
 use super::{Context, Job};
 use crate::backoff::Backoff;
-use crate::config::{Service, Webhook};
+use crate::config::{Email, Service, Webhook};
 use crate::dead_letter::{self, Record};
 use crate::event::{Event, derived_id};
 use retry::Verdict;
@@ -56,15 +57,17 @@ struct Delivery {
 #[derive(Clone)]
 enum Road {
     Http(reqwest::Client),
-    /// The SMTP transport (its connections pooled), or why it cannot be
-    /// built.
-    Mail(Result<Arc<smtp::Mailer>, String>),
+    /// The mail's settings, and the SMTP transport (its connections
+    /// pooled) or why it cannot be built.
+    Mail(Arc<Email>, Result<Arc<smtp::Mailer>, String>),
 }
 
 impl Road {
     fn new(spec: &Webhook, http: &reqwest::Client) -> Road {
         match &spec.service {
-            Service::Email(email) => Road::Mail(smtp::mailer(&spec.url, email, spec.timeout).map(Arc::new)),
+            Service::Email(email) => {
+                Road::Mail(Arc::new((**email).clone()), smtp::mailer(&spec.url, email, spec.timeout).map(Arc::new))
+            }
             _ => Road::Http(http.clone()),
         }
     }
@@ -260,9 +263,9 @@ impl Delivery {
     /// restart, or from the dead-letter file) carries the same id.
     fn new(name: &str, spec: &Webhook, road: &Road, events: Vec<Arc<Event>>, batched: bool) -> Delivery {
         let id = if batched { derived_id(events.iter().map(|e| e.id.as_str())) } else { events[0].id.clone() };
-        let outgoing = match (road, &spec.service) {
-            (Road::Mail(Err(e)), _) => Outgoing::Unsendable(e.clone()),
-            (Road::Mail(Ok(mailer)), Service::Email(email)) => {
+        let outgoing = match road {
+            Road::Mail(_, Err(e)) => Outgoing::Unsendable(e.clone()),
+            Road::Mail(email, Ok(mailer)) => {
                 let message =
                     notify::text::message(&events, spec.external_url.as_ref(), spec.title.as_ref(), spec.body.as_ref());
                 match notify::email::mail(email, &id, &events, &message) {
@@ -270,8 +273,7 @@ impl Delivery {
                     Err(e) => Outgoing::Unsendable(format!("the mail cannot be written: {e}")),
                 }
             }
-            (Road::Mail(Ok(_)), _) => Outgoing::Unsendable("not an email action".into()),
-            (Road::Http(client), _) => {
+            Road::Http(client) => {
                 let request = notify::request(spec, &id, &events).unwrap_or_else(|| Request {
                     put: false,
                     url: spec.url.clone(),
@@ -392,7 +394,7 @@ async fn deliver(
         // An SMTP server's URL holds no login (refused by the config).
         Service::Webhook(_) | Service::Email(_) => crate::redact::url(spec.url.as_str()),
         // A service's URL may hold its token in the path (Slack, Discord).
-        _ => format!("{}/***", spec.url.origin().ascii_serialization()),
+        _ => crate::redact::origin(spec.url.as_str()),
     });
     context.dead_letter(record);
     Some(delivery.events)
@@ -424,7 +426,7 @@ async fn attempt_http(spec: &Webhook, http: &reqwest::Client, delivery: &Deliver
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| retry::retry_after(v, SystemTime::now()));
-    let body = response.bytes().await.unwrap_or_default();
+    let body = head(response, ANSWER_READ).await;
     let retry_after = match (header, status.as_u16()) {
         (None, 429) => retry::retry_after_in_body(&body),
         (header, _) => header,
@@ -432,6 +434,23 @@ async fn attempt_http(spec: &Webhook, http: &reqwest::Client, delivery: &Deliver
     let said = String::from_utf8_lossy(&body);
     let said = (!said.trim().is_empty()).then(|| notify::cut(said.trim(), 500));
     Answer { verdict: retry::verdict(status.as_u16()), retry_after, text: format!("HTTP {status}"), said }
+}
+
+/// The most of an answer's body read: enough for a 429's wait and the
+/// words `notify test` shows; a receiver's endless answer costs no more.
+const ANSWER_READ: usize = 16 << 10;
+
+/// The first `max` bytes of `response`'s body (fewer when it ends or
+/// breaks off sooner).
+async fn head(mut response: reqwest::Response, max: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < max {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(max - body.len())]),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    body
 }
 
 async fn send_http(
@@ -471,4 +490,29 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Guards the bound on what is read of an answer: a receiver that
+    /// answers without end costs `ANSWER_READ` bytes, not all memory.
+    #[tokio::test]
+    async fn an_endless_answer_is_read_only_as_far_as_its_head() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let _ = socket.write_all(b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\n\r\n").await;
+            let chunk = vec![b'x'; 64 << 10];
+            while socket.write_all(&chunk).await.is_ok() {}
+        });
+        let response = reqwest::get(&url).await.unwrap();
+        let body = tokio::time::timeout(Duration::from_secs(10), head(response, ANSWER_READ)).await.unwrap();
+        assert_eq!(body.len(), ANSWER_READ);
+    }
 }
