@@ -97,6 +97,12 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(1);
 /// (its nice value, on Linux per thread).
 const NICE: i32 = 10;
 
+/// Threads that build answers, read the history and check passwords for
+/// the endpoint: whatever clients ask, its work takes at most this many
+/// threads beside its own, each at `NICE`, so it cannot crowd detection's
+/// threads out of the cores (more work waits in line for one).
+const BLOCKING_THREADS: usize = 2;
+
 /// The endpoint, served on a thread of its own (a runtime of one thread,
 /// at a lower priority): however hard it is read, it takes at most one
 /// core, and on a busy machine the monitor and the actions go first.
@@ -108,7 +114,12 @@ impl Server {
     /// Starts serving `listen` until `cancel` fires.
     pub fn start(listen: SocketAddr, sources: Sources, cancel: CancellationToken) -> std::io::Result<Server> {
         let (finished, done) = oneshot::channel();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().thread_name("http").build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("http")
+            .max_blocking_threads(BLOCKING_THREADS)
+            .on_thread_start(idle_priority)
+            .build()?;
         std::thread::Builder::new().name("http".into()).spawn(move || {
             lower_priority();
             runtime.block_on(serve(listen, sources, cancel));
@@ -132,6 +143,20 @@ fn lower_priority() {
     // On Linux a thread's id as the process names that thread alone.
     if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICE) {
         tracing::debug!(error = %e, "the HTTP thread keeps its priority");
+    }
+}
+
+/// The endpoint's working threads (answers, history reads, password
+/// checks) run only on a core nothing else wants: a thread of detection
+/// that wakes takes the core from them at once (`SCHED_IDLE`), where a
+/// lower nice value would still let them finish their time slice first.
+fn idle_priority() {
+    use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(e) =
+        thread_priority::set_thread_priority_and_policy(thread_priority::thread_native_id(), ThreadPriority::Min, idle)
+    {
+        tracing::debug!(error = ?e, "the HTTP workers keep their priority");
     }
 }
 

@@ -282,6 +282,55 @@ async fn the_status_command_meets_each_device_once_while_devices_flip() {
 /// offline, the rest online), each known to it; its endpoint's URL. The
 /// statuses go in waves a default broker's queue for us (1,000 messages)
 /// can take, each known before the next.
+/// Guards detection's cores against readers: however many large answers
+/// are asked for at once, the endpoint builds them on at most two threads
+/// beside its own, and those run only on a core nothing else wants
+/// (`SCHED_IDLE`). Before, every answer in progress had a thread of its
+/// own (16 at once, and the history reads besides), all at nice 10, which
+/// together outweighed the threads that detect.
+#[tokio::test]
+async fn large_answers_are_built_on_two_idle_priority_threads_whatever_is_asked() {
+    const SCHED_IDLE: u32 = 5;
+    let (_broker, daemon, base) = large_fleet(3000, |i| format!("fleet/d-{i}/status"), 7).await;
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut readers = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let url = if i % 2 == 0 {
+            format!("{base}/status?limit=10000")
+        } else {
+            format!("{base}/api/uptime?since=1d&limit=10000")
+        };
+        readers.spawn(async move {
+            let mut answered = 0;
+            while Instant::now() < until {
+                if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+                    answered += 1;
+                }
+            }
+            answered
+        });
+    }
+    // A thread is normal for a moment after it starts, until it has set
+    // its policy: one seen normal in two samples is normal.
+    let (mut most, mut normal) = (0, std::collections::HashMap::<u32, usize>::new());
+    while Instant::now() < until {
+        let threads = daemon.thread_policies("http");
+        most = most.max(threads.len());
+        for (tid, policy) in threads {
+            if policy != SCHED_IDLE {
+                *normal.entry(tid).or_default() += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let answered: usize = readers.join_all().await.into_iter().sum();
+    assert!(answered >= 24, "only {answered} large answers in 3 s");
+    assert!(most <= 3, "the endpoint ran {most} threads at once");
+    // The endpoint's own thread (accepting, `/healthz`) stays normal.
+    let normal: Vec<u32> = normal.into_iter().filter(|&(_, seen)| seen > 1).map(|(tid, _)| tid).collect();
+    assert_eq!(normal.len(), 1, "endpoint threads at normal priority: {normal:?}");
+}
+
 async fn large_fleet(n: usize, topic: impl Fn(usize) -> String, offline_every: usize) -> (Broker, Daemon, String) {
     let broker = Broker::start();
     let daemon = Daemon::start(&config(&broker, "[[device]]\ntopic = \"fleet/{id}/status\"\n"));
