@@ -192,13 +192,19 @@ impl Daemon {
     /// User plus system CPU time so far.
     pub fn cpu(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let after_name = stat.rsplit(')').next().unwrap_or("");
-        let fields: Vec<u64> = after_name.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-        // utime and stime are fields 14 and 15 of stat; here (after the
-        // name and the state letter) they are at 10 and 11.
-        let ticks = fields.get(10).copied().unwrap_or(0) + fields.get(11).copied().unwrap_or(0);
-        Duration::from_millis(ticks * 10)
+        Duration::from_millis(cpu_ticks(&stat).unwrap_or(0) * 10)
     }
+}
+
+/// utime + stime (fields 14 and 15 of `/proc/PID/stat`, in clock ticks of
+/// 10 ms), counted by position after the name's closing parenthesis: other
+/// fields can be negative (`tpgid` is -1 without a controlling terminal).
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    // The fields after the name start at the third (the state letter).
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(14 - 3);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 fn spawn(bin: &Path, config: &Path) -> Result<Child, String> {
@@ -490,4 +496,19 @@ pub async fn steady(bin: &Path, rate: u64, duration: Duration) -> Result<Steady,
         counter: counted.load(std::sync::atomic::Ordering::Relaxed),
         cpu: daemon.cpu().saturating_sub(cpu_before),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_ticks;
+
+    /// Guards the benchmark's CPU figures: a daemon has no controlling
+    /// terminal, so `tpgid` is -1; skipping what does not parse as unsigned
+    /// shifted the fields and read stime + cutime.
+    #[test]
+    fn cpu_is_utime_plus_stime_counted_by_position_past_negative_fields() {
+        let stat = "4242 (will watch) S 1 4242 4242 0 -1 4194560 1855 0 0 0 45 7 3 2 20 0 6 0 1234 1057908 43047 \
+                    18446744073709551615 1 1 0 0 0 0 0 4096 17638 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(cpu_ticks(stat), Some(45 + 7));
+    }
 }

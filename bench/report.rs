@@ -469,7 +469,7 @@ fn render_history(out: &mut String, h: &HistoryRun) {
     );
     let _ = writeln!(
         out,
-        "\nThe writer alone (`History::append` in its batches of 8,192, WAL, `synchronous = NORMAL`): {} transitions of 10,000 devices in {} ms, **{:.0} transitions a second**; `history.db` takes **{:.1} MB per million transitions** (two indexes: by device and time, by time).",
+        "\nThe writer alone (`History::append` in its batches of 8,192, a rollback journal, `synchronous = NORMAL`): {} transitions of 10,000 devices in {} ms, **{:.0} transitions a second**; `history.db` takes **{:.1} MB per million transitions** (two indexes: by device and time, by time).",
         h.written,
         ms(h.took),
         h.written as f64 / h.took.as_secs_f64(),
