@@ -122,8 +122,13 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let finish_writing = CancellationToken::new();
     let writer = tokio::spawn(writer.run(loaded.pending, finish_writing.clone()));
     let (asks_tx, asks_rx) = mpsc::channel(16);
-    let history = crate::history::writer::spawn(config.state_dir.clone(), config.history_keep, Arc::clone(&metrics))
-        .map_err(DaemonError::History)?;
+    let history = crate::history::writer::spawn(
+        config.state_dir.clone(),
+        config.history_keep,
+        config.history_max_size,
+        Arc::clone(&metrics),
+    )
+    .map_err(DaemonError::History)?;
     let (live, _) = tokio::sync::broadcast::channel(http::LIVE_QUEUE);
     let outputs = Outputs {
         store: store_tx,

@@ -88,6 +88,7 @@ pub struct Metrics {
     pub dead_letters: Family<ActionLabel, Counter>,
     pub dead_letters_discarded: Counter,
     pub history_dropped: Counter,
+    pub history_pruned_for_size: Counter,
     pub events_unlinked: Counter,
     pub sparkplug_rebirths: Counter,
     pub sparkplug_out_of_sequence: Counter,
@@ -133,6 +134,7 @@ impl Metrics {
         let dead_letters = Family::<ActionLabel, Counter>::default();
         let dead_letters_discarded = Counter::<u64, AtomicU64>::default();
         let history_dropped = Counter::<u64, AtomicU64>::default();
+        let history_pruned_for_size = Counter::<u64, AtomicU64>::default();
         let events_unlinked = Counter::<u64, AtomicU64>::default();
         let sparkplug_rebirths = Counter::<u64, AtomicU64>::default();
         let sparkplug_out_of_sequence = Counter::<u64, AtomicU64>::default();
@@ -206,6 +208,11 @@ impl Metrics {
             "willwatch_history_dropped",
             "Transitions not written to the history (its queue was full, or the database failed)",
             history_dropped.clone(),
+        );
+        registry.register(
+            "willwatch_history_pruned_for_size",
+            "Transitions removed from the history, oldest first, to keep it within [history] max_size",
+            history_pruned_for_size.clone(),
         );
         registry.register(
             "willwatch_events_unlinked",
@@ -373,6 +380,7 @@ impl Metrics {
             dead_letters,
             dead_letters_discarded,
             history_dropped,
+            history_pruned_for_size,
             events_unlinked,
             sparkplug_rebirths,
             sparkplug_out_of_sequence,

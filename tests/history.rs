@@ -230,3 +230,45 @@ async fn with_history_off_get_and_head_of_the_history_routes_are_not_found() {
         assert_eq!((get, head), (404, 404), "{route}");
     }
 }
+
+/// Guards the disk the state needs: the history had no size bound (95.8
+/// bytes a transition, about 6.9 GB an hour for a fleet flapping 20,000
+/// times a second). Past `[history] max_size` its oldest transitions go,
+/// counted and logged, and the newest stay readable.
+#[tokio::test]
+async fn past_max_size_the_oldest_transitions_go_and_the_newest_stay() {
+    use willwatch::history::History;
+    let broker = Broker::start();
+    let state = tempfile::tempdir().unwrap();
+    let rest = "[history]\nkeep = \"90d\"\nmax_size = \"1 MiB\"\n\n[[device]]\ntopic = \"fleet/{id}/status\"\n";
+    let text = config(&broker, rest).replace("state_dir = \"state\"", &format!("state_dir = {:?}", state.path()));
+    let daemon = Daemon::start(&text);
+    daemon.wait_connected().await;
+    let topics: Vec<String> = (0..20_000).map(|i| format!("fleet/d-{i:05}/status")).collect();
+    // In waves the broker's queue for the daemon holds (1,000 by default).
+    for (i, wave) in topics.chunks(500).enumerate() {
+        let messages: Vec<(&str, Vec<u8>)> = wave.iter().map(|t| (t.as_str(), b"online".to_vec())).collect();
+        support::publish_many(broker.port, &messages, false).await;
+        let known = (i * 500 + wave.len()) as f64;
+        support::wait::until("the wave known", SOON, async || {
+            let online = daemon.metric("willwatch_devices{state=\"online\"}").await;
+            if online >= known { Ok(()) } else { Err(online) }
+        })
+        .await;
+    }
+    let pruned = daemon.wait_log("the history pruned", SOON, |l| l["what"] == "history_pruned_for_size").await;
+    assert!(pruned["rows"].as_u64().is_some_and(|r| r > 0), "{pruned}");
+    support::wait::until("the last device's first sighting in the history", SOON, async || {
+        let n = daemon.metric("willwatch_history_pruned_for_size_total").await;
+        let doc = history(&daemon, &["d-19999"]);
+        match doc["transitions"].as_array().map_or(0, Vec::len) {
+            1 if n > 0.0 => Ok(()),
+            seen => Err(format!("{seen} transitions, {n} pruned")),
+        }
+    })
+    .await;
+    let used = History::open_read(state.path()).unwrap().used_bytes().unwrap();
+    assert!(used <= 1 << 20, "history.db holds {used} bytes, over its 1 MiB");
+    let oldest = history(&daemon, &["d-00000"]);
+    assert_eq!(oldest["transitions"].as_array().map(Vec::len), Some(0), "the oldest went first: {oldest}");
+}

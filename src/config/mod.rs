@@ -50,6 +50,10 @@ pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9818";
 
 /// How long transitions stay in `history.db` unless `[history] keep` says.
 pub const DEFAULT_HISTORY_KEEP: Duration = Duration::from_secs(90 * 86_400);
+/// What `history.db` may hold unless `[history] max_size` says.
+pub const DEFAULT_HISTORY_MAX_SIZE: u64 = 1 << 30;
+/// The least `[history] max_size`: room for some ten thousand transitions.
+pub const MIN_HISTORY_MAX_SIZE: u64 = 1 << 20;
 /// The longest `[history] keep`, and so the furthest back a history window
 /// reaches.
 pub const MAX_HISTORY_KEEP: Duration = Duration::from_secs(MAX_HISTORY_KEEP_DAYS * 86_400);
@@ -85,6 +89,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// How long transitions stay in `history.db` (zero: no history).
     pub history_keep: Duration,
+    /// The most `history.db` may hold, in bytes; the oldest go first.
+    pub history_max_size: u64,
     /// Credentials (`credential:NAME`) only the service can read: this
     /// config can be checked here but not run.
     pub unread_credentials: Vec<String>,

@@ -113,6 +113,7 @@ pub struct RawCluster {
 #[serde(deny_unknown_fields)]
 pub struct RawHistory {
     pub keep: Option<RawDuration>,
+    pub max_size: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,7 +7,6 @@
 //! `Outside`.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use toml::Spanned;
 
@@ -20,6 +19,7 @@ use super::{Config, Watch};
 mod broker;
 mod cluster;
 mod devices;
+mod history;
 mod http;
 mod presence;
 mod sparkplug;
@@ -61,15 +61,7 @@ pub(super) fn validate(path: &Path, text: &str, outside: &dyn Outside) -> Result
     let http_listen = v.http_listen(listen);
     let http_users = v.users(users_file, http_listen, listen_span);
     let external_url = v.external_url(external_url);
-    let history_keep = v
-        .duration_up_to(
-            &raw.history.and_then(|h| h.keep),
-            super::DEFAULT_HISTORY_KEEP,
-            "keep",
-            Duration::ZERO,
-            super::MAX_HISTORY_KEEP,
-        )
-        .unwrap_or_default();
+    let (history_keep, history_max_size) = v.history(raw.history);
     let warnings = v
         .warnings
         .iter()
@@ -111,6 +103,7 @@ pub(super) fn validate(path: &Path, text: &str, outside: &dyn Outside) -> Result
                 http_users,
                 warnings,
                 history_keep,
+                history_max_size,
                 unread_credentials: v.unread_credentials,
                 cluster: cluster.flatten(),
                 exact,

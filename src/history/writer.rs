@@ -1,6 +1,8 @@
 //! The history writer: a thread of its own that takes transitions from a
 //! bounded queue, writes whatever has queued up in one transaction, and
-//! prunes what is older than `keep` once an hour. The monitor only ever
+//! prunes what is older than `keep` once an hour, and the oldest rows
+//! whenever the database holds more than `max_size` (down to 90% of it, so
+//! it does not prune at every batch). The monitor only ever
 //! `try_send`s to it. While the room reserved for the state is not held
 //! (a full disk took it), it writes nothing (dropped, counted): what the
 //! disk has left is the state's.
@@ -29,15 +31,16 @@ pub struct Writer {
     pub thread: std::thread::JoinHandle<()>,
 }
 
-/// Starts the writer for `dir`, keeping `keep` of history; `None` when
-/// `keep` is zero (history off).
-pub fn spawn(dir: PathBuf, keep: Duration, metrics: Arc<Metrics>) -> std::io::Result<Option<Writer>> {
+/// Starts the writer for `dir`, keeping `keep` of history in at most
+/// `max_size` bytes; `None` when `keep` is zero (history off).
+pub fn spawn(dir: PathBuf, keep: Duration, max_size: u64, metrics: Arc<Metrics>) -> std::io::Result<Option<Writer>> {
     if keep.is_zero() {
         return Ok(None);
     }
     let (queue, entries) = sync_channel(QUEUE);
-    let thread =
-        std::thread::Builder::new().name("history".into()).spawn(move || run(&dir, keep, &entries, &metrics))?;
+    let thread = std::thread::Builder::new()
+        .name("history".into())
+        .spawn(move || run(&dir, keep, max_size, &entries, &metrics))?;
     Ok(Some(Writer { queue, thread }))
 }
 
@@ -63,7 +66,7 @@ fn open(dir: &std::path::Path) -> Option<History> {
     }
 }
 
-fn run(dir: &std::path::Path, keep: Duration, entries: &Receiver<Transition>, metrics: &Metrics) {
+fn run(dir: &std::path::Path, keep: Duration, max_size: u64, entries: &Receiver<Transition>, metrics: &Metrics) {
     let Some(mut history) = open(dir) else {
         for _ in entries.iter() {
             metrics.history_dropped.inc();
@@ -102,6 +105,30 @@ fn run(dir: &std::path::Path, keep: Duration, entries: &Receiver<Transition>, me
         } else if let Err(e) = history.append(&batch) {
             metrics.history_dropped.inc_by(batch.len() as u64);
             tracing::error!(error = %e, lost = batch.len(), "cannot write the history; these transitions are not in it");
+        } else {
+            keep_within(&history, max_size, metrics);
         }
+    }
+}
+
+/// Past `max_size`, the oldest rows go (down to 90% of it), counted and
+/// logged.
+fn keep_within(history: &History, max_size: u64, metrics: &Metrics) {
+    match history.used_bytes() {
+        Ok(used) if used > max_size => match history.prune_to(max_size / 10 * 9) {
+            Ok(rows) => {
+                metrics.history_pruned_for_size.inc_by(rows as u64);
+                tracing::warn!(
+                    rows,
+                    used,
+                    max_size,
+                    what = "history_pruned_for_size",
+                    "the history reached [history] max_size; its oldest transitions were removed"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot prune the history to its size"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the history's size"),
     }
 }

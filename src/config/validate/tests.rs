@@ -362,6 +362,18 @@ fn an_apprise_style_url_stands_for_the_services_keys_and_its_mistakes_show_no_se
 
 /// Each problem says what `expected` says (a part of its message) at the
 /// text it names (the key or value at fault; empty: anywhere), in order.
+#[test]
+fn the_history_takes_a_size_in_any_unit_and_refuses_one_too_small_or_unreadable_where_it_is() {
+    let given = Given::default();
+    assert_eq!(valid(&given, "").history_max_size, 1 << 30);
+    assert_eq!(valid(&given, "[history]\nmax_size = \"500 MiB\"\n").history_max_size, 500 << 20);
+    assert_eq!(valid(&given, "[history]\nmax_size = \"2GB\"\n").history_max_size, 2_000_000_000);
+    let problems = refused(&given, "[history]\nmax_size = \"12 KiB\"\n");
+    assert_problems(&problems, &[("`max_size` 12.0 KiB is too small", "\"12 KiB\"")]);
+    let problems = refused(&given, "[history]\nmax_size = \"lots\"\n");
+    assert_problems(&problems, &[("`max_size` `lots` is not a size", "\"lots\"")]);
+}
+
 fn assert_problems(problems: &[(String, String)], expected: &[(&str, &str)]) {
     assert_eq!(problems.len(), expected.len(), "{problems:#?}");
     for ((message, at), (want, want_at)) in problems.iter().zip(expected) {
