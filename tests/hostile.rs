@@ -112,6 +112,50 @@ async fn clients_holding_connections_never_shut_out_the_health_probe() {
     drop(held);
 }
 
+/// Guards the listen backlog: a burst of clients connecting while the
+/// daemon accepts nothing (here: stopped) is held by the kernel, not
+/// dropped. With the kernel's usual backlog of 128 the connects past it
+/// had their SYNs dropped and waited a second or more each; with 1,024
+/// all 900 are complete at once, and each is answered once the daemon
+/// runs again.
+#[tokio::test]
+async fn a_burst_of_connects_while_the_daemon_accepts_nothing_waits_in_the_backlog() {
+    let broker = Broker::start();
+    let daemon = Daemon::start(&config(&broker, PUMP));
+    daemon.wait_connected().await;
+    let address: std::net::SocketAddr = daemon.http_url().await.trim_start_matches("http://").parse().unwrap();
+    daemon.signal("STOP");
+    let connects: Vec<_> = (0..900)
+        .map(|_| tokio::spawn(tokio::time::timeout(Duration::from_millis(700), TcpStream::connect(address))))
+        .collect();
+    let mut held = Vec::new();
+    for connect in connects {
+        if let Ok(Ok(stream)) = connect.await.unwrap() {
+            held.push(stream);
+        }
+    }
+    daemon.signal("CONT");
+    assert_eq!(held.len(), 900, "connects completed while the daemon accepted nothing");
+    // And they are served: each asks for /healthz; the pool (256) takes
+    // them in turn, closing the idle ones for room, and every one that is
+    // answered is answered 200.
+    let mut answers = tokio::task::JoinSet::new();
+    for mut stream in held.drain(..100) {
+        answers.spawn(async move {
+            stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.ok()?;
+            let mut text = String::new();
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut text)).await.ok()?.ok()?;
+            Some(text.starts_with("HTTP/1.1 200"))
+        });
+    }
+    let answered: Vec<Option<bool>> = answers.join_all().await;
+    assert!(answered.iter().all(|a| *a != Some(false)), "a /healthz answered other than 200");
+    let url = format!("{}/healthz", daemon.http_url().await);
+    let asked = Instant::now();
+    assert_eq!(std::thread::spawn(move || blocking::get_status(&url)).join().unwrap(), Some(200));
+    assert!(asked.elapsed() < Duration::from_secs(2), "/healthz after the burst took {:?}", asked.elapsed());
+}
+
 /// Guards the HTTP limits at moments nobody chose: for 6 s, attackers drawn
 /// from a seed arrive, one to three every few milliseconds (several hundred
 /// alive at once, past the 256 connections), and leave after a random hold
