@@ -161,28 +161,14 @@ impl History {
         Ok(u64::try_from(used).unwrap_or(0))
     }
 
-    /// Removes the oldest rows (first written first) until the database
-    /// holds at most `target` bytes; how many rows went.
-    pub fn prune_to(&self, target: u64) -> Result<usize, HistoryError> {
-        let sqlite = |source| HistoryError::Sqlite { file: self.path.clone(), source };
-        let mut removed = 0;
-        loop {
-            let used = self.used_bytes()?;
-            if used <= target {
-                return Ok(removed);
-            }
-            let (first, last): (Option<i64>, Option<i64>) = self
-                .conn
-                .query_row("SELECT min(rowid), max(rowid) FROM transitions", [], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(sqlite)?;
-            let (Some(first), Some(last)) = (first, last) else { return Ok(removed) };
-            // Rows take about the same room each: remove the share that is
-            // over, and a little more, so the next batch does not prune again.
-            let over = (used - target) as f64 / used as f64;
-            let rows = ((last - first + 1) as f64 * (over + 0.01)).ceil() as i64;
-            removed +=
-                self.conn.execute("DELETE FROM transitions WHERE rowid < ?1", [first + rows.max(1)]).map_err(sqlite)?;
-        }
+    /// Removes the `rows` oldest rows (first written first); how many went.
+    pub fn prune_oldest(&self, rows: u32) -> Result<usize, HistoryError> {
+        self.conn
+            .execute(
+                "DELETE FROM transitions WHERE rowid < (SELECT min(rowid) FROM transitions) + ?1",
+                [i64::from(rows)],
+            )
+            .map_err(|source| HistoryError::Sqlite { file: self.path.clone(), source })
     }
 
     /// Each device's state before `from` (the `to` of its last transition
@@ -331,7 +317,7 @@ mod tests {
     }
 
     #[test]
-    fn past_its_size_the_oldest_rows_go_first_and_the_newest_stay() {
+    fn the_oldest_rows_go_first_and_what_they_took_is_counted_free() {
         let dir = tempfile::tempdir().unwrap();
         let mut h = History::open(dir.path()).unwrap();
         let rows: Vec<Transition> = (0..20_000u64)
@@ -343,18 +329,17 @@ mod tests {
         h.append(&rows).unwrap();
         let before = h.used_bytes().unwrap();
         assert!(before > 4 << 20, "{before} bytes");
-        assert_eq!(h.prune_to(before).unwrap(), 0, "nothing goes while it fits");
-        let removed = h.prune_to(1 << 20).unwrap();
-        assert!(h.used_bytes().unwrap() <= 1 << 20, "{} bytes left", h.used_bytes().unwrap());
+        assert_eq!(h.prune_oldest(15_000).unwrap(), 15_000);
+        let after = h.used_bytes().unwrap();
+        assert!(after < before / 3, "{before} bytes, then {after}");
         let (oldest, newest, left): (i64, i64, i64) = h
             .conn
             .query_row("SELECT min(at_ms), max(at_ms), count(*) FROM transitions", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .unwrap();
-        assert_eq!(left as usize + removed, 20_000);
-        assert_eq!(newest, 19_999_000, "the newest transition stays");
-        assert_eq!(oldest, removed as i64 * 1000, "exactly the oldest went");
-        assert!(left > 2_000, "only what was over went: {left} left");
+        assert_eq!((oldest, newest, left), (15_000_000, 19_999_000, 5_000), "exactly the oldest went");
+        assert_eq!(h.prune_oldest(10_000).unwrap(), 5_000);
+        assert_eq!(h.prune_oldest(10_000).unwrap(), 0, "an empty history has nothing to give");
     }
 }

@@ -1,8 +1,8 @@
 //! The history writer: a thread of its own that takes transitions from a
 //! bounded queue, writes whatever has queued up in one transaction, and
 //! prunes what is older than `keep` once an hour, and the oldest rows
-//! whenever the database holds more than `max_size` (down to 90% of it, so
-//! it does not prune at every batch). The monitor only ever
+//! whenever the database holds more than `max_size` (`Room`: down to 90%
+//! of it, a few rows at a time between batches). The monitor only ever
 //! `try_send`s to it. While the room reserved for the state is not held
 //! (a full disk took it), it writes nothing (dropped, counted): what the
 //! disk has left is the state's.
@@ -75,6 +75,9 @@ fn run(dir: &std::path::Path, keep: Duration, max_size: u64, entries: &Receiver<
     };
     let mut pruned_at: Option<Instant> = None;
     let mut short = crate::throttle::Throttle::new(Duration::from_secs(60));
+    let mut room = Room { max_size, round: None };
+    // A smaller `max_size` than the file holds is met from the start.
+    room.keep(&history, metrics);
     loop {
         if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
             pruned_at = Some(Instant::now());
@@ -84,9 +87,14 @@ fn run(dir: &std::path::Path, keep: Duration, max_size: u64, entries: &Receiver<
                 Err(e) => tracing::warn!(error = %e, "cannot prune the history"),
             }
         }
-        let first = match entries.recv_timeout(PRUNE_EVERY) {
+        // A round of removals goes on while nothing waits to be written.
+        let idle = if room.pruning() { Duration::ZERO } else { PRUNE_EVERY };
+        let first = match entries.recv_timeout(idle) {
             Ok(entry) => entry,
-            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Timeout) => {
+                room.keep(&history, metrics);
+                continue;
+            }
             Err(RecvTimeoutError::Disconnected) => return,
         };
         let mut batch = vec![first];
@@ -106,29 +114,65 @@ fn run(dir: &std::path::Path, keep: Duration, max_size: u64, entries: &Receiver<
             metrics.history_dropped.inc_by(batch.len() as u64);
             tracing::error!(error = %e, lost = batch.len(), "cannot write the history; these transitions are not in it");
         } else {
-            keep_within(&history, max_size, metrics);
+            room.keep(&history, metrics);
         }
     }
 }
 
-/// Past `max_size`, the oldest rows go (down to 90% of it), counted and
-/// logged.
-fn keep_within(history: &History, max_size: u64, metrics: &Metrics) {
-    match history.used_bytes() {
-        Ok(used) if used > max_size => match history.prune_to(max_size / 10 * 9) {
+/// Rows removed at a time while the history is over its size: each
+/// removal holds the writer (about 0.3 s for this many on a slow disk),
+/// so transitions are written between them and the queue does not fill.
+const PRUNE_ROWS: u32 = 20_000;
+
+/// Keeps `history.db` within `max_size`: past it, a round of removals
+/// starts, the oldest rows first, a `PRUNE_ROWS` at a time between the
+/// writer's batches, until it holds at most 90% of it; counted, and logged
+/// when the round ends.
+struct Room {
+    max_size: u64,
+    /// Rows removed in the round under way, if one is.
+    round: Option<usize>,
+}
+
+impl Room {
+    fn pruning(&self) -> bool {
+        self.round.is_some()
+    }
+
+    fn keep(&mut self, history: &History, metrics: &Metrics) {
+        let used = match history.used_bytes() {
+            Ok(used) => used,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the history's size");
+                return;
+            }
+        };
+        let removed = match self.round {
+            None if used <= self.max_size => return,
+            None => 0,
+            Some(removed) => removed,
+        };
+        if used <= self.max_size / 10 * 9 {
+            self.round = None;
+            tracing::warn!(
+                rows = removed,
+                used,
+                max_size = self.max_size,
+                what = "history_pruned_for_size",
+                "the history reached [history] max_size; its oldest transitions were removed"
+            );
+            return;
+        }
+        match history.prune_oldest(PRUNE_ROWS) {
             Ok(rows) => {
                 metrics.history_pruned_for_size.inc_by(rows as u64);
-                tracing::warn!(
-                    rows,
-                    used,
-                    max_size,
-                    what = "history_pruned_for_size",
-                    "the history reached [history] max_size; its oldest transitions were removed"
-                );
+                // Nothing left to remove: the round is over whatever the size.
+                self.round = if rows == 0 { None } else { Some(removed + rows) };
             }
-            Err(e) => tracing::warn!(error = %e, "cannot prune the history to its size"),
-        },
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot read the history's size"),
+            Err(e) => {
+                self.round = None;
+                tracing::warn!(error = %e, "cannot prune the history to its size");
+            }
+        }
     }
 }
