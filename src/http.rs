@@ -97,10 +97,12 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(1);
 /// (its nice value, on Linux per thread).
 const NICE: i32 = 10;
 
-/// Threads that build answers, read the history and check passwords for
-/// the endpoint: whatever clients ask, its work takes at most this many
-/// threads beside its own, each at `NICE`, so it cannot crowd detection's
-/// threads out of the cores (more work waits in line for one).
+/// Threads that build answers and read the history for the endpoint:
+/// whatever clients ask, that work takes at most this many threads beside
+/// its own, each at `NICE` (they are started from its thread), so it
+/// cannot crowd detection's threads out of the cores (more waits in line).
+/// A thread per answer in progress (16, and the history reads besides)
+/// outweighed detection on two cores.
 const BLOCKING_THREADS: usize = 2;
 
 /// The endpoint, served on a thread of its own (a runtime of one thread,
@@ -118,7 +120,6 @@ impl Server {
             .enable_all()
             .thread_name("http")
             .max_blocking_threads(BLOCKING_THREADS)
-            .on_thread_start(idle_priority)
             .build()?;
         std::thread::Builder::new().name("http".into()).spawn(move || {
             lower_priority();
@@ -143,20 +144,6 @@ fn lower_priority() {
     // On Linux a thread's id as the process names that thread alone.
     if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), NICE) {
         tracing::debug!(error = %e, "the HTTP thread keeps its priority");
-    }
-}
-
-/// The endpoint's working threads (answers, history reads, password
-/// checks) run only on a core nothing else wants: a thread of detection
-/// that wakes takes the core from them at once (`SCHED_IDLE`), where a
-/// lower nice value would still let them finish their time slice first.
-fn idle_priority() {
-    use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
-    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
-    if let Err(e) =
-        thread_priority::set_thread_priority_and_policy(thread_priority::thread_native_id(), ThreadPriority::Min, idle)
-    {
-        tracing::debug!(error = ?e, "the HTTP workers keep their priority");
     }
 }
 

@@ -363,6 +363,55 @@ async fn a_flood_of_wrong_passwords_checks_few_at_once_and_keeps_the_probe_answe
     assert!(busy_at_once >= 80, "{busy_at_once} of 100 told at once to come back");
 }
 
+/// Guards the operator's own login during an attack: a password verified
+/// before used to wait for a login turn like any guess, so a flood of
+/// wrong passwords (holding the turns and the line) shut the operator out
+/// with `503`s. It passes at once now, without bcrypt.
+#[tokio::test]
+async fn a_password_verified_before_passes_at_once_through_a_flood_of_guesses() {
+    let broker = Broker::start();
+    let (daemon, base, _users) = with_users(&broker, 10, 0o600).await;
+    daemon.wait_connected().await;
+    let client = reqwest::Client::new();
+    let operator = || client.get(format!("{base}/status?limit=1")).basic_auth("ops", Some("s3cret")).send();
+    assert_eq!(operator().await.unwrap().status(), 200, "the first login, verified by bcrypt");
+    // Guessers that keep the turns and the line full for 8 s.
+    let until = Instant::now() + Duration::from_secs(8);
+    let guesses: Vec<_> = (0..30)
+        .map(|i| {
+            let (client, url) = (client.clone(), format!("{base}/status"));
+            tokio::spawn(async move {
+                let mut statuses = Vec::new();
+                while Instant::now() < until {
+                    let response = client.get(&url).basic_auth("ops", Some(format!("guess-{i}"))).send().await;
+                    statuses.push(response.map(|r| r.status().as_u16()).unwrap_or(0));
+                }
+                statuses
+            })
+        })
+        .collect();
+    // Once the guesses hold every turn and the line: one more is told to
+    // come back.
+    support::wait::until("the logins' turns and line all held", Duration::from_secs(10), async || {
+        let status = client.get(format!("{base}/status")).basic_auth("ops", Some("one more")).send().await;
+        match status.map(|r| r.status().as_u16()) {
+            Ok(503) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    for _ in 0..5 {
+        let asked = Instant::now();
+        assert_eq!(operator().await.unwrap().status(), 200);
+        assert!(asked.elapsed() < Duration::from_millis(500), "the operator waited {:?}", asked.elapsed());
+    }
+    assert!(Instant::now() < until, "the flood was over before the operator's logins");
+    for guess in guesses {
+        let statuses = guess.await.unwrap();
+        assert!(statuses.iter().all(|s| matches!(s, 401 | 503)), "{statuses:?}");
+    }
+}
+
 /// RFC 7617: the scheme's name is case-insensitive.
 #[tokio::test]
 async fn the_basic_scheme_is_taken_whatever_its_case() {

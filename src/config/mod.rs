@@ -54,6 +54,8 @@ pub const DEFAULT_HISTORY_KEEP: Duration = Duration::from_secs(90 * 86_400);
 pub const DEFAULT_HISTORY_MAX_SIZE: u64 = 1 << 30;
 /// The least `[history] max_size`: room for some ten thousand transitions.
 pub const MIN_HISTORY_MAX_SIZE: u64 = 1 << 20;
+/// The most `[history] max_size`: 64 TiB, past any disk it is kept on.
+pub const MAX_HISTORY_MAX_SIZE: u64 = 1 << 46;
 /// The longest `[history] keep`, and so the furthest back a history window
 /// reaches.
 pub const MAX_HISTORY_KEEP: Duration = Duration::from_secs(MAX_HISTORY_KEEP_DAYS * 86_400);

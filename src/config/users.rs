@@ -95,16 +95,22 @@ impl Users {
     }
 
     /// Whether `password` is `user`'s.
+    /// Whether this user's password was verified before (no bcrypt run).
+    pub fn remembered(&self, user: &str, password: &str) -> bool {
+        let Some(hash) = self.hashes.get(user) else { return false };
+        self.verified.lock().expect("not poisoned").get(&format!("{user}:{password}")) == Some(hash)
+    }
+
     pub fn verify(&self, user: &str, password: &str) -> bool {
         let Some(hash) = self.hashes.get(user) else {
             // As long as a wrong password takes, and false whatever it says.
             let _ = bcrypt::verify(password, &self.stand_in);
             return false;
         };
-        let key = format!("{user}:{password}");
-        if self.verified.lock().expect("not poisoned").get(&key) == Some(hash) {
+        if self.remembered(user, password) {
             return true;
         }
+        let key = format!("{user}:{password}");
         let ok = bcrypt::verify(password, hash).unwrap_or(false);
         if ok {
             let mut verified = self.verified.lock().expect("not poisoned");

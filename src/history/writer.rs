@@ -75,7 +75,7 @@ fn run(dir: &std::path::Path, keep: Duration, max_size: u64, entries: &Receiver<
     };
     let mut pruned_at: Option<Instant> = None;
     let mut short = crate::throttle::Throttle::new(Duration::from_secs(60));
-    let mut room = Room { max_size, round: None };
+    let mut room = Room { max_size, round: None, logged: crate::throttle::Throttle::new(Duration::from_secs(60)) };
     // A smaller `max_size` than the file holds is met from the start.
     room.keep(&history, metrics);
     loop {
@@ -127,11 +127,13 @@ const PRUNE_ROWS: u32 = 20_000;
 /// Keeps `history.db` within `max_size`: past it, a round of removals
 /// starts, the oldest rows first, a `PRUNE_ROWS` at a time between the
 /// writer's batches, until it holds at most 90% of it; counted, and logged
-/// when the round ends.
+/// when the round ends (at most once a minute: a small `max_size` under a
+/// flood ends a round every fraction of a second).
 struct Room {
     max_size: u64,
     /// Rows removed in the round under way, if one is.
     round: Option<usize>,
+    logged: crate::throttle::Throttle,
 }
 
 impl Room {
@@ -154,13 +156,16 @@ impl Room {
         };
         if used <= self.max_size / 10 * 9 {
             self.round = None;
-            tracing::warn!(
-                rows = removed,
-                used,
-                max_size = self.max_size,
-                what = "history_pruned_for_size",
-                "the history reached [history] max_size; its oldest transitions were removed"
-            );
+            if let Some(suppressed) = self.logged.allow(Instant::now()) {
+                tracing::warn!(
+                    rows = removed,
+                    used,
+                    max_size = self.max_size,
+                    suppressed,
+                    what = "history_pruned_for_size",
+                    "the history reached [history] max_size; its oldest transitions were removed"
+                );
+            }
             return;
         }
         match history.prune_oldest(PRUNE_ROWS) {

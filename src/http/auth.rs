@@ -10,7 +10,8 @@ use base64::Engine;
 
 use super::Shared;
 
-/// Passwords checked at once (each a bcrypt run on a thread of its own).
+/// Passwords checked at once (each a bcrypt run on a thread of its own, not
+/// in the endpoint's line of answers and history reads).
 pub const VERIFYING: usize = 2;
 /// How long a login waits for its turn before it is told to come back.
 pub const VERIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -22,6 +23,10 @@ pub async fn require(State(shared): State<Shared>, request: Request, next: Next)
     let credentials =
         request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(basic_credentials);
     if let Some((user, password)) = credentials {
+        // A password verified before passes at once, whatever waits.
+        if users.remembered(&user, &password) {
+            return next.run(request).await;
+        }
         // bcrypt takes tens of milliseconds, on purpose: not on the runtime,
         // and at most `VERIFYING` at once, so a flood of guesses costs at
         // most that many cores' worth of the endpoint's (lowered) priority.
@@ -29,7 +34,7 @@ pub async fn require(State(shared): State<Shared>, request: Request, next: Next)
             Ok(turn) => turn,
             Err(busy) => return busy,
         };
-        let ok = tokio::task::spawn_blocking(move || users.verify(&user, &password)).await.unwrap_or(false);
+        let ok = verify_apart(users, user, password).await;
         drop(turn);
         if ok {
             return next.run(request).await;
@@ -41,6 +46,17 @@ pub async fn require(State(shared): State<Shared>, request: Request, next: Next)
         "who are you?\n",
     )
         .into_response()
+}
+
+/// Checks a password on a thread of its own (started from the endpoint's,
+/// so at its priority): large answers waiting for the endpoint's working
+/// threads never hold a login up.
+async fn verify_apart(users: std::sync::Arc<crate::config::Users>, user: String, password: String) -> bool {
+    let (done, result) = tokio::sync::oneshot::channel();
+    let started = std::thread::Builder::new().name("http-login".into()).spawn(move || {
+        let _ = done.send(users.verify(&user, &password));
+    });
+    started.is_ok() && result.await.unwrap_or(false)
 }
 
 /// The user and password of an `Authorization` value of the `Basic`

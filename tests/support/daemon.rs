@@ -79,21 +79,18 @@ impl Daemon {
         status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
     }
 
-    /// Each of the daemon's threads named `name`: its id and scheduling
-    /// policy (`sched(7)`: 0 normal, 5 idle), from `/proc`.
-    pub fn thread_policies(&self, name: &str) -> Vec<(u32, u32)> {
+    /// The nice value of each of the daemon's threads named `name`, from
+    /// `/proc`.
+    pub fn thread_nice(&self, name: &str) -> Vec<i64> {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.child.id())) else { return Vec::new() };
         tasks
             .filter_map(|task| {
-                let task = task.ok()?;
-                let tid = task.file_name().to_str()?.parse().ok()?;
-                let task = task.path();
+                let task = task.ok()?.path();
                 (std::fs::read_to_string(task.join("comm")).ok()?.trim() == name).then_some(())?;
                 let stat = std::fs::read_to_string(task.join("stat")).ok()?;
                 // Fields after the name's closing parenthesis start at the
-                // third; the policy is the 41st.
-                let policy = stat.rsplit_once(')')?.1.split_whitespace().nth(41 - 3)?.parse().ok()?;
-                Some((tid, policy))
+                // third; the nice value is the 19th.
+                stat.rsplit_once(')')?.1.split_whitespace().nth(19 - 3)?.parse().ok()
             })
             .collect()
     }

@@ -8,7 +8,9 @@ use toml::Spanned;
 use super::Validator;
 use crate::config::error::Problem;
 use crate::config::raw::RawHistory;
-use crate::config::{DEFAULT_HISTORY_KEEP, DEFAULT_HISTORY_MAX_SIZE, MAX_HISTORY_KEEP, MIN_HISTORY_MAX_SIZE};
+use crate::config::{
+    DEFAULT_HISTORY_KEEP, DEFAULT_HISTORY_MAX_SIZE, MAX_HISTORY_KEEP, MAX_HISTORY_MAX_SIZE, MIN_HISTORY_MAX_SIZE,
+};
 
 impl Validator<'_> {
     /// `keep` (zero: no history) and `max_size` in bytes.
@@ -20,22 +22,25 @@ impl Validator<'_> {
         (keep, max_size.and_then(|raw| self.history_max_size(&raw)).unwrap_or(DEFAULT_HISTORY_MAX_SIZE))
     }
 
-    /// A size such as `"500 MiB"` or `"2 GB"`, at least `MIN_HISTORY_MAX_SIZE`.
+    /// A size such as `"500 MiB"` or `"2 GB"`, from `MIN_HISTORY_MAX_SIZE`
+    /// to `MAX_HISTORY_MAX_SIZE` (the parser saturates: a size past any
+    /// disk would silently mean no bound).
     fn history_max_size(&mut self, raw: &Spanned<String>) -> Option<u64> {
-        let least = bytesize::ByteSize::b(MIN_HISTORY_MAX_SIZE).display().iec();
-        let hint = format!("a size such as \"500 MiB\" or \"2 GB\", at least {least}");
-        match raw.get_ref().trim().parse::<bytesize::ByteSize>() {
-            Ok(size) if size.as_u64() >= MIN_HISTORY_MAX_SIZE => Some(size.as_u64()),
-            Ok(size) => {
-                let too_small = format!("`max_size` {} is too small: history needs room to work", size.display().iec());
-                self.problem(Problem::new(raw.span(), too_small).hint(hint));
-                None
+        let iec = |bytes| bytesize::ByteSize::b(bytes).display().iec().to_string();
+        let (least, most) = (iec(MIN_HISTORY_MAX_SIZE), iec(MAX_HISTORY_MAX_SIZE));
+        let hint = format!("a size such as \"500 MiB\" or \"2 GB\", from {least} to {most}");
+        let problem = match raw.get_ref().trim().parse::<bytesize::ByteSize>() {
+            Ok(size) if (MIN_HISTORY_MAX_SIZE..=MAX_HISTORY_MAX_SIZE).contains(&size.as_u64()) => {
+                return Some(size.as_u64());
             }
-            Err(_) => {
-                let bad = format!("`max_size` `{}` is not a size", raw.get_ref());
-                self.problem(Problem::new(raw.span(), bad).hint(hint));
-                None
+            Ok(size) if size.as_u64() < MIN_HISTORY_MAX_SIZE => {
+                format!("`max_size` {} is too small: history needs room to work", iec(size.as_u64()))
             }
-        }
+            Ok(_) => format!("`max_size` is larger than {most}"),
+            // The value itself is not repeated: it can be any length.
+            Err(_) => "`max_size` is not a size".to_string(),
+        };
+        self.problem(Problem::new(raw.span(), problem).hint(hint));
+        None
     }
 }

@@ -363,7 +363,7 @@ fn an_apprise_style_url_stands_for_the_services_keys_and_its_mistakes_show_no_se
 /// Each problem says what `expected` says (a part of its message) at the
 /// text it names (the key or value at fault; empty: anywhere), in order.
 #[test]
-fn the_history_takes_a_size_in_any_unit_and_refuses_one_too_small_or_unreadable_where_it_is() {
+fn the_history_takes_a_size_in_any_unit_and_refuses_one_too_small_too_large_or_unreadable_where_it_is() {
     let given = Given::default();
     assert_eq!(valid(&given, "").history_max_size, 1 << 30);
     assert_eq!(valid(&given, "[history]\nmax_size = \"500 MiB\"\n").history_max_size, 500 << 20);
@@ -371,7 +371,12 @@ fn the_history_takes_a_size_in_any_unit_and_refuses_one_too_small_or_unreadable_
     let problems = refused(&given, "[history]\nmax_size = \"12 KiB\"\n");
     assert_problems(&problems, &[("`max_size` 12.0 KiB is too small", "\"12 KiB\"")]);
     let problems = refused(&given, "[history]\nmax_size = \"lots\"\n");
-    assert_problems(&problems, &[("`max_size` `lots` is not a size", "\"lots\"")]);
+    assert_problems(&problems, &[("`max_size` is not a size", "\"lots\"")]);
+    // The parser saturates: past the bound, not a silent "no limit".
+    for huge in ["999999 EiB", "18446744073709551615", "65 TiB"] {
+        let problems = refused(&given, &format!("[history]\nmax_size = \"{huge}\"\n"));
+        assert_problems(&problems, &[("`max_size` is larger than 64.0 TiB", "")]);
+    }
 }
 
 fn assert_problems(problems: &[(String, String)], expected: &[(&str, &str)]) {
