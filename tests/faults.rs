@@ -108,8 +108,14 @@ async fn a_stale_will_with_an_old_sequence_is_ignored() {
     daemon.wait_event("pump-7", "offline", 1).await;
 }
 
+/// Killed the moment the alert is out: the offline was committed before it
+/// went, so the restart never decides it again under a new id. Its log
+/// line can come once more, under the same id, when the kill beat the
+/// action's acknowledgement to the disk (docs/guarantees.md: a SIGKILL
+/// costs at most a repeat under the same id); a loaded machine makes that
+/// window wide enough to hit.
 #[tokio::test]
-async fn a_daemon_killed_mid_incident_neither_repeats_nor_loses_the_alert() {
+async fn a_daemon_killed_mid_incident_neither_alerts_anew_nor_loses_the_alert() {
     let broker = Broker::start();
     let mut daemon = Daemon::start(&config(&broker, &format!("{PUMP}{SENTINEL}")));
     daemon.wait_connected().await;
@@ -121,7 +127,9 @@ async fn a_daemon_killed_mid_incident_neither_repeats_nor_loses_the_alert() {
     daemon.wait_connected().await;
     daemon.wait_log("the state to be restored", SOON, |l| l["what"] == "state_restored").await;
     sync_with_sentinel(&broker, &daemon, &[]).await;
-    assert!(daemon.events("pump-7", "offline").is_empty(), "a duplicate offline after the restart");
+    let again = daemon.events("pump-7", "offline");
+    assert!(again.len() <= 1, "{} offlines after the restart", again.len());
+    assert!(again.iter().all(|e| e["event_id"] == first["event_id"]), "an offline under a new id: {again:?}");
 
     publish(broker.port, "plant/pump-7/status", "online", true).await;
     let online = daemon.wait_event("pump-7", "online", 1).await;
