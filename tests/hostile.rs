@@ -116,8 +116,8 @@ async fn clients_holding_connections_never_shut_out_the_health_probe() {
 /// daemon accepts nothing (here: stopped) is held by the kernel, not
 /// dropped. With the kernel's usual backlog of 128 the connects past it
 /// had their SYNs dropped and waited a second or more each; with 1,024
-/// all 900 are complete at once, and each is answered once the daemon
-/// runs again.
+/// all 900 are complete at once, and once the daemon runs again none is
+/// answered other than 200 and `/healthz` answers at once.
 #[tokio::test]
 async fn a_burst_of_connects_while_the_daemon_accepts_nothing_waits_in_the_backlog() {
     let broker = Broker::start();
@@ -322,10 +322,6 @@ async fn the_status_command_meets_each_device_once_while_devices_flip() {
     assert_eq!((head.status().as_u16(), head.bytes().await.unwrap().len()), (200, 0));
 }
 
-/// A daemon watching `n` devices (on `topic(i)`, every `offline_every`th
-/// offline, the rest online), each known to it; its endpoint's URL. The
-/// statuses go in waves a default broker's queue for us (1,000 messages)
-/// can take, each known before the next.
 /// Guards detection's cores against readers: however many large answers
 /// are asked for at once, the endpoint builds them on at most two threads
 /// beside its own, all at its lowered priority (nice 10). Before, every
@@ -334,9 +330,11 @@ async fn the_status_command_meets_each_device_once_while_devices_flip() {
 #[tokio::test]
 async fn large_answers_are_built_on_two_threads_at_the_endpoints_priority_whatever_is_asked() {
     let (_broker, daemon, base) = large_fleet(3000, |i| format!("fleet/d-{i}/status"), 7).await;
+    // Eight readers: more than two threads' worth, few enough to leave the
+    // cores to the other tests of this file running beside it.
     let until = Instant::now() + Duration::from_secs(3);
     let mut readers = tokio::task::JoinSet::new();
-    for i in 0..24 {
+    for i in 0..8 {
         let url = if i % 2 == 0 {
             format!("{base}/status?limit=10000")
         } else {
@@ -360,11 +358,15 @@ async fn large_answers_are_built_on_two_threads_at_the_endpoints_priority_whatev
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let answered: usize = readers.join_all().await.into_iter().sum();
-    assert!(answered >= 24, "only {answered} large answers in 3 s");
+    assert!(answered >= 8, "only {answered} large answers in 3 s");
     assert!(most <= 3, "the endpoint ran {most} threads at once");
     assert_eq!(nice.into_iter().collect::<Vec<_>>(), [10], "the endpoint's threads' nice values");
 }
 
+/// A daemon watching `n` devices (on `topic(i)`, every `offline_every`th
+/// offline, the rest online), each known to it; its endpoint's URL. The
+/// statuses go in waves a default broker's queue for us (1,000 messages)
+/// can take, each known before the next.
 async fn large_fleet(n: usize, topic: impl Fn(usize) -> String, offline_every: usize) -> (Broker, Daemon, String) {
     let broker = Broker::start();
     let daemon = Daemon::start(&config(&broker, "[[device]]\ntopic = \"fleet/{id}/status\"\n"));

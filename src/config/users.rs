@@ -94,13 +94,13 @@ impl Users {
         (low != high).then_some((low, high))
     }
 
-    /// Whether `password` is `user`'s.
     /// Whether this user's password was verified before (no bcrypt run).
     pub fn remembered(&self, user: &str, password: &str) -> bool {
         let Some(hash) = self.hashes.get(user) else { return false };
         self.verified.lock().expect("not poisoned").get(&format!("{user}:{password}")) == Some(hash)
     }
 
+    /// Whether `password` is `user`'s.
     pub fn verify(&self, user: &str, password: &str) -> bool {
         let Some(hash) = self.hashes.get(user) else {
             // As long as a wrong password takes, and false whatever it says.

@@ -161,11 +161,12 @@ impl History {
         Ok(u64::try_from(used).unwrap_or(0))
     }
 
-    /// Removes the `rows` oldest rows (first written first); how many went.
+    /// Removes the `rows` oldest rows (first written first, whatever gaps
+    /// earlier removals left in their numbers); how many went.
     pub fn prune_oldest(&self, rows: u32) -> Result<usize, HistoryError> {
         self.conn
             .execute(
-                "DELETE FROM transitions WHERE rowid < (SELECT min(rowid) FROM transitions) + ?1",
+                "DELETE FROM transitions WHERE rowid IN (SELECT rowid FROM transitions ORDER BY rowid LIMIT ?1)",
                 [i64::from(rows)],
             )
             .map_err(|source| HistoryError::Sqlite { file: self.path.clone(), source })

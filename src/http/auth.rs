@@ -56,7 +56,14 @@ async fn verify_apart(users: std::sync::Arc<crate::config::Users>, user: String,
     let started = std::thread::Builder::new().name("http-login".into()).spawn(move || {
         let _ = done.send(users.verify(&user, &password));
     });
-    started.is_ok() && result.await.unwrap_or(false)
+    match started {
+        Ok(_) => result.await.unwrap_or(false),
+        Err(e) => {
+            tracing::error!(error = %e, what = "http_login_unchecked",
+                "cannot start a thread to check a password; the login is refused");
+            false
+        }
+    }
 }
 
 /// The user and password of an `Authorization` value of the `Basic`
